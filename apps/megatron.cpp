@@ -1,0 +1,39 @@
+// The megatron binary: subcommands and argument parsing only; the work is in src/.
+#include <CLI/CLI.hpp>
+
+#include <cstdio>
+#include <string>
+
+#include "core/error.h"
+#include "train/trainer.h"
+#include "train_flags.h"
+
+int main(int argc, char** argv) {
+  CLI::App app{"megatron.cpp: train transformer language models, Megatron-LM style", "megatron"};
+  app.require_subcommand(1);
+  // `megatron --help` lists every subcommand's flags with their defaults.
+  app.set_help_flag();
+  app.set_help_all_flag("-h,--help", "Print this help (every subcommand and flag) and exit");
+  mt::TrainingArgs args;
+  CLI::App* train = app.add_subcommand("train", "Pretrain a GPT model (Megatron's pretrain_gpt.py flags)");
+  mt::add_train_flags(*train, args);
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForAllHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::ParseError& e) {
+    std::string where = train->parsed() ? "megatron train" : "megatron";
+    std::fprintf(stderr, "%s: error: %s (see '%s --help')\n", where.c_str(), e.what(), where.c_str());
+    return 2;
+  }
+  try {
+    if (train->parsed()) mt::pretrain_gpt(args);
+  } catch (const mt::UserError& e) {
+    std::fprintf(stderr, "megatron: error: %s\n", e.what());
+    return 2;
+  }
+  return 0;
+}

@@ -1,0 +1,74 @@
+#include "train_flags.h"
+
+namespace mt {
+
+void add_train_flags(CLI::App& app, TrainingArgs& a) {
+  auto* g = "Model";
+  app.add_option("--num-layers", a.num_layers, "Number of transformer layers")->capture_default_str()->group(g);
+  app.add_option("--hidden-size", a.hidden_size, "Transformer hidden size")->capture_default_str()->group(g);
+  app.add_option("--ffn-hidden-size", a.ffn_hidden_size, "MLP hidden size (0: 4 x hidden size)")
+      ->capture_default_str()->group(g);
+  app.add_option("--num-attention-heads", a.num_attention_heads, "Attention heads")->capture_default_str()->group(g);
+  app.add_option("--seq-length", a.seq_length, "Sequence length")->capture_default_str()->group(g);
+  app.add_option("--max-position-embeddings", a.max_position_embeddings,
+                 "Position embedding table size (0: seq length)")->capture_default_str()->group(g);
+  app.add_option("--vocab-size", a.vocab_size, "Vocabulary size (0: from the data)")->capture_default_str()->group(g);
+  app.add_option("--make-vocab-size-divisible-by", a.make_vocab_size_divisible_by,
+                 "Pad the vocabulary to a multiple of this")->capture_default_str()->group(g);
+  app.add_option("--init-method-std", a.init_method_std, "Std of the normal weight init")
+      ->capture_default_str()->group(g);
+  app.add_option("--hidden-dropout", a.hidden_dropout, "Dropout on hidden states")->capture_default_str()->group(g);
+  app.add_option("--attention-dropout", a.attention_dropout, "Dropout on attention probabilities")
+      ->capture_default_str()->group(g);
+  app.add_option("--layernorm-epsilon", a.layernorm_epsilon, "LayerNorm epsilon")->capture_default_str()->group(g);
+
+  g = "Training";
+  app.add_option("--micro-batch-size", a.micro_batch_size, "Samples per microbatch")->capture_default_str()->group(g);
+  app.add_option("--global-batch-size", a.global_batch_size, "Samples per iteration (gradient accumulation)")
+      ->capture_default_str()->group(g);
+  app.add_option("--train-iters", a.train_iters, "Iterations to train")->capture_default_str()->group(g);
+  app.add_option("--seed", a.seed, "Random seed")->capture_default_str()->group(g);
+  app.add_flag("--bf16", a.bf16, "bf16 parameters and activations, fp32 main grads and optimizer")->group(g);
+  app.add_flag("--fp16", a.fp16, "fp16 parameters and activations with loss scaling")->group(g);
+  app.add_option("--loss-scale", a.loss_scale, "Constant fp16 loss scale (0: dynamic)")->capture_default_str()->group(g);
+  app.add_option("--initial-loss-scale", a.initial_loss_scale, "Initial dynamic loss scale")
+      ->capture_default_str()->group(g);
+  app.add_option("--min-loss-scale", a.min_loss_scale, "Minimum dynamic loss scale")->capture_default_str()->group(g);
+  app.add_option("--loss-scale-window", a.loss_scale_window, "Iterations before the loss scale grows")
+      ->capture_default_str()->group(g);
+  app.add_option("--hysteresis", a.hysteresis, "Overflows tolerated before the loss scale shrinks")
+      ->capture_default_str()->group(g);
+  app.add_option("--device", a.device, "cpu or cuda")->capture_default_str()->group(g);
+
+  g = "Optimizer and learning rate";
+  app.add_option("--lr", a.lr, "Peak learning rate")->capture_default_str()->group(g);
+  app.add_option("--min-lr", a.min_lr, "Learning rate at the end of decay")->capture_default_str()->group(g);
+  app.add_option("--lr-decay-style", a.lr_decay_style, "constant, linear, cosine or inverse-square-root")
+      ->capture_default_str()->group(g);
+  app.add_option("--lr-decay-iters", a.lr_decay_iters, "Iterations of decay (0: train iters)")
+      ->capture_default_str()->group(g);
+  app.add_option("--lr-warmup-iters", a.lr_warmup_iters, "Iterations of linear warmup")->capture_default_str()->group(g);
+  app.add_option("--lr-warmup-fraction", a.lr_warmup_fraction, "Warmup as a fraction of decay iters (overrides iters)")
+      ->group(g);
+  app.add_option("--weight-decay", a.weight_decay, "Decoupled weight decay (not on biases and norms)")
+      ->capture_default_str()->group(g);
+  app.add_option("--clip-grad", a.clip_grad, "Global gradient-norm clip (0: off)")->capture_default_str()->group(g);
+  app.add_option("--adam-beta1", a.adam_beta1, "Adam beta1")->capture_default_str()->group(g);
+  app.add_option("--adam-beta2", a.adam_beta2, "Adam beta2")->capture_default_str()->group(g);
+  app.add_option("--adam-eps", a.adam_eps, "Adam epsilon")->capture_default_str()->group(g);
+
+  g = "Logging and evaluation";
+  app.add_option("--log-interval", a.log_interval, "Iterations between log lines")->capture_default_str()->group(g);
+  app.add_option("--eval-interval", a.eval_interval, "Iterations between evaluations")->capture_default_str()->group(g);
+  app.add_option("--eval-iters", a.eval_iters, "Global batches per evaluation")->capture_default_str()->group(g);
+  app.add_option("--exit-interval", a.exit_interval, "Exit when the iteration is a multiple of this (0: off)")
+      ->capture_default_str()->group(g);
+
+  g = "Data";
+  app.add_option("--data-path", a.data_path, "Indexed dataset prefix (PREFIX.bin/.idx; default: bundled corpus)")
+      ->group(g);
+  app.add_option("--split", a.split, "Train,valid,test split weights over documents")->capture_default_str()->group(g);
+  app.add_flag("--mock-data", a.mock_data, "Synthetic data (needs --vocab-size)")->group(g);
+}
+
+}  // namespace mt

@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# Builds megatron.cpp with the CUDA backend (sm_90a) and runs the whole test suite, CUDA tests
+# included, on a GPU machine. Logs go to $OUT when set (the device runner brings that folder
+# back), else to build-gpu/logs; a summary table per test suite ends the output.
+#
+#   scripts/device-test.sh                     # configure, build everything, run ctest
+#   TEST_REGEX='^Cuda' scripts/device-test.sh  # only tests whose name matches (ctest -R)
+#   BUILD_TARGET=test_kernels scripts/device-test.sh   # build one target instead of all
+#   JOBS=8 CTEST_JOBS=4 BUILD_DIR=build-gpu2 ... # parallelism and build folder
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+BUILD_DIR=${BUILD_DIR:-build-gpu}
+JOBS=${JOBS:-16}
+CTEST_JOBS=${CTEST_JOBS:-8}
+LOG_DIR=${OUT:-$BUILD_DIR/logs}
+mkdir -p "$LOG_DIR"
+
+section() { printf '\n==== %s ====\n' "$*"; }
+
+section "device"
+{ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || echo "nvidia-smi failed"; } \
+  2>&1 | tee "$LOG_DIR/device.txt"
+{ nvcc --version | tail -1; cmake --version | head -1; g++ --version | head -1; } 2>&1 | tee -a "$LOG_DIR/device.txt"
+git log -1 --format='commit %H %s' 2>/dev/null | tee -a "$LOG_DIR/device.txt" || true
+
+section "configure"
+cmake -S . -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90a -DMT_WITH_CUDA=ON \
+  2>&1 | tee "$LOG_DIR/configure.log"
+grep -q "CUDA backend ON" "$LOG_DIR/configure.log" || { echo "device-test: the CUDA backend was not enabled"; exit 1; }
+
+section "build"
+build_args=(--build "$BUILD_DIR" -j "$JOBS")
+[[ -n "${BUILD_TARGET:-}" ]] && build_args+=(--target "$BUILD_TARGET")
+start=$(date +%s)
+cmake "${build_args[@]}" 2>&1 | tee "$LOG_DIR/build.log"
+echo "build: $(( $(date +%s) - start )) s"
+
+section "test"
+ctest_args=(--test-dir "$BUILD_DIR" --output-on-failure -j "$CTEST_JOBS" --timeout 600
+            --output-junit "$(realpath "$LOG_DIR")/ctest.xml")
+[[ -n "${TEST_REGEX:-}" ]] && ctest_args+=(-R "$TEST_REGEX")
+set +e
+ctest "${ctest_args[@]}" 2>&1 | tee "$LOG_DIR/ctest.log"
+ctest_rc=${PIPESTATUS[0]}
+set -e
+
+section "summary"
+# ctest lines look like: "  12/340 Test  #12: CudaGemm/CudaGemm.MatchesCpu/bf16_cf32_NN_beta0 ...   Passed    0.41 sec"
+awk '
+  /Test +#[0-9]+: / {
+    name = $0; sub(/.*Test +#[0-9]+: /, "", name); sub(/ .*/, "", name)
+    suite = name; sub(/\..*/, "", suite); sub(/.*\//, "", suite)
+    if ($0 ~ /Passed/) pass[suite]++
+    else if ($0 ~ /Skipped|Not Run.*Disabled/) skip[suite]++
+    else { fail[suite]++; failed[++nf] = name }
+    if (!(suite in seen)) { seen[suite] = 1; order[++ns] = suite }
+  }
+  END {
+    printf "%-40s %7s %7s %7s\n", "suite", "passed", "failed", "skipped"
+    for (i = 1; i <= ns; i++) {
+      s = order[i]; tp += pass[s]; tf += fail[s]; ts += skip[s]
+      printf "%-40s %7d %7d %7d\n", s, pass[s], fail[s], skip[s]
+    }
+    printf "%-40s %7d %7d %7d\n", "TOTAL", tp, tf, ts
+    if (nf) { print "\nfailed:"; for (i = 1; i <= nf; i++) print "  " failed[i] }
+  }' "$LOG_DIR/ctest.log" | tee "$LOG_DIR/summary.txt"
+echo "logs: $LOG_DIR"
+exit "$ctest_rc"

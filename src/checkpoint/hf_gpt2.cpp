@@ -1,0 +1,150 @@
+#include "checkpoint/hf_gpt2.h"
+
+#include <nlohmann/json.hpp>
+
+#include <filesystem>
+#include <fstream>
+#include <vector>
+
+#include "checkpoint/safetensors.h"
+#include "core/error.h"
+#include "kernels/elementwise.h"
+
+namespace mt {
+namespace {
+
+template <class T>
+T json_get(const nlohmann::json& j, const char* key, const std::string& file) {
+  if (!j.contains(key) || j[key].is_null()) MT_USER_ERROR("{}: missing \"{}\"", file, key);
+  try {
+    return j[key].get<T>();
+  } catch (const std::exception&) {
+    MT_USER_ERROR("{}: \"{}\" has the wrong type", file, key);
+  }
+}
+
+// An fp32 copy of a checkpoint tensor of any float dtype.
+Tensor to_f32(const Tensor& t) {
+  Tensor out = Tensor::empty(t.shape(), DType::F32);
+  cast(t, out);
+  return out;
+}
+
+class WeightSource {
+ public:
+  explicit WeightSource(const std::string& path) : st_(path) {
+    // transformers saves GPT2LMHeadModel keys as "transformer.h.0..."; GPT2Model without prefix.
+    prefix_ = st_.contains("transformer.wte.weight") ? "transformer." : "";
+  }
+  Tensor get(const std::string& name, const Shape& expect) const {
+    std::string key = prefix_ + name;
+    if (!st_.contains(key)) MT_USER_ERROR("{}: tensor {} is missing", st_.path(), key);
+    Tensor t = st_.get(key);
+    if (t.shape() != expect)
+      MT_USER_ERROR("{}: tensor {} has shape {}, expected {}", st_.path(), key, shape_str(t.shape()), shape_str(expect));
+    return to_f32(t);
+  }
+
+ private:
+  SafetensorsReader st_;
+  std::string prefix_;
+};
+
+// Writes an fp32 host tensor into a parameter of any dtype on any device.
+void assign(const Tensor& src, const Tensor& dst) {
+  if (dst.device().is_cpu()) {
+    cast(src, dst);
+    return;
+  }
+  Tensor tmp = Tensor::empty(dst.shape(), dst.dtype());
+  cast(src, tmp);
+  dst.copy_from(tmp);
+}
+
+// dst[r, c] = src[c, r] for src [rows, cols] fp32 -> dst (any dtype) [cols, rows].
+void copy_transposed(const Tensor& src, const Tensor& dst) {
+  int64_t rows = src.size(0), cols = src.size(1);
+  Tensor t = Tensor::empty({cols, rows}, DType::F32);
+  const float* s = src.data<float>();
+  float* d = t.data<float>();
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t c = 0; c < cols; ++c) d[c * rows + r] = s[r * cols + c];
+  assign(t, dst);
+}
+
+}  // namespace
+
+GPTConfig read_hf_gpt2_config(const std::string& dir, DType dtype, int64_t divisible_by) {
+  std::string file = (std::filesystem::path(dir) / "config.json").string();
+  std::ifstream in(file);
+  if (!in) MT_USER_ERROR("{}: cannot open (expected a Hugging Face GPT-2 checkpoint directory)", file);
+  nlohmann::json j;
+  try {
+    in >> j;
+  } catch (const std::exception& e) {
+    MT_USER_ERROR("{}: invalid JSON: {}", file, e.what());
+  }
+  std::string act = j.value("activation_function", "gelu_new");
+  if (act != "gelu_new" && act != "gelu_pytorch_tanh")
+    MT_USER_ERROR("{}: activation_function \"{}\" is not supported (GPT-2 uses gelu_new, the tanh GeLU)", file, act);
+  GPTConfig c;
+  c.hidden_size = json_get<int>(j, "n_embd", file);
+  c.num_layers = json_get<int>(j, "n_layer", file);
+  c.num_attention_heads = json_get<int>(j, "n_head", file);
+  c.max_position_embeddings = json_get<int>(j, "n_positions", file);
+  c.seq_length = c.max_position_embeddings;
+  c.vocab_size = json_get<int64_t>(j, "vocab_size", file);
+  c.padded_vocab_size = pad_vocab_size(c.vocab_size, divisible_by);
+  c.ffn_hidden_size = j.contains("n_inner") && !j["n_inner"].is_null() ? j["n_inner"].get<int>() : 4 * c.hidden_size;
+  c.layernorm_epsilon = j.value("layer_norm_epsilon", 1e-5f);
+  c.init_method_std = j.value("initializer_range", 0.02f);
+  c.params_dtype = dtype;
+  if (c.hidden_size % c.num_attention_heads != 0)
+    MT_USER_ERROR("{}: n_embd {} is not divisible by n_head {}", file, c.hidden_size, c.num_attention_heads);
+  return c;
+}
+
+void load_hf_gpt2_weights(const std::string& dir, GPTModel& model) {
+  const GPTConfig& c = model.config();
+  WeightSource src((std::filesystem::path(dir) / "model.safetensors").string());
+  auto& buf = model.buffer();
+  auto dst = [&](const std::string& name) { return buf.param(buf.find(name)); };
+  const int64_t C = c.hidden_size, F = c.ffn_hidden_size, H = c.num_attention_heads, D = c.head_dim();
+
+  // Word embeddings: rows beyond the real vocabulary (padding) are zero.
+  Tensor wte = Tensor::zeros({c.padded_vocab_size, C}, DType::F32);
+  wte.narrow0(0, c.vocab_size).copy_from(src.get("wte.weight", {c.vocab_size, C}));
+  assign(wte, dst("embedding.word_embeddings.weight"));
+  assign(src.get("wpe.weight", {c.max_position_embeddings, C}), dst("embedding.position_embeddings.weight"));
+
+  for (int l = 0; l < c.num_layers; ++l) {
+    std::string h = "h." + std::to_string(l) + ".", p = "decoder.layers." + std::to_string(l) + ".";
+    assign(src.get(h + "ln_1.weight", {C}), dst(p + "input_layernorm.weight"));
+    assign(src.get(h + "ln_1.bias", {C}), dst(p + "input_layernorm.bias"));
+    assign(src.get(h + "ln_2.weight", {C}), dst(p + "pre_mlp_layernorm.weight"));
+    assign(src.get(h + "ln_2.bias", {C}), dst(p + "pre_mlp_layernorm.bias"));
+
+    // QKV: HF column j*C + hh*D + d  ->  our row (hh*3 + j)*D + d.
+    Tensor w = src.get(h + "attn.c_attn.weight", {C, 3 * C}), b = src.get(h + "attn.c_attn.bias", {3 * C});
+    Tensor wq = Tensor::empty({3 * C, C}, DType::F32), bq = Tensor::empty({3 * C}, DType::F32);
+    for (int64_t j = 0; j < 3; ++j)
+      for (int64_t hh = 0; hh < H; ++hh)
+        for (int64_t d = 0; d < D; ++d) {
+          int64_t col = j * C + hh * D + d, row = (hh * 3 + j) * D + d;
+          for (int64_t i = 0; i < C; ++i) wq.data<float>()[row * C + i] = w.data<float>()[i * 3 * C + col];
+          bq.data<float>()[row] = b.data<float>()[col];
+        }
+    assign(wq, dst(p + "self_attention.linear_qkv.weight"));
+    assign(bq, dst(p + "self_attention.linear_qkv.bias"));
+    copy_transposed(src.get(h + "attn.c_proj.weight", {C, C}), dst(p + "self_attention.linear_proj.weight"));
+    assign(src.get(h + "attn.c_proj.bias", {C}), dst(p + "self_attention.linear_proj.bias"));
+    copy_transposed(src.get(h + "mlp.c_fc.weight", {C, F}), dst(p + "mlp.linear_fc1.weight"));
+    assign(src.get(h + "mlp.c_fc.bias", {F}), dst(p + "mlp.linear_fc1.bias"));
+    copy_transposed(src.get(h + "mlp.c_proj.weight", {F, C}), dst(p + "mlp.linear_fc2.weight"));
+    assign(src.get(h + "mlp.c_proj.bias", {C}), dst(p + "mlp.linear_fc2.bias"));
+  }
+  assign(src.get("ln_f.weight", {C}), dst("decoder.final_layernorm.weight"));
+  assign(src.get("ln_f.bias", {C}), dst("decoder.final_layernorm.bias"));
+}
+
+}  // namespace mt

@@ -1,0 +1,74 @@
+#include "core/allocator.h"
+
+#include <cstdlib>
+#include <map>
+#include <mutex>
+#include <vector>
+
+#include "core/error.h"
+
+namespace mt {
+namespace {
+
+// Blocks are rounded up to a size class (powers of two split in 4) and kept on a free list
+// per class when released. Memory is returned to the system only at exit.
+class CachingHostAllocator final : public Allocator {
+ public:
+  void* allocate(size_t bytes) override {
+    size_t cls = size_class(bytes);
+    std::lock_guard<std::mutex> lock(mu_);
+    in_use_ += cls;
+    if (in_use_ > peak_) peak_ = in_use_;
+    auto& list = free_[cls];
+    if (!list.empty()) {
+      void* p = list.back();
+      list.pop_back();
+      return p;
+    }
+    void* p = std::aligned_alloc(64, cls);
+    MT_CHECK(p != nullptr, "host allocation of {} bytes failed", cls);
+    return p;
+  }
+  void deallocate(void* p, size_t bytes) override {
+    if (!p) return;
+    size_t cls = size_class(bytes);
+    std::lock_guard<std::mutex> lock(mu_);
+    in_use_ -= cls;
+    free_[cls].push_back(p);
+  }
+  size_t bytes_in_use() const override { return in_use_; }
+  size_t peak_bytes() const override { return peak_; }
+
+ private:
+  static size_t size_class(size_t bytes) {
+    if (bytes <= 256) return 256;
+    size_t p = 256;
+    while (p < bytes) p <<= 1;
+    size_t q = p >> 2;  // quarter steps between p/2 and p
+    size_t c = p >> 1;
+    while (c < bytes) c += q;
+    return c;
+  }
+  std::mutex mu_;
+  std::map<size_t, std::vector<void*>> free_;
+  size_t in_use_ = 0, peak_ = 0;
+};
+
+Allocator* (*g_device_factory)(int) = nullptr;
+
+}  // namespace
+
+Allocator& host_allocator() {
+  static CachingHostAllocator* a = new CachingHostAllocator();  // never destroyed: outlives tensors
+  return *a;
+}
+
+void register_device_allocator(Allocator* (*factory)(int)) { g_device_factory = factory; }
+
+Allocator& allocator_for(Device d) {
+  if (d.is_cpu()) return host_allocator();
+  if (!g_device_factory) MT_USER_ERROR("device {} requested but this build has no CUDA backend", d.str());
+  return *g_device_factory(d.index);
+}
+
+}  // namespace mt

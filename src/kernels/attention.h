@@ -1,0 +1,34 @@
+#pragma once
+// Causal multi-head self-attention, flash-style: scores are computed block by block with an
+// online softmax and never stored as a [T, T] matrix; forward saves only the output and the
+// per-row log-sum-exp, and backward recomputes the probabilities from them.
+//
+// qkv : [B, T, H, 3, D]  Megatron's per-head interleaved layout (q, k, v of head h adjacent),
+//                        so a column-parallel split of the QKV projection keeps heads whole.
+// out : [B, T, H, D]
+// lse : fp32 [B, H, T]   logsumexp_j (q_i . k_j * scale), scale = 1/sqrt(D)
+// FLOPs (causal): forward 2 * B*H*T*T*D, backward 5 * B*H*T*T*D (half of the dense 4 and 10).
+//
+// Attention dropout (p > 0) drops probabilities with the mask philox(seed, stream, ((b*H + h)*T + i)*T + j)
+// (the same mask in forward and backward, regenerated, never stored).
+#include <cstdint>
+
+#include "core/tensor.h"
+
+namespace mt {
+
+struct AttentionConfig {
+  int n_heads = 1;
+  int head_dim = 1;
+  float dropout_p = 0.0f;
+  uint64_t seed = 0;
+  uint64_t stream = 0;
+};
+
+void attention_forward(const Tensor& qkv, const Tensor& out, const Tensor& lse, const AttentionConfig& cfg,
+                       Stream s = {});
+// Writes dqkv (not accumulated).
+void attention_backward(const Tensor& dout, const Tensor& qkv, const Tensor& out, const Tensor& lse,
+                        const Tensor& dqkv, const AttentionConfig& cfg, Stream s = {});
+
+}  // namespace mt

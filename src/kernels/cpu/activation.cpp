@@ -1,0 +1,91 @@
+// GeLU (tanh approximation) and inverted dropout, elementwise and embarrassingly parallel.
+//   gelu(x)  = 0.5 x (1 + tanh(u)),  u = sqrt(2/pi) (x + 0.044715 x^3)
+//   gelu'(x) = 0.5 (1 + tanh(u)) + 0.5 x (1 - tanh(u)^2) sqrt(2/pi) (1 + 3 * 0.044715 x^2)
+//   dropout: y[i] = keep(i) ? x[i] / (1 - p) : 0, keep(i) = philox_uniform(seed, stream, i) > p
+// Each reads its inputs once and writes its output once. Dropout draws one Philox block per four
+// consecutive elements (the four words of block i/4), the same numbers philox_uniform gives.
+#include <algorithm>
+#include <cmath>
+
+#include "core/rng.h"
+#include "kernels/cpu/cpu_ops.h"
+#include "kernels/cpu/load_store.h"
+
+namespace mt::cpu {
+namespace {
+
+constexpr float kSqrt2OverPi = 0.7978845608028654f;
+constexpr float kGeluCoeff = 0.044715f;
+
+template <class T>
+void gelu_forward_t(const T* x, T* y, int64_t n) {
+#pragma omp parallel for schedule(static)
+  for (int64_t i = 0; i < n; ++i) {
+    const float v = to_f32(x[i]);
+    const float u = kSqrt2OverPi * (v + kGeluCoeff * v * v * v);
+    y[i] = from_f32<T>(0.5f * v * (1.0f + std::tanh(u)));
+  }
+}
+
+template <class T>
+void gelu_backward_t(const T* dy, const T* x, T* dx, int64_t n) {
+#pragma omp parallel for schedule(static)
+  for (int64_t i = 0; i < n; ++i) {
+    const float v = to_f32(x[i]);
+    const float u = kSqrt2OverPi * (v + kGeluCoeff * v * v * v);
+    const float t = std::tanh(u);
+    const float du = kSqrt2OverPi * (1.0f + 3.0f * kGeluCoeff * v * v);
+    const float grad = 0.5f * (1.0f + t) + 0.5f * v * (1.0f - t * t) * du;
+    dx[i] = from_f32<T>(to_f32(dy[i]) * grad);
+  }
+}
+
+template <class T>
+void dropout_t(const T* x, T* y, int64_t n, float p, uint64_t seed, uint64_t stream) {
+  const float inv_keep = 1.0f / (1.0f - p);
+  const int64_t blocks = (n + 3) / 4;
+#pragma omp parallel for schedule(static)
+  for (int64_t blk = 0; blk < blocks; ++blk) {
+    uint32_t r[4];
+    philox_block(seed, stream, uint64_t(blk), r);
+    for (int64_t k = 0, i = blk * 4; k < 4 && i < n; ++k, ++i)
+      y[i] = from_f32<T>(u32_to_uniform(r[k]) > p ? to_f32(x[i]) * inv_keep : 0.0f);
+  }
+}
+
+void dropout(const Tensor& x, const Tensor& y, float p, uint64_t seed, uint64_t stream) {
+  if (p == 0.0f) {
+    if (x.raw() != y.raw()) y.copy_from(x);
+    return;
+  }
+  dispatch_float(x.dtype(), [&](auto tag) {
+    using T = decltype(tag);
+    dropout_t(x.data<T>(), y.data<T>(), x.numel(), p, seed, stream);
+  });
+}
+
+}  // namespace
+
+void gelu_forward(const Tensor& x, const Tensor& y) {
+  dispatch_float(x.dtype(), [&](auto tag) {
+    using T = decltype(tag);
+    gelu_forward_t(x.data<T>(), y.data<T>(), x.numel());
+  });
+}
+
+void gelu_backward(const Tensor& dy, const Tensor& x, const Tensor& dx) {
+  dispatch_float(x.dtype(), [&](auto tag) {
+    using T = decltype(tag);
+    gelu_backward_t(dy.data<T>(), x.data<T>(), dx.data<T>(), x.numel());
+  });
+}
+
+// Inverted dropout is linear with a 0/(1/(1-p)) diagonal, so backward is forward applied to dy.
+void dropout_forward(const Tensor& x, const Tensor& y, float p, uint64_t seed, uint64_t stream) {
+  dropout(x, y, p, seed, stream);
+}
+void dropout_backward(const Tensor& dy, const Tensor& dx, float p, uint64_t seed, uint64_t stream) {
+  dropout(dy, dx, p, seed, stream);
+}
+
+}  // namespace mt::cpu

@@ -1,0 +1,209 @@
+// Causal self-attention on the CPU, flash-style (see attention.h for layouts), in blocks of
+// kBlock queries x kBlock keys so that the heavy products are small single-threaded sgemms.
+//   forward, per query block Qi and key blocks Kj (j <= i):
+//     S = scale Qi Kj^T; online softmax per row: m' = max(m, rowmax S), l = l e^(m - m') +
+//     sum e^(S - m'), Oi = Oi e^(m - m') + (e^(S - m') * Z) Vj; finally Oi /= l, lse = m + log l.
+//   backward, per (b, h): D_i = dO_i.O_i; for each block pair P = e^(S - lse) (recomputed),
+//     dP = dOi Vj^T, dVj += (P*Z)^T dOi, dS = scale P (dP Z - D), dQi += dS Kj, dKj += dS^T Qi.
+//   Z is the dropout factor (keep ? 1/(1-p) : 0) of philox(seed, stream, ((b H + h) T + i) T + j),
+//   drawn one Philox block per four keys; without dropout Z = 1. Causally masked entries are 0.
+// Each (b, h) is owned by one thread: it widens its q, k, v (and dO) into fp32 scratch [T, D]
+// (O(T D) traffic against O(T^2 D) FLOPs), keeps one kBlock x kBlock score tile (never a [T, T]
+// matrix) and, in backward, accumulates dq, dk, dv in fp32 scratch in a fixed order before one
+// store; so results do not depend on the thread count. sgemm runs single-threaded inside the
+// OpenMP region, so each block product is the same arithmetic wherever it runs.
+#include <cblas.h>
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <vector>
+
+#include "core/rng.h"
+#include "kernels/cpu/cpu_ops.h"
+#include "kernels/cpu/fast_math.h"
+#include "kernels/cpu/load_store.h"
+
+namespace mt::cpu {
+namespace {
+
+constexpr int64_t kBlock = 64;  // queries and keys per block; equal, so diagonal blocks line up
+
+struct Dims {
+  int64_t B, T, H, D;
+  int64_t qkv_token() const { return H * 3 * D; }  // qkv elements per token
+  int64_t out_token() const { return H * D; }
+};
+
+// Dropout factors z[0..n) = keep ? 1/(1-p) : 0 for mask indices first, first+1, ...
+struct DropMask {
+  float p, inv_keep;
+  uint64_t seed, stream;
+  void factors(uint64_t first, int64_t n, float* z) const {
+    uint32_t r[4];
+    for (int64_t j = 0; j < n; ++j) {
+      const uint64_t idx = first + uint64_t(j);
+      if (j == 0 || (idx & 3) == 0) philox_block(seed, stream, idx >> 2, r);
+      z[j] = u32_to_uniform(r[idx & 3]) > p ? inv_keep : 0.0f;
+    }
+  }
+};
+
+// C[m, n] = alpha op(A) op(B) + beta C, row-major.
+void mm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, float alpha, const float* a, int64_t lda, const float* b,
+        int64_t ldb, float beta, float* c, int64_t ldc) {
+  cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, int(m), int(n), int(k),
+              alpha, a, int(lda), b, int(ldb), beta, c, int(ldc));
+}
+
+// Widens q, k, v of head (b, h) into fp32 [T, D] rows.
+template <class T>
+void gather_qkv(const T* qkv, const Dims& d, int64_t b, int64_t h, float* q, float* k, float* v) {
+  for (int64_t t = 0; t < d.T; ++t) {
+    const T* base = qkv + (b * d.T + t) * d.qkv_token() + h * 3 * d.D;
+    load_row(base, q + t * d.D, d.D);
+    load_row(base + d.D, k + t * d.D, d.D);
+    load_row(base + 2 * d.D, v + t * d.D, d.D);
+  }
+}
+
+template <class T>
+void forward_t(const T* qkv, T* out, float* lse, const Dims& d, const DropMask& drop) {
+  const int64_t D = d.D;
+  const float scale = 1.0f / std::sqrt(float(D));
+#pragma omp parallel
+  {
+    const size_t td = size_t(d.T * D);
+    std::vector<float> q(td), k(td), v(td), o(size_t(kBlock * D)), s(size_t(kBlock * kBlock)), z(kBlock), m(kBlock),
+        l(kBlock);
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t bh = 0; bh < d.B * d.H; ++bh) {
+      const int64_t b = bh / d.H, h = bh % d.H;
+      gather_qkv(qkv, d, b, h, q.data(), k.data(), v.data());
+      for (int64_t i0 = 0; i0 < d.T; i0 += kBlock) {
+        const int64_t mq = std::min(kBlock, d.T - i0);
+        std::fill(m.begin(), m.end(), -std::numeric_limits<float>::infinity());
+        std::fill(l.begin(), l.end(), 0.0f);
+        std::fill(o.begin(), o.end(), 0.0f);
+        for (int64_t j0 = 0; j0 <= i0; j0 += kBlock) {
+          const int64_t nk = std::min(kBlock, d.T - j0);
+          mm(false, true, mq, nk, D, scale, &q[i0 * D], D, &k[j0 * D], D, 0.0f, s.data(), kBlock);
+          for (int64_t r = 0; r < mq; ++r) {
+            const int64_t i = i0 + r, valid = std::min(nk, i - j0 + 1);  // keys j <= i
+            float* sr = &s[r * kBlock];
+            const float mx = max_of(sr, valid, m[r]);
+            const float correction = std::exp(m[r] - mx);  // 0 on the first block
+            const float sum = exp_shifted_sum(sr, valid, mx);
+            std::fill(sr + valid, sr + nk, 0.0f);
+            if (drop.p > 0.0f) {
+              drop.factors(uint64_t((bh * d.T + i) * d.T + j0), valid, z.data());
+              for (int64_t j = 0; j < valid; ++j) sr[j] *= z[j];
+            }
+            l[r] = l[r] * correction + sum;
+            m[r] = mx;
+            float* orow = &o[r * D];
+            for (int64_t c = 0; c < D; ++c) orow[c] *= correction;
+          }
+          mm(false, false, mq, D, nk, 1.0f, s.data(), kBlock, &v[j0 * D], D, 1.0f, o.data(), D);
+        }
+        for (int64_t r = 0; r < mq; ++r) {
+          const float inv_l = 1.0f / l[r];
+          T* orow = out + (b * d.T + i0 + r) * d.out_token() + h * D;
+          for (int64_t c = 0; c < D; ++c) orow[c] = from_f32<T>(o[r * D + c] * inv_l);
+          lse[bh * d.T + i0 + r] = m[r] + std::log(l[r]);
+        }
+      }
+    }
+  }
+}
+
+template <class T>
+void backward_t(const T* dout, const T* qkv, const T* out, const float* lse, T* dqkv, const Dims& d,
+                const DropMask& drop) {
+  const int64_t D = d.D;
+  const float scale = 1.0f / std::sqrt(float(D));
+#pragma omp parallel
+  {
+    const size_t td = size_t(d.T * D);
+    std::vector<float> q(td), k(td), v(td), dO(td), dq(td), dk(td), dv(td), o(D), delta(d.T),
+        s(size_t(kBlock * kBlock)), dp(size_t(kBlock * kBlock)), z(kBlock);
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t bh = 0; bh < d.B * d.H; ++bh) {
+      const int64_t b = bh / d.H, h = bh % d.H;
+      gather_qkv(qkv, d, b, h, q.data(), k.data(), v.data());
+      for (int64_t t = 0; t < d.T; ++t) {
+        const int64_t at = (b * d.T + t) * d.out_token() + h * D;
+        load_row(dout + at, &dO[t * D], D);
+        load_row(out + at, o.data(), D);
+        float acc = 0.0f;
+        for (int64_t c = 0; c < D; ++c) acc += dO[t * D + c] * o[c];
+        delta[t] = acc;
+      }
+      std::fill(dq.begin(), dq.end(), 0.0f);
+      std::fill(dk.begin(), dk.end(), 0.0f);
+      std::fill(dv.begin(), dv.end(), 0.0f);
+      for (int64_t i0 = 0; i0 < d.T; i0 += kBlock) {
+        const int64_t mq = std::min(kBlock, d.T - i0);
+        for (int64_t j0 = 0; j0 <= i0; j0 += kBlock) {
+          const int64_t nk = std::min(kBlock, d.T - j0);
+          mm(false, true, mq, nk, D, scale, &q[i0 * D], D, &k[j0 * D], D, 0.0f, s.data(), kBlock);
+          mm(false, true, mq, nk, D, 1.0f, &dO[i0 * D], D, &v[j0 * D], D, 0.0f, dp.data(), kBlock);
+          for (int64_t r = 0; r < mq; ++r) {
+            const int64_t i = i0 + r, valid = std::min(nk, i - j0 + 1);
+            const float lse_i = lse[bh * d.T + i], delta_i = delta[i];
+            float *sr = &s[r * kBlock], *dpr = &dp[r * kBlock];
+            if (drop.p > 0.0f) {
+              drop.factors(uint64_t((bh * d.T + i) * d.T + j0), valid, z.data());
+            } else {
+              std::fill(z.begin(), z.begin() + valid, 1.0f);
+            }
+            exp_shifted_sum(sr, valid, lse_i);  // P
+            for (int64_t j = 0; j < valid; ++j) {
+              const float p = sr[j];
+              sr[j] = p * z[j];                                // P * Z, for dV
+              dpr[j] = scale * p * (dpr[j] * z[j] - delta_i);  // dS, scaled for dQ and dK
+            }
+            std::fill(sr + valid, sr + nk, 0.0f);
+            std::fill(dpr + valid, dpr + nk, 0.0f);
+          }
+          mm(true, false, nk, D, mq, 1.0f, s.data(), kBlock, &dO[i0 * D], D, 1.0f, &dv[j0 * D], D);
+          mm(false, false, mq, D, nk, 1.0f, dp.data(), kBlock, &k[j0 * D], D, 1.0f, &dq[i0 * D], D);
+          mm(true, false, nk, D, mq, 1.0f, dp.data(), kBlock, &q[i0 * D], D, 1.0f, &dk[j0 * D], D);
+        }
+      }
+      for (int64_t t = 0; t < d.T; ++t) {
+        T* base = dqkv + (b * d.T + t) * d.qkv_token() + h * 3 * D;
+        store_row(&dq[t * D], base, D);
+        store_row(&dk[t * D], base + D, D);
+        store_row(&dv[t * D], base + 2 * D, D);
+      }
+    }
+  }
+}
+
+Dims dims_of(const Tensor& qkv, const AttentionConfig& cfg) {
+  return {qkv.size(0), qkv.size(1), cfg.n_heads, cfg.head_dim};
+}
+DropMask mask_of(const AttentionConfig& cfg) {
+  return {cfg.dropout_p, 1.0f / (1.0f - cfg.dropout_p), cfg.seed, cfg.stream};
+}
+
+}  // namespace
+
+void attention_forward(const Tensor& qkv, const Tensor& out, const Tensor& lse, const AttentionConfig& cfg) {
+  dispatch_float(qkv.dtype(), [&](auto tag) {
+    using T = decltype(tag);
+    forward_t(qkv.data<T>(), out.data<T>(), lse.data<float>(), dims_of(qkv, cfg), mask_of(cfg));
+  });
+}
+
+void attention_backward(const Tensor& dout, const Tensor& qkv, const Tensor& out, const Tensor& lse, const Tensor& dqkv,
+                        const AttentionConfig& cfg) {
+  dispatch_float(qkv.dtype(), [&](auto tag) {
+    using T = decltype(tag);
+    backward_t(dout.data<T>(), qkv.data<T>(), out.data<T>(), lse.data<float>(), dqkv.data<T>(), dims_of(qkv, cfg),
+               mask_of(cfg));
+  });
+}
+
+}  // namespace mt::cpu

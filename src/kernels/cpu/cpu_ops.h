@@ -1,0 +1,49 @@
+#pragma once
+// The CPU implementations of the ops in src/kernels/*.h (same arguments, no stream). The
+// dispatchers have checked the arguments; these only compute. OpenMP-parallel over independent
+// outputs, so results are bit-identical for any thread count.
+#include <cstdint>
+
+#include "core/tensor.h"
+#include "kernels/attention.h"
+#include "kernels/optimizer.h"
+
+namespace mt::cpu {
+
+void gemm(const Tensor& a, bool trans_a, const Tensor& b, bool trans_b, const Tensor& c, float alpha, float beta,
+          const Tensor* bias);
+void bias_grad_accumulate(const Tensor& dy, const Tensor& db_accum);
+
+void layernorm_forward(const Tensor& x, const Tensor& w, const Tensor& b, float eps, const Tensor& y,
+                       const Tensor& mean, const Tensor& rstd);
+void layernorm_backward(const Tensor& dy, const Tensor& x, const Tensor& w, const Tensor& mean, const Tensor& rstd,
+                        const Tensor& dx, const Tensor& dw_accum, const Tensor& db_accum);
+
+void gelu_forward(const Tensor& x, const Tensor& y);
+void gelu_backward(const Tensor& dy, const Tensor& x, const Tensor& dx);
+void dropout_forward(const Tensor& x, const Tensor& y, float p, uint64_t seed, uint64_t stream);
+void dropout_backward(const Tensor& dy, const Tensor& dx, float p, uint64_t seed, uint64_t stream);
+
+void attention_forward(const Tensor& qkv, const Tensor& out, const Tensor& lse, const AttentionConfig& cfg);
+void attention_backward(const Tensor& dout, const Tensor& qkv, const Tensor& out, const Tensor& lse, const Tensor& dqkv,
+                        const AttentionConfig& cfg);
+
+void embedding_forward(const Tensor& ids, const Tensor& wte, const Tensor* wpe, int64_t vocab_start, const Tensor& out);
+void embedding_backward(const Tensor& dout, const Tensor& ids, int64_t vocab_start, const Tensor& dwte_accum,
+                        const Tensor* dwpe_accum);
+
+void cross_entropy_forward_backward(const Tensor& logits, const Tensor& targets, int64_t vocab, const Tensor& losses,
+                                    const Tensor* dloss, const Tensor* dlogits);
+
+void adamw_step(const Tensor& master, const Tensor& grad, const Tensor& m, const Tensor& v, const Tensor* param_out,
+                const AdamWParams& p);
+
+void add(const Tensor& a, const Tensor& b, const Tensor& out);
+void scale_(const Tensor& x, float alpha);
+double sum_squares(const Tensor& x);
+bool all_finite(const Tensor& x);
+void cast(const Tensor& src, const Tensor& dst);
+void fill_normal(const Tensor& t, float std, uint64_t seed, uint64_t stream, int64_t index_offset);
+void fill(const Tensor& t, float value);
+
+}  // namespace mt::cpu

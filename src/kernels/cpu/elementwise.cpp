@@ -1,0 +1,112 @@
+// Whole-tensor elementwise ops on the CPU: one read of each input and one write of the output per
+// element, in parallel over elements. The reductions (sum_squares, all_finite) cut the tensor
+// into fixed chunks of kChunk elements: each chunk is summed in order in fp32 and the chunk sums
+// are added in order in fp64, so the result does not depend on the thread count.
+#include <algorithm>
+#include <cmath>
+#include <type_traits>
+#include <vector>
+
+#include "core/rng.h"
+#include "kernels/cpu/cpu_ops.h"
+#include "kernels/cpu/load_store.h"
+
+namespace mt::cpu {
+namespace {
+
+constexpr int64_t kChunk = 4096;
+
+int64_t chunks(int64_t n) { return (n + kChunk - 1) / kChunk; }
+
+// Calls fn(T*) with x's storage.
+template <class Fn>
+void with_data(const Tensor& x, Fn&& fn) {
+  dispatch_float(x.dtype(), [&](auto tag) { fn(x.data<decltype(tag)>()); });
+}
+
+}  // namespace
+
+void add(const Tensor& a, const Tensor& b, const Tensor& out) {
+  const int64_t n = a.numel();
+  dispatch_float(a.dtype(), [&](auto tag) {
+    using T = decltype(tag);
+    const T *pa = a.data<T>(), *pb = b.data<T>();
+    T* po = out.data<T>();
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < n; ++i) po[i] = from_f32<T>(to_f32(pa[i]) + to_f32(pb[i]));
+  });
+}
+
+void scale_(const Tensor& x, float alpha) {
+  const int64_t n = x.numel();
+  with_data(x, [&](auto* p) {
+    using T = std::remove_pointer_t<decltype(p)>;
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < n; ++i) p[i] = from_f32<T>(to_f32(p[i]) * alpha);
+  });
+}
+
+double sum_squares(const Tensor& x) {
+  const int64_t n = x.numel(), nc = chunks(n);
+  std::vector<float> partial(size_t(nc), 0.0f);
+  with_data(x, [&](auto* p) {
+#pragma omp parallel for schedule(static)
+    for (int64_t c = 0; c < nc; ++c) {
+      const int64_t end = std::min(n, (c + 1) * kChunk);
+      float s = 0.0f;
+      for (int64_t i = c * kChunk; i < end; ++i) {
+        const float v = to_f32(p[i]);
+        s += v * v;
+      }
+      partial[c] = s;
+    }
+  });
+  double total = 0.0;
+  for (float s : partial) total += double(s);
+  return total;
+}
+
+bool all_finite(const Tensor& x) {
+  const int64_t n = x.numel(), nc = chunks(n);
+  int bad = 0;
+  with_data(x, [&](auto* p) {
+#pragma omp parallel for schedule(static) reduction(| : bad)
+    for (int64_t c = 0; c < nc; ++c) {
+      const int64_t end = std::min(n, (c + 1) * kChunk);
+      for (int64_t i = c * kChunk; i < end; ++i) bad |= !std::isfinite(to_f32(p[i]));
+    }
+  });
+  return bad == 0;
+}
+
+void cast(const Tensor& src, const Tensor& dst) {
+  const int64_t n = src.numel();
+  with_data(src, [&](auto* s) {
+    with_data(dst, [&](auto* d) {
+      using D = std::remove_pointer_t<decltype(d)>;
+#pragma omp parallel for schedule(static)
+      for (int64_t i = 0; i < n; ++i) d[i] = from_f32<D>(to_f32(s[i]));
+    });
+  });
+}
+
+void fill_normal(const Tensor& t, float std, uint64_t seed, uint64_t stream, int64_t index_offset) {
+  const int64_t n = t.numel();
+  with_data(t, [&](auto* p) {
+    using T = std::remove_pointer_t<decltype(p)>;
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < n; ++i) p[i] = from_f32<T>(std * philox_normal(seed, stream, uint64_t(index_offset + i)));
+  });
+}
+
+void fill(const Tensor& t, float value) {
+  const int64_t n = t.numel();
+  with_data(t, [&](auto* p) {
+    using T = std::remove_pointer_t<decltype(p)>;
+    const T v = from_f32<T>(value);
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < n; ++i) p[i] = v;
+  });
+}
+
+}  // namespace mt::cpu

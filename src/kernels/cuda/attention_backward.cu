@@ -1,0 +1,319 @@
+// Causal flash-attention backward (attention.h), fp32 math on CUDA cores, deterministic: every
+// gradient element is owned by one thread and summed in a fixed order (no atomics).
+//   D_i   = dO_i . O_i                                       (preprocess: a warp per row)
+//   p_ij  = exp(scale q_i.k_j - lse_i),  dp_ij = dO_i . v_j,  z_ij = dropout factor (1 if none)
+//   ds_ij = p_ij (dp_ij z_ij - D_i)
+//   dv_j  = sum_{i>=j} p_ij z_ij dO_i,   dk_j = scale sum_{i>=j} ds_ij q_i     (kernel dkdv)
+//   dq_i  = scale sum_{j<=i} ds_ij k_j                                          (kernel dq)
+// dkdv: a block owns 8 keys per warp and walks the query tiles (32 queries, a lane each) from
+// its first key to T; dq: a block owns 64 queries (8 per warp) and walks the key tiles up to
+// its last query. Both recompute p from lse, so backward costs 7 units of B H T^2 D / 2 FLOPs
+// against the minimal 5 (QK^T and dO V^T are done twice) — the price of determinism without a
+// dq scratch. Global traffic: dq reads Q, dO once and K, V per tile visited; dkdv reads K, V
+// once and Q, dO per tile visited (mostly L2 hits).
+#include "kernels/cuda/attention_common.cuh"
+#include "kernels/cuda/cuda_ops.h"
+
+namespace mt::cuda {
+namespace {
+
+using namespace attn;
+
+constexpr int kDqWarps = 8;
+constexpr int kDqRows = kDqWarps * kRowsPerWarp;  // 64 queries per dq block
+
+// dkdv: fewer warps for wide heads to keep shared memory (K, V of the block) in bounds.
+template <int DPL> constexpr int kDkdvWarps = DPL <= 2 ? 8 : 4;
+
+template <int DPL>
+constexpr size_t dq_smem_bytes() {
+  constexpr int DMAX = 32 * DPL, LDK = DMAX + 4;
+  return sizeof(float) * (2 * size_t(kDqRows) * DMAX + 2 * size_t(kTile) * LDK +
+                          size_t(kDqWarps) * kRowsPerWarp * kTile + 2 * size_t(kDqRows));
+}
+template <int DPL>
+constexpr size_t dkdv_smem_bytes() {
+  constexpr int DMAX = 32 * DPL, LDK = DMAX + 4, W = kDkdvWarps<DPL>;
+  return sizeof(float) * (2 * size_t(W) * kRowsPerWarp * DMAX + 2 * size_t(kTile) * LDK +
+                          2 * size_t(W) * kRowsPerWarp * kTile + 2 * size_t(kTile));
+}
+
+// delta[bh, i] = dO_i . O_i; a warp per (token, head) row.
+template <class T>
+__global__ void attention_delta_kernel(const T* dout, const T* out, float* delta, int64_t rows, int Tn, int H, int D) {
+  const int64_t row = int64_t(blockIdx.x) * (blockDim.x >> 5) + (threadIdx.x >> 5);
+  if (row >= rows) return;
+  const int lane = threadIdx.x & 31;
+  const T* g = dout + row * D;
+  const T* o = out + row * D;
+  float acc = 0.0f;
+  for (int d = lane; d < D; d += 32) acc += to_float(g[d]) * to_float(o[d]);
+  acc = warp_sum(acc);
+  if (lane == 0) {
+    const int64_t bt = row / H;  // row = (b T + t) H + h
+    const int h = int(row - bt * H), b = int(bt / Tn), t = int(bt - int64_t(b) * Tn);
+    delta[(int64_t(b) * H + h) * Tn + t] = acc;
+  }
+}
+
+template <class T, int DPL>
+__global__ void __launch_bounds__(kDqWarps * 32)
+    attention_dq_kernel(const T* dout, const T* qkv, const float* lse, const float* delta, T* dqkv, Params p) {
+  constexpr int DMAX = 32 * DPL, LDK = DMAX + 4, R = kRowsPerWarp;
+  extern __shared__ float4 smem4[];
+  float* sQ = reinterpret_cast<float*>(smem4);  // [kDqRows][DMAX], pre-scaled by qk_mul
+  float* sdO = sQ + kDqRows * DMAX;             // [kDqRows][DMAX]
+  float* sK = sdO + kDqRows * DMAX;             // [kTile][LDK]
+  float* sV = sK + kTile * LDK;                 // [kTile][LDK]
+  float* sS = sV + kTile * LDK;                 // [kDqWarps][R][kTile]: ds
+  float* sL = sS + kDqWarps * R * kTile;        // [kDqRows]: lse * log2e
+  float* sD = sL + kDqRows;                     // [kDqRows]: delta
+
+  const int Tn = p.T, D = p.D, H = p.H;
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int n_qt = (Tn + kDqRows - 1) / kDqRows;
+  const int q0 = (n_qt - 1 - int(blockIdx.x)) * kDqRows;
+  const int bh = blockIdx.y, b = bh / H, h = bh % H;
+  const int64_t tok = int64_t(H) * 3 * D, otok = int64_t(H) * D;
+  const T* base = qkv + (int64_t(b) * Tn * H + h) * 3 * D;
+  const int row0 = q0 + warp * R;
+  float* myS = sS + warp * R * kTile;
+
+  load_rows(sQ, DMAX, kDqRows, DMAX, base, tok, q0, Tn, D, p.qk_mul);
+  load_rows(sdO, DMAX, kDqRows, DMAX, dout + (int64_t(b) * Tn * H + h) * D, otok, q0, Tn, D, 1.0f);
+  for (int r = threadIdx.x; r < kDqRows; r += blockDim.x) {
+    const bool ok = q0 + r < Tn;
+    sL[r] = ok ? lse[int64_t(bh) * Tn + q0 + r] * kLog2e : 0.0f;
+    sD[r] = ok ? delta[int64_t(bh) * Tn + q0 + r] : 0.0f;
+  }
+
+  float dq[R][DPL];
+#pragma unroll
+  for (int r = 0; r < R; ++r)
+#pragma unroll
+    for (int k = 0; k < DPL; ++k) dq[r][k] = 0.0f;
+
+  const int q_end = min(q0 + kDqRows, Tn);
+  const int n_kt = (q_end + kTile - 1) / kTile;
+  for (int kt = 0; kt < n_kt; ++kt) {
+    const int k0 = kt * kTile;
+    __syncthreads();
+    load_rows(sK, LDK, kTile, DMAX, base + D, tok, k0, Tn, D, 1.0f);
+    load_rows(sV, LDK, kTile, DMAX, base + 2 * D, tok, k0, Tn, D, 1.0f);
+    __syncthreads();
+    if (row0 >= Tn || row0 + R - 1 < k0) continue;
+
+    float s[R], dp[R];
+#pragma unroll
+    for (int r = 0; r < R; ++r) s[r] = dp[r] = 0.0f;
+    const float* krow = sK + lane * LDK;
+    const float* vrow = sV + lane * LDK;
+    for (int d = 0; d < D; d += 4) {
+      const float4 kv = lds4(krow + d), vv = lds4(vrow + d);
+#pragma unroll
+      for (int r = 0; r < R; ++r) {
+        const int lr = warp * R + r;
+        s[r] += dot4(lds4(sQ + lr * DMAX + d), kv);
+        dp[r] += dot4(lds4(sdO + lr * DMAX + d), vv);
+      }
+    }
+    const int j = k0 + lane;
+#pragma unroll
+    for (int r = 0; r < R; ++r) {
+      const int i = row0 + r, lr = warp * R + r;
+      const float pr = (j <= i && j < Tn) ? exp2f(s[r] - sL[lr]) : 0.0f;
+      const float z = p.p_drop > 0.0f ? drop_factor(p, bh, i, j) : 1.0f;
+      myS[r * kTile + lane] = pr * (dp[r] * z - sD[lr]);
+    }
+    __syncwarp();
+    for (int jj = 0; jj < kTile; jj += 4) {
+      float kk[4][DPL];
+#pragma unroll
+      for (int u = 0; u < 4; ++u)
+#pragma unroll
+        for (int k = 0; k < DPL; ++k) kk[u][k] = sK[(jj + u) * LDK + lane + 32 * k];
+#pragma unroll
+      for (int r = 0; r < R; ++r) {
+        const float4 sv = lds4(myS + r * kTile + jj);
+#pragma unroll
+        for (int u = 0; u < 4; ++u)
+#pragma unroll
+          for (int k = 0; k < DPL; ++k) dq[r][k] += comp(sv, u) * kk[u][k];
+      }
+    }
+    __syncwarp();
+  }
+
+#pragma unroll
+  for (int r = 0; r < R; ++r) {
+    const int i = row0 + r;
+    if (i >= Tn) break;
+    T* dst = dqkv + ((int64_t(b) * Tn + i) * H + h) * 3 * D;
+#pragma unroll
+    for (int k = 0; k < DPL; ++k) {
+      const int d = lane + 32 * k;
+      if (d < D) dst[d] = from_float<T>(dq[r][k] * p.scale);
+    }
+  }
+}
+
+template <class T, int DPL>
+__global__ void __launch_bounds__(kDkdvWarps<DPL> * 32)
+    attention_dkdv_kernel(const T* dout, const T* qkv, const float* lse, const float* delta, T* dqkv, Params p) {
+  constexpr int DMAX = 32 * DPL, LDK = DMAX + 4, R = kRowsPerWarp, W = kDkdvWarps<DPL>, BK = W * R;
+  extern __shared__ float4 smem4[];
+  float* sK = reinterpret_cast<float*>(smem4);  // [BK][DMAX], pre-scaled by qk_mul
+  float* sV = sK + BK * DMAX;                   // [BK][DMAX]
+  float* sQ = sV + BK * DMAX;                   // [kTile][LDK]
+  float* sdO = sQ + kTile * LDK;                // [kTile][LDK]
+  float* sP = sdO + kTile * LDK;                // [W][R][kTile]: p z
+  float* sS = sP + W * R * kTile;               // [W][R][kTile]: ds
+  float* sL = sS + W * R * kTile;               // [kTile]: lse * log2e
+  float* sD = sL + kTile;                       // [kTile]: delta
+
+  const int Tn = p.T, D = p.D, H = p.H;
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int k0 = int(blockIdx.x) * BK;  // low keys see the most queries: they run first
+  const int bh = blockIdx.y, b = bh / H, h = bh % H;
+  const int64_t tok = int64_t(H) * 3 * D, otok = int64_t(H) * D;
+  const T* base = qkv + (int64_t(b) * Tn * H + h) * 3 * D;
+  const T* obase = dout + (int64_t(b) * Tn * H + h) * D;
+  const int row0 = k0 + warp * R;  // this warp's first key
+  float* myP = sP + warp * R * kTile;
+  float* myS = sS + warp * R * kTile;
+
+  load_rows(sK, DMAX, BK, DMAX, base + D, tok, k0, Tn, D, p.qk_mul);
+  load_rows(sV, DMAX, BK, DMAX, base + 2 * D, tok, k0, Tn, D, 1.0f);
+
+  float dk[R][DPL], dv[R][DPL];
+#pragma unroll
+  for (int r = 0; r < R; ++r)
+#pragma unroll
+    for (int k = 0; k < DPL; ++k) dk[r][k] = dv[r][k] = 0.0f;
+
+  const int n_qt = (Tn + kTile - 1) / kTile;
+  for (int qt = k0 / kTile; qt < n_qt; ++qt) {
+    const int q0 = qt * kTile;
+    __syncthreads();
+    load_rows(sQ, LDK, kTile, DMAX, base, tok, q0, Tn, D, 1.0f);
+    load_rows(sdO, LDK, kTile, DMAX, obase, otok, q0, Tn, D, 1.0f);
+    for (int r = threadIdx.x; r < kTile; r += blockDim.x) {
+      const bool ok = q0 + r < Tn;
+      sL[r] = ok ? lse[int64_t(bh) * Tn + q0 + r] * kLog2e : 0.0f;
+      sD[r] = ok ? delta[int64_t(bh) * Tn + q0 + r] : 0.0f;
+    }
+    __syncthreads();
+    if (row0 >= Tn || row0 > q0 + kTile - 1) continue;  // no valid key, or every query of the tile precedes them
+
+    float s[R], dp[R];
+#pragma unroll
+    for (int r = 0; r < R; ++r) s[r] = dp[r] = 0.0f;
+    const float* qrow = sQ + lane * LDK;
+    const float* grow = sdO + lane * LDK;
+    for (int d = 0; d < D; d += 4) {
+      const float4 qv = lds4(qrow + d), gv = lds4(grow + d);
+#pragma unroll
+      for (int r = 0; r < R; ++r) {
+        const int lr = warp * R + r;
+        s[r] += dot4(lds4(sK + lr * DMAX + d), qv);
+        dp[r] += dot4(lds4(sV + lr * DMAX + d), gv);
+      }
+    }
+    const int i = q0 + lane;
+#pragma unroll
+    for (int r = 0; r < R; ++r) {
+      const int j = row0 + r;
+      const float pr = (i >= j && i < Tn) ? exp2f(s[r] - sL[lane]) : 0.0f;
+      const float z = p.p_drop > 0.0f ? drop_factor(p, bh, i, j) : 1.0f;
+      myP[r * kTile + lane] = pr * z;
+      myS[r * kTile + lane] = pr * (dp[r] * z - sD[lane]);
+    }
+    __syncwarp();
+    for (int ii = 0; ii < kTile; ii += 4) {
+      float qq[4][DPL], gg[4][DPL];
+#pragma unroll
+      for (int u = 0; u < 4; ++u)
+#pragma unroll
+        for (int k = 0; k < DPL; ++k) {
+          qq[u][k] = sQ[(ii + u) * LDK + lane + 32 * k];
+          gg[u][k] = sdO[(ii + u) * LDK + lane + 32 * k];
+        }
+#pragma unroll
+      for (int r = 0; r < R; ++r) {
+        const float4 pv = lds4(myP + r * kTile + ii), sv = lds4(myS + r * kTile + ii);
+#pragma unroll
+        for (int u = 0; u < 4; ++u)
+#pragma unroll
+          for (int k = 0; k < DPL; ++k) {
+            dv[r][k] += comp(pv, u) * gg[u][k];
+            dk[r][k] += comp(sv, u) * qq[u][k];
+          }
+      }
+    }
+    __syncwarp();
+  }
+
+#pragma unroll
+  for (int r = 0; r < R; ++r) {
+    const int j = row0 + r;
+    if (j >= Tn) break;
+    T* dst = dqkv + ((int64_t(b) * Tn + j) * H + h) * 3 * D;
+#pragma unroll
+    for (int k = 0; k < DPL; ++k) {
+      const int d = lane + 32 * k;
+      if (d < D) {
+        dst[D + d] = from_float<T>(dk[r][k] * p.scale);
+        dst[2 * D + d] = from_float<T>(dv[r][k]);
+      }
+    }
+  }
+}
+
+}  // namespace
+
+void attention_backward(const Tensor& dout, const Tensor& qkv, const Tensor& out, const Tensor& lse,
+                        const Tensor& dqkv, const AttentionConfig& cfg, Stream s) {
+  const int64_t B = qkv.size(0), Tn = qkv.size(1), H = cfg.n_heads, D = cfg.head_dim;
+  if (B == 0 || Tn == 0) return;
+  MT_CHECK(B * H <= 65535 && Tn <= (int64_t(1) << 30), "attention: B*H = {} or T = {} too large", B * H, Tn);
+  CudaDeviceGuard guard(qkv.device().index);
+  const cudaStream_t st = stream_of(s);
+  Params p;
+  p.T = int(Tn);
+  p.H = int(H);
+  p.D = int(D);
+  p.scale = 1.0f / sqrtf(float(D));
+  p.qk_mul = p.scale * kLog2e;
+  p.p_drop = cfg.dropout_p;
+  p.inv_keep = 1.0f / (1.0f - cfg.dropout_p);
+  p.seed = cfg.seed;
+  p.stream = cfg.stream;
+  Tensor delta = Tensor::empty({B, H, Tn}, DType::F32, qkv.device());
+  dispatch_float(qkv.dtype(), [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    const T* g = static_cast<const T*>(dout.raw());
+    const T* x = static_cast<const T*>(qkv.raw());
+    T* dx = static_cast<T*>(dqkv.raw());
+    const int64_t rows = B * Tn * H;
+    attention_delta_kernel<T><<<unsigned(ceil_div(rows, 8)), 256, 0, st>>>(g, static_cast<const T*>(out.raw()),
+                                                                          delta.data<float>(), rows, int(Tn), int(H),
+                                                                          int(D));
+    MT_CUDA_CHECK_LAUNCH();
+    dispatch_dpl(int(D), [&](auto dpl) {
+      constexpr int DPL = decltype(dpl)::value;
+      constexpr int W = kDkdvWarps<DPL>;
+      auto dkdv = attention_dkdv_kernel<T, DPL>;
+      allow_smem(dkdv, dkdv_smem_bytes<DPL>());
+      dkdv<<<dim3(unsigned(ceil_div(Tn, W * kRowsPerWarp)), unsigned(B * H)), W * 32, dkdv_smem_bytes<DPL>(), st>>>(
+          g, x, lse.data<float>(), delta.data<float>(), dx, p);
+      MT_CUDA_CHECK_LAUNCH();
+      auto dq = attention_dq_kernel<T, DPL>;
+      allow_smem(dq, dq_smem_bytes<DPL>());
+      dq<<<dim3(unsigned(ceil_div(Tn, kDqRows)), unsigned(B * H)), kDqWarps * 32, dq_smem_bytes<DPL>(), st>>>(
+          g, x, lse.data<float>(), delta.data<float>(), dx, p);
+      MT_CUDA_CHECK_LAUNCH();
+    });
+  });
+}
+
+}  // namespace mt::cuda

@@ -1,0 +1,62 @@
+#pragma once
+// The CUDA implementations of the ops declared in src/kernels/*.h, one per public op and with
+// the same signature. The dispatchers in src/kernels/*.cpp have already checked shapes, dtypes,
+// contiguity and that all tensors live on one CUDA device; these run the op on stream `s`.
+// Compiled only when the CUDA backend is built (MT_WITH_CUDA).
+#include <cstdint>
+
+#include "core/tensor.h"
+#include "kernels/attention.h"  // AttentionConfig
+#include "kernels/optimizer.h"  // AdamWParams
+
+namespace mt::cuda {
+
+// gemm.h
+void gemm(const Tensor& a, bool trans_a, const Tensor& b, bool trans_b, const Tensor& c, float alpha,
+          float beta, const Tensor* bias, Stream s);
+void bias_grad_accumulate(const Tensor& dy, const Tensor& db_accum, Stream s);
+
+// layernorm.h
+void layernorm_forward(const Tensor& x, const Tensor& w, const Tensor& b, float eps, const Tensor& y,
+                       const Tensor& mean, const Tensor& rstd, Stream s);
+void layernorm_backward(const Tensor& dy, const Tensor& x, const Tensor& w, const Tensor& mean,
+                        const Tensor& rstd, const Tensor& dx, const Tensor& dw_accum,
+                        const Tensor& db_accum, Stream s);
+
+// activation.h
+void gelu_forward(const Tensor& x, const Tensor& y, Stream s);
+void gelu_backward(const Tensor& dy, const Tensor& x, const Tensor& dx, Stream s);
+void dropout_forward(const Tensor& x, const Tensor& y, float p, uint64_t seed, uint64_t stream, Stream s);
+void dropout_backward(const Tensor& dy, const Tensor& dx, float p, uint64_t seed, uint64_t stream, Stream s);
+
+// attention.h
+void attention_forward(const Tensor& qkv, const Tensor& out, const Tensor& lse, const AttentionConfig& cfg,
+                       Stream s);
+void attention_backward(const Tensor& dout, const Tensor& qkv, const Tensor& out, const Tensor& lse,
+                        const Tensor& dqkv, const AttentionConfig& cfg, Stream s);
+
+// embedding.h
+void embedding_forward(const Tensor& ids, const Tensor& wte, const Tensor* wpe, int64_t vocab_start,
+                       const Tensor& out, Stream s);
+void embedding_backward(const Tensor& dout, const Tensor& ids, int64_t vocab_start, const Tensor& dwte_accum,
+                        const Tensor* dwpe_accum, Stream s);
+
+// cross_entropy.h
+void cross_entropy_forward_backward(const Tensor& logits, const Tensor& targets, int64_t vocab,
+                                    const Tensor& losses, const Tensor* dloss, const Tensor* dlogits,
+                                    Stream s);
+
+// optimizer.h
+void adamw_step(const Tensor& master, const Tensor& grad, const Tensor& m, const Tensor& v,
+                const Tensor* param_out, const AdamWParams& p, Stream s);
+
+// elementwise.h
+void add(const Tensor& a, const Tensor& b, const Tensor& out, Stream s);
+void scale_(const Tensor& x, float alpha, Stream s);
+double sum_squares(const Tensor& x, Stream s);
+bool all_finite(const Tensor& x, Stream s);
+void cast(const Tensor& src, const Tensor& dst, Stream s);
+void fill_normal(const Tensor& t, float std, uint64_t seed, uint64_t stream, int64_t index_offset, Stream s);
+void fill(const Tensor& t, float value, Stream s);
+
+}  // namespace mt::cuda

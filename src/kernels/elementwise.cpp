@@ -1,0 +1,61 @@
+// Dispatch and argument checks for elementwise.h.
+#include "kernels/elementwise.h"
+
+#include "kernels/cpu/cpu_ops.h"
+#include "kernels/dispatch.h"
+
+namespace mt {
+
+void add(const Tensor& a, const Tensor& b, const Tensor& out, Stream s) {
+  using namespace detail;
+  check_float("add", "a", a);
+  check_float("add", "b", b);
+  check_float("add", "out", out);
+  MT_CHECK(a.dtype() == b.dtype() && a.dtype() == out.dtype(), "add: {} + {} -> {} must share a dtype", a.str(),
+           b.str(), out.str());
+  check_numel("add", "b", b, a.numel());
+  check_numel("add", "out", out, a.numel());
+  if (on_cuda("add", {&a, &b, &out})) MT_CUDA_CALL(add(a, b, out, s));
+  cpu::add(a, b, out);
+}
+
+void scale_(const Tensor& x, float alpha, Stream s) {
+  detail::check_float("scale_", "x", x);
+  if (detail::on_cuda("scale_", {&x})) MT_CUDA_CALL(scale_(x, alpha, s));
+  cpu::scale_(x, alpha);
+}
+
+double sum_squares(const Tensor& x, Stream s) {
+  detail::check_float("sum_squares", "x", x);
+  if (detail::on_cuda("sum_squares", {&x})) MT_CUDA_CALL(sum_squares(x, s));
+  return cpu::sum_squares(x);
+}
+
+bool all_finite(const Tensor& x, Stream s) {
+  detail::check_float("all_finite", "x", x);
+  if (detail::on_cuda("all_finite", {&x})) MT_CUDA_CALL(all_finite(x, s));
+  return cpu::all_finite(x);
+}
+
+void cast(const Tensor& src, const Tensor& dst, Stream s) {
+  detail::check_float("cast", "src", src);
+  detail::check_float("cast", "dst", dst);
+  detail::check_numel("cast", "dst", dst, src.numel());
+  if (detail::on_cuda("cast", {&src, &dst})) MT_CUDA_CALL(cast(src, dst, s));
+  cpu::cast(src, dst);
+}
+
+void fill_normal(const Tensor& t, float std, uint64_t seed, uint64_t stream, int64_t index_offset, Stream s) {
+  detail::check_float("fill_normal", "t", t);
+  MT_CHECK(index_offset >= 0, "fill_normal: index_offset {} must be >= 0", index_offset);
+  if (detail::on_cuda("fill_normal", {&t})) MT_CUDA_CALL(fill_normal(t, std, seed, stream, index_offset, s));
+  cpu::fill_normal(t, std, seed, stream, index_offset);
+}
+
+void fill(const Tensor& t, float value, Stream s) {
+  detail::check_float("fill", "t", t);
+  if (detail::on_cuda("fill", {&t})) MT_CUDA_CALL(fill(t, value, s));
+  cpu::fill(t, value);
+}
+
+}  // namespace mt

@@ -1,0 +1,27 @@
+#pragma once
+// Small whole-tensor ops used by layers and the optimizer. Contiguous tensors; float dtypes
+// unless stated. Reductions are deterministic: fixed-size chunks reduced in a fixed order,
+// whatever the thread count.
+#include <cstdint>
+
+#include "core/tensor.h"
+
+namespace mt {
+
+// out = a + b (out may alias a or b). All three of one dtype.
+void add(const Tensor& a, const Tensor& b, const Tensor& out, Stream s = {});
+// x *= alpha
+void scale_(const Tensor& x, float alpha, Stream s = {});
+// sum of x^2 in fp64 (fp32 within a chunk). Synchronises on CUDA.
+double sum_squares(const Tensor& x, Stream s = {});
+// true when no element is inf or nan. Synchronises on CUDA.
+bool all_finite(const Tensor& x, Stream s = {});
+// dst = src converted to dst's dtype (float dtypes; equal numel).
+void cast(const Tensor& src, const Tensor& dst, Stream s = {});
+// t[i] = std * N(0,1) drawn from philox(seed, stream, index_offset + i).
+void fill_normal(const Tensor& t, float std, uint64_t seed, uint64_t stream, int64_t index_offset = 0,
+                 Stream s = {});
+// t[i] = value
+void fill(const Tensor& t, float value, Stream s = {});
+
+}  // namespace mt

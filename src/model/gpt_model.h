@@ -1,0 +1,61 @@
+#pragma once
+// GPTModel: GPT-2 architecture. Learned absolute positions, pre-LayerNorm blocks, GeLU MLP,
+// biases everywhere, output layer tied to the word embeddings, vocabulary padded (padding
+// columns are masked out of the softmax). Parameter names follow Megatron-Core.
+//
+// A microbatch's activations live in Saved, owned by the caller, so a schedule can keep
+// several microbatches in flight; backward consumes and frees them.
+#include <memory>
+#include <vector>
+
+#include "model/config.h"
+#include "model/layernorm.h"
+#include "model/param_buffer.h"
+#include "model/transformer_layer.h"
+
+namespace mt {
+
+class GPTModel {
+ public:
+  struct Saved {
+    Tensor tokens;  // int32 [B, T]
+    float emb_dropout_p = 0.0f;
+    uint64_t seed = 0, emb_drop_stream = 0;
+    std::vector<TransformerLayer::Saved> layers;
+    LayerNorm::Saved final_ln;
+    Tensor final_hidden;  // [B*T, C], input of the output layer
+    Tensor dlogits;       // [B*T, Vp], written by the fused loss
+  };
+
+  GPTModel(const GPTConfig& cfg, Device device);
+
+  const GPTConfig& config() const { return cfg_; }
+  ParamAndGradBuffer& buffer() { return buf_; }
+  const ParamAndGradBuffer& buffer() const { return buf_; }
+  int64_t num_parameters() const;  // excluding vocabulary padding rows
+
+  // Megatron init: weights N(0, init_method_std), output projections / sqrt(2 L), biases 0,
+  // LayerNorm weights 1. Depends only on the seed and parameter names.
+  void init(uint64_t seed);
+
+  // tokens int32 [B, T] -> logits [B, T, padded_vocab] (model dtype).
+  Tensor forward_logits(const Tensor& tokens, const ForwardContext& ctx, Saved& saved) const;
+  // Forward with the fused softmax cross-entropy: returns fp32 per-token losses [B*T].
+  // When dloss (fp32 [B*T], each token's weight in the objective) is given, the logit gradient
+  // is computed in the same pass and kept in saved for backward().
+  Tensor forward_loss(const Tensor& tokens, const Tensor& targets, const ForwardContext& ctx,
+                      const Tensor* dloss, Saved& saved) const;
+  // Accumulates every parameter's gradient into the main-grad buffer; frees saved.
+  void backward(Saved& saved) const;
+
+ private:
+  Tensor hidden_states(const Tensor& tokens, const ForwardContext& ctx, Saved& saved) const;
+
+  GPTConfig cfg_;
+  ParamAndGradBuffer buf_;
+  ParamAndGradBuffer::Id wte_, wpe_;
+  std::vector<std::unique_ptr<TransformerLayer>> layers_;
+  std::unique_ptr<LayerNorm> final_ln_;
+};
+
+}  // namespace mt

@@ -1,0 +1,37 @@
+#include "model/layernorm.h"
+
+#include "kernels/elementwise.h"
+#include "kernels/layernorm.h"
+
+namespace mt {
+
+LayerNorm::LayerNorm(ParamAndGradBuffer& buf, const std::string& prefix, int hidden, float eps)
+    : buf_(buf), hidden_(hidden), eps_(eps) {
+  w_ = buf.add(prefix + ".weight", {hidden}, true);
+  b_ = buf.add(prefix + ".bias", {hidden}, true);
+}
+
+void LayerNorm::init() const {
+  fill(buf_.param(w_), 1.0f);
+  fill(buf_.param(b_), 0.0f);
+}
+
+Tensor LayerNorm::forward(const Tensor& x, Saved& s) const {
+  int64_t n = x.numel() / hidden_;
+  Tensor x2 = x.view({n, hidden_});
+  Tensor y = Tensor::empty(x2.shape(), x.dtype(), x.device());
+  s.x = x2;
+  s.mean = Tensor::empty({n}, DType::F32, x.device());
+  s.rstd = Tensor::empty({n}, DType::F32, x.device());
+  layernorm_forward(x2, buf_.param(w_), buf_.param(b_), eps_, y, s.mean, s.rstd);
+  return y;
+}
+
+Tensor LayerNorm::backward(const Tensor& dy, Saved& s) const {
+  Tensor dx = Tensor::empty(s.x.shape(), s.x.dtype(), s.x.device());
+  layernorm_backward(dy.view(s.x.shape()), s.x, buf_.param(w_), s.mean, s.rstd, dx, buf_.grad(w_), buf_.grad(b_));
+  s = Saved{};
+  return dx;
+}
+
+}  // namespace mt

@@ -1,0 +1,29 @@
+#pragma once
+// LayerNorm layer over the hidden dimension; weight and bias views live in the model's
+// ParamAndGradBuffer. Saved holds what backward needs for one microbatch.
+#include <string>
+
+#include "model/param_buffer.h"
+
+namespace mt {
+
+class LayerNorm {
+ public:
+  struct Saved {
+    Tensor x, mean, rstd;
+  };
+  LayerNorm(ParamAndGradBuffer& buf, const std::string& prefix, int hidden, float eps);
+  void init() const;  // weight 1, bias 0
+  // x: [N, C] -> y: [N, C]
+  Tensor forward(const Tensor& x, Saved& saved) const;
+  // Accumulates dweight, dbias into main grads; returns dx. Releases saved tensors.
+  Tensor backward(const Tensor& dy, Saved& saved) const;
+
+ private:
+  ParamAndGradBuffer& buf_;
+  ParamAndGradBuffer::Id w_, b_;
+  int hidden_;
+  float eps_;
+};
+
+}  // namespace mt

@@ -1,0 +1,44 @@
+#include "model/linear.h"
+
+#include "core/rng.h"
+#include "kernels/elementwise.h"
+#include "kernels/gemm.h"
+
+namespace mt {
+
+void init_normal(const ParamAndGradBuffer& buf, ParamAndGradBuffer::Id id, float std, uint64_t seed) {
+  fill_normal(buf.param(id), std, seed, rng_stream("init/" + buf.info(id).name));
+}
+
+Linear::Linear(ParamAndGradBuffer& buf, const std::string& prefix, int in, int out, bool bias)
+    : buf_(buf), in_(in), out_(out) {
+  w_ = buf.add(prefix + ".weight", {out, in}, false);
+  if (bias) b_ = buf.add(prefix + ".bias", {out}, true);
+}
+
+void Linear::init(float std, uint64_t seed) const {
+  init_normal(buf_, w_, std, seed);
+  if (b_ >= 0) fill(buf_.param(b_), 0.0f);
+}
+
+Tensor Linear::forward(const Tensor& x, Saved& s) const {
+  int64_t n = x.numel() / in_;
+  s.x = x.view({n, in_});
+  Tensor y = Tensor::empty({n, out_}, x.dtype(), x.device());
+  Tensor b = b_ >= 0 ? buf_.param(b_) : Tensor();
+  gemm(s.x, false, buf_.param(w_), true, y, 1.0f, 0.0f, b_ >= 0 ? &b : nullptr);
+  return y;
+}
+
+Tensor Linear::backward(const Tensor& dy, Saved& s) const {
+  int64_t n = s.x.size(0);
+  Tensor dy2 = dy.view({n, out_});
+  Tensor dx = Tensor::empty({n, in_}, s.x.dtype(), s.x.device());
+  gemm(dy2, false, buf_.param(w_), false, dx);                        // dx = dy W
+  gemm(dy2, true, s.x, false, buf_.grad(w_), 1.0f, 1.0f);             // dW += dy^T x
+  if (b_ >= 0) bias_grad_accumulate(dy2, buf_.grad(b_));              // db += sum_n dy
+  s = Saved{};
+  return dx;
+}
+
+}  // namespace mt

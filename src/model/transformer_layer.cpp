@@ -1,0 +1,63 @@
+#include "model/transformer_layer.h"
+
+#include <cmath>
+
+#include "core/rng.h"
+#include "kernels/activation.h"
+#include "kernels/elementwise.h"
+
+namespace mt {
+
+TransformerLayer::TransformerLayer(ParamAndGradBuffer& buf, const std::string& prefix, const GPTConfig& cfg,
+                                   int layer_number)
+    : cfg_(cfg),
+      layer_number_(layer_number),
+      ln1_(buf, prefix + ".input_layernorm", cfg.hidden_size, cfg.layernorm_epsilon),
+      attn_(buf, prefix + ".self_attention", cfg),
+      ln2_(buf, prefix + ".pre_mlp_layernorm", cfg.hidden_size, cfg.layernorm_epsilon),
+      mlp_(buf, prefix + ".mlp", cfg) {}
+
+void TransformerLayer::init(uint64_t seed) const {
+  // Megatron: output projections scaled by 1/sqrt(2 * num_layers).
+  float std = cfg_.init_method_std;
+  float out_std = std / std::sqrt(2.0f * float(cfg_.num_layers));
+  ln1_.init();
+  attn_.init(std, out_std, seed);
+  ln2_.init();
+  mlp_.init(std, out_std, seed);
+}
+
+Tensor TransformerLayer::forward(const Tensor& x, const ForwardContext& ctx, Saved& s) const {
+  uint64_t site = rng_stream("dropout/layer") + uint64_t(layer_number_) * 4;
+  s.dropout_p = ctx.training ? cfg_.hidden_dropout : 0.0f;
+  s.seed = ctx.seed;
+  s.attn_drop_stream = ctx.dropout_stream(site + 1);
+  s.mlp_drop_stream = ctx.dropout_stream(site + 2);
+
+  Tensor a = attn_.forward(ln1_.forward(x, s.ln1).view(x.shape()), ctx, site, s.attn);
+  dropout_forward(a, a, s.dropout_p, s.seed, s.attn_drop_stream);
+  Tensor x1 = Tensor::empty(x.shape(), x.dtype(), x.device());
+  add(x, a, x1);
+  Tensor m = mlp_.forward(ln2_.forward(x1, s.ln2).view(x.shape()), s.mlp);
+  dropout_forward(m, m, s.dropout_p, s.seed, s.mlp_drop_stream);
+  add(x1, m, m);
+  return m;
+}
+
+Tensor TransformerLayer::backward(const Tensor& dy, Saved& s) const {
+  const Shape shape = dy.shape();
+  // MLP branch.
+  Tensor dm = Tensor::empty(shape, dy.dtype(), dy.device());
+  dropout_backward(dy, dm, s.dropout_p, s.seed, s.mlp_drop_stream);
+  Tensor dx1 = ln2_.backward(mlp_.backward(dm, s.mlp), s.ln2).view(shape);
+  add(dx1, dy, dx1);
+  // Attention branch.
+  Tensor da = Tensor::empty(shape, dy.dtype(), dy.device());
+  dropout_backward(dx1, da, s.dropout_p, s.seed, s.attn_drop_stream);
+  Tensor dx = ln1_.backward(attn_.backward(da, s.attn), s.ln1).view(shape);
+  add(dx, dx1, dx);
+  s = Saved{};
+  return dx;
+}
+
+}  // namespace mt

@@ -1,0 +1,61 @@
+#include "optim/optimizer.h"
+
+#include <cmath>
+
+#include "kernels/elementwise.h"
+#include "kernels/optimizer.h"
+
+namespace mt {
+
+AdamWOptimizer::AdamWOptimizer(ParamAndGradBuffer& buf, const OptimizerConfig& cfg) : buf_(buf), cfg_(cfg) {
+  const Tensor& p = buf.params();
+  has_master_copy_ = p.dtype() != DType::F32;
+  if (has_master_copy_) {
+    master_ = Tensor::empty(p.shape(), DType::F32, p.device());
+    cast(p, master_);
+  } else {
+    master_ = p;
+  }
+  m_ = Tensor::zeros(p.shape(), DType::F32, p.device());
+  v_ = Tensor::zeros(p.shape(), DType::F32, p.device());
+}
+
+StepStats AdamWOptimizer::step(double lr, double loss_scale) {
+  StepStats st;
+  const Tensor& g = buf_.main_grads();
+  double inv_scale = 1.0 / loss_scale;
+  if (loss_scale != 1.0 && !all_finite(g)) {
+    st.skipped = true;
+    return st;
+  }
+  double sq = sum_squares(g);
+  if (!std::isfinite(sq)) {
+    st.skipped = true;
+    return st;
+  }
+  st.grad_norm = std::sqrt(sq) * inv_scale;
+  double coeff = 1.0;
+  if (cfg_.clip_grad > 0.0) {
+    double c = cfg_.clip_grad / (st.grad_norm + 1e-6);
+    if (c < 1.0) coeff = c;
+  }
+  ++step_;
+  AdamWParams ap;
+  ap.lr = float(lr);
+  ap.beta1 = float(cfg_.beta1);
+  ap.beta2 = float(cfg_.beta2);
+  ap.eps = float(cfg_.eps);
+  ap.step = step_;
+  ap.grad_scale = float(inv_scale * coeff);
+  for (const auto& info : buf_.infos()) {
+    ap.weight_decay = info.no_weight_decay ? 0.0f : float(cfg_.weight_decay);
+    Shape s{info.numel};
+    Tensor param = has_master_copy_ ? buf_.params().flat_slice(info.offset, info.numel, s) : Tensor();
+    adamw_step(master_.flat_slice(info.offset, info.numel, s), g.flat_slice(info.offset, info.numel, s),
+               m_.flat_slice(info.offset, info.numel, s), v_.flat_slice(info.offset, info.numel, s),
+               has_master_copy_ ? &param : nullptr, ap);
+  }
+  return st;
+}
+
+}  // namespace mt

@@ -1,0 +1,65 @@
+#pragma once
+// Training arguments, named and defaulted like Megatron-LM's (megatron/training/arguments.py).
+// The model defaults are the embedded default: a small GPT that trains on the bundled corpus
+// in about two minutes on two CPU cores.
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace mt {
+
+struct TrainingArgs {
+  // model
+  int num_layers = 4;
+  int hidden_size = 128;
+  int ffn_hidden_size = 0;  // 0: 4 * hidden_size
+  int num_attention_heads = 4;
+  int seq_length = 128;
+  int max_position_embeddings = 0;  // 0: seq_length
+  int64_t vocab_size = 0;           // 0: from the data (bundled corpus: 257 byte-level tokens)
+  int64_t make_vocab_size_divisible_by = 128;
+  float init_method_std = 0.02f;
+  float hidden_dropout = 0.1f;
+  float attention_dropout = 0.1f;
+  float layernorm_epsilon = 1e-5f;
+  // batch and schedule
+  int micro_batch_size = 8;
+  int global_batch_size = 16;
+  int64_t train_iters = 300;
+  double lr = 1e-3;
+  double min_lr = 1e-4;
+  std::string lr_decay_style = "cosine";
+  int64_t lr_decay_iters = 0;      // 0: train_iters
+  int64_t lr_warmup_iters = 0;
+  double lr_warmup_fraction = -1;  // >= 0 overrides lr_warmup_iters
+  double weight_decay = 0.1;
+  double clip_grad = 1.0;
+  double adam_beta1 = 0.9;
+  double adam_beta2 = 0.95;
+  double adam_eps = 1e-8;
+  uint64_t seed = 1234;
+  // precision
+  bool bf16 = false;
+  bool fp16 = false;
+  double loss_scale = 0;  // > 0: constant loss scale for fp16
+  double initial_loss_scale = 4294967296.0;
+  double min_loss_scale = 1.0;
+  int64_t loss_scale_window = 1000;
+  int64_t hysteresis = 2;
+  // logging, evaluation, exit
+  int64_t log_interval = 10;
+  int64_t eval_interval = 100;
+  int64_t eval_iters = 10;
+  int64_t exit_interval = 0;
+  // data
+  std::vector<std::string> data_path;  // Megatron form: [weight] prefix ...; one prefix for now
+  std::string split = "969,30,1";
+  bool mock_data = false;
+  // device
+  std::string device = "cpu";
+};
+
+// Checks relations between arguments; throws UserError naming the flag on the first problem.
+void validate_args(const TrainingArgs& a);
+
+}  // namespace mt

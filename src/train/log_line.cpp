@@ -1,0 +1,43 @@
+#include "train/log_line.h"
+
+#include <fmt/format.h>
+
+#include <cmath>
+#include <ctime>
+
+namespace mt {
+namespace {
+std::string timestamp() {
+  std::time_t t = std::time(nullptr);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y-%m-%d %H:%M:%S", std::localtime(&t));
+  return buf;
+}
+}  // namespace
+
+std::string format_iteration_line(const IterationLog& l) {
+  std::string s = fmt::format(" [{}] iteration {:8d}/{:8d} |", timestamp(), l.iteration, l.train_iters);
+  s += fmt::format(" consumed samples: {:12d} |", l.consumed_samples);
+  s += fmt::format(" elapsed time per iteration (ms): {:.1f} |", l.elapsed_ms_per_iter);
+  // Megatron prints one decimal; small (CPU) numbers keep three significant digits.
+  s += l.tflops_per_gpu >= 10 ? fmt::format(" throughput per GPU (TFLOP/s/GPU): {:.1f} |", l.tflops_per_gpu)
+                              : fmt::format(" throughput per GPU (TFLOP/s/GPU): {:.3g} |", l.tflops_per_gpu);
+  s += fmt::format(" tokens per second per GPU: {:.0f} |", l.tokens_per_sec_per_gpu);
+  s += fmt::format(" learning rate: {:.6E} |", l.learning_rate);
+  s += fmt::format(" global batch size: {:5d} |", l.global_batch_size);
+  s += fmt::format(" lm loss: {:.6E} |", l.lm_loss);
+  s += fmt::format(" loss scale: {:.1f} |", l.loss_scale);
+  s += fmt::format(" grad norm: {:.3f} |", l.grad_norm);
+  s += fmt::format(" number of skipped iterations: {:3d} |", l.skipped_iters);
+  s += fmt::format(" number of nan iterations: {:3d} |", l.nan_iters);
+  return s;
+}
+
+std::string format_validation_block(const std::string& where, double loss) {
+  std::string body = fmt::format(" validation loss {} | lm loss value: {:.6E} | lm loss PPL: {:.6E} | ", where, loss,
+                                 std::exp(std::min(loss, 20.0)));
+  std::string dashes(body.size() + 1, '-');
+  return dashes + "\n" + body + "\n" + dashes;
+}
+
+}  // namespace mt

@@ -1,0 +1,22 @@
+#pragma once
+// Megatron-LM's stdout lines, so existing log parsers keep working.
+#include <cstdint>
+#include <string>
+
+namespace mt {
+
+struct IterationLog {
+  int64_t iteration = 0, train_iters = 0, consumed_samples = 0;
+  double elapsed_ms_per_iter = 0, tflops_per_gpu = 0, tokens_per_sec_per_gpu = 0;
+  double learning_rate = 0;
+  int64_t global_batch_size = 0;
+  double lm_loss = 0, loss_scale = 1, grad_norm = 0;
+  int64_t skipped_iters = 0, nan_iters = 0;
+};
+
+// " [2026-11-22 10:00:00] iteration       10/     100 | consumed samples: ... |"
+std::string format_iteration_line(const IterationLog& l);
+// "validation loss at iteration 10 | lm loss value: 5.0E+00 | lm loss PPL: 1.4E+02 |", framed by dashes.
+std::string format_validation_block(const std::string& where, double loss);
+
+}  // namespace mt

@@ -1,0 +1,148 @@
+// GPTModel: whole-model gradient against finite differences, parameter naming/counting,
+// and init that depends only on seed and names.
+#include <gtest/gtest.h>
+
+#include <cstring>
+
+#include "grad_check.h"
+#include "model/gpt_model.h"
+
+using namespace mt;
+using namespace mt::testing;
+
+namespace {
+
+GPTConfig tiny() {
+  GPTConfig c;
+  c.num_layers = 2;
+  c.hidden_size = 16;
+  c.ffn_hidden_size = 64;
+  c.num_attention_heads = 4;
+  c.seq_length = 8;
+  c.max_position_embeddings = 8;
+  c.vocab_size = 21;
+  c.padded_vocab_size = 32;
+  c.hidden_dropout = 0.0f;
+  c.attention_dropout = 0.0f;
+  c.init_method_std = 0.2f;
+  return c;
+}
+
+Tensor tokens_tensor(int B, int T, int64_t vocab, uint64_t stream) {
+  Tensor t = Tensor::empty({B, T}, DType::I32);
+  for (int64_t i = 0; i < t.numel(); ++i) t.data<int32_t>()[i] = int32_t(philox_u32(3, stream, i) % uint64_t(vocab));
+  return t;
+}
+
+}  // namespace
+
+TEST(GPTModel, WholeModelGradientMatchesFiniteDifferences) {
+  GPTConfig c = tiny();
+  GPTModel model(c, Device::cpu());
+  model.init(11);
+  const int B = 2, T = c.seq_length;
+  Tensor tokens = tokens_tensor(B, T, c.vocab_size, 1), targets = tokens_tensor(B, T, c.vocab_size, 2);
+  Tensor dloss = Tensor::empty({B * T}, DType::F32);
+  fill(dloss, 1.0f / float(B * T));
+  ForwardContext ctx{false, 1, 0};
+  auto mean_loss = [&] {
+    GPTModel::Saved s;
+    Tensor l = model.forward_loss(tokens, targets, ctx, nullptr, s);
+    double sum = 0;
+    for (int64_t i = 0; i < l.numel(); ++i) sum += l.data<float>()[i];
+    return sum / double(l.numel());
+  };
+  auto& buf = model.buffer();
+  buf.zero_grads();
+  {
+    GPTModel::Saved s;
+    model.forward_loss(tokens, targets, ctx, &dloss, s);
+    model.backward(s);
+  }
+  int checked = 0;
+  for (const auto& info : buf.infos()) {
+    float* p = buf.param(buf.find(info.name)).data<float>();
+    const float* g = buf.grad(buf.find(info.name)).data<float>();
+    int64_t n = info.numel;
+    if (info.name == "embedding.word_embeddings.weight") n = c.vocab_size * c.hidden_size;  // padding rows unused
+    for (int s = 0; s < 6; ++s) {
+      int64_t i = int64_t(philox_u32(5, rng_stream(info.name), s) % uint64_t(n));
+      float keep = p[i];
+      const float h = 1e-2f;
+      p[i] = keep + h;
+      double lp = mean_loss();
+      p[i] = keep - h;
+      double lm = mean_loss();
+      p[i] = keep;
+      double num = (lp - lm) / (2 * h);
+      EXPECT_NEAR(g[i], num, 1e-4 + 2e-2 * std::fabs(num)) << info.name << "[" << i << "]";
+      ++checked;
+    }
+  }
+  EXPECT_GT(checked, 50);
+}
+
+TEST(GPTModel, PaddedVocabularyRowsGetNoGradient) {
+  GPTConfig c = tiny();
+  GPTModel model(c, Device::cpu());
+  model.init(11);
+  Tensor tokens = tokens_tensor(2, c.seq_length, c.vocab_size, 1), targets = tokens_tensor(2, c.seq_length, c.vocab_size, 2);
+  Tensor dloss = Tensor::empty({2 * c.seq_length}, DType::F32);
+  fill(dloss, 0.1f);
+  GPTModel::Saved s;
+  model.forward_loss(tokens, targets, ForwardContext{true, 1, 0}, &dloss, s);
+  model.backward(s);
+  Tensor g = model.buffer().grad(model.buffer().find("embedding.word_embeddings.weight"));
+  for (int64_t r = c.vocab_size; r < c.padded_vocab_size; ++r)
+    for (int64_t j = 0; j < c.hidden_size; ++j) ASSERT_EQ(g.data<float>()[r * c.hidden_size + j], 0.0f);
+}
+
+TEST(GPTModel, ParameterNamesFollowMegatronCoreAndCountExcludesPadding) {
+  GPTConfig c = tiny();
+  GPTModel model(c, Device::cpu());
+  const auto& buf = model.buffer();
+  for (const char* name : {"embedding.word_embeddings.weight", "embedding.position_embeddings.weight",
+                           "decoder.layers.0.input_layernorm.weight", "decoder.layers.1.self_attention.linear_qkv.weight",
+                           "decoder.layers.1.self_attention.linear_proj.bias", "decoder.layers.0.pre_mlp_layernorm.bias",
+                           "decoder.layers.0.mlp.linear_fc1.weight", "decoder.layers.1.mlp.linear_fc2.weight",
+                           "decoder.final_layernorm.weight"})
+    EXPECT_GE(buf.find(name), 0) << name;
+  const int64_t h = c.hidden_size, f = c.ffn_hidden_size, L = c.num_layers;
+  const int64_t per_layer = 2 * h + (3 * h * h + 3 * h) + (h * h + h) + 2 * h + (f * h + f) + (h * f + h);
+  EXPECT_EQ(model.num_parameters(), c.vocab_size * h + c.max_position_embeddings * h + L * per_layer + 2 * h);
+}
+
+TEST(GPTModel, InitDependsOnlyOnSeedAndNames) {
+  GPTConfig c = tiny();
+  GPTModel a(c, Device::cpu()), b(c, Device::cpu());
+  a.init(5);
+  b.init(5);
+  ASSERT_EQ(0, std::memcmp(a.buffer().params().raw(), b.buffer().params().raw(), a.buffer().params().nbytes()));
+  // A deeper model shares the first layers' initial weights (names are the keys).
+  GPTConfig c3 = c;
+  c3.num_layers = 3;
+  GPTModel d(c3, Device::cpu());
+  d.init(5);
+  const char* name = "decoder.layers.1.mlp.linear_fc1.weight";
+  Tensor pa = a.buffer().param(a.buffer().find(name)), pd = d.buffer().param(d.buffer().find(name));
+  EXPECT_EQ(0, std::memcmp(pa.raw(), pd.raw(), pa.nbytes()));
+}
+
+TEST(GPTModel, OutputProjectionsAreScaledByDepth) {
+  GPTConfig c = tiny();
+  c.init_method_std = 0.02f;
+  c.hidden_size = 64;
+  c.ffn_hidden_size = 256;
+  c.num_layers = 8;
+  GPTModel m(c, Device::cpu());
+  m.init(1);
+  auto stddev = [&](const char* name) {
+    Tensor t = m.buffer().param(m.buffer().find(name));
+    double s = 0;
+    for (int64_t i = 0; i < t.numel(); ++i) s += double(t.data<float>()[i]) * t.data<float>()[i];
+    return std::sqrt(s / double(t.numel()));
+  };
+  EXPECT_NEAR(stddev("decoder.layers.0.mlp.linear_fc1.weight"), 0.02, 0.001);
+  EXPECT_NEAR(stddev("decoder.layers.0.mlp.linear_fc2.weight"), 0.02 / 4.0, 0.0003);  // 1/sqrt(2*8) = 1/4
+  EXPECT_NEAR(stddev("decoder.layers.3.self_attention.linear_proj.weight"), 0.02 / 4.0, 0.0005);
+}

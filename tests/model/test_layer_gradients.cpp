@@ -1,0 +1,123 @@
+// Every layer's backward against central finite differences (fp32, tolerances in grad_check.h).
+#include <gtest/gtest.h>
+
+#include "grad_check.h"
+#include "model/attention.h"
+#include "model/layernorm.h"
+#include "model/linear.h"
+#include "model/mlp.h"
+#include "model/transformer_layer.h"
+
+using namespace mt;
+using namespace mt::testing;
+
+namespace {
+
+GPTConfig tiny_config() {
+  GPTConfig c;
+  c.num_layers = 2;
+  c.hidden_size = 16;
+  c.ffn_hidden_size = 32;
+  c.num_attention_heads = 2;
+  c.seq_length = 6;
+  c.max_position_embeddings = 6;
+  c.vocab_size = 20;
+  c.padded_vocab_size = 32;
+  c.hidden_dropout = 0.0f;
+  c.attention_dropout = 0.0f;
+  c.init_method_std = 0.3f;  // large enough that every path carries gradient
+  return c;
+}
+
+// Randomises all parameters of buf (LayerNorm weights around 1 stay well-conditioned).
+void randomise(ParamAndGradBuffer& buf) {
+  for (const auto& p : buf.infos()) {
+    Tensor t = buf.param(buf.find(p.name));
+    fill_normal(t, 0.3f, 5, rng_stream(p.name));
+    if (p.name.find("layernorm") != std::string::npos && p.name.find("weight") != std::string::npos) {
+      float* d = t.data<float>();
+      for (int64_t i = 0; i < t.numel(); ++i) d[i] += 1.0f;
+    }
+  }
+}
+
+// A whole block sums O(100) terms into L: fp32 rounding of L divided by 2h is ~1e-4, so the
+// absolute floor is raised (the key bias, whose true gradient is 0, sits at that floor).
+const GradCheckOptions kBlockTolerance{1e-2f, 2e-2, 1e-3, 12};
+
+}  // namespace
+
+TEST(LayerGradients, LinearMatchesFiniteDifferences) {
+  ParamAndGradBuffer buf;
+  Linear lin(buf, "lin", 8, 5);
+  buf.allocate(DType::F32, Device::cpu());
+  randomise(buf);
+  Linear::Saved s;
+  check_gradients(buf, random_tensor({3, 8}, 1), [&](const Tensor& x) { return lin.forward(x, s); },
+                  [&](const Tensor& dy) { return lin.backward(dy, s); });
+}
+
+TEST(LayerGradients, LayerNormMatchesFiniteDifferences) {
+  ParamAndGradBuffer buf;
+  LayerNorm ln(buf, "ln.layernorm", 8, 1e-5f);
+  buf.allocate(DType::F32, Device::cpu());
+  randomise(buf);
+  LayerNorm::Saved s;
+  check_gradients(buf, random_tensor({4, 8}, 2), [&](const Tensor& x) { return ln.forward(x, s); },
+                  [&](const Tensor& dy) { return ln.backward(dy, s); });
+}
+
+TEST(LayerGradients, SelfAttentionMatchesFiniteDifferences) {
+  GPTConfig c = tiny_config();
+  ParamAndGradBuffer buf;
+  SelfAttention attn(buf, "attn", c);
+  buf.allocate(DType::F32, Device::cpu());
+  randomise(buf);
+  SelfAttention::Saved s;
+  ForwardContext ctx{false, 1, 0};
+  check_gradients(buf, random_tensor({2, c.seq_length, c.hidden_size}, 3),
+                  [&](const Tensor& x) { return attn.forward(x, ctx, 0, s); },
+                  [&](const Tensor& dy) { return attn.backward(dy, s); });
+}
+
+TEST(LayerGradients, MLPMatchesFiniteDifferences) {
+  GPTConfig c = tiny_config();
+  ParamAndGradBuffer buf;
+  MLP mlp(buf, "mlp", c);
+  buf.allocate(DType::F32, Device::cpu());
+  randomise(buf);
+  MLP::Saved s;
+  check_gradients(buf, random_tensor({2, c.seq_length, c.hidden_size}, 4),
+                  [&](const Tensor& x) { return mlp.forward(x, s); },
+                  [&](const Tensor& dy) { return mlp.backward(dy, s); });
+}
+
+TEST(LayerGradients, TransformerLayerMatchesFiniteDifferences) {
+  GPTConfig c = tiny_config();
+  ParamAndGradBuffer buf;
+  TransformerLayer layer(buf, "layer", c, 0);
+  buf.allocate(DType::F32, Device::cpu());
+  randomise(buf);
+  TransformerLayer::Saved s;
+  ForwardContext ctx{false, 1, 0};
+  check_gradients(buf, random_tensor({2, c.seq_length, c.hidden_size}, 5),
+                  [&](const Tensor& x) { return layer.forward(x, ctx, s); },
+                  [&](const Tensor& dy) { return layer.backward(dy, s); }, kBlockTolerance);
+}
+
+TEST(LayerGradients, TransformerLayerWithDropoutMatchesFiniteDifferences) {
+  // Dropout masks are a pure function of (seed, stream, index): the same in every forward, so
+  // the layer is a fixed differentiable function and finite differences apply.
+  GPTConfig c = tiny_config();
+  c.hidden_dropout = 0.2f;
+  c.attention_dropout = 0.2f;
+  ParamAndGradBuffer buf;
+  TransformerLayer layer(buf, "layer", c, 0);
+  buf.allocate(DType::F32, Device::cpu());
+  randomise(buf);
+  TransformerLayer::Saved s;
+  ForwardContext ctx{true, 9, 3};
+  check_gradients(buf, random_tensor({2, c.seq_length, c.hidden_size}, 6),
+                  [&](const Tensor& x) { return layer.forward(x, ctx, s); },
+                  [&](const Tensor& dy) { return layer.backward(dy, s); }, kBlockTolerance);
+}

@@ -1,0 +1,102 @@
+"""Bad input gets one clear line on stderr naming the flag or file, exit code 2, and nothing
+on stdout (nothing half-done)."""
+import struct
+import subprocess
+
+import numpy as np
+import pytest
+
+
+def write_indexed(prefix, docs, dtype=np.uint16, magic=b"MMIDIDX\x00\x00", version=1):
+    """Megatron's indexed dataset layout (see src/data/indexed_dataset.h)."""
+    codes = {np.uint16: 8, np.int32: 4}
+    lengths = np.array([len(d) for d in docs], dtype=np.int32)
+    pointers = np.concatenate([[0], np.cumsum(lengths[:-1]) * np.dtype(dtype).itemsize]).astype(np.int64)
+    with open(f"{prefix}.bin", "wb") as f:
+        for d in docs:
+            f.write(np.asarray(d, dtype=dtype).tobytes())
+    with open(f"{prefix}.idx", "wb") as f:
+        f.write(magic)
+        f.write(struct.pack("<Q", version))
+        f.write(struct.pack("<B", codes[dtype]))
+        f.write(struct.pack("<Q", len(docs)))
+        f.write(struct.pack("<Q", len(docs) + 1))
+        f.write(lengths.tobytes())
+        f.write(pointers.tobytes())
+        f.write(np.arange(len(docs) + 1, dtype=np.int64).tobytes())
+
+
+TINY = ["--num-layers", "1", "--hidden-size", "16", "--num-attention-heads", "2", "--seq-length", "8",
+        "--micro-batch-size", "1", "--global-batch-size", "1", "--train-iters", "1", "--eval-iters", "0"]
+
+
+def run(build_dir, *flags):
+    return subprocess.run([str(build_dir / "megatron"), "train", *flags], capture_output=True, text=True, timeout=60)
+
+
+def assert_user_error(r, *needles):
+    assert r.returncode == 2, (r.returncode, r.stdout, r.stderr)
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1, r.stderr
+    assert r.stdout == "", r.stdout
+    for n in needles:
+        assert n in lines[0], lines[0]
+
+
+@pytest.fixture
+def dataset(tmp_path):
+    rng = np.random.default_rng(0)
+    docs = [rng.integers(0, 200, size=40) for _ in range(30)]
+    write_indexed(tmp_path / "good", docs)
+    return tmp_path / "good", docs
+
+
+def test_good_dataset_trains(build_dir, dataset):
+    prefix, _ = dataset
+    r = run(build_dir, *TINY, "--data-path", str(prefix), "--vocab-size", "200", "--split", "90,10,0", "--log-interval", "1")
+    assert r.returncode == 0, r.stderr
+    assert "iteration        1/       1 |" in r.stdout
+
+
+def test_unknown_flag(build_dir):
+    assert_user_error(run(build_dir, "--num-layerz", "2"), "--num-layerz")
+
+
+def test_hidden_not_divisible_by_heads(build_dir):
+    assert_user_error(run(build_dir, "--hidden-size", "100", "--num-attention-heads", "3"),
+                      "--hidden-size 100", "--num-attention-heads 3")
+
+
+def test_global_batch_not_divisible_by_micro_batch(build_dir):
+    assert_user_error(run(build_dir, "--global-batch-size", "10", "--micro-batch-size", "4"),
+                      "--global-batch-size 10", "--micro-batch-size 4")
+
+
+def test_missing_dataset(build_dir, tmp_path):
+    assert_user_error(run(build_dir, *TINY, "--data-path", str(tmp_path / "nope")), str(tmp_path / "nope"))
+
+
+def test_truncated_bin(build_dir, dataset):
+    prefix, _ = dataset
+    data = open(f"{prefix}.bin", "rb").read()
+    open(f"{prefix}.bin", "wb").write(data[: len(data) // 2])
+    assert_user_error(run(build_dir, *TINY, "--data-path", str(prefix)), f"{prefix}.bin")
+
+
+def test_truncated_idx(build_dir, dataset):
+    prefix, _ = dataset
+    data = open(f"{prefix}.idx", "rb").read()
+    open(f"{prefix}.idx", "wb").write(data[:40])
+    assert_user_error(run(build_dir, *TINY, "--data-path", str(prefix)), f"{prefix}.idx")
+
+
+def test_wrong_magic(build_dir, tmp_path, dataset):
+    _, docs = dataset
+    write_indexed(tmp_path / "bad", docs, magic=b"NOTMAGIC!")
+    assert_user_error(run(build_dir, *TINY, "--data-path", str(tmp_path / "bad")), f"{tmp_path / 'bad'}.idx")
+
+
+def test_vocabulary_smaller_than_data(build_dir, dataset):
+    prefix, _ = dataset
+    assert_user_error(run(build_dir, *TINY, "--data-path", str(prefix), "--vocab-size", "50"),
+                      "--vocab-size 50", "largest token id")
