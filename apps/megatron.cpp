@@ -6,6 +6,7 @@
 
 #include "core/error.h"
 #include "train/trainer.h"
+#include "preprocess.h"
 #include "train_flags.h"
 
 int main(int argc, char** argv) {
@@ -17,6 +18,8 @@ int main(int argc, char** argv) {
   mt::TrainingArgs args;
   CLI::App* train = app.add_subcommand("train", "Pretrain a GPT model (Megatron's pretrain_gpt.py flags)");
   mt::add_train_flags(*train, args);
+  mt::PreprocessCommand preprocess = mt::add_preprocess_command(app);
+  mt::MergeCommand merge = mt::add_merge_command(app);
 
   try {
     app.parse(argc, argv);
@@ -25,12 +28,17 @@ int main(int argc, char** argv) {
   } catch (const CLI::CallForAllHelp& e) {
     return app.exit(e);
   } catch (const CLI::ParseError& e) {
-    std::string where = train->parsed() ? "megatron train" : "megatron";
+    std::string where = train->parsed()        ? "megatron train"
+                        : preprocess.app->parsed() ? "megatron preprocess"
+                        : merge.app->parsed()      ? "megatron merge-datasets"
+                                                   : "megatron";
     std::fprintf(stderr, "%s: error: %s (see '%s --help')\n", where.c_str(), e.what(), where.c_str());
     return 2;
   }
   try {
     if (train->parsed()) mt::pretrain_gpt(args);
+    if (preprocess.app->parsed()) mt::run_preprocess(*preprocess.opts);
+    if (merge.app->parsed()) mt::run_merge(merge);
   } catch (const mt::UserError& e) {
     std::fprintf(stderr, "megatron: error: %s\n", e.what());
     return 2;

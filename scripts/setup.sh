@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
 # Installs what megatron.cpp needs on a Debian/Ubuntu machine: the C++ toolchain and libraries
 # from apt, and (with --python) a virtual environment .venv holding the test-only Python
-# packages (numpy, torch, transformers, safetensors, pytest). Safe to run again: it installs only
+# packages (numpy, torch, transformers, safetensors, pytest, tokenizers,
+# sentencepiece). Safe to run again: it installs only
 # what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PKGS=(build-essential cmake ninja-build ccache pkg-config git
       libopenblas-openmp-dev nlohmann-json3-dev libcli11-dev libfmt-dev libgtest-dev
-      openmpi-bin libopenmpi-dev python3-venv)
+      openmpi-bin libopenmpi-dev python3-venv
+      libpcre2-dev libsentencepiece-dev zlib1g-dev)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -27,8 +29,8 @@ if [ "${1:-}" = "--python" ]; then
     echo "setup: creating .venv"
     "$PY" -m venv .venv
   fi
-  if ! .venv/bin/python -c "import numpy, torch, transformers, safetensors, pytest" 2>/dev/null; then
+  if ! .venv/bin/python -c "import numpy, torch, transformers, safetensors, pytest, tokenizers, sentencepiece" 2>/dev/null; then
     echo "setup: installing Python test packages into .venv (torch is large; this takes a minute)"
-    .venv/bin/pip install -q --disable-pip-version-check numpy torch transformers safetensors pytest
+    .venv/bin/pip install -q --disable-pip-version-check numpy torch transformers safetensors pytest tokenizers sentencepiece
   fi
 fi

@@ -199,25 +199,64 @@ IndexedDatasetWriter::IndexedDatasetWriter(const std::string& prefix, int64_t vo
     MT_USER_ERROR("{}: vocabulary size {} out of range", prefix, vocab_size);
 }
 
+IndexedDatasetWriter::IndexedDatasetWriter(const std::string& prefix, IndexDType dtype)
+    : prefix_(prefix), vocab_size_(0), dtype_(dtype), bin_(prefix + ".bin"), idx_(prefix + ".idx") {}
+
 void IndexedDatasetWriter::add_document(std::span<const int32_t> tokens) {
+  const int32_t len = tokens.size() > size_t(std::numeric_limits<int32_t>::max()) ? -1 : int32_t(tokens.size());
+  if (len < 0)
+    MT_USER_ERROR("{}: document {} has {} tokens, more than int32 lengths hold", prefix_, num_documents(), tokens.size());
+  add_document(tokens, std::span<const int32_t>(&len, 1));
+}
+
+void IndexedDatasetWriter::add_document(std::span<const int32_t> tokens, std::span<const int32_t> sequence_lengths) {
   MT_CHECK(!finalized_, "add_document after finalize of {}", prefix_);
-  if (tokens.size() > size_t(std::numeric_limits<int32_t>::max()))
-    MT_USER_ERROR("{}: document {} has {} tokens, more than int32 lengths hold", prefix_, lengths_.size(),
-                  tokens.size());
+  int64_t total = 0;
+  for (int32_t n : sequence_lengths) {
+    MT_CHECK(n >= 0, "negative sequence length {}", n);
+    total += n;
+  }
+  MT_CHECK(total == int64_t(tokens.size()), "sequence lengths sum to {} for {} tokens", total, tokens.size());
   buf_.clear();
   const bool u16 = dtype_ == IndexDType::U16;
-  buf_.reserve(tokens.size() * (u16 ? 2 : 4));
-  for (int32_t t : tokens) {
-    if (t < 0 || t >= vocab_size_)
-      MT_USER_ERROR("{}: token {} in document {} is outside the vocabulary [0, {})", prefix_, t, lengths_.size(),
-                    vocab_size_);
-    if (u16) store<uint16_t>(buf_, uint16_t(t));
-    else store<int32_t>(buf_, t);
+  MT_CHECK(u16 || dtype_ == IndexDType::I32, "writing {} tokens is not supported", index_dtype_name(dtype_));
+  buf_.resize(tokens.size() * (u16 ? 2 : 4));
+  const int64_t limit = vocab_size_ > 0 ? vocab_size_ : (u16 ? 65536 : int64_t(1) << 31);
+  for (size_t k = 0; k < tokens.size(); ++k) {
+    const int32_t t = tokens[k];
+    if (t < 0 || t >= limit)
+      MT_USER_ERROR("{}: token {} in document {} is outside the vocabulary [0, {})", prefix_, t, num_documents(), limit);
+    if (u16) {
+      const auto v = uint16_t(t);
+      std::memcpy(buf_.data() + 2 * k, &v, 2);
+    } else {
+      std::memcpy(buf_.data() + 4 * k, &t, 4);
+    }
   }
   bin_.write(buf_.data(), buf_.size());
-  lengths_.push_back(int32_t(tokens.size()));
-  pointers_.push_back(bin_bytes_);
-  bin_bytes_ += int64_t(buf_.size());
+  const int64_t isz = u16 ? 2 : 4;
+  for (int32_t n : sequence_lengths) {
+    lengths_.push_back(n);
+    pointers_.push_back(bin_bytes_);
+    bin_bytes_ += n * isz;
+  }
+  doc_idx_.push_back(int64_t(lengths_.size()));
+}
+
+void IndexedDatasetWriter::add_index(const IndexedDataset& other) {
+  MT_CHECK(!finalized_, "add_index after finalize of {}", prefix_);
+  if (other.dtype() != dtype_)
+    MT_USER_ERROR("cannot merge {} (tokens of {}) into {} (tokens of {}); all inputs must have one token dtype",
+                  other.prefix(), index_dtype_name(other.dtype()), prefix_, index_dtype_name(dtype_));
+  const int64_t base_seq = int64_t(lengths_.size());
+  for (int64_t i = 0; i < other.num_sequences(); ++i) {
+    lengths_.push_back(int32_t(other.sequence_length(i)));
+    pointers_.push_back(bin_bytes_ + other.sequence_pointer(i));
+  }
+  for (int64_t k = 1; k <= other.num_documents(); ++k) doc_idx_.push_back(base_seq + other.document_index(k));
+  auto bytes = other.bin_bytes();
+  bin_.write(bytes.data(), bytes.size());
+  bin_bytes_ += int64_t(bytes.size());
 }
 
 void IndexedDatasetWriter::finalize() {
@@ -229,13 +268,11 @@ void IndexedDatasetWriter::finalize() {
   store<uint64_t>(h, kVersion);
   store<uint8_t>(h, uint8_t(dtype_));
   store<uint64_t>(h, S);
-  store<uint64_t>(h, S + 1);  // one sequence per document
+  store<uint64_t>(h, doc_idx_.size());
   idx_.write(h.data(), h.size());
   idx_.write(lengths_.data(), S * 4);
   idx_.write(pointers_.data(), S * 8);
-  std::vector<int64_t> docs(S + 1);
-  for (uint64_t k = 0; k <= S; ++k) docs[k] = int64_t(k);
-  idx_.write(docs.data(), docs.size() * 8);
+  idx_.write(doc_idx_.data(), doc_idx_.size() * 8);
   // .bin first: a reader that finds the new .idx finds the .bin it describes.
   bin_.commit();
   idx_.commit();

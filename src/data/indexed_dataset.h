@@ -58,6 +58,8 @@ class IndexedDataset {
   std::vector<int32_t> read(int64_t i) const;  // the whole sequence
   // The largest token id in .bin (a full scan on first call, then cached; -1 if empty).
   int64_t max_token_id() const;
+  // The whole .bin, as mapped.
+  std::span<const uint8_t> bin_bytes() const { return {bin_.data(), bin_.size()}; }
 
  private:
   std::string prefix_, idx_path_, bin_path_;
@@ -71,16 +73,27 @@ class IndexedDataset {
   mutable int64_t max_token_ = -1;
 };
 
-// Writes PREFIX.bin/.idx in the layout above, one sequence per document, through temporary
-// files that finalize() renames into place (.bin first, then .idx). Without finalize() nothing
-// appears under the final names.
+// Writes PREFIX.bin/.idx in the layout above (Megatron's IndexedDatasetBuilder), through
+// temporary files that finalize() renames into place (.bin first, then .idx). Without
+// finalize() nothing appears under the final names.
 class IndexedDatasetWriter {
  public:
   // Tokens must lie in [0, vocab_size); the token dtype is index_dtype_for_vocab(vocab_size).
   IndexedDatasetWriter(const std::string& prefix, int64_t vocab_size);
+  // Tokens of any value the dtype holds (for merging datasets).
+  IndexedDatasetWriter(const std::string& prefix, IndexDType dtype);
+  // One document of one sequence.
   void add_document(std::span<const int32_t> tokens);
+  // One document of several sequences (their lengths sum to tokens.size(); none: an empty
+  // document, as preprocess_data.py writes for an empty text).
+  void add_document(std::span<const int32_t> tokens, std::span<const int32_t> sequence_lengths);
+  // Appends every document of `other`, which must have this writer's dtype (a UserError
+  // naming both otherwise); its .bin is copied as it is.
+  void add_index(const IndexedDataset& other);
   void finalize();
-  int64_t num_documents() const { return int64_t(lengths_.size()); }
+  int64_t num_documents() const { return int64_t(doc_idx_.size()) - 1; }
+  int64_t num_sequences() const { return int64_t(lengths_.size()); }
+  IndexDType dtype() const { return dtype_; }
 
  private:
   std::string prefix_;
@@ -89,6 +102,7 @@ class IndexedDatasetWriter {
   AtomicFileWriter bin_, idx_;
   std::vector<int32_t> lengths_;
   std::vector<int64_t> pointers_;
+  std::vector<int64_t> doc_idx_{0};
   std::vector<uint8_t> buf_;
   int64_t bin_bytes_ = 0;
   bool finalized_ = false;
