@@ -38,7 +38,7 @@ void add_train_flags(CLI::App& app, TrainingArgs& a) {
       ->capture_default_str()->group(g);
   app.add_option("--hysteresis", a.hysteresis, "Overflows tolerated before the loss scale shrinks")
       ->capture_default_str()->group(g);
-  app.add_option("--device", a.device, "cpu or cuda")->capture_default_str()->group(g);
+  app.add_option("--device", a.device, "auto (cuda when a GPU is present), cpu or cuda")->capture_default_str()->group(g);
 
   g = "Optimizer and learning rate";
   app.add_option("--lr", a.lr, "Peak learning rate")->capture_default_str()->group(g);

@@ -8,12 +8,10 @@ micro = global batch 4, dropout 0, AdamW. Warm-up iterations are excluded from b
   .venv/bin/python bench/gpt_cpu_vs_pytorch.py [--threads 2] [--iters 20]
 """
 import argparse
-import math
 import os
 import re
 import subprocess
 import sys
-import time
 
 ap = argparse.ArgumentParser()
 ap.add_argument("--build-dir", default=os.environ.get("MEGATRON_BUILD_DIR", "build"))
@@ -49,59 +47,14 @@ def run_ours():
 
 def run_pytorch():
     import torch
-    import torch.nn as nn
-    import torch.nn.functional as F
 
     torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
-    C, H, L, T, V = args.hidden, args.heads, args.layers, args.seq, args.vocab
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from torch_gpt import tokens_per_second
 
-    class Block(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.ln1, self.ln2 = nn.LayerNorm(C), nn.LayerNorm(C)
-            self.qkv, self.proj = nn.Linear(C, 3 * C), nn.Linear(C, C)
-            self.fc1, self.fc2 = nn.Linear(C, 4 * C), nn.Linear(4 * C, C)
-
-        def forward(self, x):
-            B = x.shape[0]
-            q, k, v = self.qkv(self.ln1(x)).view(B, T, 3, H, C // H).permute(2, 0, 3, 1, 4)
-            a = F.scaled_dot_product_attention(q, k, v, is_causal=True).transpose(1, 2).reshape(B, T, C)
-            x = x + self.proj(a)
-            return x + self.fc2(F.gelu(self.fc1(self.ln2(x)), approximate="tanh"))
-
-    class GPT(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.wte, self.wpe = nn.Embedding(V, C), nn.Embedding(T, C)
-            self.blocks = nn.ModuleList(Block() for _ in range(L))
-            self.ln_f = nn.LayerNorm(C)
-
-        def forward(self, idx, targets):
-            x = self.wte(idx) + self.wpe(torch.arange(T))
-            for b in self.blocks:
-                x = b(x)
-            logits = self.ln_f(x) @ self.wte.weight.t()
-            return F.cross_entropy(logits.view(-1, V), targets.view(-1))
-
-    model = GPT()
-    opt = torch.optim.AdamW(model.parameters(), lr=3e-4, weight_decay=0.1)
-    idx = torch.randint(0, V, (args.batch, T))
-    tgt = torch.randint(0, V, (args.batch, T))
-
-    def step():
-        opt.zero_grad(set_to_none=True)
-        loss = model(idx, tgt)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-
-    for _ in range(args.warmup):
-        step()
-    t0 = time.perf_counter()
-    for _ in range(args.iters):
-        step()
-    return tokens_per_iter * args.iters / (time.perf_counter() - t0)
+    tps, _ = tokens_per_second(args.layers, args.hidden, args.heads, args.seq, args.vocab, args.batch,
+                               args.iters, args.warmup)
+    return tps
 
 
 ours = run_ours()

@@ -7,6 +7,8 @@
 #   TEST_REGEX='^Cuda' scripts/device-test.sh  # only tests whose name matches (ctest -R)
 #   BUILD_TARGET=test_kernels scripts/device-test.sh   # build one target instead of all
 #   JOBS=8 CTEST_JOBS=4 BUILD_DIR=build-gpu2 ... # parallelism and build folder
+#   TRAIN=0 SANITIZE=0 BENCH=0                 # skip the training check, sanitizer, benchmarks
+#   BENCH_MODELS="124m 350m 1.3b"              # benchmark models (bench/gpt_gpu_vs_pytorch.py)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -65,5 +67,29 @@ awk '
     printf "%-40s %7d %7d %7d\n", "TOTAL", tp, tf, ts
     if (nf) { print "\nfailed:"; for (i = 1; i <= nf; i++) print "  " failed[i] }
   }' "$LOG_DIR/ctest.log" | tee "$LOG_DIR/summary.txt"
+
+bin="$BUILD_DIR/megatron"
+status=$ctest_rc
+if [[ "${TRAIN:-1}" == 1 ]]; then
+  section "train: GPU bf16 vs CPU fp32, 200 iterations of the default model"
+  common=(--train-iters 200 --log-interval 20 --eval-interval 100 --eval-iters 5)
+  "$bin" train --device cuda --bf16 "${common[@]}" 2>&1 | tee "$LOG_DIR/train_gpu.log" || status=1
+  OMP_NUM_THREADS=$(nproc) "$bin" train --device cpu "${common[@]}" 2>&1 | tee "$LOG_DIR/train_cpu.log" || status=1
+  paste <(grep -oE "lm loss: [0-9.E+-]+" "$LOG_DIR/train_cpu.log") <(grep -oE "lm loss: [0-9.E+-]+" "$LOG_DIR/train_gpu.log") \
+    | awk '{printf "cpu %s   gpu %s   diff %+.4f\n", $3, $6, $6 - $3}' | tee "$LOG_DIR/train_compare.txt"
+fi
+if [[ "${SANITIZE:-1}" == 1 ]] && command -v compute-sanitizer >/dev/null; then
+  section "compute-sanitizer (memcheck) on a short GPU run"
+  compute-sanitizer --tool memcheck --error-exitcode 3 "$bin" train --device cuda --bf16 --train-iters 3 \
+    --log-interval 1 --eval-iters 1 --eval-interval 3 --num-layers 2 --seq-length 64 2>&1 \
+    | tail -20 | tee "$LOG_DIR/sanitizer.log" || status=1
+fi
+if [[ "${BENCH:-1}" == 1 ]]; then
+  for m in ${BENCH_MODELS:-124m}; do
+    section "benchmark $m: megatron.cpp vs PyTorch torch.compile"
+    python3 bench/gpt_gpu_vs_pytorch.py --model "$m" --build-dir "$BUILD_DIR" 2>&1 | tee "$LOG_DIR/bench_$m.log" \
+      || status=1
+  done
+fi
 echo "logs: $LOG_DIR"
-exit "$ctest_rc"
+exit "$status"

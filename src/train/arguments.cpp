@@ -40,7 +40,8 @@ void validate_args(const TrainingArgs& a) {
     MT_USER_ERROR("--attention-dropout {} must be in [0, 1)", a.attention_dropout);
   if (a.mock_data && !a.data_path.empty()) MT_USER_ERROR("--mock-data and --data-path are mutually exclusive");
   if (a.mock_data && a.vocab_size <= 0) MT_USER_ERROR("--mock-data needs --vocab-size");
-  if (a.device != "cpu" && a.device != "cuda") MT_USER_ERROR("--device '{}' must be cpu or cuda", a.device);
+  if (a.device != "cpu" && a.device != "cuda" && a.device != "auto")
+    MT_USER_ERROR("--device '{}' must be auto, cpu or cuda", a.device);
   if (a.eval_iters < 0) MT_USER_ERROR("--eval-iters must be >= 0, got {}", a.eval_iters);
   if (a.eval_interval <= 0) MT_USER_ERROR("--eval-interval must be positive, got {}", a.eval_interval);
 }

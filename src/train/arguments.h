@@ -56,7 +56,7 @@ struct TrainingArgs {
   std::string split = "969,30,1";
   bool mock_data = false;
   // device
-  std::string device = "cpu";
+  std::string device = "auto";  // auto: cuda when a GPU is present, else cpu
 };
 
 // Checks relations between arguments; throws UserError naming the flag on the first problem.

@@ -7,6 +7,7 @@
 #include <memory>
 
 #include "core/allocator.h"
+#include "core/cuda/cuda_backend.h"
 #include "core/error.h"
 #include "kernels/elementwise.h"
 #include "model/gpt_model.h"
@@ -72,12 +73,22 @@ double evaluate(const GPTModel& model, const SampleSource& valid, const Training
   return n ? total / double(n) : 0.0;
 }
 
+// --device auto: the first GPU when there is one, else the CPU.
+Device resolve_device(const std::string& name) {
+  if (name == "cpu") return Device::cpu();
+  const int n = cuda_device_count();
+  if (name == "cuda" && n == 0) MT_USER_ERROR("--device cuda: no CUDA device is available (use --device cpu)");
+  if (n == 0) return Device::cpu();
+  cuda_init_backend();
+  return Device::cuda(0);
+}
+
 }  // namespace
 
 TrainResult pretrain_gpt(const TrainingArgs& args, std::FILE* log) {
   const auto t_start = Clock::now();
   validate_args(args);
-  Device dev = args.device == "cuda" ? Device::cuda(0) : Device::cpu();
+  Device dev = resolve_device(args.device);
 
   Datasets data = build_datasets(args);
   GPTConfig cfg = model_config(args, data.vocab_size);
@@ -196,6 +207,8 @@ TrainResult pretrain_gpt(const TrainingArgs& args, std::FILE* log) {
     fmt::print(log, "{}\n", format_validation_block("at the end of training", v));
   }
   fmt::print(log, "> peak host memory in tensors: {:.1f} MiB\n", double(host_allocator().peak_bytes()) / 1048576.0);
+  if (dev.is_cuda())
+    fmt::print(log, "> peak device memory in tensors: {:.2f} GiB\n", double(cuda_peak_bytes(dev.index)) / 1073741824.0);
   std::fflush(log);
   return result;
 }

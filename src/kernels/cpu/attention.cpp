@@ -12,7 +12,6 @@
 // matrix) and, in backward, accumulates dq, dk, dv in fp32 scratch in a fixed order before one
 // store; so results do not depend on the thread count. sgemm runs single-threaded inside the
 // OpenMP region, so each block product is the same arithmetic wherever it runs.
-#include <cblas.h>
 
 #include <algorithm>
 #include <cmath>
@@ -20,6 +19,7 @@
 #include <vector>
 
 #include "core/rng.h"
+#include "kernels/cpu/blas.h"
 #include "kernels/cpu/cpu_ops.h"
 #include "kernels/cpu/fast_math.h"
 #include "kernels/cpu/load_store.h"
@@ -52,8 +52,7 @@ struct DropMask {
 // C[m, n] = alpha op(A) op(B) + beta C, row-major.
 void mm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, float alpha, const float* a, int64_t lda, const float* b,
         int64_t ldb, float beta, float* c, int64_t ldc) {
-  cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, int(m), int(n), int(k),
-              alpha, a, int(lda), b, int(ldb), beta, c, int(ldc));
+  sgemm_serial(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
 }
 
 // Widens q, k, v of head (b, h) into fp32 [T, D] rows.

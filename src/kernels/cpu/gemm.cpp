@@ -11,10 +11,10 @@
 //
 // bias_grad_accumulate: db[c] += sum_n dy[n, c]. Threads own blocks of columns and walk the
 // rows in order, so every column is summed in the same order for any thread count.
-#include <cblas.h>
 
 #include <algorithm>
 
+#include "kernels/cpu/blas.h"
 #include "kernels/cpu/cpu_ops.h"
 #include "kernels/cpu/load_store.h"
 
@@ -67,8 +67,7 @@ void tiled_sgemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, float alpha,
     const int64_t mm = std::min(t, m - i0), nn = std::min(t, n - j0);
     const float* ap = ta ? a + i0 : a + i0 * lda;  // rows i0.. of op(A)
     const float* bp = tb ? b + j0 * ldb : b + j0;  // columns j0.. of op(B)
-    cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, int(mm), int(nn), int(k),
-                alpha, ap, int(lda), bp, int(ldb), beta, c + i0 * n + j0, int(n));
+    sgemm_serial(ta, tb, mm, nn, k, alpha, ap, lda, bp, ldb, beta, c + i0 * n + j0, n);
   }
 }
 
