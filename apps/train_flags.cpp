@@ -65,10 +65,27 @@ void add_train_flags(CLI::App& app, TrainingArgs& a) {
       ->capture_default_str()->group(g);
 
   g = "Data";
-  app.add_option("--data-path", a.data_path, "Indexed dataset prefix (PREFIX.bin/.idx; default: bundled corpus)")
+  app.add_option("--data-path", a.data_path,
+                 "Indexed dataset prefixes (PREFIX.bin/.idx), optionally weighted: \"[W1] P1 [W2] P2 ...\" "
+                 "(default: the bundled corpus)")
       ->group(g);
+  app.add_option("--train-data-path", a.train_data_path, "Blend for the train split only (\"[W1] P1 ...\")")->group(g);
+  app.add_option("--valid-data-path", a.valid_data_path, "Blend for the validation split only")->group(g);
+  app.add_option("--test-data-path", a.test_data_path, "Blend for the test split only")->group(g);
   app.add_option("--split", a.split, "Train,valid,test split weights over documents")->capture_default_str()->group(g);
+  app.add_option("--data-cache-path", a.data_cache_path, "Folder for the cached dataset indices (default: beside the data)")
+      ->group(g);
   app.add_flag("--mock-data", a.mock_data, "Synthetic data (needs --vocab-size)")->group(g);
+  app.add_flag("--eod-mask-loss", a.eod_mask_loss, "No loss on the token that follows an end of document")->group(g);
+  app.add_option("--tokenizer-type", a.tokenizer_type,
+                 "GPT2BPETokenizer, HuggingFaceTokenizer, SentencePieceTokenizer, GPTSentencePieceTokenizer, "
+                 "Llama2Tokenizer or NullTokenizer")
+      ->group(g);
+  app.add_option("--vocab-file", a.vocab_file, "vocab.json (GPT2BPETokenizer)")->group(g);
+  app.add_option("--merge-file", a.merge_file, "merges.txt (GPT2BPETokenizer)")->group(g);
+  app.add_option("--tokenizer-model", a.tokenizer_model,
+                 "tokenizer.json or its folder (HuggingFaceTokenizer), .model (SentencePiece tokenizers)")
+      ->group(g);
 }
 
 }  // namespace mt

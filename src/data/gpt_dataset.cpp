@@ -5,8 +5,15 @@
 #include <charconv>
 #include <cmath>
 
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
 #include "core/error.h"
+#include "core/file_io.h"
 #include "core/rng.h"
+#include "data/dataset_indices.h"
 
 namespace mt {
 namespace {
@@ -115,40 +122,128 @@ void TokenWindowSource::get(int64_t i, int32_t* tokens) const {
   read_stream(window_of(i) * seq_length_, seq_length_ + 1, tokens);
 }
 
-GPTWindowDataset::GPTWindowDataset(const IndexedDataset& dataset, DocumentRange docs, int64_t seq_length,
-                                   uint64_t seed, const std::string& name)
-    : ds_(dataset), docs_(docs) {
-  MT_CHECK(docs.begin >= 0 && docs.begin <= docs.end && docs.end <= dataset.num_documents(),
-           "document range [{}, {}) of {}", docs.begin, docs.end, dataset.num_documents());
-  if (seq_length <= 0) MT_USER_ERROR("--seq-length must be positive, got {}", seq_length);
-  first_seq_ = dataset.document_index(docs.begin);
-  const int64_t last_seq = dataset.document_index(docs.end);
-  seq_start_.resize(size_t(last_seq - first_seq_ + 1));
-  seq_start_[0] = 0;
-  for (int64_t s = first_seq_; s < last_seq; ++s)
-    seq_start_[size_t(s - first_seq_ + 1)] = seq_start_[size_t(s - first_seq_)] + dataset.sequence_length(s);
-  const int64_t tokens = seq_start_.back();
-  if (tokens < seq_length + 1)
-    MT_USER_ERROR("the {} split of {} (documents [{}, {})) has {} tokens, fewer than the seq_length + 1 = {} "
-                  "one sample needs; change --split or --seq-length, or use more data",
-                  name, dataset.prefix(), docs.begin, docs.end, tokens, seq_length + 1);
-  init_windows(tokens, seq_length, seed, name);
+GPTDataset::GPTDataset(std::shared_ptr<const IndexedDataset> dataset, DocumentRange sequences, int64_t num_samples,
+                       const GPTDatasetConfig& config, Split split)
+    : ds_(std::move(dataset)), seqs_(sequences), requested_(num_samples), cfg_(config), split_(split) {
+  MT_CHECK(seqs_.begin >= 0 && seqs_.begin <= seqs_.end && seqs_.end <= ds_->num_sequences(),
+           "sequence range [{}, {}) of {}", seqs_.begin, seqs_.end, ds_->num_sequences());
+  if (cfg_.seq_length <= 0) MT_USER_ERROR("--seq-length must be positive, got {}", cfg_.seq_length);
+  if (cfg_.seed > 0xffffffffull) MT_USER_ERROR("--seed {} is too large for the data shuffles (at most 2^32 - 1)", cfg_.seed);
+  if (cfg_.eod_mask_loss && cfg_.eod < 0)
+    MT_USER_ERROR("--eod-mask-loss needs a tokenizer with an end-of-document token (give --tokenizer-type)");
+  MT_CHECK(num_samples > 0, "{} samples requested", num_samples);
+  for (int64_t s = seqs_.begin; s < seqs_.end; ++s) tokens_per_epoch_ += ds_->sequence_length(s);
+  if (tokens_per_epoch_ <= (cfg_.add_extra_token ? 1 : 0))
+    MT_USER_ERROR("the {} split of {} (sequences [{}, {}) of --split {}) has {} tokens, too few for one sample; "
+                  "change --split or use more data",
+                  split_name(split_), ds_->prefix(), seqs_.begin, seqs_.end, cfg_.split, tokens_per_epoch_);
+  num_epochs_ = num_epochs_for(tokens_per_epoch_, requested_, cfg_.seq_length, cfg_.add_extra_token);
+  if (!cfg_.cache_dir.empty()) {
+    const std::string desc = description();
+    uint64_t h = 1469598103934665603ull;
+    for (char c : desc) h = (h ^ uint8_t(c)) * 1099511628211ull;
+    cache_prefix_ = fmt::format("{}/{:016x}-GPTDataset-{}-", cfg_.cache_dir, h, split_name(split_));
+    if (load_cache()) return;
+  }
+  build();
 }
 
-void GPTWindowDataset::read_stream(int64_t offset, int64_t n, int32_t* out) const {
-  MT_CHECK(offset >= 0 && n >= 0 && offset + n <= stream_tokens(), "read [{}, +{}) of {} tokens", offset, n,
-           stream_tokens());
-  // The last sequence starting at or before `offset` holds it (empty sequences share a start).
-  size_t s = size_t(std::upper_bound(seq_start_.begin(), seq_start_.end(), offset) - seq_start_.begin()) - 1;
-  int64_t local = offset - seq_start_[s];
-  while (n > 0) {
-    int64_t take = std::min(n, seq_start_[s + 1] - seq_start_[s] - local);
-    ds_.read(first_seq_ + int64_t(s), local, take, out);
-    out += take;
-    n -= take;
-    local = 0;
-    ++s;
+std::string GPTDataset::description() const {
+  return fmt::format(
+      "megatron.cpp GPTDataset indices v1\n"
+      "dataset: {}\nsequences in dataset: {}\ntokens in dataset: {}\n"
+      "split: {} (--split {}), sequences [{}, {})\n"
+      "samples requested: {}\nseq_length: {}\nseed: {}\nadd_extra_token: {}\ndrop_last_partial_sequence: {}\n",
+      std::filesystem::absolute(ds_->prefix()).lexically_normal().string(), ds_->num_sequences(), ds_->num_tokens(),
+      split_name(split_), cfg_.split, seqs_.begin, seqs_.end, requested_, cfg_.seq_length, cfg_.seed,
+      cfg_.add_extra_token, cfg_.drop_last_partial_sequence);
+}
+
+bool GPTDataset::load_cache() {
+  std::ifstream f(cache_prefix_ + "description.txt", std::ios::binary);
+  if (!f) return false;
+  std::stringstream ss;
+  ss << f.rdbuf();
+  if (ss.str() != description()) return false;
+  doc_file_ = read_npy_i32(cache_prefix_ + "document_index.npy");
+  sample_file_ = read_npy_i64(cache_prefix_ + "sample_index.npy", 2);
+  shuffle_file_ = read_npy_i64(cache_prefix_ + "shuffle_index.npy");
+  if (!doc_file_ || !sample_file_ || !shuffle_file_) return false;
+  // Cheap consistency checks; anything off means rebuilding.
+  const int64_t n_doc = int64_t(doc_file_->data.size()), n_sample = int64_t(sample_file_->data.size()) / 2;
+  if (n_doc != (seqs_.end - seqs_.begin) * num_epochs_ || n_sample < 2 ||
+      int64_t(shuffle_file_->data.size()) != n_sample - 1)
+    return false;
+  for (int32_t d : doc_file_->data)
+    if (d < seqs_.begin || d >= seqs_.end) return false;
+  for (int64_t k = 0; k < n_sample; ++k)
+    if (sample_file_->data[size_t(2 * k)] < 0 || sample_file_->data[size_t(2 * k)] >= n_doc) return false;
+  for (int64_t v : shuffle_file_->data)
+    if (v < 0 || v >= n_sample - 1) return false;
+  document_index_ = doc_file_->data;
+  sample_index_ = sample_file_->data;
+  shuffle_index_ = shuffle_file_->data;
+  from_cache_ = true;
+  return true;
+}
+
+void GPTDataset::build() {
+  const int64_t L = cfg_.seq_length, extra = cfg_.add_extra_token ? 1 : 0;
+  bool separate_final_epoch = false;
+  int64_t sans_final = 0;
+  if (num_epochs_ > 1) {
+    sans_final = ((num_epochs_ - 1) * tokens_per_epoch_ - extra) / L;
+    const int64_t from_final = requested_ - sans_final;
+    const int64_t per_epoch = (tokens_per_epoch_ - extra) / L;
+    MT_CHECK(from_final >= 0 && from_final <= per_epoch + 1, "{} samples from the final epoch of {}", from_final, per_epoch);
+    separate_final_epoch = from_final < int64_t(0.80 * double(per_epoch));
   }
+  NumpyRandomState rng(uint32_t(cfg_.seed));
+  std::vector<int32_t> docs(size_t(seqs_.end - seqs_.begin));
+  for (int64_t s = seqs_.begin; s < seqs_.end; ++s) docs[size_t(s - seqs_.begin)] = int32_t(s);
+  doc_owned_ = build_document_index(docs, num_epochs_, rng, separate_final_epoch);
+  std::vector<int32_t> sizes(size_t(ds_->num_sequences()));
+  for (int64_t s = seqs_.begin; s < seqs_.end; ++s) sizes[size_t(s)] = int32_t(ds_->sequence_length(s));
+  sample_owned_ = build_sample_index(sizes, doc_owned_, L, num_epochs_, tokens_per_epoch_,
+                                     cfg_.drop_last_partial_sequence, cfg_.add_extra_token);
+  const int64_t total = int64_t(sample_owned_.size()) / 2 - 1;
+  shuffle_owned_ = build_shuffle_index(separate_final_epoch ? sans_final : total, total, rng);
+  document_index_ = doc_owned_;
+  sample_index_ = sample_owned_;
+  shuffle_index_ = shuffle_owned_;
+  if (cache_prefix_.empty()) return;
+  std::error_code ec;
+  std::filesystem::create_directories(cfg_.cache_dir, ec);
+  try {
+    write_npy(cache_prefix_ + "document_index.npy", std::span<const int32_t>(doc_owned_));
+    write_npy(cache_prefix_ + "sample_index.npy", std::span<const int64_t>(sample_owned_), 2);
+    write_npy(cache_prefix_ + "shuffle_index.npy", std::span<const int64_t>(shuffle_owned_));
+    const std::string desc = description();
+    AtomicFileWriter w(cache_prefix_ + "description.txt");  // last: it marks the set complete
+    w.write(desc.data(), desc.size());
+    w.commit();
+  } catch (const UserError& e) {
+    std::fprintf(stderr, "megatron: warning: cannot cache the %s dataset indices (%s); they are kept in memory\n",
+                 split_name(split_), e.what());
+  }
+}
+
+void GPTDataset::get(int64_t i, int32_t* tokens) const {
+  MT_CHECK(i >= 0, "negative sample index {}", i);
+  const int64_t extra = cfg_.add_extra_token ? 1 : 0;
+  const int64_t idx = shuffle_index_[size_t(i % num_samples())];
+  const int64_t beg = sample_index_[size_t(2 * idx)], beg_off = sample_index_[size_t(2 * idx + 1)];
+  const int64_t end = sample_index_[size_t(2 * idx + 2)], end_off = sample_index_[size_t(2 * idx + 3)];
+  int64_t n = 0;
+  for (int64_t p = beg; p <= end; ++p) {
+    const int64_t seq = document_index_[size_t(p)];
+    const int64_t off = p == beg ? beg_off : 0;
+    const int64_t len = p < end ? ds_->sequence_length(seq) - off : end_off + extra - off;
+    MT_CHECK(len >= 0 && n + len <= cfg_.seq_length + 1, "sample {} overruns", i);
+    ds_->read(seq, off, len, tokens + n);
+    n += len;
+  }
+  MT_CHECK(n == cfg_.seq_length + extra, "sample {} has {} tokens, expected {}", i, n, cfg_.seq_length + extra);
 }
 
 MockGPTDataset::MockGPTDataset(int64_t vocab_size, int64_t seq_length, uint64_t seed, const std::string& name)

@@ -1,18 +1,20 @@
 #pragma once
-// GPT training samples: windows of seq_length + 1 tokens (inputs are tokens [0, L), labels
-// tokens [1, L + 1)) drawn from a token stream in a shuffled order per epoch.
-//
-// This is deliberately simpler than Megatron's GPTDataset (its doc/sample/shuffle index files
-// and their exact order come later): the documents of a split are one stream, cut into windows
-// that start at multiples of L, so consecutive windows share one token, and every token of the
-// stream except a tail of fewer than L tokens is a label exactly once per epoch.
+// GPT training samples of seq_length + 1 tokens (inputs are tokens [0, L), labels tokens
+// [1, L + 1)):
+//  - GPTDataset: Megatron-Core's GPTDataset over an indexed dataset, with its document, sample
+//    and shuffle indices (the same indices Megatron builds for the same inputs and seed),
+//    cached as .npy files and reused;
+//  - MockGPTDataset: synthetic counting documents cut into windows (--mock-data).
 #include <array>
 #include <cstdint>
+#include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
 
 #include "data/indexed_dataset.h"
+#include "data/npy.h"
 
 namespace mt {
 
@@ -25,6 +27,9 @@ class SampleSource {
   virtual int64_t num_samples() const = 0;
   virtual int64_t seq_length() const = 0;
   virtual void get(int64_t i, int32_t* tokens /* seq_length() + 1 */) const = 0;
+  // --eod-mask-loss: the token after which the loss is not taken (positions whose input is
+  // this token get loss mask 0, as Megatron's get_ltor_masks_and_position_ids does); -1: none.
+  virtual int32_t loss_mask_token() const { return -1; }
 };
 
 // Documents [begin, end) of an indexed dataset.
@@ -71,29 +76,75 @@ class TokenWindowSource : public SampleSource {
   uint64_t seed_ = 0, shuffle_stream_ = 0;
 };
 
-// The documents `docs` of `dataset` as one stream (documents are used as they are: text
-// preprocessed with an end-of-document token already ends with one). The dataset must outlive
-// this object. A range with fewer than seq_length + 1 tokens is a UserError naming `name`
-// (the split: "train", "valid", "test").
-class GPTWindowDataset : public TokenWindowSource {
+struct GPTDatasetConfig {
+  int64_t seq_length = 0;
+  uint64_t seed = 0;                      // numpy RandomState seed of the shuffles (< 2^32)
+  bool add_extra_token = true;            // samples of seq_length + 1 tokens
+  bool drop_last_partial_sequence = true;
+  int32_t eod = -1;                       // the tokenizer's end of document
+  bool eod_mask_loss = false;             // --eod-mask-loss (needs eod >= 0)
+  std::string cache_dir;                  // where the indices are cached; empty: not cached
+  std::string split;                      // the --split string (part of the cache key)
+};
+
+// Megatron-Core's GPTDataset. `sequences` are the sequences of `dataset` in this split (as
+// Megatron splits by sequence; one per document in preprocessed text); `num_samples` is how
+// many samples training asks for, and the indices cover enough epochs for them:
+//  - document index: the split's sequences once per epoch, shuffled (a final epoch that is
+//    needed only in part, under 80% of it, is shuffled separately so it mixes less);
+//  - sample index: where each sample starts (sequence, offset); samples are consecutive
+//    stretches of seq_length tokens of the shuffled stream plus one more token, so sample k's
+//    last token is sample k+1's first, and each token is used once per epoch;
+//  - shuffle index: the order samples are visited.
+// With a cache_dir the three arrays are written there as
+// <hash>-GPTDataset-<split>-{document,sample,shuffle}_index.npy with a -description.txt
+// holding the inputs they were built from (the hash is of it); a later run with the same
+// inputs maps them instead of building. get(i) wraps i modulo num_samples().
+class GPTDataset : public SampleSource {
  public:
-  GPTWindowDataset(const IndexedDataset& dataset, DocumentRange docs, int64_t seq_length, uint64_t seed,
-                   const std::string& name);
-  void read_stream(int64_t offset, int64_t n, int32_t* out) const override;
-  DocumentRange documents() const { return docs_; }
+  // UserError naming the split when it has no tokens.
+  GPTDataset(std::shared_ptr<const IndexedDataset> dataset, DocumentRange sequences, int64_t num_samples,
+             const GPTDatasetConfig& config, Split split);
+  int64_t num_samples() const override { return int64_t(shuffle_index_.size()); }
+  int64_t seq_length() const override { return cfg_.seq_length; }
+  void get(int64_t i, int32_t* tokens) const override;
+  int32_t loss_mask_token() const override { return cfg_.eod_mask_loss ? cfg_.eod : -1; }
+
+  std::span<const int32_t> document_index() const { return document_index_; }
+  std::span<const int64_t> sample_index() const { return sample_index_; }  // [2 * (n + 1)]
+  std::span<const int64_t> shuffle_index() const { return shuffle_index_; }
+  int64_t num_epochs() const { return num_epochs_; }
+  int64_t requested_samples() const { return requested_; }
+  bool loaded_from_cache() const { return from_cache_; }
+  // The cache files' common prefix (empty without a cache_dir).
+  const std::string& cache_prefix() const { return cache_prefix_; }
 
  private:
-  const IndexedDataset& ds_;
-  DocumentRange docs_;
-  int64_t first_seq_ = 0;
-  std::vector<int64_t> seq_start_;  // stream offset of each sequence of the range, plus the total
+  std::string description() const;
+  bool load_cache();
+  void build();
+
+  std::shared_ptr<const IndexedDataset> ds_;
+  DocumentRange seqs_;
+  int64_t requested_;
+  GPTDatasetConfig cfg_;
+  Split split_;
+  int64_t tokens_per_epoch_ = 0, num_epochs_ = 0;
+  bool from_cache_ = false;
+  std::string cache_prefix_;
+  std::vector<int32_t> doc_owned_;
+  std::vector<int64_t> sample_owned_, shuffle_owned_;
+  std::optional<NpyArray<int32_t>> doc_file_;
+  std::optional<NpyArray<int64_t>> sample_file_, shuffle_file_;
+  std::span<const int32_t> document_index_;
+  std::span<const int64_t> sample_index_, shuffle_index_;
 };
 
 // Synthetic data a model can learn, after Megatron's --mock-data (MockGPTLowLevelDataset):
 // 100000 documents whose lengths are drawn uniformly from [1, 4095] (fixed, independent of
 // `seed`); a document of length n is the counting sequence 1, 2, ..., n - 1 (wrapping within
 // [1, vocab_size - 2]) followed by eod = vocab_size - 1. The documents form one stream cut into
-// shuffled windows like GPTWindowDataset; `seed` and `name` key the shuffle.
+// shuffled windows that start at multiples of seq_length; `seed` and `name` key the shuffle.
 class MockGPTDataset : public TokenWindowSource {
  public:
   static constexpr int64_t kNumDocuments = 100000;

@@ -52,9 +52,14 @@ struct TrainingArgs {
   int64_t eval_iters = 10;
   int64_t exit_interval = 0;
   // data
-  std::vector<std::string> data_path;  // Megatron form: [weight] prefix ...; one prefix for now
+  std::vector<std::string> data_path;  // Megatron's blend: "[weight] prefix ...", split by --split
+  std::vector<std::string> train_data_path, valid_data_path, test_data_path;  // a blend per split
   std::string split = "969,30,1";
+  std::string data_cache_path;  // where dataset indices are cached (default: beside the data)
   bool mock_data = false;
+  bool eod_mask_loss = false;  // no loss on the token after an end of document
+  // tokenizer (Megatron's names; empty type: none, or the bundled corpus's tokenizer.json)
+  std::string tokenizer_type, vocab_file, merge_file, tokenizer_model;
   // device
   std::string device = "auto";  // auto: cuda when a GPU is present, else cpu
 };

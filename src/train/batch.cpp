@@ -8,6 +8,9 @@ Batch get_batch(const SampleSource& source, int64_t first, int batch, int seq_le
   Batch b;
   Tensor tokens = Tensor::empty({batch, seq_length}, DType::I32);
   Tensor labels = Tensor::empty({batch, seq_length}, DType::I32);
+  Tensor mask = Tensor::empty({batch, seq_length}, DType::F32);
+  const int32_t masked = source.loss_mask_token();
+  float* m = mask.data<float>();
   std::vector<int32_t> sample(size_t(seq_length) + 1);
   int32_t* t = tokens.data<int32_t>();
   int32_t* l = labels.data<int32_t>();
@@ -16,10 +19,12 @@ Batch get_batch(const SampleSource& source, int64_t first, int batch, int seq_le
     for (int j = 0; j < seq_length; ++j) {
       t[i * seq_length + j] = sample[j];
       l[i * seq_length + j] = sample[j + 1];
+      m[i * seq_length + j] = sample[j] == masked ? 0.0f : 1.0f;
     }
   }
   b.tokens = device.is_cpu() ? tokens : tokens.to(device);
   b.labels = device.is_cpu() ? labels : labels.to(device);
+  b.loss_mask = device.is_cpu() ? mask : mask.to(device);
   return b;
 }
 

@@ -9,11 +9,14 @@
 namespace mt {
 
 struct Batch {
-  Tensor tokens;  // int32 [B, T]
-  Tensor labels;  // int32 [B, T]
+  Tensor tokens;     // int32 [B, T]
+  Tensor labels;     // int32 [B, T]
+  Tensor loss_mask;  // float32 [B, T]: 1 where the label counts, 0 where it does not (--eod-mask-loss:
+                     // positions whose input token is the end of document, as Megatron masks them)
 };
 
-// Samples first .. first + batch - 1 of `source` (indices wrap around its size).
+// Samples first .. first + batch - 1 of `source` (indices wrap around its size). The loss
+// mask follows source.loss_mask_token().
 Batch get_batch(const SampleSource& source, int64_t first, int batch, int seq_length, Device device);
 
 }  // namespace mt

@@ -47,6 +47,7 @@ class ByteLevelBPETokenizer : public Tokenizer {
   ~ByteLevelBPETokenizer() override;
   std::string name() const override { return name_; }
   int64_t vocab_size() const override { return vocab_size_; }
+  using Tokenizer::encode;
   void encode(std::string_view text, std::vector<int32_t>& out) const override;
   std::string decode(std::span<const int32_t> ids) const override;
 
