@@ -5,6 +5,7 @@
 #include <string>
 
 #include "core/error.h"
+#include "dist/mpi_communicator.h"
 #include "train/trainer.h"
 #include "preprocess.h"
 #include "train_flags.h"
@@ -32,14 +33,26 @@ int main(int argc, char** argv) {
                         : preprocess.app->parsed() ? "megatron preprocess"
                         : merge.app->parsed()      ? "megatron merge-datasets"
                                                    : "megatron";
-    std::fprintf(stderr, "%s: error: %s (see '%s --help')\n", where.c_str(), e.what(), where.c_str());
+    // Every rank parses the same command line: only the launcher's rank 0 (or a lone process) says so.
+    if (mt::dist::launcher_rank() == 0)
+      std::fprintf(stderr, "%s: error: %s (see '%s --help')\n", where.c_str(), e.what(), where.c_str());
     return 2;
   }
   try {
     if (train->parsed()) mt::pretrain_gpt(args);
     if (preprocess.app->parsed()) mt::run_preprocess(*preprocess.opts);
     if (merge.app->parsed()) mt::run_merge(merge);
+  } catch (const mt::ArgumentError& e) {
+    // Found identically on every rank before any of them diverged: said once, every rank exits 2.
+    if (mt::dist::world_rank() == 0) std::fprintf(stderr, "megatron: error: %s\n", e.what());
+    return 2;
   } catch (const mt::UserError& e) {
+    if (mt::dist::world_size() > 1) {
+      // Possibly this rank alone (a file it cannot read): name it and take the job down now
+      // rather than leave the others waiting in a collective.
+      std::fprintf(stderr, "megatron: error: [rank %d] %s\n", mt::dist::world_rank(), e.what());
+      mt::dist::abort_job(2);
+    }
     std::fprintf(stderr, "megatron: error: %s\n", e.what());
     return 2;
   }

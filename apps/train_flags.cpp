@@ -86,6 +86,31 @@ void add_train_flags(CLI::App& app, TrainingArgs& a) {
   app.add_option("--tokenizer-model", a.tokenizer_model,
                  "tokenizer.json or its folder (HuggingFaceTokenizer), .model (SentencePiece tokenizers)")
       ->group(g);
+
+  g = "Distributed";
+  app.add_option("--tensor-model-parallel-size", a.tensor_model_parallel_size,
+                 "Tensor-parallel ranks (attention heads, MLP and vocabulary split across them)")
+      ->capture_default_str()->group(g);
+  app.add_option("--pipeline-model-parallel-size", a.pipeline_model_parallel_size,
+                 "Pipeline stages (only 1 for now)")->capture_default_str()->group(g);
+  app.add_option("--context-parallel-size", a.context_parallel_size, "Context-parallel ranks (only 1 for now)")
+      ->capture_default_str()->group(g);
+  app.add_option("--expert-model-parallel-size", a.expert_model_parallel_size, "Expert-parallel ranks (only 1 for now)")
+      ->capture_default_str()->group(g);
+  app.add_flag("--sequence-parallel", a.sequence_parallel,
+               "Split LayerNorm/dropout regions along the sequence across tensor-parallel ranks")->group(g);
+  app.add_flag("--use-distributed-optimizer", a.use_distributed_optimizer,
+               "Shard fp32 master weights and Adam state across data-parallel ranks (ZeRO-1)")->group(g);
+  app.add_flag("--overlap-grad-reduce", a.overlap_grad_reduce,
+               "Accepted; gradients are still reduced after the last backward (no overlap yet)")->group(g);
+  app.add_flag("--overlap-param-gather", a.overlap_param_gather,
+               "Accepted; parameters are still gathered right after the step (no overlap yet)")->group(g);
+  app.add_option("--ddp-bucket-size", a.ddp_bucket_size,
+                 "Gradient bucket size in elements (0: max(40M, 1M x data-parallel size))")
+      ->capture_default_str()->group(g);
+  app.add_option("--distributed-timeout-minutes", a.distributed_timeout_minutes,
+                 "A collective waiting longer than this aborts the job, naming the waiting rank")
+      ->capture_default_str()->group(g);
 }
 
 }  // namespace mt

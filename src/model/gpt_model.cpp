@@ -11,13 +11,14 @@
 
 namespace mt {
 
-GPTModel::GPTModel(const GPTConfig& cfg, Device device) : cfg_(cfg) {
+GPTModel::GPTModel(const GPTConfig& cfg, Device device, const ModelParallelConfig& par) : cfg_(cfg), par_(par) {
   MT_CHECK(cfg.hidden_size % cfg.num_attention_heads == 0);
   wte_ = buf_.add("embedding.word_embeddings.weight", {cfg.padded_vocab_size, cfg.hidden_size}, false);
   wpe_ = buf_.add("embedding.position_embeddings.weight", {cfg.max_position_embeddings, cfg.hidden_size}, false);
   for (int i = 0; i < cfg.num_layers; ++i)
     layers_.push_back(std::make_unique<TransformerLayer>(buf_, "decoder.layers." + std::to_string(i), cfg, i));
   final_ln_ = std::make_unique<LayerNorm>(buf_, "decoder.final_layernorm", cfg.hidden_size, cfg.layernorm_epsilon);
+  buf_.set_bucketing(par.bucket_size, par.bucket_pad);
   buf_.allocate(cfg.params_dtype, device);
 }
 
@@ -88,6 +89,33 @@ void GPTModel::backward(Saved& s) const {
   Tensor dwpe = buf_.grad(wpe_);
   embedding_backward(dx, s.tokens, 0, buf_.grad(wte_), &dwpe);
   s = Saved{};
+}
+
+void GPTModel::finish_grad_sync() const {
+  if (par_.tp_size() == 1) return;
+  std::vector<ParamAndGradBuffer::Id> ids;
+  int64_t n = 0;
+  for (int id = 0; id < int(buf_.infos().size()); ++id)
+    if (buf_.info(id).sequence_parallel) {
+      ids.push_back(id);
+      n += buf_.info(id).numel;
+    }
+  if (ids.empty()) return;
+  // Pack, reduce once, unpack (the parameters are scattered over the buffer).
+  Tensor packed = Tensor::empty({n}, DType::F32, buf_.main_grads().device());
+  int64_t off = 0;
+  for (auto id : ids) {
+    const int64_t k = buf_.info(id).numel;
+    packed.flat_slice(off, k, {k}).copy_from(buf_.grad(id).view({k}));
+    off += k;
+  }
+  par_.tp->all_reduce(packed);
+  off = 0;
+  for (auto id : ids) {
+    const int64_t k = buf_.info(id).numel;
+    buf_.grad(id).view({k}).copy_from(packed.flat_slice(off, k, {k}));
+    off += k;
+  }
 }
 
 }  // namespace mt

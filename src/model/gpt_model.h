@@ -10,6 +10,7 @@
 
 #include "model/config.h"
 #include "model/layernorm.h"
+#include "model/parallel_config.h"
 #include "model/param_buffer.h"
 #include "model/transformer_layer.h"
 
@@ -27,7 +28,7 @@ class GPTModel {
     Tensor dlogits;       // [B*T, Vp], written by the fused loss
   };
 
-  GPTModel(const GPTConfig& cfg, Device device);
+  GPTModel(const GPTConfig& cfg, Device device, const ModelParallelConfig& par = {});
 
   const GPTConfig& config() const { return cfg_; }
   ParamAndGradBuffer& buffer() { return buf_; }
@@ -47,11 +48,17 @@ class GPTModel {
                       const Tensor* dloss, Saved& saved) const;
   // Accumulates every parameter's gradient into the main-grad buffer; frees saved.
   void backward(Saved& saved) const;
+  // After the last microbatch's backward: with sequence parallelism, all-reduce over TP the
+  // grads of replicated parameters that each tp rank computed from its share of the tokens
+  // (LayerNorm weights and biases, row-parallel biases). Nothing otherwise.
+  void finish_grad_sync() const;
+  const ModelParallelConfig& parallel() const { return par_; }
 
  private:
   Tensor hidden_states(const Tensor& tokens, const ForwardContext& ctx, Saved& saved) const;
 
   GPTConfig cfg_;
+  ModelParallelConfig par_;
   ParamAndGradBuffer buf_;
   ParamAndGradBuffer::Id wte_, wpe_;
   std::vector<std::unique_ptr<TransformerLayer>> layers_;

@@ -7,7 +7,7 @@ namespace mt {
 ParamAndGradBuffer::Id ParamAndGradBuffer::add(const std::string& name, const Shape& shape, bool no_wd) {
   MT_CHECK(!allocated(), "parameter {} registered after allocation", name);
   MT_CHECK(!by_name_.count(name), "parameter {} registered twice", name);
-  ParamInfo p{name, shape, total_, shape_numel(shape), no_wd};
+  ParamInfo p{name, shape, total_, shape_numel(shape), no_wd, shape};
   // Keep every parameter 64-byte aligned in the widest dtype (16 fp32 elements).
   total_ += (p.numel + 15) / 16 * 16;
   infos_.push_back(p);
@@ -16,8 +16,61 @@ ParamAndGradBuffer::Id ParamAndGradBuffer::add(const std::string& name, const Sh
   return id;
 }
 
+ParamAndGradBuffer::Id ParamAndGradBuffer::add_shard(const std::string& name, const Shape& shape,
+                                                     const Shape& global_shape, int shard_dim, int64_t shard_start,
+                                                     bool no_wd) {
+  MT_CHECK(shard_dim >= 0 && shard_dim < int(shape.size()) && shape.size() == global_shape.size() &&
+               shard_start >= 0 && shard_start + shape[size_t(shard_dim)] <= global_shape[size_t(shard_dim)],
+           "parameter {}: shard {} at {} along {} of {}", name, shape_str(shape), shard_start, shard_dim,
+           shape_str(global_shape));
+  Id id = add(name, shape, no_wd);
+  ParamInfo& p = infos_[size_t(id)];
+  p.global_shape = global_shape;
+  if (shape != global_shape) {
+    p.shard_dim = shard_dim;
+    p.shard_start = shard_start;
+  }
+  return id;
+}
+
+void ParamAndGradBuffer::set_bucketing(int64_t bucket_size, int64_t pad_multiple) {
+  MT_CHECK(!allocated(), "bucketing set after allocation");
+  MT_CHECK(pad_multiple > 0 && pad_multiple % 16 == 0, "bucket padding {} must be a multiple of 16", pad_multiple);
+  bucket_size_ = bucket_size;
+  pad_multiple_ = pad_multiple;
+}
+
 void ParamAndGradBuffer::allocate(DType param_dtype, Device device) {
   MT_CHECK(!allocated(), "buffer allocated twice");
+  // Group parameters into buckets from the last registered, then lay the buckets out so that
+  // parameters keep registration order in memory (the bucket of parameter 0 comes first).
+  std::vector<std::vector<Id>> groups;
+  std::vector<Id> cur;
+  int64_t cur_n = 0;
+  for (Id id = Id(infos_.size()) - 1; id >= 0; --id) {
+    cur.push_back(id);
+    cur_n += (infos_[size_t(id)].numel + 15) / 16 * 16;
+    if (bucket_size_ > 0 && cur_n >= bucket_size_) {
+      groups.push_back(std::move(cur));
+      cur.clear();
+      cur_n = 0;
+    }
+  }
+  if (!cur.empty() || groups.empty()) groups.push_back(std::move(cur));
+  buckets_.assign(groups.size(), GradBucket{});
+  int64_t off = 0;
+  for (size_t g = groups.size(); g-- > 0;) {
+    GradBucket& b = buckets_[g];
+    b.offset = off;
+    for (auto it = groups[g].rbegin(); it != groups[g].rend(); ++it) {
+      infos_[size_t(*it)].offset = off;
+      off += (infos_[size_t(*it)].numel + 15) / 16 * 16;
+      b.params.push_back(*it);
+    }
+    b.numel = (off - b.offset + pad_multiple_ - 1) / pad_multiple_ * pad_multiple_;
+    off = b.offset + b.numel;
+  }
+  total_ = off;
   params_ = Tensor::zeros({total_}, param_dtype, device);
   grads_ = Tensor::zeros({total_}, DType::F32, device);
 }

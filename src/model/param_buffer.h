@@ -4,8 +4,10 @@
 // the same layout. Layers hold named views into both. Data-parallel reduction, the optimizer,
 // grad clipping and checkpoint sharding work on the flat buffers and the name table.
 //
-// Registration order is layout order. Later (data parallelism) the grad buffer is cut into
-// buckets in reverse registration order, the order in which backward finishes grads.
+// Registration order is layout order. The buffers are cut into buckets in reverse registration
+// order, the order in which backward finishes grads: data-parallel reduction works bucket by
+// bucket, and with the distributed optimizer each bucket is padded so that it splits into
+// equal contiguous shards, one per data-parallel rank.
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -20,6 +22,22 @@ struct ParamInfo {
   int64_t offset = 0;  // element offset in the flat buffers
   int64_t numel = 0;
   bool no_weight_decay = false;  // biases and norm weights
+  // Tensor parallelism: the full tensor's shape and this rank's slice of it along shard_dim
+  // ([shard_start, shard_start + shape[shard_dim])); shard_dim -1: not split (replicated on
+  // every tensor-parallel rank, each keeping an identical copy).
+  Shape global_shape;
+  int shard_dim = -1;
+  int64_t shard_start = 0;
+  // Replicated but computed from a sequence-parallel shard of the tokens: its gradient is a
+  // partial sum to all-reduce over the tensor-parallel group (LayerNorm weights, row-parallel biases).
+  bool sequence_parallel = false;
+  bool tensor_parallel() const { return shard_dim >= 0; }
+};
+
+// A contiguous range of the flat buffers holding whole parameters (numel includes padding).
+struct GradBucket {
+  int64_t offset = 0, numel = 0;
+  std::vector<int> params;  // ids, ascending
 };
 
 class ParamAndGradBuffer {
@@ -28,8 +46,20 @@ class ParamAndGradBuffer {
 
   // Registers a parameter; must precede allocate().
   Id add(const std::string& name, const Shape& shape, bool no_weight_decay);
+  // A tensor-parallel shard: `shape` is the local slice [shard_start, +shape[shard_dim]) of
+  // global_shape along shard_dim.
+  Id add_shard(const std::string& name, const Shape& shape, const Shape& global_shape, int shard_dim,
+               int64_t shard_start, bool no_weight_decay);
+  void set_sequence_parallel(Id id, bool on) { infos_[id].sequence_parallel = on; }
+  // Bucketing (Megatron's --ddp-bucket-size), before allocate(): buckets are filled with
+  // parameters in reverse registration order until they hold at least bucket_size elements
+  // (<= 0: one bucket), and each is padded to a multiple of pad_multiple elements. Without a
+  // call: one bucket, no padding beyond the per-parameter 16-element alignment.
+  void set_bucketing(int64_t bucket_size, int64_t pad_multiple);
   // Allocates the parameter buffer (param_dtype) and the fp32 main-grad buffer (zeroed).
   void allocate(DType param_dtype, Device device);
+  // Buckets in reduction order: bucket 0 holds the last-registered parameters.
+  const std::vector<GradBucket>& buckets() const { return buckets_; }
 
   bool allocated() const { return params_.defined(); }
   const std::vector<ParamInfo>& infos() const { return infos_; }
@@ -47,6 +77,8 @@ class ParamAndGradBuffer {
   std::vector<ParamInfo> infos_;
   std::unordered_map<std::string, Id> by_name_;
   int64_t total_ = 0;
+  int64_t bucket_size_ = 0, pad_multiple_ = 16;
+  std::vector<GradBucket> buckets_;
   Tensor params_, grads_;
 };
 

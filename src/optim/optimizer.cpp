@@ -1,5 +1,6 @@
 #include "optim/optimizer.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include "kernels/elementwise.h"
@@ -7,7 +8,19 @@
 
 namespace mt {
 
-AdamWOptimizer::AdamWOptimizer(ParamAndGradBuffer& buf, const OptimizerConfig& cfg) : buf_(buf), cfg_(cfg) {
+double local_grad_sum_squares(const ParamAndGradBuffer& buf, int64_t lo, int64_t hi, const GradNormGroups& g) {
+  const Tensor& grads = buf.main_grads();
+  double sq = 0;
+  for (const auto& info : buf.infos()) {
+    if (!info.tensor_parallel() && g.tp_rank != 0) continue;  // a replica: counted on tp rank 0
+    const int64_t a = std::max(lo, info.offset), b = std::min(hi, info.offset + info.numel);
+    if (a < b) sq += sum_squares(grads.flat_slice(a, b - a, {b - a}));
+  }
+  return sq;
+}
+
+AdamWOptimizer::AdamWOptimizer(ParamAndGradBuffer& buf, const OptimizerConfig& cfg, const GradNormGroups& groups)
+    : buf_(buf), cfg_(cfg), groups_(groups) {
   const Tensor& p = buf.params();
   has_master_copy_ = p.dtype() != DType::F32;
   if (has_master_copy_) {
@@ -24,11 +37,17 @@ StepStats AdamWOptimizer::step(double lr, double loss_scale) {
   StepStats st;
   const Tensor& g = buf_.main_grads();
   double inv_scale = 1.0 / loss_scale;
-  if (loss_scale != 1.0 && !all_finite(g)) {
-    st.skipped = true;
-    return st;
+  Communicator* mp = groups_.model_parallel && groups_.model_parallel->size() > 1 ? groups_.model_parallel : nullptr;
+  if (loss_scale != 1.0) {
+    double bad = all_finite(g) ? 0.0 : 1.0;
+    if (mp) bad = mp->all_reduce_scalar(bad, ReduceOp::Max);
+    if (bad != 0.0) {
+      st.skipped = true;
+      return st;
+    }
   }
-  double sq = sum_squares(g);
+  // One rank with the whole model: the norm of the whole flat buffer (padding is zero).
+  double sq = mp ? mp->all_reduce_scalar(local_grad_sum_squares(buf_, 0, buf_.numel(), groups_)) : sum_squares(g);
   if (!std::isfinite(sq)) {
     st.skipped = true;
     return st;
@@ -56,6 +75,14 @@ StepStats AdamWOptimizer::step(double lr, double loss_scale) {
                has_master_copy_ ? &param : nullptr, ap);
   }
   return st;
+}
+
+}  // namespace mt
+
+namespace mt {
+
+int64_t AdamWOptimizer::state_bytes() const {
+  return int64_t(m_.nbytes() + v_.nbytes() + (has_master_copy_ ? master_.nbytes() : 0));
 }
 
 }  // namespace mt

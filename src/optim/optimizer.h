@@ -9,6 +9,7 @@
 // The distributed optimizer (sharding this state across data-parallel ranks) builds on it.
 #include <cstdint>
 
+#include "dist/communicator.h"
 #include "model/param_buffer.h"
 
 namespace mt {
@@ -26,11 +27,34 @@ struct StepStats {
   double grad_norm = 0.0;  // of the unscaled grads, before clipping
 };
 
-class AdamWOptimizer {
+// Where the global grad norm and the inf/nan verdict are reduced beyond this rank. Parameters
+// replicated across tensor parallelism count once (on tp rank 0), as in Megatron.
+struct GradNormGroups {
+  Communicator* model_parallel = nullptr;  // tp x pp; null: this rank holds the whole model
+  int tp_rank = 0;
+  Communicator* data_parallel = nullptr;   // distributed optimizer: grads are sharded over DP
+};
+
+// The interface the training loop steps (Megatron's MegatronOptimizer).
+class MegatronOptimizer {
  public:
-  AdamWOptimizer(ParamAndGradBuffer& buf, const OptimizerConfig& cfg);
-  // Grads in buf.main_grads() carry the loss scale `loss_scale`.
-  StepStats step(double lr, double loss_scale);
+  virtual ~MegatronOptimizer() = default;
+  // Grads in the main-grad buffer carry the loss scale `loss_scale`.
+  virtual StepStats step(double lr, double loss_scale) = 0;
+  // Bytes of optimizer state this rank holds (fp32 master copy when separate, Adam m and v).
+  virtual int64_t state_bytes() const = 0;
+};
+
+// Sum of squares of the grads this rank contributes to the global norm (shard [lo, hi) of the
+// flat buffer; duplicates of tensor-parallel replicated parameters skipped off tp rank 0), and
+// whether they are all finite.
+double local_grad_sum_squares(const ParamAndGradBuffer& buf, int64_t lo, int64_t hi, const GradNormGroups& g);
+
+class AdamWOptimizer : public MegatronOptimizer {
+ public:
+  AdamWOptimizer(ParamAndGradBuffer& buf, const OptimizerConfig& cfg, const GradNormGroups& groups = {});
+  StepStats step(double lr, double loss_scale) override;
+  int64_t state_bytes() const override;
 
   int64_t steps_taken() const { return step_; }
   const Tensor& master() const { return master_; }     // fp32 flat (aliases the params for fp32)
@@ -40,6 +64,7 @@ class AdamWOptimizer {
  private:
   ParamAndGradBuffer& buf_;
   OptimizerConfig cfg_;
+  GradNormGroups groups_;
   Tensor master_, m_, v_;
   bool has_master_copy_;
   int64_t step_ = 0;

@@ -1,6 +1,7 @@
 #include "train/arguments.h"
 
 #include "core/error.h"
+#include "dist/process_groups.h"
 #include "optim/lr_schedule.h"
 
 namespace mt {
@@ -44,6 +45,37 @@ void validate_args(const TrainingArgs& a) {
     MT_USER_ERROR("--device '{}' must be auto, cpu or cuda", a.device);
   if (a.eval_iters < 0) MT_USER_ERROR("--eval-iters must be >= 0, got {}", a.eval_iters);
   if (a.eval_interval <= 0) MT_USER_ERROR("--eval-interval must be positive, got {}", a.eval_interval);
+}
+
+int validate_parallel_args(const TrainingArgs& a, int world_size) {
+  ParallelSizes s{a.tensor_model_parallel_size, a.context_parallel_size, a.expert_model_parallel_size,
+                  a.pipeline_model_parallel_size};
+  const ParallelLayout l = ParallelLayout::make(s, world_size);
+  if (s.pp > 1) MT_USER_ERROR("--pipeline-model-parallel-size {}: pipeline parallelism is not implemented yet", s.pp);
+  if (s.cp > 1) MT_USER_ERROR("--context-parallel-size {}: context parallelism is not implemented yet", s.cp);
+  if (s.ep > 1) MT_USER_ERROR("--expert-model-parallel-size {}: expert parallelism needs an MoE model", s.ep);
+  const int tp = s.tp;
+  const int ffn = a.ffn_hidden_size > 0 ? a.ffn_hidden_size : 4 * a.hidden_size;
+  if (a.num_attention_heads % tp != 0)
+    MT_USER_ERROR("--num-attention-heads {} is not divisible by --tensor-model-parallel-size {}", a.num_attention_heads,
+                  tp);
+  if (ffn % tp != 0)
+    MT_USER_ERROR("--ffn-hidden-size {} is not divisible by --tensor-model-parallel-size {}", ffn, tp);
+  if (a.sequence_parallel && a.seq_length % tp != 0)
+    MT_USER_ERROR("--seq-length {} is not divisible by --tensor-model-parallel-size {} (needed by --sequence-parallel)",
+                  a.seq_length, tp);
+  if (a.sequence_parallel && tp == 1)
+    MT_USER_ERROR("--sequence-parallel needs --tensor-model-parallel-size > 1");
+  if (a.make_vocab_size_divisible_by <= 0)
+    MT_USER_ERROR("--make-vocab-size-divisible-by must be positive, got {}", a.make_vocab_size_divisible_by);
+  if (a.global_batch_size % (int64_t(a.micro_batch_size) * l.dp) != 0)
+    MT_USER_ERROR("--global-batch-size {} is not divisible by --micro-batch-size {} x data-parallel size {}",
+                  a.global_batch_size, a.micro_batch_size, l.dp);
+  if (a.ddp_bucket_size < 0) MT_USER_ERROR("--ddp-bucket-size must be >= 0, got {}", a.ddp_bucket_size);
+  if (!(a.distributed_timeout_minutes > 0))
+    MT_USER_ERROR("--distributed-timeout-minutes must be positive, got {}", a.distributed_timeout_minutes);
+  if (tp > 1) MT_USER_ERROR("--tensor-model-parallel-size {}: tensor parallelism is not implemented yet", tp);
+  return l.dp;
 }
 
 }  // namespace mt

@@ -6,6 +6,8 @@
 #include <string>
 #include <vector>
 
+#include "core/error.h"
+
 namespace mt {
 
 struct TrainingArgs {
@@ -62,9 +64,29 @@ struct TrainingArgs {
   std::string tokenizer_type, vocab_file, merge_file, tokenizer_model;
   // device
   std::string device = "auto";  // auto: cuda when a GPU is present, else cpu
+  // distributed (the data-parallel size is inferred: world / (tp * cp * ep * pp))
+  int tensor_model_parallel_size = 1;
+  int pipeline_model_parallel_size = 1;
+  int context_parallel_size = 1;
+  int expert_model_parallel_size = 1;
+  bool sequence_parallel = false;
+  bool use_distributed_optimizer = false;
+  bool overlap_grad_reduce = false;   // accepted; reduction is synchronous for now
+  bool overlap_param_gather = false;  // accepted; the gather is synchronous for now
+  int64_t ddp_bucket_size = 0;        // elements; 0: Megatron's default max(40M, 1M * DP)
+  double distributed_timeout_minutes = 10;
+};
+
+// A bad layout or argument found identically on every rank (raised by validation before any
+// rank diverges): printed once, by rank 0, and every rank exits with code 2.
+struct ArgumentError : UserError {
+  using UserError::UserError;
 };
 
 // Checks relations between arguments; throws UserError naming the flag on the first problem.
 void validate_args(const TrainingArgs& a);
+// Checks the parallel layout against the world size and the model (divisibility by TP, global
+// batch by micro batch x DP); throws UserError naming the problem. Returns the DP size.
+int validate_parallel_args(const TrainingArgs& a, int world_size);
 
 }  // namespace mt

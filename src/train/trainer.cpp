@@ -3,17 +3,23 @@
 #include <fmt/format.h>
 
 #include <chrono>
+#include <cstdlib>
 #include <cmath>
 #include <memory>
 
 #include "core/allocator.h"
 #include "core/cuda/cuda_backend.h"
 #include "core/error.h"
+#include "dist/mpi_communicator.h"
+#include "dist/process_groups.h"
 #include "kernels/elementwise.h"
 #include "model/gpt_model.h"
+#include "optim/distrib_optimizer.h"
 #include "optim/grad_scaler.h"
 #include "optim/lr_schedule.h"
 #include "optim/optimizer.h"
+#include "parallel/distributed_data_parallel.h"
+#include "parallel/gather_params.h"
 #include "train/batch.h"
 #include "train/data_setup.h"
 #include "train/flops.h"
@@ -28,7 +34,7 @@ double seconds_since(Clock::time_point t0) {
   return std::chrono::duration<double>(Clock::now() - t0).count();
 }
 
-GPTConfig model_config(const TrainingArgs& a, int64_t vocab) {
+GPTConfig model_config(const TrainingArgs& a, int64_t vocab, int tp) {
   GPTConfig c;
   c.num_layers = a.num_layers;
   c.hidden_size = a.hidden_size;
@@ -37,7 +43,8 @@ GPTConfig model_config(const TrainingArgs& a, int64_t vocab) {
   c.seq_length = a.seq_length;
   c.max_position_embeddings = a.max_position_embeddings > 0 ? a.max_position_embeddings : a.seq_length;
   c.vocab_size = vocab;
-  c.padded_vocab_size = pad_vocab_size(vocab, a.make_vocab_size_divisible_by);
+  // Megatron pads to a multiple of make_vocab_size_divisible_by x TP, so every shard is equal.
+  c.padded_vocab_size = pad_vocab_size(vocab, a.make_vocab_size_divisible_by * tp);
   c.init_method_std = a.init_method_std;
   c.hidden_dropout = a.hidden_dropout;
   c.attention_dropout = a.attention_dropout;
@@ -54,23 +61,78 @@ double mean_loss(const Tensor& losses) {
   return s / double(h.numel());
 }
 
+// Where this data-parallel rank's microbatch m of a global batch starts (Megatron's
+// MegatronPretrainingSampler: each run of micro_batch x DP consecutive samples is cut into DP
+// microbatches, rank r taking the r-th).
+int64_t microbatch_start(int64_t consumed, int m, int mbs, int dp, int dp_rank) {
+  return consumed + (int64_t(m) * dp + dp_rank) * mbs;
+}
+
 // Mean loss over eval_iters global batches of the validation source, continuing where the
-// previous evaluation stopped (as Megatron's validation iterator does).
+// previous evaluation stopped (as Megatron's validation iterator does); each data-parallel rank
+// evaluates its share and the mean is taken over DP.
 double evaluate(const GPTModel& model, const SampleSource& valid, const TrainingArgs& a, int64_t& consumed,
-                Device dev) {
+                Device dev, Communicator& dp) {
   double total = 0;
   int64_t n = 0;
+  const int num_micro = a.global_batch_size / (a.micro_batch_size * dp.size());
   for (int64_t it = 0; it < a.eval_iters; ++it) {
-    for (int m = 0; m < a.global_batch_size / a.micro_batch_size; ++m) {
-      Batch b = get_batch(valid, consumed, a.micro_batch_size, a.seq_length, dev);
-      consumed += a.micro_batch_size;
+    for (int m = 0; m < num_micro; ++m) {
+      Batch b = get_batch(valid, microbatch_start(consumed, m, a.micro_batch_size, dp.size(), dp.rank()),
+                          a.micro_batch_size, a.seq_length, dev);
       GPTModel::Saved saved;
       ForwardContext ctx{false, a.seed, 0};
       total += mean_loss(model.forward_loss(b.tokens, b.labels, ctx, nullptr, saved));
       ++n;
     }
+    consumed += a.global_batch_size;
   }
-  return n ? total / double(n) : 0.0;
+  double mean = n ? total / double(n) : 0.0;
+  return dp.size() > 1 ? dp.all_reduce_scalar(mean) / dp.size() : mean;
+}
+
+// The local rank on this node (one process per GPU), from the launcher's environment.
+int local_rank() {
+  for (const char* v : {"OMPI_COMM_WORLD_LOCAL_RANK", "MPI_LOCALRANKID", "SLURM_LOCALID", "LOCAL_RANK"})
+    if (const char* s = std::getenv(v)) return std::atoi(s);
+  return 0;
+}
+
+// Megatron's theoretical memory report, per rank: weights and grads of this rank's model
+// chunk, optimizer state (sharded over DP with the distributed optimizer) and an estimate of
+// one microbatch's saved activations. Gathered to rank 0, one line per rank.
+void report_memory(std::FILE* log, const GPTModel& model, const MegatronOptimizer& opt, const TrainingArgs& a,
+                   ProcessGroups& g) {
+  const GPTConfig& c = model.config();
+  const ParamAndGradBuffer& buf = model.buffer();
+  const double mib = 1048576.0;
+  const double weights = double(buf.params().nbytes()) / mib;
+  const double grads = double(buf.main_grads().nbytes()) / mib;
+  const double optim = double(opt.state_bytes()) / mib;
+  // Saved per layer and token (elements): LayerNorm inputs 2h, QKV input h, QKV 3h/tp,
+  // attention output h/tp (also the projection input), MLP input h, fc1 output and GeLU output
+  // 2 ffn/tp; LayerNorm inputs and MLP/QKV inputs are split by sequence parallelism.
+  const int tp = g.tp().size();
+  const double sp = a.sequence_parallel ? double(tp) : 1.0;
+  const double per_token = (4.0 * c.hidden_size) / sp + (4.0 * c.hidden_size + 2.0 * c.ffn_hidden_size) / tp;
+  const double tokens = double(a.micro_batch_size) * c.seq_length;
+  const double act = (per_token * c.num_layers * tokens * dtype_size(c.params_dtype) +
+                      tokens * double(c.padded_vocab_size) / tp * dtype_size(c.params_dtype)) / mib;
+  Tensor mine = Tensor::empty({4}, DType::F32);
+  float* m = mine.data<float>();
+  m[0] = float(weights), m[1] = float(grads), m[2] = float(optim), m[3] = float(act);
+  Tensor all = Tensor::empty({4 * int64_t(g.world_size())}, DType::F32);
+  g.world().all_gather(mine, all);
+  if (!log || !g.is_first_rank()) return;
+  fmt::print(log, "> theoretical memory footprint per rank (MiB; activations: one microbatch, estimated):\n");
+  for (int r = 0; r < g.world_size(); ++r) {
+    const float* x = all.data<float>() + 4 * r;
+    RankCoords co = g.layout().coords(r);
+    fmt::print(log,
+               ">   [rank {} tp {} dp {}] weights {:.2f} | grads {:.2f} | optimizer state {:.2f} | activations "
+               "{:.2f} | total {:.2f}\n",
+               r, co.tp, co.dp, x[0], x[1], x[2], x[3], x[0] + x[1] + x[2] + x[3]);
+  }
 }
 
 // --device auto: the first GPU when there is one, else the CPU.
@@ -80,30 +142,78 @@ Device resolve_device(const std::string& name) {
   if (name == "cuda" && n == 0) MT_USER_ERROR("--device cuda: no CUDA device is available (use --device cpu)");
   if (n == 0) return Device::cpu();
   cuda_init_backend();
-  return Device::cuda(0);
+  return Device::cuda(local_rank() % n);  // one process per GPU
 }
 
 }  // namespace
 
-TrainResult pretrain_gpt(const TrainingArgs& args, std::FILE* log) {
+TrainResult pretrain_gpt(const TrainingArgs& args, std::FILE* log, const TrainOptions& opts) {
   const auto t_start = Clock::now();
-  validate_args(args);
+  dist::init();
+  // Arguments and layout are checked identically on every rank before any communication, so a
+  // bad one ends every rank the same way (ArgumentError: printed once, exit code 2).
+  try {
+    validate_args(args);
+    validate_parallel_args(args, opts.groups ? opts.groups->world_size() : dist::world_size());
+  } catch (const ArgumentError&) {
+    throw;
+  } catch (const UserError& e) {
+    throw ArgumentError(e.what());
+  }
+  dist::set_timeout_seconds(args.distributed_timeout_minutes * 60.0);
+  std::unique_ptr<ProcessGroups> own_groups;
+  if (!opts.groups)
+    own_groups = std::make_unique<ProcessGroups>(
+        dist::world(), ParallelSizes{args.tensor_model_parallel_size, args.context_parallel_size,
+                                     args.expert_model_parallel_size, args.pipeline_model_parallel_size});
+  ProcessGroups& groups = opts.groups ? *opts.groups : *own_groups;
+  Communicator& dp = groups.dp();
+  const int dp_size = dp.size(), dp_rank = dp.rank(), tp_size = groups.tp().size();
+  // Setup lines from rank 0, iteration lines from the last rank (as Megatron prints them).
+  std::FILE* log0 = groups.is_first_rank() ? log : nullptr;
+  std::FILE* log_last = groups.is_last_rank() ? log : nullptr;
   Device dev = resolve_device(args.device);
 
   Datasets data = build_datasets(args);
-  GPTConfig cfg = model_config(args, data.vocab_size);
-  GPTModel model(cfg, dev);
+  GPTConfig cfg = model_config(args, data.vocab_size, tp_size);
+  ModelParallelConfig par;
+  par.tp = &groups.tp();
+  par.sequence_parallel = args.sequence_parallel;
+  par.bucket_size = dp_size > 1 ? (args.ddp_bucket_size > 0 ? args.ddp_bucket_size : default_ddp_bucket_size(dp_size))
+                                : 0;
+  par.bucket_pad = ddp_bucket_pad_multiple(dp_size, args.use_distributed_optimizer);
+  GPTModel model(cfg, dev, par);
   model.init(args.seed);
   const int64_t n_params = model.num_parameters();
   const int64_t n_no_pos = n_params - int64_t(cfg.max_position_embeddings) * cfg.hidden_size;
-  fmt::print(log, "> data: {}\n", data.description);
-  fmt::print(log, "> GPT: {} layers, hidden {}, ffn {}, heads {}, seq {}, vocab {} (padded {}), {}, device {}\n",
-             cfg.num_layers, cfg.hidden_size, cfg.ffn_hidden_size, cfg.num_attention_heads, cfg.seq_length,
-             cfg.vocab_size, cfg.padded_vocab_size, dtype_name(cfg.params_dtype), dev.str());
-  fmt::print(log, "> number of parameters: {}\n", n_params);
+  if (log0) {
+    fmt::print(log0, "> data: {}\n", data.description);
+    fmt::print(log0, "> GPT: {} layers, hidden {}, ffn {}, heads {}, seq {}, vocab {} (padded {}), {}, device {}\n",
+               cfg.num_layers, cfg.hidden_size, cfg.ffn_hidden_size, cfg.num_attention_heads, cfg.seq_length,
+               cfg.vocab_size, cfg.padded_vocab_size, dtype_name(cfg.params_dtype), dev.str());
+    fmt::print(log0, "> number of parameters: {}\n", n_params);
+    if (groups.world_size() > 1)
+      fmt::print(log0,
+                 "> parallel layout: world {} = tensor {} x data {}{}{}; {} gradient bucket(s)\n",
+                 groups.world_size(), tp_size, dp_size, args.sequence_parallel ? ", sequence parallel" : "",
+                 args.use_distributed_optimizer ? ", distributed optimizer" : "", model.buffer().buckets().size());
+  }
 
   OptimizerConfig ocfg{args.weight_decay, args.adam_beta1, args.adam_beta2, args.adam_eps, args.clip_grad};
-  AdamWOptimizer optimizer(model.buffer(), ocfg);
+  DDPConfig dcfg{args.use_distributed_optimizer, args.overlap_grad_reduce};
+  DistributedDataParallel ddp(model.buffer(), dp, dcfg);
+  GradNormGroups norm_groups;
+  norm_groups.model_parallel = groups.mp().size() > 1 ? &groups.mp() : nullptr;
+  norm_groups.tp_rank = groups.coords().tp;
+  std::unique_ptr<MegatronOptimizer> optimizer_ptr;
+  if (args.use_distributed_optimizer) {
+    norm_groups.data_parallel = &dp;
+    optimizer_ptr = std::make_unique<DistributedOptimizer>(model.buffer(), ddp, ocfg, norm_groups);
+  } else {
+    optimizer_ptr = std::make_unique<AdamWOptimizer>(model.buffer(), ocfg, norm_groups);
+  }
+  MegatronOptimizer& optimizer = *optimizer_ptr;
+  report_memory(log0, model, optimizer, args, groups);
   LrScheduleConfig lcfg;
   lcfg.max_lr = args.lr;
   lcfg.min_lr = args.min_lr;
@@ -121,15 +231,20 @@ TrainResult pretrain_gpt(const TrainingArgs& args, std::FILE* log) {
   GradScaler scaler(scfg);
   auto loss_scale = [&] { return args.fp16 ? scaler.scale() : 1.0; };
 
-  const int num_micro = args.global_batch_size / args.micro_batch_size;
+  // Microbatches per rank and iteration; the loss gradient carries 1/(tokens x microbatches x
+  // DP), so summing grads over DP gives the mean over the global batch (Megatron's 1/DP
+  // gradient scaling, folded into dloss).
+  const int num_micro = args.global_batch_size / (args.micro_batch_size * dp_size);
   const int64_t tokens_per_iter = int64_t(args.global_batch_size) * args.seq_length;
   const double flops_per_iter = flops_per_token(cfg, n_no_pos) * double(tokens_per_iter);
   const int64_t mb_tokens = int64_t(args.micro_batch_size) * args.seq_length;
   Tensor dloss = Tensor::empty({mb_tokens}, DType::F32, dev);
-  fmt::print(log, "> training: {} iterations, global batch {} = {} microbatches of {}, seq {}\n", args.train_iters,
-             args.global_batch_size, num_micro, args.micro_batch_size, args.seq_length);
-  fmt::print(log, "> setup took {:.2f} s\n", seconds_since(t_start));
-  std::fflush(log);
+  if (log0) {
+    fmt::print(log0, "> training: {} iterations, global batch {} = {} microbatches of {} x data-parallel {}, seq {}\n",
+               args.train_iters, args.global_batch_size, num_micro, args.micro_batch_size, dp_size, args.seq_length);
+    fmt::print(log0, "> setup took {:.2f} s\n", seconds_since(t_start));
+    std::fflush(log0);
+  }
 
   TrainResult result;
   int64_t consumed = 0, valid_consumed = 0, skipped_total = 0, nan_total = 0;
@@ -141,21 +256,27 @@ TrainResult pretrain_gpt(const TrainingArgs& args, std::FILE* log) {
     ++iteration;
     model.buffer().zero_grads();
     double scale = loss_scale();
-    fill(dloss, float(scale / double(mb_tokens) / double(num_micro)));
+    fill(dloss, float(scale / double(mb_tokens) / double(num_micro * dp_size)));
     double iter_loss = 0;
     for (int m = 0; m < num_micro; ++m) {
-      Batch b = get_batch(*data.train, consumed + int64_t(m) * args.micro_batch_size, args.micro_batch_size,
-                          args.seq_length, dev);
-      ForwardContext ctx{true, args.seed, uint64_t((iteration - 1) * num_micro + m)};
+      Batch b = get_batch(*data.train, microbatch_start(consumed, m, args.micro_batch_size, dp_size, dp_rank),
+                          args.micro_batch_size, args.seq_length, dev);
+      // The global microbatch index (which fixes dropout masks) is the one a single rank would
+      // give the same samples.
+      ForwardContext ctx{true, args.seed, uint64_t((iteration - 1) * num_micro * dp_size + m * dp_size + dp_rank)};
       GPTModel::Saved saved;
       iter_loss += mean_loss(model.forward_loss(b.tokens, b.labels, ctx, &dloss, saved)) / num_micro;
       model.backward(saved);
     }
+    model.finish_grad_sync();  // tensor/sequence-parallel partial grads
+    ddp.finish_grad_sync();
+    if (dp_size > 1) iter_loss = dp.all_reduce_scalar(iter_loss) / dp_size;
     double lr = scheduler.lr(iteration);
     StepStats st = optimizer.step(lr, scale);
     if (args.fp16) scaler.update(st.skipped);
     consumed += args.global_batch_size;
     result.train_losses.push_back(iter_loss);
+    result.grad_norms.push_back(st.skipped ? 0.0 : st.grad_norm);
     if (st.skipped) {
       ++skipped_total;
     } else {
@@ -173,8 +294,8 @@ TrainResult pretrain_gpt(const TrainingArgs& args, std::FILE* log) {
       l.train_iters = args.train_iters;
       l.consumed_samples = consumed;
       l.elapsed_ms_per_iter = 1000.0 * secs / double(interval_iters);
-      l.tflops_per_gpu = flops_per_iter * double(interval_iters) / secs / 1e12;
-      l.tokens_per_sec_per_gpu = double(tokens_per_iter) * double(interval_iters) / secs;
+      l.tflops_per_gpu = flops_per_iter * double(interval_iters) / secs / 1e12 / groups.world_size();
+      l.tokens_per_sec_per_gpu = double(tokens_per_iter) * double(interval_iters) / secs / groups.world_size();
       l.learning_rate = lr;
       l.global_batch_size = args.global_batch_size;
       l.lm_loss = interval_loss / double(interval_iters);
@@ -182,33 +303,49 @@ TrainResult pretrain_gpt(const TrainingArgs& args, std::FILE* log) {
       l.grad_norm = interval_steps ? interval_norm / double(interval_steps) : 0.0;
       l.skipped_iters = skipped_total;
       l.nan_iters = nan_total;
-      fmt::print(log, "{}\n", format_iteration_line(l));
-      std::fflush(log);
+      if (log_last) {
+        fmt::print(log_last, "{}\n", format_iteration_line(l));
+        std::fflush(log_last);
+      }
       interval_loss = interval_norm = 0;
       interval_iters = interval_steps = skipped_total = nan_total = 0;
     }
     if (data.valid && args.eval_iters > 0 && iteration % args.eval_interval == 0) {
-      double v = evaluate(model, *data.valid, args, valid_consumed, dev);
+      double v = evaluate(model, *data.valid, args, valid_consumed, dev, dp);
       result.valid_losses.push_back(v);
       last_eval = iteration;
-      fmt::print(log, "{}\n", format_validation_block(fmt::format("at iteration {}", iteration), v));
-      std::fflush(log);
+      if (log_last) {
+        fmt::print(log_last, "{}\n", format_validation_block(fmt::format("at iteration {}", iteration), v));
+        std::fflush(log_last);
+      }
     }
     if (iteration % args.log_interval == 0) t_interval = Clock::now();  // evaluation time excluded
     if (args.exit_interval > 0 && iteration % args.exit_interval == 0) {
-      fmt::print(log, "> exiting at iteration {} (--exit-interval {})\n", iteration, args.exit_interval);
+      if (log0) fmt::print(log0, "> exiting at iteration {} (--exit-interval {})\n", iteration, args.exit_interval);
       break;
     }
   }
   result.iterations = iteration;
   if (data.valid && args.eval_iters > 0 && last_eval != iteration) {
-    double v = evaluate(model, *data.valid, args, valid_consumed, dev);
+    double v = evaluate(model, *data.valid, args, valid_consumed, dev, dp);
     result.valid_losses.push_back(v);
-    fmt::print(log, "{}\n", format_validation_block("at the end of training", v));
+    if (log_last) fmt::print(log_last, "{}\n", format_validation_block("at the end of training", v));
   }
-  fmt::print(log, "> peak host memory in tensors: {:.1f} MiB\n", double(host_allocator().peak_bytes()) / 1048576.0);
-  if (dev.is_cuda())
-    fmt::print(log, "> peak device memory in tensors: {:.2f} GiB\n", double(cuda_peak_bytes(dev.index)) / 1073741824.0);
+  if (log0) {
+    fmt::print(log0, "> peak host memory in tensors: {:.1f} MiB\n", double(host_allocator().peak_bytes()) / 1048576.0);
+    if (dev.is_cuda())
+      fmt::print(log0, "> peak device memory in tensors: {:.2f} GiB\n",
+                 double(cuda_peak_bytes(dev.index)) / 1073741824.0);
+  }
+  if (opts.return_final_params) {
+    const ParamAndGradBuffer& buf = model.buffer();
+    for (int id = 0; id < int(buf.infos().size()); ++id) {
+      Tensor full = gather_full_parameter(buf, id, &groups.tp());
+      const float* p = full.data<float>();
+      result.final_params[buf.info(id).name].assign(p, p + full.numel());
+      result.final_param_shapes[buf.info(id).name] = full.shape();
+    }
+  }
   std::fflush(log);
   return result;
 }

@@ -1,0 +1,82 @@
+#pragma once
+// Communicator: collectives over a group of ranks (Megatron/torch.distributed's process group).
+// One interface, one implementation per backend: MpiCommunicator (host tensors; device
+// tensors are staged through host memory until the NCCL backend lands), SelfCommunicator (a
+// group of one, no MPI needed), later NcclCommunicator (device tensors on a stream).
+//
+// Semantics, all backends:
+//  - Tensors are contiguous; every rank passes the same dtype and numel.
+//  - Sum reductions are deterministic and identical on every rank: chunk i is summed by one
+//    owner in rank order 0..size-1 (fp32 accumulation for bf16/fp16), then distributed. So a
+//    replicated value stays bit-identical across the ranks that reduce it.
+//  - A collective that does not complete within the group's timeout (a peer died or hangs)
+//    prints which rank waited on what and aborts the whole job (MPI_Abort).
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/tensor.h"
+
+namespace mt {
+
+enum class ReduceOp { Sum, Max };
+
+class Communicator {
+ public:
+  virtual ~Communicator() = default;
+  virtual int rank() const = 0;
+  virtual int size() const = 0;
+  // The group's name ("tp", "dp", "world", ...) and its members' world ranks, for messages.
+  virtual const std::string& name() const = 0;
+  virtual const std::vector<int>& world_ranks() const = 0;
+
+  // t = op over ranks of t, in place.
+  virtual void all_reduce(const Tensor& t, ReduceOp op = ReduceOp::Sum) = 0;
+  // in: size() * n elements; out: n elements = op over ranks of chunk rank() of in.
+  virtual void reduce_scatter(const Tensor& in, const Tensor& out, ReduceOp op = ReduceOp::Sum) = 0;
+  // in: n elements; out: size() * n, chunk r = rank r's in.
+  virtual void all_gather(const Tensor& in, const Tensor& out) = 0;
+  virtual void broadcast(const Tensor& t, int root) = 0;
+  virtual void send(const Tensor& t, int dst) = 0;
+  virtual void recv(const Tensor& t, int src) = 0;
+  // in, out: size() * n elements; chunk r of in goes to rank r, chunk r of out comes from rank r.
+  virtual void all_to_all(const Tensor& in, const Tensor& out) = 0;
+  virtual void barrier() = 0;
+
+  // Sub-groups (MPI_Comm_split): ranks with equal color form a group ordered by key; color < 0
+  // leaves this rank out (returns null). Collective over this group.
+  virtual std::unique_ptr<Communicator> split(int color, int key, const std::string& name) = 0;
+
+  // Host doubles (losses, norms, counters), reduced in fp64 in rank order, identical on every rank.
+  virtual void all_reduce_f64(double* v, int n, ReduceOp op = ReduceOp::Sum) = 0;
+  double all_reduce_scalar(double v, ReduceOp op = ReduceOp::Sum) {
+    all_reduce_f64(&v, 1, op);
+    return v;
+  }
+};
+
+// A group of one rank: every collective is a copy or nothing. Needs no MPI.
+class SelfCommunicator final : public Communicator {
+ public:
+  SelfCommunicator(std::string name, int world_rank = 0) : name_(std::move(name)), ranks_{world_rank} {}
+  int rank() const override { return 0; }
+  int size() const override { return 1; }
+  const std::string& name() const override { return name_; }
+  const std::vector<int>& world_ranks() const override { return ranks_; }
+  void all_reduce(const Tensor&, ReduceOp) override {}
+  void all_reduce_f64(double*, int, ReduceOp) override {}
+  void reduce_scatter(const Tensor& in, const Tensor& out, ReduceOp) override;
+  void all_gather(const Tensor& in, const Tensor& out) override;
+  void broadcast(const Tensor&, int) override {}
+  void send(const Tensor&, int) override;
+  void recv(const Tensor&, int) override;
+  void all_to_all(const Tensor& in, const Tensor& out) override;
+  void barrier() override {}
+  std::unique_ptr<Communicator> split(int color, int key, const std::string& name) override;
+
+ private:
+  std::string name_;
+  std::vector<int> ranks_;
+};
+
+}  // namespace mt

@@ -1,0 +1,21 @@
+#pragma once
+// How a model chunk is laid out across ranks: the tensor-parallel group its parallel layers
+// communicate over, sequence parallelism, and the bucketing of its ParamAndGradBuffer for
+// data-parallel reduction. The default is one rank holding everything.
+#include <cstdint>
+
+#include "dist/communicator.h"
+
+namespace mt {
+
+struct ModelParallelConfig {
+  Communicator* tp = nullptr;      // null or size 1: no tensor parallelism
+  bool sequence_parallel = false;  // tokens split across tp ranks outside the tp regions
+  int64_t bucket_size = 0;         // ParamAndGradBuffer::set_bucketing (0: one bucket)
+  int64_t bucket_pad = 16;
+
+  int tp_size() const { return tp ? tp->size() : 1; }
+  int tp_rank() const { return tp ? tp->rank() : 0; }
+};
+
+}  // namespace mt

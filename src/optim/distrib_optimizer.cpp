@@ -1,0 +1,94 @@
+#include "optim/distrib_optimizer.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "kernels/elementwise.h"
+#include "kernels/optimizer.h"
+
+namespace mt {
+
+DistributedOptimizer::DistributedOptimizer(ParamAndGradBuffer& buf, DistributedDataParallel& ddp,
+                                           const OptimizerConfig& cfg, const GradNormGroups& groups)
+    : buf_(buf), ddp_(ddp), cfg_(cfg), groups_(groups) {
+  int64_t state = 0;
+  for (size_t b = 0; b < buf.buckets().size(); ++b) {
+    const int64_t lo = ddp.shard_offset(b), hi = lo + ddp.shard_numel(b);
+    shards_.emplace_back(lo, hi - lo);
+    for (int id : buf.buckets()[b].params) {
+      const ParamInfo& p = buf.info(id);
+      const int64_t a = std::max(lo, p.offset), e = std::min(hi, p.offset + p.numel);
+      if (a < e) {
+        pieces_.push_back({id, a, e - a, state});
+        state += e - a;
+      }
+    }
+  }
+  const Tensor& params = buf.params();
+  has_master_copy_ = params.dtype() != DType::F32;
+  m_ = Tensor::zeros({state}, DType::F32, params.device());
+  v_ = Tensor::zeros({state}, DType::F32, params.device());
+  if (has_master_copy_) {
+    master_ = Tensor::empty({state}, DType::F32, params.device());
+    for (const Piece& pc : pieces_)
+      cast(params.flat_slice(pc.offset, pc.numel, {pc.numel}), master_.flat_slice(pc.state, pc.numel, {pc.numel}));
+  }
+}
+
+int64_t DistributedOptimizer::state_bytes() const {
+  return int64_t(m_.nbytes() + v_.nbytes() + (has_master_copy_ ? master_.nbytes() : 0));
+}
+
+StepStats DistributedOptimizer::step(double lr, double loss_scale) {
+  StepStats st;
+  const Tensor& g = buf_.main_grads();
+  Communicator& dp = ddp_.dp();
+  Communicator* mp = groups_.model_parallel;
+  auto reduce_all = [&](double v, ReduceOp op) {
+    v = dp.all_reduce_scalar(v, op);
+    return mp ? mp->all_reduce_scalar(v, op) : v;
+  };
+  const double inv_scale = 1.0 / loss_scale;
+  if (loss_scale != 1.0) {
+    bool ok = true;
+    for (const auto& [lo, n] : shards_) ok = ok && all_finite(g.flat_slice(lo, n, {n}));
+    if (reduce_all(ok ? 0.0 : 1.0, ReduceOp::Max) != 0.0) {
+      st.skipped = true;
+      return st;
+    }
+  }
+  double sq = 0;
+  for (const auto& [lo, n] : shards_) sq += local_grad_sum_squares(buf_, lo, lo + n, groups_);
+  sq = reduce_all(sq, ReduceOp::Sum);
+  if (!std::isfinite(sq)) {
+    st.skipped = true;
+    return st;
+  }
+  st.grad_norm = std::sqrt(sq) * inv_scale;
+  double coeff = 1.0;
+  if (cfg_.clip_grad > 0.0) {
+    double c = cfg_.clip_grad / (st.grad_norm + 1e-6);
+    if (c < 1.0) coeff = c;
+  }
+  ++step_;
+  AdamWParams ap;
+  ap.lr = float(lr);
+  ap.beta1 = float(cfg_.beta1);
+  ap.beta2 = float(cfg_.beta2);
+  ap.eps = float(cfg_.eps);
+  ap.step = step_;
+  ap.grad_scale = float(inv_scale * coeff);
+  const Tensor& params = buf_.params();
+  for (const Piece& pc : pieces_) {
+    ap.weight_decay = buf_.info(pc.param).no_weight_decay ? 0.0f : float(cfg_.weight_decay);
+    Shape s{pc.numel};
+    Tensor param = params.flat_slice(pc.offset, pc.numel, s);
+    Tensor master = has_master_copy_ ? master_.flat_slice(pc.state, pc.numel, s) : param;
+    adamw_step(master, g.flat_slice(pc.offset, pc.numel, s), m_.flat_slice(pc.state, pc.numel, s),
+               v_.flat_slice(pc.state, pc.numel, s), has_master_copy_ ? &param : nullptr, ap);
+  }
+  ddp_.all_gather_params();
+  return st;
+}
+
+}  // namespace mt
