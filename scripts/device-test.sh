@@ -26,9 +26,13 @@ section "device"
 { nvcc --version | tail -1; cmake --version | head -1; g++ --version | head -1; } 2>&1 | tee -a "$LOG_DIR/device.txt"
 git log -1 --format='commit %H %s' 2>/dev/null | tee -a "$LOG_DIR/device.txt" || true
 
+# cudnn-frontend headers (cuDNN fused attention), brought by scripts/device-deps.sh (carried .deps/).
+cudnn_args=()
+[[ -d .deps/cudnn_frontend/include ]] && cudnn_args=(-DMT_CUDNN_FRONTEND_INCLUDE="$(realpath .deps/cudnn_frontend/include)")
+
 section "configure"
 cmake -S . -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90a -DMT_WITH_CUDA=ON \
-  2>&1 | tee "$LOG_DIR/configure.log"
+  "${cudnn_args[@]}" 2>&1 | tee "$LOG_DIR/configure.log"
 grep -q "CUDA backend ON" "$LOG_DIR/configure.log" || { echo "device-test: the CUDA backend was not enabled"; exit 1; }
 
 section "build"

@@ -31,6 +31,7 @@ if [ "${1:-}" = "--python" ]; then
   fi
   if ! .venv/bin/python -c "import numpy, torch, transformers, safetensors, pytest, tokenizers, sentencepiece" 2>/dev/null; then
     echo "setup: installing Python test packages into .venv (torch is large; this takes a minute)"
-    .venv/bin/pip install -q --disable-pip-version-check numpy torch transformers safetensors pytest tokenizers sentencepiece
+    .venv/bin/pip install -q --disable-pip-version-check numpy torch transformers safetensors pytest tokenizers sentencepiece \
+      nvidia-cudnn-frontend
   fi
 fi

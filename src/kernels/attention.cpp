@@ -1,6 +1,10 @@
 // Dispatch and argument checks for attention.h.
 #include "kernels/attention.h"
 
+#include <atomic>
+#include <cstdlib>
+#include <cstring>
+
 #include "kernels/cpu/cpu_ops.h"
 #include "kernels/dispatch.h"
 
@@ -25,11 +29,54 @@ void check_attention(const char* op, const Tensor& qkv, const Tensor& out, const
   check_shape(op, "lse", lse, {B, H, T});
 }
 
+std::atomic<AttentionBackend>& backend_setting() {
+  static std::atomic<AttentionBackend> b = [] {
+    const char* e = std::getenv("MT_ATTENTION_BACKEND");
+    if (!e || !*e || std::strcmp(e, "auto") == 0) return AttentionBackend::Auto;
+    if (std::strcmp(e, "cudnn") == 0) return AttentionBackend::Cudnn;
+    if (std::strcmp(e, "native") == 0) return AttentionBackend::Native;
+    MT_USER_ERROR("MT_ATTENTION_BACKEND={}: expected auto, cudnn or native", e);
+  }();
+  return b;
+}
+
+#if defined(MT_WITH_CUDA) && defined(MT_WITH_CUDNN)
+// Runs cuDNN when the backend setting allows it and cuDNN can run this case; false: use the native kernel.
+template <class Fn>
+bool try_cudnn(const char* op, const Tensor& qkv, const AttentionConfig& cfg, Fn&& run) {
+  const AttentionBackend b = attention_backend();
+  if (b == AttentionBackend::Native) return false;
+  std::string why;
+  if (run(&why)) return true;
+  if (b == AttentionBackend::Cudnn)
+    MT_USER_ERROR("{}: MT_ATTENTION_BACKEND=cudnn, but cuDNN cannot run qkv {} (heads {}, head dim {}, dropout {}): {}",
+                  op, qkv.str(), cfg.n_heads, cfg.head_dim, cfg.dropout_p, why);
+  return false;
+}
+#endif
+
 }  // namespace
+
+void set_attention_backend(AttentionBackend b) { backend_setting().store(b); }
+AttentionBackend attention_backend() { return backend_setting().load(); }
+bool attention_has_cudnn() {
+#if defined(MT_WITH_CUDA) && defined(MT_WITH_CUDNN)
+  return true;
+#else
+  return false;
+#endif
+}
 
 void attention_forward(const Tensor& qkv, const Tensor& out, const Tensor& lse, const AttentionConfig& cfg, Stream s) {
   check_attention("attention_forward", qkv, out, lse, cfg);
-  if (detail::on_cuda("attention_forward", {&qkv, &out, &lse})) MT_CUDA_CALL(attention_forward(qkv, out, lse, cfg, s));
+  if (detail::on_cuda("attention_forward", {&qkv, &out, &lse})) {
+#if defined(MT_WITH_CUDA) && defined(MT_WITH_CUDNN)
+    if (try_cudnn("attention_forward", qkv, cfg,
+                  [&](std::string* why) { return cuda::cudnn_attention_forward(qkv, out, lse, cfg, s, why); }))
+      return;
+#endif
+    MT_CUDA_CALL(attention_forward(qkv, out, lse, cfg, s));
+  }
   cpu::attention_forward(qkv, out, lse, cfg);
 }
 
@@ -43,8 +90,15 @@ void attention_backward(const Tensor& dout, const Tensor& qkv, const Tensor& out
   check_shape("attention_backward", "dqkv", dqkv, qkv.shape());
   MT_CHECK(dout.dtype() == qkv.dtype() && dqkv.dtype() == qkv.dtype(),
            "attention_backward: dout {} and dqkv {} must have qkv's dtype", dout.str(), dqkv.str());
-  if (on_cuda("attention_backward", {&dout, &qkv, &out, &lse, &dqkv}))
+  if (on_cuda("attention_backward", {&dout, &qkv, &out, &lse, &dqkv})) {
+#if defined(MT_WITH_CUDA) && defined(MT_WITH_CUDNN)
+    if (try_cudnn("attention_backward", qkv, cfg, [&](std::string* why) {
+          return cuda::cudnn_attention_backward(dout, qkv, out, lse, dqkv, cfg, s, why);
+        }))
+      return;
+#endif
     MT_CUDA_CALL(attention_backward(dout, qkv, out, lse, dqkv, cfg, s));
+  }
   cpu::attention_backward(dout, qkv, out, lse, dqkv, cfg);
 }
 

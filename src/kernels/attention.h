@@ -31,4 +31,17 @@ void attention_forward(const Tensor& qkv, const Tensor& out, const Tensor& lse, 
 void attention_backward(const Tensor& dout, const Tensor& qkv, const Tensor& out, const Tensor& lse,
                         const Tensor& dqkv, const AttentionConfig& cfg, Stream s = {});
 
+// Which implementation runs attention on CUDA tensors (ignored on CPU):
+//  Auto   (default) cuDNN's fused flash attention (SDPA) where it applies -- bf16/fp16, dropout_p == 0,
+//         a head size cuDNN supports, a build with cuDNN -- else the native kernel. Dropout > 0 always
+//         runs the native kernel, so CUDA and CPU draw the same Philox mask.
+//  Cudnn  cuDNN, and a case it cannot run is a UserError (no silent fallback; for tests).
+//  Native the native kernel (fp32 math on CUDA cores), always.
+// The environment variable MT_ATTENTION_BACKEND=auto|cudnn|native sets the initial choice.
+enum class AttentionBackend : uint8_t { Auto, Cudnn, Native };
+void set_attention_backend(AttentionBackend b);
+AttentionBackend attention_backend();
+// Whether this build has the cuDNN path (MT_WITH_CUDNN).
+bool attention_has_cudnn();
+
 }  // namespace mt

@@ -4,6 +4,7 @@
 // contiguity and that all tensors live on one CUDA device; these run the op on stream `s`.
 // Compiled only when the CUDA backend is built (MT_WITH_CUDA).
 #include <cstdint>
+#include <string>
 
 #include "core/tensor.h"
 #include "kernels/attention.h"  // AttentionConfig
@@ -34,6 +35,15 @@ void attention_forward(const Tensor& qkv, const Tensor& out, const Tensor& lse, 
                        Stream s);
 void attention_backward(const Tensor& dout, const Tensor& qkv, const Tensor& out, const Tensor& lse,
                         const Tensor& dqkv, const AttentionConfig& cfg, Stream s);
+#ifdef MT_WITH_CUDNN
+// attention_cudnn.cpp: cuDNN's fused flash attention for the same contract (lse included). Each
+// returns false, having done nothing and said why in *why, where cuDNN does not apply (fp32,
+// dropout > 0, a head size or shape cuDNN rejects); the caller then runs the native kernel.
+bool cudnn_attention_forward(const Tensor& qkv, const Tensor& out, const Tensor& lse, const AttentionConfig& cfg,
+                             Stream s, std::string* why);
+bool cudnn_attention_backward(const Tensor& dout, const Tensor& qkv, const Tensor& out, const Tensor& lse,
+                              const Tensor& dqkv, const AttentionConfig& cfg, Stream s, std::string* why);
+#endif
 
 // embedding.h
 void embedding_forward(const Tensor& ids, const Tensor& wte, const Tensor* wpe, int64_t vocab_start,

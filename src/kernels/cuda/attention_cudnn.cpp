@@ -1,0 +1,236 @@
+// Causal attention (attention.h) through cuDNN's fused flash attention (SDPA), via the
+// cudnn-frontend graph API, as llm.c does. Used for bf16/fp16 with dropout_p == 0; everything
+// else (fp32, dropout, head sizes or shapes cuDNN rejects) returns false and runs the native kernel.
+//
+// No copies: q, k, v are strided views of qkv [B, T, H, 3, D] described to cuDNN as [B, H, T, D]
+// with strides (T*H*3*D, 3*D, H*3*D, 1) at offsets 0, D, 2D; out [B, T, H, D] is [B, H, T, D]
+// with strides (T*H*D, D, H*D, 1); dqkv has qkv's strides. cuDNN's Stats output is the natural
+// log-sum-exp of the scaled scores per query row, [B, H, T, 1] with strides (H*T, T, 1, 1): the
+// same definition and layout as our lse [B, H, T], so it is written straight into lse and the
+// backward takes any lse of this contract (the CPU's or the native kernel's too).
+//
+// A graph is built once per (device, B, T, H, D, dtype, direction, deterministic) and cached; a
+// shape cuDNN rejects is cached as unsupported. One cuDNN handle per device; workspace comes from
+// the caching allocator on the call's stream.
+//
+// Backward is deterministic by default (cuDNN's dP-workspace algorithm: bit-reproducible, needs a
+// B*H*T*T*2-byte workspace); MT_ATTENTION_DETERMINISTIC=0 selects cuDNN's default (atomic dQ
+// accumulation) engine.
+#include <cudnn.h>
+#include <cudnn_frontend.h>
+
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <tuple>
+#include <unordered_map>
+
+#include "core/cuda/cuda_check.h"
+#include "core/error.h"
+#include "kernels/cuda/cuda_ops.h"
+
+namespace mt::cuda {
+namespace {
+
+namespace fe = cudnn_frontend;
+
+#define MT_CUDNN_CHECK(expr)                                                               \
+  do {                                                                                     \
+    cudnnStatus_t mt_st_ = (expr);                                                         \
+    if (mt_st_ != CUDNN_STATUS_SUCCESS)                                                    \
+      ::mt::detail::cuda_fail(__FILE__, __LINE__, #expr, cudnnGetErrorString(mt_st_));     \
+  } while (0)
+
+constexpr int kMaxDevices = 64;
+
+enum Uid : int64_t { kQ = 1, kK, kV, kO, kStats, kDO, kDQ, kDK, kDV };
+
+struct Key {
+  int64_t B, T, H, D;
+  int dtype;
+  bool backward, deterministic;
+  auto tie() const { return std::tie(B, T, H, D, dtype, backward, deterministic); }
+  bool operator<(const Key& o) const { return tie() < o.tie(); }
+};
+
+struct Entry {
+  std::shared_ptr<fe::graph::Graph> graph;  // null: cuDNN cannot run this case
+  std::string why;
+  int64_t workspace = 0;
+};
+
+struct DeviceContext {
+  std::mutex mu;  // guards the handle's stream and the cache
+  cudnnHandle_t handle = nullptr;
+  std::map<Key, Entry> graphs;
+};
+
+DeviceContext& context(int device) {
+  static std::mutex mu;
+  static DeviceContext* contexts[kMaxDevices] = {};
+  MT_CHECK(device >= 0 && device < kMaxDevices, "CUDA device {}", device);
+  std::lock_guard<std::mutex> lock(mu);
+  if (!contexts[device]) {
+    auto* ctx = new DeviceContext;  // lives until exit, like the handle it holds
+    MT_CUDNN_CHECK(cudnnCreate(&ctx->handle));
+    contexts[device] = ctx;
+  }
+  return *contexts[device];
+}
+
+bool deterministic() {
+  static const bool det = [] {
+    const char* e = std::getenv("MT_ATTENTION_DETERMINISTIC");
+    return !(e && std::strcmp(e, "0") == 0);
+  }();
+  return det;
+}
+
+fe::DataType_t fe_type(DType d) { return d == DType::BF16 ? fe::DataType_t::BFLOAT16 : fe::DataType_t::HALF; }
+
+// Strided [B, H, T, D] views of qkv's q, k, v (or of dqkv's), and of out / dout.
+std::vector<int64_t> qkv_strides(const Key& k) { return {k.T * k.H * 3 * k.D, 3 * k.D, k.H * 3 * k.D, 1}; }
+std::vector<int64_t> out_strides(const Key& k) { return {k.T * k.H * k.D, k.D, k.H * k.D, 1}; }
+
+std::shared_ptr<fe::graph::Tensor_attributes> input(fe::graph::Graph& g, const char* name, int64_t uid,
+                                                    const Key& k, std::vector<int64_t> strides) {
+  return g.tensor(fe::graph::Tensor_attributes().set_name(name).set_uid(uid).set_dim({k.B, k.H, k.T, k.D}).set_stride(
+      std::move(strides)));
+}
+
+// Builds the graph of `k`, or says why not.
+Entry build_graph(cudnnHandle_t handle, const Key& k) {
+  Entry e;
+  auto g = std::make_shared<fe::graph::Graph>();
+  g->set_io_data_type(fe_type(DType(k.dtype)))
+      .set_intermediate_data_type(fe::DataType_t::FLOAT)
+      .set_compute_data_type(fe::DataType_t::FLOAT);
+  const float scale = 1.0f / std::sqrt(float(k.D));
+  auto q = input(*g, "Q", kQ, k, qkv_strides(k));
+  auto kk = input(*g, "K", kK, k, qkv_strides(k));
+  auto v = input(*g, "V", kV, k, qkv_strides(k));
+  const std::vector<int64_t> stats_dim{k.B, k.H, k.T, 1}, stats_stride{k.H * k.T, k.T, 1, 1};
+  if (!k.backward) {
+    auto opts =
+        fe::graph::SDPA_attributes().set_name("sdpa").set_generate_stats(true).set_causal_mask(true).set_attn_scale(
+            scale);
+    auto [o, stats] = g->sdpa(q, kk, v, opts);
+    o->set_output(true).set_uid(kO).set_dim({k.B, k.H, k.T, k.D}).set_stride(out_strides(k));
+    stats->set_output(true).set_uid(kStats).set_data_type(fe::DataType_t::FLOAT).set_dim(stats_dim).set_stride(
+        stats_stride);
+  } else {
+    auto o = input(*g, "O", kO, k, out_strides(k));
+    auto dO = input(*g, "dO", kDO, k, out_strides(k));
+    auto stats = g->tensor(fe::graph::Tensor_attributes()
+                               .set_name("Stats")
+                               .set_uid(kStats)
+                               .set_dim(stats_dim)
+                               .set_stride(stats_stride)
+                               .set_data_type(fe::DataType_t::FLOAT));
+    auto opts =
+        fe::graph::SDPA_backward_attributes().set_name("sdpa_backward").set_causal_mask(true).set_attn_scale(scale);
+    if (k.deterministic) opts.set_deterministic_algorithm(true);
+    auto [dq, dk, dv] = g->sdpa_backward(q, kk, v, o, dO, stats, opts);
+    dq->set_output(true).set_uid(kDQ).set_dim({k.B, k.H, k.T, k.D}).set_stride(qkv_strides(k));
+    dk->set_output(true).set_uid(kDK).set_dim({k.B, k.H, k.T, k.D}).set_stride(qkv_strides(k));
+    dv->set_output(true).set_uid(kDV).set_dim({k.B, k.H, k.T, k.D}).set_stride(qkv_strides(k));
+  }
+  fe::error_t st = g->validate();
+  if (st.is_good()) st = g->build_operation_graph(handle);
+  if (st.is_good()) st = g->create_execution_plans({fe::HeurMode_t::A});
+  if (st.is_good()) st = g->check_support(handle);
+  if (st.is_good()) st = g->build_plans(handle);
+  if (st.is_good()) st = g->get_workspace_size(e.workspace);
+  if (st.is_bad()) {
+    e.why = "cuDNN: " + st.get_message();
+    return e;
+  }
+  e.graph = std::move(g);
+  return e;
+}
+
+Entry build(cudnnHandle_t handle, const Key& k) {
+  try {
+    return build_graph(handle, k);
+  } catch (const std::exception& ex) {  // the frontend throws on some invalid graphs
+    Entry e;
+    e.why = std::string("cuDNN frontend: ") + ex.what();
+    return e;
+  }
+}
+
+bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15u) == 0; }
+
+// Checks what cuDNN is given to, finds or builds the graph and runs it with `ptrs`.
+bool run(const char* op, const Tensor& qkv, const AttentionConfig& cfg, bool backward,
+         std::unordered_map<int64_t, void*> ptrs, Stream s, std::string* why) {
+  auto no = [&](std::string w) {
+    if (why) *why = std::move(w);
+    return false;
+  };
+  const DType dt = qkv.dtype();
+  if (dt != DType::BF16 && dt != DType::F16) return no("cuDNN flash attention needs bf16 or fp16");
+  if (cfg.dropout_p > 0.0f) return no("dropout > 0 runs the native kernel (our Philox mask)");
+  if (cfg.head_dim % 8 != 0 || cfg.head_dim > 256) return no("head dim must be a multiple of 8, at most 256");
+  for (auto& [uid, p] : ptrs)
+    if (!aligned16(p)) return no("tensors must be 16-byte aligned");
+  const Key key{qkv.size(0), qkv.size(1), cfg.n_heads, cfg.head_dim, int(dt), backward, backward && deterministic()};
+  const int device = qkv.device().index;
+  CudaDeviceGuard guard(device);
+  DeviceContext& ctx = context(device);
+  std::lock_guard<std::mutex> lock(ctx.mu);
+  auto it = ctx.graphs.find(key);
+  if (it == ctx.graphs.end()) {
+    it = ctx.graphs.emplace(key, build(ctx.handle, key)).first;
+    if (!it->second.graph) {
+      // Say so once per shape: the native kernel is correct but slower.
+      std::fprintf(stderr, "megatron: %s: cuDNN attention unavailable for B=%lld T=%lld H=%lld D=%lld %s (%s); "
+                   "using the native kernel\n", op, (long long)key.B, (long long)key.T, (long long)key.H,
+                   (long long)key.D, dt == DType::BF16 ? "bf16" : "fp16", it->second.why.c_str());
+    }
+  }
+  const Entry& e = it->second;
+  if (!e.graph) return no(e.why);
+  Tensor workspace;
+  if (e.workspace > 0) workspace = Tensor::empty({(e.workspace + 3) / 4}, DType::F32, qkv.device());
+  MT_CUDNN_CHECK(cudnnSetStream(ctx.handle, static_cast<cudaStream_t>(s.handle)));
+  fe::error_t st = e.graph->execute(ctx.handle, ptrs, workspace.defined() ? workspace.raw() : nullptr);
+  MT_CHECK(st.is_good(), "{}: cuDNN execute failed: {}", op, st.get_message());
+  return true;
+}
+
+char* at(const Tensor& t, int64_t elements) {
+  return static_cast<char*>(t.raw()) + elements * int64_t(dtype_size(t.dtype()));
+}
+
+}  // namespace
+
+bool cudnn_attention_forward(const Tensor& qkv, const Tensor& out, const Tensor& lse, const AttentionConfig& cfg,
+                             Stream s, std::string* why) {
+  const int64_t D = cfg.head_dim;
+  return run("attention_forward", qkv, cfg, false,
+             {{kQ, at(qkv, 0)}, {kK, at(qkv, D)}, {kV, at(qkv, 2 * D)}, {kO, out.raw()}, {kStats, lse.raw()}}, s,
+             why);
+}
+
+bool cudnn_attention_backward(const Tensor& dout, const Tensor& qkv, const Tensor& out, const Tensor& lse,
+                              const Tensor& dqkv, const AttentionConfig& cfg, Stream s, std::string* why) {
+  const int64_t D = cfg.head_dim;
+  return run("attention_backward", qkv, cfg, true,
+             {{kQ, at(qkv, 0)},
+              {kK, at(qkv, D)},
+              {kV, at(qkv, 2 * D)},
+              {kO, out.raw()},
+              {kDO, dout.raw()},
+              {kStats, lse.raw()},
+              {kDQ, at(dqkv, 0)},
+              {kDK, at(dqkv, D)},
+              {kDV, at(dqkv, 2 * D)}},
+             s, why);
+}
+
+}  // namespace mt::cuda
