@@ -34,6 +34,9 @@ struct ForwardContext {
   bool training = true;
   uint64_t seed = 1234;
   uint64_t microbatch = 0;  // global microbatch index: iteration * num_microbatches + m
+  // Set by the model for its layers: the microbatch's full [batch, seq] token grid (with
+  // sequence parallelism a layer's input holds only this rank's share of the tokens).
+  int64_t batch = 0, seq = 0;
   // Random stream of a dropout site in this microbatch.
   uint64_t dropout_stream(uint64_t site) const { return site ^ (0x9E3779B97F4A7C15ull * (microbatch + 1)); }
 };

@@ -7,24 +7,35 @@
 #include "kernels/elementwise.h"
 #include "kernels/embedding.h"
 #include "kernels/gemm.h"
+#include "kernels/vocab_parallel_cross_entropy.h"
 #include "model/linear.h"
+#include "model/tensor_parallel.h"
 
 namespace mt {
 
 GPTModel::GPTModel(const GPTConfig& cfg, Device device, const ModelParallelConfig& par) : cfg_(cfg), par_(par) {
   MT_CHECK(cfg.hidden_size % cfg.num_attention_heads == 0);
-  wte_ = buf_.add("embedding.word_embeddings.weight", {cfg.padded_vocab_size, cfg.hidden_size}, false);
+  const int tp = par.tp_size();
+  MT_CHECK(cfg.padded_vocab_size % tp == 0, "padded vocabulary {} does not split over {} ranks", cfg.padded_vocab_size,
+           tp);
+  // VocabParallelEmbedding: rank r holds vocabulary rows [r Vp/tp, (r+1) Vp/tp); the output
+  // layer is tied to the same shard.
+  vocab_local_ = cfg.padded_vocab_size / tp;
+  vocab_start_ = int64_t(par.tp_rank()) * vocab_local_;
+  wte_ = buf_.add_shard("embedding.word_embeddings.weight", {vocab_local_, cfg.hidden_size},
+                        {cfg.padded_vocab_size, cfg.hidden_size}, 0, vocab_start_, false);
   wpe_ = buf_.add("embedding.position_embeddings.weight", {cfg.max_position_embeddings, cfg.hidden_size}, false);
   for (int i = 0; i < cfg.num_layers; ++i)
-    layers_.push_back(std::make_unique<TransformerLayer>(buf_, "decoder.layers." + std::to_string(i), cfg, i));
-  final_ln_ = std::make_unique<LayerNorm>(buf_, "decoder.final_layernorm", cfg.hidden_size, cfg.layernorm_epsilon);
+    layers_.push_back(std::make_unique<TransformerLayer>(buf_, "decoder.layers." + std::to_string(i), cfg, i, par));
+  final_ln_ = std::make_unique<LayerNorm>(buf_, "decoder.final_layernorm", cfg.hidden_size, cfg.layernorm_epsilon,
+                                          par.sequence_parallel);
   buf_.set_bucketing(par.bucket_size, par.bucket_pad);
   buf_.allocate(cfg.params_dtype, device);
 }
 
 int64_t GPTModel::num_parameters() const {
   int64_t n = 0;
-  for (const auto& p : buf_.infos()) n += p.numel;
+  for (const auto& p : buf_.infos()) n += shape_numel(p.global_shape);
   return n - (cfg_.padded_vocab_size - cfg_.vocab_size) * cfg_.hidden_size;
 }
 
@@ -42,52 +53,94 @@ Tensor GPTModel::hidden_states(const Tensor& tokens, const ForwardContext& ctx, 
   s.tokens = tokens;
   Tensor wpe = buf_.param(wpe_);
   Tensor x = Tensor::empty({B, T, cfg_.hidden_size}, cfg_.params_dtype, tokens.device());
-  embedding_forward(tokens, buf_.param(wte_), &wpe, 0, x);
+  // Each tp rank embeds the tokens of its vocabulary shard (zero elsewhere); the position
+  // embedding joins on tp rank 0 only, and the sum over TP completes every row.
+  const int tp = par_.tp_size();
+  embedding_forward(tokens, buf_.param(wte_), par_.tp_rank() == 0 ? &wpe : nullptr, vocab_start_, x);
+  if (tp > 1) {
+    if (par_.sequence_parallel)
+      x = reduce_scatter_tokens(x.view({B * T, cfg_.hidden_size}), *par_.tp);  // [B T / tp, C]
+    else
+      par_.tp->all_reduce(x);
+  }
   s.emb_dropout_p = ctx.training ? cfg_.hidden_dropout : 0.0f;
   s.seed = ctx.seed;
   s.emb_drop_stream = ctx.dropout_stream(rng_stream("dropout/embedding"));
   dropout_forward(x, x, s.emb_dropout_p, s.seed, s.emb_drop_stream);
+  ForwardContext lctx = ctx;
+  lctx.batch = B;
+  lctx.seq = T;
   s.layers.resize(layers_.size());
-  for (size_t i = 0; i < layers_.size(); ++i) x = layers_[i]->forward(x, ctx, s.layers[i]);
+  for (size_t i = 0; i < layers_.size(); ++i) x = layers_[i]->forward(x, lctx, s.layers[i]);
   s.final_hidden = final_ln_->forward(x, s.final_ln);
+  // The output layer is column-parallel over the vocabulary: it needs every token.
+  if (tp > 1 && par_.sequence_parallel) s.final_hidden = gather_tokens(s.final_hidden, *par_.tp);
   return s.final_hidden;
 }
 
 Tensor GPTModel::forward_logits(const Tensor& tokens, const ForwardContext& ctx, Saved& s) const {
   Tensor h = hidden_states(tokens, ctx, s);
-  Tensor logits = Tensor::empty({h.size(0), cfg_.padded_vocab_size}, h.dtype(), h.device());
+  Tensor logits = Tensor::empty({h.size(0), vocab_local_}, h.dtype(), h.device());
   gemm(h, false, buf_.param(wte_), true, logits);
-  return logits.view({tokens.size(0), tokens.size(1), cfg_.padded_vocab_size});
+  return logits.view({tokens.size(0), tokens.size(1), vocab_local_});
 }
 
 Tensor GPTModel::forward_loss(const Tensor& tokens, const Tensor& targets, const ForwardContext& ctx,
                               const Tensor* dloss, Saved& s) const {
   int64_t N = tokens.numel();
-  Tensor logits = forward_logits(tokens, ctx, s).view({N, cfg_.padded_vocab_size});
+  Tensor logits = forward_logits(tokens, ctx, s).view({N, vocab_local_});
   Tensor losses = Tensor::empty({N}, DType::F32, tokens.device());
   Tensor* dlogits = nullptr;
   if (dloss) {
     s.dlogits = logits;  // the gradient overwrites the logits in the same pass
     dlogits = &s.dlogits;
   }
-  cross_entropy_forward_backward(logits, targets.view({N}), cfg_.vocab_size, losses, dloss, dlogits);
+  if (par_.tp_size() == 1) {
+    cross_entropy_forward_backward(logits, targets.view({N}), cfg_.vocab_size, losses, dloss, dlogits);
+    return losses;
+  }
+  // Vocab-parallel cross-entropy: the row max and the sums of exps and target logits are
+  // all-reduced over TP; the logits are never gathered.
+  Communicator& tp = *par_.tp;
+  Tensor t = targets.view({N});
+  Tensor row_max = Tensor::empty({N}, DType::F32, tokens.device());
+  Tensor sums = Tensor::empty({2 * N}, DType::F32, tokens.device());
+  Tensor sum_exp = sums.flat_slice(0, N, {N}), target_logit = sums.flat_slice(N, N, {N});
+  vocab_parallel_ce_max(logits, vocab_start_, cfg_.vocab_size, row_max);
+  tp.all_reduce(row_max, ReduceOp::Max);
+  vocab_parallel_ce_sum_exp(logits, t, vocab_start_, cfg_.vocab_size, row_max, sum_exp, target_logit);
+  tp.all_reduce(sums);
+  vocab_parallel_ce_loss_grad(logits, t, vocab_start_, cfg_.vocab_size, row_max, sum_exp, target_logit, losses, dloss,
+                              dlogits);
   return losses;
 }
 
 void GPTModel::backward(Saved& s) const {
   MT_CHECK(s.dlogits.defined(), "backward without a loss gradient (forward_loss with dloss)");
   const int64_t N = s.dlogits.size(0), C = cfg_.hidden_size;
-  // Tied output layer: logits = h wte^T.
+  const int tp = par_.tp_size();
+  const bool sp = tp > 1 && par_.sequence_parallel;
+  // Tied output layer: logits = h wte^T (this rank's vocabulary columns).
   Tensor dh = Tensor::empty({N, C}, s.final_hidden.dtype(), s.final_hidden.device());
   gemm(s.dlogits, false, buf_.param(wte_), false, dh);
   gemm(s.dlogits, true, s.final_hidden, false, buf_.grad(wte_), 1.0f, 1.0f);
   s.dlogits = Tensor();
   s.final_hidden = Tensor();
-  Tensor dx = final_ln_->backward(dh, s.final_ln).view({s.tokens.size(0), s.tokens.size(1), C});
+  if (tp > 1) {  // dh is a partial sum over the vocabulary shards
+    if (sp)
+      dh = reduce_scatter_tokens(dh, *par_.tp);
+    else
+      par_.tp->all_reduce(dh);
+  }
+  const Shape act_shape = sp ? Shape{N / tp, C} : Shape{s.tokens.size(0), s.tokens.size(1), C};
+  Tensor dx = final_ln_->backward(dh, s.final_ln).view(act_shape);
   for (size_t i = layers_.size(); i-- > 0;) dx = layers_[i]->backward(dx, s.layers[i]);
   dropout_backward(dx, dx, s.emb_dropout_p, s.seed, s.emb_drop_stream);
+  if (sp) dx = gather_tokens(dx, *par_.tp).view({s.tokens.size(0), s.tokens.size(1), C});
+  // Every tp rank has the full dx: its word-embedding shard's rows, and the whole (replicated)
+  // position-embedding grad.
   Tensor dwpe = buf_.grad(wpe_);
-  embedding_backward(dx, s.tokens, 0, buf_.grad(wte_), &dwpe);
+  embedding_backward(dx, s.tokens, vocab_start_, buf_.grad(wte_), &dwpe);
   s = Saved{};
 }
 

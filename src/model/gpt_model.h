@@ -24,8 +24,8 @@ class GPTModel {
     uint64_t seed = 0, emb_drop_stream = 0;
     std::vector<TransformerLayer::Saved> layers;
     LayerNorm::Saved final_ln;
-    Tensor final_hidden;  // [B*T, C], input of the output layer
-    Tensor dlogits;       // [B*T, Vp], written by the fused loss
+    Tensor final_hidden;  // [B*T, C], input of the output layer (all tokens)
+    Tensor dlogits;       // [B*T, Vp / TP], written by the fused loss
   };
 
   GPTModel(const GPTConfig& cfg, Device device, const ModelParallelConfig& par = {});
@@ -33,13 +33,14 @@ class GPTModel {
   const GPTConfig& config() const { return cfg_; }
   ParamAndGradBuffer& buffer() { return buf_; }
   const ParamAndGradBuffer& buffer() const { return buf_; }
-  int64_t num_parameters() const;  // excluding vocabulary padding rows
+  int64_t num_parameters() const;  // of the whole model (all shards), excluding vocabulary padding rows
 
   // Megatron init: weights N(0, init_method_std), output projections / sqrt(2 L), biases 0,
   // LayerNorm weights 1. Depends only on the seed and parameter names.
   void init(uint64_t seed);
 
-  // tokens int32 [B, T] -> logits [B, T, padded_vocab] (model dtype).
+  // tokens int32 [B, T] -> logits [B, T, padded_vocab / TP] (model dtype; with tensor
+  // parallelism this rank's vocabulary shard).
   Tensor forward_logits(const Tensor& tokens, const ForwardContext& ctx, Saved& saved) const;
   // Forward with the fused softmax cross-entropy: returns fp32 per-token losses [B*T].
   // When dloss (fp32 [B*T], each token's weight in the objective) is given, the logit gradient
@@ -61,6 +62,7 @@ class GPTModel {
   ModelParallelConfig par_;
   ParamAndGradBuffer buf_;
   ParamAndGradBuffer::Id wte_, wpe_;
+  int64_t vocab_local_ = 0, vocab_start_ = 0;  // this rank's vocabulary shard
   std::vector<std::unique_ptr<TransformerLayer>> layers_;
   std::unique_ptr<LayerNorm> final_ln_;
 };

@@ -5,10 +5,13 @@
 
 namespace mt {
 
-LayerNorm::LayerNorm(ParamAndGradBuffer& buf, const std::string& prefix, int hidden, float eps)
+LayerNorm::LayerNorm(ParamAndGradBuffer& buf, const std::string& prefix, int hidden, float eps,
+                     bool sequence_parallel)
     : buf_(buf), hidden_(hidden), eps_(eps) {
   w_ = buf.add(prefix + ".weight", {hidden}, true);
   b_ = buf.add(prefix + ".bias", {hidden}, true);
+  buf.set_sequence_parallel(w_, sequence_parallel);
+  buf.set_sequence_parallel(b_, sequence_parallel);
 }
 
 void LayerNorm::init() const {

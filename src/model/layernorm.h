@@ -12,7 +12,9 @@ class LayerNorm {
   struct Saved {
     Tensor x, mean, rstd;
   };
-  LayerNorm(ParamAndGradBuffer& buf, const std::string& prefix, int hidden, float eps);
+  // sequence_parallel: inputs are this rank's share of the tokens, so the weight and bias grads
+  // are partial sums (reduced over TP by GPTModel::finish_grad_sync).
+  LayerNorm(ParamAndGradBuffer& buf, const std::string& prefix, int hidden, float eps, bool sequence_parallel = false);
   void init() const;  // weight 1, bias 0
   // x: [N, C] -> y: [N, C]
   Tensor forward(const Tensor& x, Saved& saved) const;

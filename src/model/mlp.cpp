@@ -4,10 +4,10 @@
 
 namespace mt {
 
-MLP::MLP(ParamAndGradBuffer& buf, const std::string& prefix, const GPTConfig& cfg)
+MLP::MLP(ParamAndGradBuffer& buf, const std::string& prefix, const GPTConfig& cfg, const ModelParallelConfig& par)
     : cfg_(cfg),
-      fc1_(buf, prefix + ".linear_fc1", cfg.hidden_size, cfg.ffn_hidden_size),
-      fc2_(buf, prefix + ".linear_fc2", cfg.ffn_hidden_size, cfg.hidden_size) {}
+      fc1_(buf, prefix + ".linear_fc1", cfg.hidden_size, cfg.ffn_hidden_size, par),
+      fc2_(buf, prefix + ".linear_fc2", cfg.ffn_hidden_size, cfg.hidden_size, par) {}
 
 void MLP::init(float std, float out_std, uint64_t seed) const {
   fc1_.init(std, seed);

@@ -9,13 +9,13 @@
 namespace mt {
 
 TransformerLayer::TransformerLayer(ParamAndGradBuffer& buf, const std::string& prefix, const GPTConfig& cfg,
-                                   int layer_number)
+                                   int layer_number, const ModelParallelConfig& par)
     : cfg_(cfg),
       layer_number_(layer_number),
-      ln1_(buf, prefix + ".input_layernorm", cfg.hidden_size, cfg.layernorm_epsilon),
-      attn_(buf, prefix + ".self_attention", cfg),
-      ln2_(buf, prefix + ".pre_mlp_layernorm", cfg.hidden_size, cfg.layernorm_epsilon),
-      mlp_(buf, prefix + ".mlp", cfg) {}
+      ln1_(buf, prefix + ".input_layernorm", cfg.hidden_size, cfg.layernorm_epsilon, par.sequence_parallel),
+      attn_(buf, prefix + ".self_attention", cfg, par),
+      ln2_(buf, prefix + ".pre_mlp_layernorm", cfg.hidden_size, cfg.layernorm_epsilon, par.sequence_parallel),
+      mlp_(buf, prefix + ".mlp", cfg, par) {}
 
 void TransformerLayer::init(uint64_t seed) const {
   // Megatron: output projections scaled by 1/sqrt(2 * num_layers).

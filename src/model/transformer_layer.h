@@ -19,7 +19,8 @@ class TransformerLayer {
     float dropout_p = 0.0f;
     uint64_t seed = 0, attn_drop_stream = 0, mlp_drop_stream = 0;
   };
-  TransformerLayer(ParamAndGradBuffer& buf, const std::string& prefix, const GPTConfig& cfg, int layer_number);
+  TransformerLayer(ParamAndGradBuffer& buf, const std::string& prefix, const GPTConfig& cfg, int layer_number,
+                   const ModelParallelConfig& par = {});
   void init(uint64_t seed) const;
   Tensor forward(const Tensor& x, const ForwardContext& ctx, Saved& saved) const;
   Tensor backward(const Tensor& dy, Saved& saved) const;

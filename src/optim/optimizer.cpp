@@ -10,6 +10,8 @@ namespace mt {
 
 double local_grad_sum_squares(const ParamAndGradBuffer& buf, int64_t lo, int64_t hi, const GradNormGroups& g) {
   const Tensor& grads = buf.main_grads();
+  // tp rank 0 counts everything it holds: one pass over the range (padding is zero).
+  if (g.tp_rank == 0) return hi > lo ? sum_squares(grads.flat_slice(lo, hi - lo, {hi - lo})) : 0.0;
   double sq = 0;
   for (const auto& info : buf.infos()) {
     if (!info.tensor_parallel() && g.tp_rank != 0) continue;  // a replica: counted on tp rank 0

@@ -74,7 +74,6 @@ int validate_parallel_args(const TrainingArgs& a, int world_size) {
   if (a.ddp_bucket_size < 0) MT_USER_ERROR("--ddp-bucket-size must be >= 0, got {}", a.ddp_bucket_size);
   if (!(a.distributed_timeout_minutes > 0))
     MT_USER_ERROR("--distributed-timeout-minutes must be positive, got {}", a.distributed_timeout_minutes);
-  if (tp > 1) MT_USER_ERROR("--tensor-model-parallel-size {}: tensor parallelism is not implemented yet", tp);
   return l.dp;
 }
 

@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdlib>
 #include <cmath>
@@ -61,6 +62,32 @@ double mean_loss(const Tensor& losses) {
   return s / double(h.numel());
 }
 
+// --eod-mask-loss: Megatron's per-microbatch loss sum(loss * mask) / sum(mask) ...
+double masked_mean_loss(const Tensor& losses, const Tensor& loss_mask) {
+  Tensor h = losses.device().is_cpu() ? losses : losses.to(Device::cpu());
+  Tensor m = loss_mask.device().is_cpu() ? loss_mask : loss_mask.to(Device::cpu());
+  const float* p = h.data<float>();
+  const float* k = m.data<float>();
+  double s = 0, n = 0;
+  for (int64_t i = 0; i < h.numel(); ++i) {
+    s += double(p[i]) * k[i];
+    n += k[i];
+  }
+  return s / std::max(n, 1.0);
+}
+
+// ... and its gradient: dloss[n] = mask[n] * weight / sum(mask).
+void fill_masked_dloss(const Tensor& loss_mask, const Tensor& dloss, double weight) {
+  Tensor m = loss_mask.device().is_cpu() ? loss_mask : loss_mask.to(Device::cpu());
+  const float* k = m.data<float>();
+  double n = 0;
+  for (int64_t i = 0; i < m.numel(); ++i) n += k[i];
+  n = std::max(n, 1.0);
+  Tensor g = Tensor::empty({m.numel()}, DType::F32);
+  for (int64_t i = 0; i < m.numel(); ++i) g.data<float>()[i] = float(k[i] * weight / n);
+  dloss.copy_from(g.view(dloss.shape()));
+}
+
 // Where this data-parallel rank's microbatch m of a global batch starts (Megatron's
 // MegatronPretrainingSampler: each run of micro_batch x DP consecutive samples is cut into DP
 // microbatches, rank r taking the r-th).
@@ -82,7 +109,8 @@ double evaluate(const GPTModel& model, const SampleSource& valid, const Training
                           a.micro_batch_size, a.seq_length, dev);
       GPTModel::Saved saved;
       ForwardContext ctx{false, a.seed, 0};
-      total += mean_loss(model.forward_loss(b.tokens, b.labels, ctx, nullptr, saved));
+      Tensor losses = model.forward_loss(b.tokens, b.labels, ctx, nullptr, saved);
+      total += a.eod_mask_loss ? masked_mean_loss(losses, b.loss_mask) : mean_loss(losses);
       ++n;
     }
     consumed += a.global_batch_size;
@@ -265,7 +293,14 @@ TrainResult pretrain_gpt(const TrainingArgs& args, std::FILE* log, const TrainOp
       // give the same samples.
       ForwardContext ctx{true, args.seed, uint64_t((iteration - 1) * num_micro * dp_size + m * dp_size + dp_rank)};
       GPTModel::Saved saved;
-      iter_loss += mean_loss(model.forward_loss(b.tokens, b.labels, ctx, &dloss, saved)) / num_micro;
+      if (args.eod_mask_loss) {
+        // The fused loss needs dloss in the same pass: from the mask, known before the forward.
+        fill_masked_dloss(b.loss_mask, dloss, scale / double(num_micro * dp_size));
+        iter_loss += masked_mean_loss(model.forward_loss(b.tokens, b.labels, ctx, &dloss, saved), b.loss_mask) /
+                     num_micro;
+      } else {
+        iter_loss += mean_loss(model.forward_loss(b.tokens, b.labels, ctx, &dloss, saved)) / num_micro;
+      }
       model.backward(saved);
     }
     model.finish_grad_sync();  // tensor/sequence-parallel partial grads

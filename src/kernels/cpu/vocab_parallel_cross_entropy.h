@@ -1,0 +1,14 @@
+#pragma once
+// CPU implementations of kernels/vocab_parallel_cross_entropy.h (arguments checked by the dispatcher).
+#include "core/tensor.h"
+
+namespace mt::cpu {
+
+void vocab_parallel_ce_max(const Tensor& logits, int64_t vocab_start, int64_t vocab, const Tensor& row_max);
+void vocab_parallel_ce_sum_exp(const Tensor& logits, const Tensor& targets, int64_t vocab_start, int64_t vocab,
+                               const Tensor& row_max, const Tensor& sum_exp, const Tensor& target_logit);
+void vocab_parallel_ce_loss_grad(const Tensor& logits, const Tensor& targets, int64_t vocab_start, int64_t vocab,
+                                 const Tensor& row_max, const Tensor& sum_exp, const Tensor& target_logit,
+                                 const Tensor& losses, const Tensor* dloss, const Tensor* dlogits);
+
+}  // namespace mt::cpu

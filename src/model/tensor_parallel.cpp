@@ -1,0 +1,109 @@
+#include "model/tensor_parallel.h"
+
+#include "core/error.h"
+#include "kernels/elementwise.h"
+#include "kernels/gemm.h"
+
+namespace mt {
+
+Tensor gather_tokens(const Tensor& x, Communicator& tp) {
+  const int64_t n = x.size(0), c = x.numel() / n;
+  Tensor out = Tensor::empty({n * tp.size(), c}, x.dtype(), x.device());
+  tp.all_gather(x, out);
+  return out;
+}
+
+Tensor reduce_scatter_tokens(const Tensor& x, Communicator& tp) {
+  const int64_t n = x.size(0), c = x.numel() / n;
+  MT_CHECK(n % tp.size() == 0, "sequence parallel: {} tokens do not split over {} ranks", n, tp.size());
+  Tensor out = Tensor::empty({n / tp.size(), c}, x.dtype(), x.device());
+  tp.reduce_scatter(x, out);
+  return out;
+}
+
+ColumnParallelLinear::ColumnParallelLinear(ParamAndGradBuffer& buf, const std::string& prefix, int in, int out,
+                                           const ModelParallelConfig& par, bool bias)
+    : buf_(buf), par_(par), in_(in) {
+  const int tp = par.tp_size(), r = par.tp_rank();
+  MT_CHECK(out % tp == 0, "{}: {} output features do not split over {} ranks", prefix, out, tp);
+  out_ = out / tp;
+  w_ = buf.add_shard(prefix + ".weight", {out_, in}, {out, in}, 0, int64_t(r) * out_, false);
+  if (bias) b_ = buf.add_shard(prefix + ".bias", {out_}, {out}, 0, int64_t(r) * out_, true);
+}
+
+void ColumnParallelLinear::init(float std, uint64_t seed) const {
+  init_normal(buf_, w_, std, seed);
+  if (b_ >= 0) fill(buf_.param(b_), 0.0f);
+}
+
+Tensor ColumnParallelLinear::forward(const Tensor& x, Saved& s) const {
+  Tensor x2 = x.view({x.numel() / in_, in_});
+  s.x = par_.sequence_parallel && par_.tp_size() > 1 ? gather_tokens(x2, *par_.tp) : x2;
+  const int64_t n = s.x.size(0);
+  Tensor y = Tensor::empty({n, out_}, x.dtype(), x.device());
+  Tensor b = b_ >= 0 ? buf_.param(b_) : Tensor();
+  gemm(s.x, false, buf_.param(w_), true, y, 1.0f, 0.0f, b_ >= 0 ? &b : nullptr);
+  return y;
+}
+
+Tensor ColumnParallelLinear::backward(const Tensor& dy, Saved& s) const {
+  const int64_t n = s.x.size(0);
+  Tensor dy2 = dy.view({n, out_});
+  Tensor dx = Tensor::empty({n, in_}, s.x.dtype(), s.x.device());
+  gemm(dy2, false, buf_.param(w_), false, dx);             // dx = dy W (partial over TP)
+  gemm(dy2, true, s.x, false, buf_.grad(w_), 1.0f, 1.0f);  // dW += dy^T x
+  if (b_ >= 0) bias_grad_accumulate(dy2, buf_.grad(b_));
+  s = Saved{};
+  if (par_.tp_size() == 1) return dx;
+  if (par_.sequence_parallel) return reduce_scatter_tokens(dx, *par_.tp);
+  par_.tp->all_reduce(dx);
+  return dx;
+}
+
+RowParallelLinear::RowParallelLinear(ParamAndGradBuffer& buf, const std::string& prefix, int in, int out,
+                                     const ModelParallelConfig& par, bool bias)
+    : buf_(buf), par_(par), out_(out) {
+  const int tp = par.tp_size(), r = par.tp_rank();
+  MT_CHECK(in % tp == 0, "{}: {} input features do not split over {} ranks", prefix, in, tp);
+  in_ = in / tp;
+  w_ = buf.add_shard(prefix + ".weight", {out, in_}, {out, in}, 1, int64_t(r) * in_, false);
+  if (bias) {
+    b_ = buf.add(prefix + ".bias", {out}, true);
+    // Each rank sees only its tokens' share of dy: the grad is a partial sum.
+    if (par.sequence_parallel && tp > 1) buf.set_sequence_parallel(b_, true);
+  }
+}
+
+void RowParallelLinear::init(float std, uint64_t seed) const {
+  init_normal(buf_, w_, std, seed);
+  if (b_ >= 0) fill(buf_.param(b_), 0.0f);
+}
+
+Tensor RowParallelLinear::forward(const Tensor& x, Saved& s) const {
+  const int64_t n = x.numel() / in_;
+  s.x = x.view({n, in_});
+  Tensor y = Tensor::empty({n, out_}, x.dtype(), x.device());
+  // The bias joins the partial product of tp rank 0 only, so the reduction adds it once.
+  const bool with_bias = b_ >= 0 && par_.tp_rank() == 0;
+  Tensor b = with_bias ? buf_.param(b_) : Tensor();
+  gemm(s.x, false, buf_.param(w_), true, y, 1.0f, 0.0f, with_bias ? &b : nullptr);
+  if (par_.tp_size() == 1) return y;
+  if (par_.sequence_parallel) return reduce_scatter_tokens(y, *par_.tp);
+  par_.tp->all_reduce(y);
+  return y;
+}
+
+Tensor RowParallelLinear::backward(const Tensor& dy, Saved& s) const {
+  const int64_t n = s.x.size(0);
+  Tensor dy_local = dy.view({dy.numel() / out_, out_});
+  Tensor dy2 = par_.sequence_parallel && par_.tp_size() > 1 ? gather_tokens(dy_local, *par_.tp) : dy_local;
+  MT_CHECK(dy2.size(0) == n, "RowParallelLinear backward: dy has {} tokens, input had {}", dy2.size(0), n);
+  Tensor dx = Tensor::empty({n, in_}, s.x.dtype(), s.x.device());
+  gemm(dy2, false, buf_.param(w_), false, dx);
+  gemm(dy2, true, s.x, false, buf_.grad(w_), 1.0f, 1.0f);
+  if (b_ >= 0) bias_grad_accumulate(dy_local, buf_.grad(b_));  // partial with sequence parallelism
+  s = Saved{};
+  return dx;
+}
+
+}  // namespace mt
