@@ -7,6 +7,7 @@
 #include "core/error.h"
 #include "dist/mpi_communicator.h"
 #include "train/trainer.h"
+#include "checkpoint_cmd.h"
 #include "preprocess.h"
 #include "train_flags.h"
 
@@ -21,6 +22,7 @@ int main(int argc, char** argv) {
   mt::add_train_flags(*train, args);
   mt::PreprocessCommand preprocess = mt::add_preprocess_command(app);
   mt::MergeCommand merge = mt::add_merge_command(app);
+  mt::CheckpointCommand checkpoint = mt::add_checkpoint_command(app);
 
   try {
     app.parse(argc, argv);
@@ -32,6 +34,7 @@ int main(int argc, char** argv) {
     std::string where = train->parsed()        ? "megatron train"
                         : preprocess.app->parsed() ? "megatron preprocess"
                         : merge.app->parsed()      ? "megatron merge-datasets"
+                        : checkpoint.app->parsed() ? "megatron checkpoint"
                                                    : "megatron";
     // Every rank parses the same command line: only the launcher's rank 0 (or a lone process) says so.
     if (mt::dist::launcher_rank() == 0)
@@ -42,6 +45,7 @@ int main(int argc, char** argv) {
     if (train->parsed()) mt::pretrain_gpt(args);
     if (preprocess.app->parsed()) mt::run_preprocess(*preprocess.opts);
     if (merge.app->parsed()) mt::run_merge(merge);
+    if (checkpoint.app->parsed()) mt::run_checkpoint(checkpoint);
   } catch (const mt::ArgumentError& e) {
     // Found identically on every rank before any of them diverged: said once, every rank exits 2.
     if (mt::dist::world_rank() == 0) std::fprintf(stderr, "megatron: error: %s\n", e.what());
