@@ -12,6 +12,7 @@
 #include "core/cuda/cuda_backend.h"
 #include "core/error.h"
 #include "dist/mpi_communicator.h"
+#include "dist/nccl_communicator.h"
 #include "dist/process_groups.h"
 #include "kernels/elementwise.h"
 #include "model/gpt_model.h"
@@ -189,18 +190,25 @@ TrainResult pretrain_gpt(const TrainingArgs& args, std::FILE* log, const TrainOp
     throw ArgumentError(e.what());
   }
   dist::set_timeout_seconds(args.distributed_timeout_minutes * 60.0);
+  Device dev = resolve_device(args.device);
   std::unique_ptr<ProcessGroups> own_groups;
-  if (!opts.groups)
+  if (!opts.groups) {
+    std::unique_ptr<Communicator> world = dist::world();
+    // Several GPU ranks: device tensors over NCCL, host bookkeeping over MPI.
+    if (dev.is_cuda() && world->size() > 1 && dist::nccl_available()) {
+      auto nccl = dist::nccl_communicator(*world, "world", dev.index);
+      world = dist::hybrid_communicator(std::move(world), std::move(nccl));
+    }
     own_groups = std::make_unique<ProcessGroups>(
-        dist::world(), ParallelSizes{args.tensor_model_parallel_size, args.context_parallel_size,
-                                     args.expert_model_parallel_size, args.pipeline_model_parallel_size});
+        std::move(world), ParallelSizes{args.tensor_model_parallel_size, args.context_parallel_size,
+                                        args.expert_model_parallel_size, args.pipeline_model_parallel_size});
+  }
   ProcessGroups& groups = opts.groups ? *opts.groups : *own_groups;
   Communicator& dp = groups.dp();
   const int dp_size = dp.size(), dp_rank = dp.rank(), tp_size = groups.tp().size();
   // Setup lines from rank 0, iteration lines from the last rank (as Megatron prints them).
   std::FILE* log0 = groups.is_first_rank() ? log : nullptr;
   std::FILE* log_last = groups.is_last_rank() ? log : nullptr;
-  Device dev = resolve_device(args.device);
 
   Datasets data = build_datasets(args);
   GPTConfig cfg = model_config(args, data.vocab_size, tp_size);
