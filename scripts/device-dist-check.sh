@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# On a machine with 2 GPUs: data parallelism over NCCL (mpirun -np 2, one GPU per rank) trains
-# like one GPU. Prints the loss lines of the three runs side by side.
+# On a machine with 2 GPUs: data and tensor parallelism over NCCL (mpirun -np 2, one GPU per
+# rank) train like one GPU. Prints the loss of every run side by side and the largest relative
+# difference from the one-GPU run.
 #   BUILD_DIR=build-gpu scripts/device-dist-check.sh   (after scripts/device-test.sh built megatron)
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -12,7 +13,12 @@ common=(train --device cuda --mock-data --vocab-size 1000 --num-layers 2 --hidde
 "$bin" "${common[@]}" > one.log 2>&1 || { tail one.log; exit 1; }
 "${mpi[@]}" "$bin" "${common[@]}" > dp2.log 2>&1 || { tail -30 dp2.log; exit 1; }
 "${mpi[@]}" "$bin" "${common[@]}" --use-distributed-optimizer --ddp-bucket-size 20000 > dp2opt.log 2>&1 || { tail -30 dp2opt.log; exit 1; }
-grep -E "parallel layout|weights" dp2opt.log
-for f in one dp2 dp2opt; do grep -oE "lm loss: [0-9.E+-]+" $f.log | awk '{print $3}' > $f.loss; done
-paste one.loss dp2.loss dp2opt.loss | awk '{d1 = ($2 - $1) / $1; d2 = ($3 - $1) / $1; if (d1 < 0) d1 = -d1; if (d2 < 0) d2 = -d2;
-  if (d1 > m1) m1 = d1; if (d2 > m2) m2 = d2; print} END {printf "max rel diff: dp2 %.3g, dp2+distopt %.3g\n", m1, m2}'
+"${mpi[@]}" "$bin" "${common[@]}" --tensor-model-parallel-size 2 > tp2.log 2>&1 || { tail -30 tp2.log; exit 1; }
+"${mpi[@]}" "$bin" "${common[@]}" --tensor-model-parallel-size 2 --sequence-parallel > tp2sp.log 2>&1 || { tail -30 tp2sp.log; exit 1; }
+grep -E "parallel layout|weights" dp2opt.log tp2sp.log
+runs=(one dp2 dp2opt tp2 tp2sp)
+for f in "${runs[@]}"; do grep -oE "lm loss: [0-9.E+-]+" $f.log | awk '{print $3}' > $f.loss; done
+echo "${runs[*]}"
+paste $(for f in "${runs[@]}"; do echo $f.loss; done) | awk '{
+  for (i = 2; i <= NF; ++i) { d = ($i - $1) / $1; if (d < 0) d = -d; if (d > m[i]) m[i] = d }
+  print } END { printf "max rel diff from one GPU:"; for (i = 2; i <= NF; ++i) printf " %.3g", m[i]; print "" }'

@@ -12,7 +12,7 @@
 //      padding. dlogits may alias logits.
 // row_max, sum_exp, target_logit, losses, dloss: fp32 [N]. Bytes: pass 1 and 2 read the logits
 // once each, pass 3 reads them and writes the gradient once.
-// CPU only for now: the CUDA version is missing (device tensors are rejected).
+// CPU and CUDA implementations.
 #include <cstdint>
 
 #include "core/tensor.h"
