@@ -9,6 +9,7 @@
 #   JOBS=8 CTEST_JOBS=4 BUILD_DIR=build-gpu2 ... # parallelism and build folder
 #   TRAIN=0 SANITIZE=0 BENCH=0                 # skip the training check, sanitizer, benchmarks
 #   BENCH_MODELS="124m 350m 1.3b"              # benchmark models (bench/gpt_gpu_vs_pytorch.py)
+#   DIST=0                                     # skip the 2-GPU NCCL layout check (runs when >= 2 GPUs)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -26,7 +27,16 @@ section "device"
 { nvcc --version | tail -1; cmake --version | head -1; g++ --version | head -1; } 2>&1 | tee -a "$LOG_DIR/device.txt"
 git log -1 --format='commit %H %s' 2>/dev/null | tee -a "$LOG_DIR/device.txt" || true
 
-# cudnn-frontend headers (cuDNN fused attention), brought by scripts/device-deps.sh (carried .deps/).
+# Headers the GPU machine lacks, brought by scripts/device-deps.sh (carried .deps/).
+if [[ -d .deps/pcre2 ]]; then
+  root=$(realpath .deps/pcre2/usr)
+  mkdir -p .deps/pkgconfig
+  sed "s#^prefix=.*#prefix=$root#" .deps/pcre2/usr/lib/x86_64-linux-gnu/pkgconfig/libpcre2-8.pc \
+    > .deps/pkgconfig/libpcre2-8.pc
+  export PKG_CONFIG_PATH=$(realpath .deps/pkgconfig)${PKG_CONFIG_PATH:+:$PKG_CONFIG_PATH}
+fi
+[[ -d .deps/zlib && ! -f /usr/include/zlib.h ]] && export ZLIB_ROOT=$(realpath .deps/zlib/usr)
+# cudnn-frontend headers (cuDNN fused attention), also brought by scripts/device-deps.sh.
 cudnn_args=()
 [[ -d .deps/cudnn_frontend/include ]] && cudnn_args=(-DMT_CUDNN_FRONTEND_INCLUDE="$(realpath .deps/cudnn_frontend/include)")
 
@@ -87,6 +97,12 @@ if [[ "${SANITIZE:-1}" == 1 ]] && command -v compute-sanitizer >/dev/null; then
   compute-sanitizer --tool memcheck --error-exitcode 3 "$bin" train --device cuda --bf16 --train-iters 3 \
     --log-interval 1 --eval-iters 1 --eval-interval 3 --num-layers 2 --seq-length 64 2>&1 \
     | tail -20 | tee "$LOG_DIR/sanitizer.log" || status=1
+fi
+ngpu=$(nvidia-smi -L 2>/dev/null | wc -l)
+if [[ "${DIST:-1}" == 1 && "$ngpu" -ge 2 ]]; then
+  section "NCCL: DP=2, DP=2 + distributed optimizer, TP=2, TP=2 + SP vs one GPU (fp32, then bf16)"
+  BUILD_DIR="$BUILD_DIR" bash scripts/device-dist-check.sh 2>&1 | tee "$LOG_DIR/dist_fp32.log" || status=1
+  BUILD_DIR="$BUILD_DIR" bash scripts/device-dist-check.sh --bf16 2>&1 | tee "$LOG_DIR/dist_bf16.log" || status=1
 fi
 if [[ "${BENCH:-1}" == 1 ]]; then
   for m in ${BENCH_MODELS:-124m}; do
