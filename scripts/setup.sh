@@ -10,7 +10,8 @@ cd "$(dirname "$0")/.."
 PKGS=(build-essential cmake ninja-build ccache pkg-config git
       libopenblas-openmp-dev nlohmann-json3-dev libcli11-dev libfmt-dev libgtest-dev
       openmpi-bin libopenmpi-dev python3-venv
-      libpcre2-dev libsentencepiece-dev zlib1g-dev)
+      libpcre2-dev libsentencepiece-dev zlib1g-dev
+      clang libclang-rt-dev)  # clang + libFuzzer runtime: the fuzz tests of tests/fuzz
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
