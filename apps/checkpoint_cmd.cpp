@@ -25,7 +25,7 @@ void inspect(const CheckpointCommand::Options& o) {
   namespace fs = std::filesystem;
   const bool save_dir = !fs::exists(o.dir + "/metadata.json");
   CheckpointReader r(o.dir, o.iteration, stdout);
-  const ParallelLayout l = r.layout();
+  const CheckpointLayout l = r.layout();
   uint64_t file_bytes = 0;
   for (const auto& f : r.files()) file_bytes += f.bytes;
   fmt::print("checkpoint: {} (format version {})\n", r.path(), r.metadata().value("format_version", 0));

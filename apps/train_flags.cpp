@@ -63,6 +63,27 @@ void add_train_flags(CLI::App& app, TrainingArgs& a) {
   app.add_option("--eval-iters", a.eval_iters, "Global batches per evaluation")->capture_default_str()->group(g);
   app.add_option("--exit-interval", a.exit_interval, "Exit when the iteration is a multiple of this (0: off)")
       ->capture_default_str()->group(g);
+  app.add_option("--exit-duration-in-mins", a.exit_duration_in_mins,
+                 "Save (with --save) and exit after this many minutes of training (0: off)")->group(g);
+  app.add_flag("--exit-signal-handler", a.exit_signal_handler,
+               "On SIGTERM/SIGINT save a checkpoint (with --save) at the end of the iteration and exit 0")->group(g);
+
+  g = "Checkpointing";
+  app.add_option("--save", a.save, "Directory to save sharded checkpoints in (DIR/iter_0000100/)")->group(g);
+  app.add_option("--save-interval", a.save_interval,
+                 "Iterations between checkpoints (0: only at the end of training)")->capture_default_str()->group(g);
+  app.add_option("--load", a.load,
+                 "Directory to resume from (its latest complete iteration; any TP/DP layout); none there: start "
+                 "from scratch")->group(g);
+  app.add_flag("--async-save", a.async_save, "Write checkpoints on a background thread while training continues")
+      ->group(g);
+  app.add_option("--ckpt-keep-last", a.ckpt_keep_last,
+                 "Keep only the newest K checkpoints, deleting older ones once a newer one is complete "
+                 "(megatron.cpp extension; 0: keep all)")->capture_default_str()->group(g);
+  app.add_flag("--no-load-optim", a.no_load_optim, "Do not load optimizer state (master weights, moments)")->group(g);
+  app.add_flag("--no-load-rng", a.no_load_rng, "Do not load the random seed (use --seed)")->group(g);
+  app.add_flag("--finetune", a.finetune,
+               "Load the weights only and start at iteration 0 (no optimizer state, samples or scaler)")->group(g);
 
   g = "Data";
   app.add_option("--data-path", a.data_path,

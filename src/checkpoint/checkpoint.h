@@ -41,7 +41,7 @@ constexpr int kCheckpointFormatVersion = 1;
 
 // The world the checkpoint was saved in; recorded for `megatron checkpoint inspect`, never needed
 // to load.
-struct ParallelLayout {
+struct CheckpointLayout {
   int tp = 1, pp = 1, dp = 1, cp = 1, ep = 1;
   bool distributed_optimizer = false;
 };
@@ -49,7 +49,7 @@ struct ParallelLayout {
 struct SaveOptions {
   int rank = 0, world_size = 1;
   std::function<void()> barrier;  // a world barrier; required when world_size > 1
-  ParallelLayout layout;
+  CheckpointLayout layout;
   int keep_last = 0;  // > 0: once the new iteration is complete, delete all but the newest K
   // Progress events, for tests (a slowed writer, the order of steps): "begin <rank>",
   // "shard <rank>" (this rank's file is on disk), "metadata", "tracker", "deleted iter_0000010".
@@ -131,7 +131,7 @@ class CheckpointReader {
   const std::string& path() const { return path_; }  // the iteration directory
   const nlohmann::json& common() const { return common_; }
   const nlohmann::json& metadata() const { return meta_; }
-  ParallelLayout layout() const { return layout_; }
+  CheckpointLayout layout() const { return layout_; }
   int world_size() const { return int(files_.size()); }
   const std::vector<FileInfo>& files() const { return files_; }
   const std::map<std::string, TensorInfo>& tensors() const { return tensors_; }
@@ -153,7 +153,7 @@ class CheckpointReader {
   std::string path_;
   int64_t iteration_ = 0;
   nlohmann::json meta_, common_;
-  ParallelLayout layout_;
+  CheckpointLayout layout_;
   std::vector<FileInfo> files_;
   std::map<std::string, TensorInfo> tensors_;
   struct Cache;

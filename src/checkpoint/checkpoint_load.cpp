@@ -155,7 +155,7 @@ CheckpointReader::CheckpointReader(const std::string& dir, int64_t iteration, st
                     kCheckpointFormatVersion);
     iteration_ = meta_.at("iteration").get<int64_t>();
     const auto& l = meta_.at("layout");
-    layout_ = ParallelLayout{l.at("tp").get<int>(), l.at("pp").get<int>(), l.at("dp").get<int>(),
+    layout_ = CheckpointLayout{l.at("tp").get<int>(), l.at("pp").get<int>(), l.at("dp").get<int>(),
                              l.at("cp").get<int>(), l.at("ep").get<int>(), l.at("distributed_optimizer").get<bool>()};
     for (const auto& f : meta_.at("files")) {
       FileInfo fi;

@@ -286,7 +286,7 @@ void complete_checkpoint(const std::string& dir, int64_t iteration, const SaveOp
     tjson[name] = {{"dtype", t.dtype}, {"global_shape", t.global_shape}, {"pieces", std::move(t.pieces)}};
   }
   MappedFile common(join(iter_dir, kCommonFile));
-  const ParallelLayout& l = opt.layout;
+  const CheckpointLayout& l = opt.layout;
   nlohmann::json meta = {
       {"format", "megatron.cpp distributed checkpoint"},
       {"format_version", kCheckpointFormatVersion},

@@ -92,3 +92,30 @@ StepStats DistributedOptimizer::step(double lr, double loss_scale) {
 }
 
 }  // namespace mt
+
+namespace mt {
+
+std::vector<OptimizerStateRange> DistributedOptimizer::state_ranges() const {
+  std::vector<OptimizerStateRange> out;
+  for (const Piece& pc : pieces_) {
+    OptimizerStateRange r;
+    r.offset = pc.offset;
+    r.numel = pc.numel;
+    const Shape s{pc.numel};
+    if (has_master_copy_) r.master = master_.flat_slice(pc.state, pc.numel, s);
+    r.exp_avg = m_.flat_slice(pc.state, pc.numel, s);
+    r.exp_avg_sq = v_.flat_slice(pc.state, pc.numel, s);
+    r.dp_replica = 0;  // each element's state lives on exactly one data-parallel rank
+    out.push_back(std::move(r));
+  }
+  return out;
+}
+
+void DistributedOptimizer::reset_master_from_params() {
+  if (!has_master_copy_) return;
+  const Tensor& params = buf_.params();
+  for (const Piece& pc : pieces_)
+    cast(params.flat_slice(pc.offset, pc.numel, {pc.numel}), master_.flat_slice(pc.state, pc.numel, {pc.numel}));
+}
+
+}  // namespace mt

@@ -22,7 +22,12 @@ class DistributedOptimizer : public MegatronOptimizer {
                        const GradNormGroups& groups);
   StepStats step(double lr, double loss_scale) override;
   int64_t state_bytes() const override;
-  int64_t steps_taken() const { return step_; }
+  int64_t steps_taken() const override { return step_; }
+  void set_steps_taken(int64_t steps) override { step_ = steps; }
+  // One range per parameter piece of this rank's shard (padding between parameters holds no state).
+  std::vector<OptimizerStateRange> state_ranges() const override;
+  void reset_master_from_params() override;
+  bool has_master_copy() const override { return has_master_copy_; }
 
  private:
   struct Piece {  // one parameter's part of this rank's shard

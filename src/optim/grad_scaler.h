@@ -22,6 +22,14 @@ class GradScaler {
   explicit GradScaler(const GradScalerConfig& cfg);
   double scale() const { return scale_; }
   void update(bool found_inf);
+  // Checkpointing: the dynamic state.
+  int64_t growth_tracker() const { return growth_tracker_; }
+  int64_t hysteresis_tracker() const { return hysteresis_tracker_; }
+  void set_state(double scale, int64_t growth_tracker, int64_t hysteresis_tracker) {
+    scale_ = scale;
+    growth_tracker_ = growth_tracker;
+    hysteresis_tracker_ = hysteresis_tracker;
+  }
 
  private:
   GradScalerConfig cfg_;

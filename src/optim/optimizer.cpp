@@ -88,3 +88,22 @@ int64_t AdamWOptimizer::state_bytes() const {
 }
 
 }  // namespace mt
+
+namespace mt {
+
+std::vector<OptimizerStateRange> AdamWOptimizer::state_ranges() const {
+  OptimizerStateRange r;
+  r.offset = 0;
+  r.numel = m_.numel();
+  if (has_master_copy_) r.master = master_;
+  r.exp_avg = m_;
+  r.exp_avg_sq = v_;
+  r.dp_replica = dp_replica_;
+  return {r};
+}
+
+void AdamWOptimizer::reset_master_from_params() {
+  if (has_master_copy_) cast(buf_.params(), master_);
+}
+
+}  // namespace mt

@@ -8,6 +8,7 @@
 // (none on biases and LayerNorm weights). Unscale and clip are folded into AdamW's grad_scale.
 // The distributed optimizer (sharding this state across data-parallel ranks) builds on it.
 #include <cstdint>
+#include <vector>
 
 #include "dist/communicator.h"
 #include "model/param_buffer.h"
@@ -35,6 +36,16 @@ struct GradNormGroups {
   Communicator* data_parallel = nullptr;   // distributed optimizer: grads are sharded over DP
 };
 
+// A contiguous range [offset, offset + numel) of the flat buffers whose optimizer state this
+// rank holds (checkpointing): views of the fp32 state, `master` undefined when the parameters
+// are their own master (fp32 models). dp_replica: 0 when this rank is the only holder (the
+// distributed optimizer's shard), else the data-parallel rank (every DP rank holds a copy).
+struct OptimizerStateRange {
+  int64_t offset = 0, numel = 0;
+  Tensor master, exp_avg, exp_avg_sq;
+  int dp_replica = 0;
+};
+
 // The interface the training loop steps (Megatron's MegatronOptimizer).
 class MegatronOptimizer {
  public:
@@ -43,6 +54,14 @@ class MegatronOptimizer {
   virtual StepStats step(double lr, double loss_scale) = 0;
   // Bytes of optimizer state this rank holds (fp32 master copy when separate, Adam m and v).
   virtual int64_t state_bytes() const = 0;
+  // Checkpointing: the state this rank holds (views; loading writes into them), the step
+  // count (Adam's bias correction), and re-deriving the fp32 master from the parameters (a
+  // checkpoint without master weights).
+  virtual std::vector<OptimizerStateRange> state_ranges() const = 0;
+  virtual int64_t steps_taken() const = 0;
+  virtual void set_steps_taken(int64_t steps) = 0;
+  virtual void reset_master_from_params() = 0;
+  virtual bool has_master_copy() const = 0;
 };
 
 // Sum of squares of the grads this rank contributes to the global norm (shard [lo, hi) of the
@@ -56,7 +75,12 @@ class AdamWOptimizer : public MegatronOptimizer {
   StepStats step(double lr, double loss_scale) override;
   int64_t state_bytes() const override;
 
-  int64_t steps_taken() const { return step_; }
+  int64_t steps_taken() const override { return step_; }
+  void set_steps_taken(int64_t steps) override { step_ = steps; }
+  std::vector<OptimizerStateRange> state_ranges() const override;
+  void reset_master_from_params() override;
+  bool has_master_copy() const override { return has_master_copy_; }
+  void set_dp_replica(int dp_rank) { dp_replica_ = dp_rank; }  // checkpointing: copies on other DP ranks
   const Tensor& master() const { return master_; }     // fp32 flat (aliases the params for fp32)
   const Tensor& exp_avg() const { return m_; }
   const Tensor& exp_avg_sq() const { return v_; }
@@ -68,6 +92,7 @@ class AdamWOptimizer : public MegatronOptimizer {
   Tensor master_, m_, v_;
   bool has_master_copy_;
   int64_t step_ = 0;
+  int dp_replica_ = 0;
 };
 
 }  // namespace mt

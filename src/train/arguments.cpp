@@ -44,6 +44,10 @@ void validate_args(const TrainingArgs& a) {
   if (a.device != "cpu" && a.device != "cuda" && a.device != "auto")
     MT_USER_ERROR("--device '{}' must be auto, cpu or cuda", a.device);
   if (a.eval_iters < 0) MT_USER_ERROR("--eval-iters must be >= 0, got {}", a.eval_iters);
+  if (a.save_interval < 0) MT_USER_ERROR("--save-interval must be >= 0, got {}", a.save_interval);
+  if (a.ckpt_keep_last < 0) MT_USER_ERROR("--ckpt-keep-last must be >= 0, got {}", a.ckpt_keep_last);
+  if (a.exit_duration_in_mins < 0) MT_USER_ERROR("--exit-duration-in-mins must be >= 0, got {}", a.exit_duration_in_mins);
+  if (a.save_interval > 0 && a.save.empty()) MT_USER_ERROR("--save-interval needs --save DIR");
   if (a.eval_interval <= 0) MT_USER_ERROR("--eval-interval must be positive, got {}", a.eval_interval);
 }
 

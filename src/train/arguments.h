@@ -27,7 +27,7 @@ struct TrainingArgs {
   // batch and schedule
   int micro_batch_size = 8;
   int global_batch_size = 16;
-  int64_t train_iters = 300;
+  int64_t train_iters = 200;
   double lr = 1e-3;
   double min_lr = 1e-4;
   std::string lr_decay_style = "cosine";
@@ -53,6 +53,15 @@ struct TrainingArgs {
   int64_t eval_interval = 100;
   int64_t eval_iters = 10;
   int64_t exit_interval = 0;
+  double exit_duration_in_mins = 0;  // > 0: save (with --save) and exit after this long
+  bool exit_signal_handler = false;  // SIGTERM/SIGINT: save (with --save) at the end of the iteration, exit 0
+  // checkpointing
+  std::string save, load;
+  int64_t save_interval = 0;  // 0: save only at the end of training (and on exit)
+  bool async_save = false;
+  int ckpt_keep_last = 0;  // megatron.cpp extension: keep only the newest K iterations (0: all)
+  bool no_load_optim = false, no_load_rng = false;
+  bool finetune = false;  // --load weights only; iteration, samples and optimizer start fresh
   // data
   std::vector<std::string> data_path;  // Megatron's blend: "[weight] prefix ...", split by --split
   std::vector<std::string> train_data_path, valid_data_path, test_data_path;  // a blend per split

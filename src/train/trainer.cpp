@@ -23,6 +23,7 @@
 #include "parallel/distributed_data_parallel.h"
 #include "parallel/gather_params.h"
 #include "train/batch.h"
+#include "train/checkpointing.h"
 #include "train/data_setup.h"
 #include "train/flops.h"
 #include "train/log_line.h"
@@ -266,6 +267,14 @@ TrainResult pretrain_gpt(const TrainingArgs& args, std::FILE* log, const TrainOp
   scfg.hysteresis = args.hysteresis;
   GradScaler scaler(scfg);
   auto loss_scale = [&] { return args.fp16 ? scaler.scale() : 1.0; };
+  // Optimizer shards and the replicas that do not write them (plain AdamW: every DP rank holds a copy).
+  if (auto* adam = dynamic_cast<AdamWOptimizer*>(&optimizer)) adam->set_dp_replica(dp_rank);
+  TrainCheckpointer ckpt(args, cfg, groups, model.buffer(), optimizer, scaler, log0);
+  TrainProgress start;
+  start.seed = args.seed;
+  start = ckpt.load(start);
+  const uint64_t rng_seed = start.seed;  // dropout masks: the seed and the global microbatch counter
+  if (args.exit_signal_handler) install_exit_signal_handler();
 
   // Microbatches per rank and iteration; the loss gradient carries 1/(tokens x microbatches x
   // DP), so summing grads over DP gives the mean over the global batch (Megatron's 1/DP
@@ -283,11 +292,20 @@ TrainResult pretrain_gpt(const TrainingArgs& args, std::FILE* log, const TrainOp
   }
 
   TrainResult result;
-  int64_t consumed = 0, valid_consumed = 0, skipped_total = 0, nan_total = 0;
+  int64_t consumed = start.consumed_train_samples, valid_consumed = start.consumed_valid_samples;
+  int64_t skipped_total = 0, nan_total = 0;
   double interval_loss = 0, interval_norm = 0;
   int64_t interval_iters = 0, interval_steps = 0, last_eval = -1;
   auto t_interval = Clock::now();
-  int64_t iteration = 0;
+  int64_t iteration = start.iteration;
+  auto progress = [&] {
+    TrainProgress p;
+    p.iteration = iteration;
+    p.consumed_train_samples = consumed;
+    p.consumed_valid_samples = valid_consumed;
+    p.seed = rng_seed;
+    return p;
+  };
   while (iteration < args.train_iters) {
     ++iteration;
     model.buffer().zero_grads();
@@ -299,7 +317,7 @@ TrainResult pretrain_gpt(const TrainingArgs& args, std::FILE* log, const TrainOp
                           args.micro_batch_size, args.seq_length, dev);
       // The global microbatch index (which fixes dropout masks) is the one a single rank would
       // give the same samples.
-      ForwardContext ctx{true, args.seed, uint64_t((iteration - 1) * num_micro * dp_size + m * dp_size + dp_rank)};
+      ForwardContext ctx{true, rng_seed, uint64_t((iteration - 1) * num_micro * dp_size + m * dp_size + dp_rank)};
       GPTModel::Saved saved;
       if (args.eod_mask_loss) {
         // The fused loss needs dloss in the same pass: from the mask, known before the forward.
@@ -363,12 +381,26 @@ TrainResult pretrain_gpt(const TrainingArgs& args, std::FILE* log, const TrainOp
       }
     }
     if (iteration % args.log_interval == 0) t_interval = Clock::now();  // evaluation time excluded
-    if (args.exit_interval > 0 && iteration % args.exit_interval == 0) {
-      if (log0) fmt::print(log0, "> exiting at iteration {} (--exit-interval {})\n", iteration, args.exit_interval);
+    if (!args.save.empty() && args.save_interval > 0 && iteration % args.save_interval == 0) ckpt.save(progress());
+    // Exits (Megatron's): each saves a checkpoint with --save (after the loop) and ends with 0.
+    std::string exit_reason;
+    if (args.exit_signal_handler &&
+        groups.world().all_reduce_scalar(exit_signal_received() ? 1.0 : 0.0, ReduceOp::Max) > 0)
+      exit_reason = "a signal (--exit-signal-handler)";
+    if (args.exit_duration_in_mins > 0 &&
+        groups.world().all_reduce_scalar(seconds_since(t_start) / 60.0, ReduceOp::Max) > args.exit_duration_in_mins)
+      exit_reason = fmt::format("--exit-duration-in-mins {}", args.exit_duration_in_mins);
+    if (args.exit_interval > 0 && iteration % args.exit_interval == 0)
+      exit_reason = fmt::format("--exit-interval {}", args.exit_interval);
+    if (!exit_reason.empty()) {
+      if (log0) fmt::print(log0, "> exiting at iteration {} ({})\n", iteration, exit_reason);
       break;
     }
   }
   result.iterations = iteration;
+  if (!args.save.empty() && iteration > start.iteration && ckpt.last_saved_iteration() != iteration)
+    ckpt.save(progress());
+  ckpt.finalize();
   if (data.valid && args.eval_iters > 0 && last_eval != iteration) {
     double v = evaluate(model, *data.valid, args, valid_consumed, dev, dp);
     result.valid_losses.push_back(v);

@@ -1,0 +1,80 @@
+#pragma once
+// The trainer's side of checkpointing (--save/--load and friends): which pieces of the model
+// and optimizer go into a checkpoint, the small common state (iteration, consumed samples, loss
+// scaler, optimizer step, seed, arguments), and restoring them. The format itself (sharded,
+// reshardable, atomic, checksummed) is src/checkpoint/.
+//
+// Saved pieces, by global name, so a checkpoint saved under any TP/DP layout, with or without the
+// distributed optimizer, loads under any other:
+//   <param name>                     the model weights (model dtype)
+//   optimizer.exp_avg.<param name>   Adam's m (fp32)
+//   optimizer.exp_avg_sq.<param>     Adam's v (fp32)
+//   optimizer.master.<param name>    fp32 master weights, only when separate (bf16/fp16 models)
+// Dropout masks derive from the seed and the global microbatch counter, the LR from the
+// iteration, the data order from the consumed samples: nothing else needs saving to continue
+// bit for bit.
+#include <csignal>
+#include <cstdint>
+#include <cstdio>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <vector>
+
+#include "checkpoint/checkpoint.h"
+#include "model/config.h"
+#include "train/arguments.h"
+
+namespace mt {
+
+class ProcessGroups;
+class ParamAndGradBuffer;
+class MegatronOptimizer;
+class GradScaler;
+
+struct TrainProgress {
+  int64_t iteration = 0;
+  int64_t consumed_train_samples = 0, consumed_valid_samples = 0;
+  uint64_t seed = 0;  // the dropout seed
+};
+
+// The arguments as JSON (saved as common.json "args"), with the model sizes the run resolved
+// (ffn_hidden_size, max_position_embeddings, vocab_size, padded_vocab_size) from `cfg`.
+nlohmann::json args_to_json(const TrainingArgs& a, const GPTConfig& cfg);
+
+class TrainCheckpointer {
+ public:
+  TrainCheckpointer(const TrainingArgs& args, const GPTConfig& cfg, ProcessGroups& groups, ParamAndGradBuffer& buf,
+                    MegatronOptimizer& opt, GradScaler& scaler, std::FILE* log0);
+  ~TrainCheckpointer();
+
+  // --load: restores weights (and, unless --finetune/--no-load-optim, optimizer state and
+  // scaler) into the live buffers and returns where training continues. Without --load, or
+  // when the directory holds no checkpoint (a warning), `fresh` unchanged.
+  TrainProgress load(const TrainProgress& fresh);
+  // A checkpoint of the current state at p.iteration into --save (async with --async-save).
+  void save(const TrainProgress& p);
+  // --async-save: complete a save in flight (collective). No-op otherwise.
+  void finalize();
+  int64_t last_saved_iteration() const { return last_saved_; }
+
+ private:
+  std::vector<ShardedTensor> model_pieces(const std::string& prefix) const;
+  std::vector<ShardedTensor> optimizer_pieces() const;
+
+  const TrainingArgs& args_;
+  GPTConfig cfg_;
+  ProcessGroups& groups_;
+  ParamAndGradBuffer& buf_;
+  MegatronOptimizer& opt_;
+  GradScaler& scaler_;
+  std::FILE* log0_;
+  std::vector<FlatTensorLayout> layout_;
+  std::unique_ptr<AsyncCheckpointSaver> async_;
+  int64_t last_saved_ = -1;
+};
+
+// --exit-signal-handler: SIGTERM and SIGINT set a flag instead of killing the process.
+void install_exit_signal_handler();
+bool exit_signal_received();  // this process's flag (the trainer reduces it over the world)
+
+}  // namespace mt

@@ -1,0 +1,199 @@
+// Run under mpirun. Checkpoints in the training loop across layouts:
+//
+//   checkpoint_resume resume:tp2 resume:tp1:distopt ...
+//       under the named layout (tpN over the world, the rest data-parallel; :distopt the
+//       distributed optimizer; :bf16), 20 iterations straight equal 10 + save + load + 10 bit for
+//       bit: every loss and every final parameter (dropout on).
+//   checkpoint_resume reshard      (4 ranks)
+//       saves at iteration 10 under TP=2 x DP=2 with the distributed optimizer (fp32, no
+//       dropout), continues 10 iterations under that layout, and again from the same checkpoint
+//       under 1 rank, TP=4 and DP=4: every continuation loss within 1e-5 relative.
+#include <unistd.h>
+
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <string>
+
+#include "dist/mpi_communicator.h"
+#include "dist/process_groups.h"
+#include "train/trainer.h"
+
+using namespace mt;
+namespace fs = std::filesystem;
+
+namespace {
+
+TrainingArgs tiny() {
+  TrainingArgs a;
+  a.mock_data = true;
+  a.vocab_size = 250;  // padded to 256 under TP 1, 2 and 4 alike (32 x TP divides it)
+  a.make_vocab_size_divisible_by = 32;
+  a.num_layers = 2;
+  a.hidden_size = 32;
+  a.num_attention_heads = 4;
+  a.ffn_hidden_size = 64;
+  a.seq_length = 16;
+  a.micro_batch_size = 2;
+  a.global_batch_size = 8;
+  a.train_iters = 20;
+  a.lr = 1e-3;
+  a.min_lr = 1e-4;
+  a.lr_warmup_iters = 2;
+  a.log_interval = 1000;
+  a.eval_interval = 5;
+  a.eval_iters = 1;
+  a.device = "cpu";
+  a.ddp_bucket_size = 3000;  // several buckets, shard boundaries inside parameters
+  a.distributed_timeout_minutes = 2;
+  return a;
+}
+
+TrainingArgs with_layout(TrainingArgs a, const std::string& spec) {
+  const size_t p = spec.find("tp");
+  a.tensor_model_parallel_size = p == std::string::npos ? 1 : std::atoi(spec.c_str() + p + 2);
+  a.use_distributed_optimizer = spec.find(":distopt") != std::string::npos;
+  a.bf16 = spec.find(":bf16") != std::string::npos;
+  return a;
+}
+
+std::FILE* g_devnull = nullptr;
+
+TrainResult run(const TrainingArgs& a, ProcessGroups* groups = nullptr) {
+  TrainOptions o;
+  o.return_final_params = true;
+  o.groups = groups;
+  return pretrain_gpt(a, g_devnull, o);
+}
+
+// A directory every rank agrees on (rank 0's pid), empty.
+std::string shared_dir(const std::string& tag) {
+  auto w = dist::world();
+  const double pid = w->all_reduce_scalar(w->rank() == 0 ? double(::getpid()) : 0.0);
+  const fs::path p = fs::temp_directory_path() / ("mt_ckpt_" + tag + "_" + std::to_string(int64_t(pid)));
+  if (w->rank() == 0) fs::remove_all(p);
+  w->barrier();
+  return p.string();
+}
+
+int report(const std::string& what, int bad, double worst) {
+  auto w = dist::world();
+  const int all = int(w->all_reduce_scalar(double(bad)));
+  if (w->rank() == 0) std::printf("%-28s worst diff %.3g: %s\n", what.c_str(), worst, all ? "FAIL" : "ok");
+  return all ? 1 : 0;
+}
+
+int resume(const std::string& spec) {
+  const TrainingArgs a = with_layout(tiny(), spec);
+  const std::string dir = shared_dir("resume");
+  const TrainResult straight = run(a);
+  TrainingArgs first = a;
+  first.save = dir;
+  first.exit_interval = 10;
+  const TrainResult r1 = run(first);
+  TrainingArgs second = a;
+  second.load = dir;
+  const TrainResult r2 = run(second);
+  int bad = 0;
+  double worst = 0;
+  if (r1.train_losses.size() != 10 || r2.train_losses.size() != 10 || r2.iterations != 20) {
+    std::fprintf(stderr, "%s: %zu + %zu iterations\n", spec.c_str(), r1.train_losses.size(), r2.train_losses.size());
+    ++bad;
+  } else {
+    for (size_t i = 0; i < 20; ++i) {
+      const double got = i < 10 ? r1.train_losses[i] : r2.train_losses[i - 10];
+      worst = std::max(worst, std::abs(got - straight.train_losses[i]));
+      if (got != straight.train_losses[i]) {
+        std::fprintf(stderr, "%s: iteration %zu loss %.9g vs straight %.9g\n", spec.c_str(), i + 1, got,
+                     straight.train_losses[i]);
+        ++bad;
+      }
+    }
+  }
+  for (const auto& [name, p] : straight.final_params) {
+    if (r2.final_params.at(name) != p) {
+      std::fprintf(stderr, "%s: final %s differs\n", spec.c_str(), name.c_str());
+      ++bad;
+    }
+  }
+  auto w = dist::world();
+  w->barrier();
+  if (w->rank() == 0) fs::remove_all(dir);
+  return report("resume " + spec, bad, worst);
+}
+
+int reshard() {
+  auto w = dist::world();
+  if (w->size() != 4) {
+    std::fprintf(stderr, "reshard needs 4 ranks\n");
+    return 1;
+  }
+  TrainingArgs base = tiny();
+  base.hidden_dropout = base.attention_dropout = 0.0f;
+  const std::string dir = shared_dir("reshard");
+  TrainingArgs save = with_layout(base, "tp2:distopt");
+  save.save = dir;
+  save.exit_interval = 10;
+  run(save);
+  TrainingArgs cont = with_layout(base, "tp2:distopt");
+  cont.load = dir;
+  const TrainResult ref = run(cont);
+  int failures = 0;
+  auto compare = [&](const std::string& what, const TrainResult& got) {
+    int bad = 0;
+    double worst = 0;
+    if (got.train_losses.size() != ref.train_losses.size() || got.train_losses.size() != 10) {
+      std::fprintf(stderr, "%s: %zu iterations, reference %zu\n", what.c_str(), got.train_losses.size(),
+                   ref.train_losses.size());
+      ++bad;
+    } else {
+      for (size_t i = 0; i < ref.train_losses.size(); ++i) {
+        const double rel = std::abs(got.train_losses[i] - ref.train_losses[i]) / std::abs(ref.train_losses[i]);
+        worst = std::max(worst, rel);
+        if (!(rel <= 1e-5)) {
+          std::fprintf(stderr, "%s: iteration %zu loss %.9g vs tp2xdp2 %.9g\n", what.c_str(), i + 11,
+                       got.train_losses[i], ref.train_losses[i]);
+          ++bad;
+        }
+      }
+    }
+    failures += report(what, bad, worst);
+  };
+  {
+    ProcessGroups self(dist::self("world"), {});
+    TrainingArgs one = base;
+    one.load = dir;
+    compare("tp2xdp2:distopt -> 1 rank", run(one, &self));
+  }
+  TrainingArgs tp4 = with_layout(base, "tp4");
+  tp4.load = dir;
+  compare("tp2xdp2:distopt -> tp4", run(tp4));
+  TrainingArgs dp4 = with_layout(base, "tp1");
+  dp4.load = dir;
+  compare("tp2xdp2:distopt -> dp4", run(dp4));
+  w->barrier();
+  if (w->rank() == 0) fs::remove_all(dir);
+  return failures;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  dist::init(true);
+  g_devnull = std::fopen("/dev/null", "w");
+  int failures = 0;
+  for (int i = 1; i < argc; ++i) {
+    const std::string arg = argv[i];
+    if (arg == "reshard")
+      failures += reshard();
+    else if (arg.rfind("resume:", 0) == 0)
+      failures += resume(arg.substr(7));
+    else {
+      std::fprintf(stderr, "unknown test '%s'\n", arg.c_str());
+      ++failures;
+    }
+  }
+  std::fclose(g_devnull);
+  return failures ? 1 : 0;
+}
