@@ -6,6 +6,7 @@
 // consecutive elements (the four words of block i/4), the same numbers philox_uniform gives.
 #include <algorithm>
 #include <cmath>
+#include <type_traits>
 
 #include "core/rng.h"
 #include "kernels/cpu/cpu_ops.h"
@@ -22,39 +23,48 @@ constexpr float kGeluCoeff = 0.044715f;
 // per element and dominated the MLP's time). exp(2u) = inf gives 1, exp(2u) = 0 gives -1.
 inline f32x4 tanh4(f32x4 u) { return splat(1.0f) - splat(2.0f) / (exp4(u + u) + splat(1.0f)); }
 
-// Applies f to x in 4-lane chunks (a zero-padded tail), writing y; T is the storage type.
-template <class T, class F>
-void map4(const T* x, T* y, int64_t n, F f) {
-  const int64_t chunks = (n + 3) / 4;
-#pragma omp parallel for schedule(static)
-  for (int64_t c = 0; c < chunks; ++c) {
-    const int64_t i0 = c * 4, m = std::min<int64_t>(4, n - i0);
-    float in[4] = {0, 0, 0, 0}, out[4];
-    for (int64_t k = 0; k < m; ++k) in[k] = to_f32(x[i0 + k]);
-    store4(out, f(load4(in), i0));
-    for (int64_t k = 0; k < m; ++k) y[i0 + k] = from_f32<T>(out[k]);
+// Four lanes of p[i0..] as fp32; a short tail (n - i0 < 4) is zero-padded.
+template <class T>
+inline f32x4 load_lanes(const T* p, int64_t i0, int64_t n) {
+  if constexpr (std::is_same_v<T, float>) {
+    if (i0 + 4 <= n) return load4(p + i0);
   }
+  float v[4] = {0, 0, 0, 0};
+  for (int64_t k = 0; k < 4 && i0 + k < n; ++k) v[k] = to_f32(p[i0 + k]);
+  return load4(v);
+}
+
+template <class T>
+inline void store_lanes(T* p, int64_t i0, int64_t n, f32x4 v) {
+  if constexpr (std::is_same_v<T, float>) {
+    if (i0 + 4 <= n) return store4(p + i0, v);
+  }
+  float o[4];
+  store4(o, v);
+  for (int64_t k = 0; k < 4 && i0 + k < n; ++k) p[i0 + k] = from_f32<T>(o[k]);
 }
 
 template <class T>
 void gelu_forward_t(const T* x, T* y, int64_t n) {
-  map4(x, y, n, [](f32x4 v, int64_t) {
+#pragma omp parallel for schedule(static)
+  for (int64_t i0 = 0; i0 < n; i0 += 4) {
+    const f32x4 v = load_lanes(x, i0, n);
     const f32x4 u = splat(kSqrt2OverPi) * (v + splat(kGeluCoeff) * v * v * v);
-    return splat(0.5f) * v * (splat(1.0f) + tanh4(u));
-  });
+    store_lanes(y, i0, n, splat(0.5f) * v * (splat(1.0f) + tanh4(u)));
+  }
 }
 
+// dx may alias dy: each chunk reads its dy before writing the same elements.
 template <class T>
 void gelu_backward_t(const T* dy, const T* x, T* dx, int64_t n) {
-  // dx may alias dy: each chunk reads its dy before writing the same elements.
-  map4(x, dx, n, [dy, n](f32x4 v, int64_t i0) {
-    float g[4] = {0, 0, 0, 0};
-    for (int64_t k = 0; k < 4 && i0 + k < n; ++k) g[k] = to_f32(dy[i0 + k]);
+#pragma omp parallel for schedule(static)
+  for (int64_t i0 = 0; i0 < n; i0 += 4) {
+    const f32x4 v = load_lanes(x, i0, n), g = load_lanes(dy, i0, n);
     const f32x4 u = splat(kSqrt2OverPi) * (v + splat(kGeluCoeff) * v * v * v);
     const f32x4 t = tanh4(u);
     const f32x4 du = splat(kSqrt2OverPi) * (splat(1.0f) + splat(3.0f * kGeluCoeff) * v * v);
-    return load4(g) * (splat(0.5f) * (splat(1.0f) + t) + splat(0.5f) * v * (splat(1.0f) - t * t) * du);
-  });
+    store_lanes(dx, i0, n, g * (splat(0.5f) * (splat(1.0f) + t) + splat(0.5f) * v * (splat(1.0f) - t * t) * du));
+  }
 }
 
 template <class T>
