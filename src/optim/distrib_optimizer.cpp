@@ -64,20 +64,7 @@ StepStats DistributedOptimizer::step(double lr, double loss_scale) {
     st.skipped = true;
     return st;
   }
-  st.grad_norm = std::sqrt(sq) * inv_scale;
-  double coeff = 1.0;
-  if (cfg_.clip_grad > 0.0) {
-    double c = cfg_.clip_grad / (st.grad_norm + 1e-6);
-    if (c < 1.0) coeff = c;
-  }
-  ++step_;
-  AdamWParams ap;
-  ap.lr = float(lr);
-  ap.beta1 = float(cfg_.beta1);
-  ap.beta2 = float(cfg_.beta2);
-  ap.eps = float(cfg_.eps);
-  ap.step = step_;
-  ap.grad_scale = float(inv_scale * coeff);
+  AdamWParams ap = adamw_step_params(cfg_, lr, ++step_, inv_scale, sq, st);
   const Tensor& params = buf_.params();
   for (const Piece& pc : pieces_) {
     ap.weight_decay = buf_.info(pc.param).no_weight_decay ? 0.0f : float(cfg_.weight_decay);

@@ -8,6 +8,24 @@
 
 namespace mt {
 
+AdamWParams adamw_step_params(const OptimizerConfig& cfg, double lr, int64_t step, double inv_scale,
+                              double sum_squares, StepStats& st) {
+  st.grad_norm = std::sqrt(sum_squares) * inv_scale;
+  double coeff = 1.0;
+  if (cfg.clip_grad > 0.0) {
+    double c = cfg.clip_grad / (st.grad_norm + 1e-6);
+    if (c < 1.0) coeff = c;
+  }
+  AdamWParams ap;
+  ap.lr = float(lr);
+  ap.beta1 = float(cfg.beta1);
+  ap.beta2 = float(cfg.beta2);
+  ap.eps = float(cfg.eps);
+  ap.step = step;
+  ap.grad_scale = float(inv_scale * coeff);
+  return ap;
+}
+
 double local_grad_sum_squares(const ParamAndGradBuffer& buf, int64_t lo, int64_t hi, const GradNormGroups& g) {
   const Tensor& grads = buf.main_grads();
   // tp rank 0 counts everything it holds: one pass over the range (padding is zero).
@@ -54,20 +72,7 @@ StepStats AdamWOptimizer::step(double lr, double loss_scale) {
     st.skipped = true;
     return st;
   }
-  st.grad_norm = std::sqrt(sq) * inv_scale;
-  double coeff = 1.0;
-  if (cfg_.clip_grad > 0.0) {
-    double c = cfg_.clip_grad / (st.grad_norm + 1e-6);
-    if (c < 1.0) coeff = c;
-  }
-  ++step_;
-  AdamWParams ap;
-  ap.lr = float(lr);
-  ap.beta1 = float(cfg_.beta1);
-  ap.beta2 = float(cfg_.beta2);
-  ap.eps = float(cfg_.eps);
-  ap.step = step_;
-  ap.grad_scale = float(inv_scale * coeff);
+  AdamWParams ap = adamw_step_params(cfg_, lr, ++step_, inv_scale, sq, st);
   for (const auto& info : buf_.infos()) {
     ap.weight_decay = info.no_weight_decay ? 0.0f : float(cfg_.weight_decay);
     Shape s{info.numel};

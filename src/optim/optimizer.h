@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "dist/communicator.h"
+#include "kernels/optimizer.h"
 #include "model/param_buffer.h"
 
 namespace mt {
@@ -68,6 +69,12 @@ class MegatronOptimizer {
 // flat buffer; duplicates of tensor-parallel replicated parameters skipped off tp rank 0), and
 // whether they are all finite.
 double local_grad_sum_squares(const ParamAndGradBuffer& buf, int64_t lo, int64_t hi, const GradNormGroups& g);
+
+// From the global sum of squares of the (scaled) grads: fills st.grad_norm (unscaled) and
+// returns the AdamW hyper-parameters of step `step`, with 1/loss_scale and the --clip-grad
+// coefficient folded into grad_scale. Shared by AdamWOptimizer and DistributedOptimizer.
+AdamWParams adamw_step_params(const OptimizerConfig& cfg, double lr, int64_t step, double inv_scale,
+                              double sum_squares, StepStats& st);
 
 class AdamWOptimizer : public MegatronOptimizer {
  public:
