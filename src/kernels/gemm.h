@@ -14,4 +14,22 @@ void gemm(const Tensor& a, bool trans_a, const Tensor& b, bool trans_b, const Te
 // db_accum[c] += sum_n dy[n, c]  (dy: [N, C] any float dtype; db_accum fp32 [C]).
 void bias_grad_accumulate(const Tensor& dy, const Tensor& db_accum, Stream s = {});
 
+// GEMM with the MLP's GeLU (activation.h's tanh GeLU) fused in. Each is, by definition, the
+// sequence of ops in its brackets; on CUDA with bf16/fp16 operands it runs as one cuBLASLt
+// matmul with a GeLU epilogue (whose GeLU is the same tanh approximation), saving the separate
+// elementwise pass: forward one read of pre, backward a read and a write of dpre and, with
+// db_accum, the bias-gradient read of dpre. Elsewhere (CPU, fp32, a shape cuBLASLt cannot fuse,
+// MT_GEMM_FUSE_GELU=0) the bracketed sequence runs. A, B: as gemm's; pre, y, dpre: [m, n] in
+// A's dtype, distinct tensors; bias: A's dtype or fp32 [n]; db_accum: fp32 [n].
+// Returns whether the fused epilogue ran.
+//
+// fc1 forward:  pre = op(A) op(B) (+ bias);  y = gelu(pre).
+//   [gemm(a, ta, b, tb, pre, 1, 0, bias); gelu_forward(pre, y)]
+bool gemm_bias_gelu(const Tensor& a, bool trans_a, const Tensor& b, bool trans_b, const Tensor* bias,
+                    const Tensor& pre, const Tensor& y, Stream s = {});
+// fc2 dgrad:    dpre = (op(A) op(B)) * gelu'(pre);  db_accum += column sums of dpre (fc1's bias grad).
+//   [gemm(a, ta, b, tb, dpre); gelu_backward(dpre, pre, dpre); bias_grad_accumulate(dpre, *db_accum)]
+bool gemm_dgelu(const Tensor& a, bool trans_a, const Tensor& b, bool trans_b, const Tensor& pre,
+                const Tensor& dpre, const Tensor* db_accum = nullptr, Stream s = {});
+
 }  // namespace mt

@@ -36,29 +36,44 @@ void ColumnParallelLinear::init(float std, uint64_t seed) const {
   if (b_ >= 0) fill(buf_.param(b_), 0.0f);
 }
 
-Tensor ColumnParallelLinear::forward(const Tensor& x, Saved& s) const {
+const Tensor& ColumnParallelLinear::input(const Tensor& x, Saved& s) const {
   Tensor x2 = x.view({x.numel() / in_, in_});
   s.x = par_.sequence_parallel && par_.tp_size() > 1 ? gather_tokens(x2, *par_.tp) : x2;
-  const int64_t n = s.x.size(0);
+  return s.x;
+}
+
+Tensor ColumnParallelLinear::forward(const Tensor& x, Saved& s) const {
+  const int64_t n = input(x, s).size(0);
   Tensor y = Tensor::empty({n, out_}, x.dtype(), x.device());
   Tensor b = b_ >= 0 ? buf_.param(b_) : Tensor();
   gemm(s.x, false, buf_.param(w_), true, y, 1.0f, 0.0f, b_ >= 0 ? &b : nullptr);
   return y;
 }
 
-Tensor ColumnParallelLinear::backward(const Tensor& dy, Saved& s) const {
+Tensor ColumnParallelLinear::forward_gelu(const Tensor& x, Saved& s, Tensor* pre) const {
+  const int64_t n = input(x, s).size(0);
+  *pre = Tensor::empty({n, out_}, x.dtype(), x.device());
+  Tensor y = Tensor::empty({n, out_}, x.dtype(), x.device());
+  Tensor b = b_ >= 0 ? buf_.param(b_) : Tensor();
+  gemm_bias_gelu(s.x, false, buf_.param(w_), true, b_ >= 0 ? &b : nullptr, *pre, y);
+  return y;
+}
+
+Tensor ColumnParallelLinear::backward(const Tensor& dy, Saved& s, bool bias_grad) const {
   const int64_t n = s.x.size(0);
   Tensor dy2 = dy.view({n, out_});
   Tensor dx = Tensor::empty({n, in_}, s.x.dtype(), s.x.device());
   gemm(dy2, false, buf_.param(w_), false, dx);             // dx = dy W (partial over TP)
   gemm(dy2, true, s.x, false, buf_.grad(w_), 1.0f, 1.0f);  // dW += dy^T x
-  if (b_ >= 0) bias_grad_accumulate(dy2, buf_.grad(b_));
+  if (b_ >= 0 && bias_grad) bias_grad_accumulate(dy2, buf_.grad(b_));
   s = Saved{};
   if (par_.tp_size() == 1) return dx;
   if (par_.sequence_parallel) return reduce_scatter_tokens(dx, *par_.tp);
   par_.tp->all_reduce(dx);
   return dx;
 }
+
+Tensor ColumnParallelLinear::bias_grad() const { return b_ >= 0 ? buf_.grad(b_) : Tensor(); }
 
 RowParallelLinear::RowParallelLinear(ParamAndGradBuffer& buf, const std::string& prefix, int in, int out,
                                      const ModelParallelConfig& par, bool bias)
@@ -93,13 +108,17 @@ Tensor RowParallelLinear::forward(const Tensor& x, Saved& s) const {
   return y;
 }
 
-Tensor RowParallelLinear::backward(const Tensor& dy, Saved& s) const {
+Tensor RowParallelLinear::backward(const Tensor& dy, Saved& s, const GeluGrad* gelu) const {
   const int64_t n = s.x.size(0);
   Tensor dy_local = dy.view({dy.numel() / out_, out_});
   Tensor dy2 = par_.sequence_parallel && par_.tp_size() > 1 ? gather_tokens(dy_local, *par_.tp) : dy_local;
   MT_CHECK(dy2.size(0) == n, "RowParallelLinear backward: dy has {} tokens, input had {}", dy2.size(0), n);
   Tensor dx = Tensor::empty({n, in_}, s.x.dtype(), s.x.device());
-  gemm(dy2, false, buf_.param(w_), false, dx);
+  if (gelu)  // dx = (dy W) * gelu'(pre), db_accum += its column sums
+    gemm_dgelu(dy2, false, buf_.param(w_), false, gelu->pre.view({n, in_}), dx,
+               gelu->db_accum.defined() ? &gelu->db_accum : nullptr);
+  else
+    gemm(dy2, false, buf_.param(w_), false, dx);
   gemm(dy2, true, s.x, false, buf_.grad(w_), 1.0f, 1.0f);
   if (b_ >= 0) bias_grad_accumulate(dy_local, buf_.grad(b_));  // partial with sequence parallelism
   s = Saved{};

@@ -11,6 +11,10 @@
 //   is added once (by tp rank 0, before the reduction).
 // With TP = 1 both are exactly Linear (same kernel calls in the same order).
 //
+// The MLP fuses its GeLU into these two (gemm.h's gemm_bias_gelu / gemm_dgelu): fc1's forward_gelu
+// returns gelu(x W^T + b) and keeps the pre-activation, fc2's backward with a GeluGrad returns
+// dx * gelu'(pre) and adds fc1's bias gradient, so fc1's backward then skips its own.
+//
 // Sequence parallelism splits the flattened token dimension (row-major [B, T] tokens) into TP
 // contiguous chunks; every op outside the tensor-parallel regions is per token, so any
 // contiguous split works, and an all-gather restores the full [N, C] in order.
@@ -34,10 +38,16 @@ class ColumnParallelLinear {
                        const ModelParallelConfig& par, bool bias = true);
   void init(float std, uint64_t seed) const;
   Tensor forward(const Tensor& x, Saved& saved) const;   // -> [N, out/tp]
-  Tensor backward(const Tensor& dy, Saved& saved) const;  // -> dx like forward's x
+  // gelu(forward(x)); forward(x) itself goes to *pre ([N, out/tp]).
+  Tensor forward_gelu(const Tensor& x, Saved& saved, Tensor* pre) const;
+  // -> dx like forward's x; accumulates dW, and db unless `bias_grad` is false.
+  Tensor backward(const Tensor& dy, Saved& saved, bool bias_grad = true) const;
   int out_local() const { return out_; }
+  Tensor bias_grad() const;  // the bias's main grad (undefined without a bias)
 
  private:
+  const Tensor& input(const Tensor& x, Saved& saved) const;  // x as [N, in], gathered: saved.x
+
   ParamAndGradBuffer& buf_;
   ModelParallelConfig par_;
   ParamAndGradBuffer::Id w_, b_ = -1;
@@ -52,8 +62,14 @@ class RowParallelLinear {
   RowParallelLinear(ParamAndGradBuffer& buf, const std::string& prefix, int in, int out, const ModelParallelConfig& par,
                     bool bias = true);
   void init(float std, uint64_t seed) const;
+  // The GeLU between fc1 and this layer: pre is its input ([N, in/tp]); db_accum (may be
+  // undefined) receives the column sums of the returned dx * gelu'(pre).
+  struct GeluGrad {
+    Tensor pre, db_accum;
+  };
   Tensor forward(const Tensor& x, Saved& saved) const;    // [N, in/tp] -> [N, out] (or [N/tp, out])
-  Tensor backward(const Tensor& dy, Saved& saved) const;  // -> [N, in/tp]
+  // -> dx [N, in/tp], or dx * gelu'(gelu->pre) given `gelu`.
+  Tensor backward(const Tensor& dy, Saved& saved, const GeluGrad* gelu = nullptr) const;
 
  private:
   ParamAndGradBuffer& buf_;

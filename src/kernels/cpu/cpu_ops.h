@@ -13,6 +13,10 @@ namespace mt::cpu {
 void gemm(const Tensor& a, bool trans_a, const Tensor& b, bool trans_b, const Tensor& c, float alpha, float beta,
           const Tensor* bias);
 void bias_grad_accumulate(const Tensor& dy, const Tensor& db_accum);
+void gemm_bias_gelu(const Tensor& a, bool trans_a, const Tensor& b, bool trans_b, const Tensor* bias, const Tensor& pre,
+                    const Tensor& y);
+void gemm_dgelu(const Tensor& a, bool trans_a, const Tensor& b, bool trans_b, const Tensor& pre, const Tensor& dpre,
+                const Tensor* db_accum);
 
 void layernorm_forward(const Tensor& x, const Tensor& w, const Tensor& b, float eps, const Tensor& y,
                        const Tensor& mean, const Tensor& rstd);

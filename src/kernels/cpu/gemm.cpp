@@ -9,6 +9,9 @@
 // an OpenMP parallel region): every element sees the same arithmetic for any thread count. Each
 // tile re-packs its slices of A and B, ~1/tile of the FLOPs in extra traffic.
 //
+// gemm_bias_gelu / gemm_dgelu: the reference is the unfused sequence gemm.h defines them by,
+// each op run as itself (so the CPU model computes exactly what it did before they existed).
+//
 // bias_grad_accumulate: db[c] += sum_n dy[n, c]. Threads own blocks of columns and walk the
 // rows in order, so every column is summed in the same order for any thread count.
 
@@ -115,6 +118,19 @@ void bias_grad_t(const T* dy, float* db, int64_t N, int64_t C) {
 void bias_grad_accumulate(const Tensor& dy, const Tensor& db_accum) {
   const int64_t C = db_accum.numel(), N = C ? dy.numel() / C : 0;
   dispatch_float(dy.dtype(), [&](auto tag) { bias_grad_t(dy.data<decltype(tag)>(), db_accum.data<float>(), N, C); });
+}
+
+void gemm_bias_gelu(const Tensor& a, bool trans_a, const Tensor& b, bool trans_b, const Tensor* bias, const Tensor& pre,
+                    const Tensor& y) {
+  gemm(a, trans_a, b, trans_b, pre, 1.0f, 0.0f, bias);
+  gelu_forward(pre, y);
+}
+
+void gemm_dgelu(const Tensor& a, bool trans_a, const Tensor& b, bool trans_b, const Tensor& pre, const Tensor& dpre,
+                const Tensor* db_accum) {
+  gemm(a, trans_a, b, trans_b, dpre, 1.0f, 0.0f, nullptr);
+  gelu_backward(dpre, pre, dpre);
+  if (db_accum) bias_grad_accumulate(dpre, *db_accum);
 }
 
 }  // namespace mt::cpu

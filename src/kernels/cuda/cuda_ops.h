@@ -16,6 +16,10 @@ namespace mt::cuda {
 void gemm(const Tensor& a, bool trans_a, const Tensor& b, bool trans_b, const Tensor& c, float alpha,
           float beta, const Tensor* bias, Stream s);
 void bias_grad_accumulate(const Tensor& dy, const Tensor& db_accum, Stream s);
+bool gemm_bias_gelu(const Tensor& a, bool trans_a, const Tensor& b, bool trans_b, const Tensor* bias,
+                    const Tensor& pre, const Tensor& y, Stream s);
+bool gemm_dgelu(const Tensor& a, bool trans_a, const Tensor& b, bool trans_b, const Tensor& pre,
+                const Tensor& dpre, const Tensor* db_accum, Stream s);
 
 // layernorm.h
 void layernorm_forward(const Tensor& x, const Tensor& w, const Tensor& b, float eps, const Tensor& y,

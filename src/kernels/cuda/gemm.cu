@@ -8,6 +8,19 @@
 // pointer alignment; each device has one Lt handle and a 32 MiB workspace. Where cuBLASLt offers
 // no algorithm (unusual bias dtype, odd alignment) we fall back to cublasGemmEx plus a bias
 // kernel. MT_GEMM_BACKEND=cublas forces the fallback (for debugging).
+//
+// gemm_bias_gelu / gemm_dgelu (bf16/fp16) use cuBLASLt's GeLU epilogues, whose GeLU is the tanh
+// approximation of activation.h (tests/kernels/test_cuda_gemm_gelu.cpp tells it apart from erf):
+//   GELU_AUX_BIAS: D = gelu(op(A) op(B) + bias) is y, and the pre-activation is written to the
+//     aux matrix (pre, ld n, so n % 8 == 0);
+//   DGELU_BGRAD:   D = (op(A) op(B)) * gelu'(aux) is dpre, and the bias gradient, the sum of D
+//     over our rows (cuBLAS's columns), is *stored* in the bias vector: we give it a scratch
+//     vector (fp32 where cuBLASLt offers one, else D's dtype, rounded once from an fp32 sum) and
+//     add that into the fp32 main grad; where BGRAD has no algorithm, DGELU plus
+//     bias_grad_accumulate.
+// In the row-major-as-transposed view the aux matrix is pre^T [n, m] column-major with ld n,
+// exactly our row-major pre. fp32, odd n, k = 0 and shapes without an algorithm run the unfused
+// ops (once-per-shape warning); MT_GEMM_FUSE_GELU=0 turns the fusion off (for A/B timing).
 // Cost: 2 m n k FLOPs; H100 dense bf16 ~ 600-750 TFLOP/s achievable for large shapes, fp32
 // (no TF32) ~ 50 TFLOP/s.
 #include <cublasLt.h>
@@ -50,10 +63,13 @@ int alignment_of(const void* p) {
 struct PlanKey {
   int64_t m, n, k;
   bool ta, tb;
-  int ab_type, c_type, bias_type;  // bias_type -1: no bias
-  int align_a, align_b, align_c, align_bias;
+  int ab_type, c_type;
+  int epilogue;   // cublasLtEpilogue_t
+  int bias_type;  // the bias (or bias-gradient) vector's type; -1: none
+  int align_a, align_b, align_c, align_bias, align_aux;  // align_aux 0: no aux matrix
   auto tie() const {
-    return std::tie(m, n, k, ta, tb, ab_type, c_type, bias_type, align_a, align_b, align_c, align_bias);
+    return std::tie(m, n, k, ta, tb, ab_type, c_type, epilogue, bias_type, align_a, align_b, align_c, align_bias,
+                    align_aux);
   }
   bool operator<(const PlanKey& o) const { return tie() < o.tie(); }
 };
@@ -97,6 +113,14 @@ bool force_fallback() {
   return force;
 }
 
+bool gelu_fusion_enabled() {
+  static const bool on = [] {
+    const char* e = std::getenv("MT_GEMM_FUSE_GELU");
+    return !(e && std::strcmp(e, "0") == 0);
+  }();
+  return on && !force_fallback();
+}
+
 const char* type_name(int t) {
   switch (t) {
     case CUDA_R_32F: return "fp32";
@@ -106,18 +130,49 @@ const char* type_name(int t) {
   }
 }
 
-// The fallback is correct but may be slower (and rounds a half C twice when adding a bias):
-// say so once per shape. Seen on H100: a bf16/fp16 C with an fp32 bias has no Lt algorithm.
-void warn_fallback(const PlanKey& key, const char* why) {
-  std::fprintf(stderr,
-               "megatron: warning: cuBLASLt cannot run gemm %lldx%lldx%lld (trans_a %d, trans_b %d, A/B %s, C %s, "
-               "bias %s): %s; using cublasGemmEx\n",
-               (long long)key.m, (long long)key.n, (long long)key.k, int(key.ta), int(key.tb), type_name(key.ab_type),
-               type_name(key.c_type), type_name(key.bias_type), why);
+const char* epilogue_name(int e) {
+  switch (e) {
+    case CUBLASLT_EPILOGUE_DEFAULT: return "none";
+    case CUBLASLT_EPILOGUE_BIAS: return "BIAS";
+    case CUBLASLT_EPILOGUE_GELU_AUX: return "GELU_AUX";
+    case CUBLASLT_EPILOGUE_GELU_AUX_BIAS: return "GELU_AUX_BIAS";
+    case CUBLASLT_EPILOGUE_DGELU: return "DGELU";
+    case CUBLASLT_EPILOGUE_DGELU_BGRAD: return "DGELU_BGRAD";
+    default: return "?";
+  }
 }
 
-// Builds the cuBLASLt plan for `key` (the bias pointer is needed for its alignment).
-Plan make_plan(DeviceContext& ctx, const PlanKey& key, const void* bias) {
+// The fallback is correct but may be slower (and rounds a half C twice when adding a bias):
+// say so once per shape. Seen on H100: a bf16/fp16 C with an fp32 bias has no Lt algorithm.
+void warn_fallback(const PlanKey& key, const char* why, const char* instead) {
+  std::fprintf(stderr,
+               "megatron: warning: cuBLASLt cannot run gemm %lldx%lldx%lld (trans_a %d, trans_b %d, A/B %s, C %s, "
+               "epilogue %s, bias %s): %s; %s\n",
+               (long long)key.m, (long long)key.n, (long long)key.k, int(key.ta), int(key.tb), type_name(key.ab_type),
+               type_name(key.c_type), epilogue_name(key.epilogue), type_name(key.bias_type), why, instead);
+}
+
+PlanKey make_key(const Tensor& a, bool ta, const Tensor& b, bool tb, const Tensor& c, int64_t m, int64_t n, int64_t k,
+                 cublasLtEpilogue_t epilogue, int bias_type, const void* bias, const void* aux) {
+  return PlanKey{m,
+                 n,
+                 k,
+                 ta,
+                 tb,
+                 int(cuda_type(a.dtype())),
+                 int(cuda_type(c.dtype())),
+                 int(epilogue),
+                 bias_type,
+                 alignment_of(a.raw()),
+                 alignment_of(b.raw()),
+                 alignment_of(c.raw()),
+                 bias ? alignment_of(bias) : 0,
+                 aux ? alignment_of(aux) : 0};
+}
+
+// Builds the cuBLASLt plan for `key` (the bias and aux pointers are needed for their alignment).
+// `instead` (may be null: stay quiet) names what runs when there is no algorithm.
+Plan make_plan(DeviceContext& ctx, const PlanKey& key, const void* bias, const void* aux, const char* instead) {
   Plan plan;
   const cudaDataType_t ab = cudaDataType_t(key.ab_type), ct = cudaDataType_t(key.c_type);
   MT_CUBLAS_CHECK(cublasLtMatmulDescCreate(&plan.desc, CUBLAS_COMPUTE_32F, CUDA_R_32F));
@@ -125,13 +180,20 @@ Plan make_plan(DeviceContext& ctx, const PlanKey& key, const void* bias) {
   const cublasOperation_t op_a = key.tb ? CUBLAS_OP_T : CUBLAS_OP_N, op_b = key.ta ? CUBLAS_OP_T : CUBLAS_OP_N;
   MT_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(plan.desc, CUBLASLT_MATMUL_DESC_TRANSA, &op_a, sizeof(op_a)));
   MT_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(plan.desc, CUBLASLT_MATMUL_DESC_TRANSB, &op_b, sizeof(op_b)));
-  if (key.bias_type >= 0) {
-    const cublasLtEpilogue_t epi = CUBLASLT_EPILOGUE_BIAS;
-    const int32_t bt = key.bias_type;
+  const cublasLtEpilogue_t epi = cublasLtEpilogue_t(key.epilogue);
+  if (epi != CUBLASLT_EPILOGUE_DEFAULT)
     MT_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(plan.desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof(epi)));
+  if (key.bias_type >= 0) {
+    const int32_t bt = key.bias_type;
     MT_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(plan.desc, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bt, sizeof(bt)));
     MT_CUBLAS_CHECK(
         cublasLtMatmulDescSetAttribute(plan.desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof(bias)));
+  }
+  if (key.align_aux > 0) {  // the GeLU pre-activation: [n rows, m columns] column-major, ld n
+    const int64_t ld = key.n;
+    MT_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(plan.desc, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_LD, &ld, sizeof(ld)));
+    MT_CUBLAS_CHECK(
+        cublasLtMatmulDescSetAttribute(plan.desc, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER, &aux, sizeof(aux)));
   }
   // Column-major views: our B is [n, k] (op N) or [k, n] (op T) with ld = its row-major width.
   const uint64_t m = uint64_t(key.m), n = uint64_t(key.n), k = uint64_t(key.k);
@@ -162,10 +224,36 @@ Plan make_plan(DeviceContext& ctx, const PlanKey& key, const void* bias) {
   if (st == CUBLAS_STATUS_SUCCESS && found > 0 && result.state == CUBLAS_STATUS_SUCCESS) {
     plan.algo = result.algo;
     plan.ok = true;
-  } else {
-    warn_fallback(key, st == CUBLAS_STATUS_SUCCESS ? "no algorithm found" : cublasGetStatusString(st));
+  } else if (instead) {
+    warn_fallback(key, st == CUBLAS_STATUS_SUCCESS ? "no algorithm found" : cublasGetStatusString(st), instead);
   }
   return plan;
+}
+
+// C = alpha op(A) op(B) + beta C with `key`'s epilogue through cuBLASLt (D = C, in place).
+// Returns false, having launched nothing, where cuBLASLt has no algorithm for `key` (found out
+// once per key; `instead`, if not null, names the fallback in a warning then). Holds ctx.mu.
+bool lt_matmul(DeviceContext& ctx, const PlanKey& key, const Tensor& a, const Tensor& b, const Tensor& c, float alpha,
+               float beta, const void* bias, const void* aux, cudaStream_t st, const char* instead) {
+  auto it = ctx.plans.find(key);
+  if (it == ctx.plans.end()) it = ctx.plans.emplace(key, make_plan(ctx, key, bias, aux, instead)).first;
+  Plan& plan = it->second;
+  if (!plan.ok) return false;
+  if (bias)
+    MT_CUBLAS_CHECK(
+        cublasLtMatmulDescSetAttribute(plan.desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof(bias)));
+  if (aux)
+    MT_CUBLAS_CHECK(
+        cublasLtMatmulDescSetAttribute(plan.desc, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER, &aux, sizeof(aux)));
+  // cuBLAS "A" = our B, "B" = our A (see the top of this file).
+  const cublasStatus_t status = cublasLtMatmul(ctx.lt, plan.desc, &alpha, b.raw(), plan.la, a.raw(), plan.lb, &beta,
+                                               c.raw(), plan.lc, c.raw(), plan.lc, &plan.algo, ctx.workspace,
+                                               kWorkspaceBytes, st);
+  if (status == CUBLAS_STATUS_SUCCESS) return true;
+  if (status != CUBLAS_STATUS_NOT_SUPPORTED && status != CUBLAS_STATUS_INVALID_VALUE) MT_CUBLAS_CHECK(status);
+  if (instead) warn_fallback(key, cublasGetStatusString(status), instead);
+  plan.ok = false;  // remember: this key goes to the fallback from now on
+  return false;
 }
 
 // c[i, j] = (beta == 0 ? 0 : beta c[i, j]) + bias[j] (bias may be null): the k = 0 case, and the
@@ -203,6 +291,30 @@ void gemm_fallback(DeviceContext& ctx, const Tensor& a, bool trans_a, const Tens
   if (bias) scale_add_bias(c, bias, 1.0f, st);
 }
 
+// dst[i] += src[i]: a bias gradient from DGELU_BGRAD's scratch into the fp32 main grad.
+template <class T>
+__global__ void accumulate_kernel(float* dst, const T* src, int64_t n) {
+  const int64_t stride = int64_t(gridDim.x) * blockDim.x;
+  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += stride) dst[i] += to_float(src[i]);
+}
+
+void accumulate(const Tensor& dst, const Tensor& src, cudaStream_t st) {
+  const int64_t n = dst.numel();
+  dispatch_float(src.dtype(), [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    accumulate_kernel<T><<<grid_size(n, 256), 256, 0, st>>>(dst.data<float>(), static_cast<const T*>(src.raw()), n);
+  });
+  MT_CUDA_CHECK_LAUNCH();
+}
+
+// Whether a GeLU epilogue may be tried: half operands (fp32 keeps the unfused kernels, so fp32
+// GPU runs stay comparable with the CPU op for op), an aux ld cuBLASLt accepts, a non-empty
+// product that fits its int32 sizes.
+bool gelu_fusable(const Tensor& a, int64_t m, int64_t n, int64_t k) {
+  return gelu_fusion_enabled() && a.dtype() != DType::F32 && k > 0 && n % 8 == 0 && m <= INT32_MAX &&
+         n <= INT32_MAX && k <= INT32_MAX;
+}
+
 }  // namespace
 
 void gemm(const Tensor& a, bool trans_a, const Tensor& b, bool trans_b, const Tensor& c, float alpha, float beta,
@@ -219,39 +331,74 @@ void gemm(const Tensor& a, bool trans_a, const Tensor& b, bool trans_b, const Te
   MT_CHECK(m <= INT32_MAX && n <= INT32_MAX && k <= INT32_MAX, "gemm: {}x{}x{} too large", m, n, k);
   DeviceContext& ctx = context(device);
   std::lock_guard<std::mutex> lock(ctx.mu);
-  if (force_fallback()) {
-    gemm_fallback(ctx, a, trans_a, b, trans_b, c, alpha, beta, bias, m, n, k, st);
-    return;
-  }
-  const void* bias_ptr = bias ? bias->raw() : nullptr;
-  const PlanKey key{m,
-                    n,
-                    k,
-                    trans_a,
-                    trans_b,
-                    int(cuda_type(a.dtype())),
-                    int(cuda_type(c.dtype())),
-                    bias ? int(cuda_type(bias->dtype())) : -1,
-                    alignment_of(a.raw()),
-                    alignment_of(b.raw()),
-                    alignment_of(c.raw()),
-                    bias ? alignment_of(bias_ptr) : 0};
-  auto it = ctx.plans.find(key);
-  if (it == ctx.plans.end()) it = ctx.plans.emplace(key, make_plan(ctx, key, bias_ptr)).first;
-  Plan& plan = it->second;
-  if (plan.ok) {
-    if (bias)
-      MT_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(plan.desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias_ptr,
-                                                     sizeof(bias_ptr)));
-    const cublasStatus_t status = cublasLtMatmul(ctx.lt, plan.desc, &alpha, b.raw(), plan.la, a.raw(), plan.lb, &beta,
-                                                 c.raw(), plan.lc, c.raw(), plan.lc, &plan.algo, ctx.workspace,
-                                                 kWorkspaceBytes, st);
-    if (status == CUBLAS_STATUS_SUCCESS) return;
-    if (status != CUBLAS_STATUS_NOT_SUPPORTED && status != CUBLAS_STATUS_INVALID_VALUE) MT_CUBLAS_CHECK(status);
-    warn_fallback(key, cublasGetStatusString(status));
-    plan.ok = false;  // remember: this shape goes to the fallback from now on
+  if (!force_fallback()) {
+    const void* bias_ptr = bias ? bias->raw() : nullptr;
+    const PlanKey key = make_key(a, trans_a, b, trans_b, c, m, n, k,
+                                 bias ? CUBLASLT_EPILOGUE_BIAS : CUBLASLT_EPILOGUE_DEFAULT,
+                                 bias ? int(cuda_type(bias->dtype())) : -1, bias_ptr, nullptr);
+    if (lt_matmul(ctx, key, a, b, c, alpha, beta, bias_ptr, nullptr, st, "using cublasGemmEx")) return;
   }
   gemm_fallback(ctx, a, trans_a, b, trans_b, c, alpha, beta, bias, m, n, k, st);
+}
+
+bool gemm_bias_gelu(const Tensor& a, bool trans_a, const Tensor& b, bool trans_b, const Tensor* bias,
+                    const Tensor& pre, const Tensor& y, Stream s) {
+  const int64_t m = pre.size(0), n = pre.size(1), k = trans_a ? a.size(0) : a.size(1);
+  if (m == 0 || n == 0) return false;
+  const int device = pre.device().index;
+  CudaDeviceGuard guard(device);
+  if (gelu_fusable(a, m, n, k)) {
+    DeviceContext& ctx = context(device);
+    std::lock_guard<std::mutex> lock(ctx.mu);
+    const void* bias_ptr = bias ? bias->raw() : nullptr;
+    const PlanKey key = make_key(a, trans_a, b, trans_b, y, m, n, k,
+                                 bias ? CUBLASLT_EPILOGUE_GELU_AUX_BIAS : CUBLASLT_EPILOGUE_GELU_AUX,
+                                 bias ? int(cuda_type(bias->dtype())) : -1, bias_ptr, pre.raw());
+    if (lt_matmul(ctx, key, a, b, y, 1.0f, 0.0f, bias_ptr, pre.raw(), stream_of(s),
+                  "running gemm and gelu_forward separately"))
+      return true;
+  }
+  gemm(a, trans_a, b, trans_b, pre, 1.0f, 0.0f, bias, s);
+  gelu_forward(pre, y, s);
+  return false;
+}
+
+bool gemm_dgelu(const Tensor& a, bool trans_a, const Tensor& b, bool trans_b, const Tensor& pre, const Tensor& dpre,
+                const Tensor* db_accum, Stream s) {
+  const int64_t m = dpre.size(0), n = dpre.size(1), k = trans_a ? a.size(0) : a.size(1);
+  if (m == 0 || n == 0) return false;
+  const int device = dpre.device().index;
+  CudaDeviceGuard guard(device);
+  const cudaStream_t st = stream_of(s);
+  if (gelu_fusable(a, m, n, k)) {
+    DeviceContext& ctx = context(device);
+    std::unique_lock<std::mutex> lock(ctx.mu);
+    if (db_accum) {
+      // BGRAD stores its sum: into a scratch vector (kept alive until `accumulate` is queued).
+      for (DType t : {DType::F32, a.dtype()}) {
+        Tensor scratch = Tensor::empty({n}, t, dpre.device());
+        const PlanKey key = make_key(a, trans_a, b, trans_b, dpre, m, n, k, CUBLASLT_EPILOGUE_DGELU_BGRAD,
+                                     int(cuda_type(t)), scratch.raw(), pre.raw());
+        if (lt_matmul(ctx, key, a, b, dpre, 1.0f, 0.0f, scratch.raw(), pre.raw(), st, nullptr)) {
+          lock.unlock();
+          accumulate(*db_accum, scratch, st);
+          return true;
+        }
+      }
+    }
+    const PlanKey key =
+        make_key(a, trans_a, b, trans_b, dpre, m, n, k, CUBLASLT_EPILOGUE_DGELU, -1, nullptr, pre.raw());
+    if (lt_matmul(ctx, key, a, b, dpre, 1.0f, 0.0f, nullptr, pre.raw(), st,
+                  "running gemm and gelu_backward separately")) {
+      lock.unlock();
+      if (db_accum) bias_grad_accumulate(dpre, *db_accum, s);
+      return true;
+    }
+  }
+  gemm(a, trans_a, b, trans_b, dpre, 1.0f, 0.0f, nullptr, s);
+  gelu_backward(dpre, pre, dpre, s);
+  if (db_accum) bias_grad_accumulate(dpre, *db_accum, s);
+  return false;
 }
 
 }  // namespace mt::cuda
