@@ -59,6 +59,9 @@ void add_train_flags(CLI::App& app, TrainingArgs& a) {
 
   g = "Logging and evaluation";
   app.add_option("--log-interval", a.log_interval, "Iterations between log lines")->capture_default_str()->group(g);
+  app.add_option("--timing-log-level", a.timing_log_level,
+                 "1: after each log line, the time this rank spent in collectives per group (ms per iteration)")
+      ->check(CLI::Range(0, 2))->capture_default_str()->group(g);
   app.add_option("--eval-interval", a.eval_interval, "Iterations between evaluations")->capture_default_str()->group(g);
   app.add_option("--eval-iters", a.eval_iters, "Global batches per evaluation")->capture_default_str()->group(g);
   app.add_option("--exit-interval", a.exit_interval, "Exit when the iteration is a multiple of this (0: off)")
@@ -123,9 +126,11 @@ void add_train_flags(CLI::App& app, TrainingArgs& a) {
   app.add_flag("--use-distributed-optimizer", a.use_distributed_optimizer,
                "Shard fp32 master weights and Adam state across data-parallel ranks (ZeRO-1)")->group(g);
   app.add_flag("--overlap-grad-reduce", a.overlap_grad_reduce,
-               "Accepted; gradients are still reduced after the last backward (no overlap yet)")->group(g);
+               "Start each gradient bucket's data-parallel reduction during backward, as soon as its grads are "
+               "final (GPU/NCCL: on a side stream)")->group(g);
   app.add_flag("--overlap-param-gather", a.overlap_param_gather,
-               "Accepted; parameters are still gathered right after the step (no overlap yet)")->group(g);
+               "With --use-distributed-optimizer: leave the parameter all-gathers in flight after the step; each "
+               "module's forward waits for its own bucket")->group(g);
   app.add_option("--ddp-bucket-size", a.ddp_bucket_size,
                  "Gradient bucket size in elements (0: max(40M, 1M x data-parallel size))")
       ->capture_default_str()->group(g);

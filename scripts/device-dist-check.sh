@@ -3,6 +3,7 @@
 # rank) train like one GPU. Prints the loss of every run side by side and the largest relative
 # difference from the one-GPU run.
 #   BUILD_DIR=build-gpu scripts/device-dist-check.sh   (after scripts/device-test.sh built megatron)
+# DP=2 runs with and without --overlap-grad-reduce --overlap-param-gather (side-stream NCCL).
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 bin=${BUILD_DIR:-build-gpu}/megatron
@@ -13,12 +14,15 @@ common=(train --device cuda --mock-data --vocab-size 1000 --num-layers 2 --hidde
 "$bin" "${common[@]}" > one.log 2>&1 || { tail one.log; exit 1; }
 "${mpi[@]}" "$bin" "${common[@]}" > dp2.log 2>&1 || { tail -30 dp2.log; exit 1; }
 "${mpi[@]}" "$bin" "${common[@]}" --use-distributed-optimizer --ddp-bucket-size 20000 > dp2opt.log 2>&1 || { tail -30 dp2opt.log; exit 1; }
+"${mpi[@]}" "$bin" "${common[@]}" --use-distributed-optimizer --ddp-bucket-size 20000 --overlap-grad-reduce \
+  --overlap-param-gather > dp2overlap.log 2>&1 || { tail -30 dp2overlap.log; exit 1; }
 "${mpi[@]}" "$bin" "${common[@]}" --tensor-model-parallel-size 2 > tp2.log 2>&1 || { tail -30 tp2.log; exit 1; }
 "${mpi[@]}" "$bin" "${common[@]}" --tensor-model-parallel-size 2 --sequence-parallel > tp2sp.log 2>&1 || { tail -30 tp2sp.log; exit 1; }
 grep -E "parallel layout|weights" dp2opt.log tp2sp.log
-runs=(one dp2 dp2opt tp2 tp2sp)
+runs=(one dp2 dp2opt dp2overlap tp2 tp2sp)
 for f in "${runs[@]}"; do grep -oE "lm loss: [0-9.E+-]+" $f.log | awk '{print $3}' > $f.loss; done
 echo "${runs[*]}"
 paste $(for f in "${runs[@]}"; do echo $f.loss; done) | awk '{
   for (i = 2; i <= NF; ++i) { d = ($i - $1) / $1; if (d < 0) d = -d; if (d > m[i]) m[i] = d }
-  print } END { printf "max rel diff from one GPU:"; for (i = 2; i <= NF; ++i) printf " %.3g", m[i]; print "" }'
+  print } END { printf "max rel diff from one GPU:"; for (i = 2; i <= NF; ++i) printf " %.3g", m[i]; print "";
+  for (i = 2; i <= NF; ++i) if (m[i] > tol) { print "FAIL: above " tol; exit 1 } }' tol="${TOL:-1e-3}"

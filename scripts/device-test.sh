@@ -10,6 +10,7 @@
 #   TRAIN=0 SANITIZE=0 BENCH=0                 # skip the training check, sanitizer, benchmarks
 #   BENCH_MODELS="124m 350m 1.3b"              # benchmark models (bench/gpt_gpu_vs_pytorch.py)
 #   DIST=0                                     # skip the 2-GPU NCCL layout check (runs when >= 2 GPUs)
+#   MULTI_BENCH="dp tp"                        # 2-GPU benchmarks (bench/gpt_multi_gpu.py), when >= 2 GPUs
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -103,12 +104,27 @@ if [[ "${DIST:-1}" == 1 && "$ngpu" -ge 2 ]]; then
   section "NCCL: DP=2, DP=2 + distributed optimizer, TP=2, TP=2 + SP vs one GPU (fp32, then bf16)"
   BUILD_DIR="$BUILD_DIR" bash scripts/device-dist-check.sh 2>&1 | tee "$LOG_DIR/dist_fp32.log" || status=1
   BUILD_DIR="$BUILD_DIR" bash scripts/device-dist-check.sh --bf16 2>&1 | tee "$LOG_DIR/dist_bf16.log" || status=1
+  section "NCCL: a rank killed or stopped mid-run ends the job within --distributed-timeout-minutes"
+  for mode in kill stop; do
+    DEVICE=cuda bash tests/parallel/rank_failure.sh $mode "$bin" mpirun --allow-run-as-root --oversubscribe \
+      -x NCCL_NVLS_ENABLE=0 2>&1 | tee "$LOG_DIR/rank_failure_$mode.log" || status=1
+  done
 fi
 if [[ "${BENCH:-1}" == 1 ]]; then
   for m in ${BENCH_MODELS:-124m}; do
     section "benchmark $m: megatron.cpp vs PyTorch torch.compile"
     python3 bench/gpt_gpu_vs_pytorch.py --model "$m" --build-dir "$BUILD_DIR" 2>&1 | tee "$LOG_DIR/bench_$m.log" \
       || status=1
+  done
+  section "time to the first iteration, GPT 1.3B"
+  python3 bench/time_to_first_iteration.py --model 1.3b --build-dir "$BUILD_DIR" 2>&1 \
+    | tee "$LOG_DIR/bench_first_iteration.log" || status=1
+fi
+if [[ "${BENCH:-1}" == 1 && "$ngpu" -ge 2 ]]; then
+  for mode in ${MULTI_BENCH:-dp tp}; do
+    section "benchmark on 2 GPUs: $mode"
+    OUT="$LOG_DIR" python3 bench/gpt_multi_gpu.py --mode "$mode" --build-dir "$BUILD_DIR" 2>&1 \
+      | tee "$LOG_DIR/bench_multi_$mode.log" || status=1
   done
 fi
 echo "logs: $LOG_DIR"

@@ -3,6 +3,26 @@
 #include "core/error.h"
 
 namespace mt {
+namespace {
+struct DoneHandle final : CommHandle {
+  void wait() override {}
+};
+}  // namespace
+
+std::unique_ptr<CommHandle> Communicator::all_reduce_async(const Tensor& t, ReduceOp op) {
+  all_reduce(t, op);
+  return std::make_unique<DoneHandle>();
+}
+
+std::unique_ptr<CommHandle> Communicator::reduce_scatter_async(const Tensor& in, const Tensor& out, ReduceOp op) {
+  reduce_scatter(in, out, op);
+  return std::make_unique<DoneHandle>();
+}
+
+std::unique_ptr<CommHandle> Communicator::all_gather_async(const Tensor& in, const Tensor& out) {
+  all_gather(in, out);
+  return std::make_unique<DoneHandle>();
+}
 
 void SelfCommunicator::reduce_scatter(const Tensor& in, const Tensor& out, ReduceOp) {
   MT_CHECK(in.numel() == out.numel(), "reduce_scatter on {}: in {} / out {}", name_, in.str(), out.str());

@@ -1,8 +1,8 @@
 #pragma once
 // Communicator: collectives over a group of ranks (Megatron/torch.distributed's process group).
 // One interface, one implementation per backend: MpiCommunicator (host tensors; device
-// tensors are staged through host memory until the NCCL backend lands), SelfCommunicator (a
-// group of one, no MPI needed), later NcclCommunicator (device tensors on a stream).
+// tensors are staged through host memory in a build without NCCL), SelfCommunicator (a group
+// of one, no MPI needed), NcclCommunicator (device tensors, enqueued on streams).
 //
 // Semantics, all backends:
 //  - Tensors are contiguous; every rank passes the same dtype and numel.
@@ -20,6 +20,16 @@
 namespace mt {
 
 enum class ReduceOp { Sum, Max };
+
+// A collective started by one of the *_async calls. wait() orders what the caller does next
+// after the collective: on the device, later work on the compute stream waits for it (the host
+// does not block); on the host, it returns once the result is in place. The tensors must stay
+// alive and untouched until wait() (the flat grad/param buffers are).
+class CommHandle {
+ public:
+  virtual ~CommHandle() = default;
+  virtual void wait() = 0;
+};
 
 class Communicator {
  public:
@@ -42,6 +52,13 @@ class Communicator {
   // in, out: size() * n elements; chunk r of in goes to rank r, chunk r of out comes from rank r.
   virtual void all_to_all(const Tensor& in, const Tensor& out) = 0;
   virtual void barrier() = 0;
+
+  // The same collectives, started without waiting (data-parallel overlap). Backends that cannot
+  // overlap run them synchronously and return a finished handle; the results are identical.
+  virtual std::unique_ptr<CommHandle> all_reduce_async(const Tensor& t, ReduceOp op = ReduceOp::Sum);
+  virtual std::unique_ptr<CommHandle> reduce_scatter_async(const Tensor& in, const Tensor& out,
+                                                           ReduceOp op = ReduceOp::Sum);
+  virtual std::unique_ptr<CommHandle> all_gather_async(const Tensor& in, const Tensor& out);
 
   // Sub-groups (MPI_Comm_split): ranks with equal color form a group ordered by key; color < 0
   // leaves this rank out (returns null). Collective over this group.

@@ -14,6 +14,7 @@
 
 #include "core/error.h"
 #include "core/half.h"
+#include "dist/comm_timer.h"
 
 namespace mt::dist {
 namespace {
@@ -108,6 +109,21 @@ struct HostStage {
   }
 };
 
+// Adds the scope's wall time to the group's communication time when timing is on.
+class ScopedCommTime {
+ public:
+  explicit ScopedCommTime(const std::string& group) : group_(comm_timing() ? &group : nullptr) {
+    if (group_) t0_ = std::chrono::steady_clock::now();
+  }
+  ~ScopedCommTime() {
+    if (group_) comm_time_add(*group_, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0_).count());
+  }
+
+ private:
+  const std::string* group_;
+  std::chrono::steady_clock::time_point t0_;
+};
+
 class MpiCommunicator final : public Communicator {
  public:
   MpiCommunicator(MPI_Comm comm, std::string name, bool owned) : comm_(comm), name_(std::move(name)), owned_(owned) {
@@ -130,6 +146,7 @@ class MpiCommunicator final : public Communicator {
 
   void all_reduce(const Tensor& t, ReduceOp op) override {
     if (size_ == 1) return;
+    ScopedCommTime timed(name_);
     HostStage st(t);
     const int64_t n = t.numel(), chunk = (n + size_ - 1) / size_;
     const size_t es = dtype_size(t.dtype());
@@ -162,6 +179,7 @@ class MpiCommunicator final : public Communicator {
   void reduce_scatter(const Tensor& in, const Tensor& out, ReduceOp op) override {
     MT_CHECK(in.numel() == out.numel() * size_ && in.dtype() == out.dtype(), "reduce_scatter on {}: in {} / out {}",
              name_, in.str(), out.str());
+    ScopedCommTime timed(name_);
     HostStage si(in), so(out, false);
     reduce_scatter_host(si.host, so.host, op, "reduce_scatter");
     so.finish();
@@ -170,6 +188,7 @@ class MpiCommunicator final : public Communicator {
   void all_gather(const Tensor& in, const Tensor& out) override {
     MT_CHECK(out.numel() == in.numel() * size_ && in.dtype() == out.dtype(), "all_gather on {}: in {} / out {}", name_,
              in.str(), out.str());
+    ScopedCommTime timed(name_);
     HostStage si(in), so(out, false);
     all_gather_host(si.host, so.host, "all_gather");
     so.finish();

@@ -1,16 +1,16 @@
 #include "dist/nccl_communicator.h"
 
 #include "core/error.h"
+#include "dist/comm_timer.h"
 #include "dist/mpi_communicator.h"
+#include "dist/nccl_watchdog.h"
 
 #ifdef MT_WITH_NCCL
 #include <cuda_runtime.h>
 #include <nccl.h>
-#include <unistd.h>
+#include <fmt/format.h>
 
 #include <algorithm>
-#include <chrono>
-#include <cstdio>
 #include <cstring>
 #endif
 
@@ -29,6 +29,15 @@ class HybridCommunicator final : public Communicator {
   const std::string& name() const override { return host_->name(); }
   const std::vector<int>& world_ranks() const override { return host_->world_ranks(); }
   void all_reduce(const Tensor& t, ReduceOp op) override { pick(t).all_reduce(t, op); }
+  std::unique_ptr<CommHandle> all_reduce_async(const Tensor& t, ReduceOp op) override {
+    return pick(t).all_reduce_async(t, op);
+  }
+  std::unique_ptr<CommHandle> reduce_scatter_async(const Tensor& in, const Tensor& out, ReduceOp op) override {
+    return pick(in).reduce_scatter_async(in, out, op);
+  }
+  std::unique_ptr<CommHandle> all_gather_async(const Tensor& in, const Tensor& out) override {
+    return pick(in).all_gather_async(in, out);
+  }
   void all_reduce_f64(double* v, int n, ReduceOp op) override { host_->all_reduce_f64(v, n, op); }
   void reduce_scatter(const Tensor& in, const Tensor& out, ReduceOp op) override { pick(in).reduce_scatter(in, out, op); }
   void all_gather(const Tensor& in, const Tensor& out) override { pick(in).all_gather(in, out); }
@@ -75,6 +84,30 @@ ncclDataType_t nccl_type(DType t) {
   return ncclFloat32;
 }
 
+// A collective on the side stream: wait() makes the compute stream wait for it.
+class NcclHandle final : public CommHandle {
+ public:
+  explicit NcclHandle(cudaEvent_t done) : done_(done) {}
+  ~NcclHandle() override {
+    if (done_) cudaEventDestroy(done_);
+  }
+  void wait() override {
+    if (!done_) return;
+    MT_CUDART(cudaStreamWaitEvent(nullptr, done_, 0));
+    MT_CUDART(cudaEventDestroy(done_));
+    done_ = nullptr;
+  }
+
+ private:
+  cudaEvent_t done_;
+};
+
+cudaEvent_t new_event(bool timing = false) {
+  cudaEvent_t e = nullptr;
+  MT_CUDART(cudaEventCreateWithFlags(&e, timing ? cudaEventDefault : cudaEventDisableTiming));
+  return e;
+}
+
 class NcclCommunicator final : public Communicator {
  public:
   NcclCommunicator(ncclComm_t comm, std::string name, std::vector<int> world_ranks)
@@ -84,7 +117,10 @@ class NcclCommunicator final : public Communicator {
     MT_CUDART(cudaGetDevice(&device_));
   }
   ~NcclCommunicator() override {
-    if (comm_) ncclCommDestroy(comm_);
+    if (!comm_) return;
+    nccl_unwatch(comm_);
+    if (side_) cudaStreamDestroy(side_);
+    ncclCommDestroy(comm_);
   }
   int rank() const override { return rank_; }
   int size() const override { return size_; }
@@ -93,48 +129,49 @@ class NcclCommunicator final : public Communicator {
 
   void all_reduce(const Tensor& t, ReduceOp op) override {
     check(t, "all_reduce");
-    MT_NCCL(ncclAllReduce(t.raw(), t.raw(), size_t(t.numel()), nccl_type(t.dtype()), nccl_op(op), comm_, stream()));
-    wait("all_reduce");
+    enqueue("all_reduce", kCompute, [&](cudaStream_t s) { return all_reduce_on(t, op, s); });
+  }
+  std::unique_ptr<CommHandle> all_reduce_async(const Tensor& t, ReduceOp op) override {
+    check(t, "all_reduce");
+    return enqueue_side("all_reduce", [&](cudaStream_t s) { return all_reduce_on(t, op, s); });
   }
   void all_reduce_f64(double* v, int n, ReduceOp op) override {
-    double* d = nullptr;
-    MT_CUDART(cudaMalloc(&d, sizeof(double) * size_t(n)));
-    MT_CUDART(cudaMemcpy(d, v, sizeof(double) * size_t(n), cudaMemcpyHostToDevice));
-    MT_NCCL(ncclAllReduce(d, d, size_t(n), ncclFloat64, nccl_op(op), comm_, stream()));
-    wait("all_reduce_f64");
-    MT_CUDART(cudaMemcpy(v, d, sizeof(double) * size_t(n), cudaMemcpyDeviceToHost));
-    MT_CUDART(cudaFree(d));
+    Tensor d = Tensor::empty({int64_t(n)}, DType::I64, Device::cuda(device_));
+    MT_CUDART(cudaMemcpy(d.raw(), v, sizeof(double) * size_t(n), cudaMemcpyHostToDevice));
+    enqueue("all_reduce_f64", kCompute, [&](cudaStream_t s) {
+      return ncclAllReduce(d.raw(), d.raw(), size_t(n), ncclFloat64, nccl_op(op), comm_, s);
+    });
+    MT_CUDART(cudaMemcpy(v, d.raw(), sizeof(double) * size_t(n), cudaMemcpyDeviceToHost));
   }
   void reduce_scatter(const Tensor& in, const Tensor& out, ReduceOp op) override {
-    check(in, "reduce_scatter");
-    check(out, "reduce_scatter");
-    MT_CHECK(in.numel() == out.numel() * size_, "reduce_scatter on {}: in {} / out {}", name_, in.str(), out.str());
-    MT_NCCL(ncclReduceScatter(in.raw(), out.raw(), size_t(out.numel()), nccl_type(in.dtype()), nccl_op(op), comm_,
-                              stream()));
-    wait("reduce_scatter");
+    check_reduce_scatter(in, out);
+    enqueue("reduce_scatter", kCompute, [&](cudaStream_t s) { return reduce_scatter_on(in, out, op, s); });
+  }
+  std::unique_ptr<CommHandle> reduce_scatter_async(const Tensor& in, const Tensor& out, ReduceOp op) override {
+    check_reduce_scatter(in, out);
+    return enqueue_side("reduce_scatter", [&](cudaStream_t s) { return reduce_scatter_on(in, out, op, s); });
   }
   void all_gather(const Tensor& in, const Tensor& out) override {
-    check(in, "all_gather");
-    check(out, "all_gather");
-    MT_CHECK(out.numel() == in.numel() * size_, "all_gather on {}: in {} / out {}", name_, in.str(), out.str());
-    // In place when in is out's own chunk (NCCL allows exactly that aliasing).
-    MT_NCCL(ncclAllGather(in.raw(), out.raw(), in.nbytes(), ncclUint8, comm_, stream()));
-    wait("all_gather");
+    check_all_gather(in, out);
+    enqueue("all_gather", kCompute, [&](cudaStream_t s) { return all_gather_on(in, out, s); });
+  }
+  std::unique_ptr<CommHandle> all_gather_async(const Tensor& in, const Tensor& out) override {
+    check_all_gather(in, out);
+    return enqueue_side("all_gather", [&](cudaStream_t s) { return all_gather_on(in, out, s); });
   }
   void broadcast(const Tensor& t, int root) override {
     check(t, "broadcast");
-    MT_NCCL(ncclBroadcast(t.raw(), t.raw(), t.nbytes(), ncclUint8, root, comm_, stream()));
-    wait("broadcast");
+    enqueue("broadcast", kCompute, [&](cudaStream_t s) {
+      return ncclBroadcast(t.raw(), t.raw(), t.nbytes(), ncclUint8, root, comm_, s);
+    });
   }
   void send(const Tensor& t, int dst) override {
     check(t, "send");
-    MT_NCCL(ncclSend(t.raw(), t.nbytes(), ncclUint8, dst, comm_, stream()));
-    wait("send");
+    enqueue("send", kCompute, [&](cudaStream_t s) { return ncclSend(t.raw(), t.nbytes(), ncclUint8, dst, comm_, s); });
   }
   void recv(const Tensor& t, int src) override {
     check(t, "recv");
-    MT_NCCL(ncclRecv(t.raw(), t.nbytes(), ncclUint8, src, comm_, stream()));
-    wait("recv");
+    enqueue("recv", kCompute, [&](cudaStream_t s) { return ncclRecv(t.raw(), t.nbytes(), ncclUint8, src, comm_, s); });
   }
   void all_to_all(const Tensor& in, const Tensor& out) override {
     check(in, "all_to_all");
@@ -142,13 +179,15 @@ class NcclCommunicator final : public Communicator {
     MT_CHECK(in.numel() == out.numel() && in.numel() % size_ == 0, "all_to_all on {}: in {} / out {}", name_,
              in.str(), out.str());
     const size_t chunk = in.nbytes() / size_t(size_);
-    MT_NCCL(ncclGroupStart());
-    for (int r = 0; r < size_; ++r) {
-      MT_NCCL(ncclSend(static_cast<const char*>(in.raw()) + r * chunk, chunk, ncclUint8, r, comm_, stream()));
-      MT_NCCL(ncclRecv(static_cast<char*>(out.raw()) + r * chunk, chunk, ncclUint8, r, comm_, stream()));
-    }
-    MT_NCCL(ncclGroupEnd());
-    wait("all_to_all");
+    enqueue("all_to_all", kCompute, [&](cudaStream_t s) {
+      ncclResult_t r = ncclGroupStart();
+      for (int p = 0; p < size_ && r == ncclSuccess; ++p) {
+        r = ncclSend(static_cast<const char*>(in.raw()) + p * chunk, chunk, ncclUint8, p, comm_, s);
+        if (r == ncclSuccess) r = ncclRecv(static_cast<char*>(out.raw()) + p * chunk, chunk, ncclUint8, p, comm_, s);
+      }
+      ncclResult_t end = ncclGroupEnd();
+      return r == ncclSuccess ? end : r;
+    });
   }
   void barrier() override {
     double one = 1;
@@ -174,42 +213,89 @@ class NcclCommunicator final : public Communicator {
   }
 
  private:
+  // The kernels' stream (the legacy default stream): collectives on it are ordered with the
+  // computation around them and the host does not wait.
+  static constexpr cudaStream_t kCompute = nullptr;
   static ncclRedOp_t nccl_op(ReduceOp op) { return op == ReduceOp::Sum ? ncclSum : ncclMax; }
-  static cudaStream_t stream() { return nullptr; }  // the default stream, as the kernels use
+
+  ncclResult_t all_reduce_on(const Tensor& t, ReduceOp op, cudaStream_t s) {
+    return ncclAllReduce(t.raw(), t.raw(), size_t(t.numel()), nccl_type(t.dtype()), nccl_op(op), comm_, s);
+  }
+  ncclResult_t reduce_scatter_on(const Tensor& in, const Tensor& out, ReduceOp op, cudaStream_t s) {
+    return ncclReduceScatter(in.raw(), out.raw(), size_t(out.numel()), nccl_type(in.dtype()), nccl_op(op), comm_, s);
+  }
+  ncclResult_t all_gather_on(const Tensor& in, const Tensor& out, cudaStream_t s) {
+    // In place when in is out's own chunk (NCCL allows exactly that aliasing).
+    return ncclAllGather(in.raw(), out.raw(), in.nbytes(), ncclUint8, comm_, s);
+  }
+
   void check(const Tensor& t, const char* what) const {
     MT_CHECK(t.defined() && t.is_contiguous() && t.is_cuda(), "NCCL {} on {}: needs a contiguous CUDA tensor, got {}",
              what, name_, t.str());
   }
-  // Blocks until the stream has finished the collective, or aborts the job past the deadline.
-  void wait(const char* what) {
-    using Clock = std::chrono::steady_clock;
-    const auto t0 = Clock::now();
-    for (int64_t polls = 0;; ++polls) {
-      cudaError_t e = cudaStreamQuery(stream());
-      if (e == cudaSuccess) return;
-      MT_CHECK(e == cudaErrorNotReady, "NCCL {} on {}: {}", what, name_, cudaGetErrorString(e));
-      ncclResult_t async = ncclSuccess;
-      ncclCommGetAsyncError(comm_, &async);
-      const bool late = std::chrono::duration<double>(Clock::now() - t0).count() > timeout_seconds();
-      if (async != ncclSuccess || late) {
-        std::fprintf(stderr,
-                     "megatron: error: rank %d: NCCL %s on the %s group %s; a peer rank died or hangs; aborting the "
-                     "job\n",
-                     world_rank(), what, name_.c_str(),
-                     late ? "did not complete within --distributed-timeout-minutes" : ncclGetErrorString(async));
-        std::fflush(stderr);
-        ncclCommAbort(comm_);
-        comm_ = nullptr;
-        abort_job(3);
-      }
-      if (polls > 1000) usleep(20);
+  void check_reduce_scatter(const Tensor& in, const Tensor& out) const {
+    check(in, "reduce_scatter");
+    check(out, "reduce_scatter");
+    MT_CHECK(in.numel() == out.numel() * size_, "reduce_scatter on {}: in {} / out {}", name_, in.str(), out.str());
+  }
+  void check_all_gather(const Tensor& in, const Tensor& out) const {
+    check(in, "all_gather");
+    check(out, "all_gather");
+    MT_CHECK(out.numel() == in.numel() * size_, "all_gather on {}: in {} / out {}", name_, in.str(), out.str());
+  }
+
+  // Enqueues the collective on stream s and hands its completion to the watchdog (timed for
+  // the communication report when timing is on). The host does not wait.
+  template <class Fn>
+  void enqueue(const char* what, cudaStream_t s, Fn&& fn) {
+    cudaEvent_t t0 = nullptr;
+    if (comm_timing()) {
+      t0 = new_event(true);
+      MT_CUDART(cudaEventRecord(t0, s));
     }
+    const ncclResult_t r = fn(s);
+    MT_CHECK(r == ncclSuccess, "NCCL {} on the {} group failed: {}", what, name_, ncclGetErrorString(r));
+    if (t0) {
+      cudaEvent_t t1 = new_event(true);
+      MT_CUDART(cudaEventRecord(t1, s));
+      comm_time_add_deferred(name_, [t0, t1] {
+        float ms = 0;
+        cudaEventSynchronize(t1);
+        cudaEventElapsedTime(&ms, t0, t1);
+        cudaEventDestroy(t0);
+        cudaEventDestroy(t1);
+        return double(ms) / 1e3;
+      });
+    }
+    cudaEvent_t done = new_event();
+    MT_CUDART(cudaEventRecord(done, s));
+    nccl_watch(done, device_, comm_,
+               fmt::format("rank {}: NCCL {} on the {} group", ranks_[size_t(rank_)], what, name_));
+  }
+
+  // On the side stream, after everything already enqueued on the compute stream.
+  template <class Fn>
+  std::unique_ptr<CommHandle> enqueue_side(const char* what, Fn&& fn) {
+    if (!side_) {
+      int lo = 0, hi = 0;
+      MT_CUDART(cudaDeviceGetStreamPriorityRange(&lo, &hi));
+      MT_CUDART(cudaStreamCreateWithPriority(&side_, cudaStreamNonBlocking, hi));
+    }
+    cudaEvent_t ready = new_event();
+    MT_CUDART(cudaEventRecord(ready, kCompute));
+    MT_CUDART(cudaStreamWaitEvent(side_, ready, 0));
+    MT_CUDART(cudaEventDestroy(ready));  // released once it has completed
+    enqueue(what, side_, fn);
+    cudaEvent_t done = new_event();
+    MT_CUDART(cudaEventRecord(done, side_));
+    return std::make_unique<NcclHandle>(done);
   }
 
   ncclComm_t comm_;
   std::string name_;
   std::vector<int> ranks_;
   int rank_ = 0, size_ = 1, device_ = 0;
+  cudaStream_t side_ = nullptr;
 };
 
 #endif  // MT_WITH_NCCL

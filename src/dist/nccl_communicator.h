@@ -1,9 +1,11 @@
 #pragma once
 // NCCL backend of Communicator, for device tensors (built when CUDA and NCCL are found:
-// MT_WITH_NCCL). Collectives are enqueued on the default stream and waited for with the
-// group's deadline (cudaStreamQuery + ncclCommGetAsyncError polling), so they are blocking and
-// a dead or hung peer ends the job instead of hanging it (ncclCommAbort, then MPI_Abort).
-// Overlap (async handles on side streams) is the next step.
+// MT_WITH_NCCL). Collectives are enqueued on the compute stream (the default stream the kernels
+// use) without the host waiting; the *_async ones go to the communicator's high-priority side
+// stream after the work already on the compute stream, and their handle's wait() makes the
+// compute stream wait for them (data-parallel overlap). Every collective is handed to the
+// watchdog (nccl_watchdog.h) with the group's deadline, so a dead or hung peer ends the job
+// instead of hanging it (ncclCommAbort, then MPI_Abort).
 //
 // Reductions are NCCL's: deterministic for a fixed communicator and size, identical on every
 // rank (each chunk is reduced once and then broadcast), summed in the tensor's dtype per hop

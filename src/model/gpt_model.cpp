@@ -25,10 +25,17 @@ GPTModel::GPTModel(const GPTConfig& cfg, Device device, const ModelParallelConfi
   wte_ = buf_.add_shard("embedding.word_embeddings.weight", {vocab_local_, cfg.hidden_size},
                         {cfg.padded_vocab_size, cfg.hidden_size}, 0, vocab_start_, false);
   wpe_ = buf_.add("embedding.position_embeddings.weight", {cfg.max_position_embeddings, cfg.hidden_size}, false);
-  for (int i = 0; i < cfg.num_layers; ++i)
+  const auto next_id = [&] { return int(buf_.infos().size()); };
+  embedding_ids_ = {0, next_id()};
+  for (int i = 0; i < cfg.num_layers; ++i) {
+    const int first = next_id();
     layers_.push_back(std::make_unique<TransformerLayer>(buf_, "decoder.layers." + std::to_string(i), cfg, i, par));
+    layer_ids_.push_back({first, next_id()});
+  }
+  final_ln_ids_.first = next_id();
   final_ln_ = std::make_unique<LayerNorm>(buf_, "decoder.final_layernorm", cfg.hidden_size, cfg.layernorm_epsilon,
                                           par.sequence_parallel);
+  final_ln_ids_.end = next_id();
   buf_.set_bucketing(par.bucket_size, par.bucket_pad);
   buf_.allocate(cfg.params_dtype, device);
 }
@@ -56,6 +63,7 @@ Tensor GPTModel::hidden_states(const Tensor& tokens, const ForwardContext& ctx, 
   // Each tp rank embeds the tokens of its vocabulary shard (zero elsewhere); the position
   // embedding joins on tp rank 0 only, and the sum over TP completes every row.
   const int tp = par_.tp_size();
+  before_forward(embedding_ids_);
   embedding_forward(tokens, buf_.param(wte_), par_.tp_rank() == 0 ? &wpe : nullptr, vocab_start_, x);
   if (tp > 1) {
     if (par_.sequence_parallel)
@@ -71,7 +79,11 @@ Tensor GPTModel::hidden_states(const Tensor& tokens, const ForwardContext& ctx, 
   lctx.batch = B;
   lctx.seq = T;
   s.layers.resize(layers_.size());
-  for (size_t i = 0; i < layers_.size(); ++i) x = layers_[i]->forward(x, lctx, s.layers[i]);
+  for (size_t i = 0; i < layers_.size(); ++i) {
+    before_forward(layer_ids_[i]);
+    x = layers_[i]->forward(x, lctx, s.layers[i]);
+  }
+  before_forward(final_ln_ids_);
   s.final_hidden = final_ln_->forward(x, s.final_ln);
   // The output layer is column-parallel over the vocabulary: it needs every token.
   if (tp > 1 && par_.sequence_parallel) s.final_hidden = gather_tokens(s.final_hidden, *par_.tp);
@@ -134,13 +146,18 @@ void GPTModel::backward(Saved& s) const {
   }
   const Shape act_shape = sp ? Shape{N / tp, C} : Shape{s.tokens.size(0), s.tokens.size(1), C};
   Tensor dx = final_ln_->backward(dh, s.final_ln).view(act_shape);
-  for (size_t i = layers_.size(); i-- > 0;) dx = layers_[i]->backward(dx, s.layers[i]);
+  after_backward(final_ln_ids_);
+  for (size_t i = layers_.size(); i-- > 0;) {
+    dx = layers_[i]->backward(dx, s.layers[i]);
+    after_backward(layer_ids_[i]);
+  }
   dropout_backward(dx, dx, s.emb_dropout_p, s.seed, s.emb_drop_stream);
   if (sp) dx = gather_tokens(dx, *par_.tp).view({s.tokens.size(0), s.tokens.size(1), C});
   // Every tp rank has the full dx: its word-embedding shard's rows, and the whole (replicated)
   // position-embedding grad.
   Tensor dwpe = buf_.grad(wpe_);
   embedding_backward(dx, s.tokens, vocab_start_, buf_.grad(wte_), &dwpe);
+  after_backward(embedding_ids_);
   s = Saved{};
 }
 

@@ -12,6 +12,7 @@
 #include "model/layernorm.h"
 #include "model/parallel_config.h"
 #include "model/param_buffer.h"
+#include "model/param_hooks.h"
 #include "model/transformer_layer.h"
 
 namespace mt {
@@ -54,6 +55,9 @@ class GPTModel {
   // (LayerNorm weights and biases, row-parallel biases). Nothing otherwise.
   void finish_grad_sync() const;
   const ModelParallelConfig& parallel() const { return par_; }
+  // Tells `hooks` (null: nobody) which parameters each pass is about to read and which grads it
+  // has finished, module by module: embeddings, each layer, the final norm.
+  void set_param_hooks(ParamHooks* hooks) { hooks_ = hooks; }
 
  private:
   Tensor hidden_states(const Tensor& tokens, const ForwardContext& ctx, Saved& saved) const;
@@ -65,6 +69,19 @@ class GPTModel {
   int64_t vocab_local_ = 0, vocab_start_ = 0;  // this rank's vocabulary shard
   std::vector<std::unique_ptr<TransformerLayer>> layers_;
   std::unique_ptr<LayerNorm> final_ln_;
+  // Registration-id ranges [first, end) of the modules, for the hooks.
+  struct IdRange {
+    int first = 0, end = 0;
+  };
+  IdRange embedding_ids_, final_ln_ids_;
+  std::vector<IdRange> layer_ids_;
+  ParamHooks* hooks_ = nullptr;
+  void before_forward(IdRange r) const {
+    if (hooks_) hooks_->before_forward(r.first, r.end);
+  }
+  void after_backward(IdRange r) const {
+    if (hooks_) hooks_->after_backward(r.first, r.end);
+  }
 };
 
 }  // namespace mt

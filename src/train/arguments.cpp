@@ -28,6 +28,8 @@ void validate_args(const TrainingArgs& a) {
     MT_USER_ERROR("--max-position-embeddings {} is smaller than --seq-length {}", a.max_position_embeddings,
                   a.seq_length);
   if (a.bf16 && a.fp16) MT_USER_ERROR("--bf16 and --fp16 are mutually exclusive");
+  if (a.overlap_param_gather && !a.use_distributed_optimizer)
+    MT_USER_ERROR("--overlap-param-gather needs --use-distributed-optimizer");
   LrDecayStyle style;
   if (!parse_lr_decay_style(a.lr_decay_style, style))
     MT_USER_ERROR("--lr-decay-style '{}' is not one of constant, linear, cosine, inverse-square-root",

@@ -50,6 +50,7 @@ struct TrainingArgs {
   int64_t hysteresis = 2;
   // logging, evaluation, exit
   int64_t log_interval = 10;
+  int timing_log_level = 0;  // 1: communication time per group after each log line
   int64_t eval_interval = 100;
   int64_t eval_iters = 10;
   int64_t exit_interval = 0;
@@ -80,8 +81,8 @@ struct TrainingArgs {
   int expert_model_parallel_size = 1;
   bool sequence_parallel = false;
   bool use_distributed_optimizer = false;
-  bool overlap_grad_reduce = false;   // accepted; reduction is synchronous for now
-  bool overlap_param_gather = false;  // accepted; the gather is synchronous for now
+  bool overlap_grad_reduce = false;
+  bool overlap_param_gather = false;  // needs use_distributed_optimizer
   int64_t ddp_bucket_size = 0;        // elements; 0: Megatron's default max(40M, 1M * DP)
   double distributed_timeout_minutes = 10;
 };

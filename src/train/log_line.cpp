@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <cmath>
 #include <ctime>
 
@@ -38,6 +39,15 @@ std::string format_validation_block(const std::string& where, double loss) {
                                  std::exp(std::min(loss, 20.0)));
   std::string dashes(body.size() + 1, '-');
   return dashes + "\n" + body + "\n" + dashes;
+}
+
+std::string format_comm_times(const std::vector<std::pair<std::string, double>>& seconds, int64_t iters,
+                              double iteration_ms) {
+  std::string s = fmt::format(" communication (this rank, ms per iteration of {:.1f} ms):", iteration_ms);
+  if (seconds.empty()) s += " none |";
+  for (const auto& [group, secs] : seconds)
+    s += fmt::format(" {} {:.2f} |", group, 1000.0 * secs / double(std::max<int64_t>(iters, 1)));
+  return s;
 }
 
 }  // namespace mt

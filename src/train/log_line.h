@@ -2,6 +2,8 @@
 // Megatron-LM's stdout lines, so existing log parsers keep working.
 #include <cstdint>
 #include <string>
+#include <utility>
+#include <vector>
 
 namespace mt {
 
@@ -18,5 +20,9 @@ struct IterationLog {
 std::string format_iteration_line(const IterationLog& l);
 // "validation loss at iteration 10 | lm loss value: 5.0E+00 | lm loss PPL: 1.4E+02 |", framed by dashes.
 std::string format_validation_block(const std::string& where, double loss);
+// --timing-log-level 1, from seconds per group over `iters` iterations:
+// " communication (this rank, ms per iteration of 123.4 ms): tp 12.34 | dp 5.67 |"
+std::string format_comm_times(const std::vector<std::pair<std::string, double>>& seconds, int64_t iters,
+                              double iteration_ms);
 
 }  // namespace mt

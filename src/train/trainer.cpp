@@ -11,6 +11,7 @@
 #include "core/allocator.h"
 #include "core/cuda/cuda_backend.h"
 #include "core/error.h"
+#include "dist/comm_timer.h"
 #include "dist/mpi_communicator.h"
 #include "dist/nccl_communicator.h"
 #include "dist/process_groups.h"
@@ -237,8 +238,10 @@ TrainResult pretrain_gpt(const TrainingArgs& args, std::FILE* log, const TrainOp
   }
 
   OptimizerConfig ocfg{args.weight_decay, args.adam_beta1, args.adam_beta2, args.adam_eps, args.clip_grad};
-  DDPConfig dcfg{args.use_distributed_optimizer, args.overlap_grad_reduce};
+  DDPConfig dcfg{args.use_distributed_optimizer, args.overlap_grad_reduce, args.overlap_param_gather};
   DistributedDataParallel ddp(model.buffer(), dp, dcfg);
+  if (dp_size > 1 && (args.overlap_grad_reduce || args.overlap_param_gather)) model.set_param_hooks(&ddp);
+  dist::set_comm_timing(args.timing_log_level > 0);
   GradNormGroups norm_groups;
   norm_groups.model_parallel = groups.mp().size() > 1 ? &groups.mp() : nullptr;
   norm_groups.tp_rank = groups.coords().tp;
@@ -319,6 +322,7 @@ TrainResult pretrain_gpt(const TrainingArgs& args, std::FILE* log, const TrainOp
       // give the same samples.
       ForwardContext ctx{true, rng_seed, uint64_t((iteration - 1) * num_micro * dp_size + m * dp_size + dp_rank)};
       GPTModel::Saved saved;
+      ddp.set_last_microbatch(m == num_micro - 1);
       if (args.eod_mask_loss) {
         // The fused loss needs dloss in the same pass: from the mask, known before the forward.
         fill_masked_dloss(b.loss_mask, dloss, scale / double(num_micro * dp_size));
@@ -329,8 +333,10 @@ TrainResult pretrain_gpt(const TrainingArgs& args, std::FILE* log, const TrainOp
       }
       model.backward(saved);
     }
-    model.finish_grad_sync();  // tensor/sequence-parallel partial grads
+    // Megatron's finalize_model_grads order: data-parallel buckets, then the sequence-parallel
+    // partial grads over TP (the sum is the same; the order fixes the rounding).
     ddp.finish_grad_sync();
+    model.finish_grad_sync();
     if (dp_size > 1) iter_loss = dp.all_reduce_scalar(iter_loss) / dp_size;
     double lr = scheduler.lr(iteration);
     StepStats st = optimizer.step(lr, scale);
@@ -368,10 +374,20 @@ TrainResult pretrain_gpt(const TrainingArgs& args, std::FILE* log, const TrainOp
         fmt::print(log_last, "{}\n", format_iteration_line(l));
         std::fflush(log_last);
       }
+      if (args.timing_log_level > 0) {
+        const auto times = dist::comm_time_take();
+        if (log_last) {
+          fmt::print(log_last, "{}\n", format_comm_times(times, interval_iters, 1000.0 * secs / double(interval_iters)));
+          std::fflush(log_last);
+        }
+      }
       interval_loss = interval_norm = 0;
       interval_iters = interval_steps = skipped_total = nan_total = 0;
     }
-    if (data.valid && args.eval_iters > 0 && iteration % args.eval_interval == 0) {
+    const bool evaluating = data.valid && args.eval_iters > 0 && iteration % args.eval_interval == 0;
+    const bool saving = !args.save.empty() && args.save_interval > 0 && iteration % args.save_interval == 0;
+    if (evaluating || saving) ddp.finish_param_gather();
+    if (evaluating) {
       double v = evaluate(model, *data.valid, args, valid_consumed, dev, dp);
       result.valid_losses.push_back(v);
       last_eval = iteration;
@@ -381,7 +397,7 @@ TrainResult pretrain_gpt(const TrainingArgs& args, std::FILE* log, const TrainOp
       }
     }
     if (iteration % args.log_interval == 0) t_interval = Clock::now();  // evaluation time excluded
-    if (!args.save.empty() && args.save_interval > 0 && iteration % args.save_interval == 0) ckpt.save(progress());
+    if (saving) ckpt.save(progress());
     // Exits (Megatron's): each saves a checkpoint with --save (after the loop) and ends with 0.
     std::string exit_reason;
     if (args.exit_signal_handler &&
@@ -398,6 +414,7 @@ TrainResult pretrain_gpt(const TrainingArgs& args, std::FILE* log, const TrainOp
     }
   }
   result.iterations = iteration;
+  ddp.finish_param_gather();
   if (!args.save.empty() && iteration > start.iteration && ckpt.last_saved_iteration() != iteration)
     ckpt.save(progress());
   ckpt.finalize();

@@ -5,7 +5,11 @@
 //
 //   layout_equivalence tp2 tp1:distopt tp2:sp ...   (tpN: tensor-parallel size, the rest of
 //                                                     the world is data-parallel; :sp sequence
-//                                                     parallel; :distopt distributed optimizer)
+//                                                     parallel; :distopt distributed optimizer;
+//                                                     :overlap --overlap-grad-reduce, and with
+//                                                     :distopt --overlap-param-gather too)
+// A layout with :overlap must also give bit-identical losses and parameters to the same layout
+// without it (the host backend runs a started collective at once, in the same order).
 #include <cmath>
 #include <cstdio>
 #include <cstring>
@@ -42,6 +46,16 @@ TrainingArgs tiny() {
   a.ddp_bucket_size = 3000;  // several buckets, shard boundaries inside parameters
   a.distributed_timeout_minutes = 2;
   return a;
+}
+
+// Exact equality of two runs of one layout: same losses, same parameters, bit for bit.
+int compare_exact(const TrainResult& a, const TrainResult& b, const std::string& layout) {
+  int bad = a.train_losses != b.train_losses ? 1 : 0;
+  for (const auto& [name, pa] : a.final_params)
+    if (!b.final_params.count(name) || b.final_params.at(name) != pa) ++bad;
+  if (dist::world_rank() == 0)
+    std::printf("%-16s vs the same layout without overlap: %s\n", layout.c_str(), bad ? "DIFFERENT (FAIL)" : "bit-identical");
+  return bad;
 }
 
 int compare(const TrainResult& ref, const TrainResult& got, const std::string& layout, int64_t vocab) {
@@ -116,10 +130,15 @@ int main(int argc, char** argv) {
     a.tensor_model_parallel_size = std::atoi(spec.c_str() + 2);
     a.sequence_parallel = spec.find(":sp") != std::string::npos;
     a.use_distributed_optimizer = spec.find(":distopt") != std::string::npos;
+    const bool overlap = spec.find(":overlap") != std::string::npos;
     TrainOptions opts;
     opts.return_final_params = true;
+    TrainingArgs plain = a;
+    a.overlap_grad_reduce = overlap;
+    a.overlap_param_gather = overlap && a.use_distributed_optimizer;
     const TrainResult got = pretrain_gpt(a, devnull, opts);
     int bad = compare(ref, got, spec, a.vocab_size);
+    if (overlap) bad += compare_exact(pretrain_gpt(plain, devnull, opts), got, spec);
     auto w = dist::world();
     if (w->all_reduce_scalar(double(bad)) > 0) ++failures;
   }

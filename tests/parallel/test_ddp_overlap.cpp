@@ -1,0 +1,162 @@
+// --overlap-grad-reduce / --overlap-param-gather as a specification of *when* DDP talks: with a
+// recording communicator of two ranks, the last microbatch's backward itself starts every
+// gradient bucket, in bucket order (the order backward finishes them), and finish_grad_sync()
+// only waits; earlier microbatches and the non-overlapped path start nothing during backward.
+// After the step the parameter all-gathers start in forward order and each module's forward
+// waits for its own bucket just before reading it.
+#include <gtest/gtest.h>
+
+#include "dist/communicator.h"
+#include "model/gpt_model.h"
+#include "parallel/distributed_data_parallel.h"
+
+using namespace mt;
+
+namespace {
+
+// Two ranks that never talk: records which flat-buffer offset each collective starts on and when
+// each is waited for. Reductions leave the data alone.
+class RecordingComm final : public Communicator {
+ public:
+  std::vector<std::string> log;
+  int rank() const override { return 0; }
+  int size() const override { return 2; }
+  const std::string& name() const override { return name_; }
+  const std::vector<int>& world_ranks() const override { return ranks_; }
+  void all_reduce(const Tensor& t, ReduceOp) override { log.push_back("all_reduce " + where(t)); }
+  void all_reduce_f64(double*, int, ReduceOp) override {}
+  void reduce_scatter(const Tensor& in, const Tensor&, ReduceOp) override { log.push_back("reduce_scatter " + where(in)); }
+  void all_gather(const Tensor&, const Tensor& out) override { log.push_back("all_gather " + where(out)); }
+  void broadcast(const Tensor&, int) override {}
+  void send(const Tensor&, int) override {}
+  void recv(const Tensor&, int) override {}
+  void all_to_all(const Tensor&, const Tensor&) override {}
+  void barrier() override {}
+  std::unique_ptr<Communicator> split(int, int, const std::string&) override { return nullptr; }
+
+  std::unique_ptr<CommHandle> all_reduce_async(const Tensor& t, ReduceOp op) override {
+    all_reduce(t, op);
+    return handle("all_reduce " + where(t));
+  }
+  std::unique_ptr<CommHandle> reduce_scatter_async(const Tensor& in, const Tensor& out, ReduceOp op) override {
+    reduce_scatter(in, out, op);
+    return handle("reduce_scatter " + where(in));
+  }
+  std::unique_ptr<CommHandle> all_gather_async(const Tensor& in, const Tensor& out) override {
+    all_gather(in, out);
+    return handle("all_gather " + where(out));
+  }
+  const float* base = nullptr;  // start of the flat buffer the offsets are counted from
+  size_t elem = 4;
+
+ private:
+  struct Handle final : CommHandle {
+    RecordingComm* c;
+    std::string what;
+    Handle(RecordingComm* comm, std::string w) : c(comm), what(std::move(w)) {}
+    void wait() override { c->log.push_back("wait " + what); }
+  };
+  std::unique_ptr<CommHandle> handle(std::string what) { return std::make_unique<Handle>(this, std::move(what)); }
+  std::string where(const Tensor& t) const {
+    return std::to_string((static_cast<const char*>(t.raw()) - reinterpret_cast<const char*>(base)) / ptrdiff_t(elem));
+  }
+  std::string name_ = "dp";
+  std::vector<int> ranks_{0, 1};
+};
+
+GPTConfig tiny() {
+  GPTConfig c;
+  c.num_layers = 3;
+  c.hidden_size = 16;
+  c.ffn_hidden_size = 32;
+  c.num_attention_heads = 2;
+  c.seq_length = c.max_position_embeddings = 8;
+  c.vocab_size = 50;
+  c.padded_vocab_size = 64;
+  c.hidden_dropout = c.attention_dropout = 0.0f;
+  return c;
+}
+
+struct Fixture {
+  RecordingComm comm;
+  ModelParallelConfig par;
+  std::unique_ptr<GPTModel> model;
+  std::unique_ptr<DistributedDataParallel> ddp;
+  Tensor tokens = Tensor::zeros({1, 8}, DType::I32), dloss = Tensor::zeros({8}, DType::F32);
+
+  explicit Fixture(const DDPConfig& cfg) {
+    par.bucket_size = 2000;  // a bucket per layer or so
+    par.bucket_pad = ddp_bucket_pad_multiple(2, cfg.use_distributed_optimizer);
+    model = std::make_unique<GPTModel>(tiny(), Device::cpu(), par);
+    model->init(1);
+    ddp = std::make_unique<DistributedDataParallel>(model->buffer(), comm, cfg);
+    model->set_param_hooks(ddp.get());
+    comm.base = model->buffer().main_grads().data<float>();
+  }
+  void forward_backward() {
+    GPTModel::Saved s;
+    model->forward_loss(tokens, tokens, ForwardContext{}, &dloss, s);
+    model->backward(s);
+  }
+  // "op offset" for every bucket, in bucket order.
+  std::vector<std::string> bucket_starts(const std::string& op) const {
+    std::vector<std::string> v;
+    for (const auto& b : model->buffer().buckets()) v.push_back(op + " " + std::to_string(b.offset));
+    return v;
+  }
+};
+
+}  // namespace
+
+TEST(DDPOverlap, LastMicrobatchBackwardStartsEveryBucketInOrder) {
+  Fixture f(DDPConfig{false, true, false});
+  ASSERT_GE(f.model->buffer().buckets().size(), 3u);
+  f.ddp->set_last_microbatch(false);
+  f.forward_backward();
+  EXPECT_TRUE(f.comm.log.empty()) << "an earlier microbatch's grads are not final";
+  f.ddp->set_last_microbatch(true);
+  f.forward_backward();
+  EXPECT_EQ(f.comm.log, f.bucket_starts("all_reduce")) << "started during backward, bucket 0 (last layers) first";
+  f.comm.log.clear();
+  f.ddp->finish_grad_sync();
+  std::vector<std::string> waits;
+  for (const auto& s : f.bucket_starts("all_reduce")) waits.push_back("wait " + s);
+  EXPECT_EQ(f.comm.log, waits) << "finish_grad_sync only waits";
+  // The next iteration starts afresh.
+  f.comm.log.clear();
+  f.forward_backward();
+  EXPECT_EQ(f.comm.log, f.bucket_starts("all_reduce"));
+}
+
+TEST(DDPOverlap, WithoutOverlapNothingHappensDuringBackward) {
+  Fixture f(DDPConfig{true, false, false});
+  f.forward_backward();
+  EXPECT_TRUE(f.comm.log.empty());
+  f.ddp->finish_grad_sync();
+  // Started in bucket order, each waited on (the default async runs at once; waits are no-ops).
+  std::vector<std::string> starts;
+  for (const auto& l : f.comm.log)
+    if (l.rfind("wait", 0) != 0) starts.push_back(l);
+  EXPECT_EQ(starts, f.bucket_starts("reduce_scatter"));
+}
+
+TEST(DDPOverlap, ParamGatherStartsInForwardOrderAndForwardWaitsPerBucket) {
+  Fixture f(DDPConfig{true, true, true});
+  const size_t nb = f.model->buffer().buckets().size();
+  f.comm.base = f.model->buffer().params().data<float>();
+  f.ddp->all_gather_params();
+  std::vector<std::string> reversed = f.bucket_starts("all_gather");
+  std::reverse(reversed.begin(), reversed.end());
+  EXPECT_EQ(f.comm.log, reversed) << "the embeddings' bucket (the last) first";
+  f.comm.log.clear();
+  f.ddp->set_last_microbatch(false);
+  GPTModel::Saved s;
+  f.model->forward_loss(f.tokens, f.tokens, ForwardContext{}, &f.dloss, s);
+  std::vector<std::string> waits;
+  for (const auto& g : reversed) waits.push_back("wait " + g);
+  EXPECT_EQ(f.comm.log, waits) << "forward waits for each bucket once, in forward order";
+  EXPECT_EQ(f.comm.log.size(), nb);
+  f.comm.log.clear();
+  f.ddp->finish_param_gather();
+  EXPECT_TRUE(f.comm.log.empty()) << "nothing left in flight";
+}
