@@ -5,7 +5,7 @@
 #
 #   scripts/device-test.sh                     # configure, build everything, run ctest
 #   TEST_REGEX='^Cuda' scripts/device-test.sh  # only tests whose name matches (ctest -R)
-#   BUILD_TARGET=test_kernels scripts/device-test.sh   # build one target instead of all
+#   BUILD_TARGET="megatron test_kernels" scripts/device-test.sh   # build these targets instead of all
 #   JOBS=8 CTEST_JOBS=4 BUILD_DIR=build-gpu2 ... # parallelism and build folder
 #   TRAIN=0 SANITIZE=0 BENCH=0                 # skip the training check, sanitizer, benchmarks
 #   BENCH_MODELS="124m 350m 1.3b"              # benchmark models (bench/gpt_gpu_vs_pytorch.py)
@@ -48,7 +48,8 @@ grep -q "CUDA backend ON" "$LOG_DIR/configure.log" || { echo "device-test: the C
 
 section "build"
 build_args=(--build "$BUILD_DIR" -j "$JOBS")
-[[ -n "${BUILD_TARGET:-}" ]] && build_args+=(--target "$BUILD_TARGET")
+# shellcheck disable=SC2206  # several targets, space-separated
+[[ -n "${BUILD_TARGET:-}" ]] && build_args+=(--target ${BUILD_TARGET})
 start=$(date +%s)
 cmake "${build_args[@]}" 2>&1 | tee "$LOG_DIR/build.log"
 echo "build: $(( $(date +%s) - start )) s"
