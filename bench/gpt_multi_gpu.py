@@ -9,6 +9,10 @@
   --mode tp: GPT 1.3B (micro batch 8 x seq 2048, bf16), same global batch: TP=1 on 1 GPU vs
       TP=N (with and without sequence parallelism) on N GPUs, with the time each rank spends in
       collectives per iteration (--timing-log-level 1: NCCL kernel time from CUDA events).
+  --mode tp --model 7b --no-tp1: the 7B-class GPT of issue 7 (32 layers, 4096 hidden, 32 heads,
+      seq 2048, micro batch 2, 4 microbatches per iteration) with TP=N + SP only (it does not
+      fit one GPU with fp32 master weights and Adam state).
+  --mode dp --model 1.3b: data-parallel weak scaling of GPT 1.3B (issue 7's first row).
 
 Warm-up iterations are excluded (the first log interval). FLOPs per token = 6 N + 12 L h s.
 
@@ -24,7 +28,9 @@ MODELS = {  # layers, hidden, heads, micro batch, seq
     "124m": (12, 768, 12, 16, 1024),
     "350m": (24, 1024, 16, 16, 1024),
     "1.3b": (24, 2048, 16, 8, 2048),
+    "7b": (32, 4096, 32, 2, 2048),
 }
+ACCUM = {"7b": 4}  # microbatches per iteration (default 1)
 PEAK = 989e12
 VOCAB = 50304
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -37,10 +43,12 @@ ap.add_argument("--build-dir", default=os.environ.get("MEGATRON_BUILD_DIR", "bui
 ap.add_argument("--iters", type=int, default=20)
 ap.add_argument("--warmup", type=int, default=5)
 ap.add_argument("--skip-pytorch", action="store_true")
+ap.add_argument("--no-tp1", action="store_true", help="tp mode: skip the one-GPU run and plain TP")
 ap.add_argument("--log-dir", default=os.environ.get("OUT", "."))
 args = ap.parse_args()
 model = args.model or ("350m" if args.mode == "dp" else "1.3b")
 L, C, H, B, T = MODELS[model]
+A = ACCUM.get(model, 1)
 N = VOCAB * C + L * (12 * C * C + 13 * C) + 2 * C
 flops_per_token = 6 * N + 12 * L * C * T
 MPI = ["mpirun", "--allow-run-as-root", "--oversubscribe", "--bind-to", "none", "-x", "NCCL_NVLS_ENABLE=0"]
@@ -101,12 +109,12 @@ print(f"GPT {model}: {L} layers, hidden {C}, heads {H}, vocab {VOCAB}, micro bat
 print("| run | GPUs | tokens/s | tokens/s/GPU | TFLOP/s/GPU | MFU | ms/iter | comm ms/iter (rank) | scaling eff. | peak GiB |")
 print("|---|---|---|---|---|---|---|---|---|---|")
 if args.mode == "dp":
-    one = ours("ours_1gpu", 1, B)
+    one = ours("ours_1gpu", 1, B * A)
     row("megatron.cpp", 1, one)
-    over = ours(f"ours_{n}gpu_overlap", n, B * n, ["--use-distributed-optimizer", "--overlap-grad-reduce",
-                                                    "--overlap-param-gather"])
+    over = ours(f"ours_{n}gpu_overlap", n, B * A * n, ["--use-distributed-optimizer", "--overlap-grad-reduce",
+                                                        "--overlap-param-gather"])
     row("megatron.cpp, distributed optimizer, overlap", n, over, one)
-    plain = ours(f"ours_{n}gpu_no_overlap", n, B * n, ["--use-distributed-optimizer"])
+    plain = ours(f"ours_{n}gpu_no_overlap", n, B * A * n, ["--use-distributed-optimizer"])
     row("megatron.cpp, distributed optimizer, no overlap", n, plain, one)
     if not args.skip_pytorch:
         t1 = torch_ddp(1)
@@ -115,13 +123,18 @@ if args.mode == "dp":
         row("PyTorch DDP + torch.compile", n, tn, t1)
         print(f"ratio ours / PyTorch on {n} GPUs: {over['tps'] / tn['tps']:.2f}x")
 else:
-    one = ours("ours_tp1", 1, B)
-    row("megatron.cpp TP=1", 1, one)
-    tp = ours(f"ours_tp{n}", n, B, ["--tensor-model-parallel-size", str(n)])
-    row(f"megatron.cpp TP={n}", n, tp, one)
-    sp = ours(f"ours_tp{n}_sp", n, B, ["--tensor-model-parallel-size", str(n), "--sequence-parallel"])
+    runs = []
+    one = None
+    if not args.no_tp1:
+        one = ours(f"ours_{model}_tp1", 1, B * A)
+        row("megatron.cpp TP=1", 1, one)
+        tp = ours(f"ours_{model}_tp{n}", n, B * A, ["--tensor-model-parallel-size", str(n)])
+        row(f"megatron.cpp TP={n}", n, tp, one)
+        runs.append((f"TP={n}", tp))
+    sp = ours(f"ours_{model}_tp{n}_sp", n, B * A, ["--tensor-model-parallel-size", str(n), "--sequence-parallel"])
     row(f"megatron.cpp TP={n} + sequence parallel", n, sp, one)
-    for name, r in ((f"TP={n}", tp), (f"TP={n}+SP", sp)):
+    runs.append((f"TP={n}+SP", sp))
+    for name, r in runs:
         c = r["comm"].get("tp", 0.0)
         print(f"{name}: {c:.1f} ms of {r['ms']:.1f} ms per iteration in tensor-parallel collectives "
               f"({100 * c / r['ms']:.0f}%)")
