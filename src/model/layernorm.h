@@ -18,8 +18,12 @@ class LayerNorm {
   void init() const;  // weight 1, bias 0
   // x: [N, C] -> y: [N, C]
   Tensor forward(const Tensor& x, Saved& saved) const;
-  // Accumulates dweight, dbias into main grads; returns dx. Releases saved tensors.
-  Tensor backward(const Tensor& dy, Saved& saved) const;
+  // LayerNorm of the residual sum x + r, which is written to *sum (layernorm.h's
+  // add_layernorm_forward): the pre-LN block's x1 = x + branch, ln(x1) in one pass.
+  Tensor forward_add(const Tensor& x, const Tensor& r, Tensor* sum, Saved& saved) const;
+  // Accumulates dweight, dbias into main grads; returns dx, plus *dresidual when given (the
+  // gradient that went around the branch: layernorm_backward_add). Releases saved tensors.
+  Tensor backward(const Tensor& dy, Saved& saved, const Tensor* dresidual = nullptr) const;
 
  private:
   ParamAndGradBuffer& buf_;

@@ -36,26 +36,28 @@ Tensor TransformerLayer::forward(const Tensor& x, const ForwardContext& ctx, Sav
 
   Tensor a = attn_.forward(ln1_.forward(x, s.ln1).view(x.shape()), ctx, site, s.attn);
   dropout_forward(a, a, s.dropout_p, s.seed, s.attn_drop_stream);
-  Tensor x1 = Tensor::empty(x.shape(), x.dtype(), x.device());
-  add(x, a, x1);
-  Tensor m = mlp_.forward(ln2_.forward(x1, s.ln2).view(x.shape()), s.mlp);
+  Tensor x1;  // x + a, and ln2 of it, in one pass
+  Tensor h = ln2_.forward_add(x, a, &x1, s.ln2);
+  Tensor m = mlp_.forward(h.view(x.shape()), s.mlp);
   dropout_forward(m, m, s.dropout_p, s.seed, s.mlp_drop_stream);
   add(x1, m, m);
   return m;
 }
 
+// Without dropout its backward is the identity: the branch reads the incoming gradient itself
+// instead of a copy (neither branch writes to its dy).
 Tensor TransformerLayer::backward(const Tensor& dy, Saved& s) const {
   const Shape shape = dy.shape();
-  // MLP branch.
-  Tensor dm = Tensor::empty(shape, dy.dtype(), dy.device());
-  dropout_backward(dy, dm, s.dropout_p, s.seed, s.mlp_drop_stream);
-  Tensor dx1 = ln2_.backward(mlp_.backward(dm, s.mlp), s.ln2).view(shape);
-  add(dx1, dy, dx1);
-  // Attention branch.
-  Tensor da = Tensor::empty(shape, dy.dtype(), dy.device());
-  dropout_backward(dx1, da, s.dropout_p, s.seed, s.attn_drop_stream);
-  Tensor dx = ln1_.backward(attn_.backward(da, s.attn), s.ln1).view(shape);
-  add(dx, dx1, dx);
+  auto dropout_grad = [&](const Tensor& g, uint64_t stream) {
+    if (s.dropout_p == 0.0f) return g;
+    Tensor d = Tensor::empty(shape, g.dtype(), g.device());
+    dropout_backward(g, d, s.dropout_p, s.seed, stream);
+    return d;
+  };
+  // MLP branch; ln2's dx and the residual's dy are summed in its backward.
+  Tensor dx1 = ln2_.backward(mlp_.backward(dropout_grad(dy, s.mlp_drop_stream), s.mlp), s.ln2, &dy).view(shape);
+  // Attention branch, likewise.
+  Tensor dx = ln1_.backward(attn_.backward(dropout_grad(dx1, s.attn_drop_stream), s.attn), s.ln1, &dx1).view(shape);
   s = Saved{};
   return dx;
 }

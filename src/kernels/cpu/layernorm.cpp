@@ -6,6 +6,8 @@
 // so forward reads x once and writes y. Backward first reduces dw, db with threads owning blocks
 // of columns and walking rows in order (deterministic; one read of dy and x), then writes dx with
 // threads owning rows (a second read of dy and x). dw/db come first so dx may alias dy.
+// add_layernorm_forward / layernorm_backward_add: the reference is the unfused sequence
+// layernorm.h defines them by (the CPU model computes exactly what it did with separate ops).
 #include <algorithm>
 #include <cmath>
 
@@ -103,6 +105,18 @@ void layernorm_backward(const Tensor& dy, const Tensor& x, const Tensor& w, cons
     backward_t(dy.data<T>(), x.data<T>(), wf.data(), mean.data<float>(), rstd.data<float>(), dx.data<T>(),
                dw_accum.data<float>(), db_accum.data<float>(), N, C);
   });
+}
+
+void add_layernorm_forward(const Tensor& x, const Tensor& r, const Tensor& w, const Tensor& b, float eps,
+                           const Tensor& sum, const Tensor& y, const Tensor& mean, const Tensor& rstd) {
+  add(x, r, sum);
+  layernorm_forward(sum, w, b, eps, y, mean, rstd);
+}
+
+void layernorm_backward_add(const Tensor& dy, const Tensor& x, const Tensor& w, const Tensor& mean, const Tensor& rstd,
+                            const Tensor& dres, const Tensor& dx, const Tensor& dw_accum, const Tensor& db_accum) {
+  layernorm_backward(dy, x, w, mean, rstd, dx, dw_accum, db_accum);
+  add(dx, dres, dx);
 }
 
 }  // namespace mt::cpu

@@ -27,6 +27,11 @@ void layernorm_forward(const Tensor& x, const Tensor& w, const Tensor& b, float 
 void layernorm_backward(const Tensor& dy, const Tensor& x, const Tensor& w, const Tensor& mean,
                         const Tensor& rstd, const Tensor& dx, const Tensor& dw_accum,
                         const Tensor& db_accum, Stream s);
+void add_layernorm_forward(const Tensor& x, const Tensor& r, const Tensor& w, const Tensor& b, float eps,
+                           const Tensor& sum, const Tensor& y, const Tensor& mean, const Tensor& rstd, Stream s);
+void layernorm_backward_add(const Tensor& dy, const Tensor& x, const Tensor& w, const Tensor& mean,
+                            const Tensor& rstd, const Tensor& dres, const Tensor& dx, const Tensor& dw_accum,
+                            const Tensor& db_accum, Stream s);
 
 // activation.h
 void gelu_forward(const Tensor& x, const Tensor& y, Stream s);

@@ -8,6 +8,10 @@
 // Backward: dw, db first, as a deterministic column reduction (column_reduce.cuh; reads dy and x
 // once), then dx with a warp per row (reads dy and x again, writes dx). dw/db before dx lets dx
 // alias dy. Two reads of dy and x where a fused kernel would do one: simple and bit-reproducible.
+// add_layernorm_forward: the forward kernel's first pass reads x and r, writes their sum (rounded
+// to T, so LN sees exactly the stored residual stream) and the next passes re-read the sums this
+// thread just wrote (L1/L2); DRAM: reads x, r, writes sum, y. layernorm_backward_add: the dx
+// kernel adds dres as it writes dx (one more read, no separate add pass).
 #include "kernels/cuda/column_reduce.cuh"
 #include "kernels/cuda/cuda_ops.h"
 
@@ -16,26 +20,40 @@ namespace {
 
 constexpr int kWarps = 8;  // rows per block
 
-template <class T, class W, bool VEC>
-__global__ void layernorm_forward_kernel(const T* x, const W* w, const W* b, float eps, T* y, float* mean,
-                                         float* rstd, int64_t N, int C) {
+// ADD: x + r is written to `sum` and normalised (sum may alias x or r: each element is read
+// before it is written, by the thread that writes it); otherwise r and sum are unused.
+template <class T, class W, bool VEC, bool ADD>
+__global__ void layernorm_forward_kernel(const T* x, const T* r, T* sum, const W* w, const W* b, float eps, T* y,
+                                         float* mean, float* rstd, int64_t N, int C) {
   const int lane = threadIdx.x & 31;
   const int64_t row = int64_t(blockIdx.x) * kWarps + (threadIdx.x >> 5);
   if (row >= N) return;
-  const T* xr = x + row * C;
+  const T* xin = x + row * C;
+  const T* xr = (ADD ? sum : x) + row * C;  // what is normalised: the sums once pass 1 wrote them
   T* yr = y + row * C;
   constexpr int P = VEC ? Pack<T>::N : 1;
-  float sum = 0.0f;
+  float acc = 0.0f;
   for (int c = lane * P; c < C; c += 32 * P) {
     if constexpr (VEC) {
-      const Pack<T> v = load_pack(xr + c);
+      Pack<T> v = load_pack(xin + c);
+      if constexpr (ADD) {
+        const Pack<T> vr = load_pack(r + row * C + c);
 #pragma unroll
-      for (int k = 0; k < P; ++k) sum += to_float(v.v[k]);
+        for (int k = 0; k < P; ++k) v.v[k] = from_float<T>(to_float(v.v[k]) + to_float(vr.v[k]));
+        store_pack(sum + row * C + c, v);
+      }
+#pragma unroll
+      for (int k = 0; k < P; ++k) acc += to_float(v.v[k]);
     } else {
-      sum += to_float(xr[c]);
+      T v = xin[c];
+      if constexpr (ADD) {
+        v = from_float<T>(to_float(v) + to_float(r[row * C + c]));
+        sum[row * C + c] = v;
+      }
+      acc += to_float(v);
     }
   }
-  const float mu = warp_sum(sum) / float(C);
+  const float mu = warp_sum(acc) / float(C);
   float var = 0.0f;
   for (int c = lane * P; c < C; c += 32 * P) {
     if constexpr (VEC) {
@@ -93,9 +111,10 @@ __global__ void layernorm_dwdb_partial_kernel(const T* dy, const T* x, const flo
   }
 }
 
-template <class T, class W, bool VEC>
-__global__ void layernorm_dx_kernel(const T* dy, const T* x, const W* w, const float* mean, const float* rstd, T* dx,
-                                    int64_t N, int C) {
+// ADD: dx = LN's dx + dres (dres must not alias dx).
+template <class T, class W, bool VEC, bool ADD>
+__global__ void layernorm_dx_kernel(const T* dy, const T* x, const W* w, const float* mean, const float* rstd,
+                                    const T* dres, T* dx, int64_t N, int C) {
   const int lane = threadIdx.x & 31;
   const int64_t row = int64_t(blockIdx.x) * kWarps + (threadIdx.x >> 5);
   if (row >= N) return;
@@ -125,15 +144,19 @@ __global__ void layernorm_dx_kernel(const T* dy, const T* x, const W* w, const f
     if constexpr (VEC) {
       Pack<T> vg = load_pack(dyr + c);
       const Pack<T> vx = load_pack(xr + c);
+      Pack<T> vres;
+      if constexpr (ADD) vres = load_pack(dres + row * C + c);
 #pragma unroll
       for (int k = 0; k < P; ++k) {
         const float g = to_float(vg.v[k]) * to_float(w[c + k]), n = (to_float(vx.v[k]) - mu) * rs;
-        vg.v[k] = from_float<T>(rs * (g - g_mean - n * gn_mean));
+        const float d = rs * (g - g_mean - n * gn_mean);
+        vg.v[k] = from_float<T>(ADD ? d + to_float(vres.v[k]) : d);
       }
       store_pack(dxr + c, vg);
     } else {
       const float g = to_float(dyr[c]) * to_float(w[c]), n = (to_float(xr[c]) - mu) * rs;
-      dxr[c] = from_float<T>(rs * (g - g_mean - n * gn_mean));
+      const float d = rs * (g - g_mean - n * gn_mean);
+      dxr[c] = from_float<T>(ADD ? d + to_float(dres[row * C + c]) : d);
     }
   }
 }
@@ -150,8 +173,11 @@ void dispatch_ln(DType x, DType w, Fn&& fn) {
 
 }  // namespace
 
-void layernorm_forward(const Tensor& x, const Tensor& w, const Tensor& b, float eps, const Tensor& y,
-                       const Tensor& mean, const Tensor& rstd, Stream s) {
+namespace {
+
+// sum/r may be null (plain LayerNorm).
+void forward(const Tensor& x, const Tensor* r, const Tensor* sum, const Tensor& w, const Tensor& b, float eps,
+             const Tensor& y, const Tensor& mean, const Tensor& rstd, Stream s) {
   const int64_t C = x.size(-1), N = x.numel() / C;
   if (N == 0) return;
   MT_CHECK(C < (int64_t(1) << 31), "layernorm: C = {} too large", C);
@@ -161,21 +187,27 @@ void layernorm_forward(const Tensor& x, const Tensor& w, const Tensor& b, float 
     using T = typename decltype(ttag)::type;
     using W = typename decltype(wtag)::type;
     const T* px = static_cast<const T*>(x.raw());
+    const T* pr = r ? static_cast<const T*>(r->raw()) : nullptr;
+    T* psum = sum ? static_cast<T*>(sum->raw()) : nullptr;
     T* py = static_cast<T*>(y.raw());
     const W* pw = static_cast<const W*>(w.raw());
     const W* pb = static_cast<const W*>(b.raw());
-    if (C % Pack<T>::N == 0 && aligned16(px) && aligned16(py))
-      layernorm_forward_kernel<T, W, true><<<grid, 32 * kWarps, 0, stream_of(s)>>>(
-          px, pw, pb, eps, py, mean.data<float>(), rstd.data<float>(), N, int(C));
+    const bool vec = C % Pack<T>::N == 0 && aligned16(px) && aligned16(py) && (!r || (aligned16(pr) && aligned16(psum)));
+    auto launch = [&](auto kernel) {
+      kernel<<<grid, 32 * kWarps, 0, stream_of(s)>>>(px, pr, psum, pw, pb, eps, py, mean.data<float>(),
+                                                      rstd.data<float>(), N, int(C));
+    };
+    if (r)
+      vec ? launch(layernorm_forward_kernel<T, W, true, true>) : launch(layernorm_forward_kernel<T, W, false, true>);
     else
-      layernorm_forward_kernel<T, W, false><<<grid, 32 * kWarps, 0, stream_of(s)>>>(
-          px, pw, pb, eps, py, mean.data<float>(), rstd.data<float>(), N, int(C));
+      vec ? launch(layernorm_forward_kernel<T, W, true, false>) : launch(layernorm_forward_kernel<T, W, false, false>);
   });
   MT_CUDA_CHECK_LAUNCH();
 }
 
-void layernorm_backward(const Tensor& dy, const Tensor& x, const Tensor& w, const Tensor& mean, const Tensor& rstd,
-                        const Tensor& dx, const Tensor& dw_accum, const Tensor& db_accum, Stream s) {
+// dres may be null (plain LayerNorm backward).
+void backward(const Tensor& dy, const Tensor& x, const Tensor& w, const Tensor& mean, const Tensor& rstd,
+              const Tensor* dres, const Tensor& dx, const Tensor& dw_accum, const Tensor& db_accum, Stream s) {
   const int64_t C = x.size(-1), N = x.numel() / C;
   if (N == 0) return;
   MT_CHECK(C < (int64_t(1) << 31), "layernorm: C = {} too large", C);
@@ -190,6 +222,7 @@ void layernorm_backward(const Tensor& dy, const Tensor& x, const Tensor& w, cons
     using W = typename decltype(wtag)::type;
     const T* pdy = static_cast<const T*>(dy.raw());
     const T* px = static_cast<const T*>(x.raw());
+    const T* pres = dres ? static_cast<const T*>(dres->raw()) : nullptr;
     T* pdx = static_cast<T*>(dx.raw());
     const W* pw = static_cast<const W*>(w.raw());
     const dim3 grid(unsigned(ceil_div(C, kColTile)), unsigned(chunks)), block(kColTile, kRowThreads);
@@ -199,14 +232,41 @@ void layernorm_backward(const Tensor& dy, const Tensor& x, const Tensor& w, cons
     column_finish(dw_partial, chunks, C, dw_accum.data<float>(), st);
     column_finish(db_partial, chunks, C, db_accum.data<float>(), st);
     const int rows_grid = int(ceil_div(N, kWarps));
-    if (C % Pack<T>::N == 0 && aligned16(pdy) && aligned16(px) && aligned16(pdx))
-      layernorm_dx_kernel<T, W, true><<<rows_grid, 32 * kWarps, 0, st>>>(pdy, px, pw, mean.data<float>(),
-                                                                         rstd.data<float>(), pdx, N, int(C));
+    const bool vec =
+        C % Pack<T>::N == 0 && aligned16(pdy) && aligned16(px) && aligned16(pdx) && (!dres || aligned16(pres));
+    auto launch = [&](auto kernel) {
+      kernel<<<rows_grid, 32 * kWarps, 0, st>>>(pdy, px, pw, mean.data<float>(), rstd.data<float>(), pres, pdx, N,
+                                                int(C));
+    };
+    if (dres)
+      vec ? launch(layernorm_dx_kernel<T, W, true, true>) : launch(layernorm_dx_kernel<T, W, false, true>);
     else
-      layernorm_dx_kernel<T, W, false><<<rows_grid, 32 * kWarps, 0, st>>>(pdy, px, pw, mean.data<float>(),
-                                                                          rstd.data<float>(), pdx, N, int(C));
+      vec ? launch(layernorm_dx_kernel<T, W, true, false>) : launch(layernorm_dx_kernel<T, W, false, false>);
     MT_CUDA_CHECK_LAUNCH();
   });
+}
+
+}  // namespace
+
+void layernorm_forward(const Tensor& x, const Tensor& w, const Tensor& b, float eps, const Tensor& y,
+                       const Tensor& mean, const Tensor& rstd, Stream s) {
+  forward(x, nullptr, nullptr, w, b, eps, y, mean, rstd, s);
+}
+
+void add_layernorm_forward(const Tensor& x, const Tensor& r, const Tensor& w, const Tensor& b, float eps,
+                           const Tensor& sum, const Tensor& y, const Tensor& mean, const Tensor& rstd, Stream s) {
+  forward(x, &r, &sum, w, b, eps, y, mean, rstd, s);
+}
+
+void layernorm_backward(const Tensor& dy, const Tensor& x, const Tensor& w, const Tensor& mean, const Tensor& rstd,
+                        const Tensor& dx, const Tensor& dw_accum, const Tensor& db_accum, Stream s) {
+  backward(dy, x, w, mean, rstd, nullptr, dx, dw_accum, db_accum, s);
+}
+
+void layernorm_backward_add(const Tensor& dy, const Tensor& x, const Tensor& w, const Tensor& mean, const Tensor& rstd,
+                            const Tensor& dres, const Tensor& dx, const Tensor& dw_accum, const Tensor& db_accum,
+                            Stream s) {
+  backward(dy, x, w, mean, rstd, &dres, dx, dw_accum, db_accum, s);
 }
 
 }  // namespace mt::cuda
