@@ -59,12 +59,23 @@ struct SaveOptions {
 std::string iteration_dir_name(int64_t iteration);  // "iter_0000100"
 std::string tracker_path(const std::string& dir);    // DIR/latest_checkpointed_iteration.txt
 
+// Test-only: MT_TEST_CHECKPOINT_WRITE_DELAY_MS=N in the environment makes every rank sleep N ms
+// after the iteration directory exists and before it writes its shard file, so that a test can
+// kill a save in flight (tests/python/test_checkpoint_kill.py). Never set it otherwise.
+constexpr const char* kTestWriteDelayEnv = "MT_TEST_CHECKPOINT_WRITE_DELAY_MS";
+
+struct SaveStats {
+  uint64_t bytes = 0;           // rank 0: every file of the checkpoint; other ranks: their shard
+  double snapshot_seconds = 0;  // async: copying the pieces to host memory (training waits)
+  double write_seconds = 0;     // from the start of the save until this rank's shard was on disk
+};
+
 // Collective: every rank calls it with its own pieces (the tensors may live on any device; only
 // replica_id 0 pieces are written) and the same `common`, which rank 0 writes. Returns when the
 // checkpoint is complete and the tracker names it. UserError on a write failure or inconsistent
 // pieces (rank 0; the iteration stays incomplete and the previous checkpoint stays current).
-void save_checkpoint(const std::string& dir, int64_t iteration, const std::vector<ShardedTensor>& shards,
-                     const nlohmann::json& common, const SaveOptions& opt);
+SaveStats save_checkpoint(const std::string& dir, int64_t iteration, const std::vector<ShardedTensor>& shards,
+                          const nlohmann::json& common, const SaveOptions& opt);
 
 // --async-save: start() snapshots the pieces to host memory (pinned when CUDA is built) and
 // writes this rank's file on a background thread while training continues; finalize() waits for
@@ -83,7 +94,9 @@ class AsyncCheckpointSaver {
              const nlohmann::json& common, const SaveOptions& opt);
   bool in_flight() const;      // started and not finalized
   bool writer_done() const;    // this rank's file is written (or failed); never blocks
-  int64_t finalize();          // the iteration completed, or -1 when none was in flight
+  // The iteration completed, or -1 when none was in flight; `stats` (optional) gets its sizes
+  // and times.
+  int64_t finalize(SaveStats* stats = nullptr);
 
  private:
   struct Job;
@@ -140,8 +153,8 @@ class CheckpointReader {
   // Fills each request's data with its box (any layout) from the pieces that overlap it,
   // verifying the checksum of every piece and file header it reads. UserError naming the file
   // and tensor for a missing tensor (unless allow_missing), a global-shape mismatch, a truncated
-  // or corrupt file. `threads` 0: a few.
-  void load(const std::vector<ShardedTensor>& requests, int threads = 0) const;
+  // or corrupt file. `threads` 0: a few. Returns the bytes of the stored pieces it read.
+  uint64_t load(const std::vector<ShardedTensor>& requests, int threads = 0) const;
 
   // Reads and checks every byte of every file (`megatron checkpoint inspect --verify`).
   void verify_all() const;

@@ -256,7 +256,7 @@ void CheckpointReader::verify_piece(const TensorInfo& t, const Piece& p) const {
   cache_->verified.insert({p.file, p.key});
 }
 
-void CheckpointReader::load(const std::vector<ShardedTensor>& requests, int threads) const {
+uint64_t CheckpointReader::load(const std::vector<ShardedTensor>& requests, int threads) const {
   const std::string meta_path = join(path_, kMetadataFile);
   std::vector<ShardedTensor> reqs;
   std::vector<const TensorInfo*> infos;
@@ -269,7 +269,13 @@ void CheckpointReader::load(const std::vector<ShardedTensor>& requests, int thre
                     meta_path, q.name);
     }
     const TensorInfo& ti = it->second;
-    if (ti.global_shape != q.global_shape)
+    // A checkpoint that stored vocabulary padding holds more rows than the request: the request's
+    // box (within the real rows) addresses the same global elements.
+    bool extra_rows_ok = q.allow_extra_rows && !q.global_shape.empty() &&
+                         ti.global_shape.size() == q.global_shape.size() && ti.global_shape[0] >= q.global_shape[0];
+    for (size_t d = 1; extra_rows_ok && d < q.global_shape.size(); ++d)
+      extra_rows_ok = ti.global_shape[d] == q.global_shape[d];
+    if (ti.global_shape != q.global_shape && !extra_rows_ok)
       MT_USER_ERROR("{}: tensor \"{}\" is {} in the checkpoint but {} in the model: mismatched architecture", meta_path,
                     q.name, shape_str(ti.global_shape), shape_str(q.global_shape));
     auto floating = [](DType d) { return d == DType::F32 || d == DType::BF16 || d == DType::F16; };
@@ -279,6 +285,8 @@ void CheckpointReader::load(const std::vector<ShardedTensor>& requests, int thre
     reqs.push_back(std::move(q));
     infos.push_back(&ti);
   }
+  std::mutex read_mu;
+  std::set<const Piece*> read;  // each piece read counts once
   parallel_for(int64_t(reqs.size()), threads > 0 ? threads : default_threads(), [&](int64_t i) {
     const ShardedTensor& q = reqs[size_t(i)];
     const TensorInfo& ti = *infos[size_t(i)];
@@ -288,6 +296,10 @@ void CheckpointReader::load(const std::vector<ShardedTensor>& requests, int thre
     for (const Piece& p : ti.pieces) {
       if (overlap_numel(p.box, want) == 0) continue;
       verify_piece(ti, p);
+      {
+        std::lock_guard<std::mutex> lock(read_mu);
+        read.insert(&p);
+      }
       filled += copy_overlap(p.box, file(p.file).data() + p.begin, ti.dtype, want, dst.raw(), q.data.dtype());
     }
     if (filled != piece_numel(q))
@@ -295,6 +307,9 @@ void CheckpointReader::load(const std::vector<ShardedTensor>& requests, int thre
                     meta_path, q.name, filled, piece_numel(q), shape_str(q.global_offset), shape_str(q.local_shape));
     if (!q.data.device().is_cpu()) q.data.copy_from(dst);
   });
+  uint64_t bytes = 0;
+  for (const Piece* p : read) bytes += p->end - p->begin;
+  return bytes;
 }
 
 void CheckpointReader::verify_all() const {

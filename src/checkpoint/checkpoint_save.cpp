@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
@@ -142,11 +143,24 @@ std::vector<ShardedTensor> pieces_to_write(const std::vector<ShardedTensor>& sha
   return out;
 }
 
-// Writes this rank's shard file (pieces on the host) and, on rank 0, common.json.
-void write_rank_files(const std::string& dir, int64_t iteration, const std::vector<ShardedTensor>& pieces,
-                      const std::string& common_text, const SaveOptions& opt) {
+double seconds_since(std::chrono::steady_clock::time_point t) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
+}
+
+// The test-only slowed writer (kTestWriteDelayEnv).
+void test_write_delay() {
+  const char* v = std::getenv(kTestWriteDelayEnv);
+  const long ms = v ? std::strtol(v, nullptr, 10) : 0;
+  if (ms > 0) std::this_thread::sleep_for(std::chrono::milliseconds(ms));
+}
+
+// Writes this rank's shard file (pieces on the host) and, on rank 0, common.json; returns the
+// shard file's size.
+uint64_t write_rank_files(const std::string& dir, int64_t iteration, const std::vector<ShardedTensor>& pieces,
+                          const std::string& common_text, const SaveOptions& opt) {
   const std::string iter_dir = join(dir, iteration_dir_name(iteration));
   emit(opt, fmt::format("begin {}", opt.rank));
+  test_write_delay();
   std::vector<uint32_t> crcs(pieces.size());
   parallel_for(int64_t(pieces.size()), default_threads(), [&](int64_t i) {
     const Tensor& d = pieces[size_t(i)].data;
@@ -174,10 +188,11 @@ void write_rank_files(const std::string& dir, int64_t iteration, const std::vect
                          {"rank", opt.rank},
                          {"world_size", opt.world_size},
                          {"pieces", std::move(index)}};
-  write_safetensors(join(iter_dir, shard_file_name(opt.rank, opt.world_size)), named,
-                    {{kShardMetadataKey, meta.dump()}});
+  const std::string path = join(iter_dir, shard_file_name(opt.rank, opt.world_size));
+  write_safetensors(path, named, {{kShardMetadataKey, meta.dump()}});
   if (opt.rank == 0) write_text_atomic(join(iter_dir, kCommonFile), common_text);
   emit(opt, fmt::format("shard {}", opt.rank));
+  return fs::file_size(path);
 }
 
 // The global flat intervals [begin, end) a piece covers (for the coverage check): the box row
@@ -209,8 +224,8 @@ void piece_intervals(const Shape& global_shape, const PieceBox& box, std::vector
 }
 
 // Rank 0, after every shard is on disk: index the shard files into metadata.json, write it,
-// then the tracker, then prune.
-void complete_checkpoint(const std::string& dir, int64_t iteration, const SaveOptions& opt) {
+// then the tracker, then prune. Returns the bytes of every file of the checkpoint.
+uint64_t complete_checkpoint(const std::string& dir, int64_t iteration, const SaveOptions& opt) {
   const std::string iter_dir = join(dir, iteration_dir_name(iteration));
   nlohmann::json files = nlohmann::json::array();
   struct Tensor_ {
@@ -299,7 +314,8 @@ void complete_checkpoint(const std::string& dir, int64_t iteration, const SaveOp
       {"common", {{"name", kCommonFile}, {"bytes", common.size()}, {"crc32c", crc32c_hex(crc32c(common.data(), common.size()))}}},
       {"files", std::move(files)},
       {"tensors", std::move(tjson)}};
-  write_text_atomic(join(iter_dir, kMetadataFile), meta.dump(1) + "\n");
+  const std::string meta_text = meta.dump(1) + "\n";
+  write_text_atomic(join(iter_dir, kMetadataFile), meta_text);
   emit(opt, "metadata");
   write_text_atomic(tracker_path(dir), std::to_string(iteration));
   fsync_dir(dir);
@@ -320,22 +336,27 @@ void complete_checkpoint(const std::string& dir, int64_t iteration, const SaveOp
     }
     fsync_dir(dir);
   }
+  return total + common.size() + meta_text.size();
 }
 
 }  // namespace
 
-void save_checkpoint(const std::string& dir, int64_t iteration, const std::vector<ShardedTensor>& shards,
-                     const nlohmann::json& common, const SaveOptions& opt) {
+SaveStats save_checkpoint(const std::string& dir, int64_t iteration, const std::vector<ShardedTensor>& shards,
+                          const nlohmann::json& common, const SaveOptions& opt) {
   MT_CHECK(opt.rank >= 0 && opt.rank < opt.world_size, "rank {} of {}", opt.rank, opt.world_size);
+  const auto t0 = std::chrono::steady_clock::now();
+  SaveStats stats;
   std::vector<ShardedTensor> pieces = pieces_to_write(shards);
   for (ShardedTensor& p : pieces)
     if (!p.data.device().is_cpu()) p.data = p.data.to(Device::cpu());
   if (opt.rank == 0) prepare_iteration_dir(dir, iteration);
   barrier(opt);
-  write_rank_files(dir, iteration, pieces, common.dump(1) + "\n", opt);
+  stats.bytes = write_rank_files(dir, iteration, pieces, common.dump(1) + "\n", opt);
+  stats.write_seconds = seconds_since(t0);
   barrier(opt);
-  if (opt.rank == 0) complete_checkpoint(dir, iteration, opt);
+  if (opt.rank == 0) stats.bytes = complete_checkpoint(dir, iteration, opt);
   barrier(opt);
+  return stats;
 }
 
 // ---- asynchronous saving ---------------------------------------------------------------------
@@ -381,6 +402,8 @@ struct AsyncCheckpointSaver::Job {
   std::thread thread;
   std::atomic<bool> done{false};
   std::exception_ptr error;
+  std::chrono::steady_clock::time_point t0;
+  SaveStats stats;  // snapshot_seconds on start; bytes and write_seconds by the writer
 };
 
 AsyncCheckpointSaver::AsyncCheckpointSaver() : buffer_(std::make_unique<HostBuffer>()) {}
@@ -397,6 +420,7 @@ void AsyncCheckpointSaver::start(const std::string& dir, int64_t iteration, cons
   MT_CHECK(opt.rank >= 0 && opt.rank < opt.world_size, "rank {} of {}", opt.rank, opt.world_size);
   finalize();
   auto job = std::make_unique<Job>();
+  job->t0 = std::chrono::steady_clock::now();
   job->dir = dir;
   job->iteration = iteration;
   job->opt = opt;
@@ -417,12 +441,14 @@ void AsyncCheckpointSaver::start(const std::string& dir, int64_t iteration, cons
     p.data = host;
     off += (host.nbytes() + 63) / 64 * 64;
   }
+  job->stats.snapshot_seconds = seconds_since(job->t0);
   if (opt.rank == 0) prepare_iteration_dir(dir, iteration);
   barrier(opt);
   Job* j = job.get();
   job->thread = std::thread([j] {
     try {
-      write_rank_files(j->dir, j->iteration, j->pieces, j->common, j->opt);
+      j->stats.bytes = write_rank_files(j->dir, j->iteration, j->pieces, j->common, j->opt);
+      j->stats.write_seconds = seconds_since(j->t0);
     } catch (...) {
       j->error = std::current_exception();
     }
@@ -431,14 +457,15 @@ void AsyncCheckpointSaver::start(const std::string& dir, int64_t iteration, cons
   job_ = std::move(job);
 }
 
-int64_t AsyncCheckpointSaver::finalize() {
+int64_t AsyncCheckpointSaver::finalize(SaveStats* stats) {
   if (!job_) return -1;
   std::unique_ptr<Job> job = std::move(job_);
   job->thread.join();
   if (job->error) std::rethrow_exception(job->error);
   barrier(job->opt);
-  if (job->opt.rank == 0) complete_checkpoint(job->dir, job->iteration, job->opt);
+  if (job->opt.rank == 0) job->stats.bytes = complete_checkpoint(job->dir, job->iteration, job->opt);
   barrier(job->opt);
+  if (stats) *stats = job->stats;
   return job->iteration;
 }
 

@@ -166,6 +166,23 @@ int64_t copy_overlap(const PieceBox& src, const void* src_data, DType src_dtype,
   return copied;
 }
 
+namespace {
+
+// The part of tensor l that checkpoints hold: its first `rows` local rows (dim 0), i.e. the
+// first `rows * row_numel` elements of its local box; all of it without stored_rows.
+struct StoredPart {
+  int64_t rows, numel;
+};
+StoredPart stored_part(const FlatTensorLayout& l) {
+  const int64_t numel = shape_numel(l.local_shape);
+  if (l.stored_rows < 0 || l.local_shape.empty()) return {l.local_shape.empty() ? 1 : l.local_shape[0], numel};
+  const int64_t row0 = l.shard_dim == 0 ? l.shard_start : 0;
+  const int64_t rows = std::clamp(l.stored_rows - row0, int64_t(0), l.local_shape[0]);
+  return {rows, l.local_shape[0] == 0 ? 0 : rows * (numel / l.local_shape[0])};
+}
+
+}  // namespace
+
 std::vector<ShardedTensor> shard_flat_buffer(const std::vector<FlatTensorLayout>& tensors, const std::string& prefix,
                                              const Tensor& flat, int64_t lo, int dp_replica, int tp_rank) {
   std::vector<ShardedTensor> out;
@@ -183,17 +200,40 @@ std::vector<ShardedTensor> shard_flat_buffer(const std::vector<FlatTensorLayout>
       MT_CHECK(size_t(l.shard_dim) < t.global_shape.size(), "{}: shard_dim {}", l.name, l.shard_dim);
       t.global_offset[size_t(l.shard_dim)] = l.shard_start;
     }
-    if (a == l.offset && b == l.offset + numel) {
-      t.data = flat.flat_slice(a - lo, numel, l.local_shape);
+    // The elements [e0, e1) of the tensor's local box that this part of the buffer holds.
+    int64_t e0 = a - l.offset, e1 = b - l.offset;
+    if (l.stored_rows >= 0) {
+      MT_CHECK(!t.global_shape.empty() && l.stored_rows <= t.global_shape[0], "{}: stored_rows {} of {}", l.name,
+               l.stored_rows, shape_str(t.global_shape));
+      const StoredPart sp = stored_part(l);
+      t.global_shape[0] = l.stored_rows;
+      t.local_shape[0] = sp.rows;
+      t.allow_extra_rows = true;
+      e1 = std::min(e1, sp.numel);
+      if (e0 >= e1) continue;  // only padding
+    }
+    const int64_t box = shape_numel(t.local_shape);
+    if (e0 == 0 && e1 == box) {
+      t.data = flat.flat_slice(l.offset - lo, box, t.local_shape);
     } else {
-      t.flat_begin = a - l.offset;
-      t.flat_end = b - l.offset;
-      t.data = flat.flat_slice(a - lo, b - a, {b - a});
+      t.flat_begin = e0;
+      t.flat_end = e1;
+      t.data = flat.flat_slice(l.offset + e0 - lo, e1 - e0, {e1 - e0});
     }
     t.replica_id = dp_replica + (l.shard_dim < 0 ? tp_rank : 0);
     out.push_back(std::move(t));
   }
   return out;
+}
+
+void zero_unstored_rows(const std::vector<FlatTensorLayout>& tensors, const Tensor& flat, int64_t lo) {
+  const int64_t hi = lo + flat.numel();
+  for (const FlatTensorLayout& l : tensors) {
+    if (l.stored_rows < 0) continue;
+    const int64_t pad0 = l.offset + stored_part(l).numel, pad1 = l.offset + shape_numel(l.local_shape);
+    const int64_t a = std::max(lo, pad0), b = std::min(hi, pad1);
+    if (a < b) flat.flat_slice(a - lo, b - a, {b - a}).zero_();
+  }
 }
 
 }  // namespace mt

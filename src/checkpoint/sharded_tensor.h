@@ -26,6 +26,10 @@ struct ShardedTensor {
   // local_shape (whole box) or flat_end - flat_begin elements (a flattened range; any shape).
   Tensor data;
   bool allow_missing = false;  // loading: absent from the checkpoint leaves data untouched
+  // Loading: the checkpoint's tensor may have more rows (dim 0) than global_shape, the other
+  // dimensions equal; the extra rows are not read. Vocabulary-padded tensors set it, so a
+  // checkpoint that stored the padding rows (written before padding was stripped) still loads.
+  bool allow_extra_rows = false;
 
   // A whole, unsharded tensor.
   static ShardedTensor whole(std::string name, const Tensor& data);
@@ -64,14 +68,25 @@ struct FlatTensorLayout {
   Shape global_shape;  // empty: same as local_shape
   int shard_dim = -1;  // tensor parallelism: this rank holds [shard_start, +local_shape[shard_dim])
   int64_t shard_start = 0;
+  // >= 0: only global rows [0, stored_rows) go into checkpoints and are read back; the rest is
+  // padding (the vocabulary padded to a multiple of make-vocab-size-divisible-by x TP, which
+  // differs between layouts). The checkpoint's global shape then has stored_rows rows.
+  int64_t stored_rows = -1;
 };
 
 // The pieces of `flat`, which holds elements [lo, lo + flat.numel()) of a flat buffer laid out
 // as `tensors`: each tensor that overlaps it becomes one ShardedTensor named prefix + name (a
 // whole box, or a flat range of the box when only part of it is held). replica_id is
 // `dp_replica` plus, for tensors not split by tensor parallelism, `tp_rank`: model weights pass
-// (dp rank, tp rank); the distributed optimizer's shard (0, tp rank).
+// (dp rank, tp rank); the distributed optimizer's shard (0, tp rank). Rows at or past a
+// tensor's stored_rows are left out (a piece holding only such rows is dropped), and its pieces
+// allow_extra_rows.
 std::vector<ShardedTensor> shard_flat_buffer(const std::vector<FlatTensorLayout>& tensors, const std::string& prefix,
                                              const Tensor& flat, int64_t lo, int dp_replica = 0, int tp_rank = 0);
+
+// Zeroes the elements of `flat` (elements [lo, lo + flat.numel()) of a flat buffer laid out as
+// `tensors`, host or device) that lie in rows at or past a tensor's stored_rows: the padding a
+// checkpoint does not hold, set the way the model initialises it.
+void zero_unstored_rows(const std::vector<FlatTensorLayout>& tensors, const Tensor& flat, int64_t lo);
 
 }  // namespace mt

@@ -48,6 +48,10 @@ int64_t GPTModel::num_parameters() const {
 
 void GPTModel::init(uint64_t seed) {
   init_normal(buf_, wte_, cfg_.init_method_std, seed);
+  // Vocabulary padding rows are zero: masked out of the softmax, they get no gradient and stay
+  // zero, so checkpoints need not store them (the padding differs between TP sizes).
+  const int64_t real_rows = std::min(std::max(cfg_.vocab_size - vocab_start_, int64_t(0)), vocab_local_);
+  buf_.param(wte_).narrow0(real_rows, vocab_local_ - real_rows).zero_();
   init_normal(buf_, wpe_, cfg_.init_method_std, seed);
   for (const auto& l : layers_) l->init(seed);
   final_ln_->init();

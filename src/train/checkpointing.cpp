@@ -2,6 +2,8 @@
 
 #include <fmt/format.h>
 
+#include <chrono>
+
 #include "core/error.h"
 #include "dist/process_groups.h"
 #include "model/param_buffer.h"
@@ -23,6 +25,30 @@ void install_exit_signal_handler() {
 }
 
 bool exit_signal_received() { return g_exit_signal != 0; }
+
+namespace {
+
+double seconds_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+// "18.21 GB", "444.7 kB" (decimal units, as disks are rated); rates "3.05 GB/s", "12.4 MB/s".
+std::string human(double v, const char* suffix) {
+  if (v >= 1e9) return fmt::format("{:.2f} G{}", v / 1e9, suffix);
+  if (v >= 1e6) return fmt::format("{:.1f} M{}", v / 1e6, suffix);
+  return fmt::format("{:.1f} k{}", v / 1e3, suffix);
+}
+std::string gb(uint64_t bytes) { return human(double(bytes), "B"); }
+std::string gb_per_s(uint64_t bytes, double s) { return human(s > 0 ? double(bytes) / s : 0.0, "B/s"); }
+
+// Parameters whose rows are the (padded) vocabulary: Megatron-Core's names.
+bool vocab_padded(const ParamInfo& p, const GPTConfig& cfg) {
+  return (p.name == "embedding.word_embeddings.weight" || p.name == "output_layer.weight") &&
+         p.global_shape.size() == 2 && p.global_shape[0] == cfg.padded_vocab_size &&
+         cfg.vocab_size <= cfg.padded_vocab_size;
+}
+
+}  // namespace
 
 nlohmann::json args_to_json(const TrainingArgs& a, const GPTConfig& cfg) {
   nlohmann::json j;
@@ -53,7 +79,8 @@ TrainCheckpointer::TrainCheckpointer(const TrainingArgs& args, const GPTConfig& 
                                      std::FILE* log0)
     : args_(args), cfg_(cfg), groups_(groups), buf_(buf), opt_(opt), scaler_(scaler), log0_(log0) {
   for (const ParamInfo& p : buf.infos())
-    layout_.push_back(FlatTensorLayout{p.name, p.shape, p.offset, p.global_shape, p.shard_dim, p.shard_start});
+    layout_.push_back(FlatTensorLayout{p.name, p.shape, p.offset, p.global_shape, p.shard_dim, p.shard_start,
+                                       vocab_padded(p, cfg) ? cfg.vocab_size : -1});
   if (args.async_save) async_ = std::make_unique<AsyncCheckpointSaver>();
 }
 
@@ -104,12 +131,20 @@ void TrainCheckpointer::save(const TrainProgress& p) {
   opt.layout.dp = groups_.dp().size();
   opt.layout.distributed_optimizer = args_.use_distributed_optimizer;
   opt.keep_last = args_.ckpt_keep_last;
+  const auto t0 = std::chrono::steady_clock::now();
   if (async_) {
+    finalize();  // the previous save, logged
     async_->start(args_.save, p.iteration, pieces, common, opt);
-    if (log0_) fmt::print(log0_, "> saving checkpoint at iteration {} to {} (async)\n", p.iteration, args_.save);
+    async_dir_ = args_.save;
+    if (log0_)
+      fmt::print(log0_, "> saving checkpoint at iteration {} to {} (async: training waited {:.3f} s for the snapshot)\n",
+                 p.iteration, args_.save, seconds_since(t0));
   } else {
-    save_checkpoint(args_.save, p.iteration, pieces, common, opt);
-    if (log0_) fmt::print(log0_, "> saved checkpoint at iteration {} to {}\n", p.iteration, args_.save);
+    const SaveStats st = save_checkpoint(args_.save, p.iteration, pieces, common, opt);
+    const double s = seconds_since(t0);
+    if (log0_)
+      fmt::print(log0_, "> saved checkpoint at iteration {} to {} in {:.3f} s ({}, {})\n", p.iteration, args_.save, s,
+                 gb(st.bytes), gb_per_s(st.bytes, s));
   }
   if (log0_) std::fflush(log0_);
   last_saved_ = p.iteration;
@@ -117,15 +152,25 @@ void TrainCheckpointer::save(const TrainProgress& p) {
 
 void TrainCheckpointer::finalize() {
   if (!async_ || !async_->in_flight()) return;
-  const int64_t it = async_->finalize();
+  SaveStats st;
+  const int64_t it = async_->finalize(&st);
   if (log0_ && it >= 0) {
-    fmt::print(log0_, "> checkpoint at iteration {} complete\n", it);
+    fmt::print(log0_, "> saved checkpoint at iteration {} to {} in {:.3f} s ({}, {}; async, complete)\n", it,
+               async_dir_, st.write_seconds, gb(st.bytes), gb_per_s(st.bytes, st.write_seconds));
     std::fflush(log0_);
   }
 }
 
+void TrainCheckpointer::maybe_finalize() {
+  if (!async_ || !async_->in_flight()) return;
+  const bool done = async_->writer_done();
+  Communicator& world = groups_.world();
+  if (world.size() > 1 ? world.all_reduce_scalar(done ? 0.0 : 1.0, ReduceOp::Max) == 0 : done) finalize();
+}
+
 TrainProgress TrainCheckpointer::load(const TrainProgress& fresh) {
   if (args_.load.empty()) return fresh;
+  const auto t0 = std::chrono::steady_clock::now();
   const int64_t it = find_latest_checkpoint(args_.load, log0_ ? stderr : nullptr);
   if (it < 0) {
     if (log0_)
@@ -136,7 +181,7 @@ TrainProgress TrainCheckpointer::load(const TrainProgress& fresh) {
   const nlohmann::json& common = ck.common();
   if (common.contains("args"))
     check_args_match(common["args"], args_to_json(args_, cfg_),
-                     {"num_layers", "hidden_size", "ffn_hidden_size", "num_attention_heads", "padded_vocab_size",
+                     {"num_layers", "hidden_size", "ffn_hidden_size", "num_attention_heads", "vocab_size",
                       "max_position_embeddings"},
                      ck.path());
   const bool load_optim = !args_.finetune && !args_.no_load_optim;
@@ -153,7 +198,14 @@ TrainProgress TrainCheckpointer::load(const TrainProgress& fresh) {
       requests.push_back(std::move(t));
     }
   }
-  ck.load(requests);
+  const uint64_t bytes_read = ck.load(requests);
+  // The vocabulary padding rows the checkpoint does not hold: zero, as init leaves them.
+  zero_unstored_rows(layout_, buf_.params(), 0);
+  for (const OptimizerStateRange& r : opt_.state_ranges()) {
+    zero_unstored_rows(layout_, r.exp_avg, r.offset);
+    zero_unstored_rows(layout_, r.exp_avg_sq, r.offset);
+    if (r.master.defined()) zero_unstored_rows(layout_, r.master, r.offset);
+  }
   if (!master_loaded) opt_.reset_master_from_params();
 
   TrainProgress p = fresh;
@@ -171,9 +223,17 @@ TrainProgress TrainCheckpointer::load(const TrainProgress& fresh) {
                         s.value("hysteresis_tracker", scaler_.hysteresis_tracker()));
     }
   }
+  Communicator& world = groups_.world();
+  double seconds = seconds_since(t0), bytes = double(bytes_read);
+  if (world.size() > 1) {
+    seconds = world.all_reduce_scalar(seconds, ReduceOp::Max);
+    bytes = world.all_reduce_scalar(bytes);
+  }
   if (log0_) {
-    fmt::print(log0_, "> loaded checkpoint {} (iteration {}, saved under tp {} dp {}{}){}\n", ck.path(), it,
-               ck.layout().tp, ck.layout().dp, ck.layout().distributed_optimizer ? ", distributed optimizer" : "",
+    fmt::print(log0_, "> loaded checkpoint {} (iteration {}, saved under tp {} dp {}{}) in {:.3f} s ({} read{}, {}){}\n",
+               ck.path(), it, ck.layout().tp, ck.layout().dp,
+               ck.layout().distributed_optimizer ? ", distributed optimizer" : "", seconds, gb(uint64_t(bytes)),
+               world.size() > 1 ? fmt::format(" by {} ranks", world.size()) : "", gb_per_s(uint64_t(bytes), seconds),
                args_.finetune ? ": weights only (--finetune), starting at iteration 0"
                : !load_optim  ? ": without optimizer state (--no-load-optim)"
                               : "");

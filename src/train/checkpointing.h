@@ -10,6 +10,12 @@
 //   optimizer.exp_avg.<param name>   Adam's m (fp32)
 //   optimizer.exp_avg_sq.<param>     Adam's v (fp32)
 //   optimizer.master.<param name>    fp32 master weights, only when separate (bf16/fp16 models)
+// Vocabulary-padded tensors (the word embeddings, an untied output layer, and their optimizer
+// state) are stored without the padding rows, global shape [vocab, hidden]: the padding depends
+// on the tensor-parallel size (make-vocab-size-divisible-by x TP), so this is what lets a
+// checkpoint load under a TP size whose padded vocabulary differs. Padding rows are zero at
+// init and stay zero (masked out of the loss, no gradient, no decay), and loading sets them so.
+// A checkpoint written before, with the padding stored, still loads (the extra rows are skipped).
 // Dropout masks derive from the seed and the global microbatch counter, the LR from the
 // iteration, the data order from the consumed samples: nothing else needs saving to continue
 // bit for bit.
@@ -55,6 +61,9 @@ class TrainCheckpointer {
   void save(const TrainProgress& p);
   // --async-save: complete a save in flight (collective). No-op otherwise.
   void finalize();
+  // --async-save, once per iteration (collective): completes a save in flight as soon as every
+  // rank's writer is done, so the tracker names it without waiting for the next save.
+  void maybe_finalize();
   int64_t last_saved_iteration() const { return last_saved_; }
 
  private:
@@ -71,6 +80,7 @@ class TrainCheckpointer {
   std::vector<FlatTensorLayout> layout_;
   std::unique_ptr<AsyncCheckpointSaver> async_;
   int64_t last_saved_ = -1;
+  std::string async_dir_;
 };
 
 // --exit-signal-handler: SIGTERM and SIGINT set a flag instead of killing the process.

@@ -397,6 +397,7 @@ TrainResult pretrain_gpt(const TrainingArgs& args, std::FILE* log, const TrainOp
       }
     }
     if (iteration % args.log_interval == 0) t_interval = Clock::now();  // evaluation time excluded
+    ckpt.maybe_finalize();  // --async-save: complete a save in flight once written
     if (saving) ckpt.save(progress());
     // Exits (Megatron's): each saves a checkpoint with --save (after the loop) and ends with 0.
     std::string exit_reason;

@@ -486,6 +486,65 @@ TEST_F(CheckpointTest, ShapeMismatchNamesTheTensor) {
   EXPECT_NE(e.find("--num-layers: checkpoint 24, now 12"), std::string::npos) << e;
 }
 
+TEST_F(CheckpointTest, VocabularyPaddingIsNotStoredAndOldPaddedCheckpointsLoad) {
+  // An embedding of 13 real rows padded to 16, under tp=2 (8 rows each): saved as [13, 6].
+  auto layout = [](int tp_rank, int64_t stored_rows) {
+    FlatTensorLayout e{"embedding.word_embeddings.weight", {8, 6}, 0, {16, 6}, 0, 8 * tp_rank};
+    e.stored_rows = stored_rows;
+    return std::vector<FlatTensorLayout>{e};
+  };
+  auto buffer = [](int tp_rank) {
+    Tensor t = Tensor::empty({48}, DType::F32);
+    for (int64_t i = 0; i < 48; ++i) t.data<float>()[i] = value("e", tp_rank * 48 + i, 0);
+    return t;
+  };
+  std::vector<Tensor> bufs = {buffer(0), buffer(1)};
+  run_ranks(2, [&](int rank, const std::function<void()>& bar) {
+    SaveOptions o;
+    o.rank = rank;
+    o.world_size = 2;
+    o.barrier = bar;
+    save_checkpoint(dir_, 1, shard_flat_buffer(layout(rank, 13), "", bufs[size_t(rank)], 0, 0, rank), common_state(1), o);
+  });
+  {
+    CheckpointReader r(dir_, -1, nullptr);
+    EXPECT_EQ(r.tensors().at("embedding.word_embeddings.weight").global_shape, (Shape{13, 6}));
+    // One rank, vocabulary padded to 14: the 13 real rows come back, the padding row is untouched.
+    FlatTensorLayout one{"embedding.word_embeddings.weight", {14, 6}, 0, {14, 6}, -1, 0};
+    one.stored_rows = 13;
+    Tensor got = Tensor::empty({84}, DType::F32);
+    for (int64_t i = 0; i < 84; ++i) got.data<float>()[i] = -1.0f;
+    r.load(shard_flat_buffer({one}, "", got, 0));
+    for (int64_t i = 0; i < 84; ++i) EXPECT_EQ(got.data<float>()[i], i < 78 ? value("e", i, 0) : -1.0f) << i;
+    // Without stored_rows the shapes conflict.
+    FlatTensorLayout plain{"embedding.word_embeddings.weight", {14, 6}, 0, {14, 6}, -1, 0};
+    std::string e = user_error([&] { r.load(shard_flat_buffer({plain}, "", got, 0)); });
+    EXPECT_NE(e.find("mismatched architecture"), std::string::npos) << e;
+  }
+  // A checkpoint written before padding was stripped ([16, 6], padding stored) loads into a
+  // layout that strips it: the extra rows are not read.
+  run_ranks(2, [&](int rank, const std::function<void()>& bar) {
+    SaveOptions o;
+    o.rank = rank;
+    o.world_size = 2;
+    o.barrier = bar;
+    save_checkpoint(dir_, 2, shard_flat_buffer(layout(rank, -1), "", bufs[size_t(rank)], 0, 0, rank), common_state(2), o);
+  });
+  CheckpointReader old(dir_, -1, nullptr);
+  EXPECT_EQ(old.tensors().at("embedding.word_embeddings.weight").global_shape, (Shape{16, 6}));
+  FlatTensorLayout one{"embedding.word_embeddings.weight", {13, 6}, 0, {13, 6}, -1, 0};
+  one.stored_rows = 13;
+  Tensor got = Tensor::zeros({78}, DType::F32);
+  old.load(shard_flat_buffer({one}, "", got, 0));
+  for (int64_t i = 0; i < 78; ++i) EXPECT_EQ(got.data<float>()[i], value("e", i, 0)) << i;
+  // More real rows than the checkpoint holds is still an error.
+  FlatTensorLayout big{"embedding.word_embeddings.weight", {20, 6}, 0, {20, 6}, -1, 0};
+  big.stored_rows = 17;
+  Tensor got_big = Tensor::zeros({120}, DType::F32);
+  std::string e = user_error([&] { old.load(shard_flat_buffer({big}, "", got_big, 0)); });
+  EXPECT_NE(e.find("[16, 6] in the checkpoint but [17, 6]"), std::string::npos) << e;
+}
+
 TEST_F(CheckpointTest, AsyncSaveSnapshotsAndCompletesOnFinalize) {
   AsyncCheckpointSaver saver;
   std::vector<RankState> states;

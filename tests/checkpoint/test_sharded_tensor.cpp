@@ -114,6 +114,55 @@ TEST(ShardedTensor, ShardFlatBufferCutsAtTheRange) {
   EXPECT_EQ(s[1].replica_id, 1);  // replicated over tp: only tp rank 0 writes it
 }
 
+TEST(ShardedTensor, ShardFlatBufferLeavesOutUnstoredRows) {
+  // A vocabulary of 5 rows padded to 8, split over 2 tp ranks of 4 rows x 3 columns: rank 0 holds
+  // rows 0-3 (all real), rank 1 rows 4-7 (row 4 real, 5-7 padding). Checkpoints hold [5, 3].
+  auto layout = [](int tp_rank) {
+    FlatTensorLayout e{"embedding.word_embeddings.weight", {4, 3}, 4, {8, 3}, 0, 4 * tp_rank};
+    e.stored_rows = 5;
+    return std::vector<FlatTensorLayout>{{"b", {4}, 0, {}, -1, 0}, e};
+  };
+  Tensor flat = Tensor::empty({16}, DType::F32);
+  for (int64_t i = 0; i < 16; ++i) flat.data<float>()[i] = float(i + 1);
+
+  auto r0 = shard_flat_buffer(layout(0), "", flat, 0, 0, 0);
+  ASSERT_EQ(r0.size(), 2u);
+  EXPECT_EQ(r0[1].global_shape, (Shape{5, 3}));
+  EXPECT_EQ(r0[1].local_shape, (Shape{4, 3}));
+  EXPECT_TRUE(r0[1].allow_extra_rows);
+  EXPECT_EQ(r0[1].data.numel(), 12);
+
+  auto r1 = shard_flat_buffer(layout(1), "", flat, 0, 0, 1);
+  ASSERT_EQ(r1.size(), 2u);
+  EXPECT_EQ(r1[1].global_shape, (Shape{5, 3}));
+  EXPECT_EQ(r1[1].global_offset, (Shape{4, 0}));
+  EXPECT_EQ(r1[1].local_shape, (Shape{1, 3}));
+  ASSERT_EQ(r1[1].data.numel(), 3);
+  EXPECT_EQ(r1[1].data.data<float>()[0], 5.0f);  // the buffer's element 4: the shard's row 0
+
+  // Distributed-optimizer ranges of the buffer: [8, 16) holds rank 1's embedding elements
+  // [4, 12), all padding (no piece); [6, 16) holds rank 0's elements [2, 12), all real.
+  EXPECT_TRUE(shard_flat_buffer(layout(1), "", flat.flat_slice(8, 8, {8}), 8, 0, 1).empty());
+  auto part = shard_flat_buffer(layout(0), "", flat.flat_slice(6, 10, {10}), 6, 0, 0);
+  ASSERT_EQ(part.size(), 1u);
+  EXPECT_EQ(part[0].flat_begin, 2);
+  EXPECT_EQ(part[0].flat_end, 12);
+  // Rank 1's range [5, 16): the box's elements [1, 3) are real rows, the rest padding.
+  auto pad = shard_flat_buffer(layout(1), "", flat.flat_slice(5, 11, {11}), 5, 0, 1);
+  ASSERT_EQ(pad.size(), 1u);
+  EXPECT_EQ(pad[0].local_shape, (Shape{1, 3}));
+  EXPECT_EQ(pad[0].flat_begin, 1);
+  EXPECT_EQ(pad[0].flat_end, 3);
+  EXPECT_EQ(pad[0].data.data<float>()[0], 6.0f);
+
+  // Zeroing the padding: rank 1's rows 5-7 (buffer elements [7, 16)); rank 0 has none.
+  Tensor z = flat.to(Device::cpu());
+  zero_unstored_rows(layout(0), z, 0);
+  for (int64_t i = 0; i < 16; ++i) EXPECT_EQ(z.data<float>()[i], float(i + 1));
+  zero_unstored_rows(layout(1), z.flat_slice(6, 10, {10}), 6);
+  for (int64_t i = 0; i < 16; ++i) EXPECT_EQ(z.data<float>()[i], i < 7 ? float(i + 1) : 0.0f) << i;
+}
+
 TEST(Crc32c, CheckValueAndChaining) {
   const char* s = "123456789";
   EXPECT_EQ(crc32c(s, 9), 0xE3069283u);
