@@ -379,7 +379,8 @@ bool gemm_dgelu(const Tensor& a, bool trans_a, const Tensor& b, bool trans_b, co
         Tensor scratch = Tensor::empty({n}, t, dpre.device());
         const PlanKey key = make_key(a, trans_a, b, trans_b, dpre, m, n, k, CUBLASLT_EPILOGUE_DGELU_BGRAD,
                                      int(cuda_type(t)), scratch.raw(), pre.raw());
-        if (lt_matmul(ctx, key, a, b, dpre, 1.0f, 0.0f, scratch.raw(), pre.raw(), st, nullptr)) {
+        const char* instead = t == DType::F32 ? nullptr : "trying DGELU with bias_grad_accumulate";
+        if (lt_matmul(ctx, key, a, b, dpre, 1.0f, 0.0f, scratch.raw(), pre.raw(), st, instead)) {
           lock.unlock();
           accumulate(*db_accum, scratch, st);
           return true;
