@@ -5,7 +5,8 @@
 //   124M: 16 x 1024 tokens, hidden 768;  350M: 16 x 1024, 1024;  1.3B: 8 x 2048, 2048
 // the twelve GEMMs of one transformer layer (qkv, attention projection, fc1, fc2; forward, dgrad,
 // wgrad), the three of the logits, and the MLP's GeLU with and without the cuBLASLt epilogue
-// fusion (gemm.h's gemm_bias_gelu / gemm_dgelu; TFLOP/s count the GEMM's FLOPs only). The
+// fusion (gemm.h's gemm_bias_gelu / gemm_dgelu), the weight gradients with and without the bias
+// gradient in the GEMM epilogue (gemm_wgrad_bgrad); TFLOP/s count the GEMM's FLOPs only. The
 // summary line adds up one step's GEMM time: layers x layer GEMMs + logits.
 // Times are CUDA-event averages over back-to-back calls after warm-up (plan building excluded).
 //
@@ -17,6 +18,7 @@
 #include <cstring>
 #include <functional>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "core/cuda/cuda_backend.h"
@@ -153,6 +155,31 @@ void bench_model(const Model& md, const Printer& p) {
     const double saved_ms = md.layers * ((fwd_sep - fwd_fused) + (bwd_sep - bwd_fused));
     std::printf("| %s | **GeLU fusion saves per step** | %lld layers | %.3f | | |\n", md.name, (long long)md.layers,
                 saved_ms);
+  }
+
+  // Weight gradient + bias gradient (qkv, proj and fc2; fc1's bias grad is in fc2's dgrad above):
+  // wgrad then bias_grad_accumulate against the BGRADB epilogue (gemm_wgrad_bgrad).
+  {
+    double saved_ms = 0;
+    for (auto [name, out, in] : {std::tuple<const char*, int64_t, int64_t>{"qkv", 3 * h, h}, {"proj", h, h},
+                                 {"fc2", h, F}}) {
+      const Device dev = Device::cuda(0);
+      Tensor dy = randn({N, out}, DType::BF16, 9), x = randn({N, in}, DType::BF16, 10);
+      Tensor dw = Tensor::empty({out, in}, DType::F32, dev), db = Tensor::empty({out}, DType::F32, dev);
+      fill(dw, 0.0f);
+      fill(db, 0.0f);
+      const double sep = time_ms([&] {
+        gemm(dy, true, x, false, dw, 1.0f, 1.0f);
+        bias_grad_accumulate(dy, db);
+      });
+      bool fused = false;
+      const double fus = time_ms([&] { fused = gemm_wgrad_bgrad(dy, x, dw, db); });
+      p.row(md.name, std::string(name) + " wgrad + bias grad, separate", out, in, N, sep);
+      p.row(md.name, std::string(name) + " wgrad + bias grad, fused" + (fused ? "" : " (NOT FUSED)"), out, in, N, fus);
+      saved_ms += md.layers * (sep - fus);
+    }
+    std::printf("| %s | **bias-grad fusion saves per step** | %lld layers | %.3f | | |\n", md.name,
+                (long long)md.layers, saved_ms);
   }
 
   const double step_ms = md.layers * layer_ms + logits_ms;

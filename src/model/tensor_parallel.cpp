@@ -63,9 +63,11 @@ Tensor ColumnParallelLinear::backward(const Tensor& dy, Saved& s, bool bias_grad
   const int64_t n = s.x.size(0);
   Tensor dy2 = dy.view({n, out_});
   Tensor dx = Tensor::empty({n, in_}, s.x.dtype(), s.x.device());
-  gemm(dy2, false, buf_.param(w_), false, dx);             // dx = dy W (partial over TP)
-  gemm(dy2, true, s.x, false, buf_.grad(w_), 1.0f, 1.0f);  // dW += dy^T x
-  if (b_ >= 0 && bias_grad) bias_grad_accumulate(dy2, buf_.grad(b_));
+  gemm(dy2, false, buf_.param(w_), false, dx);  // dx = dy W (partial over TP)
+  if (b_ >= 0 && bias_grad)
+    gemm_wgrad_bgrad(dy2, s.x, buf_.grad(w_), buf_.grad(b_));  // dW += dy^T x, db += sum_rows dy
+  else
+    gemm(dy2, true, s.x, false, buf_.grad(w_), 1.0f, 1.0f);
   s = Saved{};
   if (par_.tp_size() == 1) return dx;
   if (par_.sequence_parallel) return reduce_scatter_tokens(dx, *par_.tp);
@@ -111,7 +113,8 @@ Tensor RowParallelLinear::forward(const Tensor& x, Saved& s) const {
 Tensor RowParallelLinear::backward(const Tensor& dy, Saved& s, const GeluGrad* gelu) const {
   const int64_t n = s.x.size(0);
   Tensor dy_local = dy.view({dy.numel() / out_, out_});
-  Tensor dy2 = par_.sequence_parallel && par_.tp_size() > 1 ? gather_tokens(dy_local, *par_.tp) : dy_local;
+  const bool gathered = par_.sequence_parallel && par_.tp_size() > 1;
+  Tensor dy2 = gathered ? gather_tokens(dy_local, *par_.tp) : dy_local;
   MT_CHECK(dy2.size(0) == n, "RowParallelLinear backward: dy has {} tokens, input had {}", dy2.size(0), n);
   Tensor dx = Tensor::empty({n, in_}, s.x.dtype(), s.x.device());
   if (gelu)  // dx = (dy W) * gelu'(pre), db_accum += its column sums
@@ -119,8 +122,12 @@ Tensor RowParallelLinear::backward(const Tensor& dy, Saved& s, const GeluGrad* g
                gelu->db_accum.defined() ? &gelu->db_accum : nullptr);
   else
     gemm(dy2, false, buf_.param(w_), false, dx);
-  gemm(dy2, true, s.x, false, buf_.grad(w_), 1.0f, 1.0f);
-  if (b_ >= 0) bias_grad_accumulate(dy_local, buf_.grad(b_));  // partial with sequence parallelism
+  if (b_ >= 0 && !gathered) {  // dW += dy^T x and db += sum_rows dy from one GEMM
+    gemm_wgrad_bgrad(dy2, s.x, buf_.grad(w_), buf_.grad(b_));
+  } else {
+    gemm(dy2, true, s.x, false, buf_.grad(w_), 1.0f, 1.0f);
+    if (b_ >= 0) bias_grad_accumulate(dy_local, buf_.grad(b_));  // partial with sequence parallelism
+  }
   s = Saved{};
   return dx;
 }

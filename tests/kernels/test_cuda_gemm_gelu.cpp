@@ -1,5 +1,5 @@
-// gemm_bias_gelu and gemm_dgelu on CUDA (cuBLASLt's GELU_AUX_BIAS and DGELU_BGRAD epilogues for
-// bf16/fp16) against the CPU reference, which is the unfused gemm + gelu sequence:
+// gemm_bias_gelu, gemm_dgelu and gemm_wgrad_bgrad on CUDA (cuBLASLt's GELU_AUX_BIAS, DGELU_BGRAD
+// and BGRADB epilogues for bf16/fp16) against the CPU reference, the unfused op sequence:
 //  - random inputs at small, MLP-sized and odd shapes (n % 8 != 0 cannot be fused and must fall
 //    back), outputs poisoned first, relative error within the dtype's tolerance, fp32 bias-grad
 //    accumulation into a non-zero main grad;
@@ -77,6 +77,25 @@ TEST_P(CudaGemmGelu, BackwardMatchesCpu) {
     EXPECT_EQ(fused, expect_fused(dt, n)) << m << "x" << k << "x" << n;
     EXPECT_LT(rel_err(dpre_gpu, dpre), tol(dt)) << m << "x" << k << "x" << n;
     EXPECT_LT(rel_err(db_gpu, db), tol(dt)) << m << "x" << k << "x" << n;
+  }
+}
+
+// A linear layer's weight gradient (fp32, accumulated onto non-zero values) and bias gradient.
+TEST_P(CudaGemmGelu, WgradBgradMatchesCpu) {
+  if (mt::cuda_device_count() == 0) GTEST_SKIP() << "no CUDA device";
+  const DType dt = GetParam().dt;
+  for (auto [N, in, out] : kShapes) {
+    Tensor dy = random_tensor({N, out}, dt, 12), x = random_tensor({N, in}, dt, 13);
+    Tensor dw = random_tensor({out, in}, DType::F32, 14), db = random_tensor({out}, DType::F32, 15);
+    Tensor dw_gpu = to_gpu(dw), db_gpu = to_gpu(db);
+    gemm_wgrad_bgrad(dy, x, dw, db);
+    const bool fused = gemm_wgrad_bgrad(to_gpu(dy), to_gpu(x), dw_gpu, db_gpu);
+    if (dt == DType::F32) EXPECT_FALSE(fused);
+    if (dt != DType::F32 && N % 8 == 0 && in % 8 == 0 && out % 8 == 0)
+      EXPECT_TRUE(fused) << N << "x" << in << "x" << out;
+    // fp32 accumulation of exact products of half inputs: only summation order differs.
+    EXPECT_LT(rel_err(dw_gpu, dw), 1e-4) << N << "x" << in << "x" << out;
+    EXPECT_LT(rel_err(db_gpu, db), 1e-5) << N << "x" << in << "x" << out;
   }
 }
 
@@ -195,6 +214,14 @@ TEST(CudaGemmGeluEdge, IsBitReproducible) {
   EXPECT_TRUE(same_bits(y[0], y[1]));
   EXPECT_TRUE(same_bits(dpre[0], dpre[1]));
   EXPECT_TRUE(same_bits(db[0], db[1]));
+  Tensor dw2[2], db2[2];
+  for (int r = 0; r < 2; ++r) {
+    dw2[r] = Tensor::zeros({n, k}, DType::F32, gpu());
+    db2[r] = Tensor::zeros({n}, DType::F32, gpu());
+    gemm_wgrad_bgrad(pre[r], x, dw2[r], db2[r]);
+  }
+  EXPECT_TRUE(same_bits(dw2[0], dw2[1]));
+  EXPECT_TRUE(same_bits(db2[0], db2[1]));
 }
 
 }  // namespace

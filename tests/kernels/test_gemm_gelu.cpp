@@ -1,4 +1,4 @@
-// gemm_bias_gelu and gemm_dgelu on the CPU are, bit for bit, the unfused sequences gemm.h
+// gemm_bias_gelu, gemm_dgelu and gemm_wgrad_bgrad on the CPU are, bit for bit, the unfused sequences gemm.h
 // defines them by (so a CPU model computes exactly what it did with the separate ops), and they
 // report that nothing was fused.
 #include "kernels/activation.h"
@@ -46,6 +46,19 @@ TEST_P(GemmGeluCpu, BackwardIsGemmThenGeluBackwardThenBiasGrad) {
     EXPECT_TRUE(bitwise_equal(dpre, dpre_ref)) << "db " << with_db;
     EXPECT_TRUE(bitwise_equal(db, db_ref)) << "db " << with_db;
   }
+}
+
+TEST_P(GemmGeluCpu, WgradBgradIsGemmThenBiasGrad) {
+  const DType dt = GetParam();
+  const int64_t N = 37, in = 24, out = 40;
+  Tensor dy = random_tensor({N, out}, dt, 8), x = random_tensor({N, in}, dt, 9);
+  Tensor dw = random_tensor({out, in}, DType::F32, 10), dw_ref = random_tensor({out, in}, DType::F32, 10);
+  Tensor db = random_tensor({out}, DType::F32, 11), db_ref = random_tensor({out}, DType::F32, 11);
+  EXPECT_FALSE(gemm_wgrad_bgrad(dy, x, dw, db));
+  gemm(dy, true, x, false, dw_ref, 1.0f, 1.0f);
+  bias_grad_accumulate(dy, db_ref);
+  EXPECT_TRUE(bitwise_equal(dw, dw_ref));
+  EXPECT_TRUE(bitwise_equal(db, db_ref));
 }
 
 INSTANTIATE_TEST_SUITE_P(Dtypes, GemmGeluCpu, ::testing::Values(DType::F32, DType::BF16, DType::F16),

@@ -17,6 +17,7 @@ void gemm_bias_gelu(const Tensor& a, bool trans_a, const Tensor& b, bool trans_b
                     const Tensor& y);
 void gemm_dgelu(const Tensor& a, bool trans_a, const Tensor& b, bool trans_b, const Tensor& pre, const Tensor& dpre,
                 const Tensor* db_accum);
+void gemm_wgrad_bgrad(const Tensor& dy, const Tensor& x, const Tensor& dw_accum, const Tensor& db_accum);
 
 void layernorm_forward(const Tensor& x, const Tensor& w, const Tensor& b, float eps, const Tensor& y,
                        const Tensor& mean, const Tensor& rstd);

@@ -9,7 +9,7 @@
 // an OpenMP parallel region): every element sees the same arithmetic for any thread count. Each
 // tile re-packs its slices of A and B, ~1/tile of the FLOPs in extra traffic.
 //
-// gemm_bias_gelu / gemm_dgelu: the reference is the unfused sequence gemm.h defines them by,
+// gemm_bias_gelu / gemm_dgelu / gemm_wgrad_bgrad: the reference is the unfused sequence gemm.h defines them by,
 // each op run as itself (so the CPU model computes exactly what it did before they existed).
 //
 // bias_grad_accumulate: db[c] += sum_n dy[n, c]. Threads own blocks of columns and walk the
@@ -131,6 +131,11 @@ void gemm_dgelu(const Tensor& a, bool trans_a, const Tensor& b, bool trans_b, co
   gemm(a, trans_a, b, trans_b, dpre, 1.0f, 0.0f, nullptr);
   gelu_backward(dpre, pre, dpre);
   if (db_accum) bias_grad_accumulate(dpre, *db_accum);
+}
+
+void gemm_wgrad_bgrad(const Tensor& dy, const Tensor& x, const Tensor& dw_accum, const Tensor& db_accum) {
+  gemm(dy, true, x, false, dw_accum, 1.0f, 1.0f, nullptr);
+  bias_grad_accumulate(dy, db_accum);
 }
 
 }  // namespace mt::cpu

@@ -20,6 +20,7 @@ bool gemm_bias_gelu(const Tensor& a, bool trans_a, const Tensor& b, bool trans_b
                     const Tensor& pre, const Tensor& y, Stream s);
 bool gemm_dgelu(const Tensor& a, bool trans_a, const Tensor& b, bool trans_b, const Tensor& pre,
                 const Tensor& dpre, const Tensor* db_accum, Stream s);
+bool gemm_wgrad_bgrad(const Tensor& dy, const Tensor& x, const Tensor& dw_accum, const Tensor& db_accum, Stream s);
 
 // layernorm.h
 void layernorm_forward(const Tensor& x, const Tensor& w, const Tensor& b, float eps, const Tensor& y,

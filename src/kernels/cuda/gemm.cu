@@ -21,6 +21,10 @@
 // In the row-major-as-transposed view the aux matrix is pre^T [n, m] column-major with ld n,
 // exactly our row-major pre. fp32, odd n, k = 0 and shapes without an algorithm run the unfused
 // ops (once-per-shape warning); MT_GEMM_FUSE_GELU=0 turns the fusion off (for A/B timing).
+// gemm_wgrad_bgrad: the weight gradient dW^T[in, out] = x^T dy in the column-major view, whose
+// "B" is dy^T with k = tokens: BGRADB sums B over k, one value per column of D = per output
+// feature, i.e. dy's column sums. It too stores: an fp32 scratch (the bias-gradient type is C's,
+// fp32 here), added to db_accum. MT_GEMM_FUSE_BGRAD=0 turns it off.
 // Cost: 2 m n k FLOPs; H100 dense bf16 ~ 600-750 TFLOP/s achievable for large shapes, fp32
 // (no TF32) ~ 50 TFLOP/s.
 #include <cublasLt.h>
@@ -113,11 +117,16 @@ bool force_fallback() {
   return force;
 }
 
+bool env_off(const char* name) {
+  const char* e = std::getenv(name);
+  return e && std::strcmp(e, "0") == 0;
+}
 bool gelu_fusion_enabled() {
-  static const bool on = [] {
-    const char* e = std::getenv("MT_GEMM_FUSE_GELU");
-    return !(e && std::strcmp(e, "0") == 0);
-  }();
+  static const bool on = !env_off("MT_GEMM_FUSE_GELU");
+  return on && !force_fallback();
+}
+bool bgrad_fusion_enabled() {
+  static const bool on = !env_off("MT_GEMM_FUSE_BGRAD");
   return on && !force_fallback();
 }
 
@@ -138,6 +147,7 @@ const char* epilogue_name(int e) {
     case CUBLASLT_EPILOGUE_GELU_AUX_BIAS: return "GELU_AUX_BIAS";
     case CUBLASLT_EPILOGUE_DGELU: return "DGELU";
     case CUBLASLT_EPILOGUE_DGELU_BGRAD: return "DGELU_BGRAD";
+    case CUBLASLT_EPILOGUE_BGRADB: return "BGRADB";
     default: return "?";
   }
 }
@@ -399,6 +409,30 @@ bool gemm_dgelu(const Tensor& a, bool trans_a, const Tensor& b, bool trans_b, co
   gemm(a, trans_a, b, trans_b, dpre, 1.0f, 0.0f, nullptr, s);
   gelu_backward(dpre, pre, dpre, s);
   if (db_accum) bias_grad_accumulate(dpre, *db_accum, s);
+  return false;
+}
+
+bool gemm_wgrad_bgrad(const Tensor& dy, const Tensor& x, const Tensor& dw_accum, const Tensor& db_accum, Stream s) {
+  const int64_t m = dw_accum.size(0), n = dw_accum.size(1), k = dy.size(0);
+  if (m == 0 || n == 0) return false;
+  const int device = dw_accum.device().index;
+  CudaDeviceGuard guard(device);
+  if (bgrad_fusion_enabled() && dy.dtype() != DType::F32 && k > 0 && m <= INT32_MAX && n <= INT32_MAX &&
+      k <= INT32_MAX) {
+    DeviceContext& ctx = context(device);
+    std::unique_lock<std::mutex> lock(ctx.mu);
+    Tensor scratch = Tensor::empty({m}, DType::F32, dw_accum.device());  // alive until `accumulate` is queued
+    const PlanKey key = make_key(dy, true, x, false, dw_accum, m, n, k, CUBLASLT_EPILOGUE_BGRADB,
+                                 int(CUDA_R_32F), scratch.raw(), nullptr);
+    if (lt_matmul(ctx, key, dy, x, dw_accum, 1.0f, 1.0f, scratch.raw(), nullptr, stream_of(s),
+                  "running gemm and bias_grad_accumulate separately")) {
+      lock.unlock();
+      accumulate(db_accum, scratch, stream_of(s));
+      return true;
+    }
+  }
+  gemm(dy, true, x, false, dw_accum, 1.0f, 1.0f, nullptr, s);
+  bias_grad_accumulate(dy, db_accum, s);
   return false;
 }
 
