@@ -18,9 +18,7 @@
 #include <string>
 
 #include "checkpoint/checkpoint.h"
-#include "dist/mpi_communicator.h"
-#include "dist/process_groups.h"
-#include "train/trainer.h"
+#include "../parallel/mpi_training.h"
 
 using namespace mt;
 namespace fs = std::filesystem;
@@ -30,28 +28,8 @@ namespace {
 constexpr int64_t kVocab = 300, kHidden = 32;
 
 TrainingArgs tiny() {
-  TrainingArgs a;
-  a.mock_data = true;
-  a.vocab_size = kVocab;
-  a.make_vocab_size_divisible_by = 64;  // TP=1: 320 rows; TP=2: 384
-  a.num_layers = 2;
-  a.hidden_size = int(kHidden);
-  a.num_attention_heads = 4;
-  a.ffn_hidden_size = 64;
-  a.seq_length = 16;
-  a.micro_batch_size = 2;
-  a.global_batch_size = 8;
-  a.train_iters = 20;
-  a.lr = 1e-3;
-  a.min_lr = 1e-4;
+  TrainingArgs a = testing::tiny_training_args(kVocab, 64);  // TP=1: 320 rows; TP=2: 384
   a.lr_warmup_iters = 2;
-  a.log_interval = 1000;
-  a.eval_interval = 1000;
-  a.eval_iters = 0;
-  a.hidden_dropout = a.attention_dropout = 0.0f;
-  a.device = "cpu";
-  a.ddp_bucket_size = 3000;  // several buckets: distributed-optimizer shards split the embedding
-  a.distributed_timeout_minutes = 2;
   return a;
 }
 
@@ -61,30 +39,9 @@ TrainingArgs with_layout(TrainingArgs a, int tp, bool distopt) {
   return a;
 }
 
-std::FILE* g_devnull = nullptr;
-
-TrainResult run(const TrainingArgs& a, ProcessGroups* groups = nullptr) {
-  TrainOptions o;
-  o.return_final_params = true;
-  o.groups = groups;
-  return pretrain_gpt(a, g_devnull, o);
-}
-
-std::string shared_dir(const std::string& tag) {
-  auto w = dist::world();
-  const double pid = w->all_reduce_scalar(w->rank() == 0 ? double(::getpid()) : 0.0);
-  const fs::path p = fs::temp_directory_path() / ("mt_ckpt_" + tag + "_" + std::to_string(int64_t(pid)));
-  if (w->rank() == 0) fs::remove_all(p);
-  w->barrier();
-  return p.string();
-}
-
-int report(const std::string& what, int bad, double worst) {
-  auto w = dist::world();
-  const int all = int(w->all_reduce_scalar(double(bad)));
-  if (w->rank() == 0) std::printf("%-40s worst diff %.3g: %s\n", what.c_str(), worst, all ? "FAIL" : "ok");
-  return all ? 1 : 0;
-}
+using testing::report;
+using testing::shared_dir;
+TrainResult run(const TrainingArgs& a, ProcessGroups* groups = nullptr) { return testing::run_training(a, groups); }
 
 // The word embeddings' padding rows (>= kVocab) are all zero.
 int padding_nonzero(const std::string& what, const TrainResult& r, int64_t padded) {
@@ -180,10 +137,8 @@ int main() {
     std::fprintf(stderr, "vocab_reshard needs 2 ranks\n");
     return 1;
   }
-  g_devnull = std::fopen("/dev/null", "w");
   int failures = 0;
   failures += reshard(2, false, {{0, false}, {1, true}});
   failures += reshard(1, true, {{2, false}});
-  std::fclose(g_devnull);
   return failures ? 1 : 0;
 }

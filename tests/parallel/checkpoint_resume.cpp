@@ -16,9 +16,7 @@
 #include <filesystem>
 #include <string>
 
-#include "dist/mpi_communicator.h"
-#include "dist/process_groups.h"
-#include "train/trainer.h"
+#include "mpi_training.h"
 
 using namespace mt;
 namespace fs = std::filesystem;
@@ -26,27 +24,11 @@ namespace fs = std::filesystem;
 namespace {
 
 TrainingArgs tiny() {
-  TrainingArgs a;
-  a.mock_data = true;
-  a.vocab_size = 250;  // padded to 256 under TP 1, 2 and 4 alike (32 x TP divides it)
-  a.make_vocab_size_divisible_by = 32;
-  a.num_layers = 2;
-  a.hidden_size = 32;
-  a.num_attention_heads = 4;
-  a.ffn_hidden_size = 64;
-  a.seq_length = 16;
-  a.micro_batch_size = 2;
-  a.global_batch_size = 8;
-  a.train_iters = 20;
-  a.lr = 1e-3;
-  a.min_lr = 1e-4;
+  TrainingArgs a = testing::tiny_training_args(250, 32);  // padded to 256 under TP 1, 2 and 4 alike
   a.lr_warmup_iters = 2;
-  a.log_interval = 1000;
   a.eval_interval = 5;
   a.eval_iters = 1;
-  a.device = "cpu";
-  a.ddp_bucket_size = 3000;  // several buckets, shard boundaries inside parameters
-  a.distributed_timeout_minutes = 2;
+  a.hidden_dropout = a.attention_dropout = 0.1f;  // resume must reproduce the dropout masks too
   return a;
 }
 
@@ -58,31 +40,9 @@ TrainingArgs with_layout(TrainingArgs a, const std::string& spec) {
   return a;
 }
 
-std::FILE* g_devnull = nullptr;
-
-TrainResult run(const TrainingArgs& a, ProcessGroups* groups = nullptr) {
-  TrainOptions o;
-  o.return_final_params = true;
-  o.groups = groups;
-  return pretrain_gpt(a, g_devnull, o);
-}
-
-// A directory every rank agrees on (rank 0's pid), empty.
-std::string shared_dir(const std::string& tag) {
-  auto w = dist::world();
-  const double pid = w->all_reduce_scalar(w->rank() == 0 ? double(::getpid()) : 0.0);
-  const fs::path p = fs::temp_directory_path() / ("mt_ckpt_" + tag + "_" + std::to_string(int64_t(pid)));
-  if (w->rank() == 0) fs::remove_all(p);
-  w->barrier();
-  return p.string();
-}
-
-int report(const std::string& what, int bad, double worst) {
-  auto w = dist::world();
-  const int all = int(w->all_reduce_scalar(double(bad)));
-  if (w->rank() == 0) std::printf("%-28s worst diff %.3g: %s\n", what.c_str(), worst, all ? "FAIL" : "ok");
-  return all ? 1 : 0;
-}
+using testing::report;
+using testing::shared_dir;
+TrainResult run(const TrainingArgs& a, ProcessGroups* groups = nullptr) { return testing::run_training(a, groups); }
 
 int resume(const std::string& spec) {
   const TrainingArgs a = with_layout(tiny(), spec);
@@ -181,7 +141,6 @@ int reshard() {
 
 int main(int argc, char** argv) {
   dist::init(true);
-  g_devnull = std::fopen("/dev/null", "w");
   int failures = 0;
   for (int i = 1; i < argc; ++i) {
     const std::string arg = argv[i];
@@ -194,6 +153,5 @@ int main(int argc, char** argv) {
       ++failures;
     }
   }
-  std::fclose(g_devnull);
   return failures ? 1 : 0;
 }

@@ -15,38 +15,13 @@
 #include <cstring>
 #include <string>
 
-#include "dist/mpi_communicator.h"
-#include "dist/process_groups.h"
-#include "train/trainer.h"
+#include "mpi_training.h"
 
 using namespace mt;
 
 namespace {
 
-TrainingArgs tiny() {
-  TrainingArgs a;
-  a.mock_data = true;
-  a.vocab_size = 300;
-  a.make_vocab_size_divisible_by = 32;
-  a.num_layers = 2;
-  a.hidden_size = 32;
-  a.num_attention_heads = 4;
-  a.ffn_hidden_size = 64;
-  a.seq_length = 16;
-  a.micro_batch_size = 2;
-  a.global_batch_size = 8;
-  a.train_iters = 20;
-  a.lr = 1e-3;
-  a.min_lr = 1e-4;
-  a.log_interval = 1000;
-  a.eval_interval = 1000;
-  a.eval_iters = 0;
-  a.hidden_dropout = a.attention_dropout = 0.0f;
-  a.device = "cpu";
-  a.ddp_bucket_size = 3000;  // several buckets, shard boundaries inside parameters
-  a.distributed_timeout_minutes = 2;
-  return a;
-}
+TrainingArgs tiny() { return testing::tiny_training_args(300, 32); }
 
 // Exact equality of two runs of one layout: same losses, same parameters, bit for bit.
 int compare_exact(const TrainResult& a, const TrainResult& b, const std::string& layout) {
@@ -117,12 +92,8 @@ int compare(const TrainResult& ref, const TrainResult& got, const std::string& l
 
 int main(int argc, char** argv) {
   dist::init(true);
-  std::FILE* devnull = std::fopen("/dev/null", "w");
-  TrainOptions ref_opts;
-  ref_opts.return_final_params = true;
   ProcessGroups self_groups(dist::self("world"), {});
-  ref_opts.groups = &self_groups;
-  const TrainResult ref = pretrain_gpt(tiny(), devnull, ref_opts);
+  const TrainResult ref = testing::run_training(tiny(), &self_groups);
   int failures = 0;
   for (int i = 1; i < argc; ++i) {
     std::string spec = argv[i];
@@ -131,17 +102,14 @@ int main(int argc, char** argv) {
     a.sequence_parallel = spec.find(":sp") != std::string::npos;
     a.use_distributed_optimizer = spec.find(":distopt") != std::string::npos;
     const bool overlap = spec.find(":overlap") != std::string::npos;
-    TrainOptions opts;
-    opts.return_final_params = true;
     TrainingArgs plain = a;
     a.overlap_grad_reduce = overlap;
     a.overlap_param_gather = overlap && a.use_distributed_optimizer;
-    const TrainResult got = pretrain_gpt(a, devnull, opts);
+    const TrainResult got = testing::run_training(a);
     int bad = compare(ref, got, spec, a.vocab_size);
-    if (overlap) bad += compare_exact(pretrain_gpt(plain, devnull, opts), got, spec);
+    if (overlap) bad += compare_exact(testing::run_training(plain), got, spec);
     auto w = dist::world();
     if (w->all_reduce_scalar(double(bad)) > 0) ++failures;
   }
-  std::fclose(devnull);
   return failures ? 1 : 0;
 }

@@ -1,0 +1,72 @@
+#pragma once
+// Shared scaffolding of the multi-rank training tests (run under mpirun): a tiny fp32 GPT's
+// arguments, a run that returns the final parameters, a directory every rank agrees on, and a
+// verdict reduced over the world.
+#include <unistd.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <string>
+
+#include "dist/mpi_communicator.h"
+#include "dist/process_groups.h"
+#include "train/trainer.h"
+
+namespace mt::testing {
+
+// 2 layers, hidden 32, 4 heads, seq 16, micro batch 2, global batch 8, 20 iterations on CPU, no
+// dropout, no evaluation, several small gradient buckets (distributed-optimizer shard
+// boundaries fall inside parameters), a 2-minute distributed timeout.
+inline TrainingArgs tiny_training_args(int64_t vocab, int64_t divisible_by) {
+  TrainingArgs a;
+  a.mock_data = true;
+  a.vocab_size = vocab;
+  a.make_vocab_size_divisible_by = divisible_by;
+  a.num_layers = 2;
+  a.hidden_size = 32;
+  a.num_attention_heads = 4;
+  a.ffn_hidden_size = 64;
+  a.seq_length = 16;
+  a.micro_batch_size = 2;
+  a.global_batch_size = 8;
+  a.train_iters = 20;
+  a.lr = 1e-3;
+  a.min_lr = 1e-4;
+  a.log_interval = 1000;
+  a.eval_interval = 1000;
+  a.eval_iters = 0;
+  a.hidden_dropout = a.attention_dropout = 0.0f;
+  a.device = "cpu";
+  a.ddp_bucket_size = 3000;
+  a.distributed_timeout_minutes = 2;
+  return a;
+}
+
+// Trains with `groups` (null: the world's layout from the arguments), log lines to /dev/null.
+inline TrainResult run_training(const TrainingArgs& a, ProcessGroups* groups = nullptr) {
+  static std::FILE* devnull = std::fopen("/dev/null", "w");
+  TrainOptions o;
+  o.return_final_params = true;
+  o.groups = groups;
+  return pretrain_gpt(a, devnull, o);
+}
+
+// An empty directory every rank agrees on (named after rank 0's pid).
+inline std::string shared_dir(const std::string& tag) {
+  auto w = dist::world();
+  const double pid = w->all_reduce_scalar(w->rank() == 0 ? double(::getpid()) : 0.0);
+  const auto p = std::filesystem::temp_directory_path() / ("mt_ckpt_" + tag + "_" + std::to_string(int64_t(pid)));
+  if (w->rank() == 0) std::filesystem::remove_all(p);
+  w->barrier();
+  return p.string();
+}
+
+// Sums `bad` over the world; rank 0 prints one line. Returns 1 when any rank found a problem.
+inline int report(const std::string& what, int bad, double worst) {
+  auto w = dist::world();
+  const int all = int(w->all_reduce_scalar(double(bad)));
+  if (w->rank() == 0) std::printf("%-40s worst diff %.3g: %s\n", what.c_str(), worst, all ? "FAIL" : "ok");
+  return all ? 1 : 0;
+}
+
+}  // namespace mt::testing
