@@ -414,7 +414,10 @@ bool gemm_dgelu(const Tensor& a, bool trans_a, const Tensor& b, bool trans_b, co
 
 bool gemm_wgrad_bgrad(const Tensor& dy, const Tensor& x, const Tensor& dw_accum, const Tensor& db_accum, Stream s) {
   const int64_t m = dw_accum.size(0), n = dw_accum.size(1), k = dy.size(0);
-  if (m == 0 || n == 0) return false;
+  if (m == 0 || n == 0) {  // no weight gradient, but a bias gradient all the same
+    bias_grad_accumulate(dy, db_accum, s);
+    return false;
+  }
   const int device = dw_accum.device().index;
   CudaDeviceGuard guard(device);
   if (bgrad_fusion_enabled() && dy.dtype() != DType::F32 && k > 0 && m <= INT32_MAX && n <= INT32_MAX &&
