@@ -117,6 +117,8 @@ if [[ "${BENCH:-1}" == 1 ]]; then
     python3 bench/gpt_gpu_vs_pytorch.py --model "$m" --build-dir "$BUILD_DIR" 2>&1 | tee "$LOG_DIR/bench_$m.log" \
       || status=1
   done
+  section "GEMM kernels at the models' shapes vs a square GEMM"
+  "$BUILD_DIR/gemm_bench" 2>&1 | tee "$LOG_DIR/gemm_bench.md" || status=1
   section "time to the first iteration, GPT 1.3B"
   python3 bench/time_to_first_iteration.py --model 1.3b --build-dir "$BUILD_DIR" 2>&1 \
     | tee "$LOG_DIR/bench_first_iteration.log" || status=1
