@@ -1,13 +1,19 @@
-// GEMM on the CPU: C[m,n] = alpha * op(A) @ op(B) + beta * C (+ bias[n]), row-major, by
-// OpenBLAS cblas_sgemm. bf16/fp16 operands are first widened into fp32 scratch (one extra read
-// of A and B and a write of their fp32 copies), and a half C goes through fp32 scratch too
-// (read if beta != 0, written back once with the bias fused). fp32 C is updated in place.
+// GEMM on the CPU: C[m,n] = alpha * op(A) @ op(B) + beta * C (+ bias[n]), row-major, in fp32.
+// bf16/fp16 operands are first widened into fp32 scratch (one extra read of A and B and a write
+// of their fp32 copies), and a half C goes through fp32 scratch too (read if beta != 0, written
+// back once with the bias fused). fp32 C is updated in place.
 //
-// OpenBLAS's own threading is not bit-reproducible across thread counts (how it splits C moves
-// rows between its edge and main micro-kernels). So C is cut into tiles whose size depends only
-// on the shape, and each tile is one single-threaded sgemm (OpenBLAS runs single-threaded inside
-// an OpenMP parallel region): every element sees the same arithmetic for any thread count. Each
-// tile re-packs its slices of A and B, ~1/tile of the FLOPs in extra traffic.
+// With AVX-512 (sgemm_avx512.h): the threads first pack op(A) and op(B) once, each a share of
+// the rows or columns, into the kernel's panel order, then compute tiles of C from the shared
+// packed operands. Each element's arithmetic depends on k only, so any tiling gives the same
+// bits; packing once instead of per tile saved ~15% of the GEMM time at the model's shapes.
+//
+// Otherwise OpenBLAS, whose own threading is not bit-reproducible across thread counts (how it
+// splits C moves rows between its edge and main micro-kernels). So C is cut into tiles whose
+// size depends only on the shape, and each tile is one single-threaded sgemm (OpenBLAS runs
+// single-threaded inside an OpenMP parallel region): every element sees the same arithmetic
+// for any thread count. Each tile re-packs its slices of A and B, ~1/tile of the FLOPs in
+// extra traffic.
 //
 // gemm_bias_gelu / gemm_dgelu / gemm_wgrad_bgrad: the reference is the unfused sequence gemm.h defines them by,
 // each op run as itself (so the CPU model computes exactly what it did before they existed).
@@ -20,6 +26,9 @@
 #include "kernels/cpu/blas.h"
 #include "kernels/cpu/cpu_ops.h"
 #include "kernels/cpu/load_store.h"
+#if defined(__x86_64__)
+#include "kernels/cpu/sgemm_avx512.h"
+#endif
 
 namespace mt::cpu {
 namespace {
@@ -74,6 +83,50 @@ void tiled_sgemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, float alpha,
   }
 }
 
+#if defined(__x86_64__)
+// Tiles of C for the AVX-512 path: up to 252 x 512, halved (rows first, to multiples of 14 and
+// 32) while C has fewer than 16 tiles, so small products still spread over threads.
+void avx512_tile(int64_t m, int64_t n, int64_t& tm, int64_t& tn) {
+  tm = 18 * avx512::kRows;
+  tn = 16 * avx512::kCols;
+  auto tiles = [&] { return ((m + tm - 1) / tm) * ((n + tn - 1) / tn); };
+  while (tiles() < 16 && (tm > 2 * avx512::kRows || tn > 2 * avx512::kCols)) {
+    if (tm >= tn / 2 && tm > 2 * avx512::kRows) {
+      tm = (tm / avx512::kRows + 1) / 2 * avx512::kRows;
+    } else {
+      tn = (tn / avx512::kCols + 1) / 2 * avx512::kCols;
+    }
+  }
+}
+
+void avx512_sgemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, float alpha, const float* a, int64_t lda,
+                  const float* b, int64_t ldb, float beta, float* c) {
+  namespace x = avx512;
+  Tensor pa_t = Tensor::empty({x::packed_a_floats(m, k)}, DType::F32);
+  Tensor pb_t = Tensor::empty({x::packed_b_floats(k, n)}, DType::F32);
+  float *pa = pa_t.data<float>(), *pb = pb_t.data<float>();
+  constexpr int64_t kPackRows = 4 * x::kRows, kPackCols = 4 * x::kCols;  // per packing task
+  const int64_t a_tasks = (m + kPackRows - 1) / kPackRows, b_tasks = (n + kPackCols - 1) / kPackCols;
+  int64_t tm, tn;
+  avx512_tile(m, n, tm, tn);
+  const int64_t mt = (m + tm - 1) / tm, nt = (n + tn - 1) / tn;
+#pragma omp parallel
+  {
+#pragma omp for schedule(static) nowait
+    for (int64_t t = 0; t < a_tasks; ++t)
+      x::pack_a(ta, a, lda, m, k, t * kPackRows, std::min(kPackRows, m - t * kPackRows), pa);
+#pragma omp for schedule(static)
+    for (int64_t t = 0; t < b_tasks; ++t)
+      x::pack_b(tb, b, ldb, k, n, t * kPackCols, std::min(kPackCols, n - t * kPackCols), pb);
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t tile = 0; tile < mt * nt; ++tile) {
+      const int64_t i0 = (tile / nt) * tm, j0 = (tile % nt) * tn;
+      x::gemm_packed(m, n, k, alpha, pa, pb, beta, c, n, i0, std::min(tm, m - i0), j0, std::min(tn, n - j0));
+    }
+  }
+}
+#endif
+
 }  // namespace
 
 void gemm(const Tensor& a, bool trans_a, const Tensor& b, bool trans_b, const Tensor& c, float alpha, float beta,
@@ -88,7 +141,16 @@ void gemm(const Tensor& a, bool trans_a, const Tensor& b, bool trans_b, const Te
     for (int64_t i = 0; i < m * n; ++i) cp[i] = beta == 0.0f ? 0.0f : beta * cp[i];
   } else {
     Tensor af = as_f32(a), bf = as_f32(b);
-    tiled_sgemm(trans_a, trans_b, m, n, k, alpha, af.data<float>(), a.size(1), bf.data<float>(), b.size(1), beta, cp);
+#if defined(__x86_64__)
+    if (sgemm_avx512_available()) {
+      avx512_sgemm(trans_a, trans_b, m, n, k, alpha, af.data<float>(), a.size(1), bf.data<float>(), b.size(1), beta,
+                   cp);
+    } else
+#endif
+    {
+      tiled_sgemm(trans_a, trans_b, m, n, k, alpha, af.data<float>(), a.size(1), bf.data<float>(), b.size(1), beta,
+                  cp);
+    }
   }
   const std::vector<float> bias_f32 = to_f32_vector(bias);
   if (c_is_f32 && bias_f32.empty()) return;

@@ -1,28 +1,32 @@
 // Single-threaded fp32 GEMM with AVX-512: C[m, n] = alpha op(A) op(B) + beta C, row-major.
 //
-// The micro-kernel keeps a kMR x 32 block of C in 2 * kMR zmm accumulators; per step p it loads
-// 32 floats of row p of op(B) (two zmm) and broadcasts kMR floats of column p of op(A), one FMA
-// per accumulator: 28 FMAs per 16 loads, so the two FMA ports stay busy.
+// The micro-kernel keeps a kRows x 32 block of C (kRows = 14) in 28 zmm accumulators; per step p
+// it loads 32 floats of row p of op(B) (two zmm) and broadcasts 14 floats of column p of op(A),
+// one FMA per accumulator: 28 FMAs per 16 loads, so the two FMA ports stay busy.
 //
-// Both operands are packed first, whatever their layout, into the order the kernel reads them:
-// op(A) in kMR-row micro-panels (kc x kMR, p-major; 14 KiB, stays in L1 while the kernel walks
-// a whole row of C) and op(B) in 32-column strips (kc x 32, p-major); the mc x kc block of A and
-// the kc x nc block of B stay in L2. Reading the operands in place instead runs at half speed for the layouts here: rows of a
-// kc-deep strip lie a leading dimension apart, each on its own 4 KiB page (TLB misses) and, for
-// power-of-two dimensions, in one L1 set. Transposed operands are packed through 16 x 16
-// in-register transposes, the others by plain copies.
+// Both operands are first packed, whatever their layout, into the order the kernel reads them
+// (sgemm_avx512.h has the layout): op(A) in 14-row micro-panels (kc x 16 floats, p-major, one
+// aligned line per p) and op(B) in 32-column strips (kc x 32, p-major). Reading the operands in
+// place instead runs at half speed for the layouts here: rows of a kc-deep strip lie a leading
+// dimension apart, each on its own 4 KiB page (TLB misses) and, for power-of-two dimensions, in
+// one L1 set. Transposed operands are packed through 16 x 16 in-register transposes, the others
+// by plain copies. Packing each operand once per product (not once per tile) is what lets a
+// multi-threaded caller share it: gemm.cpp packs in parallel, then hands out tiles of C.
 //
-// Loops, outer to inner: columns of C in kNC blocks, k in kc blocks (kc <= kKC, as equal as
-// possible), rows in kMC blocks, rows in kMR micro-panels, columns in 32-wide strips. Every C element is
-// summed in the same order, p = 0, 1, ... k - 1 within a kc block, blocks added to C in order:
-// that order depends on k only, never on where the element sits in a tile or on m, n. So the
-// caller's tiling (and hence the thread count) cannot change a bit of the result.
+// gemm_packed's loops, outer to inner: columns in kNC blocks, k in kc blocks (kc <= kKC, as
+// equal as possible), rows in 14-row micro-panels (one stays in L1), columns in 32-wide strips
+// (the kc x nc block of B stays in L2). Every C element is summed in the same order, p = 0, 1,
+// ... k - 1 within a kc block, blocks added to C in order: that order depends on k only, never
+// on where the element sits in a tile or on m, n. So the caller's tiling (and hence the thread
+// count) cannot change a bit of the result.
 //
 // This file is compiled with AVX-512 flags (src/kernels/CMakeLists.txt, x86-64 only) and must
 // only be entered after sgemm_avx512_available() (blas.cpp, built for the baseline). It includes
-// no C++ library templates and keeps everything but its entry point at internal linkage, so no
+// no C++ library templates and keeps everything but its entry points at internal linkage, so no
 // AVX-512 instance of a shared inline function can be picked by the linker for code that runs
 // on AVX2-only machines.
+#include "kernels/cpu/sgemm_avx512.h"
+
 #include <immintrin.h>
 
 #include <cstdint>
@@ -31,32 +35,20 @@
 #include "kernels/cpu/blas.h"
 
 namespace mt::cpu {
+namespace avx512 {
 namespace {
 
-constexpr int kMR = 14;        // rows of C per micro-kernel: 28 accumulators + 2 B registers
-constexpr int kNR = 32;        // columns of C per micro-kernel: two zmm
-constexpr int64_t kKC = 256;   // k per block: a kc x 32 strip of B is 32 KiB
-constexpr int64_t kMC = 252;   // rows per block: a packed mc x kc block of A is 252 KiB (L2)
-constexpr int64_t kNC = 512;   // columns per block: a packed kc x nc block of B is 512 KiB (L2)
+constexpr int kMR = int(kRows);  // rows of C per micro-kernel: 28 accumulators + 2 B registers
+constexpr int kNR = int(kCols);  // columns of C per micro-kernel: two zmm
+constexpr int64_t kAStep = 16;   // floats per p in an A micro-panel: 14 used, one aligned line
+constexpr int64_t kNC = 512;     // columns per block in gemm_packed: a kc x nc block of B is 512 KiB
 
 inline int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
+inline int64_t div_up(int64_t a, int64_t b) { return (a + b - 1) / b; }
 inline __mmask16 lanes(int64_t n) { return n >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << n) - 1u); }
 
-// Scratch for the packed operands, one per thread, grown on demand and freed at thread exit.
-struct Scratch {
-  float* p = nullptr;
-  int64_t cap = 0;
-  float* get(int64_t n) {
-    if (n > cap) {
-      std::free(p);
-      p = static_cast<float*>(std::aligned_alloc(64, size_t((n + 15) / 16 * 16) * sizeof(float)));
-      cap = n;
-    }
-    return p;
-  }
-  ~Scratch() { std::free(p); }
-};
-thread_local Scratch a_scratch, b_scratch;
+// k is cut into blocks of kc = k_block(k) rows (the last may be shorter).
+inline int64_t k_block(int64_t k) { return k > 0 ? div_up(k, div_up(k, kKC)) : 1; }
 
 // GCC 12's unpack and shuffle intrinsics pass _mm512_undefined_ps() as the (unused) merge
 // source, which -Wuninitialized reports at every inlined use.
@@ -103,59 +95,57 @@ void transpose(const float* src, int64_t lds, int64_t rows, int64_t cols, float*
       transpose16(src + j * lds + p, lds, int(min64(16, rows - j)), int(min64(16, cols - p)), dst + p * ldd + j, ldd);
 }
 
-// op(A) rows i0 .. i0 + mc, columns pc .. pc + kc, as kMR-row micro-panels: panel q holds
-// dst[q * kc * kMR + p * kMR + r] = op(A)[i0 + q kMR + r, pc + p]. With trans_a, row p of the
-// block is contiguous in A and is read once, whole (row by row, one page at a time).
-void pack_a(bool ta, const float* a, int64_t lda, int64_t i0, int64_t mc, int64_t pc, int64_t kc, float* dst) {
-  if (ta) {
+// Packs panels q0 .. q1 of op(A) for the k block at pc (kc deep) at dst: panel q holds
+// dst[q * kc * kAStep + p * kAStep + r] = op(A)[q * 14 + r, pc + p] for r < 14 (rows past m are
+// not written; the kernel for the last panel does not read them).
+void pack_a_block(bool ta, const float* a, int64_t lda, int64_t m, int64_t pc, int64_t kc, int64_t q0, int64_t q1,
+                  float* dst) {
+  if (ta) {  // column p of op(A) is row pc + p of A: read each row once, whole
     for (int64_t p = 0; p < kc; ++p) {
-      const float* src = a + (pc + p) * lda + i0;
-      for (int64_t q = 0; q * kMR < mc; ++q) {
-        const int64_t mr = min64(kMR, mc - q * kMR);
-        const __mmask16 lo = lanes(mr), hi = lanes(mr > 16 ? mr - 16 : 0);
-        float* d = dst + q * kc * kMR + p * kMR;
-        _mm512_mask_storeu_ps(d, lo, _mm512_maskz_loadu_ps(lo, src + q * kMR));
-        if (hi) _mm512_mask_storeu_ps(d + 16, hi, _mm512_maskz_loadu_ps(hi, src + q * kMR + 16));
+      const float* src = a + (pc + p) * lda;
+      for (int64_t q = q0; q < q1; ++q) {
+        const int64_t mr = min64(kMR, m - q * kMR);
+        _mm512_store_ps(dst + q * kc * kAStep + p * kAStep, _mm512_maskz_loadu_ps(lanes(mr), src + q * kMR));
       }
     }
   } else {
-    for (int64_t q = 0; q * kMR < mc; ++q)
-      transpose(a + (i0 + q * kMR) * lda + pc, lda, min64(kMR, mc - q * kMR), kc, dst + q * kc * kMR, kMR);
+    for (int64_t q = q0; q < q1; ++q)
+      transpose(a + q * kMR * lda + pc, lda, min64(kMR, m - q * kMR), kc, dst + q * kc * kAStep, kAStep);
   }
 }
 
-// op(B) rows pc .. pc + kc, columns jc .. jc + nc, as 32-column strips: strip s holds
-// dst[s * kc * 32 + p * 32 + j] = op(B)[pc + p, jc + 32 s + j]; a last partial strip is padded
-// with zeros, so the kernel always loads whole rows. Without trans_b, row p of the block is
-// contiguous in B and is read once, whole.
-void pack_b(bool tb, const float* b, int64_t ldb, int64_t pc, int64_t kc, int64_t jc, int64_t nc, float* dst) {
+// Packs strips s0 .. s1 of op(B) for the k block at pc (kc deep) at dst: strip s holds
+// dst[s * kc * 32 + p * 32 + j] = op(B)[pc + p, s * 32 + j], zero past column n, so the kernel
+// always loads whole rows.
+void pack_b_block(bool tb, const float* b, int64_t ldb, int64_t n, int64_t pc, int64_t kc, int64_t s0, int64_t s1,
+                  float* dst) {
   if (tb) {  // row j of B is column j of op(B)
-    for (int64_t j0 = 0; j0 < nc; j0 += kNR) {
-      const int64_t nr = min64(kNR, nc - j0);
-      float* d = dst + j0 * kc;
+    for (int64_t s = s0; s < s1; ++s) {
+      const int64_t nr = min64(kNR, n - s * kNR);
+      float* d = dst + s * kc * kNR;
       if (nr < kNR)
-        for (int64_t p = 0; p < kc; ++p) _mm512_storeu_ps(d + p * kNR + 16, _mm512_setzero_ps());
-      transpose(b + (jc + j0) * ldb + pc, ldb, nr, kc, d, kNR);
-      if (nr < 16)
-        for (int64_t p = 0; p < kc; ++p) _mm512_mask_storeu_ps(d + p * kNR, __mmask16(~lanes(nr)), _mm512_setzero_ps());
+        for (int64_t p = 0; p < kc; ++p) {
+          _mm512_store_ps(d + p * kNR, _mm512_setzero_ps());
+          _mm512_store_ps(d + p * kNR + 16, _mm512_setzero_ps());
+        }
+      transpose(b + s * kNR * ldb + pc, ldb, nr, kc, d, kNR);
     }
     return;
   }
-  for (int64_t p = 0; p < kc; ++p) {
-    const float* src = b + (pc + p) * ldb + jc;
-    for (int64_t j0 = 0; j0 < nc; j0 += kNR) {
-      const int64_t nr = min64(kNR, nc - j0);
-      const __mmask16 lo = lanes(nr), hi = lanes(nr > 16 ? nr - 16 : 0);
-      float* d = dst + j0 * kc + p * kNR;
-      _mm512_storeu_ps(d, _mm512_maskz_loadu_ps(lo, src + j0));
-      _mm512_storeu_ps(d + 16, _mm512_maskz_loadu_ps(hi, src + j0 + 16));
+  for (int64_t p = 0; p < kc; ++p) {  // row pc + p of B: read once, whole
+    const float* src = b + (pc + p) * ldb;
+    for (int64_t s = s0; s < s1; ++s) {
+      const int64_t j = s * kNR, nr = min64(kNR, n - j);
+      float* d = dst + s * kc * kNR + p * kNR;
+      _mm512_store_ps(d, _mm512_maskz_loadu_ps(lanes(nr), src + j));
+      _mm512_store_ps(d + 16, _mm512_maskz_loadu_ps(lanes(nr > 16 ? nr - 16 : 0), src + j + 16));
     }
   }
 }
 
 enum class Beta { kZero, kOne, kOther };
 
-// C[0..MR, 0..nr) = alpha sum_p a[p * kMR + r] b[p * 32 + j] + beta C (nr <= 32; beta C read
+// C[0..MR, 0..nr) = alpha sum_p a[p * kAStep + r] b[p * 32 + j] + beta C (nr <= 32; beta C read
 // only for Beta::kOther, C read for Beta::kOne). Packed operands, so only C needs masks.
 template <int MR, bool kFullN>
 void micro_kernel(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, int64_t nr, float alpha,
@@ -163,7 +153,7 @@ void micro_kernel(int64_t kc, const float* a, const float* b, float* c, int64_t 
   __m512 acc0[MR], acc1[MR];
 #pragma GCC unroll 14
   for (int r = 0; r < MR; ++r) acc0[r] = acc1[r] = _mm512_setzero_ps();
-  for (int64_t p = 0; p < kc; ++p, a += kMR, b += kNR) {
+  for (int64_t p = 0; p < kc; ++p, a += kAStep, b += kNR) {
     const __m512 b0 = _mm512_loadu_ps(b), b1 = _mm512_loadu_ps(b + 16);
 #pragma GCC unroll 14
     for (int r = 0; r < MR; ++r) {
@@ -216,38 +206,80 @@ static_assert(sizeof(kKernels) / sizeof(kKernels[0]) == kMR);
 
 }  // namespace
 
-void sgemm_avx512(bool ta, bool tb, int64_t m, int64_t n, int64_t k, float alpha, const float* a, int64_t lda,
-                  const float* b, int64_t ldb, float beta, float* c, int64_t ldc) {
-  if (m <= 0 || n <= 0) return;
+int64_t packed_a_floats(int64_t m, int64_t k) { return div_up(m, kMR) * kAStep * k; }
+int64_t packed_b_floats(int64_t k, int64_t n) { return div_up(n, kNR) * kNR * k; }
+
+void pack_a(bool ta, const float* a, int64_t lda, int64_t m, int64_t k, int64_t i0, int64_t rows, float* pa) {
+  const int64_t kc_even = k_block(k), panels = div_up(m, kMR);
+  for (int64_t pc = 0; pc < k; pc += kc_even)
+    pack_a_block(ta, a, lda, m, pc, min64(kc_even, k - pc), i0 / kMR, div_up(i0 + rows, kMR),
+                 pa + pc * panels * kAStep);
+}
+
+void pack_b(bool tb, const float* b, int64_t ldb, int64_t k, int64_t n, int64_t j0, int64_t cols, float* pb) {
+  const int64_t kc_even = k_block(k), strips = div_up(n, kNR);
+  for (int64_t pc = 0; pc < k; pc += kc_even)
+    pack_b_block(tb, b, ldb, n, pc, min64(kc_even, k - pc), j0 / kNR, div_up(j0 + cols, kNR), pb + pc * strips * kNR);
+}
+
+void gemm_packed(int64_t m, int64_t n, int64_t k, float alpha, const float* pa, const float* pb, float beta, float* c,
+                 int64_t ldc, int64_t i0, int64_t rows, int64_t j0, int64_t cols) {
   if (k <= 0) {  // C = beta C
-    for (int64_t i = 0; i < m; ++i)
-      for (int64_t j = 0; j < n; ++j) c[i * ldc + j] = beta == 0.0f ? 0.0f : beta * c[i * ldc + j];
+    for (int64_t i = i0; i < i0 + rows; ++i)
+      for (int64_t j = j0; j < j0 + cols; ++j) c[i * ldc + j] = beta == 0.0f ? 0.0f : beta * c[i * ldc + j];
     return;
   }
-  const int64_t blocks = (k + kKC - 1) / kKC, kc_even = (k + blocks - 1) / blocks;
-  float* apack = a_scratch.get(kc_even * ((min64(kMC, m) + kMR - 1) / kMR * kMR));
-  float* bpack = b_scratch.get(kc_even * ((min64(kNC, n) + kNR - 1) / kNR * kNR));
-  for (int64_t jc = 0; jc < n; jc += kNC) {
-    const int64_t nc = min64(kNC, n - jc);
+  const int64_t kc_even = k_block(k), panels = div_up(m, kMR), strips = div_up(n, kNR);
+  for (int64_t jc = j0; jc < j0 + cols; jc += kNC) {
+    const int64_t jc_end = min64(jc + kNC, j0 + cols);
     for (int64_t pc = 0; pc < k; pc += kc_even) {
       const int64_t kc = min64(kc_even, k - pc);
       const Beta kind = pc > 0 || beta == 1.0f ? Beta::kOne : (beta == 0.0f ? Beta::kZero : Beta::kOther);
-      pack_b(tb, b, ldb, pc, kc, jc, nc, bpack);
-      for (int64_t ic = 0; ic < m; ic += kMC) {
-        const int64_t mc = min64(kMC, m - ic);
-        pack_a(ta, a, lda, ic, mc, pc, kc, apack);
-        for (int64_t i0 = 0; i0 < mc; i0 += kMR) {
-          const int64_t mr = min64(kMR, mc - i0);
-          const float* ap = apack + i0 * kc;
-          for (int64_t j0 = 0; j0 < nc; j0 += kNR) {
-            const int64_t nr = min64(kNR, nc - j0);
-            kKernels[mr - 1][nr == kNR](kc, ap, bpack + j0 * kc, c + (ic + i0) * ldc + jc + j0, ldc, nr, alpha, kind,
-                                        beta);
-          }
+      const float* a_block = pa + pc * panels * kAStep;
+      const float* b_block = pb + pc * strips * kNR;
+      for (int64_t i = i0; i < i0 + rows; i += kMR) {
+        const int64_t mr = min64(kMR, min64(m, i0 + rows) - i);
+        const float* ap = a_block + (i / kMR) * kc * kAStep;
+        for (int64_t j = jc; j < jc_end; j += kNR) {
+          const int64_t nr = min64(kNR, jc_end - j);
+          kKernels[mr - 1][nr == kNR](kc, ap, b_block + (j / kNR) * kc * kNR, c + i * ldc + j, ldc, nr, alpha, kind,
+                                      beta);
         }
       }
     }
   }
+}
+
+}  // namespace avx512
+
+namespace {
+
+// The serial door's packed operands, one pair per thread, grown on demand, freed at thread exit.
+struct Scratch {
+  float* p = nullptr;
+  int64_t cap = 0;
+  float* get(int64_t n) {
+    if (n > cap) {
+      std::free(p);
+      p = static_cast<float*>(std::aligned_alloc(64, size_t((n + 15) / 16 * 16) * sizeof(float)));
+      cap = n;
+    }
+    return p;
+  }
+  ~Scratch() { std::free(p); }
+};
+thread_local Scratch a_scratch, b_scratch;
+
+}  // namespace
+
+void sgemm_avx512(bool ta, bool tb, int64_t m, int64_t n, int64_t k, float alpha, const float* a, int64_t lda,
+                  const float* b, int64_t ldb, float beta, float* c, int64_t ldc) {
+  if (m <= 0 || n <= 0) return;
+  float* pa = a_scratch.get(avx512::packed_a_floats(m, k));
+  float* pb = b_scratch.get(avx512::packed_b_floats(k, n));
+  avx512::pack_a(ta, a, lda, m, k, 0, m, pa);
+  avx512::pack_b(tb, b, ldb, k, n, 0, n, pb);
+  avx512::gemm_packed(m, n, k, alpha, pa, pb, beta, c, ldc, 0, m, 0, n);
 }
 
 }  // namespace mt::cpu
