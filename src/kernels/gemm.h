@@ -19,7 +19,8 @@ void bias_grad_accumulate(const Tensor& dy, const Tensor& db_accum, Stream s = {
 // matmul with a GeLU epilogue (whose GeLU is the same tanh approximation), saving the separate
 // elementwise pass: forward one read of pre, backward a read and a write of dpre and, with
 // db_accum, the bias-gradient read of dpre. Elsewhere (CPU, fp32, a shape cuBLASLt cannot fuse,
-// MT_GEMM_FUSE_GELU=0) the bracketed sequence runs. A, B: as gemm's; pre, y, dpre: [m, n] in
+// MT_GEMM_FUSE_GELU=0; the backward only with MT_GEMM_FUSE_DGELU=1, slower on H200) the
+// bracketed sequence runs. A, B: as gemm's; pre, y, dpre: [m, n] in
 // A's dtype, distinct tensors; bias: A's dtype or fp32 [n]; db_accum: fp32 [n].
 // Returns whether the fused epilogue ran.
 //
