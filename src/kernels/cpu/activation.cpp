@@ -9,9 +9,13 @@
 #include <type_traits>
 
 #include "core/rng.h"
+#include "kernels/cpu/blas.h"
 #include "kernels/cpu/cpu_ops.h"
 #include "kernels/cpu/fast_math.h"
 #include "kernels/cpu/load_store.h"
+#if defined(__x86_64__)
+#include "kernels/cpu/gelu_avx512.h"
+#endif
 
 namespace mt::cpu {
 namespace {
@@ -91,9 +95,43 @@ void dropout(const Tensor& x, const Tensor& y, float p, uint64_t seed, uint64_t 
   });
 }
 
+// fp32 GeLU with AVX-512 (16 lanes, 4x the 4-lane loops above) when the CPU has it; chunks of
+// kGeluChunk elements in parallel. Returns false when it did not run.
+constexpr int64_t kGeluChunk = 4096;
+
+bool gelu_forward_avx512(const Tensor& x, const Tensor& y) {
+#if defined(__x86_64__)
+  if (x.dtype() != DType::F32 || !sgemm_avx512_available()) return false;
+  const float* px = x.data<float>();
+  float* py = y.data<float>();
+  const int64_t n = x.numel();
+#pragma omp parallel for schedule(static)
+  for (int64_t i = 0; i < n; i += kGeluChunk) avx512::gelu_forward(px + i, py + i, std::min(kGeluChunk, n - i));
+  return true;
+#else
+  return false;
+#endif
+}
+
+bool gelu_backward_avx512(const Tensor& dy, const Tensor& x, const Tensor& dx) {
+#if defined(__x86_64__)
+  if (x.dtype() != DType::F32 || !sgemm_avx512_available()) return false;
+  const float *pdy = dy.data<float>(), *px = x.data<float>();
+  float* pdx = dx.data<float>();
+  const int64_t n = x.numel();
+#pragma omp parallel for schedule(static)
+  for (int64_t i = 0; i < n; i += kGeluChunk)
+    avx512::gelu_backward(pdy + i, px + i, pdx + i, std::min(kGeluChunk, n - i));
+  return true;
+#else
+  return false;
+#endif
+}
+
 }  // namespace
 
 void gelu_forward(const Tensor& x, const Tensor& y) {
+  if (gelu_forward_avx512(x, y)) return;
   dispatch_float(x.dtype(), [&](auto tag) {
     using T = decltype(tag);
     gelu_forward_t(x.data<T>(), y.data<T>(), x.numel());
@@ -101,6 +139,7 @@ void gelu_forward(const Tensor& x, const Tensor& y) {
 }
 
 void gelu_backward(const Tensor& dy, const Tensor& x, const Tensor& dx) {
+  if (gelu_backward_avx512(dy, x, dx)) return;
   dispatch_float(x.dtype(), [&](auto tag) {
     using T = decltype(tag);
     gelu_backward_t(dy.data<T>(), x.data<T>(), dx.data<T>(), x.numel());

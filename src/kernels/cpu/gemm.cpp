@@ -3,10 +3,9 @@
 // of their fp32 copies), and a half C goes through fp32 scratch too (read if beta != 0, written
 // back once with the bias fused). fp32 C is updated in place.
 //
-// With AVX-512 (sgemm_avx512.h): the threads first pack op(A) and op(B) once, each a share of
-// the rows or columns, into the kernel's panel order, then compute tiles of C from the shared
-// packed operands. Each element's arithmetic depends on k only, so any tiling gives the same
-// bits; packing once instead of per tile saved ~15% of the GEMM time at the model's shapes.
+// With AVX-512: our kernel through its multi-threaded driver (gemm_tiles.h), which packs each
+// operand once and shares it between tiles; each element's arithmetic depends on k only, so
+// the thread count cannot change the result, and an fp32 C gets its bias in the tile epilogue.
 //
 // Otherwise OpenBLAS, whose own threading is not bit-reproducible across thread counts (how it
 // splits C moves rows between its edge and main micro-kernels). So C is cut into tiles whose
@@ -15,8 +14,11 @@
 // for any thread count. Each tile re-packs its slices of A and B, ~1/tile of the FLOPs in
 // extra traffic.
 //
-// gemm_bias_gelu / gemm_dgelu / gemm_wgrad_bgrad: the reference is the unfused sequence gemm.h defines them by,
-// each op run as itself (so the CPU model computes exactly what it did before they existed).
+// gemm_bias_gelu / gemm_dgelu / gemm_wgrad_bgrad are by definition the unfused sequences gemm.h
+// gives. On the AVX-512 path with fp32 C the bias and the GeLU (or GeLU') run on each tile of C
+// as soon as it is done, while it is in cache (gemm_tiles.h), with the same bits as the
+// separate ops (gelu_forward / gelu_backward use the same AVX-512 code); elsewhere the
+// sequence runs op by op.
 //
 // bias_grad_accumulate: db[c] += sum_n dy[n, c]. Threads own blocks of columns and walk the
 // rows in order, so every column is summed in the same order for any thread count.
@@ -27,7 +29,7 @@
 #include "kernels/cpu/cpu_ops.h"
 #include "kernels/cpu/load_store.h"
 #if defined(__x86_64__)
-#include "kernels/cpu/sgemm_avx512.h"
+#include "kernels/cpu/gemm_tiles.h"
 #endif
 
 namespace mt::cpu {
@@ -83,49 +85,22 @@ void tiled_sgemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, float alpha,
   }
 }
 
+// The fp32 product on the AVX-512 path with the epilogue fused, when that path applies (an
+// AVX-512 CPU, fp32 C, k > 0); returns whether it ran.
+bool fused_avx512(const Tensor& a, bool ta, const Tensor& b, bool tb, const Tensor& c, float alpha, float beta,
+                  const TileEpilogue& ep) {
 #if defined(__x86_64__)
-// Tiles of C for the AVX-512 path: up to 252 x 512, halved (rows first, to multiples of 14 and
-// 32) while C has fewer than 16 tiles, so small products still spread over threads.
-void avx512_tile(int64_t m, int64_t n, int64_t& tm, int64_t& tn) {
-  tm = 18 * avx512::kRows;
-  tn = 16 * avx512::kCols;
-  auto tiles = [&] { return ((m + tm - 1) / tm) * ((n + tn - 1) / tn); };
-  while (tiles() < 16 && (tm > 2 * avx512::kRows || tn > 2 * avx512::kCols)) {
-    if (tm >= tn / 2 && tm > 2 * avx512::kRows) {
-      tm = (tm / avx512::kRows + 1) / 2 * avx512::kRows;
-    } else {
-      tn = (tn / avx512::kCols + 1) / 2 * avx512::kCols;
-    }
-  }
-}
-
-void avx512_sgemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, float alpha, const float* a, int64_t lda,
-                  const float* b, int64_t ldb, float beta, float* c) {
-  namespace x = avx512;
-  Tensor pa_t = Tensor::empty({x::packed_a_floats(m, k)}, DType::F32);
-  Tensor pb_t = Tensor::empty({x::packed_b_floats(k, n)}, DType::F32);
-  float *pa = pa_t.data<float>(), *pb = pb_t.data<float>();
-  constexpr int64_t kPackRows = 4 * x::kRows, kPackCols = 4 * x::kCols;  // per packing task
-  const int64_t a_tasks = (m + kPackRows - 1) / kPackRows, b_tasks = (n + kPackCols - 1) / kPackCols;
-  int64_t tm, tn;
-  avx512_tile(m, n, tm, tn);
-  const int64_t mt = (m + tm - 1) / tm, nt = (n + tn - 1) / tn;
-#pragma omp parallel
-  {
-#pragma omp for schedule(static) nowait
-    for (int64_t t = 0; t < a_tasks; ++t)
-      x::pack_a(ta, a, lda, m, k, t * kPackRows, std::min(kPackRows, m - t * kPackRows), pa);
-#pragma omp for schedule(static)
-    for (int64_t t = 0; t < b_tasks; ++t)
-      x::pack_b(tb, b, ldb, k, n, t * kPackCols, std::min(kPackCols, n - t * kPackCols), pb);
-#pragma omp for schedule(dynamic, 1)
-    for (int64_t tile = 0; tile < mt * nt; ++tile) {
-      const int64_t i0 = (tile / nt) * tm, j0 = (tile % nt) * tn;
-      x::gemm_packed(m, n, k, alpha, pa, pb, beta, c, n, i0, std::min(tm, m - i0), j0, std::min(tn, n - j0));
-    }
-  }
-}
+  const int64_t m = c.size(0), n = c.size(1), k = ta ? a.size(0) : a.size(1);
+  if (c.dtype() != DType::F32 || k == 0 || !sgemm_avx512_available()) return false;
+  if (m == 0 || n == 0) return true;
+  Tensor af = as_f32(a), bf = as_f32(b);
+  parallel_sgemm_avx512(ta, tb, m, n, k, alpha, af.data<float>(), a.size(1), bf.data<float>(), b.size(1), beta,
+                        c.data<float>(), ep);
+  return true;
+#else
+  return false;
 #endif
+}
 
 }  // namespace
 
@@ -133,6 +108,10 @@ void gemm(const Tensor& a, bool trans_a, const Tensor& b, bool trans_b, const Te
           const Tensor* bias) {
   const int64_t m = c.size(0), n = c.size(1), k = trans_a ? a.size(0) : a.size(1);
   if (m == 0 || n == 0) return;
+  const std::vector<float> bias_f32 = to_f32_vector(bias);
+  TileEpilogue ep;
+  ep.bias = bias_f32.empty() ? nullptr : bias_f32.data();
+  if (fused_avx512(a, trans_a, b, trans_b, c, alpha, beta, ep)) return;
   const bool c_is_f32 = c.dtype() == DType::F32;
   Tensor cf = c_is_f32 ? c : (beta != 0.0f ? as_f32(c) : Tensor::empty({m, n}, DType::F32));
   float* cp = cf.data<float>();
@@ -143,8 +122,8 @@ void gemm(const Tensor& a, bool trans_a, const Tensor& b, bool trans_b, const Te
     Tensor af = as_f32(a), bf = as_f32(b);
 #if defined(__x86_64__)
     if (sgemm_avx512_available()) {
-      avx512_sgemm(trans_a, trans_b, m, n, k, alpha, af.data<float>(), a.size(1), bf.data<float>(), b.size(1), beta,
-                   cp);
+      parallel_sgemm_avx512(trans_a, trans_b, m, n, k, alpha, af.data<float>(), a.size(1), bf.data<float>(),
+                            b.size(1), beta, cp);
     } else
 #endif
     {
@@ -152,7 +131,6 @@ void gemm(const Tensor& a, bool trans_a, const Tensor& b, bool trans_b, const Te
                   cp);
     }
   }
-  const std::vector<float> bias_f32 = to_f32_vector(bias);
   if (c_is_f32 && bias_f32.empty()) return;
   dispatch_float(c.dtype(), [&](auto tag) { finish(cp, bias_f32, c.data<decltype(tag)>(), m, n); });
 }
@@ -184,14 +162,23 @@ void bias_grad_accumulate(const Tensor& dy, const Tensor& db_accum) {
 
 void gemm_bias_gelu(const Tensor& a, bool trans_a, const Tensor& b, bool trans_b, const Tensor* bias, const Tensor& pre,
                     const Tensor& y) {
+  const std::vector<float> bias_f32 = to_f32_vector(bias);
+  TileEpilogue ep;
+  ep.bias = bias_f32.empty() ? nullptr : bias_f32.data();
+  ep.gelu_out = y.dtype() == DType::F32 ? y.data<float>() : nullptr;
+  if (ep.gelu_out && fused_avx512(a, trans_a, b, trans_b, pre, 1.0f, 0.0f, ep)) return;
   gemm(a, trans_a, b, trans_b, pre, 1.0f, 0.0f, bias);
   gelu_forward(pre, y);
 }
 
 void gemm_dgelu(const Tensor& a, bool trans_a, const Tensor& b, bool trans_b, const Tensor& pre, const Tensor& dpre,
                 const Tensor* db_accum) {
-  gemm(a, trans_a, b, trans_b, dpre, 1.0f, 0.0f, nullptr);
-  gelu_backward(dpre, pre, dpre);
+  TileEpilogue ep;
+  ep.dgelu_pre = pre.dtype() == DType::F32 ? pre.data<float>() : nullptr;
+  if (!ep.dgelu_pre || !fused_avx512(a, trans_a, b, trans_b, dpre, 1.0f, 0.0f, ep)) {
+    gemm(a, trans_a, b, trans_b, dpre, 1.0f, 0.0f, nullptr);
+    gelu_backward(dpre, pre, dpre);
+  }
   if (db_accum) bias_grad_accumulate(dpre, *db_accum);
 }
 
