@@ -30,6 +30,7 @@
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "checkpoint/sharded_tensor.h"
@@ -89,6 +90,10 @@ class AsyncCheckpointSaver {
   AsyncCheckpointSaver(const AsyncCheckpointSaver&) = delete;
   AsyncCheckpointSaver& operator=(const AsyncCheckpointSaver&) = delete;
 
+  // Allocates the host snapshot buffer for pieces like `shards` on a background thread, so that
+  // the first start() only copies: pinning tens of GB takes seconds (8 s for the 18 GB of GPT
+  // 1.3B with Adam state on an H200 host) that training would otherwise wait for. Optional.
+  void prepare(const std::vector<ShardedTensor>& shards);
   // Finalizes a save still in flight, then starts this one.
   void start(const std::string& dir, int64_t iteration, const std::vector<ShardedTensor>& shards,
              const nlohmann::json& common, const SaveOptions& opt);
@@ -103,6 +108,7 @@ class AsyncCheckpointSaver {
   struct HostBuffer;
   std::unique_ptr<Job> job_;
   std::unique_ptr<HostBuffer> buffer_;  // reused across saves (pinned allocations are slow)
+  std::thread preparing_;               // prepare()'s allocation, joined before the buffer is used
 };
 
 // The iteration to load from DIR: the tracker's; without a tracker the newest complete one.

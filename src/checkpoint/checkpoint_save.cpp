@@ -409,7 +409,34 @@ struct AsyncCheckpointSaver::Job {
 AsyncCheckpointSaver::AsyncCheckpointSaver() : buffer_(std::make_unique<HostBuffer>()) {}
 
 AsyncCheckpointSaver::~AsyncCheckpointSaver() {
+  if (preparing_.joinable()) preparing_.join();
   if (job_ && job_->thread.joinable()) job_->thread.join();
+}
+
+namespace {
+// The snapshot's size (64-byte aligned pieces) and the device whose host memory should be pinned
+// for it (-1: all pieces are on the host).
+std::pair<size_t, int> snapshot_size(const std::vector<ShardedTensor>& pieces) {
+  size_t total = 0;
+  int device = -1;
+  for (const ShardedTensor& p : pieces) {
+    total += (p.data.nbytes() + 63) / 64 * 64;
+    if (!p.data.device().is_cpu()) device = p.data.device().index;
+  }
+  return {std::max<size_t>(total, 64), device};
+}
+}  // namespace
+
+void AsyncCheckpointSaver::prepare(const std::vector<ShardedTensor>& shards) {
+  if (preparing_.joinable()) preparing_.join();
+  const auto [bytes, device] = snapshot_size(pieces_to_write(shards));
+  HostBuffer* buf = buffer_.get();
+  preparing_ = std::thread([buf, bytes = bytes, device = device] {
+#if defined(MT_WITH_CUDA)
+    if (device >= 0) cudaSetDevice(device);
+#endif
+    buf->reserve(bytes, device >= 0);
+  });
 }
 
 bool AsyncCheckpointSaver::in_flight() const { return job_ != nullptr; }
@@ -427,13 +454,9 @@ void AsyncCheckpointSaver::start(const std::string& dir, int64_t iteration, cons
   job->common = common.dump(1) + "\n";
   job->pieces = pieces_to_write(shards);
   // Snapshot into one host block: training may change the tensors as soon as we return.
-  size_t total = 0;
-  bool any_device = false;
-  for (const ShardedTensor& p : job->pieces) {
-    total += (p.data.nbytes() + 63) / 64 * 64;
-    any_device |= !p.data.device().is_cpu();
-  }
-  buffer_->reserve(std::max<size_t>(total, 64), any_device);
+  if (preparing_.joinable()) preparing_.join();
+  const auto [total, device] = snapshot_size(job->pieces);
+  buffer_->reserve(total, device >= 0);
   size_t off = 0;
   for (ShardedTensor& p : job->pieces) {
     Tensor host = Tensor::from_blob(static_cast<uint8_t*>(buffer_->p) + off, p.data.shape(), p.data.dtype());

@@ -81,7 +81,12 @@ TrainCheckpointer::TrainCheckpointer(const TrainingArgs& args, const GPTConfig& 
   for (const ParamInfo& p : buf.infos())
     layout_.push_back(FlatTensorLayout{p.name, p.shape, p.offset, p.global_shape, p.shard_dim, p.shard_start,
                                        vocab_padded(p, cfg) ? cfg.vocab_size : -1});
-  if (args.async_save) async_ = std::make_unique<AsyncCheckpointSaver>();
+  if (args.async_save && !args.save.empty()) {
+    async_ = std::make_unique<AsyncCheckpointSaver>();
+    std::vector<ShardedTensor> pieces = model_pieces("");
+    for (auto& t : optimizer_pieces()) pieces.push_back(std::move(t));
+    async_->prepare(pieces);  // pins the snapshot buffer while training starts
+  }
 }
 
 TrainCheckpointer::~TrainCheckpointer() = default;
