@@ -32,6 +32,7 @@
 #include "core/cuda/cuda_check.h"
 #include "core/error.h"
 #include "kernels/cuda/cuda_ops.h"
+#include "kernels/cuda/per_device.h"
 
 namespace mt::cuda {
 namespace {
@@ -45,7 +46,6 @@ namespace fe = cudnn_frontend;
       ::mt::detail::cuda_fail(__FILE__, __LINE__, #expr, cudnnGetErrorString(mt_st_));     \
   } while (0)
 
-constexpr int kMaxDevices = 64;
 
 enum Uid : int64_t { kQ = 1, kK, kV, kO, kStats, kDO, kDQ, kDK, kDV };
 
@@ -70,16 +70,11 @@ struct DeviceContext {
 };
 
 DeviceContext& context(int device) {
-  static std::mutex mu;
-  static DeviceContext* contexts[kMaxDevices] = {};
-  MT_CHECK(device >= 0 && device < kMaxDevices, "CUDA device {}", device);
-  std::lock_guard<std::mutex> lock(mu);
-  if (!contexts[device]) {
-    auto* ctx = new DeviceContext;  // lives until exit, like the handle it holds
+  return per_device<DeviceContext>(device, [] {
+    auto* ctx = new DeviceContext;
     MT_CUDNN_CHECK(cudnnCreate(&ctx->handle));
-    contexts[device] = ctx;
-  }
-  return *contexts[device];
+    return ctx;
+  });
 }
 
 bool deterministic() {

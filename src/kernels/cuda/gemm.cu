@@ -39,12 +39,12 @@
 
 #include "kernels/cuda/common.cuh"
 #include "kernels/cuda/cuda_ops.h"
+#include "kernels/cuda/per_device.h"
 
 namespace mt::cuda {
 namespace {
 
 constexpr size_t kWorkspaceBytes = size_t(32) << 20;
-constexpr int kMaxDevices = 64;
 
 cudaDataType_t cuda_type(DType t) {
   switch (t) {
@@ -94,19 +94,14 @@ struct DeviceContext {
 };
 
 DeviceContext& context(int device) {
-  static std::mutex mu;
-  static DeviceContext* contexts[kMaxDevices] = {};
-  MT_CHECK(device >= 0 && device < kMaxDevices, "CUDA device {}", device);
-  std::lock_guard<std::mutex> lock(mu);
-  if (!contexts[device]) {
-    auto* ctx = new DeviceContext;  // lives until exit, like the handles it holds
+  return per_device<DeviceContext>(device, [] {
+    auto* ctx = new DeviceContext;
     MT_CUBLAS_CHECK(cublasLtCreate(&ctx->lt));
     MT_CUBLAS_CHECK(cublasCreate(&ctx->blas));
     MT_CUDA_CHECK(cudaMalloc(&ctx->workspace, kWorkspaceBytes));
     MT_CUBLAS_CHECK(cublasSetWorkspace(ctx->blas, ctx->workspace, kWorkspaceBytes));
-    contexts[device] = ctx;
-  }
-  return *contexts[device];
+    return ctx;
+  });
 }
 
 bool force_fallback() {
