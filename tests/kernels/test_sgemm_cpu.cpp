@@ -60,7 +60,8 @@ struct Problem {
       for (int64_t j = 0; j < ldc; ++j) {
         const double g = got[i * ldc + j];
         if (j >= n) {
-          if (g != c[i * ldc + j] && reported++ < 5) ADD_FAILURE() << what << ": padding C[" << i << "," << j << "] written";
+          if (g != c[i * ldc + j] && reported++ < 5)
+            ADD_FAILURE() << what << ": padding C[" << i << "," << j << "] written";
           continue;
         }
         double s = 0, abs_s = 0;
@@ -72,7 +73,8 @@ struct Problem {
         const double want = alpha * s + (beta == 0.0f ? 0.0 : beta * c0);
         const double tol = 2 * double(k + 2) * u * std::abs(alpha) * abs_s + 2 * u * std::abs(beta * c0) + 1e-30;
         if (!(std::abs(g - want) <= tol) && reported++ < 5)
-          ADD_FAILURE() << what << " C[" << i << "," << j << "]: got " << g << ", want " << want << " (tol " << tol << ")";
+          ADD_FAILURE() << what << " C[" << i << "," << j << "]: got " << g << ", want " << want << " (tol " << tol
+                        << ")";
       }
     }
   }

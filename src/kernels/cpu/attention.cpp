@@ -23,6 +23,9 @@
 #include "kernels/cpu/cpu_ops.h"
 #include "kernels/cpu/fast_math.h"
 #include "kernels/cpu/load_store.h"
+#if defined(__x86_64__)
+#include "kernels/cpu/attention_avx512.h"
+#endif
 
 namespace mt::cpu {
 namespace {
@@ -66,8 +69,98 @@ void gather_qkv(const T* qkv, const Dims& d, int64_t b, int64_t h, float* q, flo
   }
 }
 
+#if defined(__x86_64__)
+// With AVX-512 the block loop of one head runs in attention_avx512.cpp (transposed scores,
+// column softmax, the GEMM micro-kernel on operands packed once per head); here each thread
+// gathers its heads' rows into fp32 and scatters the results back, as below.
+struct HeadDrop {
+  const DropMask* drop;
+  int64_t bh, T;
+};
+
+// zt[(j - j0) * ldz + (i - i0)] = the dropout factor of query i, key j (attention_avx512.h).
+void head_dropout(const void* ctx, int64_t i0, int64_t rows, int64_t j0, int64_t cols, float* zt, int64_t ldz) {
+  const auto& h = *static_cast<const HeadDrop*>(ctx);
+  float z[kBlock];
+  for (int64_t r = 0; r < rows; ++r) {
+    h.drop->factors(uint64_t((h.bh * h.T + i0 + r) * h.T + j0), cols, z);
+    for (int64_t c = 0; c < cols; ++c) zt[c * ldz + r] = z[c];
+  }
+}
+
+avx512::AttentionHead head_of(const Dims& d, const DropMask& drop, const HeadDrop& hd) {
+  avx512::AttentionHead h;
+  h.T = d.T;
+  h.D = d.D;
+  h.scale = 1.0f / std::sqrt(float(d.D));
+  if (drop.p > 0.0f) {
+    h.dropout = &head_dropout;
+    h.dropout_ctx = &hd;
+  }
+  return h;
+}
+
+template <class T>
+void forward_avx512_t(const T* qkv, T* out, float* lse, const Dims& d, const DropMask& drop) {
+#pragma omp parallel
+  {
+    // One cached block per thread (no zero-fill): q, k, v, o [T, D] and the kernel's scratch,
+    // each starting on a 64-byte boundary.
+    const int64_t td = (d.T * d.D + 15) / 16 * 16;
+    Tensor buf = Tensor::empty({4 * td + avx512::attention_forward_scratch(d.T, d.D)}, DType::F32);
+    float *q = buf.data<float>(), *k = q + td, *v = k + td, *o = v + td, *scratch = o + td;
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t bh = 0; bh < d.B * d.H; ++bh) {
+      const int64_t b = bh / d.H, h = bh % d.H;
+      gather_qkv(qkv, d, b, h, q, k, v);
+      const HeadDrop hd{&drop, bh, d.T};
+      avx512::attention_forward(head_of(d, drop, hd), q, k, v, o, lse + bh * d.T, scratch);
+      for (int64_t t = 0; t < d.T; ++t) store_row(o + t * d.D, out + (b * d.T + t) * d.out_token() + h * d.D, d.D);
+    }
+  }
+}
+
+template <class T>
+void backward_avx512_t(const T* dout, const T* qkv, const T* out, const float* lse, T* dqkv, const Dims& d,
+                       const DropMask& drop) {
+  const int64_t D = d.D;
+#pragma omp parallel
+  {
+    // One cached block per thread, as in forward: q, k, v, dO, dq, dk, dv [T, D], o [D], delta [T].
+    const int64_t td = (d.T * D + 15) / 16 * 16, small = (D + d.T + 15) / 16 * 16;
+    Tensor buf = Tensor::empty({7 * td + small + avx512::attention_backward_scratch(d.T, D)}, DType::F32);
+    float *q = buf.data<float>(), *k = q + td, *v = k + td, *dO = v + td, *dq = dO + td, *dk = dq + td, *dv = dk + td;
+    float *o = dv + td, *delta = o + D, *scratch = o + small;
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t bh = 0; bh < d.B * d.H; ++bh) {
+      const int64_t b = bh / d.H, h = bh % d.H;
+      gather_qkv(qkv, d, b, h, q, k, v);
+      for (int64_t t = 0; t < d.T; ++t) {
+        const int64_t at = (b * d.T + t) * d.out_token() + h * D;
+        load_row(dout + at, &dO[t * D], D);
+        load_row(out + at, o, D);
+        float acc = 0.0f;
+        for (int64_t c = 0; c < D; ++c) acc += dO[t * D + c] * o[c];
+        delta[t] = acc;
+      }
+      const HeadDrop hd{&drop, bh, d.T};
+      avx512::attention_backward(head_of(d, drop, hd), q, k, v, dO, delta, lse + bh * d.T, dq, dk, dv, scratch);
+      for (int64_t t = 0; t < d.T; ++t) {
+        T* base = dqkv + (b * d.T + t) * d.qkv_token() + h * 3 * D;
+        store_row(&dq[t * D], base, D);
+        store_row(&dk[t * D], base + D, D);
+        store_row(&dv[t * D], base + 2 * D, D);
+      }
+    }
+  }
+}
+#endif
+
 template <class T>
 void forward_t(const T* qkv, T* out, float* lse, const Dims& d, const DropMask& drop) {
+#if defined(__x86_64__)
+  if (sgemm_avx512_available()) return forward_avx512_t(qkv, out, lse, d, drop);
+#endif
   const int64_t D = d.D;
   const float scale = 1.0f / std::sqrt(float(D));
 #pragma omp parallel
@@ -119,6 +212,9 @@ void forward_t(const T* qkv, T* out, float* lse, const Dims& d, const DropMask& 
 template <class T>
 void backward_t(const T* dout, const T* qkv, const T* out, const float* lse, T* dqkv, const Dims& d,
                 const DropMask& drop) {
+#if defined(__x86_64__)
+  if (sgemm_avx512_available()) return backward_avx512_t(dout, qkv, out, lse, dqkv, d, drop);
+#endif
   const int64_t D = d.D;
   const float scale = 1.0f / std::sqrt(float(D));
 #pragma omp parallel

@@ -1,8 +1,6 @@
 // GeLU with AVX-512 (see gelu_avx512.h; the math is activation.cpp's):
 //   gelu(x)  = 0.5 x (1 + tanh(u)),  u = sqrt(2/pi) (x + 0.044715 x^3),  tanh(u) = 1 - 2 / (e^2u + 1)
 //   gelu'(x) = 0.5 (1 + tanh(u)) + 0.5 x (1 - tanh(u)^2) sqrt(2/pi) (1 + 3 * 0.044715 x^2)
-// e^x as fast_math.h's exp4 (Cody-Waite reduction, Cephes' degree-6 polynomial), with 2^k
-// applied by vscalefps, which gets subnormal results right by itself: within 2 ulp of expf.
 // Built with AVX-512 flags like sgemm_avx512.cpp, with the same rules: no C++ library templates,
 // internal linkage for everything but the entry points.
 #include "kernels/cpu/gelu_avx512.h"
@@ -11,10 +9,7 @@
 
 #include <cstdint>
 
-// GCC 12's AVX-512 intrinsics pass _mm512_undefined_ps() as an unused merge source, which
-// -Wuninitialized reports at every inlined use.
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#include "kernels/cpu/exp_avx512.h"
 
 namespace mt::cpu::avx512 {
 namespace {
@@ -23,26 +18,6 @@ constexpr float kSqrt2OverPi = 0.7978845608028654f;
 constexpr float kGeluCoeff = 0.044715f;
 
 inline __m512 set1(float v) { return _mm512_set1_ps(v); }
-
-// e^x; e^x = 0 below -104 (under the smallest subnormal), inf above 88.72, NaN stays NaN.
-inline __m512 exp16(__m512 x) {
-  const __m512 lo = set1(-104.0f), hi = set1(88.72f);
-  const __m512 xc = _mm512_min_ps(_mm512_max_ps(x, lo), hi);
-  const __m512 k = _mm512_roundscale_ps(_mm512_mul_ps(xc, set1(1.44269504088896341f)),
-                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  const __m512 r = _mm512_fnmadd_ps(k, set1(-2.12194440e-4f), _mm512_fnmadd_ps(k, set1(0.693359375f), xc));
-  __m512 p = set1(1.9875691500e-4f);
-  p = _mm512_fmadd_ps(p, r, set1(1.3981999507e-3f));
-  p = _mm512_fmadd_ps(p, r, set1(8.3334519073e-3f));
-  p = _mm512_fmadd_ps(p, r, set1(4.1665795894e-2f));
-  p = _mm512_fmadd_ps(p, r, set1(1.6666665459e-1f));
-  p = _mm512_fmadd_ps(p, r, set1(5.0000001201e-1f));
-  p = _mm512_add_ps(_mm512_fmadd_ps(p, _mm512_mul_ps(r, r), r), set1(1.0f));
-  __m512 y = _mm512_scalef_ps(p, k);
-  y = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(x, lo, _CMP_LT_OQ), y, _mm512_setzero_ps());
-  y = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(x, hi, _CMP_GT_OQ), y, set1(__builtin_inff()));
-  return _mm512_mask_blend_ps(_mm512_cmp_ps_mask(x, x, _CMP_UNORD_Q), y, x);
-}
 
 // tanh(u) for u = sqrt(2/pi) (x + c x^3): e^2u = inf gives 1, e^2u = 0 gives -1.
 inline __m512 gelu_tanh(__m512 x) {
@@ -59,7 +34,8 @@ inline __m512 gelu16(__m512 x) {
 
 inline __m512 dgelu16(__m512 dy, __m512 x) {
   const __m512 t = gelu_tanh(x), one = set1(1.0f), half = set1(0.5f);
-  const __m512 du = _mm512_mul_ps(set1(kSqrt2OverPi), _mm512_fmadd_ps(set1(3.0f * kGeluCoeff), _mm512_mul_ps(x, x), one));
+  const __m512 du =
+      _mm512_mul_ps(set1(kSqrt2OverPi), _mm512_fmadd_ps(set1(3.0f * kGeluCoeff), _mm512_mul_ps(x, x), one));
   const __m512 left = _mm512_mul_ps(half, _mm512_add_ps(one, t));
   const __m512 right = _mm512_mul_ps(_mm512_mul_ps(_mm512_mul_ps(half, x), _mm512_fnmadd_ps(t, t, one)), du);
   return _mm512_mul_ps(dy, _mm512_add_ps(left, right));

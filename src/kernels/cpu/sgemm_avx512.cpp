@@ -50,12 +50,6 @@ inline __mmask16 lanes(int64_t n) { return n >= 16 ? __mmask16(0xFFFF) : __mmask
 // k is cut into blocks of kc = k_block(k) rows (the last may be shorter).
 inline int64_t k_block(int64_t k) { return k > 0 ? div_up(k, div_up(k, kKC)) : 1; }
 
-// GCC 12's unpack and shuffle intrinsics pass _mm512_undefined_ps() as the (unused) merge
-// source, which -Wuninitialized reports at every inlined use.
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-
 // dst[c * ldd + r] = src[r * lds + c] for r < rows, c < cols (both <= 16): one 16 x 16
 // transpose in registers (within-lane unpacks, then lane shuffles); rows past `rows` read as 0.
 void transpose16(const float* src, int64_t lds, int rows, int cols, float* dst, int64_t ldd) {
@@ -85,8 +79,6 @@ void transpose16(const float* src, int64_t lds, int rows, int cols, float* dst, 
       if (4 * l + c < cols) _mm512_mask_storeu_ps(dst + (4 * l + c) * ldd, rm, out[l]);
   }
 }
-
-#pragma GCC diagnostic pop
 
 // dst[p * ldd + j] = src[j * lds + p] for j < rows, p < cols: a rows x cols block transposed.
 void transpose(const float* src, int64_t lds, int64_t rows, int64_t cols, float* dst, int64_t ldd) {
@@ -246,6 +238,30 @@ void gemm_packed(int64_t m, int64_t n, int64_t k, float alpha, const float* pa, 
                                       beta);
         }
       }
+    }
+  }
+}
+
+int64_t panel_floats(int64_t rows, int64_t kc) { return div_up(rows, kMR) * kAStep * kc; }
+int64_t strip_floats(int64_t kc, int64_t cols) { return div_up(cols, kNR) * kNR * kc; }
+
+void pack_panels(bool ta, const float* a, int64_t lda, int64_t rows, int64_t kc, float* dst) {
+  pack_a_block(ta, a, lda, rows, 0, kc, 0, div_up(rows, kMR), dst);
+}
+
+void pack_strips(bool tb, const float* b, int64_t ldb, int64_t kc, int64_t cols, float* dst) {
+  pack_b_block(tb, b, ldb, cols, 0, kc, 0, div_up(cols, kNR), dst);
+}
+
+void gemm_block(int64_t kc, const float* panels, int64_t rows, const float* strips, int64_t cols, float alpha,
+                float beta, float* c, int64_t ldc) {
+  const Beta kind = beta == 1.0f ? Beta::kOne : (beta == 0.0f ? Beta::kZero : Beta::kOther);
+  for (int64_t i = 0; i < rows; i += kMR) {
+    const int64_t mr = min64(kMR, rows - i);
+    for (int64_t j = 0; j < cols; j += kNR) {
+      const int64_t nr = min64(kNR, cols - j);
+      kKernels[mr - 1][nr == kNR](kc, panels + (i / kMR) * kc * kAStep, strips + (j / kNR) * kc * kNR, c + i * ldc + j,
+                                  ldc, nr, alpha, kind, beta);
     }
   }
 }

@@ -29,4 +29,17 @@ void pack_b(bool trans_b, const float* b, int64_t ldb, int64_t k, int64_t n, int
 void gemm_packed(int64_t m, int64_t n, int64_t k, float alpha, const float* pa, const float* pb, float beta, float* c,
                  int64_t ldc, int64_t i0, int64_t rows, int64_t j0, int64_t cols);
 
+// One k block at a time, for callers that keep packed operands across many small products
+// (attention): op(A) rows 0 .. rows as panels of depth kc (panel_floats), op(B) columns 0 ..
+// cols as strips of depth kc (strip_floats); any kc. Panels and strips of a sub-block start at
+// panel q = row / kRows, strip s = col / kCols: panels + q * kc * 16, strips + s * kc * kCols.
+int64_t panel_floats(int64_t rows, int64_t kc);
+int64_t strip_floats(int64_t kc, int64_t cols);
+void pack_panels(bool trans_a, const float* a, int64_t lda, int64_t rows, int64_t kc, float* dst);
+void pack_strips(bool trans_b, const float* b, int64_t ldb, int64_t kc, int64_t cols, float* dst);
+// C[rows, cols] = alpha panels strips + beta C (beta = 0: C not read), the same arithmetic per
+// element as gemm_packed with k = kc.
+void gemm_block(int64_t kc, const float* panels, int64_t rows, const float* strips, int64_t cols, float alpha,
+                float beta, float* c, int64_t ldc);
+
 }  // namespace mt::cpu::avx512

@@ -1,0 +1,246 @@
+// Causal attention of one (batch, head) with AVX-512, flash-style in blocks of kB queries x kB
+// keys (the math is attention.cpp's; see there and attention.h).
+//
+// Scores are computed transposed, S^T = scale K_j Q_i^T ([keys, queries]), so that the online
+// softmax runs down the columns: 16 queries per register, a running max and sum per lane, no
+// horizontal reductions. The block products go straight to the GEMM micro-kernel
+// (sgemm_avx512.h's gemm_block) on operands packed once per head (K_j, V_j in every layout the
+// products need) or once per query block (Q_i, dO_i), instead of a full sgemm per block that
+// re-packed both operands every time; only the per-block P and dS are packed per product.
+//   forward, per query block i and key blocks j <= i:
+//     S^T = scale K_j Q_i^T; m' = max(m, colmax S^T); P^T = e^(S^T - m'); l = l e^(m - m') + colsum P^T;
+//     O_i = O_i e^(m - m') + (P Z) V_j; finally O_i /= l, lse = m + log l.
+//   backward, per block pair: S^T as above, P^T = e^(S^T - lse), dP^T = V_j dO_i^T,
+//     dV_j += (P Z)^T dO_i, dS^T = scale P^T (dP^T Z - D), dQ_i += dS K_j, dK_j += dS^T Q_i.
+// The blocks are walked in a fixed order by one thread, so results do not depend on threads.
+// Built with AVX-512 flags, with sgemm_avx512.cpp's rules (no C++ library templates, internal
+// linkage but for the entry points).
+#include "kernels/cpu/attention_avx512.h"
+
+#include <immintrin.h>
+
+#include <cstdint>
+
+#include "kernels/cpu/exp_avx512.h"
+#include "kernels/cpu/sgemm_avx512.h"
+
+namespace mt::cpu::avx512 {
+namespace {
+
+constexpr int64_t kB = 64;  // queries and keys per block: a multiple of 32, so Q strips line up
+
+inline int64_t div_up(int64_t a, int64_t b) { return (a + b - 1) / b; }
+inline int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
+inline int64_t round16(int64_t n) { return div_up(n, 16) * 16; }  // keeps carved pieces 64-byte aligned
+inline __mmask16 lanes(int64_t n) { return n >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << n) - 1u); }
+
+// Carves the scratch into pieces; with base = null it only counts.
+struct Carver {
+  float* base;
+  int64_t used = 0;
+  float* take(int64_t n) {
+    float* p = base ? base + used : nullptr;
+    used += round16(n);
+    return p;
+  }
+};
+
+struct ForwardScratch {
+  float *kpan, *vstr, *qstr, *st, *zt, *ppan, *m, *l, *corr;
+  int64_t kpan_stride, vstr_stride;
+  ForwardScratch(Carver& c, int64_t T, int64_t D) {
+    const int64_t nb = div_up(T, kB);
+    kpan_stride = round16(panel_floats(kB, D));
+    vstr_stride = round16(strip_floats(kB, D));
+    kpan = c.take(nb * kpan_stride);
+    vstr = c.take(nb * vstr_stride);
+    qstr = c.take(strip_floats(D, kB));
+    st = c.take(kB * kB);
+    zt = c.take(kB * kB);
+    ppan = c.take(panel_floats(kB, kB));
+    m = c.take(kB);
+    l = c.take(kB);
+    corr = c.take(kB);
+  }
+};
+
+struct BackwardScratch {
+  float *kpan, *vpan, *kstr, *qstr, *dostr, *qrow, *dorow, *st, *dpt, *zt, *apan;
+  int64_t pan_stride, str_stride;
+  BackwardScratch(Carver& c, int64_t T, int64_t D) {
+    const int64_t nb = div_up(T, kB);
+    pan_stride = round16(panel_floats(kB, D));
+    str_stride = round16(strip_floats(kB, D));
+    kpan = c.take(nb * pan_stride);
+    vpan = c.take(nb * pan_stride);
+    kstr = c.take(nb * str_stride);
+    qstr = c.take(strip_floats(D, kB));
+    dostr = c.take(strip_floats(D, kB));
+    qrow = c.take(strip_floats(kB, D));
+    dorow = c.take(strip_floats(kB, D));
+    st = c.take(kB * kB);
+    dpt = c.take(kB * kB);
+    zt = c.take(kB * kB);
+    apan = c.take(panel_floats(kB, kB));
+  }
+};
+
+// Lanes of the 16 queries i = i0 + c0 + lane whose key j is causal (j <= i), within `valid`.
+inline __mmask16 causal(__m512i query, int64_t j, __mmask16 valid) {
+  return _mm512_mask_cmp_epi32_mask(valid, query, _mm512_set1_epi32(int(j)), _MM_CMPINT_GE);
+}
+
+inline __m512i queries(int64_t first) {
+  return _mm512_add_epi32(_mm512_set1_epi32(int(first)),
+                          _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15));
+}
+
+// x[0..n) *= f.
+inline void scale_row(float* x, int64_t n, float f) {
+  const __m512 vf = _mm512_set1_ps(f);
+  for (int64_t c = 0; c < n; c += 16) {
+    const __mmask16 m = lanes(n - c);
+    _mm512_mask_storeu_ps(x + c, m, _mm512_mul_ps(_mm512_maskz_loadu_ps(m, x + c), vf));
+  }
+}
+
+// The forward's online softmax on one block of S^T (nk keys x mq queries, row stride kB) for
+// queries i0.. and keys j0..: updates m, l, writes corr = e^(m - m') and P^T Z over S^T.
+void softmax_block(float* st, const float* zt, int64_t i0, int64_t mq, int64_t j0, int64_t nk, float* m, float* l,
+                   float* corr) {
+  const bool masked = j0 + nk - 1 > i0;  // some key after some query: only the diagonal block
+  for (int64_t c0 = 0; c0 < mq; c0 += 16) {
+    const __mmask16 cm = lanes(mq - c0);
+    const __m512i qi = queries(i0 + c0);
+    const __m512 m_old = _mm512_maskz_loadu_ps(cm, m + c0);
+    __m512 mx = m_old;
+    for (int64_t jj = 0; jj < nk; ++jj) {
+      const __mmask16 ok = masked ? causal(qi, j0 + jj, cm) : cm;
+      mx = _mm512_mask_max_ps(mx, ok, mx, _mm512_maskz_loadu_ps(cm, st + jj * kB + c0));
+    }
+    const __m512 co = exp16(_mm512_sub_ps(m_old, mx));  // 0 on the first block (m = -inf)
+    __m512 sum = _mm512_setzero_ps();
+    for (int64_t jj = 0; jj < nk; ++jj) {
+      const __mmask16 ok = masked ? causal(qi, j0 + jj, cm) : cm;
+      float* row = st + jj * kB + c0;
+      __m512 p = _mm512_maskz_mov_ps(ok, exp16(_mm512_sub_ps(_mm512_maskz_loadu_ps(cm, row), mx)));
+      sum = _mm512_add_ps(sum, p);
+      if (zt) p = _mm512_mul_ps(p, _mm512_maskz_loadu_ps(cm, zt + jj * kB + c0));
+      _mm512_mask_storeu_ps(row, cm, p);
+    }
+    _mm512_mask_storeu_ps(l + c0, cm, _mm512_fmadd_ps(_mm512_maskz_loadu_ps(cm, l + c0), co, sum));
+    _mm512_mask_storeu_ps(m + c0, cm, mx);
+    _mm512_mask_storeu_ps(corr + c0, cm, co);
+  }
+}
+
+// The backward's elementwise step on one block: P^T = e^(S^T - lse) (0 where masked), then
+// S^T := P^T Z (for dV) and dP^T := scale P^T (dP^T Z - delta) (dS^T, for dQ and dK).
+void dsoftmax_block(float* st, float* dpt, const float* zt, const float* lse, const float* delta, float scale,
+                    int64_t i0, int64_t mq, int64_t j0, int64_t nk) {
+  const bool masked = j0 + nk - 1 > i0;
+  const __m512 vscale = _mm512_set1_ps(scale);
+  for (int64_t c0 = 0; c0 < mq; c0 += 16) {
+    const __mmask16 cm = lanes(mq - c0);
+    const __m512i qi = queries(i0 + c0);
+    const __m512 lv = _mm512_maskz_loadu_ps(cm, lse + i0 + c0), dv = _mm512_maskz_loadu_ps(cm, delta + i0 + c0);
+    for (int64_t jj = 0; jj < nk; ++jj) {
+      const __mmask16 ok = masked ? causal(qi, j0 + jj, cm) : cm;
+      float *srow = st + jj * kB + c0, *drow = dpt + jj * kB + c0;
+      const __m512 p = _mm512_maskz_mov_ps(ok, exp16(_mm512_sub_ps(_mm512_maskz_loadu_ps(cm, srow), lv)));
+      __m512 dp = _mm512_maskz_loadu_ps(cm, drow), pz = p;
+      if (zt) {
+        const __m512 z = _mm512_maskz_loadu_ps(cm, zt + jj * kB + c0);
+        pz = _mm512_mul_ps(p, z);
+        dp = _mm512_mul_ps(dp, z);
+      }
+      _mm512_mask_storeu_ps(srow, cm, pz);
+      _mm512_mask_storeu_ps(drow, cm, _mm512_mul_ps(_mm512_mul_ps(vscale, p), _mm512_sub_ps(dp, dv)));
+    }
+  }
+}
+
+}  // namespace
+
+int64_t attention_forward_scratch(int64_t T, int64_t D) {
+  Carver c{nullptr};
+  ForwardScratch s(c, T, D);
+  return c.used;
+}
+
+int64_t attention_backward_scratch(int64_t T, int64_t D) {
+  Carver c{nullptr};
+  BackwardScratch s(c, T, D);
+  return c.used;
+}
+
+void attention_forward(const AttentionHead& h, const float* q, const float* k, const float* v, float* o, float* lse,
+                       float* scratch) {
+  const int64_t T = h.T, D = h.D;
+  Carver carver{scratch};
+  ForwardScratch s(carver, T, D);
+  for (int64_t j0 = 0; j0 < T; j0 += kB) {  // K_j as the A of S^T, V_j as the B of P V_j
+    const int64_t nk = min64(kB, T - j0);
+    pack_panels(false, k + j0 * D, D, nk, D, s.kpan + (j0 / kB) * s.kpan_stride);
+    pack_strips(false, v + j0 * D, D, nk, D, s.vstr + (j0 / kB) * s.vstr_stride);
+  }
+  for (int64_t i0 = 0; i0 < T; i0 += kB) {
+    const int64_t mq = min64(kB, T - i0);
+    float* oi = o + i0 * D;
+    pack_strips(true, q + i0 * D, D, D, mq, s.qstr);  // Q_i^T as the B of S^T
+    for (int64_t r = 0; r < mq; ++r) {
+      s.m[r] = -__builtin_inff();
+      s.l[r] = 0.0f;
+      for (int64_t c = 0; c < D; ++c) oi[r * D + c] = 0.0f;
+    }
+    for (int64_t j0 = 0; j0 <= i0; j0 += kB) {
+      const int64_t nk = min64(kB, T - j0);
+      gemm_block(D, s.kpan + (j0 / kB) * s.kpan_stride, nk, s.qstr, mq, h.scale, 0.0f, s.st, kB);
+      if (h.dropout) h.dropout(h.dropout_ctx, i0, mq, j0, nk, s.zt, kB);
+      softmax_block(s.st, h.dropout ? s.zt : nullptr, i0, mq, j0, nk, s.m, s.l, s.corr);
+      for (int64_t r = 0; r < mq; ++r) scale_row(oi + r * D, D, s.corr[r]);
+      pack_panels(true, s.st, kB, mq, nk, s.ppan);  // P = (P^T)^T as the A of P V_j
+      gemm_block(nk, s.ppan, mq, s.vstr + (j0 / kB) * s.vstr_stride, D, 1.0f, 1.0f, oi, D);
+    }
+    for (int64_t r = 0; r < mq; ++r) {
+      scale_row(oi + r * D, D, 1.0f / s.l[r]);
+      lse[i0 + r] = s.m[r] + __builtin_logf(s.l[r]);
+    }
+  }
+}
+
+void attention_backward(const AttentionHead& h, const float* q, const float* k, const float* v, const float* dout,
+                        const float* delta, const float* lse, float* dq, float* dk, float* dv, float* scratch) {
+  const int64_t T = h.T, D = h.D;
+  Carver carver{scratch};
+  BackwardScratch s(carver, T, D);
+  for (int64_t i = 0; i < T * D; ++i) dq[i] = dk[i] = dv[i] = 0.0f;
+  for (int64_t j0 = 0; j0 < T; j0 += kB) {
+    const int64_t nk = min64(kB, T - j0), jb = j0 / kB;
+    pack_panels(false, k + j0 * D, D, nk, D, s.kpan + jb * s.pan_stride);  // A of S^T
+    pack_panels(false, v + j0 * D, D, nk, D, s.vpan + jb * s.pan_stride);  // A of dP^T
+    pack_strips(false, k + j0 * D, D, nk, D, s.kstr + jb * s.str_stride);  // B of dS K_j
+  }
+  for (int64_t i0 = 0; i0 < T; i0 += kB) {
+    const int64_t mq = min64(kB, T - i0);
+    pack_strips(true, q + i0 * D, D, D, mq, s.qstr);      // B of S^T
+    pack_strips(true, dout + i0 * D, D, D, mq, s.dostr);  // B of dP^T
+    pack_strips(false, q + i0 * D, D, mq, D, s.qrow);     // B of dS^T Q_i
+    pack_strips(false, dout + i0 * D, D, mq, D, s.dorow); // B of (P Z)^T dO_i
+    for (int64_t j0 = 0; j0 <= i0; j0 += kB) {
+      const int64_t nk = min64(kB, T - j0), jb = j0 / kB;
+      gemm_block(D, s.kpan + jb * s.pan_stride, nk, s.qstr, mq, h.scale, 0.0f, s.st, kB);
+      gemm_block(D, s.vpan + jb * s.pan_stride, nk, s.dostr, mq, 1.0f, 0.0f, s.dpt, kB);
+      if (h.dropout) h.dropout(h.dropout_ctx, i0, mq, j0, nk, s.zt, kB);
+      dsoftmax_block(s.st, s.dpt, h.dropout ? s.zt : nullptr, lse, delta, h.scale, i0, mq, j0, nk);
+      pack_panels(false, s.st, kB, nk, mq, s.apan);  // (P Z)^T
+      gemm_block(mq, s.apan, nk, s.dorow, D, 1.0f, 1.0f, dv + j0 * D, D);
+      pack_panels(true, s.dpt, kB, mq, nk, s.apan);  // dS
+      gemm_block(nk, s.apan, mq, s.kstr + jb * s.str_stride, D, 1.0f, 1.0f, dq + i0 * D, D);
+      pack_panels(false, s.dpt, kB, nk, mq, s.apan);  // dS^T
+      gemm_block(mq, s.apan, nk, s.qrow, D, 1.0f, 1.0f, dk + j0 * D, D);
+    }
+  }
+}
+
+}  // namespace mt::cpu::avx512
