@@ -110,6 +110,8 @@ if [[ "${DIST:-1}" == 1 && "$ngpu" -ge 2 ]]; then
     DEVICE=cuda bash tests/parallel/rank_failure.sh $mode "$bin" mpirun --allow-run-as-root --oversubscribe \
       -x NCCL_NVLS_ENABLE=0 2>&1 | tee "$LOG_DIR/rank_failure_$mode.log" || status=1
   done
+  section "GPT 350M: saved under TP=2 + SP, resumed under DP=2 with the distributed optimizer"
+  BUILD_DIR="$BUILD_DIR" bash scripts/device-reshard-check.sh 2>&1 | tee "$LOG_DIR/reshard.log" || status=1
 fi
 if [[ "${BENCH:-1}" == 1 ]]; then
   for m in ${BENCH_MODELS:-124m}; do
