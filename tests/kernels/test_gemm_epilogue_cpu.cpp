@@ -1,6 +1,6 @@
 // The CPU GEMM's fused epilogues and the AVX-512 GeLU behind them: gemm with a bias,
-// gemm_bias_gelu and gemm_dgelu give the very bits of the unfused sequences gemm.h defines them
-// by, at the model's shapes and at odd ones; and the AVX-512 GeLU (forward and derivative)
+// gemm_bias_gelu, gemm_dgelu and gemm_wgrad_bgrad give the very bits of the unfused sequences
+// gemm.h defines them by, at the model's shapes and at odd ones; and the AVX-512 GeLU (forward and derivative)
 // matches the tanh approximation in double, including tails of every length and inf/NaN.
 #include <cmath>
 #include <limits>
@@ -51,6 +51,20 @@ TEST(GemmEpilogueCpu, DgeluIsGemmThenGeluBackwardThenBiasGradBitForBit) {
     bias_grad_accumulate(dpre_ref, db_ref);
     EXPECT_TRUE(bitwise_equal(dpre, dpre_ref)) << m << "x" << n << "x" << k;
     EXPECT_TRUE(bitwise_equal(db, db_ref)) << m << "x" << n << "x" << k;
+  }
+}
+
+TEST(GemmEpilogueCpu, WgradBgradIsGemmThenBiasGradBitForBit) {
+  uint32_t seed = 30;
+  for (const auto& [N, in, out] : kShapes) {
+    Tensor dy = random_tensor({N, out}, DType::F32, seed++), x = random_tensor({N, in}, DType::F32, seed++);
+    Tensor dw = random_tensor({out, in}, DType::F32, seed), dw_ref = random_tensor({out, in}, DType::F32, seed++);
+    Tensor db = random_tensor({out}, DType::F32, seed), db_ref = random_tensor({out}, DType::F32, seed++);
+    gemm_wgrad_bgrad(dy, x, dw, db);
+    gemm(dy, true, x, false, dw_ref, 1.0f, 1.0f);
+    bias_grad_accumulate(dy, db_ref);
+    EXPECT_TRUE(bitwise_equal(dw, dw_ref)) << N << "x" << in << "x" << out;
+    EXPECT_TRUE(bitwise_equal(db, db_ref)) << N << "x" << in << "x" << out;
   }
 }
 

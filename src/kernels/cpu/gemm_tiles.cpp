@@ -47,7 +47,8 @@ void finish_tile(float* c, int64_t n, int64_t i0, int64_t rows, int64_t j0, int6
 }  // namespace
 
 void parallel_sgemm_avx512(bool ta, bool tb, int64_t m, int64_t n, int64_t k, float alpha, const float* a, int64_t lda,
-                           const float* b, int64_t ldb, float beta, float* c, const TileEpilogue& ep) {
+                           const float* b, int64_t ldb, float beta, float* c, const TileEpilogue& ep,
+                           float* a_row_sums) {
   namespace x = avx512;
   Tensor pa_t = Tensor::empty({x::packed_a_floats(m, k)}, DType::F32);
   Tensor pb_t = Tensor::empty({x::packed_b_floats(k, n)}, DType::F32);
@@ -62,7 +63,7 @@ void parallel_sgemm_avx512(bool ta, bool tb, int64_t m, int64_t n, int64_t k, fl
   {
 #pragma omp for schedule(static) nowait
     for (int64_t t = 0; t < a_tasks; ++t)
-      x::pack_a(ta, a, lda, m, k, t * kPackRows, std::min(kPackRows, m - t * kPackRows), pa);
+      x::pack_a(ta, a, lda, m, k, t * kPackRows, std::min(kPackRows, m - t * kPackRows), pa, a_row_sums);
 #pragma omp for schedule(static)
     for (int64_t t = 0; t < b_tasks; ++t)
       x::pack_b(tb, b, ldb, k, n, t * kPackCols, std::min(kPackCols, n - t * kPackCols), pb);

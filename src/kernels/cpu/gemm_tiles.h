@@ -15,9 +15,11 @@ struct TileEpilogue {
 };
 
 // C = alpha op(A) op(B) + beta C (fp32, C contiguous [m, n]), then the epilogue. Each element's
-// arithmetic depends on k only, so the result does not depend on the thread count.
+// arithmetic depends on k only, so the result does not depend on the thread count. With
+// a_row_sums (trans_a only): a_row_sums[i] += sum_p op(A)[i, p], added in p order while A is
+// packed (a weight-gradient GEMM's bias gradient, without another read of dy).
 void parallel_sgemm_avx512(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha, const float* a,
                            int64_t lda, const float* b, int64_t ldb, float beta, float* c,
-                           const TileEpilogue& epilogue = {});
+                           const TileEpilogue& epilogue = {}, float* a_row_sums = nullptr);
 
 }  // namespace mt::cpu

@@ -96,16 +96,22 @@ constexpr int64_t kGroup = 8;
 // Packs panels q0 .. q1 of op(A) for the k block at pc (kc deep) at dst: panel q holds
 // dst[q * kc * kAStep + p * kAStep + r] = op(A)[q * 14 + r, pc + p] for r < 14 (rows past m are
 // not written; the kernel for the last panel does not read them).
+// With row_sums (trans_a only), also adds each packed value to row_sums[row], in k order.
 void pack_a_block(bool ta, const float* a, int64_t lda, int64_t m, int64_t pc, int64_t kc, int64_t q0, int64_t q1,
-                  float* dst) {
+                  float* dst, float* row_sums) {
   if (ta) {  // column p of op(A) is row pc + p of A: a plain copy, kGroup panels at a time
     for (int64_t g = q0; g < q1; g += kGroup) {
       const int64_t g1 = min64(g + kGroup, q1);
       for (int64_t p = 0; p < kc; ++p) {
         const float* src = a + (pc + p) * lda;
         for (int64_t q = g; q < g1; ++q) {
-          const int64_t mr = min64(kMR, m - q * kMR);
-          _mm512_store_ps(dst + q * kc * kAStep + p * kAStep, _mm512_maskz_loadu_ps(lanes(mr), src + q * kMR));
+          const __mmask16 mr = lanes(min64(kMR, m - q * kMR));
+          const __m512 v = _mm512_maskz_loadu_ps(mr, src + q * kMR);
+          _mm512_store_ps(dst + q * kc * kAStep + p * kAStep, v);
+          if (row_sums) {
+            float* sums = row_sums + q * kMR;
+            _mm512_mask_storeu_ps(sums, mr, _mm512_add_ps(_mm512_maskz_loadu_ps(mr, sums), v));
+          }
         }
       }
     }
@@ -213,11 +219,12 @@ static_assert(sizeof(kKernels) / sizeof(kKernels[0]) == kMR);
 int64_t packed_a_floats(int64_t m, int64_t k) { return div_up(m, kMR) * kAStep * k; }
 int64_t packed_b_floats(int64_t k, int64_t n) { return div_up(n, kNR) * kNR * k; }
 
-void pack_a(bool ta, const float* a, int64_t lda, int64_t m, int64_t k, int64_t i0, int64_t rows, float* pa) {
+void pack_a(bool ta, const float* a, int64_t lda, int64_t m, int64_t k, int64_t i0, int64_t rows, float* pa,
+            float* row_sums) {
   const int64_t kc_even = k_block(k), panels = div_up(m, kMR);
   for (int64_t pc = 0; pc < k; pc += kc_even)
     pack_a_block(ta, a, lda, m, pc, min64(kc_even, k - pc), i0 / kMR, div_up(i0 + rows, kMR),
-                 pa + pc * panels * kAStep);
+                 pa + pc * panels * kAStep, row_sums);
 }
 
 void pack_b(bool tb, const float* b, int64_t ldb, int64_t k, int64_t n, int64_t j0, int64_t cols, float* pb) {
@@ -258,7 +265,7 @@ int64_t panel_floats(int64_t rows, int64_t kc) { return div_up(rows, kMR) * kASt
 int64_t strip_floats(int64_t kc, int64_t cols) { return div_up(cols, kNR) * kNR * kc; }
 
 void pack_panels(bool ta, const float* a, int64_t lda, int64_t rows, int64_t kc, float* dst) {
-  pack_a_block(ta, a, lda, rows, 0, kc, 0, div_up(rows, kMR), dst);
+  pack_a_block(ta, a, lda, rows, 0, kc, 0, div_up(rows, kMR), dst, nullptr);
 }
 
 void pack_strips(bool tb, const float* b, int64_t ldb, int64_t kc, int64_t cols, float* dst) {

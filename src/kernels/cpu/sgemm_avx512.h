@@ -19,8 +19,11 @@ int64_t packed_a_floats(int64_t m, int64_t k);
 int64_t packed_b_floats(int64_t k, int64_t n);
 
 // Packs rows i0 .. i0 + rows of op(A) (i0 a multiple of kRows) into pa, the packed form of all
-// of op(A); op(A) = A^T when trans_a, A row-major with leading dimension lda.
-void pack_a(bool trans_a, const float* a, int64_t lda, int64_t m, int64_t k, int64_t i0, int64_t rows, float* pa);
+// of op(A); op(A) = A^T when trans_a, A row-major with leading dimension lda. With row_sums
+// (trans_a only): row_sums[i] += op(A)[i, p] for p = 0, 1, .. k - 1 in order, for those rows
+// (for a linear layer's bias gradient: the column sums of dy, read while packing dy^T).
+void pack_a(bool trans_a, const float* a, int64_t lda, int64_t m, int64_t k, int64_t i0, int64_t rows, float* pa,
+            float* row_sums = nullptr);
 // Packs columns j0 .. j0 + cols of op(B) (j0 a multiple of kCols) into pb.
 void pack_b(bool trans_b, const float* b, int64_t ldb, int64_t k, int64_t n, int64_t j0, int64_t cols, float* pb);
 
