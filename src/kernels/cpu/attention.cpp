@@ -71,8 +71,7 @@ void gather_qkv(const T* qkv, const Dims& d, int64_t b, int64_t h, float* q, flo
 
 #if defined(__x86_64__)
 // With AVX-512 the block loop of one head runs in attention_avx512.cpp (transposed scores,
-// column softmax, the GEMM micro-kernel on operands packed once per head); here each thread
-// gathers its heads' rows into fp32 and scatters the results back, as below.
+// column softmax, the GEMM micro-kernel on operands packed once per head); threads take heads.
 struct HeadDrop {
   const DropMask* drop;
   int64_t bh, T;
@@ -100,6 +99,9 @@ avx512::AttentionHead head_of(const Dims& d, const DropMask& drop, const HeadDro
   return h;
 }
 
+// Each thread gathers its head's rows into fp32 [T, D] buffers first, for every dtype: reading
+// an fp32 head in place (rows qkv_token apart, each on its own page) was measured no faster
+// than the gather (a token's q, k, v are adjacent, one 3 D run) plus packing from [T, D].
 template <class T>
 void forward_avx512_t(const T* qkv, T* out, float* lse, const Dims& d, const DropMask& drop) {
 #pragma omp parallel
@@ -112,8 +114,8 @@ void forward_avx512_t(const T* qkv, T* out, float* lse, const Dims& d, const Dro
 #pragma omp for schedule(dynamic, 1)
     for (int64_t bh = 0; bh < d.B * d.H; ++bh) {
       const int64_t b = bh / d.H, h = bh % d.H;
-      gather_qkv(qkv, d, b, h, q, k, v);
       const HeadDrop hd{&drop, bh, d.T};
+      gather_qkv(qkv, d, b, h, q, k, v);
       avx512::attention_forward(head_of(d, drop, hd), q, k, v, o, lse + bh * d.T, scratch);
       for (int64_t t = 0; t < d.T; ++t) store_row(o + t * d.D, out + (b * d.T + t) * d.out_token() + h * d.D, d.D);
     }
@@ -126,30 +128,27 @@ void backward_avx512_t(const T* dout, const T* qkv, const T* out, const float* l
   const int64_t D = d.D;
 #pragma omp parallel
   {
-    // One cached block per thread, as in forward: q, k, v, dO, dq, dk, dv [T, D], o [D], delta [T].
-    const int64_t td = (d.T * D + 15) / 16 * 16, small = (D + d.T + 15) / 16 * 16;
-    Tensor buf = Tensor::empty({7 * td + small + avx512::attention_backward_scratch(d.T, D)}, DType::F32);
-    float *q = buf.data<float>(), *k = q + td, *v = k + td, *dO = v + td, *dq = dO + td, *dk = dq + td, *dv = dk + td;
-    float *o = dv + td, *delta = o + D, *scratch = o + small;
+    // As in forward: q, k, v, o, dO, dq, dk, dv [T, D] and the scratch.
+    const int64_t td = (d.T * D + 15) / 16 * 16;
+    Tensor buf = Tensor::empty({8 * td + avx512::attention_backward_scratch(d.T, D)}, DType::F32);
+    float *q = buf.data<float>(), *k = q + td, *v = k + td, *o = v + td, *dO = o + td, *dq = dO + td, *dk = dq + td,
+          *dv = dk + td, *scratch = dv + td;
 #pragma omp for schedule(dynamic, 1)
     for (int64_t bh = 0; bh < d.B * d.H; ++bh) {
       const int64_t b = bh / d.H, h = bh % d.H;
+      const HeadDrop hd{&drop, bh, d.T};
       gather_qkv(qkv, d, b, h, q, k, v);
       for (int64_t t = 0; t < d.T; ++t) {
         const int64_t at = (b * d.T + t) * d.out_token() + h * D;
-        load_row(dout + at, &dO[t * D], D);
-        load_row(out + at, o, D);
-        float acc = 0.0f;
-        for (int64_t c = 0; c < D; ++c) acc += dO[t * D + c] * o[c];
-        delta[t] = acc;
+        load_row(out + at, o + t * D, D);
+        load_row(dout + at, dO + t * D, D);
       }
-      const HeadDrop hd{&drop, bh, d.T};
-      avx512::attention_backward(head_of(d, drop, hd), q, k, v, dO, delta, lse + bh * d.T, dq, dk, dv, scratch);
+      avx512::attention_backward(head_of(d, drop, hd), q, k, v, o, dO, lse + bh * d.T, dq, dk, dv, scratch);
       for (int64_t t = 0; t < d.T; ++t) {
         T* base = dqkv + (b * d.T + t) * d.qkv_token() + h * 3 * D;
-        store_row(&dq[t * D], base, D);
-        store_row(&dk[t * D], base + D, D);
-        store_row(&dv[t * D], base + 2 * D, D);
+        store_row(dq + t * D, base, D);
+        store_row(dk + t * D, base + D, D);
+        store_row(dv + t * D, base + 2 * D, D);
       }
     }
   }

@@ -65,7 +65,7 @@ struct ForwardScratch {
 };
 
 struct BackwardScratch {
-  float *kpan, *vpan, *kstr, *qstr, *dostr, *qrow, *dorow, *st, *dpt, *zt, *apan;
+  float *kpan, *vpan, *kstr, *qstr, *dostr, *qrow, *dorow, *st, *dpt, *zt, *apan, *delta;
   int64_t pan_stride, str_stride;
   BackwardScratch(Carver& c, int64_t T, int64_t D) {
     const int64_t nb = div_up(T, kB);
@@ -82,6 +82,7 @@ struct BackwardScratch {
     dpt = c.take(kB * kB);
     zt = c.take(kB * kB);
     apan = c.take(panel_floats(kB, kB));
+    delta = c.take(T);
   }
 };
 
@@ -93,6 +94,21 @@ inline __mmask16 causal(__m512i query, int64_t j, __mmask16 valid) {
 inline __m512i queries(int64_t first) {
   return _mm512_add_epi32(_mm512_set1_epi32(int(first)),
                           _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15));
+}
+
+// x . y over n floats, in 16 lanes added in a fixed order.
+inline float dot(const float* x, const float* y, int64_t n) {
+  __m512 acc = _mm512_setzero_ps();
+  for (int64_t c = 0; c < n; c += 16) {
+    const __mmask16 m = lanes(n - c);
+    acc = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, x + c), _mm512_maskz_loadu_ps(m, y + c), acc);
+  }
+  return _mm512_reduce_add_ps(acc);
+}
+
+// x[0..n) = 0.
+inline void zero_row(float* x, int64_t n) {
+  for (int64_t c = 0; c < n; c += 16) _mm512_mask_storeu_ps(x + c, lanes(n - c), _mm512_setzero_ps());
 }
 
 // x[0..n) *= f.
@@ -191,7 +207,7 @@ void attention_forward(const AttentionHead& h, const float* q, const float* k, c
     for (int64_t r = 0; r < mq; ++r) {
       s.m[r] = -__builtin_inff();
       s.l[r] = 0.0f;
-      for (int64_t c = 0; c < D; ++c) oi[r * D + c] = 0.0f;
+      zero_row(oi + r * D, D);
     }
     for (int64_t j0 = 0; j0 <= i0; j0 += kB) {
       const int64_t nk = min64(kB, T - j0);
@@ -209,12 +225,17 @@ void attention_forward(const AttentionHead& h, const float* q, const float* k, c
   }
 }
 
-void attention_backward(const AttentionHead& h, const float* q, const float* k, const float* v, const float* dout,
-                        const float* delta, const float* lse, float* dq, float* dk, float* dv, float* scratch) {
+void attention_backward(const AttentionHead& h, const float* q, const float* k, const float* v, const float* o,
+                        const float* dout, const float* lse, float* dq, float* dk, float* dv, float* scratch) {
   const int64_t T = h.T, D = h.D;
   Carver carver{scratch};
   BackwardScratch s(carver, T, D);
-  for (int64_t i = 0; i < T * D; ++i) dq[i] = dk[i] = dv[i] = 0.0f;
+  for (int64_t t = 0; t < T; ++t) {
+    s.delta[t] = dot(dout + t * D, o + t * D, D);  // D_i = dO_i . O_i
+    zero_row(dq + t * D, D);
+    zero_row(dk + t * D, D);
+    zero_row(dv + t * D, D);
+  }
   for (int64_t j0 = 0; j0 < T; j0 += kB) {
     const int64_t nk = min64(kB, T - j0), jb = j0 / kB;
     pack_panels(false, k + j0 * D, D, nk, D, s.kpan + jb * s.pan_stride);  // A of S^T
@@ -223,16 +244,16 @@ void attention_backward(const AttentionHead& h, const float* q, const float* k, 
   }
   for (int64_t i0 = 0; i0 < T; i0 += kB) {
     const int64_t mq = min64(kB, T - i0);
-    pack_strips(true, q + i0 * D, D, D, mq, s.qstr);      // B of S^T
-    pack_strips(true, dout + i0 * D, D, D, mq, s.dostr);  // B of dP^T
-    pack_strips(false, q + i0 * D, D, mq, D, s.qrow);     // B of dS^T Q_i
-    pack_strips(false, dout + i0 * D, D, mq, D, s.dorow); // B of (P Z)^T dO_i
+    pack_strips(true, q + i0 * D, D, D, mq, s.qstr);       // B of S^T
+    pack_strips(true, dout + i0 * D, D, D, mq, s.dostr);   // B of dP^T
+    pack_strips(false, q + i0 * D, D, mq, D, s.qrow);      // B of dS^T Q_i
+    pack_strips(false, dout + i0 * D, D, mq, D, s.dorow);  // B of (P Z)^T dO_i
     for (int64_t j0 = 0; j0 <= i0; j0 += kB) {
       const int64_t nk = min64(kB, T - j0), jb = j0 / kB;
       gemm_block(D, s.kpan + jb * s.pan_stride, nk, s.qstr, mq, h.scale, 0.0f, s.st, kB);
       gemm_block(D, s.vpan + jb * s.pan_stride, nk, s.dostr, mq, 1.0f, 0.0f, s.dpt, kB);
       if (h.dropout) h.dropout(h.dropout_ctx, i0, mq, j0, nk, s.zt, kB);
-      dsoftmax_block(s.st, s.dpt, h.dropout ? s.zt : nullptr, lse, delta, h.scale, i0, mq, j0, nk);
+      dsoftmax_block(s.st, s.dpt, h.dropout ? s.zt : nullptr, lse, s.delta, h.scale, i0, mq, j0, nk);
       pack_panels(false, s.st, kB, nk, mq, s.apan);  // (P Z)^T
       gemm_block(mq, s.apan, nk, s.dorow, D, 1.0f, 1.0f, dv + j0 * D, D);
       pack_panels(true, s.dpt, kB, mq, nk, s.apan);  // dS

@@ -24,8 +24,8 @@ int64_t attention_backward_scratch(int64_t T, int64_t D);
 // o = softmax(scale q k^T + causal mask) (with dropout) v; lse[i] = log-sum-exp of row i.
 void attention_forward(const AttentionHead& h, const float* q, const float* k, const float* v, float* o, float* lse,
                        float* scratch);
-// dq, dk, dv (written, not accumulated) from dO, the forward's lse and delta[i] = dO_i . o_i.
-void attention_backward(const AttentionHead& h, const float* q, const float* k, const float* v, const float* dout,
-                        const float* delta, const float* lse, float* dq, float* dk, float* dv, float* scratch);
+// dq, dk, dv (written, not accumulated) from dO and the forward's o and lse.
+void attention_backward(const AttentionHead& h, const float* q, const float* k, const float* v, const float* o,
+                        const float* dout, const float* lse, float* dq, float* dk, float* dv, float* scratch);
 
 }  // namespace mt::cpu::avx512
