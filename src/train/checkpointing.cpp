@@ -138,12 +138,16 @@ void TrainCheckpointer::save(const TrainProgress& p) {
   opt.keep_last = args_.ckpt_keep_last;
   const auto t0 = std::chrono::steady_clock::now();
   if (async_) {
-    finalize();  // the previous save, logged
+    const bool previous = async_->in_flight();
+    finalize();  // the previous save, logged: only one is in flight at a time
+    const double waited_previous = seconds_since(t0);
+    const auto t1 = std::chrono::steady_clock::now();
     async_->start(args_.save, p.iteration, pieces, common, opt);
     async_dir_ = args_.save;
     if (log0_)
-      fmt::print(log0_, "> saving checkpoint at iteration {} to {} (async: training waited {:.3f} s for the snapshot)\n",
-                 p.iteration, args_.save, seconds_since(t0));
+      fmt::print(log0_, "> saving checkpoint at iteration {} to {} (async: training waited {:.3f} s for the snapshot{})\n",
+                 p.iteration, args_.save, seconds_since(t1),
+                 previous ? fmt::format(", {:.3f} s for the previous save to finish", waited_previous) : "");
   } else {
     const SaveStats st = save_checkpoint(args_.save, p.iteration, pieces, common, opt);
     const double s = seconds_since(t0);
