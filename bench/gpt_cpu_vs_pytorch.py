@@ -5,11 +5,16 @@ invocation on one machine. Prints tokens/s for both and the ratio (ours / PyTorc
 Model (defaults): GPT-2 architecture, 6 layers, hidden 384, 6 heads, seq 256, vocab 4096,
 micro = global batch 4, dropout 0, AdamW. Warm-up iterations are excluded from both timings.
 
-  .venv/bin/python bench/gpt_cpu_vs_pytorch.py [--threads 2] [--iters 20]
+With --repeats N the two trainers run alternately N times and the medians are reported, with
+the 1-minute load average before each run: on a shared machine a run taken while something
+else computes is meaningless, and alternating keeps a slow drift in load from favouring one.
+
+  .venv/bin/python bench/gpt_cpu_vs_pytorch.py [--threads 2] [--iters 20] [--repeats 3]
 """
 import argparse
 import os
 import re
+import statistics
 import subprocess
 import sys
 
@@ -24,6 +29,7 @@ ap.add_argument("--vocab", type=int, default=4096)
 ap.add_argument("--batch", type=int, default=4)
 ap.add_argument("--iters", type=int, default=20)
 ap.add_argument("--warmup", type=int, default=5)
+ap.add_argument("--repeats", type=int, default=1)
 args = ap.parse_args()
 
 os.environ["OMP_NUM_THREADS"] = str(args.threads)
@@ -57,10 +63,26 @@ def run_pytorch():
     return tps
 
 
-ours = run_ours()
-theirs = run_pytorch()
+def load():
+    return os.getloadavg()[0]
+
+
+runs = []
+for r in range(args.repeats):
+    l0 = load()
+    ours = run_ours()
+    l1 = load()
+    theirs = run_pytorch()
+    runs.append((ours, theirs))
+    if args.repeats > 1:
+        print(f"run {r + 1}: megatron.cpp {ours:6.0f} tokens/s (load {l0:.2f}), PyTorch {theirs:6.0f} tokens/s "
+              f"(load {l1:.2f}), ratio {ours / theirs:.2f}x", flush=True)
+ours = statistics.median(o for o, _ in runs)
+theirs = statistics.median(t for _, t in runs)
+ratio = statistics.median(o / t for o, t in runs)
+what = f" (median of {args.repeats})" if args.repeats > 1 else ""
 print(f"model: GPT {args.layers} layers, hidden {args.hidden}, heads {args.heads}, seq {args.seq}, "
       f"vocab {args.vocab}, batch {args.batch}, fp32, {args.threads} threads")
-print(f"megatron.cpp (CPU)   : {ours:10.0f} tokens/s")
-print(f"PyTorch eager (CPU)  : {theirs:10.0f} tokens/s")
-print(f"ratio ours / PyTorch : {ours / theirs:.2f}x")
+print(f"megatron.cpp (CPU)   : {ours:10.0f} tokens/s{what}")
+print(f"PyTorch eager (CPU)  : {theirs:10.0f} tokens/s{what}")
+print(f"ratio ours / PyTorch : {ratio:.2f}x{what}")
