@@ -2,7 +2,9 @@
 
 #include <cblas.h>
 
+#include <cstdlib>
 #include <mutex>
+#include <string_view>
 
 namespace mt::cpu {
 
@@ -16,7 +18,10 @@ void sgemm_openblas(bool ta, bool tb, int64_t m, int64_t n, int64_t k, float alp
 
 bool sgemm_avx512_available() {
 #if defined(__x86_64__)
-  static const bool ok = __builtin_cpu_supports("avx512f");
+  static const bool ok = [] {
+    const char* e = std::getenv("MT_CPU_AVX512");
+    return __builtin_cpu_supports("avx512f") && !(e && std::string_view(e) == "0");
+  }();
   return ok;
 #else
   return false;

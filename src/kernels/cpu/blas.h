@@ -15,7 +15,10 @@ void sgemm_serial(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, f
                   int64_t lda, const float* b, int64_t ldb, float beta, float* c, int64_t ldc);
 
 // The two implementations behind the door, for tests and benchmarks. sgemm_avx512 exists on
-// x86-64 only and may only be called when sgemm_avx512_available() (the CPU has AVX-512F).
+// x86-64 only and may only be called when sgemm_avx512_available(): the CPU has AVX-512F and
+// the environment does not set MT_CPU_AVX512=0 (read once). That switch also turns off the
+// other AVX-512 kernels (attention, GeLU, cross-entropy), so the portable paths can be tested
+// on an AVX-512 machine (tests/CMakeLists.txt runs the kernel tests both ways).
 bool sgemm_avx512_available();
 #if defined(__x86_64__)
 void sgemm_avx512(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha, const float* a,
