@@ -11,7 +11,7 @@ class MLP {
  public:
   struct Saved {
     ColumnParallelLinear::Saved fc1_in;
-    RowParallelLinear::Saved fc2_in;
+    RowParallelLinear::Saved fc2_in;  // empty between forward and backward: gelu(pre) is recomputed
     Tensor pre_act;  // fc1 output, input of GeLU
   };
   MLP(ParamAndGradBuffer& buf, const std::string& prefix, const GPTConfig& cfg, const ModelParallelConfig& par = {});
