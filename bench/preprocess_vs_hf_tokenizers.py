@@ -49,8 +49,8 @@ print(n_tokens, time.perf_counter() - t0)
 
 
 def make_jsonl(path, mb):
-    from make_bpe_data import read_byte_dataset
-    chapters = read_byte_dataset(os.path.join(ROOT, "data", "kjv_byte_text_document"))
+    from make_bpe_data import bundled_chapters
+    chapters = bundled_chapters()
     lines = [json.dumps({"text": c}) + "\n" for c in chapters]
     size, k = 0, 0
     with open(path, "w", encoding="utf-8") as f:

@@ -1,8 +1,10 @@
 #!/usr/bin/env python3
 """Trains the bundled corpus's BPE tokenizer and re-tokenizes the corpus with it.
 
-Reads the chapters from data/kjv_byte_text_document (the byte-level dataset: its tokens are
-the text's bytes, each chapter ending in eod 256), trains a byte-level BPE tokenizer.json
+Reads the chapters from a byte-level dataset (its tokens are the text's bytes, each chapter
+ending in eod 256) that scripts/make_bundled_data.py builds from Debian's bible-kjv-text
+(run for you into a temporary folder unless --source names one), trains a byte-level BPE
+tokenizer.json
 with the Hugging Face `tokenizers` package (GPT-2's pre-tokenizer, 4096 tokens, id 0 =
 <|endoftext|>), and writes data/kjv_bpe4k_tokenizer.json and the indexed dataset
 data/kjv_bpe4k_text_document.{bin,idx} (one document per chapter, ending in <|endoftext|>).
@@ -10,26 +12,34 @@ Prints the counts, the unigram entropy per token and the sha256 of the files; ru
 again gives the same bytes.
 
     pip install tokenizers   # (scripts/setup.sh --python puts it in .venv)
-    python3 data/make_bpe_data.py
+    python3 data/make_bpe_data.py [--source PREFIX_OF_THE_BYTE_DATASET]
+
+bundled_chapters() gives the chapters' text back from the bundled files (decoding is exact), for
+the tests and benchmarks that need the text itself.
 """
+import argparse
 import array
 import hashlib
 import math
 import os
 import struct
+import subprocess
 import sys
+import tempfile
 from collections import Counter
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-SOURCE = os.path.join(HERE, "kjv_byte_text_document")
 NAME = "kjv_bpe4k"
 VOCAB = 4096
 EOD = "<|endoftext|>"
+TOKENIZER = os.path.join(HERE, f"{NAME}_tokenizer.json")
+PREFIX = os.path.join(HERE, f"{NAME}_text_document")
 
 
-def read_byte_dataset(prefix):
+def read_uint16_dataset(prefix):
+    """The sequences of a uint16 Megatron indexed dataset, as lists of ints."""
     idx = open(prefix + ".idx", "rb").read()
     assert idx[:9] == b"MMIDIDX\x00\x00" and idx[17] == 8  # uint16 tokens
     s, d = struct.unpack_from("<QQ", idx, 18)
@@ -38,12 +48,34 @@ def read_byte_dataset(prefix):
     tokens = array.array("H")
     tokens.frombytes(open(prefix + ".bin", "rb").read())
     assert sys.byteorder == "little"
+    return [tokens[p // 2: p // 2 + n].tolist() for n, p in zip(lengths, pointers)]
+
+
+def read_byte_dataset(prefix):
     chapters = []
-    for n, p in zip(lengths, pointers):
-        seq = tokens[p // 2: p // 2 + n]
+    for seq in read_uint16_dataset(prefix):
         assert seq[-1] == 256 and max(seq[:-1]) < 256
-        chapters.append(bytes(seq[:-1].tolist()).decode("utf-8"))
+        chapters.append(bytes(seq[:-1]).decode("utf-8"))
     return chapters
+
+
+def bundled_chapters():
+    """The chapters' text, decoded from the bundled dataset with the bundled tokenizer.json."""
+    tok = Tokenizer.from_file(TOKENIZER)
+    eod = tok.token_to_id(EOD)
+    docs = read_uint16_dataset(PREFIX)
+    assert all(d[-1] == eod for d in docs)
+    return tok.decode_batch([d[:-1] for d in docs], skip_special_tokens=False)
+
+
+def source_chapters(source):
+    if source:
+        return read_byte_dataset(source)
+    with tempfile.TemporaryDirectory() as tmp:
+        out = os.path.join(tmp, "kjv_byte_text_document")
+        subprocess.run([sys.executable, os.path.join(HERE, "..", "scripts", "make_bundled_data.py"), "--out", out],
+                       check=True)
+        return read_byte_dataset(out)
 
 
 def write_atomic(path, data):
@@ -70,20 +102,22 @@ def write_dataset(prefix, docs):
 
 
 def main():
-    chapters = read_byte_dataset(SOURCE)
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--source", help="byte-level dataset prefix (default: build it with scripts/make_bundled_data.py)")
+    chapters = source_chapters(ap.parse_args().source)
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(vocab_size=VOCAB, special_tokens=[EOD], show_progress=False,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
     tok.train_from_iterator(chapters, trainer)
-    tok_path = os.path.join(HERE, f"{NAME}_tokenizer.json")
+    tok_path = TOKENIZER
     write_atomic(tok_path, tok.to_str(pretty=False).encode("utf-8"))
     eod = tok.token_to_id(EOD)
     docs = [e.ids + [eod] for e in tok.encode_batch(chapters, add_special_tokens=False)]
     for c, d in zip(chapters[:3], docs):
         assert tok.decode(d[:-1]) == c
-    prefix = os.path.join(HERE, f"{NAME}_text_document")
+    prefix = PREFIX
     write_dataset(prefix, docs)
 
     counts = Counter(t for d in docs for t in d)

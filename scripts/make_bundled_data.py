@@ -1,6 +1,5 @@
 #!/usr/bin/env python3
-"""Builds data/kjv_byte_text_document.{bin,idx}: the King James Bible as a byte-level
-Megatron indexed dataset (token = byte value 0..255, end of document = 256, vocabulary 257),
+"""Builds PREFIX.{bin,idx}: the King James Bible as a byte-level Megatron indexed dataset (token = byte value 0..255, end of document = 256, vocabulary 257),
 one document per chapter.
 
 Source: Debian's bible-kjv-text package (the text, public domain) read with the `bible`
@@ -9,7 +8,10 @@ nothing is installed: the packages are downloaded and unpacked into a temporary 
 libreadline8, which `bible` links; run `apt-get update` first on a fresh machine. Python
 standard library only.
 
-    python3 scripts/make_bundled_data.py [--out data/kjv_byte_text_document]
+    python3 scripts/make_bundled_data.py --out PREFIX
+
+data/make_bpe_data.py runs it to get the text it trains the bundled BPE tokenizer on; the
+byte-level dataset itself is not kept in the repository (data/README.md).
 
 Each chapter becomes "Book N\\n\\n" followed by its verses, one per line without verse
 numbers, then the eod token. Prints the counts, the unigram entropy and the files' sha256.
@@ -102,10 +104,8 @@ def entropy_nats(counts):
 
 
 def main():
-    here = os.path.dirname(os.path.abspath(__file__))
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--out", default=os.path.join(here, "..", "data", "kjv_byte_text_document"),
-                    help="output prefix (PREFIX.bin and PREFIX.idx)")
+    ap.add_argument("--out", required=True, help="output prefix (PREFIX.bin and PREFIX.idx)")
     args = ap.parse_args()
 
     with tempfile.TemporaryDirectory() as work:

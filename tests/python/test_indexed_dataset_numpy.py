@@ -10,11 +10,14 @@ import math
 import os
 import subprocess
 
+import sys
+
 import numpy as np
 import pytest
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
-BUNDLED = os.path.join(ROOT, "data", "kjv_byte_text_document")
+BUNDLED = os.path.join(ROOT, "data", "kjv_bpe4k_text_document")
+EOD = 0  # <|endoftext|> in data/kjv_bpe4k_tokenizer.json
 MAGIC = b"MMIDIDX\x00\x00"
 DTYPES = {1: np.uint8, 2: np.int8, 3: np.int16, 4: np.int32, 5: np.int64, 6: np.float64, 7: np.float32,
           8: np.uint16}
@@ -96,19 +99,22 @@ def test_bundled_data_is_one_chapter_per_document_ending_in_eod():
     assert dtype == np.uint16
     assert len(lengths) == 1189 and len(doc_idx) == 1190
     assert list(doc_idx) == list(range(1190))
-    assert int(lengths.sum()) == 4153208
+    assert int(lengths.sum()) == 1045411
     assert list(pointers) == list(np.concatenate([[0], 2 * np.cumsum(lengths[:-1])]))
     seqs, _ = read_sequences(BUNDLED)
-    assert bytes(seqs[0][:27].astype(np.uint8)) == b"Genesis 1\n\nIn the beginning"
-    assert bytes(seqs[-1][:14].astype(np.uint8)) == b"Revelation 22\n"
-    assert all(s[-1] == 256 and (s[:-1] < 256).all() for s in seqs)
+    assert all(s[-1] == EOD and (s[:-1] != EOD).all() and (s < 4096).all() for s in seqs)
+    sys.path.insert(0, os.path.join(ROOT, "data"))
+    from make_bpe_data import bundled_chapters
+    chapters = bundled_chapters()
+    assert chapters[0].startswith("Genesis 1\n\nIn the beginning") and chapters[-1].startswith("Revelation 22\n")
+    assert sum(len(c.encode()) for c in chapters) == 4152019
 
 
 def test_bundled_data_unigram_entropy_matches_the_readme():
     seqs, _ = read_sequences(BUNDLED)
-    counts = np.bincount(np.concatenate(seqs), minlength=257).astype(np.float64)
+    counts = np.bincount(np.concatenate(seqs), minlength=4096).astype(np.float64)
     p = counts[counts > 0] / counts.sum()
-    assert math.isclose(-(p * np.log(p)).sum(), 3.0281, abs_tol=5e-5)
+    assert math.isclose(-(p * np.log(p)).sum(), 6.0040, abs_tol=5e-5)
 
 
 def test_cpp_reads_the_bundled_data_like_numpy():
@@ -116,7 +122,7 @@ def test_cpp_reads_the_bundled_data_like_numpy():
     d = dump(BUNDLED)
     assert d["dtype"] == "uint16"
     assert int(d["sequences"]) == 1189 and int(d["documents"]) == 1189
-    assert int(d["tokens"]) == 4153208 and int(d["max_token"]) == 256
+    assert int(d["tokens"]) == 1045411 and int(d["max_token"]) == 4095
     assert int(d["checksum"]) == checksum(seqs)
     assert [int(t) for t in d["first"].split()] == seqs[0][:16].tolist()
 
