@@ -20,9 +20,13 @@ common=(train --device cuda --mock-data --vocab-size 1000 --num-layers 2 --hidde
 "${mpi[@]}" "$bin" "${common[@]}" --tensor-model-parallel-size 2 --sequence-parallel > tp2sp.log 2>&1 || { tail -30 tp2sp.log; exit 1; }
 grep -E "parallel layout|weights" dp2opt.log tp2sp.log
 runs=(one dp2 dp2opt dp2overlap tp2 tp2sp)
+# fp32 layouts differ from one GPU only in summation order (1.8e-7 measured on H200s); bf16
+# rounds each layout differently (3.5e-5 measured).
+default_tol=1e-5
+[[ " $* " == *" --bf16 "* ]] && default_tol=1e-3
 for f in "${runs[@]}"; do grep -oE "lm loss: [0-9.E+-]+" $f.log | awk '{print $3}' > $f.loss; done
 echo "${runs[*]}"
 paste $(for f in "${runs[@]}"; do echo $f.loss; done) | awk '{
   for (i = 2; i <= NF; ++i) { d = ($i - $1) / $1; if (d < 0) d = -d; if (d > m[i]) m[i] = d }
   print } END { printf "max rel diff from one GPU:"; for (i = 2; i <= NF; ++i) printf " %.3g", m[i]; print "";
-  for (i = 2; i <= NF; ++i) if (m[i] > tol) { print "FAIL: above " tol; exit 1 } }' tol="${TOL:-1e-3}"
+  for (i = 2; i <= NF; ++i) if (m[i] > tol) { print "FAIL: above " tol; exit 1 } }' tol="${TOL:-$default_tol}"

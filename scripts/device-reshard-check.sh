@@ -4,7 +4,7 @@
 # 350M, bf16, mock data: TP=2 + SP trains 20 iterations saving at 10; from that checkpoint
 # DP=2 with the distributed optimizer (and, to compare, TP=2 + SP again) continues to 20. Prints
 # both continuations' losses and their largest relative difference (bf16: the layouts round
-# differently), and fails above TOL (default 2e-2).
+# differently; 3.0e-5 measured on H200s), and fails above TOL (default 1e-3).
 #   BUILD_DIR=build-gpu scripts/device-reshard-check.sh
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -28,6 +28,6 @@ cp -r "$dir/ckpt" "$dir/ckpt_dp"
 grep -E "loaded|layout" "$dir/dp2.log" | head -3
 paste <(grep -oE "iteration +[0-9]+/.*lm loss: [0-9.E+-]+" "$dir/tp2.log" | awk '{print $2, $NF}') \
       <(grep -oE "lm loss: [0-9.E+-]+" "$dir/dp2.log" | awk '{print $3}') \
-  | awk -v tol="${TOL:-2e-2}" '{ d = ($3 - $2) / $2; if (d < 0) d = -d; if (d > m) m = d
+  | awk -v tol="${TOL:-1e-3}" '{ d = ($3 - $2) / $2; if (d < 0) d = -d; if (d > m) m = d
       printf "iteration %s: TP=2+SP %s   DP=2 (resharded) %s\n", $1, $2, $3 }
       END { printf "max rel diff: %.3g\n", m; if (NR < 10 || m > tol) { print "FAIL"; exit 1 } print "ok" }'
