@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Two-GPU benchmarks of issue 4, one invocation on one machine (needs >= 2 GPUs, mpirun, torchrun).
+"""Multi-GPU benchmarks of issues 4 and 7, one invocation on one machine (needs mpirun; torchrun for the peer).
 
   --mode dp: data-parallel weak scaling of GPT 350M (micro batch 16 x seq 1024 per GPU, bf16):
       ours on 1 GPU, on N GPUs with the distributed optimizer and --overlap-grad-reduce
@@ -12,7 +12,11 @@
   --mode tp --model 7b --no-tp1: the 7B-class GPT of issue 7 (32 layers, 4096 hidden, 32 heads,
       seq 2048, micro batch 2, 4 microbatches per iteration) with TP=N + SP only (it does not
       fit one GPU with fp32 master weights and Adam state).
-  --mode dp --model 1.3b: data-parallel weak scaling of GPT 1.3B (issue 7's first row).
+  --mode dp --model 1.3b --gpus 2,4,8: data-parallel weak scaling of GPT 1.3B (issue 7's first
+      row) on each GPU count listed (the no-overlap run only on the largest).
+  --mode grid --model 7b --layouts 2x2,4x1: TP x DP layouts (tensor x data parallel, GPUs = TP x DP)
+      with sequence parallelism, the distributed optimizer and both overlaps, micro batch and
+      microbatches per DP rank fixed (weak scaling in DP): issue 7's TP=2xDP=4, TP=4xDP=2, TP=2xDP=2.
 
 Warm-up iterations are excluded (the first log interval). FLOPs per token = 6 N + 12 L h s.
 
@@ -36,9 +40,10 @@ VOCAB = 50304
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 ap = argparse.ArgumentParser()
-ap.add_argument("--mode", choices=("dp", "tp"), default="dp")
+ap.add_argument("--mode", choices=("dp", "tp", "grid"), default="dp")
 ap.add_argument("--model", choices=MODELS, default=None, help="default: 350m for dp, 1.3b for tp")
-ap.add_argument("--gpus", type=int, default=2)
+ap.add_argument("--gpus", default="2", help="GPU count; dp mode: a comma-separated list (e.g. 2,4,8)")
+ap.add_argument("--layouts", default="2x1", help="grid mode: comma-separated TPxDP layouts, e.g. 2x2,4x1")
 ap.add_argument("--build-dir", default=os.environ.get("MEGATRON_BUILD_DIR", "build"))
 ap.add_argument("--iters", type=int, default=20)
 ap.add_argument("--warmup", type=int, default=5)
@@ -104,16 +109,19 @@ def row(name, gpus, res, base=None):
           f"{100 * tflops_gpu * 1e12 / PEAK:.1f}% | {ms} | {comm} | {eff} | {res['peak']:.2f} |")
 
 
-n = args.gpus
-print(f"GPT {model}: {L} layers, hidden {C}, heads {H}, vocab {VOCAB}, micro batch {B} x seq {T}, bf16; {n} GPUs")
+counts = [int(g) for g in args.gpus.split(",")]
+n = max(counts)
+print(f"GPT {model}: {L} layers, hidden {C}, heads {H}, vocab {VOCAB}, micro batch {B} x seq {T}, "
+      f"{A} microbatch(es) per DP rank, bf16")
 print("| run | GPUs | tokens/s | tokens/s/GPU | TFLOP/s/GPU | MFU | ms/iter | comm ms/iter (rank) | scaling eff. | peak GiB |")
 print("|---|---|---|---|---|---|---|---|---|---|")
 if args.mode == "dp":
     one = ours("ours_1gpu", 1, B * A)
     row("megatron.cpp", 1, one)
-    over = ours(f"ours_{n}gpu_overlap", n, B * A * n, ["--use-distributed-optimizer", "--overlap-grad-reduce",
-                                                        "--overlap-param-gather"])
-    row("megatron.cpp, distributed optimizer, overlap", n, over, one)
+    for g in counts:
+        over = ours(f"ours_{g}gpu_overlap", g, B * A * g, ["--use-distributed-optimizer", "--overlap-grad-reduce",
+                                                            "--overlap-param-gather"])
+        row("megatron.cpp, distributed optimizer, overlap", g, over, one)
     plain = ours(f"ours_{n}gpu_no_overlap", n, B * A * n, ["--use-distributed-optimizer"])
     row("megatron.cpp, distributed optimizer, no overlap", n, plain, one)
     if not args.skip_pytorch:
@@ -122,6 +130,16 @@ if args.mode == "dp":
         tn = torch_ddp(n)
         row("PyTorch DDP + torch.compile", n, tn, t1)
         print(f"ratio ours / PyTorch on {n} GPUs: {over['tps'] / tn['tps']:.2f}x")
+elif args.mode == "grid":
+    for layout in args.layouts.split(","):
+        tp, dp = (int(v) for v in layout.lower().split("x"))
+        r = ours(f"ours_{model}_tp{tp}_dp{dp}", tp * dp, B * A * dp,
+                 ["--tensor-model-parallel-size", str(tp), "--sequence-parallel", "--use-distributed-optimizer",
+                  "--overlap-grad-reduce", "--overlap-param-gather"])
+        row(f"megatron.cpp TP={tp} x DP={dp}, SP, distributed optimizer, overlap", tp * dp, r)
+        share = ", ".join(f"{g} {v:.1f} ms ({100 * v / r['ms']:.0f}%)" for g, v in r["comm"].items() if v > 0)
+        print(f"TP={tp} x DP={dp}: collectives per iteration of {r['ms']:.1f} ms: {share or '-'} "
+              f"(dp time overlaps the backward/forward)")
 else:
     runs = []
     one = None

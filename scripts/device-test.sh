@@ -11,6 +11,8 @@
 #   BENCH_MODELS="124m 350m 1.3b"              # benchmark models (bench/gpt_gpu_vs_pytorch.py)
 #   DIST=0                                     # skip the 2-GPU NCCL layout check (runs when >= 2 GPUs)
 #   MULTI_BENCH="dp tp"                        # 2-GPU benchmarks (bench/gpt_multi_gpu.py), when >= 2 GPUs
+#   SCALE=1                                    # issue 7 on 4 or 8 GPUs: GPT 1.3B DP weak scaling, the 7B-class
+#                                              # GPT's TP x DP layouts, save on all GPUs / resume as TP=4
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -131,6 +133,20 @@ if [[ "${BENCH:-1}" == 1 && "$ngpu" -ge 2 ]]; then
     OUT="$LOG_DIR" python3 bench/gpt_multi_gpu.py --mode "$mode" --build-dir "$BUILD_DIR" 2>&1 \
       | tee "$LOG_DIR/bench_multi_$mode.log" || status=1
   done
+fi
+if [[ "${SCALE:-0}" == 1 && "$ngpu" -ge 4 ]]; then
+  if [[ "$ngpu" -ge 8 ]]; then counts=2,4,8; layouts=2x4,4x2,2x2; preset=8gpu; else counts=2,4; layouts=2x2,4x1; preset=4gpu; fi
+  section "scale-out: GPT 1.3B data-parallel weak scaling on 1,$counts GPUs"
+  OUT="$LOG_DIR" python3 bench/gpt_multi_gpu.py --mode dp --model 1.3b --gpus "$counts" --skip-pytorch \
+    --build-dir "$BUILD_DIR" 2>&1 | tee "$LOG_DIR/bench_scale_dp.log" || status=1
+  section "scale-out: 7B-class GPT, TP x DP = $layouts"
+  OUT="$LOG_DIR" python3 bench/gpt_multi_gpu.py --mode grid --model 7b --layouts "$layouts" \
+    --build-dir "$BUILD_DIR" 2>&1 | tee "$LOG_DIR/bench_scale_grid.log" || status=1
+  if [[ "${SCALE_RESHARD:-1}" == 1 ]]; then
+    section "scale-out: 7B-class GPT saved on $ngpu GPUs at iteration 50, resumed as TP=4 x DP=1"
+    PRESET=$preset BUILD_DIR="$BUILD_DIR" bash scripts/device-reshard-check.sh 2>&1 \
+      | tee "$LOG_DIR/reshard_$preset.log" || status=1
+  fi
 fi
 echo "logs: $LOG_DIR"
 exit "$status"
