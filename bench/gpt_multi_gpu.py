@@ -48,12 +48,15 @@ ap.add_argument("--build-dir", default=os.environ.get("MEGATRON_BUILD_DIR", "bui
 ap.add_argument("--iters", type=int, default=20)
 ap.add_argument("--warmup", type=int, default=5)
 ap.add_argument("--skip-pytorch", action="store_true")
+ap.add_argument("--micro-batch", type=int, default=None, help="override the model's micro batch size")
+ap.add_argument("--accum", type=int, default=None, help="override the microbatches per DP rank per iteration")
 ap.add_argument("--no-tp1", action="store_true", help="tp mode: skip the one-GPU run and plain TP")
 ap.add_argument("--log-dir", default=os.environ.get("OUT", "."))
 args = ap.parse_args()
 model = args.model or ("350m" if args.mode == "dp" else "1.3b")
 L, C, H, B, T = MODELS[model]
 A = ACCUM.get(model, 1)
+B, A = args.micro_batch or B, args.accum or A
 N = VOCAB * C + L * (12 * C * C + 13 * C) + 2 * C
 flops_per_token = 6 * N + 12 * L * C * T
 MPI = ["mpirun", "--allow-run-as-root", "--oversubscribe", "--bind-to", "none", "-x", "NCCL_NVLS_ENABLE=0"]
