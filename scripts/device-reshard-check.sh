@@ -67,9 +67,10 @@ grep -hE "loaded checkpoint|layout" "$dir/resume.log" | head -3
 rm -rf "$dir/ckpt"
 run reference "$save_np" "${save_layout[@]}"
 run control "$resume_np" "${resume_layout[@]}"
-losses() { grep -oE "iteration +[0-9]+/ *[0-9]+ .*lm loss: [0-9.E+-]+" "$1" | awk '{print $2 + 0, $NF}'; }
-join <(losses "$dir/reference.log" | awk -v s="$save_at" '$1 > s {print $1, $NF}') \
-     <(losses "$dir/resume.log" | awk '{print $1, $NF}') | join - <(losses "$dir/control.log") \
+# "iteration loss" lines, sorted as join(1) needs them (as text); numeric order again after the joins.
+losses() { grep -oE "iteration +[0-9]+/ *[0-9]+ .*lm loss: [0-9.E+-]+" "$1" | awk '{print $2 + 0, $NF}' | sort -k1,1; }
+join <(losses "$dir/reference.log" | awk -v s="$save_at" '$1 > s') <(losses "$dir/resume.log") \
+  | join - <(losses "$dir/control.log") | sort -n -k1,1 \
   | awk -v tol="${TOL:-1e-3}" -v first_tol="${FIRST_TOL:-1e-4}" -v want=$((iters - save_at)) \
         -v a="$save_name" -v b="$resume_name" '
       function rel(x, y) { x = (x - y) / y; return x < 0 ? -x : x }
