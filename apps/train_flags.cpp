@@ -123,6 +123,10 @@ void add_train_flags(CLI::App& app, TrainingArgs& a) {
       ->capture_default_str()->group(g);
   app.add_flag("--sequence-parallel", a.sequence_parallel,
                "Split LayerNorm/dropout regions along the sequence across tensor-parallel ranks")->group(g);
+  app.add_flag("--async-tensor-model-parallel-allreduce", a.async_tensor_model_parallel_allreduce,
+               "Column-parallel backward: reduce the input gradient over tensor-parallel ranks (reduce-scatter with "
+               "--sequence-parallel) while the weight-gradient GEMM computes (GPU/NCCL: on a side stream)")
+      ->group(g);
   app.add_flag("--use-distributed-optimizer", a.use_distributed_optimizer,
                "Shard fp32 master weights and Adam state across data-parallel ranks (ZeRO-1)")->group(g);
   app.add_flag("--overlap-grad-reduce", a.overlap_grad_reduce,

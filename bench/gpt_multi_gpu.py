@@ -17,6 +17,7 @@
   --mode grid --model 7b --layouts 2x2,4x1: TP x DP layouts (tensor x data parallel, GPUs = TP x DP)
       with sequence parallelism, the distributed optimizer and both overlaps, micro batch and
       microbatches per DP rank fixed (weak scaling in DP): issue 7's TP=2xDP=4, TP=4xDP=2, TP=2xDP=2.
+      A layout ending in :async adds --async-tensor-model-parallel-allreduce (e.g. 4x1,4x1:async).
 
 Warm-up iterations are excluded (the first log interval). FLOPs per token = 6 N + 12 L h s.
 
@@ -135,13 +136,16 @@ if args.mode == "dp":
         print(f"ratio ours / PyTorch on {n} GPUs: {over['tps'] / tn['tps']:.2f}x")
 elif args.mode == "grid":
     for layout in args.layouts.split(","):
-        tp, dp = (int(v) for v in layout.lower().split("x"))
-        r = ours(f"ours_{model}_tp{tp}_dp{dp}", tp * dp, B * A * dp,
+        shape, _, option = layout.lower().partition(":")
+        tp, dp = (int(v) for v in shape.split("x"))
+        extra = ["--async-tensor-model-parallel-allreduce"] if option == "async" else []
+        name = f"TP={tp} x DP={dp}" + (", async TP all-reduce" if extra else "")
+        r = ours(f"ours_{model}_tp{tp}_dp{dp}{'_async' if extra else ''}", tp * dp, B * A * dp,
                  ["--tensor-model-parallel-size", str(tp), "--sequence-parallel", "--use-distributed-optimizer",
-                  "--overlap-grad-reduce", "--overlap-param-gather"])
-        row(f"megatron.cpp TP={tp} x DP={dp}, SP, distributed optimizer, overlap", tp * dp, r)
+                  "--overlap-grad-reduce", "--overlap-param-gather", *extra])
+        row(f"megatron.cpp {name}, SP, distributed optimizer, overlap", tp * dp, r)
         share = ", ".join(f"{g} {v:.1f} ms ({100 * v / r['ms']:.0f}%)" for g, v in r["comm"].items() if v > 0)
-        print(f"TP={tp} x DP={dp}: collectives per iteration of {r['ms']:.1f} ms: {share or '-'} "
+        print(f"{name}: collectives per iteration of {r['ms']:.1f} ms: {share or '-'} "
               f"(dp time overlaps the backward/forward)")
 else:
     runs = []

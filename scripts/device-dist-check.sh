@@ -3,7 +3,8 @@
 # rank) train like one GPU. Prints the loss of every run side by side and the largest relative
 # difference from the one-GPU run.
 #   BUILD_DIR=build-gpu scripts/device-dist-check.sh   (after scripts/device-test.sh built megatron)
-# DP=2 runs with and without --overlap-grad-reduce --overlap-param-gather (side-stream NCCL).
+# DP=2 runs with and without --overlap-grad-reduce --overlap-param-gather (side-stream NCCL);
+# TP=2 + SP with and without --async-tensor-model-parallel-allreduce.
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 bin=${BUILD_DIR:-build-gpu}/megatron
@@ -18,8 +19,10 @@ common=(train --device cuda --mock-data --vocab-size 1000 --num-layers 2 --hidde
   --overlap-param-gather > dp2overlap.log 2>&1 || { tail -30 dp2overlap.log; exit 1; }
 "${mpi[@]}" "$bin" "${common[@]}" --tensor-model-parallel-size 2 > tp2.log 2>&1 || { tail -30 tp2.log; exit 1; }
 "${mpi[@]}" "$bin" "${common[@]}" --tensor-model-parallel-size 2 --sequence-parallel > tp2sp.log 2>&1 || { tail -30 tp2sp.log; exit 1; }
+"${mpi[@]}" "$bin" "${common[@]}" --tensor-model-parallel-size 2 --sequence-parallel --async-tensor-model-parallel-allreduce \
+  > tp2spasync.log 2>&1 || { tail -30 tp2spasync.log; exit 1; }
 grep -E "parallel layout|weights" dp2opt.log tp2sp.log
-runs=(one dp2 dp2opt dp2overlap tp2 tp2sp)
+runs=(one dp2 dp2opt dp2overlap tp2 tp2sp tp2spasync)
 # fp32 layouts differ from one GPU only in summation order (1.8e-7 measured on H200s); bf16
 # rounds each layout differently (3.5e-5 measured).
 default_tol=1e-5

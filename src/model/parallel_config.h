@@ -11,6 +11,10 @@ namespace mt {
 struct ModelParallelConfig {
   Communicator* tp = nullptr;      // null or size 1: no tensor parallelism
   bool sequence_parallel = false;  // tokens split across tp ranks outside the tp regions
+  // Column-parallel backward: start the input gradient's TP all-reduce (reduce-scatter with
+  // sequence parallelism) asynchronously and compute the weight gradient meanwhile
+  // (--async-tensor-model-parallel-allreduce). Same arithmetic, so the same results.
+  bool async_tp_allreduce = false;
   int64_t bucket_size = 0;         // ParamAndGradBuffer::set_bucketing (0: one bucket)
   int64_t bucket_pad = 16;
 

@@ -1,5 +1,7 @@
 #include "model/tensor_parallel.h"
 
+#include <memory>
+
 #include "core/error.h"
 #include "kernels/elementwise.h"
 #include "kernels/gemm.h"
@@ -64,15 +66,31 @@ Tensor ColumnParallelLinear::backward(const Tensor& dy, Saved& s, bool bias_grad
   Tensor dy2 = dy.view({n, out_});
   Tensor dx = Tensor::empty({n, in_}, s.x.dtype(), s.x.device());
   gemm(dy2, false, buf_.param(w_), false, dx);  // dx = dy W (partial over TP)
+  // dx's reduction over TP: started before the weight-gradient GEMM and waited for after it when
+  // asynchronous (on GPUs the two overlap), else after the GEMM.
+  const bool reduce = par_.tp_size() > 1, async = reduce && par_.async_tp_allreduce;
+  Tensor out = dx;
+  if (reduce && par_.sequence_parallel) {
+    MT_CHECK(n % par_.tp_size() == 0, "sequence parallel: {} tokens do not split over {} ranks", n, par_.tp_size());
+    out = Tensor::empty({n / par_.tp_size(), in_}, dx.dtype(), dx.device());
+  }
+  auto start = [&] {
+    return par_.sequence_parallel ? par_.tp->reduce_scatter_async(dx, out) : par_.tp->all_reduce_async(dx);
+  };
+  std::unique_ptr<CommHandle> work = async ? start() : nullptr;
   if (b_ >= 0 && bias_grad)
     gemm_wgrad_bgrad(dy2, s.x, buf_.grad(w_), buf_.grad(b_));  // dW += dy^T x, db += sum_rows dy
   else
     gemm(dy2, true, s.x, false, buf_.grad(w_), 1.0f, 1.0f);
   s = Saved{};
-  if (par_.tp_size() == 1) return dx;
-  if (par_.sequence_parallel) return reduce_scatter_tokens(dx, *par_.tp);
-  par_.tp->all_reduce(dx);
-  return dx;
+  if (reduce && !async) {
+    if (par_.sequence_parallel)
+      par_.tp->reduce_scatter(dx, out);
+    else
+      par_.tp->all_reduce(dx);
+  }
+  if (work) work->wait();
+  return out;
 }
 
 Tensor ColumnParallelLinear::bias_grad() const { return b_ >= 0 ? buf_.grad(b_) : Tensor(); }

@@ -4,7 +4,8 @@
 // ColumnParallelLinear: W [out, in] split by rows (output features): rank r holds rows
 //   [r out/tp, (r+1) out/tp) and its bias slice. Input: replicated [N, in] (or, with sequence
 //   parallelism, this rank's tokens [N/tp, in], all-gathered first). Output: [N, out/tp].
-//   Backward all-reduces dx over TP (reduce-scatters it with sequence parallelism).
+//   Backward all-reduces dx over TP (reduce-scatters it with sequence parallelism); with
+//   par.async_tp_allreduce that collective runs while the weight-gradient GEMM computes.
 // RowParallelLinear: W [out, in] split by columns (input features): rank r holds columns
 //   [r in/tp, (r+1) in/tp); the bias is replicated. Input: [N, in/tp]. Output: the partial
 //   products all-reduced (reduce-scattered to [N/tp, out] with sequence parallelism); the bias

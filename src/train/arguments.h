@@ -80,6 +80,7 @@ struct TrainingArgs {
   int context_parallel_size = 1;
   int expert_model_parallel_size = 1;
   bool sequence_parallel = false;
+  bool async_tensor_model_parallel_allreduce = false;
   bool use_distributed_optimizer = false;
   bool overlap_grad_reduce = false;
   bool overlap_param_gather = false;  // needs use_distributed_optimizer

@@ -7,7 +7,9 @@
 //                                                     the world is data-parallel; :sp sequence
 //                                                     parallel; :distopt distributed optimizer;
 //                                                     :overlap --overlap-grad-reduce, and with
-//                                                     :distopt --overlap-param-gather too)
+//                                                     :distopt --overlap-param-gather too,
+//                                                     with TP > 1 --async-tensor-model-
+//                                                     parallel-allreduce too)
 // A layout with :overlap must also give bit-identical losses and parameters to the same layout
 // without it (the host backend runs a started collective at once, in the same order).
 #include <cmath>
@@ -105,6 +107,7 @@ int main(int argc, char** argv) {
     TrainingArgs plain = a;
     a.overlap_grad_reduce = overlap;
     a.overlap_param_gather = overlap && a.use_distributed_optimizer;
+    a.async_tensor_model_parallel_allreduce = overlap && a.tensor_model_parallel_size > 1;
     const TrainResult got = testing::run_training(a);
     int bad = compare(ref, got, spec, a.vocab_size);
     if (overlap) bad += compare_exact(testing::run_training(plain), got, spec);

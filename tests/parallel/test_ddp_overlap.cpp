@@ -6,63 +6,13 @@
 // waits for its own bucket just before reading it.
 #include <gtest/gtest.h>
 
-#include "dist/communicator.h"
+#include "dist/recording_comm.h"
 #include "model/gpt_model.h"
 #include "parallel/distributed_data_parallel.h"
 
 using namespace mt;
 
 namespace {
-
-// Two ranks that never talk: records which flat-buffer offset each collective starts on and when
-// each is waited for. Reductions leave the data alone.
-class RecordingComm final : public Communicator {
- public:
-  std::vector<std::string> log;
-  int rank() const override { return 0; }
-  int size() const override { return 2; }
-  const std::string& name() const override { return name_; }
-  const std::vector<int>& world_ranks() const override { return ranks_; }
-  void all_reduce(const Tensor& t, ReduceOp) override { log.push_back("all_reduce " + where(t)); }
-  void all_reduce_f64(double*, int, ReduceOp) override {}
-  void reduce_scatter(const Tensor& in, const Tensor&, ReduceOp) override { log.push_back("reduce_scatter " + where(in)); }
-  void all_gather(const Tensor&, const Tensor& out) override { log.push_back("all_gather " + where(out)); }
-  void broadcast(const Tensor&, int) override {}
-  void send(const Tensor&, int) override {}
-  void recv(const Tensor&, int) override {}
-  void all_to_all(const Tensor&, const Tensor&) override {}
-  void barrier() override {}
-  std::unique_ptr<Communicator> split(int, int, const std::string&) override { return nullptr; }
-
-  std::unique_ptr<CommHandle> all_reduce_async(const Tensor& t, ReduceOp op) override {
-    all_reduce(t, op);
-    return handle("all_reduce " + where(t));
-  }
-  std::unique_ptr<CommHandle> reduce_scatter_async(const Tensor& in, const Tensor& out, ReduceOp op) override {
-    reduce_scatter(in, out, op);
-    return handle("reduce_scatter " + where(in));
-  }
-  std::unique_ptr<CommHandle> all_gather_async(const Tensor& in, const Tensor& out) override {
-    all_gather(in, out);
-    return handle("all_gather " + where(out));
-  }
-  const float* base = nullptr;  // start of the flat buffer the offsets are counted from
-  size_t elem = 4;
-
- private:
-  struct Handle final : CommHandle {
-    RecordingComm* c;
-    std::string what;
-    Handle(RecordingComm* comm, std::string w) : c(comm), what(std::move(w)) {}
-    void wait() override { c->log.push_back("wait " + what); }
-  };
-  std::unique_ptr<CommHandle> handle(std::string what) { return std::make_unique<Handle>(this, std::move(what)); }
-  std::string where(const Tensor& t) const {
-    return std::to_string((static_cast<const char*>(t.raw()) - reinterpret_cast<const char*>(base)) / ptrdiff_t(elem));
-  }
-  std::string name_ = "dp";
-  std::vector<int> ranks_{0, 1};
-};
 
 GPTConfig tiny() {
   GPTConfig c;
@@ -78,7 +28,8 @@ GPTConfig tiny() {
 }
 
 struct Fixture {
-  RecordingComm comm;
+  mt::testing::RecordingComm comm;
+  const float* base = nullptr;  // start of the flat buffer the logged offsets are counted from
   ModelParallelConfig par;
   std::unique_ptr<GPTModel> model;
   std::unique_ptr<DistributedDataParallel> ddp;
@@ -91,7 +42,10 @@ struct Fixture {
     model->init(1);
     ddp = std::make_unique<DistributedDataParallel>(model->buffer(), comm, cfg);
     model->set_param_hooks(ddp.get());
-    comm.base = model->buffer().main_grads().data<float>();
+    base = model->buffer().main_grads().data<float>();
+    comm.describe = [this](const Tensor& t) {
+      return std::to_string((static_cast<const char*>(t.raw()) - reinterpret_cast<const char*>(base)) / 4);
+    };
   }
   void forward_backward() {
     GPTModel::Saved s;
@@ -143,7 +97,7 @@ TEST(DDPOverlap, WithoutOverlapNothingHappensDuringBackward) {
 TEST(DDPOverlap, ParamGatherStartsInForwardOrderAndForwardWaitsPerBucket) {
   Fixture f(DDPConfig{true, true, true});
   const size_t nb = f.model->buffer().buckets().size();
-  f.comm.base = f.model->buffer().params().data<float>();
+  f.base = f.model->buffer().params().data<float>();
   f.ddp->all_gather_params();
   std::vector<std::string> reversed = f.bucket_starts("all_gather");
   std::reverse(reversed.begin(), reversed.end());
