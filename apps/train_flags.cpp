@@ -70,6 +70,14 @@ void add_train_flags(CLI::App& app, TrainingArgs& a) {
                  "Save (with --save) and exit after this many minutes of training (0: off)")->group(g);
   app.add_flag("--exit-signal-handler", a.exit_signal_handler,
                "On SIGTERM/SIGINT save a checkpoint (with --save) at the end of the iteration and exit 0")->group(g);
+  app.add_flag("--profile", a.profile,
+               "GPU: cudaProfilerStart/Stop around iterations (profile-step-start, profile-step-end] for a profiler "
+               "started with capture off (ncu --profile-from-start off)")->group(g);
+  app.add_option("--profile-step-start", a.profile_step_start, "Iterations done when profiling starts")
+      ->capture_default_str()->group(g);
+  app.add_option("--profile-step-end", a.profile_step_end, "Iterations done when profiling stops")
+      ->capture_default_str()->group(g);
+  app.add_option("--profile-ranks", a.profile_ranks, "Global ranks that profile")->capture_default_str()->group(g);
 
   g = "Checkpointing";
   app.add_option("--save", a.save, "Directory to save sharded checkpoints in (DIR/iter_0000100/)")->group(g);

@@ -45,9 +45,10 @@ class GPT(nn.Module):
 
 
 def tokens_per_second(layers, hidden, heads, seq, vocab, batch, iters, warmup, device="cpu", bf16=False,
-                      compile=False):
+                      compile=False, profile_iters=0):
     """Trains `warmup` + `iters` steps on random tokens; returns (tokens/s over the timed
-    steps, peak memory in bytes or None)."""
+    steps, peak memory in bytes or None). profile_iters > 0 (GPU): that many more steps between
+    cudaProfilerStart and cudaProfilerStop, for a profiler started with capture off."""
     torch.manual_seed(0)
     model = GPT(layers, hidden, heads, seq, vocab).to(device)
     fused = device != "cpu"
@@ -76,4 +77,10 @@ def tokens_per_second(layers, hidden, heads, seq, vocab, batch, iters, warmup, d
     sync()
     dt = time.perf_counter() - t0
     peak = torch.cuda.max_memory_allocated() if device != "cpu" else None
+    if profile_iters > 0 and device != "cpu":
+        torch.cuda.cudart().cudaProfilerStart()
+        for _ in range(profile_iters):
+            step()
+        sync()
+        torch.cuda.cudart().cudaProfilerStop()
     return batch * seq * iters / dt, peak

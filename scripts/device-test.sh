@@ -11,6 +11,8 @@
 #   BENCH_MODELS="124m 350m 1.3b"              # benchmark models (bench/gpt_gpu_vs_pytorch.py)
 #   DIST=0                                     # skip the 2-GPU NCCL layout check (runs when >= 2 GPUs)
 #   MULTI_BENCH="dp tp"                        # 2-GPU benchmarks (bench/gpt_multi_gpu.py), when >= 2 GPUs
+#   PROFILE=1                                  # per-kernel GPU time, ours vs PyTorch (scripts/device-profile.sh,
+#                                              # MODEL=124m by default)
 #   SCALE=1                                    # issue 7 on 4 or 8 GPUs: GPT 1.3B DP weak scaling, the 7B-class
 #                                              # GPT's TP x DP layouts, save on all GPUs / resume as TP=4
 set -euo pipefail
@@ -133,6 +135,10 @@ if [[ "${BENCH:-1}" == 1 && "$ngpu" -ge 2 ]]; then
     OUT="$LOG_DIR" python3 bench/gpt_multi_gpu.py --mode "$mode" --build-dir "$BUILD_DIR" 2>&1 \
       | tee "$LOG_DIR/bench_multi_$mode.log" || status=1
   done
+fi
+if [[ "${PROFILE:-0}" == 1 ]]; then
+  section "profile: GPU time per kernel and category, megatron.cpp vs PyTorch"
+  OUT="$LOG_DIR" BUILD_DIR="$BUILD_DIR" bash scripts/device-profile.sh 2>&1 | tee "$LOG_DIR/profile.log" || status=1
 fi
 if [[ "${SCALE:-0}" == 1 && "$ngpu" -ge 4 ]]; then
   if [[ "$ngpu" -ge 8 ]]; then counts=2,4,8; layouts=2x4,4x2,2x2; preset=8gpu; else counts=2,4; layouts=2x2,4x1; preset=4gpu; fi

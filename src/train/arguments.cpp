@@ -51,6 +51,9 @@ void validate_args(const TrainingArgs& a) {
   if (a.exit_duration_in_mins < 0) MT_USER_ERROR("--exit-duration-in-mins must be >= 0, got {}", a.exit_duration_in_mins);
   if (a.save_interval > 0 && a.save.empty()) MT_USER_ERROR("--save-interval needs --save DIR");
   if (a.eval_interval <= 0) MT_USER_ERROR("--eval-interval must be positive, got {}", a.eval_interval);
+  if (a.profile && (a.profile_step_start < 0 || a.profile_step_end <= a.profile_step_start))
+    MT_USER_ERROR("--profile-step-start {} and --profile-step-end {} must satisfy 0 <= start < end",
+                  a.profile_step_start, a.profile_step_end);
 }
 
 int validate_parallel_args(const TrainingArgs& a, int world_size) {

@@ -56,6 +56,11 @@ struct TrainingArgs {
   int64_t exit_interval = 0;
   double exit_duration_in_mins = 0;  // > 0: save (with --save) and exit after this long
   bool exit_signal_handler = false;  // SIGTERM/SIGINT: save (with --save) at the end of the iteration, exit 0
+  // --profile: cudaProfilerStart before iteration profile_step_start + 1 and cudaProfilerStop
+  // after iteration profile_step_end (Megatron's counting), on the ranks listed.
+  bool profile = false;
+  int64_t profile_step_start = 10, profile_step_end = 12;
+  std::vector<int> profile_ranks{0};
   // checkpointing
   std::string save, load;
   int64_t save_interval = 0;  // 0: save only at the end of training (and on exit)

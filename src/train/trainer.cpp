@@ -193,6 +193,8 @@ TrainResult pretrain_gpt(const TrainingArgs& args, std::FILE* log, const TrainOp
   }
   dist::set_timeout_seconds(args.distributed_timeout_minutes * 60.0);
   Device dev = resolve_device(args.device);
+  if (args.profile && !dev.is_cuda())
+    throw ArgumentError("--profile needs --device cuda (it marks the iterations a GPU profiler captures)");
   std::unique_ptr<ProcessGroups> own_groups;
   if (!opts.groups) {
     std::unique_ptr<Communicator> world = dist::world();
@@ -310,7 +312,12 @@ TrainResult pretrain_gpt(const TrainingArgs& args, std::FILE* log, const TrainOp
     p.seed = rng_seed;
     return p;
   };
+  // --profile (Megatron's): the profiler's capture range covers iterations (start, end].
+  const bool profiling = args.profile && std::find(args.profile_ranks.begin(), args.profile_ranks.end(),
+                                                   groups.rank()) != args.profile_ranks.end();
   while (iteration < args.train_iters) {
+    if (profiling && iteration == args.profile_step_start) cuda_profiler_start();
+    if (profiling && iteration == args.profile_step_end) cuda_profiler_stop();
     ++iteration;
     model.buffer().zero_grads();
     double scale = loss_scale();
@@ -416,6 +423,7 @@ TrainResult pretrain_gpt(const TrainingArgs& args, std::FILE* log, const TrainOp
     }
   }
   result.iterations = iteration;
+  if (profiling && iteration > args.profile_step_start && iteration <= args.profile_step_end) cuda_profiler_stop();
   ddp.finish_param_gather();
   if (!args.save.empty() && iteration > start.iteration && ckpt.last_saved_iteration() != iteration)
     ckpt.save(progress());

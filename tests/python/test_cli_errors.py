@@ -100,3 +100,14 @@ def test_vocabulary_smaller_than_data(build_dir, dataset):
     prefix, _ = dataset
     assert_user_error(run(build_dir, *TINY, "--data-path", str(prefix), "--vocab-size", "50"),
                       "--vocab-size 50", "largest token id")
+
+
+def test_profile_needs_a_gpu(build_dir):
+    assert_user_error(run(build_dir, *TINY, "--mock-data", "--vocab-size", "64", "--device", "cpu", "--profile"),
+                      "--profile", "--device cuda")
+
+
+def test_profile_range_must_be_nonempty(build_dir):
+    assert_user_error(run(build_dir, *TINY, "--mock-data", "--vocab-size", "64", "--profile",
+                          "--profile-step-start", "3", "--profile-step-end", "3"),
+                      "--profile-step-start 3", "--profile-step-end 3")

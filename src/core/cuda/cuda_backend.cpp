@@ -1,5 +1,6 @@
 #include "core/cuda/cuda_backend.h"
 
+#include <cuda_profiler_api.h>
 #include <cuda_runtime_api.h>
 
 #include <mutex>
@@ -81,5 +82,7 @@ size_t cuda_peak_bytes(int device) { return cuda_detail::device_allocator(resolv
 size_t cuda_reserved_bytes(int device) { return cuda_detail::device_allocator(resolve(device)).reserved_bytes(); }
 void cuda_reset_peak_bytes(int device) { cuda_detail::device_allocator(resolve(device)).reset_peak(); }
 void cuda_empty_cache(int device) { cuda_detail::device_allocator(resolve(device)).empty_cache(); }
+void cuda_profiler_start() { MT_CUDA_CHECK(cudaProfilerStart()); }
+void cuda_profiler_stop() { MT_CUDA_CHECK(cudaProfilerStop()); }
 
 }  // namespace mt

@@ -21,6 +21,10 @@ size_t cuda_reserved_bytes(int device = -1);
 void cuda_reset_peak_bytes(int device = -1);
 // Returns cached free blocks to the driver (cudaFree); never needed in steady state.
 void cuda_empty_cache(int device = -1);
+// cudaProfilerStart/Stop: the range a profiler started with its capture off records (ncu
+// --profile-from-start off, nsys --capture-range=cudaProfilerApi).
+void cuda_profiler_start();
+void cuda_profiler_stop();
 
 #else
 
@@ -31,6 +35,8 @@ inline size_t cuda_peak_bytes(int = -1) { return 0; }
 inline size_t cuda_reserved_bytes(int = -1) { return 0; }
 inline void cuda_reset_peak_bytes(int = -1) {}
 inline void cuda_empty_cache(int = -1) {}
+inline void cuda_profiler_start() {}
+inline void cuda_profiler_stop() {}
 
 #endif
 
