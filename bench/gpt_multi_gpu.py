@@ -17,7 +17,8 @@
   --mode grid --model 7b --layouts 2x2,4x1: TP x DP layouts (tensor x data parallel, GPUs = TP x DP)
       with sequence parallelism, the distributed optimizer and both overlaps, micro batch and
       microbatches per DP rank fixed (weak scaling in DP): issue 7's TP=2xDP=4, TP=4xDP=2, TP=2xDP=2.
-      A layout ending in :async adds --async-tensor-model-parallel-allreduce (e.g. 4x1,4x1:async).
+      A layout ending in :async adds --async-tensor-model-parallel-allreduce, :tpoverlap adds
+      --tp-comm-overlap (e.g. 4x1,4x1:async,4x1:tpoverlap).
 
 Warm-up iterations are excluded (the first log interval). FLOPs per token = 6 N + 12 L h s.
 
@@ -138,9 +139,13 @@ elif args.mode == "grid":
     for layout in args.layouts.split(","):
         shape, _, option = layout.lower().partition(":")
         tp, dp = (int(v) for v in shape.split("x"))
-        extra = ["--async-tensor-model-parallel-allreduce"] if option == "async" else []
-        name = f"TP={tp} x DP={dp}" + (", async TP all-reduce" if extra else "")
-        r = ours(f"ours_{model}_tp{tp}_dp{dp}{'_async' if extra else ''}", tp * dp, B * A * dp,
+        options = {"": ([], ""), "async": (["--async-tensor-model-parallel-allreduce"], ", async TP all-reduce"),
+                   "tpoverlap": (["--tp-comm-overlap"], ", TP comm overlap")}
+        if option not in options:
+            sys.exit(f"--layouts: unknown option ':{option}' in {layout} (async or tpoverlap)")
+        extra, label = options[option]
+        name = f"TP={tp} x DP={dp}{label}"
+        r = ours(f"ours_{model}_tp{tp}_dp{dp}{'_' + option if option else ''}", tp * dp, B * A * dp,
                  ["--tensor-model-parallel-size", str(tp), "--sequence-parallel", "--use-distributed-optimizer",
                   "--overlap-grad-reduce", "--overlap-param-gather", *extra])
         row(f"megatron.cpp {name}, SP, distributed optimizer, overlap", tp * dp, r)

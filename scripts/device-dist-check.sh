@@ -4,7 +4,7 @@
 # difference from the one-GPU run.
 #   BUILD_DIR=build-gpu scripts/device-dist-check.sh   (after scripts/device-test.sh built megatron)
 # DP=2 runs with and without --overlap-grad-reduce --overlap-param-gather (side-stream NCCL);
-# TP=2 + SP with and without --async-tensor-model-parallel-allreduce.
+# TP=2 + SP plain, with --async-tensor-model-parallel-allreduce and with --tp-comm-overlap.
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 bin=${BUILD_DIR:-build-gpu}/megatron
@@ -21,8 +21,10 @@ common=(train --device cuda --mock-data --vocab-size 1000 --num-layers 2 --hidde
 "${mpi[@]}" "$bin" "${common[@]}" --tensor-model-parallel-size 2 --sequence-parallel > tp2sp.log 2>&1 || { tail -30 tp2sp.log; exit 1; }
 "${mpi[@]}" "$bin" "${common[@]}" --tensor-model-parallel-size 2 --sequence-parallel --async-tensor-model-parallel-allreduce \
   > tp2spasync.log 2>&1 || { tail -30 tp2spasync.log; exit 1; }
+"${mpi[@]}" "$bin" "${common[@]}" --tensor-model-parallel-size 2 --sequence-parallel --tp-comm-overlap \
+  > tp2spoverlap.log 2>&1 || { tail -30 tp2spoverlap.log; exit 1; }
 grep -E "parallel layout|weights" dp2opt.log tp2sp.log
-runs=(one dp2 dp2opt dp2overlap tp2 tp2sp tp2spasync)
+runs=(one dp2 dp2opt dp2overlap tp2 tp2sp tp2spasync tp2spoverlap)
 # fp32 layouts differ from one GPU only in summation order (1.8e-7 measured on H200s); bf16
 # rounds each layout differently (3.5e-5 measured).
 default_tol=1e-5

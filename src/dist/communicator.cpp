@@ -24,6 +24,11 @@ std::unique_ptr<CommHandle> Communicator::all_gather_async(const Tensor& in, con
   return std::make_unique<DoneHandle>();
 }
 
+std::unique_ptr<CommHandle> Communicator::broadcast_async(const Tensor& t, int root) {
+  broadcast(t, root);
+  return std::make_unique<DoneHandle>();
+}
+
 void SelfCommunicator::reduce_scatter(const Tensor& in, const Tensor& out, ReduceOp) {
   MT_CHECK(in.numel() == out.numel(), "reduce_scatter on {}: in {} / out {}", name_, in.str(), out.str());
   if (in.raw() != out.raw()) out.copy_from(in);

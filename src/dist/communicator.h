@@ -53,12 +53,13 @@ class Communicator {
   virtual void all_to_all(const Tensor& in, const Tensor& out) = 0;
   virtual void barrier() = 0;
 
-  // The same collectives, started without waiting (data-parallel overlap). Backends that cannot
+  // The same collectives, started without waiting (data-parallel and tensor-parallel overlap). Backends that cannot
   // overlap run them synchronously and return a finished handle; the results are identical.
   virtual std::unique_ptr<CommHandle> all_reduce_async(const Tensor& t, ReduceOp op = ReduceOp::Sum);
   virtual std::unique_ptr<CommHandle> reduce_scatter_async(const Tensor& in, const Tensor& out,
                                                            ReduceOp op = ReduceOp::Sum);
   virtual std::unique_ptr<CommHandle> all_gather_async(const Tensor& in, const Tensor& out);
+  virtual std::unique_ptr<CommHandle> broadcast_async(const Tensor& t, int root);
 
   // Sub-groups (MPI_Comm_split): ranks with equal color form a group ordered by key; color < 0
   // leaves this rank out (returns null). Collective over this group.

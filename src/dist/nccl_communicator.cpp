@@ -161,9 +161,11 @@ class NcclCommunicator final : public Communicator {
   }
   void broadcast(const Tensor& t, int root) override {
     check(t, "broadcast");
-    enqueue("broadcast", kCompute, [&](cudaStream_t s) {
-      return ncclBroadcast(t.raw(), t.raw(), t.nbytes(), ncclUint8, root, comm_, s);
-    });
+    enqueue("broadcast", kCompute, [&](cudaStream_t s) { return broadcast_on(t, root, s); });
+  }
+  std::unique_ptr<CommHandle> broadcast_async(const Tensor& t, int root) override {
+    check(t, "broadcast");
+    return enqueue_side("broadcast", [&](cudaStream_t s) { return broadcast_on(t, root, s); });
   }
   void send(const Tensor& t, int dst) override {
     check(t, "send");
@@ -223,6 +225,9 @@ class NcclCommunicator final : public Communicator {
   }
   ncclResult_t reduce_scatter_on(const Tensor& in, const Tensor& out, ReduceOp op, cudaStream_t s) {
     return ncclReduceScatter(in.raw(), out.raw(), size_t(out.numel()), nccl_type(in.dtype()), nccl_op(op), comm_, s);
+  }
+  ncclResult_t broadcast_on(const Tensor& t, int root, cudaStream_t s) {
+    return ncclBroadcast(t.raw(), t.raw(), t.nbytes(), ncclUint8, root, comm_, s);
   }
   ncclResult_t all_gather_on(const Tensor& in, const Tensor& out, cudaStream_t s) {
     // In place when in is out's own chunk (NCCL allows exactly that aliasing).

@@ -1,6 +1,7 @@
 #include "model/tensor_parallel.h"
 
 #include <memory>
+#include <vector>
 
 #include "core/error.h"
 #include "kernels/elementwise.h"
@@ -23,6 +24,24 @@ Tensor reduce_scatter_tokens(const Tensor& x, Communicator& tp) {
   return out;
 }
 
+void gather_tokens_blockwise(const Tensor& x, const Tensor& out, Communicator& tp,
+                             const std::function<void(int64_t, int64_t)>& use) {
+  const int64_t n = x.size(0);
+  const int size = tp.size(), me = tp.rank();
+  MT_CHECK(out.size(0) == n * size && out.numel() == x.numel() * size, "gather_tokens_blockwise: x {}, out {}",
+           x.str(), out.str());
+  out.narrow0(me * n, n).copy_from(x);
+  std::vector<std::unique_ptr<CommHandle>> work(static_cast<size_t>(size));
+  for (int r = 0; r < size; ++r) work[size_t(r)] = tp.broadcast_async(out.narrow0(r * n, n), r);  // same order everywhere
+  use(me * n, n);
+  for (int k = 1; k < size; ++k) {
+    const int r = (me + k) % size;
+    work[size_t(r)]->wait();
+    use(r * n, n);
+  }
+  work[size_t(me)]->wait();  // this rank's own send: ordered before anything frees out
+}
+
 ColumnParallelLinear::ColumnParallelLinear(ParamAndGradBuffer& buf, const std::string& prefix, int in, int out,
                                            const ModelParallelConfig& par, bool bias)
     : buf_(buf), par_(par), in_(in) {
@@ -38,26 +57,44 @@ void ColumnParallelLinear::init(float std, uint64_t seed) const {
   if (b_ >= 0) fill(buf_.param(b_), 0.0f);
 }
 
-const Tensor& ColumnParallelLinear::input(const Tensor& x, Saved& s) const {
+int64_t ColumnParallelLinear::input_rows(const Tensor& x) const {
+  const int64_t n = x.numel() / in_;
+  return par_.sequence_parallel ? n * par_.tp_size() : n;
+}
+
+void ColumnParallelLinear::for_input_rows(const Tensor& x, Saved& s,
+                                          const std::function<void(int64_t, int64_t)>& rows) const {
   Tensor x2 = x.view({x.numel() / in_, in_});
-  s.x = par_.sequence_parallel && par_.tp_size() > 1 ? gather_tokens(x2, *par_.tp) : x2;
-  return s.x;
+  if (!par_.sequence_parallel || par_.tp_size() == 1) {
+    s.x = x2;
+  } else if (!par_.tp_comm_overlap) {
+    s.x = gather_tokens(x2, *par_.tp);
+  } else {
+    s.x = Tensor::empty({input_rows(x), in_}, x.dtype(), x.device());
+    gather_tokens_blockwise(x2, s.x, *par_.tp, rows);
+    return;
+  }
+  rows(0, s.x.size(0));
 }
 
 Tensor ColumnParallelLinear::forward(const Tensor& x, Saved& s) const {
-  const int64_t n = input(x, s).size(0);
-  Tensor y = Tensor::empty({n, out_}, x.dtype(), x.device());
+  Tensor y = Tensor::empty({input_rows(x), out_}, x.dtype(), x.device());
   Tensor b = b_ >= 0 ? buf_.param(b_) : Tensor();
-  gemm(s.x, false, buf_.param(w_), true, y, 1.0f, 0.0f, b_ >= 0 ? &b : nullptr);
+  for_input_rows(x, s, [&](int64_t r0, int64_t k) {
+    gemm(s.x.narrow0(r0, k), false, buf_.param(w_), true, y.narrow0(r0, k), 1.0f, 0.0f, b_ >= 0 ? &b : nullptr);
+  });
   return y;
 }
 
 Tensor ColumnParallelLinear::forward_gelu(const Tensor& x, Saved& s, Tensor* pre) const {
-  const int64_t n = input(x, s).size(0);
+  const int64_t n = input_rows(x);
   *pre = Tensor::empty({n, out_}, x.dtype(), x.device());
   Tensor y = Tensor::empty({n, out_}, x.dtype(), x.device());
   Tensor b = b_ >= 0 ? buf_.param(b_) : Tensor();
-  gemm_bias_gelu(s.x, false, buf_.param(w_), true, b_ >= 0 ? &b : nullptr, *pre, y);
+  for_input_rows(x, s, [&](int64_t r0, int64_t k) {
+    gemm_bias_gelu(s.x.narrow0(r0, k), false, buf_.param(w_), true, b_ >= 0 ? &b : nullptr, pre->narrow0(r0, k),
+                   y.narrow0(r0, k));
+  });
   return y;
 }
 
@@ -68,7 +105,7 @@ Tensor ColumnParallelLinear::backward(const Tensor& dy, Saved& s, bool bias_grad
   gemm(dy2, false, buf_.param(w_), false, dx);  // dx = dy W (partial over TP)
   // dx's reduction over TP: started before the weight-gradient GEMM and waited for after it when
   // asynchronous (on GPUs the two overlap), else after the GEMM.
-  const bool reduce = par_.tp_size() > 1, async = reduce && par_.async_tp_allreduce;
+  const bool reduce = par_.tp_size() > 1, async = reduce && (par_.async_tp_allreduce || par_.tp_comm_overlap);
   Tensor out = dx;
   if (reduce && par_.sequence_parallel) {
     MT_CHECK(n % par_.tp_size() == 0, "sequence parallel: {} tokens do not split over {} ranks", n, par_.tp_size());
@@ -132,14 +169,24 @@ Tensor RowParallelLinear::backward(const Tensor& dy, Saved& s, const GeluGrad* g
   const int64_t n = s.x.size(0);
   Tensor dy_local = dy.view({dy.numel() / out_, out_});
   const bool gathered = par_.sequence_parallel && par_.tp_size() > 1;
-  Tensor dy2 = gathered ? gather_tokens(dy_local, *par_.tp) : dy_local;
-  MT_CHECK(dy2.size(0) == n, "RowParallelLinear backward: dy has {} tokens, input had {}", dy2.size(0), n);
+  const int64_t dy_rows = gathered ? dy_local.size(0) * par_.tp_size() : dy_local.size(0);
+  MT_CHECK(dy_rows == n, "RowParallelLinear backward: dy has {} tokens, input had {}", dy_rows, n);
   Tensor dx = Tensor::empty({n, in_}, s.x.dtype(), s.x.device());
-  if (gelu)  // dx = (dy W) * gelu'(pre), db_accum += its column sums
-    gemm_dgelu(dy2, false, buf_.param(w_), false, gelu->pre.view({n, in_}), dx,
-               gelu->db_accum.defined() ? &gelu->db_accum : nullptr);
-  else
-    gemm(dy2, false, buf_.param(w_), false, dx);
+  Tensor dy2;
+  auto dgrad_rows = [&](int64_t r0, int64_t k) {
+    if (gelu)  // dx = (dy W) * gelu'(pre), db_accum += its column sums
+      gemm_dgelu(dy2.narrow0(r0, k), false, buf_.param(w_), false, gelu->pre.view({n, in_}).narrow0(r0, k),
+                 dx.narrow0(r0, k), gelu->db_accum.defined() ? &gelu->db_accum : nullptr);
+    else
+      gemm(dy2.narrow0(r0, k), false, buf_.param(w_), false, dx.narrow0(r0, k));
+  };
+  if (gathered && par_.tp_comm_overlap) {
+    dy2 = Tensor::empty({n, out_}, dy.dtype(), dy.device());
+    gather_tokens_blockwise(dy_local, dy2, *par_.tp, dgrad_rows);
+  } else {
+    dy2 = gathered ? gather_tokens(dy_local, *par_.tp) : dy_local;
+    dgrad_rows(0, n);
+  }
   if (b_ >= 0 && !gathered) {  // dW += dy^T x and db += sum_rows dy from one GEMM
     gemm_wgrad_bgrad(dy2, s.x, buf_.grad(w_), buf_.grad(b_));
   } else {

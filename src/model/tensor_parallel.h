@@ -5,11 +5,13 @@
 //   [r out/tp, (r+1) out/tp) and its bias slice. Input: replicated [N, in] (or, with sequence
 //   parallelism, this rank's tokens [N/tp, in], all-gathered first). Output: [N, out/tp].
 //   Backward all-reduces dx over TP (reduce-scatters it with sequence parallelism); with
-//   par.async_tp_allreduce that collective runs while the weight-gradient GEMM computes.
+//   par.async_tp_allreduce that collective runs while the weight-gradient GEMM computes. With
+//   par.tp_comm_overlap the forward's all-gather overlaps the GEMM block by block.
 // RowParallelLinear: W [out, in] split by columns (input features): rank r holds columns
 //   [r in/tp, (r+1) in/tp); the bias is replicated. Input: [N, in/tp]. Output: the partial
 //   products all-reduced (reduce-scattered to [N/tp, out] with sequence parallelism); the bias
-//   is added once (by tp rank 0, before the reduction).
+//   is added once (by tp rank 0, before the reduction). With sequence parallelism backward
+//   all-gathers dy first (block by block under the dgrad GEMM with par.tp_comm_overlap).
 // With TP = 1 both are exactly Linear (same kernel calls in the same order).
 //
 // The MLP fuses its GeLU into these two (gemm.h's gemm_bias_gelu / gemm_dgelu): fc1's forward_gelu
@@ -19,6 +21,7 @@
 // Sequence parallelism splits the flattened token dimension (row-major [B, T] tokens) into TP
 // contiguous chunks; every op outside the tensor-parallel regions is per token, so any
 // contiguous split works, and an all-gather restores the full [N, C] in order.
+#include <functional>
 #include <string>
 
 #include "model/linear.h"
@@ -29,6 +32,11 @@ namespace mt {
 // Token-dimension collectives of sequence parallelism (x: [n, C] contiguous).
 Tensor gather_tokens(const Tensor& x, Communicator& tp);          // [n, C] -> [tp n, C]
 Tensor reduce_scatter_tokens(const Tensor& x, Communicator& tp);  // [tp n, C] -> [n, C], summed
+// gather_tokens into out ([tp n, C]) as one broadcast per rank's block of rows, calling
+// use(first_row, rows) for each block as soon as it is present: this rank's own block first (no
+// communication), then the others; on GPUs the broadcasts run on a side stream meanwhile.
+void gather_tokens_blockwise(const Tensor& x, const Tensor& out, Communicator& tp,
+                             const std::function<void(int64_t, int64_t)>& use);
 
 class ColumnParallelLinear {
  public:
@@ -47,7 +55,10 @@ class ColumnParallelLinear {
   Tensor bias_grad() const;  // the bias's main grad (undefined without a bias)
 
  private:
-  const Tensor& input(const Tensor& x, Saved& saved) const;  // x as [N, in], gathered: saved.x
+  // Sets saved.x to x as [N, in] (gathered with sequence parallelism) and calls rows(first, count)
+  // over it: once for all rows, or per TP rank's block as it arrives (--tp-comm-overlap).
+  void for_input_rows(const Tensor& x, Saved& saved, const std::function<void(int64_t, int64_t)>& rows) const;
+  int64_t input_rows(const Tensor& x) const;  // N
 
   ParamAndGradBuffer& buf_;
   ModelParallelConfig par_;

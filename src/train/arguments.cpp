@@ -75,6 +75,8 @@ int validate_parallel_args(const TrainingArgs& a, int world_size) {
                   a.seq_length, tp);
   if (a.sequence_parallel && tp == 1)
     MT_USER_ERROR("--sequence-parallel needs --tensor-model-parallel-size > 1");
+  if (a.tp_comm_overlap && !a.sequence_parallel)
+    MT_USER_ERROR("--tp-comm-overlap needs --sequence-parallel (it overlaps sequence parallelism's all-gathers)");
   if (a.make_vocab_size_divisible_by <= 0)
     MT_USER_ERROR("--make-vocab-size-divisible-by must be positive, got {}", a.make_vocab_size_divisible_by);
   if (a.global_batch_size % (int64_t(a.micro_batch_size) * l.dp) != 0)

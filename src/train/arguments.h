@@ -86,6 +86,7 @@ struct TrainingArgs {
   int expert_model_parallel_size = 1;
   bool sequence_parallel = false;
   bool async_tensor_model_parallel_allreduce = false;
+  bool tp_comm_overlap = false;  // needs sequence_parallel
   bool use_distributed_optimizer = false;
   bool overlap_grad_reduce = false;
   bool overlap_param_gather = false;  // needs use_distributed_optimizer

@@ -220,6 +220,7 @@ TrainResult pretrain_gpt(const TrainingArgs& args, std::FILE* log, const TrainOp
   par.tp = &groups.tp();
   par.sequence_parallel = args.sequence_parallel;
   par.async_tp_allreduce = args.async_tensor_model_parallel_allreduce;
+  par.tp_comm_overlap = args.tp_comm_overlap;
   par.bucket_size = dp_size > 1 ? (args.ddp_bucket_size > 0 ? args.ddp_bucket_size : default_ddp_bucket_size(dp_size))
                                 : 0;
   par.bucket_pad = ddp_bucket_pad_multiple(dp_size, args.use_distributed_optimizer);

@@ -16,11 +16,12 @@ class RecordingComm final : public Communicator {
  public:
   std::vector<std::string> log;
   std::function<std::string(const Tensor&)> describe = [](const Tensor&) { return std::string(); };
+  int my_rank = 0;
 
   explicit RecordingComm(std::string name = "dp", int size = 2) : name_(std::move(name)) {
     for (int r = 0; r < size; ++r) ranks_.push_back(r);
   }
-  int rank() const override { return 0; }
+  int rank() const override { return my_rank; }
   int size() const override { return int(ranks_.size()); }
   const std::string& name() const override { return name_; }
   const std::vector<int>& world_ranks() const override { return ranks_; }
@@ -28,7 +29,7 @@ class RecordingComm final : public Communicator {
   void all_reduce_f64(double*, int, ReduceOp) override {}
   void reduce_scatter(const Tensor& in, const Tensor&, ReduceOp) override { record("reduce_scatter", in); }
   void all_gather(const Tensor&, const Tensor& out) override { record("all_gather", out); }
-  void broadcast(const Tensor&, int) override {}
+  void broadcast(const Tensor& t, int) override { record("broadcast", t); }
   void send(const Tensor&, int) override {}
   void recv(const Tensor&, int) override {}
   void all_to_all(const Tensor&, const Tensor&) override {}
@@ -46,6 +47,10 @@ class RecordingComm final : public Communicator {
   std::unique_ptr<CommHandle> all_gather_async(const Tensor& in, const Tensor& out) override {
     all_gather(in, out);
     return std::make_unique<Handle>(this, "all_gather", out);
+  }
+  std::unique_ptr<CommHandle> broadcast_async(const Tensor& t, int root) override {
+    broadcast(t, root);
+    return std::make_unique<Handle>(this, "broadcast", t);
   }
 
  private:

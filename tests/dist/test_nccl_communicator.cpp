@@ -65,6 +65,9 @@ TEST(NcclCommunicator, CollectivesOnTwoGpus) {
     Tensor b = host_f32({float(r), float(r)}).to(dev);
     c.broadcast(b, 1);
     expect(to_vec(b) == std::vector<float>({1, 1}), "broadcast");
+    Tensor ba = host_f32({float(r), 5.0f}).to(dev);
+    c.broadcast_async(ba, 0)->wait();  // on the side stream; to_vec copies after the wait
+    expect(to_vec(ba) == std::vector<float>({0, 5}), "broadcast_async");
     Tensor a = host_f32({10.0f * r, 10.0f * r + 1}).to(dev), a2 = Tensor::empty({2}, DType::F32, dev);
     c.all_to_all(a, a2);
     expect(to_vec(a2) == (r == 0 ? std::vector<float>({0, 10}) : std::vector<float>({1, 11})), "all_to_all");

@@ -2,7 +2,9 @@
 // backward reduces dx over tensor-parallel ranks: with it, the collective starts before the
 // weight gradient is computed and is waited for after it (on GPUs the two overlap); without it,
 // one blocking collective once the weight gradient is done. The returned dx is the same either
-// way. (A recording communicator of two ranks, which leaves the data alone.)
+// way. With --tp-comm-overlap, sequence parallelism's all-gather arrives as one broadcast per
+// rank's block and each block is used as soon as it is present. (A recording communicator,
+// which leaves the data alone.)
 #include <gtest/gtest.h>
 
 #include <memory>
@@ -67,4 +69,23 @@ TEST(TensorParallelOverlap, SequenceParallelReduceScatterStartsBeforeWeightGradA
   EXPECT_EQ(f.dx.shape(), (Shape{3, 8})) << "this rank's half of the tokens";
   EXPECT_EQ(f.buf.main_grads().numel(), blocking.buf.main_grads().numel());
   EXPECT_EQ(values(f.buf.main_grads()), values(blocking.buf.main_grads()));
+}
+
+TEST(TensorParallelOverlap, BlockwiseGatherBroadcastsInRankOrderAndUsesOwnBlockFirst) {
+  mt::testing::RecordingComm tp("tp", 4);
+  tp.my_rank = 2;
+  Tensor x = Tensor::empty({2, 3}, DType::F32), out = Tensor::zeros({8, 3}, DType::F32);
+  fill_normal(x, 1.0f, 5, 0);
+  tp.describe = [&](const Tensor& t) {
+    return "rows " + std::to_string((static_cast<const float*>(t.raw()) - out.data<float>()) / 3);
+  };
+  gather_tokens_blockwise(x, out, tp, [&](int64_t first, int64_t rows) {
+    tp.log.push_back("use " + std::to_string(first) + "+" + std::to_string(rows));
+  });
+  EXPECT_EQ(tp.log, (std::vector<std::string>{
+                        "broadcast rows 0", "broadcast rows 2", "broadcast rows 4", "broadcast rows 6",  // rank order
+                        "use 4+2",  // its own block: no wait
+                        "wait broadcast rows 6", "use 6+2", "wait broadcast rows 0", "use 0+2",
+                        "wait broadcast rows 2", "use 2+2", "wait broadcast rows 4"}));
+  EXPECT_EQ(values(out.narrow0(4, 2)), values(x)) << "its own block copied in place";
 }

@@ -9,7 +9,8 @@
 //                                                     :overlap --overlap-grad-reduce, and with
 //                                                     :distopt --overlap-param-gather too,
 //                                                     with TP > 1 --async-tensor-model-
-//                                                     parallel-allreduce too)
+//                                                     parallel-allreduce too; :tpoverlap
+//                                                     --tp-comm-overlap)
 // A layout with :overlap must also give bit-identical losses and parameters to the same layout
 // without it (the host backend runs a started collective at once, in the same order).
 #include <cmath>
@@ -108,6 +109,7 @@ int main(int argc, char** argv) {
     a.overlap_grad_reduce = overlap;
     a.overlap_param_gather = overlap && a.use_distributed_optimizer;
     a.async_tensor_model_parallel_allreduce = overlap && a.tensor_model_parallel_size > 1;
+    a.tp_comm_overlap = spec.find(":tpoverlap") != std::string::npos;
     const TrainResult got = testing::run_training(a);
     int bad = compare(ref, got, spec, a.vocab_size);
     if (overlap) bad += compare_exact(testing::run_training(plain), got, spec);

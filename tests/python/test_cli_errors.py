@@ -111,3 +111,8 @@ def test_profile_range_must_be_nonempty(build_dir):
     assert_user_error(run(build_dir, *TINY, "--mock-data", "--vocab-size", "64", "--profile",
                           "--profile-step-start", "3", "--profile-step-end", "3"),
                       "--profile-step-start 3", "--profile-step-end 3")
+
+
+def test_tp_comm_overlap_needs_sequence_parallel(build_dir):
+    assert_user_error(run(build_dir, *TINY, "--mock-data", "--vocab-size", "64", "--tp-comm-overlap"),
+                      "--tp-comm-overlap", "--sequence-parallel")
