@@ -29,6 +29,20 @@ std::unique_ptr<CommHandle> Communicator::broadcast_async(const Tensor& t, int r
   return std::make_unique<DoneHandle>();
 }
 
+void Communicator::reduce(const Tensor& in, const Tensor& out, int root, ReduceOp op) {
+  MT_CHECK(in.numel() == out.numel() && in.dtype() == out.dtype(), "reduce on {}: in {} / out {}", name(), in.str(),
+           out.str());
+  MT_CHECK(root >= 0 && root < size(), "reduce on {}: root {} outside a group of {}", name(), root, size());
+  Tensor sum = in.to(in.device());
+  all_reduce(sum, op);
+  if (rank() == root) out.copy_from(sum);
+}
+
+std::unique_ptr<CommHandle> Communicator::reduce_async(const Tensor& in, const Tensor& out, int root, ReduceOp op) {
+  reduce(in, out, root, op);
+  return std::make_unique<DoneHandle>();
+}
+
 void SelfCommunicator::reduce_scatter(const Tensor& in, const Tensor& out, ReduceOp) {
   MT_CHECK(in.numel() == out.numel(), "reduce_scatter on {}: in {} / out {}", name_, in.str(), out.str());
   if (in.raw() != out.raw()) out.copy_from(in);

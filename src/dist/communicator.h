@@ -47,6 +47,9 @@ class Communicator {
   // in: n elements; out: size() * n, chunk r = rank r's in.
   virtual void all_gather(const Tensor& in, const Tensor& out) = 0;
   virtual void broadcast(const Tensor& t, int root) = 0;
+  // in: n elements on every rank; out (n elements, read only on root) = op over ranks of in.
+  // Default: an all_reduce of a copy (so the same sums as all_reduce, bit for bit).
+  virtual void reduce(const Tensor& in, const Tensor& out, int root, ReduceOp op = ReduceOp::Sum);
   virtual void send(const Tensor& t, int dst) = 0;
   virtual void recv(const Tensor& t, int src) = 0;
   // in, out: size() * n elements; chunk r of in goes to rank r, chunk r of out comes from rank r.
@@ -60,6 +63,8 @@ class Communicator {
                                                            ReduceOp op = ReduceOp::Sum);
   virtual std::unique_ptr<CommHandle> all_gather_async(const Tensor& in, const Tensor& out);
   virtual std::unique_ptr<CommHandle> broadcast_async(const Tensor& t, int root);
+  virtual std::unique_ptr<CommHandle> reduce_async(const Tensor& in, const Tensor& out, int root,
+                                                   ReduceOp op = ReduceOp::Sum);
 
   // Sub-groups (MPI_Comm_split): ranks with equal color form a group ordered by key; color < 0
   // leaves this rank out (returns null). Collective over this group.

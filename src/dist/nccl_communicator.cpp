@@ -163,6 +163,14 @@ class NcclCommunicator final : public Communicator {
     check(t, "broadcast");
     enqueue("broadcast", kCompute, [&](cudaStream_t s) { return broadcast_on(t, root, s); });
   }
+  void reduce(const Tensor& in, const Tensor& out, int root, ReduceOp op) override {
+    check_reduce(in, out, root);
+    enqueue("reduce", kCompute, [&](cudaStream_t s) { return reduce_on(in, out, root, op, s); });
+  }
+  std::unique_ptr<CommHandle> reduce_async(const Tensor& in, const Tensor& out, int root, ReduceOp op) override {
+    check_reduce(in, out, root);
+    return enqueue_side("reduce", [&](cudaStream_t s) { return reduce_on(in, out, root, op, s); });
+  }
   std::unique_ptr<CommHandle> broadcast_async(const Tensor& t, int root) override {
     check(t, "broadcast");
     return enqueue_side("broadcast", [&](cudaStream_t s) { return broadcast_on(t, root, s); });
@@ -226,6 +234,9 @@ class NcclCommunicator final : public Communicator {
   ncclResult_t reduce_scatter_on(const Tensor& in, const Tensor& out, ReduceOp op, cudaStream_t s) {
     return ncclReduceScatter(in.raw(), out.raw(), size_t(out.numel()), nccl_type(in.dtype()), nccl_op(op), comm_, s);
   }
+  ncclResult_t reduce_on(const Tensor& in, const Tensor& out, int root, ReduceOp op, cudaStream_t s) {
+    return ncclReduce(in.raw(), out.raw(), size_t(in.numel()), nccl_type(in.dtype()), nccl_op(op), root, comm_, s);
+  }
   ncclResult_t broadcast_on(const Tensor& t, int root, cudaStream_t s) {
     return ncclBroadcast(t.raw(), t.raw(), t.nbytes(), ncclUint8, root, comm_, s);
   }
@@ -242,6 +253,12 @@ class NcclCommunicator final : public Communicator {
     check(in, "reduce_scatter");
     check(out, "reduce_scatter");
     MT_CHECK(in.numel() == out.numel() * size_, "reduce_scatter on {}: in {} / out {}", name_, in.str(), out.str());
+  }
+  void check_reduce(const Tensor& in, const Tensor& out, int root) const {
+    check(in, "reduce");
+    check(out, "reduce");
+    MT_CHECK(in.numel() == out.numel() && in.dtype() == out.dtype() && root >= 0 && root < size_,
+             "reduce on {}: in {} / out {}, root {}", name_, in.str(), out.str(), root);
   }
   void check_all_gather(const Tensor& in, const Tensor& out) const {
     check(in, "all_gather");

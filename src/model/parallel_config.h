@@ -17,8 +17,9 @@ struct ModelParallelConfig {
   bool async_tp_allreduce = false;
   // With sequence parallelism (--tp-comm-overlap): the all-gathers before the column-parallel
   // GEMMs (forward) and the row-parallel dgrad GEMMs (backward) arrive as one broadcast per TP
-  // rank's block of tokens, and each block's GEMM runs as soon as its block is present; implies
-  // async_tp_allreduce. Same products row by row.
+  // rank's block of tokens, and each block's GEMM runs as soon as its block is present; the
+  // row-parallel forward's reduce-scatter leaves as one reduce per block as soon as that
+  // block's GEMM is done; implies async_tp_allreduce. Same products row by row.
   bool tp_comm_overlap = false;
   int64_t bucket_size = 0;         // ParamAndGradBuffer::set_bucketing (0: one bucket)
   int64_t bucket_pad = 16;

@@ -158,6 +158,22 @@ Tensor RowParallelLinear::forward(const Tensor& x, Saved& s) const {
   // The bias joins the partial product of tp rank 0 only, so the reduction adds it once.
   const bool with_bias = b_ >= 0 && par_.tp_rank() == 0;
   Tensor b = with_bias ? buf_.param(b_) : Tensor();
+  if (par_.sequence_parallel && par_.tp_size() > 1 && par_.tp_comm_overlap) {
+    // The reduce-scatter as one reduce per destination rank's block of rows, each started as
+    // soon as that block's GEMM is done (blocks in rank order on every rank).
+    const int size = par_.tp_size();
+    MT_CHECK(n % size == 0, "sequence parallel: {} tokens do not split over {} ranks", n, size);
+    const int64_t m = n / size;
+    Tensor out = Tensor::empty({m, out_}, x.dtype(), x.device());
+    std::vector<std::unique_ptr<CommHandle>> work;
+    for (int r = 0; r < size; ++r) {
+      gemm(s.x.narrow0(r * m, m), false, buf_.param(w_), true, y.narrow0(r * m, m), 1.0f, 0.0f,
+           with_bias ? &b : nullptr);
+      work.push_back(par_.tp->reduce_async(y.narrow0(r * m, m), out, r));
+    }
+    for (auto& w : work) w->wait();
+    return out;
+  }
   gemm(s.x, false, buf_.param(w_), true, y, 1.0f, 0.0f, with_bias ? &b : nullptr);
   if (par_.tp_size() == 1) return y;
   if (par_.sequence_parallel) return reduce_scatter_tokens(y, *par_.tp);

@@ -11,7 +11,8 @@
 //   [r in/tp, (r+1) in/tp); the bias is replicated. Input: [N, in/tp]. Output: the partial
 //   products all-reduced (reduce-scattered to [N/tp, out] with sequence parallelism); the bias
 //   is added once (by tp rank 0, before the reduction). With sequence parallelism backward
-//   all-gathers dy first (block by block under the dgrad GEMM with par.tp_comm_overlap).
+//   all-gathers dy first (block by block under the dgrad GEMM with par.tp_comm_overlap, which
+//   also reduces the forward's output block by block under its GEMM).
 // With TP = 1 both are exactly Linear (same kernel calls in the same order).
 //
 // The MLP fuses its GeLU into these two (gemm.h's gemm_bias_gelu / gemm_dgelu): fc1's forward_gelu

@@ -98,6 +98,23 @@ TEST(Mpi, ReduceScatterAndAllGather) {
   for (int64_t i = 0; i < n * S; ++i) EXPECT_EQ(all.data<float>()[i], expected_sum(S, i));
 }
 
+TEST(Mpi, ReduceToEachRootIsTheRankOrderedSumAndAsyncMatches) {
+  Communicator& w = *g_world;
+  const int S = w.size();
+  const int64_t n = 13;
+  Tensor in = Tensor::empty({n}, DType::F32);
+  for (int64_t i = 0; i < n; ++i) in.data<float>()[i] = value(w.rank(), i);
+  for (int root = 0; root < S; ++root) {
+    Tensor out = Tensor::zeros({n}, DType::F32), out2 = Tensor::zeros({n}, DType::F32);
+    w.reduce(in, out, root);
+    w.reduce_async(in, out2, root)->wait();
+    for (int64_t i = 0; i < n; ++i) {
+      EXPECT_EQ(out.data<float>()[i], w.rank() == root ? expected_sum(S, i) : 0.0f) << root << " " << i;
+      EXPECT_EQ(out2.data<float>()[i], out.data<float>()[i]) << root << " " << i;
+    }
+  }
+}
+
 TEST(Mpi, BroadcastSendRecvAllToAll) {
   Communicator& w = *g_world;
   const int S = w.size();

@@ -30,6 +30,9 @@ class RecordingComm final : public Communicator {
   void reduce_scatter(const Tensor& in, const Tensor&, ReduceOp) override { record("reduce_scatter", in); }
   void all_gather(const Tensor&, const Tensor& out) override { record("all_gather", out); }
   void broadcast(const Tensor& t, int) override { record("broadcast", t); }
+  void reduce(const Tensor& in, const Tensor&, int root, ReduceOp) override {
+    record("reduce to " + std::to_string(root), in);
+  }
   void send(const Tensor&, int) override {}
   void recv(const Tensor&, int) override {}
   void all_to_all(const Tensor&, const Tensor&) override {}
@@ -47,6 +50,10 @@ class RecordingComm final : public Communicator {
   std::unique_ptr<CommHandle> all_gather_async(const Tensor& in, const Tensor& out) override {
     all_gather(in, out);
     return std::make_unique<Handle>(this, "all_gather", out);
+  }
+  std::unique_ptr<CommHandle> reduce_async(const Tensor& in, const Tensor& out, int root, ReduceOp op) override {
+    reduce(in, out, root, op);
+    return std::make_unique<Handle>(this, "reduce to " + std::to_string(root), in);
   }
   std::unique_ptr<CommHandle> broadcast_async(const Tensor& t, int root) override {
     broadcast(t, root);

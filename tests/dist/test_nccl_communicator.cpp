@@ -68,6 +68,9 @@ TEST(NcclCommunicator, CollectivesOnTwoGpus) {
     Tensor ba = host_f32({float(r), 5.0f}).to(dev);
     c.broadcast_async(ba, 0)->wait();  // on the side stream; to_vec copies after the wait
     expect(to_vec(ba) == std::vector<float>({0, 5}), "broadcast_async");
+    Tensor rin = host_f32({1.0f + r, 2.0f}).to(dev), rout = host_f32({-1, -1}).to(dev);
+    c.reduce_async(rin, rout, 1)->wait();
+    expect(to_vec(rout) == (r == 1 ? std::vector<float>({3, 4}) : std::vector<float>({-1, -1})), "reduce_async to 1");
     Tensor a = host_f32({10.0f * r, 10.0f * r + 1}).to(dev), a2 = Tensor::empty({2}, DType::F32, dev);
     c.all_to_all(a, a2);
     expect(to_vec(a2) == (r == 0 ? std::vector<float>({0, 10}) : std::vector<float>({1, 11})), "all_to_all");

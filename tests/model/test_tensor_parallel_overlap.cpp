@@ -89,3 +89,24 @@ TEST(TensorParallelOverlap, BlockwiseGatherBroadcastsInRankOrderAndUsesOwnBlockF
                         "wait broadcast rows 2", "use 2+2", "wait broadcast rows 4"}));
   EXPECT_EQ(values(out.narrow0(4, 2)), values(x)) << "its own block copied in place";
 }
+
+TEST(TensorParallelOverlap, RowParallelForwardReducesEachBlockToItsRankAsSoonAsItsGemmIsDone) {
+  mt::testing::RecordingComm tp("tp", 2);
+  tp.my_rank = 1;
+  ModelParallelConfig par;
+  par.tp = &tp;
+  par.sequence_parallel = par.tp_comm_overlap = true;
+  ParamAndGradBuffer buf;
+  RowParallelLinear fc2(buf, "fc2", 8, 6, par);
+  buf.allocate(DType::F32, Device::cpu());
+  fc2.init(0.5f, 3);
+  Tensor x = Tensor::empty({4, 4}, DType::F32);  // 4 tokens, this rank's half of the 8 features
+  fill_normal(x, 1.0f, 13, 0);
+  tp.describe = [&](const Tensor& t) { return "rows of " + std::to_string(t.size(0)); };
+  RowParallelLinear::Saved saved;
+  Tensor out = fc2.forward(x, saved);
+  EXPECT_EQ(out.shape(), (Shape{2, 6})) << "this rank's half of the tokens";
+  EXPECT_EQ(tp.log, (std::vector<std::string>{"reduce to 0 rows of 2", "reduce to 1 rows of 2",
+                                              "wait reduce to 0 rows of 2", "wait reduce to 1 rows of 2"}))
+      << "both reductions in flight before the first is waited for";
+}
