@@ -137,8 +137,9 @@ void add_train_flags(CLI::App& app, TrainingArgs& a) {
       ->group(g);
   app.add_flag("--tp-comm-overlap", a.tp_comm_overlap,
                "With --sequence-parallel: all-gather the tokens as one broadcast per tensor-parallel rank and run "
-               "each block's GEMM as soon as it arrives (column-parallel forward, row-parallel backward); implies "
-               "--async-tensor-model-parallel-allreduce")->group(g);
+               "each block's GEMM as soon as it arrives (column-parallel forward, row-parallel backward), and "
+               "reduce-scatter the row-parallel output as one reduce per rank as soon as each block's GEMM is done; "
+               "implies --async-tensor-model-parallel-allreduce")->group(g);
   app.add_flag("--use-distributed-optimizer", a.use_distributed_optimizer,
                "Shard fp32 master weights and Adam state across data-parallel ranks (ZeRO-1)")->group(g);
   app.add_flag("--overlap-grad-reduce", a.overlap_grad_reduce,

@@ -7,8 +7,9 @@
       torch.compile, bench/torch_ddp_gpt.py) on 1 and N GPUs. Scaling efficiency =
       tokens/s on N GPUs / (N x tokens/s on 1).
   --mode tp: GPT 1.3B (micro batch 8 x seq 2048, bf16), same global batch: TP=1 on 1 GPU vs
-      TP=N (with and without sequence parallelism) on N GPUs, with the time each rank spends in
-      collectives per iteration (--timing-log-level 1: NCCL kernel time from CUDA events).
+      TP=N (with and without sequence parallelism, and SP with --tp-comm-overlap) on N GPUs, with
+      the time each rank spends in collectives per iteration (--timing-log-level 1: NCCL kernel
+      time from CUDA events).
   --mode tp --model 7b --no-tp1: the 7B-class GPT of issue 7 (32 layers, 4096 hidden, 32 heads,
       seq 2048, micro batch 2, 4 microbatches per iteration) with TP=N + SP only (it does not
       fit one GPU with fp32 master weights and Adam state).
@@ -164,7 +165,12 @@ else:
     sp = ours(f"ours_{model}_tp{n}_sp", n, B * A, ["--tensor-model-parallel-size", str(n), "--sequence-parallel"])
     row(f"megatron.cpp TP={n} + sequence parallel", n, sp, one)
     runs.append((f"TP={n}+SP", sp))
+    ov = ours(f"ours_{model}_tp{n}_sp_overlap", n, B * A,
+              ["--tensor-model-parallel-size", str(n), "--sequence-parallel", "--tp-comm-overlap"])
+    row(f"megatron.cpp TP={n} + sequence parallel + --tp-comm-overlap", n, ov, one)
+    runs.append((f"TP={n}+SP+overlap", ov))
     for name, r in runs:
         c = r["comm"].get("tp", 0.0)
         print(f"{name}: {c:.1f} ms of {r['ms']:.1f} ms per iteration in tensor-parallel collectives "
-              f"({100 * c / r['ms']:.0f}%)")
+              f"({100 * c / r['ms']:.0f}%{', overlapped with GEMMs in part' if 'overlap' in name else ''})")
+    print(f"--tp-comm-overlap: {sp['ms'] / ov['ms']:.3f}x the speed of TP={n}+SP")

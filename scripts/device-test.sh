@@ -141,12 +141,17 @@ if [[ "${PROFILE:-0}" == 1 ]]; then
   OUT="$LOG_DIR" BUILD_DIR="$BUILD_DIR" bash scripts/device-profile.sh 2>&1 | tee "$LOG_DIR/profile.log" || status=1
 fi
 if [[ "${SCALE:-0}" == 1 && "$ngpu" -ge 4 ]]; then
-  if [[ "$ngpu" -ge 8 ]]; then counts=2,4,8; layouts=2x4,4x2,2x2; preset=8gpu; else counts=2,4; layouts=2x2,4x1; preset=4gpu; fi
+  # Each layout with and without --tp-comm-overlap (micro batch 4, 2 microbatches per DP rank).
+  if [[ "$ngpu" -ge 8 ]]; then
+    counts=2,4,8; layouts=2x4,2x4:tpoverlap,4x2,4x2:tpoverlap,2x2,2x2:tpoverlap; preset=8gpu
+  else
+    counts=2,4; layouts=2x2,2x2:tpoverlap,4x1,4x1:tpoverlap; preset=4gpu
+  fi
   section "scale-out: GPT 1.3B data-parallel weak scaling on 1,$counts GPUs"
   OUT="$LOG_DIR" python3 bench/gpt_multi_gpu.py --mode dp --model 1.3b --gpus "$counts" --skip-pytorch \
     --build-dir "$BUILD_DIR" 2>&1 | tee "$LOG_DIR/bench_scale_dp.log" || status=1
   section "scale-out: 7B-class GPT, TP x DP = $layouts"
-  OUT="$LOG_DIR" python3 bench/gpt_multi_gpu.py --mode grid --model 7b --layouts "$layouts" \
+  OUT="$LOG_DIR" python3 bench/gpt_multi_gpu.py --mode grid --model 7b --layouts "$layouts" --micro-batch 4 --accum 2 \
     --build-dir "$BUILD_DIR" 2>&1 | tee "$LOG_DIR/bench_scale_grid.log" || status=1
   if [[ "${SCALE_RESHARD:-1}" == 1 ]]; then
     section "scale-out: 7B-class GPT saved on $ngpu GPUs at iteration 50, resumed as TP=4 x DP=1"
