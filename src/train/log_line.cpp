@@ -41,6 +41,21 @@ std::string format_validation_block(const std::string& where, double loss) {
   return dashes + "\n" + body + "\n" + dashes;
 }
 
+std::string format_attention_choice(const AttentionChoice& c) {
+  std::string why;
+  if (c.forced_native)
+    why = "MT_ATTENTION_BACKEND=native";
+  else if (!c.has_cudnn)
+    why = "this build has no cuDNN";
+  else if (!c.half)
+    why = "cuDNN's fused attention needs --bf16 or --fp16";
+  else if (c.dropout > 0)
+    why = fmt::format("--attention-dropout {} > 0; cuDNN's fused attention runs with --attention-dropout 0",
+                      c.dropout);
+  if (why.empty()) return "> attention: cuDNN fused flash attention (native kernel for a shape cuDNN rejects)";
+  return fmt::format("> attention: native kernel, several times slower than cuDNN's ({})", why);
+}
+
 std::string format_comm_times(const std::vector<std::pair<std::string, double>>& seconds, int64_t iters,
                               double iteration_ms) {
   std::string s = fmt::format(" communication (this rank, ms per iteration of {:.1f} ms):", iteration_ms);

@@ -25,4 +25,14 @@ std::string format_validation_block(const std::string& where, double loss);
 std::string format_comm_times(const std::vector<std::pair<std::string, double>>& seconds, int64_t iters,
                               double iteration_ms);
 
+// The setup line naming which attention implementation a GPU run gets and, when it is the
+// (several times slower) native kernel, why and what would select cuDNN's fused kernel.
+struct AttentionChoice {
+  bool has_cudnn = false;     // the build has the cuDNN path
+  bool forced_native = false; // MT_ATTENTION_BACKEND=native
+  bool half = false;          // --bf16 or --fp16
+  double dropout = 0;         // --attention-dropout
+};
+std::string format_attention_choice(const AttentionChoice& c);
+
 }  // namespace mt

@@ -15,6 +15,7 @@
 #include "dist/mpi_communicator.h"
 #include "dist/nccl_communicator.h"
 #include "dist/process_groups.h"
+#include "kernels/attention.h"
 #include "kernels/elementwise.h"
 #include "model/gpt_model.h"
 #include "optim/distrib_optimizer.h"
@@ -234,6 +235,10 @@ TrainResult pretrain_gpt(const TrainingArgs& args, std::FILE* log, const TrainOp
                cfg.num_layers, cfg.hidden_size, cfg.ffn_hidden_size, cfg.num_attention_heads, cfg.seq_length,
                cfg.vocab_size, cfg.padded_vocab_size, dtype_name(cfg.params_dtype), dev.str());
     fmt::print(log0, "> number of parameters: {}\n", n_params);
+    if (dev.is_cuda())
+      fmt::print(log0, "{}\n", format_attention_choice({attention_has_cudnn(),
+                                                        attention_backend() == AttentionBackend::Native,
+                                                        args.bf16 || args.fp16, args.attention_dropout}));
     if (groups.world_size() > 1)
       fmt::print(log0,
                  "> parallel layout: world {} = tensor {} x data {}{}{}; {} gradient bucket(s)\n",

@@ -132,3 +132,18 @@ TEST(LogLine, HasMegatronFieldsInOrder) {
     pos = p;
   }
 }
+
+TEST(LogLine, AttentionChoiceNamesTheNativeKernelAndWhy) {
+  EXPECT_EQ(format_attention_choice({true, false, true, 0.0}),
+            "> attention: cuDNN fused flash attention (native kernel for a shape cuDNN rejects)");
+  EXPECT_EQ(format_attention_choice({true, false, true, 0.1}),
+            "> attention: native kernel, several times slower than cuDNN's (--attention-dropout 0.1 > 0; "
+            "cuDNN's fused attention runs with --attention-dropout 0)");
+  EXPECT_EQ(format_attention_choice({true, false, false, 0.0}),
+            "> attention: native kernel, several times slower than cuDNN's (cuDNN's fused attention needs --bf16 "
+            "or --fp16)");
+  EXPECT_EQ(format_attention_choice({false, false, true, 0.0}),
+            "> attention: native kernel, several times slower than cuDNN's (this build has no cuDNN)");
+  EXPECT_EQ(format_attention_choice({true, true, true, 0.0}),
+            "> attention: native kernel, several times slower than cuDNN's (MT_ATTENTION_BACKEND=native)");
+}
