@@ -15,6 +15,7 @@
 #                                              # MODEL=124m by default)
 #   SCALE=1                                    # issue 7 on 4 or 8 GPUs: GPT 1.3B DP weak scaling, the 7B-class
 #                                              # GPT's TP x DP layouts, save on all GPUs / resume as TP=4
+#   SCALE_PARTS="dp grid reshard"              # which of the three (each takes minutes: split them over calls)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -147,13 +148,18 @@ if [[ "${SCALE:-0}" == 1 && "$ngpu" -ge 4 ]]; then
   else
     counts=2,4; layouts=2x2,2x2:tpoverlap,4x1,4x1:tpoverlap; preset=4gpu
   fi
-  section "scale-out: GPT 1.3B data-parallel weak scaling on 1,$counts GPUs"
-  OUT="$LOG_DIR" python3 bench/gpt_multi_gpu.py --mode dp --model 1.3b --gpus "$counts" --skip-pytorch \
-    --build-dir "$BUILD_DIR" 2>&1 | tee "$LOG_DIR/bench_scale_dp.log" || status=1
-  section "scale-out: 7B-class GPT, TP x DP = $layouts"
-  OUT="$LOG_DIR" python3 bench/gpt_multi_gpu.py --mode grid --model 7b --layouts "$layouts" --micro-batch 4 --accum 2 \
-    --build-dir "$BUILD_DIR" 2>&1 | tee "$LOG_DIR/bench_scale_grid.log" || status=1
-  if [[ "${SCALE_RESHARD:-1}" == 1 ]]; then
+  parts=" ${SCALE_PARTS:-dp grid reshard} "
+  if [[ "$parts" == *" dp "* ]]; then
+    section "scale-out: GPT 1.3B data-parallel weak scaling on 1,$counts GPUs"
+    OUT="$LOG_DIR" python3 bench/gpt_multi_gpu.py --mode dp --model 1.3b --gpus "$counts" --skip-pytorch \
+      --build-dir "$BUILD_DIR" 2>&1 | tee "$LOG_DIR/bench_scale_dp.log" || status=1
+  fi
+  if [[ "$parts" == *" grid "* ]]; then
+    section "scale-out: 7B-class GPT, TP x DP = $layouts"
+    OUT="$LOG_DIR" python3 bench/gpt_multi_gpu.py --mode grid --model 7b --layouts "$layouts" --micro-batch 4 \
+      --accum 2 --build-dir "$BUILD_DIR" 2>&1 | tee "$LOG_DIR/bench_scale_grid.log" || status=1
+  fi
+  if [[ "$parts" == *" reshard "* ]]; then
     section "scale-out: 7B-class GPT saved on $ngpu GPUs at iteration 50, resumed as TP=4 x DP=1"
     PRESET=$preset BUILD_DIR="$BUILD_DIR" bash scripts/device-reshard-check.sh 2>&1 \
       | tee "$LOG_DIR/reshard_$preset.log" || status=1
