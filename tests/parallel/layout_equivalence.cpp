@@ -104,12 +104,12 @@ int main(int argc, char** argv) {
     a.tensor_model_parallel_size = std::atoi(spec.c_str() + 2);
     a.sequence_parallel = spec.find(":sp") != std::string::npos;
     a.use_distributed_optimizer = spec.find(":distopt") != std::string::npos;
+    a.tp_comm_overlap = spec.find(":tpoverlap") != std::string::npos;
     const bool overlap = spec.find(":overlap") != std::string::npos;
-    TrainingArgs plain = a;
+    TrainingArgs plain = a;  // what :overlap must reproduce bit for bit
     a.overlap_grad_reduce = overlap;
     a.overlap_param_gather = overlap && a.use_distributed_optimizer;
     a.async_tensor_model_parallel_allreduce = overlap && a.tensor_model_parallel_size > 1;
-    a.tp_comm_overlap = spec.find(":tpoverlap") != std::string::npos;
     const TrainResult got = testing::run_training(a);
     int bad = compare(ref, got, spec, a.vocab_size);
     if (overlap) bad += compare_exact(testing::run_training(plain), got, spec);
