@@ -7,9 +7,9 @@
 #   control    the resume layout, uninterrupted, to ITERS: how far two layouts drift apart in bf16
 #              without any checkpoint (they round differently; the drift grows with the iterations).
 # Prints the losses after SAVE_AT. Passes when the first resumed iteration (same weights, same
-# batch) is within FIRST_TOL (default 1e-4) of the reference, and the resumed run's largest
-# relative difference from the reference is within TOL (default 1e-3) or within twice the
-# control's (the layouts' own drift). Bit-exact resumption under an unchanged layout, and
+# batch) is within FIRST_TOL (default 1e-4) of the reference, and at every later iteration the
+# resumed run is within TOL (default 1e-3) of the reference or at least ten times closer to it
+# than the control is (where the layouts' own drift has grown past TOL). Bit-exact resumption under an unchanged layout, and
 # resharding in fp32 within 1e-5, are the CPU tests' (checkpoint_resume, checkpoint_reshard_np4).
 #
 #   PRESET=2gpu (default): GPT 350M, TP=2 + SP on 2 GPUs, save at 10, resume as DP=2 with the
@@ -75,9 +75,9 @@ join <(losses "$dir/reference.log" | awk -v s="$save_at" '$1 > s') <(losses "$di
         -v a="$save_name" -v b="$resume_name" '
       function rel(x, y) { x = (x - y) / y; return x < 0 ? -x : x }
       { d = rel($3, $2); c = rel($4, $2); if (NR == 1) f = d; if (d > m) m = d; if (c > mc) mc = c
+        lim = c / 10 > tol ? c / 10 : tol; if (d > lim) bad++
         printf "iteration %s: %s uninterrupted %s | %s resumed %s (%.1e) | %s from the start %s (%.1e)\n",
                $1, a, $2, b, $3, d, b, $4, c }
-      END { printf "first resumed iteration rel diff %.3g (limit %g); max rel diff: resumed %.3g, " \
-                   "layout control %.3g (limit max(%g, 2 x control))\n", f, first_tol, m, mc, tol
-            lim = 2 * mc > tol ? 2 * mc : tol
-            if (NR < want || f > first_tol || m > lim) { print "FAIL"; exit 1 } print "ok" }'
+      END { printf "first resumed iteration rel diff %.3g (limit %g); max rel diff: resumed %.3g, layout " \
+                   "control %.3g; iterations off by more than max(%g, control / 10): %d\n", f, first_tol, m, mc, tol, bad
+            if (NR < want || f > first_tol || bad > 0) { print "FAIL"; exit 1 } print "ok" }'

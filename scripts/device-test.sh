@@ -150,8 +150,8 @@ if [[ "${SCALE:-0}" == 1 && "$ngpu" -ge 4 ]]; then
   fi
   parts=" ${SCALE_PARTS:-dp grid reshard} "
   if [[ "$parts" == *" dp "* ]]; then
-    section "scale-out: GPT 1.3B data-parallel weak scaling on 1,$counts GPUs"
-    OUT="$LOG_DIR" python3 bench/gpt_multi_gpu.py --mode dp --model 1.3b --gpus "$counts" --skip-pytorch \
+    section "scale-out: GPT 1.3B data-parallel weak scaling on 1,$counts GPUs, and PyTorch DDP on 1 and $ngpu"
+    OUT="$LOG_DIR" python3 bench/gpt_multi_gpu.py --mode dp --model 1.3b --gpus "$counts" \
       --build-dir "$BUILD_DIR" 2>&1 | tee "$LOG_DIR/bench_scale_dp.log" || status=1
   fi
   if [[ "$parts" == *" grid "* ]]; then

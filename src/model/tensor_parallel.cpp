@@ -9,6 +9,16 @@
 
 namespace mt {
 
+namespace {
+
+// Sequence parallelism: each of tp ranks holds n / tp of the n token rows.
+int64_t rows_per_rank(int64_t n, int tp) {
+  MT_CHECK(n % tp == 0, "sequence parallel: {} tokens do not split over {} ranks", n, tp);
+  return n / tp;
+}
+
+}  // namespace
+
 Tensor gather_tokens(const Tensor& x, Communicator& tp) {
   const int64_t n = x.size(0), c = x.numel() / n;
   Tensor out = Tensor::empty({n * tp.size(), c}, x.dtype(), x.device());
@@ -18,8 +28,7 @@ Tensor gather_tokens(const Tensor& x, Communicator& tp) {
 
 Tensor reduce_scatter_tokens(const Tensor& x, Communicator& tp) {
   const int64_t n = x.size(0), c = x.numel() / n;
-  MT_CHECK(n % tp.size() == 0, "sequence parallel: {} tokens do not split over {} ranks", n, tp.size());
-  Tensor out = Tensor::empty({n / tp.size(), c}, x.dtype(), x.device());
+  Tensor out = Tensor::empty({rows_per_rank(n, tp.size()), c}, x.dtype(), x.device());
   tp.reduce_scatter(x, out);
   return out;
 }
@@ -106,22 +115,17 @@ Tensor ColumnParallelLinear::backward(const Tensor& dy, Saved& s, bool bias_grad
   // dx's reduction over TP: started before the weight-gradient GEMM and waited for after it when
   // asynchronous (on GPUs the two overlap), else after the GEMM.
   const bool reduce = par_.tp_size() > 1, async = reduce && (par_.async_tp_allreduce || par_.tp_comm_overlap);
-  Tensor out = dx;
-  if (reduce && par_.sequence_parallel) {
-    MT_CHECK(n % par_.tp_size() == 0, "sequence parallel: {} tokens do not split over {} ranks", n, par_.tp_size());
-    out = Tensor::empty({n / par_.tp_size(), in_}, dx.dtype(), dx.device());
-  }
-  auto start = [&] {
-    return par_.sequence_parallel ? par_.tp->reduce_scatter_async(dx, out) : par_.tp->all_reduce_async(dx);
-  };
-  std::unique_ptr<CommHandle> work = async ? start() : nullptr;
+  const bool scatter = reduce && par_.sequence_parallel;
+  Tensor out = scatter ? Tensor::empty({rows_per_rank(n, par_.tp_size()), in_}, dx.dtype(), dx.device()) : dx;
+  std::unique_ptr<CommHandle> work;
+  if (async) work = scatter ? par_.tp->reduce_scatter_async(dx, out) : par_.tp->all_reduce_async(dx);
   if (b_ >= 0 && bias_grad)
     gemm_wgrad_bgrad(dy2, s.x, buf_.grad(w_), buf_.grad(b_));  // dW += dy^T x, db += sum_rows dy
   else
     gemm(dy2, true, s.x, false, buf_.grad(w_), 1.0f, 1.0f);
   s = Saved{};
   if (reduce && !async) {
-    if (par_.sequence_parallel)
+    if (scatter)
       par_.tp->reduce_scatter(dx, out);
     else
       par_.tp->all_reduce(dx);
@@ -162,8 +166,7 @@ Tensor RowParallelLinear::forward(const Tensor& x, Saved& s) const {
     // The reduce-scatter as one reduce per destination rank's block of rows, each started as
     // soon as that block's GEMM is done (blocks in rank order on every rank).
     const int size = par_.tp_size();
-    MT_CHECK(n % size == 0, "sequence parallel: {} tokens do not split over {} ranks", n, size);
-    const int64_t m = n / size;
+    const int64_t m = rows_per_rank(n, size);
     Tensor out = Tensor::empty({m, out_}, x.dtype(), x.device());
     std::vector<std::unique_ptr<CommHandle>> work;
     for (int r = 0; r < size; ++r) {

@@ -9,6 +9,7 @@
 
 #include <cstdint>
 
+#include "kernels/cpu/exp_avx512.h"
 
 namespace mt::cpu::avx512 {
 namespace {
@@ -17,21 +18,6 @@ constexpr float kSqrt2OverPi = 0.7978845608028654f;
 constexpr float kGeluCoeff = 0.044715f;
 
 inline __m512 set1(float v) { return _mm512_set1_ps(v); }
-
-// e^y for y in [-20, 20]: exp16 without its range checks.
-inline __m512 exp_bounded(__m512 y) {
-  const __m512 k =
-      _mm512_roundscale_ps(_mm512_mul_ps(y, set1(1.44269504088896341f)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  const __m512 r = _mm512_fnmadd_ps(k, set1(-2.12194440e-4f), _mm512_fnmadd_ps(k, set1(0.693359375f), y));
-  __m512 p = set1(1.9875691500e-4f);
-  p = _mm512_fmadd_ps(p, r, set1(1.3981999507e-3f));
-  p = _mm512_fmadd_ps(p, r, set1(8.3334519073e-3f));
-  p = _mm512_fmadd_ps(p, r, set1(4.1665795894e-2f));
-  p = _mm512_fmadd_ps(p, r, set1(1.6666665459e-1f));
-  p = _mm512_fmadd_ps(p, r, set1(5.0000001201e-1f));
-  p = _mm512_add_ps(_mm512_fmadd_ps(p, _mm512_mul_ps(r, r), r), set1(1.0f));
-  return _mm512_scalef_ps(p, k);
-}
 
 // tanh(u) for u = sqrt(2/pi) (x + c x^3), as 1 - 2 / (e^2u + 1). 2u is clamped to [-20, 20]
 // (|tanh| rounds to 1 beyond |u| = 9.1), so e^2u + 1 is finite and at least 1, and the
