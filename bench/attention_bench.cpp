@@ -4,7 +4,7 @@
 // implementation (cuDNN fused flash attention, the native kernel).
 //
 //   build/attention_bench [native|cudnn]...       (default: both)
-//   MT_ATTENTION_DETERMINISTIC=0 build/attention_bench cudnn   # cuDNN's atomic-dQ backward
+//   MT_ATTENTION_DETERMINISTIC=1 build/attention_bench cudnn   # cuDNN's deterministic backward
 #include <cuda_runtime.h>
 
 #include <cstdio>
@@ -50,9 +50,8 @@ int main(int argc, char** argv) {
   if (backends.empty()) backends = {"cudnn", "native"};
   cudaDeviceProp prop{};
   MT_CUDA_CHECK(cudaGetDeviceProperties(&prop, 0));
-  const char* det = std::getenv("MT_ATTENTION_DETERMINISTIC");
   std::printf("attention_bench on %s, bf16, causal, dropout 0, cuDNN backward deterministic: %s\n", prop.name,
-              det && std::string(det) == "0" ? "no" : "yes");
+              mt::attention_deterministic() ? "yes" : "no");
   std::printf("%-7s %5s %4s %4s %4s %9s %9s %9s %9s %9s\n", "backend", "T", "D", "B", "H", "fwd ms", "bwd ms",
               "fwd TF/s", "bwd TF/s", "f+b TF/s");
   for (const std::string& name : backends) {

@@ -40,6 +40,17 @@ std::atomic<AttentionBackend>& backend_setting() {
   return b;
 }
 
+std::atomic<bool>& deterministic_setting() {
+  static std::atomic<bool> d = [] {
+    const char* e = std::getenv("MT_ATTENTION_DETERMINISTIC");
+    if (!e || !*e) return false;
+    if (std::strcmp(e, "1") == 0) return true;
+    if (std::strcmp(e, "0") == 0) return false;
+    MT_USER_ERROR("MT_ATTENTION_DETERMINISTIC={}: expected 1 or 0", e);
+  }();
+  return d;
+}
+
 #if defined(MT_WITH_CUDA) && defined(MT_WITH_CUDNN)
 // Runs cuDNN when the backend setting allows it and cuDNN can run this case; false: use the native kernel.
 template <class Fn>
@@ -59,6 +70,8 @@ bool try_cudnn(const char* op, const Tensor& qkv, const AttentionConfig& cfg, Fn
 
 void set_attention_backend(AttentionBackend b) { backend_setting().store(b); }
 AttentionBackend attention_backend() { return backend_setting().load(); }
+void set_attention_deterministic(bool on) { deterministic_setting().store(on); }
+bool attention_deterministic() { return deterministic_setting().load(); }
 bool attention_has_cudnn() {
 #if defined(MT_WITH_CUDA) && defined(MT_WITH_CUDNN)
   return true;

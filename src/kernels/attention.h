@@ -41,6 +41,13 @@ void attention_backward(const Tensor& dout, const Tensor& qkv, const Tensor& out
 enum class AttentionBackend : uint8_t { Auto, Cudnn, Native };
 void set_attention_backend(AttentionBackend b);
 AttentionBackend attention_backend();
+// Whether cuDNN's backward must be bit-reproducible (Megatron's --deterministic-mode). Off by
+// default, as in Megatron: cuDNN's default engine accumulates dQ with atomics (run-to-run
+// differences of an ulp; 0.65 ms faster per GPT-124M step on an H200, and no B*H*T*T*2-byte
+// workspace). On: the dP-workspace engine. The native kernel is deterministic either way.
+// MT_ATTENTION_DETERMINISTIC=1|0 sets the initial value.
+void set_attention_deterministic(bool on);
+bool attention_deterministic();
 // Whether this build has the cuDNN path (MT_WITH_CUDNN).
 bool attention_has_cudnn();
 

@@ -21,6 +21,7 @@ struct GPTConfig {
   float attention_dropout = 0.1f;
   float layernorm_epsilon = 1e-5f;
   DType params_dtype = DType::F32;  // bf16/fp16 under --bf16/--fp16
+  bool recompute_gelu = false;      // MLP: keep only fc1's output, recompute GeLU in backward
 
   int head_dim() const { return hidden_size / num_attention_heads; }
 };

@@ -17,21 +17,25 @@ void MLP::init(float std, float out_std, uint64_t seed) const {
 // The GeLU runs inside fc1's forward GEMM and fc2's backward GEMM (gemm.h's gemm_bias_gelu and
 // gemm_dgelu: one cuBLASLt call each for bf16/fp16 on CUDA, the unfused ops elsewhere).
 //
-// Only the pre-activation is kept for backward: gelu(pre), fc2's input, is recomputed there for
-// fc2's weight gradient (as torch.compile's partitioner does). That is N x ffn elements less
-// per layer (6.4 GB for GPT 1.3B at 8 x 2048 tokens) for one elementwise pass (~1% of the step).
-// On CUDA the recomputed values may differ from the fused epilogue's by an ulp.
+// By default fc1's GeLU output (fc2's input) is kept from the forward GEMM's epilogue for fc2's
+// weight gradient. With cfg.recompute_gelu (--recompute-gelu) only the pre-activation is kept and
+// gelu(pre) is recomputed in backward (as torch.compile's partitioner does): N x ffn elements less
+// per layer (6.4 GB for GPT 1.3B at 8 x 2048 tokens) for one elementwise pass (~0.67 ms of a
+// 33 ms GPT-124M step on an H200). On CUDA the recomputed values may differ from the fused
+// epilogue's by an ulp.
 Tensor MLP::forward(const Tensor& x, Saved& s) const {
   Tensor act = fc1_.forward_gelu(x, s.fc1_in, &s.pre_act);
   Tensor y = fc2_.forward(act, s.fc2_in).view(x.shape());
-  s.fc2_in = RowParallelLinear::Saved{};  // recomputed in backward
+  if (cfg_.recompute_gelu) s.fc2_in = RowParallelLinear::Saved{};  // recomputed in backward
   return y;
 }
 
 Tensor MLP::backward(const Tensor& dy, Saved& s) const {
-  Tensor act = Tensor::empty(s.pre_act.shape(), s.pre_act.dtype(), s.pre_act.device());
-  gelu_forward(s.pre_act, act);
-  s.fc2_in.x = act.view({act.numel() / act.size(-1), act.size(-1)});
+  if (cfg_.recompute_gelu) {
+    Tensor act = Tensor::empty(s.pre_act.shape(), s.pre_act.dtype(), s.pre_act.device());
+    gelu_forward(s.pre_act, act);
+    s.fc2_in.x = act.view({act.numel() / act.size(-1), act.size(-1)});
+  }
   const RowParallelLinear::GeluGrad gelu{s.pre_act, fc1_.bias_grad()};  // fc1's db accumulates here
   Tensor dpre = fc2_.backward(dy, s.fc2_in, &gelu);
   Tensor dx = fc1_.backward(dpre, s.fc1_in, /*bias_grad=*/false).view(dy.shape());

@@ -11,7 +11,7 @@ class MLP {
  public:
   struct Saved {
     ColumnParallelLinear::Saved fc1_in;
-    RowParallelLinear::Saved fc2_in;  // empty between forward and backward: gelu(pre) is recomputed
+    RowParallelLinear::Saved fc2_in;  // gelu(pre); empty with cfg.recompute_gelu (recomputed in backward)
     Tensor pre_act;  // fc1 output, input of GeLU
   };
   MLP(ParamAndGradBuffer& buf, const std::string& prefix, const GPTConfig& cfg, const ModelParallelConfig& par = {});

@@ -65,15 +65,14 @@ StepStats DistributedOptimizer::step(double lr, double loss_scale) {
     return st;
   }
   AdamWParams ap = adamw_step_params(cfg_, lr, ++step_, inv_scale, sq, st);
-  const Tensor& params = buf_.params();
-  for (const Piece& pc : pieces_) {
-    ap.weight_decay = buf_.info(pc.param).no_weight_decay ? 0.0f : float(cfg_.weight_decay);
-    Shape s{pc.numel};
-    Tensor param = params.flat_slice(pc.offset, pc.numel, s);
-    Tensor master = has_master_copy_ ? master_.flat_slice(pc.state, pc.numel, s) : param;
-    adamw_step(master, g.flat_slice(pc.offset, pc.numel, s), m_.flat_slice(pc.state, pc.numel, s),
-               v_.flat_slice(pc.state, pc.numel, s), has_master_copy_ ? &param : nullptr, ap);
-  }
+  ap.weight_decay = float(cfg_.weight_decay);
+  std::vector<AdamWRange> ranges;
+  ranges.reserve(pieces_.size());
+  for (const Piece& pc : pieces_)  // fp32 params are their own master: the master offset is the param's
+    ranges.push_back({pc.offset, has_master_copy_ ? pc.state : pc.offset, pc.state, pc.numel,
+                      !buf_.info(pc.param).no_weight_decay});
+  adamw_step_ranges(has_master_copy_ ? master_ : buf_.params(), g, m_, v_, has_master_copy_ ? &buf_.params() : nullptr,
+                    ranges, ap);
   ddp_.all_gather_params();
   return st;
 }

@@ -73,14 +73,12 @@ StepStats AdamWOptimizer::step(double lr, double loss_scale) {
     return st;
   }
   AdamWParams ap = adamw_step_params(cfg_, lr, ++step_, inv_scale, sq, st);
-  for (const auto& info : buf_.infos()) {
-    ap.weight_decay = info.no_weight_decay ? 0.0f : float(cfg_.weight_decay);
-    Shape s{info.numel};
-    Tensor param = has_master_copy_ ? buf_.params().flat_slice(info.offset, info.numel, s) : Tensor();
-    adamw_step(master_.flat_slice(info.offset, info.numel, s), g.flat_slice(info.offset, info.numel, s),
-               m_.flat_slice(info.offset, info.numel, s), v_.flat_slice(info.offset, info.numel, s),
-               has_master_copy_ ? &param : nullptr, ap);
-  }
+  ap.weight_decay = float(cfg_.weight_decay);
+  std::vector<AdamWRange> ranges;
+  ranges.reserve(buf_.infos().size());
+  for (const auto& info : buf_.infos())
+    ranges.push_back({info.offset, info.offset, info.offset, info.numel, !info.no_weight_decay});
+  adamw_step_ranges(master_, g, m_, v_, has_master_copy_ ? &buf_.params() : nullptr, ranges, ap);
   return st;
 }
 

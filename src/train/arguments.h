@@ -24,6 +24,7 @@ struct TrainingArgs {
   float hidden_dropout = 0.1f;
   float attention_dropout = 0.1f;
   float layernorm_epsilon = 1e-5f;
+  bool recompute_gelu = false;  // recompute GeLU(fc1 out) in backward instead of keeping it
   // batch and schedule
   int micro_batch_size = 8;
   int global_batch_size = 16;
@@ -40,6 +41,7 @@ struct TrainingArgs {
   double adam_beta2 = 0.95;
   double adam_eps = 1e-8;
   uint64_t seed = 1234;
+  bool deterministic_mode = false;  // bit-reproducible GPU kernels (cuDNN attention backward)
   // precision
   bool bf16 = false;
   bool fp16 = false;

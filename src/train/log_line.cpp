@@ -52,7 +52,10 @@ std::string format_attention_choice(const AttentionChoice& c) {
   else if (c.dropout > 0)
     why = fmt::format("--attention-dropout {} > 0; cuDNN's fused attention runs with --attention-dropout 0",
                       c.dropout);
-  if (why.empty()) return "> attention: cuDNN fused flash attention (native kernel for a shape cuDNN rejects)";
+  if (why.empty())
+    return fmt::format("> attention: cuDNN fused flash attention, {} (native kernel for a shape cuDNN rejects)",
+                       c.deterministic ? "deterministic backward (--deterministic-mode)"
+                                       : "atomic dQ accumulation in backward (--deterministic-mode: bit-reproducible)");
   return fmt::format("> attention: native kernel, several times slower than cuDNN's ({})", why);
 }
 

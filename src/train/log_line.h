@@ -32,6 +32,7 @@ struct AttentionChoice {
   bool forced_native = false; // MT_ATTENTION_BACKEND=native
   bool half = false;          // --bf16 or --fp16
   double dropout = 0;         // --attention-dropout
+  bool deterministic = false; // --deterministic-mode (cuDNN's bit-reproducible backward)
 };
 std::string format_attention_choice(const AttentionChoice& c);
 

@@ -54,6 +54,7 @@ GPTConfig model_config(const TrainingArgs& a, int64_t vocab, int tp) {
   c.hidden_dropout = a.hidden_dropout;
   c.attention_dropout = a.attention_dropout;
   c.layernorm_epsilon = a.layernorm_epsilon;
+  c.recompute_gelu = a.recompute_gelu;
   c.params_dtype = a.bf16 ? DType::BF16 : a.fp16 ? DType::F16 : DType::F32;
   return c;
 }
@@ -215,6 +216,7 @@ TrainResult pretrain_gpt(const TrainingArgs& args, std::FILE* log, const TrainOp
   std::FILE* log0 = groups.is_first_rank() ? log : nullptr;
   std::FILE* log_last = groups.is_last_rank() ? log : nullptr;
 
+  if (args.deterministic_mode) set_attention_deterministic(true);  // else MT_ATTENTION_DETERMINISTIC or off
   Datasets data = build_datasets(args);
   GPTConfig cfg = model_config(args, data.vocab_size, tp_size);
   ModelParallelConfig par;
@@ -238,7 +240,8 @@ TrainResult pretrain_gpt(const TrainingArgs& args, std::FILE* log, const TrainOp
     if (dev.is_cuda())
       fmt::print(log0, "{}\n", format_attention_choice({attention_has_cudnn(),
                                                         attention_backend() == AttentionBackend::Native,
-                                                        args.bf16 || args.fp16, args.attention_dropout}));
+                                                        args.bf16 || args.fp16, args.attention_dropout,
+                                                        attention_deterministic()}));
     if (groups.world_size() > 1)
       fmt::print(log0,
                  "> parallel layout: world {} = tensor {} x data {}{}{}; {} gradient bucket(s)\n",

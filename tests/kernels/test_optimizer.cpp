@@ -64,5 +64,43 @@ TEST(AdamW, MatchesTheFormulaInDoubleAndWritesTheRoundedHalfCopy) {
   for (int64_t i = 0; i < n; ++i) ASSERT_EQ(pb[i], to_f32(to_bf16(mf[i]))) << i;
 }
 
+// adamw_step_ranges: each range updated exactly as adamw_step on its slices (master, state and
+// param offsets differ, weight decay only where asked), elements outside every range untouched.
+TEST(AdamW, RangesUpdateLikeOneStepPerSliceAndLeaveTheRestAlone) {
+  const int64_t n = 300, ns = 260;  // param space; master and state space (distributed-optimizer style)
+  const std::vector<AdamWRange> ranges{{0, 10, 20, 50, true}, {60, 70, 80, 33, false}, {100, 0, 0, 7, true},
+                                       {200, 150, 150, 90, false}, {299, 259, 259, 1, true}};
+  AdamWParams p{3e-3f, 0.9f, 0.95f, 1e-8f, 0.1f, 1, 0.5f};
+  Tensor grad = random_tensor({n}, DType::F32, 1, -3, 3);
+  Tensor master = random_tensor({ns}, DType::F32, 2), m = random_tensor({ns}, DType::F32, 3, 0, 1);
+  Tensor v = random_tensor({ns}, DType::F32, 4, 0, 1), param = random_tensor({n}, DType::BF16, 5);
+  Tensor master2 = master.to(Device::cpu()), m2 = m.to(Device::cpu()), v2 = v.to(Device::cpu());
+  Tensor param2 = param.to(Device::cpu());
+  for (int step = 1; step <= 2; ++step) {
+    p.step = step;
+    adamw_step_ranges(master, grad, m, v, &param, ranges, p);
+    for (const AdamWRange& r : ranges) {
+      AdamWParams q = p;
+      q.weight_decay = r.decay ? p.weight_decay : 0.0f;
+      const Shape sh{r.numel};
+      Tensor out = param2.flat_slice(r.param, r.numel, sh);
+      adamw_step(master2.flat_slice(r.master, r.numel, sh), grad.flat_slice(r.param, r.numel, sh),
+                 m2.flat_slice(r.state, r.numel, sh), v2.flat_slice(r.state, r.numel, sh), &out, q);
+    }
+  }
+  EXPECT_TRUE(bitwise_equal(master, master2));
+  EXPECT_TRUE(bitwise_equal(m, m2));
+  EXPECT_TRUE(bitwise_equal(v, v2));
+  EXPECT_TRUE(bitwise_equal(param, param2));
+  EXPECT_EQ(to_vec(master)[8], to_vec(random_tensor({ns}, DType::F32, 2))[8]);  // in no range: untouched
+  EXPECT_EQ(to_vec(param)[55], to_vec(random_tensor({n}, DType::BF16, 5))[55]);
+}
+
+TEST(AdamW, ARangeOutsideTheBuffersIsRejected) {
+  Tensor t = Tensor::zeros({8}, DType::F32);
+  AdamWParams p;
+  EXPECT_DEATH(adamw_step_ranges(t, t, t, t, nullptr, {{4, 0, 0, 5, true}}, p), "adamw_step_ranges: range");
+}
+
 }  // namespace
 }  // namespace mt

@@ -92,6 +92,32 @@ TEST(LayerGradients, MLPMatchesFiniteDifferences) {
                   [&](const Tensor& dy) { return mlp.backward(dy, s); });
 }
 
+// --recompute-gelu: the same gradients, bit for bit on CPU, as keeping GeLU's output.
+TEST(LayerGradients, MLPWithRecomputedGeluMatchesFiniteDifferencesAndTheKeptGelu) {
+  GPTConfig c = tiny_config();
+  Tensor x = random_tensor({2, c.seq_length, c.hidden_size}, 4), dy = random_tensor({2, c.seq_length, c.hidden_size}, 6);
+  std::vector<Tensor> grads;
+  for (bool recompute : {false, true}) {
+    c.recompute_gelu = recompute;
+    ParamAndGradBuffer buf;
+    MLP mlp(buf, "mlp", c);
+    buf.allocate(DType::F32, Device::cpu());
+    randomise(buf);
+    MLP::Saved s;
+    mlp.forward(x, s);
+    EXPECT_EQ(s.fc2_in.x.defined(), !recompute);
+    buf.zero_grads();
+    mlp.backward(dy, s);
+    grads.push_back(buf.main_grads().to(Device::cpu()));
+    if (recompute)
+      check_gradients(buf, x, [&](const Tensor& in) { return mlp.forward(in, s); },
+                      [&](const Tensor& d) { return mlp.backward(d, s); });
+  }
+  const float* a = grads[0].data<float>();
+  const float* b = grads[1].data<float>();
+  for (int64_t i = 0; i < grads[0].numel(); ++i) ASSERT_EQ(a[i], b[i]) << "gradient element " << i;
+}
+
 TEST(LayerGradients, TransformerLayerMatchesFiniteDifferences) {
   GPTConfig c = tiny_config();
   ParamAndGradBuffer buf;

@@ -135,7 +135,11 @@ TEST(LogLine, HasMegatronFieldsInOrder) {
 
 TEST(LogLine, AttentionChoiceNamesTheNativeKernelAndWhy) {
   EXPECT_EQ(format_attention_choice({true, false, true, 0.0}),
-            "> attention: cuDNN fused flash attention (native kernel for a shape cuDNN rejects)");
+            "> attention: cuDNN fused flash attention, atomic dQ accumulation in backward (--deterministic-mode: "
+            "bit-reproducible) (native kernel for a shape cuDNN rejects)");
+  EXPECT_EQ(format_attention_choice({true, false, true, 0.0, true}),
+            "> attention: cuDNN fused flash attention, deterministic backward (--deterministic-mode) (native kernel "
+            "for a shape cuDNN rejects)");
   EXPECT_EQ(format_attention_choice({true, false, true, 0.1}),
             "> attention: native kernel, several times slower than cuDNN's (--attention-dropout 0.1 > 0; "
             "cuDNN's fused attention runs with --attention-dropout 0)");

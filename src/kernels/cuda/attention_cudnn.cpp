@@ -13,9 +13,8 @@
 // shape cuDNN rejects is cached as unsupported. One cuDNN handle per device; workspace comes from
 // the caching allocator on the call's stream.
 //
-// Backward is deterministic by default (cuDNN's dP-workspace algorithm: bit-reproducible, needs a
-// B*H*T*T*2-byte workspace); MT_ATTENTION_DETERMINISTIC=0 selects cuDNN's default (atomic dQ
-// accumulation) engine.
+// Backward: cuDNN's default engine (atomic dQ accumulation), or with attention_deterministic()
+// (--deterministic-mode) the dP-workspace engine: bit-reproducible, needs a B*H*T*T*2-byte workspace.
 #include <cudnn.h>
 #include <cudnn_frontend.h>
 
@@ -75,14 +74,6 @@ DeviceContext& context(int device) {
     MT_CUDNN_CHECK(cudnnCreate(&ctx->handle));
     return ctx;
   });
-}
-
-bool deterministic() {
-  static const bool det = [] {
-    const char* e = std::getenv("MT_ATTENTION_DETERMINISTIC");
-    return !(e && std::strcmp(e, "0") == 0);
-  }();
-  return det;
 }
 
 fe::DataType_t fe_type(DType d) { return d == DType::BF16 ? fe::DataType_t::BFLOAT16 : fe::DataType_t::HALF; }
@@ -173,7 +164,7 @@ bool run(const char* op, const Tensor& qkv, const AttentionConfig& cfg, bool bac
   if (cfg.head_dim % 8 != 0 || cfg.head_dim > 256) return no("head dim must be a multiple of 8, at most 256");
   for (auto& [uid, p] : ptrs)
     if (!aligned16(p)) return no("tensors must be 16-byte aligned");
-  const Key key{qkv.size(0), qkv.size(1), cfg.n_heads, cfg.head_dim, int(dt), backward, backward && deterministic()};
+  const Key key{qkv.size(0), qkv.size(1), cfg.n_heads, cfg.head_dim, int(dt), backward, backward && attention_deterministic()};
   const int device = qkv.device().index;
   CudaDeviceGuard guard(device);
   DeviceContext& ctx = context(device);

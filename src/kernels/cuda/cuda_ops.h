@@ -69,6 +69,9 @@ void cross_entropy_forward_backward(const Tensor& logits, const Tensor& targets,
 // optimizer.h
 void adamw_step(const Tensor& master, const Tensor& grad, const Tensor& m, const Tensor& v,
                 const Tensor* param_out, const AdamWParams& p, Stream s);
+void adamw_step_ranges(const Tensor& master, const Tensor& grad, const Tensor& m, const Tensor& v,
+                       const Tensor* param_out, const std::vector<AdamWRange>& ranges, const AdamWParams& p,
+                       Stream s);
 
 // elementwise.h
 void add(const Tensor& a, const Tensor& b, const Tensor& out, Stream s);
