@@ -6,7 +6,7 @@ and the ratio ours / PyTorch. Warm-up iterations are excluded from both.
 
 FLOPs per token = 6 N + 12 L h s  (N = parameters without position embeddings).
 
-  python3 bench/gpt_gpu_vs_pytorch.py --model 124m [--iters 20] [--skip-pytorch]
+  python3 bench/gpt_gpu_vs_pytorch.py --model 124m [--iters 20] [--skip-pytorch] [--ours-args="--recompute-gelu"]
 """
 import argparse
 import os
@@ -28,6 +28,7 @@ ap.add_argument("--build-dir", default=os.environ.get("MEGATRON_BUILD_DIR", "bui
 ap.add_argument("--iters", type=int, default=20)
 ap.add_argument("--warmup", type=int, default=5)
 ap.add_argument("--skip-pytorch", action="store_true")
+ap.add_argument("--ours-args", default="", help="extra megatron train flags (same model and batch), e.g. --recompute-gelu")
 args = ap.parse_args()
 L, C, H, B, T = MODELS[args.model]
 N = VOCAB * C + L * (12 * C * C + 13 * C) + 2 * C
@@ -40,7 +41,7 @@ def ours():
            "--num-attention-heads", str(H), "--seq-length", str(T), "--micro-batch-size", str(B),
            "--global-batch-size", str(B), "--train-iters", str(args.warmup + args.iters),
            "--log-interval", str(args.warmup), "--eval-iters", "0", "--hidden-dropout", "0",
-           "--attention-dropout", "0", "--lr", "3e-4", "--lr-decay-style", "constant"]
+           "--attention-dropout", "0", "--lr", "3e-4", "--lr-decay-style", "constant"] + args.ours_args.split()
     r = subprocess.run(cmd, capture_output=True, text=True)
     if r.returncode != 0:
         sys.exit(f"megatron train failed ({r.returncode}):\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}")
@@ -58,7 +59,7 @@ def report(name, tps, peak_gib):
 print(f"model {args.model}: {L} layers, hidden {C}, heads {H}, vocab {VOCAB}, batch {B} x seq {T}, bf16, "
       f"N = {N / 1e6:.1f} M")
 o, opeak = ours()
-report("megatron.cpp", o, opeak)
+report("megatron.cpp" + (f" {args.ours_args}" if args.ours_args else ""), o, opeak)
 if not args.skip_pytorch:
     import torch
 

@@ -3,8 +3,8 @@
 // columns take part; columns [vocab, Vp) are vocabulary padding and get zero gradient.
 //   losses[n]     = logsumexp(logits[n, :vocab]) - logits[n, targets[n]]          (fp32 [N])
 //   dlogits[n, v] = dloss[n] * (softmax(logits[n, :vocab])[v] - [v == targets[n]])
-// One pass per row computes max and sum-exp online, a second writes the gradient; the
-// probabilities are never stored. dlogits may alias logits (the gradient overwrites them).
+// The row's max and sum-exp come first, then the gradient is written; the probabilities are
+// never stored (CUDA: the row is staged in shared memory where it fits, so DRAM sees one read). dlogits may alias logits (the gradient overwrites them).
 // targets: int32 [N]. dloss: fp32 [N], the weight of each row's loss in the objective
 // (loss mask / tokens / microbatches); null dlogits = forward only (evaluation).
 #include <cstdint>

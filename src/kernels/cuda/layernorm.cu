@@ -5,13 +5,34 @@
 // Forward: a warp per row, three passes over the row (sum, centred sum of squares, normalise);
 // the second and third hit L1/L2, so DRAM sees one read of x and one write of y. 16-byte
 // accesses when C is a multiple of the pack and the tensors are aligned.
-// Backward: dw, db first, as a deterministic column reduction (column_reduce.cuh; reads dy and x
-// once), then dx with a warp per row (reads dy and x again, writes dx). dw/db before dx lets dx
-// alias dy. Two reads of dy and x where a fused kernel would do one: simple and bit-reproducible.
 // add_layernorm_forward: the forward kernel's first pass reads x and r, writes their sum (rounded
 // to T, so LN sees exactly the stored residual stream) and the next passes re-read the sums this
-// thread just wrote (L1/L2); DRAM: reads x, r, writes sum, y. layernorm_backward_add: the dx
-// kernel adds dres as it writes dx (one more read, no separate add pass).
+// thread just wrote (L1/L2); DRAM: reads x, r, writes sum, y.
+//
+// Backward, fused path (16-byte packs fit: C a multiple of the pack, dy, x, dx, dres 16-byte
+// aligned, and C <= 32 lanes * kFusedMaxPacks packs: bf16/fp16 C <= 2048, fp32 C <= 1024): one
+// kernel with a warp per row, each warp walking rows warp, warp + total warps, ... over a grid
+// that depends on N only. A lane loads its packs of the row's dy, x and dres into registers
+// once (dres two packs at a time as dx is written at 8 packs a lane at 16 bits, to fit the
+// registers), reduces mean(g), mean(g n) across the warp, writes dx from the registers (so dx
+// may alias dy), and adds dy n, dy into dw, db sums it keeps in registers for the columns it
+// owns (the same columns on every row). At the end the block adds its warps' sums in warp
+// order and writes one partial row per block to a [2, blocks, C] fp32 workspace;
+// column_finish_pair adds the blocks in order into dw_accum, db_accum (one launch for both).
+// DRAM: per row, reads dy, x, (dres) and 2 statistics once, writes dx; per call, the
+// 2 * blocks * C partial floats are written and read back (blocks = N / 64 up to 1024: 1/8 byte
+// per element each way, ~4% of the bf16 traffic).
+// Backward, two-pass path (everything else: unaligned, C not a multiple of the pack, wider
+// rows): dw, db first, as a deterministic column reduction (column_reduce.cuh; reads dy and x
+// once), then dx with a warp per row (reads dy and x again, writes dx). dw/db before dx lets
+// dx alias dy.
+// Both paths are bit-reproducible run to run (fixed row-to-thread assignment, fixed summation
+// order, no atomics) but sum dw, db in different orders, so they differ from each other in the
+// last bits. layernorm_backward_add: the dx write adds dres (one more read, no separate add
+// pass); dres must not alias dx.
+#include <cstring>
+#include <type_traits>
+
 #include "kernels/cuda/column_reduce.cuh"
 #include "kernels/cuda/cuda_ops.h"
 
@@ -161,6 +182,158 @@ __global__ void layernorm_dx_kernel(const T* dy, const T* x, const W* w, const f
   }
 }
 
+constexpr int kFusedWarps = 8;         // rows in flight per block of the fused backward
+constexpr int kFusedRowsPerWarp = 8;   // rows a warp walks (fewer blocks: fewer partial rows)
+constexpr int kFusedMaxBlocks = 1024;  // past N = 64K rows, warps walk more rows instead
+// Most 16-byte packs of a row a lane holds (C <= 32 * 8 packs: 2048 at 16 bits, 1024 at fp32):
+// at 8 the dw, db sums (128 floats at 16 bits) and the row's packs take up to 254 registers.
+constexpr int kFusedMaxPacks = 8;
+
+// Registers that stay live across a row of the fused kernel: the dw, db sums (2 PACKS N floats,
+// N = Pack<T>::N) and 4 a pack for the row's dy, x and dres. dres is loaded with dy and x (one
+// wait per row) unless that would spill (16-bit rows of 8 packs a lane): then two packs at a
+// time as dx is written (4 more waits per row; the loads cannot pass the dx stores before them).
+// Two blocks (16 warps) per SM are asked for where the live registers fit in 100 of the 128
+// (bf16 C <= 768 with dres, <= 1024 without); else one (8 warps). From ptxas -v: no spills.
+template <class T, int PACKS>
+constexpr int kFusedLive = 2 * PACKS * Pack<T>::N + 2 * PACKS * 4;
+template <class T, bool ADD, int PACKS>  // dres packs loaded at once (PACKS: with dy and x)
+constexpr int kFusedResGroup = !ADD ? 0 : kFusedLive<T, PACKS> + PACKS * 4 <= 200 ? PACKS : 2;
+template <class T, bool ADD, int PACKS>
+constexpr int kFusedMinBlocks = kFusedLive<T, PACKS> + 4 * kFusedResGroup<T, ADD, PACKS> <= 100 ? 2 : 1;
+
+// Keeps a pack in its 4 registers across the warp reduction: without this the compiler keeps
+// the converted floats (twice the registers at 16 bits) live from the first pass to the second.
+template <class T>
+__device__ __forceinline__ void keep_packed(Pack<T>& p) {
+  uint4 u;
+  memcpy(&u, &p, sizeof(u));
+  asm volatile("" : "+r"(u.x), "+r"(u.y), "+r"(u.z), "+r"(u.w));
+  memcpy(&p, &u, sizeof(u));
+}
+
+// The fused backward's grid: a function of N only, so the summation order (and the bits of
+// dw, db) do not depend on the device.
+inline int fused_blocks(int64_t N) {
+  const int64_t want = ceil_div(N, int64_t(kFusedWarps) * kFusedRowsPerWarp);
+  return int(want < kFusedMaxBlocks ? want : kFusedMaxBlocks);
+}
+
+// Fused backward (see the top of the file). Lane `lane` owns packs lane + 32 j, j < PACKS, of
+// every row (columns (lane + 32 j) P + q); packs at or past C are skipped. partial is
+// [2, gridDim.x, C]: the block's dw sums, then its db sums. ADD: dx += dres (dres must not alias
+// dx); dx may alias dy (each lane writes only the packs it read, after reading them). w is
+// fp32 (w_f32) or T: it is read once per block into shared memory, so a flag rather than a
+// template parameter (half the instantiations, the same code per row).
+template <class T, bool ADD, int PACKS>
+__global__ void __launch_bounds__(32 * kFusedWarps, kFusedMinBlocks<T, ADD, PACKS>)
+    layernorm_backward_fused_kernel(const T* dy, const T* x, const void* w, bool w_f32, const float* mean,
+                                    const float* rstd, const T* dres, T* dx, int64_t N, int C, float* partial) {
+  constexpr int P = Pack<T>::N;
+  constexpr int kSpan = 32 * P;  // columns of one pack index j across the warp
+  __shared__ alignas(16) float w_s[PACKS * kSpan];
+  __shared__ alignas(16) float red[2][kFusedWarps][kSpan];
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  for (int c = threadIdx.x; c < C; c += blockDim.x)
+    w_s[c] = w_f32 ? static_cast<const float*>(w)[c] : to_float(static_cast<const T*>(w)[c]);
+  __syncthreads();
+
+  float dw[PACKS][P], db[PACKS][P];
+#pragma unroll
+  for (int j = 0; j < PACKS; ++j)
+#pragma unroll
+    for (int q = 0; q < P; ++q) dw[j][q] = db[j][q] = 0.0f;
+
+  constexpr int G = kFusedResGroup<T, ADD, PACKS>;
+  constexpr bool kEarlyRes = G == PACKS;
+  const int64_t stride = int64_t(gridDim.x) * kFusedWarps;
+  for (int64_t row = int64_t(blockIdx.x) * kFusedWarps + warp; row < N; row += stride) {
+    const int64_t off = row * C;
+    const float mu = mean[row], rs = rstd[row];
+    Pack<T> vg[PACKS], vx[PACKS], vr[G > 0 ? G : 1];
+#pragma unroll
+    for (int j = 0; j < PACKS; ++j) {
+      const int c = j * kSpan + lane * P;
+      if (c < C) {
+        vg[j] = load_pack(dy + off + c);
+        vx[j] = load_pack(x + off + c);
+        if constexpr (ADD && kEarlyRes) vr[j] = load_pack(dres + off + c);
+      }
+    }
+    float g_sum = 0.0f, gn_sum = 0.0f;
+#pragma unroll
+    for (int j = 0; j < PACKS; ++j) {
+      const int c = j * kSpan + lane * P;
+      if (c < C) {
+#pragma unroll
+        for (int q = 0; q < P; ++q) {
+          const float d = to_float(vg[j].v[q]), n = (to_float(vx[j].v[q]) - mu) * rs, g = d * w_s[c + q];
+          g_sum += g;
+          gn_sum += g * n;
+          dw[j][q] += d * n;
+          db[j][q] += d;
+        }
+      }
+    }
+#pragma unroll
+    for (int j = 0; j < PACKS; ++j) {
+      keep_packed(vg[j]);
+      keep_packed(vx[j]);
+    }
+    const float g_mean = warp_sum(g_sum) / float(C), gn_mean = warp_sum(gn_sum) / float(C);
+    constexpr int kGroup = ADD ? G : PACKS;  // packs of dx written per dres load group
+#pragma unroll
+    for (int j0 = 0; j0 < PACKS; j0 += kGroup) {
+      if constexpr (ADD && !kEarlyRes) {
+#pragma unroll
+        for (int k = 0; k < kGroup; ++k) {
+          const int c = (j0 + k) * kSpan + lane * P;
+          if (j0 + k < PACKS && c < C) vr[k] = load_pack(dres + off + c);
+        }
+      }
+#pragma unroll
+      for (int k = 0; k < kGroup; ++k) {
+        const int j = j0 + k, c = j * kSpan + lane * P;
+        if (j < PACKS && c < C) {
+          Pack<T> out;
+#pragma unroll
+          for (int q = 0; q < P; ++q) {
+            const float g = to_float(vg[j].v[q]) * w_s[c + q], n = (to_float(vx[j].v[q]) - mu) * rs;
+            const float d = rs * (g - g_mean - n * gn_mean);
+            if constexpr (ADD) out.v[q] = from_float<T>(d + to_float(vr[k].v[q]));
+            else out.v[q] = from_float<T>(d);
+          }
+          store_pack(dx + off + c, out);
+        }
+      }
+    }
+  }
+
+  // Block sums, a pack index at a time: every warp parks its kSpan dw and db values, then each
+  // thread adds one column's kFusedWarps values in warp order and writes the block's partial.
+  const int64_t blocks = gridDim.x;
+#pragma unroll
+  for (int j = 0; j < PACKS; ++j) {
+    if (j * kSpan >= C) break;  // the same for the whole block
+#pragma unroll
+    for (int q = 0; q < P; q += 4) {
+      float4* to_dw = reinterpret_cast<float4*>(&red[0][warp][lane * P + q]);
+      float4* to_db = reinterpret_cast<float4*>(&red[1][warp][lane * P + q]);
+      *to_dw = make_float4(dw[j][q], dw[j][q + 1], dw[j][q + 2], dw[j][q + 3]);
+      *to_db = make_float4(db[j][q], db[j][q + 1], db[j][q + 2], db[j][q + 3]);
+    }
+    __syncthreads();
+    for (int i = threadIdx.x; i < 2 * kSpan; i += blockDim.x) {
+      const int a = i / kSpan, t = i % kSpan, c = j * kSpan + t;
+      float total = red[a][0][t];
+#pragma unroll
+      for (int k = 1; k < kFusedWarps; ++k) total += red[a][k][t];
+      if (c < C) partial[(a * blocks + blockIdx.x) * C + c] = total;
+    }
+    __syncthreads();
+  }
+}
+
 // Calls fn(TypeTag<T>, TypeTag<W>) with W = float for fp32 weights, else T.
 template <class Fn>
 void dispatch_ln(DType x, DType w, Fn&& fn) {
@@ -205,6 +378,19 @@ void forward(const Tensor& x, const Tensor* r, const Tensor* sum, const Tensor& 
   MT_CUDA_CHECK_LAUNCH();
 }
 
+// Launches the fused kernel with PACKS = packs (1 <= packs <= kFusedMaxPacks).
+template <class T, int PACKS = 1>
+void launch_fused(int packs, int blocks, const T* dy, const T* x, const void* w, bool w_f32, const float* mean,
+                  const float* rstd, const T* dres, T* dx, int64_t N, int C, float* partial, cudaStream_t st) {
+  if constexpr (PACKS <= kFusedMaxPacks) {
+    if (packs != PACKS)
+      return launch_fused<T, PACKS + 1>(packs, blocks, dy, x, w, w_f32, mean, rstd, dres, dx, N, C, partial, st);
+    auto kernel =
+        dres ? layernorm_backward_fused_kernel<T, true, PACKS> : layernorm_backward_fused_kernel<T, false, PACKS>;
+    kernel<<<blocks, 32 * kFusedWarps, 0, st>>>(dy, x, w, w_f32, mean, rstd, dres, dx, N, C, partial);
+  }
+}
+
 // dres may be null (plain LayerNorm backward).
 void backward(const Tensor& dy, const Tensor& x, const Tensor& w, const Tensor& mean, const Tensor& rstd,
               const Tensor* dres, const Tensor& dx, const Tensor& dw_accum, const Tensor& db_accum, Stream s) {
@@ -213,10 +399,6 @@ void backward(const Tensor& dy, const Tensor& x, const Tensor& w, const Tensor& 
   MT_CHECK(C < (int64_t(1) << 31), "layernorm: C = {} too large", C);
   CudaDeviceGuard guard(x.device().index);
   const cudaStream_t st = stream_of(s);
-  const int64_t chunk_rows = column_chunk_rows(N), chunks = ceil_div(N, chunk_rows);
-  Tensor partial = Tensor::empty({2, chunks, C}, DType::F32, x.device());
-  float* dw_partial = partial.data<float>();
-  float* db_partial = dw_partial + chunks * C;
   dispatch_ln(x.dtype(), w.dtype(), [&](auto ttag, auto wtag) {
     using T = typename decltype(ttag)::type;
     using W = typename decltype(wtag)::type;
@@ -225,18 +407,34 @@ void backward(const Tensor& dy, const Tensor& x, const Tensor& w, const Tensor& 
     const T* pres = dres ? static_cast<const T*>(dres->raw()) : nullptr;
     T* pdx = static_cast<T*>(dx.raw());
     const W* pw = static_cast<const W*>(w.raw());
+    const float* pmean = mean.data<float>();
+    const float* prstd = rstd.data<float>();
+    const bool vec =
+        C % Pack<T>::N == 0 && aligned16(pdy) && aligned16(px) && aligned16(pdx) && (!dres || aligned16(pres));
+    const int64_t packs = ceil_div(C / Pack<T>::N, 32);  // per lane
+    if (vec && packs <= kFusedMaxPacks) {
+      const int blocks = fused_blocks(N);
+      Tensor partial = Tensor::empty({2, blocks, C}, DType::F32, x.device());
+      launch_fused<T>(int(packs), blocks, pdy, px, pw, std::is_same_v<W, float>, pmean, prstd, pres, pdx, N, int(C),
+                      partial.data<float>(), st);
+      MT_CUDA_CHECK_LAUNCH();
+      column_finish_pair(partial.data<float>(), blocks, C, dw_accum.data<float>(), db_accum.data<float>(), st);
+      return;
+    }
+
+    const int64_t chunk_rows = column_chunk_rows(N), chunks = ceil_div(N, chunk_rows);
+    Tensor partial = Tensor::empty({2, chunks, C}, DType::F32, x.device());
+    float* dw_partial = partial.data<float>();
+    float* db_partial = dw_partial + chunks * C;
     const dim3 grid(unsigned(ceil_div(C, kColTile)), unsigned(chunks)), block(kColTile, kRowThreads);
-    layernorm_dwdb_partial_kernel<T><<<grid, block, 0, st>>>(pdy, px, mean.data<float>(), rstd.data<float>(), N, C,
-                                                             chunk_rows, dw_partial, db_partial);
+    layernorm_dwdb_partial_kernel<T><<<grid, block, 0, st>>>(pdy, px, pmean, prstd, N, C, chunk_rows, dw_partial,
+                                                             db_partial);
     MT_CUDA_CHECK_LAUNCH();
     column_finish(dw_partial, chunks, C, dw_accum.data<float>(), st);
     column_finish(db_partial, chunks, C, db_accum.data<float>(), st);
     const int rows_grid = int(ceil_div(N, kWarps));
-    const bool vec =
-        C % Pack<T>::N == 0 && aligned16(pdy) && aligned16(px) && aligned16(pdx) && (!dres || aligned16(pres));
     auto launch = [&](auto kernel) {
-      kernel<<<rows_grid, 32 * kWarps, 0, st>>>(pdy, px, pw, mean.data<float>(), rstd.data<float>(), pres, pdx, N,
-                                                int(C));
+      kernel<<<rows_grid, 32 * kWarps, 0, st>>>(pdy, px, pw, pmean, prstd, pres, pdx, N, int(C));
     };
     if (dres)
       vec ? launch(layernorm_dx_kernel<T, W, true, true>) : launch(layernorm_dx_kernel<T, W, false, true>);
