@@ -5,9 +5,14 @@
 //    accumulation into a non-zero main grad;
 //  - the epilogue's GeLU is our tanh approximation, not erf: on exact inputs where the two differ
 //    (x in [-4.5, -2]), the fused result sits on tanh-GeLU and on our own CUDA gelu kernels;
-//  - run-to-run bit reproducibility.
+//  - the default backward (plain GEMM, then gelu_backward + bias_grad_accumulate) as well as
+//    the opt-in DGELU epilogue;
+//  - run-to-run bit reproducibility (both backward paths).
 #include <cmath>
 #include <cstdlib>
+#include <iterator>
+#include <tuple>
+#include <vector>
 
 #include "kernels/activation.h"
 #include "kernels/gemm.h"
@@ -62,23 +67,34 @@ TEST_P(CudaGemmGelu, ForwardMatchesCpu) {
   }
 }
 
+// Backward shapes beyond kShapes for the default (unfused-epilogue) path: a column count of 33
+// packs (264) with rows not a multiple of 8, and n odd (unvectorised elementwise kernels).
+constexpr std::tuple<int64_t, int64_t, int64_t> kBackwardShapes[] = {{300, 40, 264}, {29, 16, 45}};
+
 TEST_P(CudaGemmGelu, BackwardMatchesCpu) {
   if (mt::cuda_device_count() == 0) GTEST_SKIP() << "no CUDA device";
-  setenv("MT_GEMM_FUSE_DGELU", "1", 1);  // opt-in (slower on H200), tested all the same
   const auto [dt, with_db] = GetParam();
-  for (auto [m, k, n] : kShapes) {
-    // fc2's dgrad: dy [m, k] times fc2's weight [k, n]; pre is fc1's output [m, n].
-    Tensor dy = random_tensor({m, k}, dt, 4), w = random_tensor({k, n}, dt, 5, -0.1f, 0.1f);
-    Tensor pre = random_tensor({m, n}, dt, 6, -3.0f, 3.0f);
-    Tensor db = random_tensor({n}, DType::F32, 7), db_gpu = to_gpu(db);
-    Tensor dpre = Tensor::empty({m, n}, dt);
-    gemm_dgelu(dy, false, w, false, pre, dpre, with_db ? &db : nullptr);
-    Tensor dpre_gpu = poisoned({m, n}, dt);
-    const bool fused = gemm_dgelu(to_gpu(dy), false, to_gpu(w), false, to_gpu(pre), dpre_gpu,
-                                  with_db ? &db_gpu : nullptr);
-    EXPECT_EQ(fused, expect_fused(dt, n)) << m << "x" << k << "x" << n;
-    EXPECT_LT(rel_err(dpre_gpu, dpre), tol(dt)) << m << "x" << k << "x" << n;
-    EXPECT_LT(rel_err(db_gpu, db), tol(dt)) << m << "x" << k << "x" << n;
+  // "0": the default, GEMM then gelu_backward and bias_grad_accumulate; "1": cuBLASLt's DGELU(_BGRAD) epilogue,
+  // opt-in (slower on H200), tested all the same (and left on, as before, for the tests after).
+  for (const char* epilogue : {"0", "1"}) {
+    setenv("MT_GEMM_FUSE_DGELU", epilogue, 1);
+    const bool opt_in = epilogue[0] == '1';
+    std::vector<std::tuple<int64_t, int64_t, int64_t>> shapes(std::begin(kShapes), std::end(kShapes));
+    if (!opt_in) shapes.insert(shapes.end(), std::begin(kBackwardShapes), std::end(kBackwardShapes));
+    for (auto [m, k, n] : shapes) {
+      // fc2's dgrad: dy [m, k] times fc2's weight [k, n]; pre is fc1's output [m, n].
+      Tensor dy = random_tensor({m, k}, dt, 4), w = random_tensor({k, n}, dt, 5, -0.1f, 0.1f);
+      Tensor pre = random_tensor({m, n}, dt, 6, -3.0f, 3.0f);
+      Tensor db = random_tensor({n}, DType::F32, 7), db_gpu = to_gpu(db);
+      Tensor dpre = Tensor::empty({m, n}, dt);
+      gemm_dgelu(dy, false, w, false, pre, dpre, with_db ? &db : nullptr);
+      Tensor dpre_gpu = poisoned({m, n}, dt);
+      const bool fused = gemm_dgelu(to_gpu(dy), false, to_gpu(w), false, to_gpu(pre), dpre_gpu,
+                                    with_db ? &db_gpu : nullptr);
+      EXPECT_EQ(fused, opt_in && expect_fused(dt, n)) << m << "x" << k << "x" << n << " epilogue " << epilogue;
+      EXPECT_LT(rel_err(dpre_gpu, dpre), tol(dt)) << m << "x" << k << "x" << n << " epilogue " << epilogue;
+      EXPECT_LT(rel_err(db_gpu, db), tol(dt)) << m << "x" << k << "x" << n << " epilogue " << epilogue;
+    }
   }
 }
 
@@ -210,19 +226,35 @@ TEST(CudaGemmGeluEdge, IsBitReproducible) {
   const int64_t m = 1024, k = 768, n = 3072;
   Tensor x = to_gpu(random_tensor({m, k}, DType::BF16, 8)), w1 = to_gpu(random_tensor({n, k}, DType::BF16, 9));
   Tensor b1 = to_gpu(random_tensor({n}, DType::BF16, 10)), w2 = to_gpu(random_tensor({k, n}, DType::BF16, 11));
-  Tensor pre[2], y[2], dpre[2], db[2];
+  Tensor pre[2], y[2];
   for (int r = 0; r < 2; ++r) {
     pre[r] = poisoned({m, n}, DType::BF16);
     y[r] = poisoned({m, n}, DType::BF16);
-    dpre[r] = poisoned({m, n}, DType::BF16);
-    db[r] = to_gpu(random_tensor({n}, DType::F32, 12));
     gemm_bias_gelu(x, false, w1, true, &b1, pre[r], y[r]);
-    gemm_dgelu(x, false, w2, false, pre[r], dpre[r], &db[r]);
   }
   EXPECT_TRUE(same_bits(pre[0], pre[1]));
   EXPECT_TRUE(same_bits(y[0], y[1]));
-  EXPECT_TRUE(same_bits(dpre[0], dpre[1]));
-  EXPECT_TRUE(same_bits(db[0], db[1]));
+  // "0": GEMM then gelu_backward and bias_grad_accumulate; "1": cuBLASLt's DGELU_BGRAD epilogue.
+  for (const char* epilogue : {"0", "1"}) {
+    setenv("MT_GEMM_FUSE_DGELU", epilogue, 1);
+    Tensor dpre[2], db[2];
+    for (int r = 0; r < 2; ++r) {
+      dpre[r] = poisoned({m, n}, DType::BF16);
+      db[r] = to_gpu(random_tensor({n}, DType::F32, 12));
+      gemm_dgelu(x, false, w2, false, pre[0], dpre[r], &db[r]);
+    }
+    EXPECT_TRUE(same_bits(dpre[0], dpre[1])) << "epilogue " << epilogue;
+    EXPECT_TRUE(same_bits(db[0], db[1])) << "epilogue " << epilogue;
+    if (epilogue[0] == '0') {
+      // dpre does not depend on whether a bias gradient is asked for, and the bias gradient is
+      // bias_grad_accumulate's column sum of that stored dpre.
+      Tensor dpre_plain = poisoned({m, n}, DType::BF16), db_plain = to_gpu(random_tensor({n}, DType::F32, 12));
+      gemm_dgelu(x, false, w2, false, pre[0], dpre_plain, nullptr);
+      bias_grad_accumulate(dpre_plain, db_plain);
+      EXPECT_TRUE(same_bits(dpre[0], dpre_plain));
+      EXPECT_TRUE(same_bits(db[0], db_plain));
+    }
+  }
   Tensor dw2[2], db2[2];
   for (int r = 0; r < 2; ++r) {
     dw2[r] = Tensor::zeros({n, k}, DType::F32, gpu());
