@@ -5,6 +5,7 @@
 #include <cstdio>
 
 #include "core/error.h"
+#include "kernels/attention.h"
 #include "train/log_line.h"
 #include "train/trainer.h"
 
@@ -59,6 +60,27 @@ TEST(Pretrain, DifferentSeedGivesDifferentLosses) {
   TrainingArgs b = tiny_mock();
   b.seed = 99;
   EXPECT_NE(run(tiny_mock()).train_losses, run(b).train_losses);
+}
+
+// --recompute-gelu trades memory for one elementwise pass: the same numbers on CPU, bit for bit.
+TEST(Pretrain, RecomputeGeluGivesBitIdenticalLossCurves) {
+  TrainingArgs b = tiny_mock();
+  b.recompute_gelu = true;
+  TrainResult kept = run(tiny_mock()), recomputed = run(b);
+  EXPECT_EQ(kept.train_losses, recomputed.train_losses);
+  EXPECT_EQ(kept.grad_norms, recomputed.grad_norms);
+}
+
+// --deterministic-mode selects cuDNN's bit-reproducible attention backward for the process.
+TEST(Pretrain, DeterministicModeTurnsOnTheDeterministicAttentionBackward) {
+  const bool before = attention_deterministic();
+  set_attention_deterministic(false);
+  TrainingArgs a = tiny_mock();
+  a.train_iters = 1;
+  a.deterministic_mode = true;
+  run(a);
+  EXPECT_TRUE(attention_deterministic());
+  set_attention_deterministic(before);
 }
 
 TEST(Pretrain, Bf16TracksFp32OnAShortRun) {
