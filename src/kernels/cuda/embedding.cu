@@ -6,11 +6,11 @@
 //             dwpe[t, :] += sum_b dout[b, t, :].
 // Backward is deterministic without float atomics: the (row, token) pairs are sorted by row with
 // a stable radix sort (CUB), which keeps each row's tokens in token order; a block per distinct
-// row then walks its tokens in that order, threads across channels. Each gradient element is
-// summed exactly as the CPU backend sums it (in token order, starting from the accumulator), so
-// the two agree bit for bit. dout is read once (plus one more pass for dwpe); the sort moves 16
-// bytes per token. Load balance follows the token histogram: a row that occurs k times costs its
-// block k sequential row reads.
+// row then walks its tokens in that order, threads across 16-byte packs of channels. Each gradient
+// element is summed exactly as the CPU backend sums it (in token order, starting from the
+// accumulator), so the two agree bit for bit. dout is read once (plus one more pass for dwpe); the
+// sort moves 16 bytes per token. Load balance follows the token histogram: a row that occurs k
+// times costs its block k row reads, issued kBatch at a time.
 #include <cub/device/device_radix_sort.cuh>
 
 #include "kernels/cuda/common.cuh"
@@ -59,20 +59,52 @@ __global__ void embedding_keys_kernel(const int32_t* ids, int64_t tokens, int64_
   }
 }
 
-// Block k owns the run of equal keys starting at sorted position k (if one starts there).
-template <class T>
+// Block k owns the run of equal keys starting at sorted position k (if one starts there). The
+// block finds the run's end together (a block of keys per step) and each thread owns 16-byte packs
+// of the row's columns. Its tokens are summed in order, kBatch rows' loads issued before their adds:
+// a word that occurs hundreds of times in a batch of real text (",", "the") costs hundreds / kBatch
+// memory latencies instead of one per occurrence, and the sum is the same, bit for bit.
+constexpr int kBatch = 8;
+
+template <class T, bool VEC>
 __global__ void embedding_dwte_kernel(const T* dout, const uint32_t* keys, const int32_t* tokens_sorted,
                                       int64_t tokens, int64_t V, int64_t C, float* dwte) {
   const int64_t k0 = blockIdx.x;
   const uint32_t key = keys[k0];
   if (key >= uint32_t(V) || (k0 > 0 && keys[k0 - 1] == key)) return;
+  // Keys are sorted, so the run's keys in each step's window are a prefix of it.
   int64_t k1 = k0 + 1;
-  while (k1 < tokens && keys[k1] == key) ++k1;
+  for (;;) {
+    const int64_t k = k1 + threadIdx.x;
+    const int in_run = __syncthreads_count(k < tokens && keys[k] == key);
+    k1 += in_run;
+    if (in_run < int(blockDim.x)) break;
+  }
+  constexpr int P = VEC ? Pack<T>::N : 1;
   float* dst = dwte + int64_t(key) * C;
-  for (int64_t c = threadIdx.x; c < C; c += blockDim.x) {
-    float acc = dst[c];
-    for (int64_t k = k0; k < k1; ++k) acc += to_float(dout[int64_t(tokens_sorted[k]) * C + c]);
-    dst[c] = acc;
+  for (int64_t c = int64_t(threadIdx.x) * P; c < C; c += int64_t(blockDim.x) * P) {
+    float acc[P];
+#pragma unroll
+    for (int p = 0; p < P; ++p) acc[p] = dst[c + p];
+    for (int64_t k = k0; k < k1; k += kBatch) {
+      const int n = k1 - k < kBatch ? int(k1 - k) : kBatch;
+      Pack<T> v[kBatch];
+#pragma unroll
+      for (int j = 0; j < kBatch; ++j) {
+        if (j >= n) break;
+        const T* src = dout + int64_t(tokens_sorted[k + j]) * C + c;
+        if constexpr (VEC) v[j] = load_pack(src);
+        else v[j].v[0] = *src;
+      }
+#pragma unroll
+      for (int j = 0; j < kBatch; ++j) {
+        if (j >= n) break;
+#pragma unroll
+        for (int p = 0; p < P; ++p) acc[p] += to_float(v[j].v[p]);
+      }
+    }
+#pragma unroll
+    for (int p = 0; p < P; ++p) dst[c + p] = acc[p];
   }
 }
 
@@ -139,9 +171,11 @@ void embedding_backward(const Tensor& dout, const Tensor& ids, int64_t vocab_sta
   dispatch_float(dout.dtype(), [&](auto tag) {
     using T = typename decltype(tag)::type;
     const T* g = static_cast<const T*>(dout.raw());
-    const int threads = C >= 256 ? 256 : int(ceil_div(C, 32) * 32);
-    embedding_dwte_kernel<T><<<unsigned(tokens), threads, 0, st>>>(g, keys_out, vals_out, tokens, V, C,
-                                                                   dwte_accum.data<float>());
+    const bool vec = C % Pack<T>::N == 0 && aligned16(g);
+    const int64_t packs = vec ? C / Pack<T>::N : C;
+    const int threads = packs >= 256 ? 256 : int(ceil_div(packs, 32) * 32);
+    auto kernel = vec ? embedding_dwte_kernel<T, true> : embedding_dwte_kernel<T, false>;
+    kernel<<<unsigned(tokens), threads, 0, st>>>(g, keys_out, vals_out, tokens, V, C, dwte_accum.data<float>());
     MT_CUDA_CHECK_LAUNCH();
     if (dwpe_accum) {
       embedding_dwpe_kernel<T><<<grid_size(Tn * C, kBlock), kBlock, 0, st>>>(g, B, Tn, C, dwpe_accum->data<float>());
