@@ -3,6 +3,7 @@
 // grad scale.
 #include "kernels/optimizer.h"
 
+#include "kernels/adamw_per_slice.h"
 #include "test_cuda_common.h"
 
 namespace mt {
@@ -66,14 +67,7 @@ TEST(CudaAdamWRanges, ManyRangesMatchTheCpuBitForBit) {
     adamw_step_ranges(master, grad, m, v, &param, ranges, p);
     Tensor grad_g = to_gpu(grad);
     adamw_step_ranges(master_g, grad_g, m_g, v_g, &param_g, ranges, p);
-    for (const AdamWRange& r : ranges) {
-      AdamWParams q = p;
-      q.weight_decay = r.decay ? p.weight_decay : 0.0f;
-      const Shape sh{r.numel};
-      Tensor out = param_1.flat_slice(r.param, r.numel, sh);
-      adamw_step(master_1.flat_slice(r.master, r.numel, sh), grad_g.flat_slice(r.param, r.numel, sh),
-                 m_1.flat_slice(r.state, r.numel, sh), v_1.flat_slice(r.state, r.numel, sh), &out, q);
-    }
+    testing::adamw_step_per_slice(master_1, grad_g, m_1, v_1, param_1, ranges, p);
   }
   EXPECT_LT(rel_err(master_g, master), 1e-6);
   EXPECT_LT(rel_err(m_g, m), 1e-6);

@@ -1,6 +1,7 @@
 // adamw_step: PyTorch AdamW arithmetic (decoupled weight decay, bias correction), checked
 // against a two-step update worked by hand and against the formula in double; the half
 // parameter copy is the rounded master.
+#include "kernels/adamw_per_slice.h"
 #include "kernels/kernel_testing.h"
 #include "kernels/optimizer.h"
 
@@ -79,14 +80,7 @@ TEST(AdamW, RangesUpdateLikeOneStepPerSliceAndLeaveTheRestAlone) {
   for (int step = 1; step <= 2; ++step) {
     p.step = step;
     adamw_step_ranges(master, grad, m, v, &param, ranges, p);
-    for (const AdamWRange& r : ranges) {
-      AdamWParams q = p;
-      q.weight_decay = r.decay ? p.weight_decay : 0.0f;
-      const Shape sh{r.numel};
-      Tensor out = param2.flat_slice(r.param, r.numel, sh);
-      adamw_step(master2.flat_slice(r.master, r.numel, sh), grad.flat_slice(r.param, r.numel, sh),
-                 m2.flat_slice(r.state, r.numel, sh), v2.flat_slice(r.state, r.numel, sh), &out, q);
-    }
+    adamw_step_per_slice(master2, grad, m2, v2, param2, ranges, p);
   }
   EXPECT_TRUE(bitwise_equal(master, master2));
   EXPECT_TRUE(bitwise_equal(m, m2));
