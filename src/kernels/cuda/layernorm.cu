@@ -430,8 +430,7 @@ void backward(const Tensor& dy, const Tensor& x, const Tensor& w, const Tensor& 
     layernorm_dwdb_partial_kernel<T><<<grid, block, 0, st>>>(pdy, px, pmean, prstd, N, C, chunk_rows, dw_partial,
                                                              db_partial);
     MT_CUDA_CHECK_LAUNCH();
-    column_finish(dw_partial, chunks, C, dw_accum.data<float>(), st);
-    column_finish(db_partial, chunks, C, db_accum.data<float>(), st);
+    column_finish_pair(dw_partial, chunks, C, dw_accum.data<float>(), db_accum.data<float>(), st);
     const int rows_grid = int(ceil_div(N, kWarps));
     auto launch = [&](auto kernel) {
       kernel<<<rows_grid, 32 * kWarps, 0, st>>>(pdy, px, pw, pmean, prstd, pres, pdx, N, int(C));
