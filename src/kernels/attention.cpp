@@ -5,6 +5,7 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "core/env.h"
 #include "kernels/cpu/cpu_ops.h"
 #include "kernels/dispatch.h"
 
@@ -41,13 +42,7 @@ std::atomic<AttentionBackend>& backend_setting() {
 }
 
 std::atomic<bool>& deterministic_setting() {
-  static std::atomic<bool> d = [] {
-    const char* e = std::getenv("MT_ATTENTION_DETERMINISTIC");
-    if (!e || !*e) return false;
-    if (std::strcmp(e, "1") == 0) return true;
-    if (std::strcmp(e, "0") == 0) return false;
-    MT_USER_ERROR("MT_ATTENTION_DETERMINISTIC={}: expected 1 or 0", e);
-  }();
+  static std::atomic<bool> d = env_switch("MT_ATTENTION_DETERMINISTIC", false);
   return d;
 }
 

@@ -1,12 +1,20 @@
 // Dispatch and argument checks for gemm.h.
 #include "kernels/gemm.h"
 
+#include <atomic>
+
+#include "core/env.h"
 #include "kernels/cpu/cpu_ops.h"
 #include "kernels/dispatch.h"
 
 namespace mt {
 
 namespace {
+
+std::atomic<bool>& autotune_setting() {
+  static std::atomic<bool> on = env_switch("MT_GEMM_AUTOTUNE", true);
+  return on;
+}
 
 // Checks gemm's arguments (bias may be null) and returns k.
 int64_t check_gemm(const char* op, const Tensor& a, bool trans_a, const Tensor& b, bool trans_b, const Tensor& c,
@@ -96,5 +104,8 @@ void bias_grad_accumulate(const Tensor& dy, const Tensor& db_accum, Stream s) {
   if (on_cuda("bias_grad_accumulate", {&dy, &db_accum})) MT_CUDA_CALL(bias_grad_accumulate(dy, db_accum, s));
   cpu::bias_grad_accumulate(dy, db_accum);
 }
+
+void set_gemm_autotune(bool on) { autotune_setting().store(on); }
+bool gemm_autotune() { return autotune_setting().load(); }
 
 }  // namespace mt

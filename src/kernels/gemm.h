@@ -11,16 +11,26 @@ namespace mt {
 void gemm(const Tensor& a, bool trans_a, const Tensor& b, bool trans_b, const Tensor& c,
           float alpha = 1.0f, float beta = 0.0f, const Tensor* bias = nullptr, Stream s = {});
 
+// Whether a CUDA GEMM times the cuBLASLt heuristic's first 16 algorithms on its first call of
+// each shape and keeps the fastest (on by default; MT_GEMM_AUTOTUNE=0 or set_gemm_autotune(false),
+// which --deterministic-mode calls, keeps the heuristic's first). The timing adds well under a
+// second to the first iteration. Every candidate computes the same product within fp32
+// accumulation rounding, but which wins can differ from run to run, so a tuned run's loss curve is
+// not bit-reproducible. Read when a shape's plan is built: set it before the first GEMM.
+void set_gemm_autotune(bool on);
+bool gemm_autotune();
+
 // db_accum[c] += sum_n dy[n, c]  (dy: [N, C] any float dtype; db_accum fp32 [C]).
 void bias_grad_accumulate(const Tensor& dy, const Tensor& db_accum, Stream s = {});
 
 // GEMM with the MLP's GeLU (activation.h's tanh GeLU) fused in. Each is, by definition, the
 // sequence of ops in its brackets; on CUDA with bf16/fp16 operands it runs as one cuBLASLt
 // matmul with a GeLU epilogue (whose GeLU is the same tanh approximation), saving the separate
-// elementwise pass: forward one read of pre, backward a read and a write of dpre and, with
-// db_accum, the bias-gradient read of dpre. Elsewhere (CPU, fp32, a shape cuBLASLt cannot fuse,
-// MT_GEMM_FUSE_GELU=0; the backward only with MT_GEMM_FUSE_DGELU=1, slower on H200) the
-// bracketed sequence runs. A, B: as gemm's; pre, y, dpre: [m, n] in
+// elementwise pass: forward one read of pre, backward a read and a write of dpre (its bias
+// gradient is bias_grad_accumulate's, after the GEMM; MT_GEMM_FUSE_DGELU=bgrad puts it in the
+// epilogue too, slower on H200). Elsewhere (CPU, fp32, a shape cuBLASLt cannot fuse,
+// MT_GEMM_FUSE_GELU=0, the backward with MT_GEMM_FUSE_DGELU=0) the bracketed sequence runs.
+// A, B: as gemm's; pre, y, dpre: [m, n] in
 // A's dtype, distinct tensors; bias: A's dtype or fp32 [n]; db_accum: fp32 [n].
 // Returns whether the fused epilogue ran.
 //

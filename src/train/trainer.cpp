@@ -17,6 +17,7 @@
 #include "dist/process_groups.h"
 #include "kernels/attention.h"
 #include "kernels/elementwise.h"
+#include "kernels/gemm.h"
 #include "model/gpt_model.h"
 #include "optim/distrib_optimizer.h"
 #include "optim/grad_scaler.h"
@@ -216,7 +217,10 @@ TrainResult pretrain_gpt(const TrainingArgs& args, std::FILE* log, const TrainOp
   std::FILE* log0 = groups.is_first_rank() ? log : nullptr;
   std::FILE* log_last = groups.is_last_rank() ? log : nullptr;
 
-  if (args.deterministic_mode) set_attention_deterministic(true);  // else MT_ATTENTION_DETERMINISTIC or off
+  if (args.deterministic_mode) {  // else MT_ATTENTION_DETERMINISTIC / MT_GEMM_AUTOTUNE or their defaults
+    set_attention_deterministic(true);
+    set_gemm_autotune(false);
+  }
   Datasets data = build_datasets(args);
   GPTConfig cfg = model_config(args, data.vocab_size, tp_size);
   ModelParallelConfig par;
@@ -242,6 +246,11 @@ TrainResult pretrain_gpt(const TrainingArgs& args, std::FILE* log, const TrainOp
                                                         attention_backend() == AttentionBackend::Native,
                                                         args.bf16 || args.fp16, args.attention_dropout,
                                                         attention_deterministic()}));
+    if (dev.is_cuda())
+      fmt::print(log0, "> gemm: cuBLASLt, {}\n",
+                 gemm_autotune() ? "the fastest of the heuristic's algorithms, timed per shape on first use "
+                                   "(--deterministic-mode: the heuristic's first, bit-reproducible)"
+                                 : "the heuristic's first algorithm per shape");
     if (groups.world_size() > 1)
       fmt::print(log0,
                  "> parallel layout: world {} = tensor {} x data {}{}{}; {} gradient bucket(s)\n",

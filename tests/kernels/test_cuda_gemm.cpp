@@ -1,7 +1,8 @@
 // gemm and bias_grad_accumulate on CUDA against the CPU backend: every transpose combination,
 // fp32/bf16/fp16 inputs, fp32 or input-dtype C, beta 0 (C poisoned with NaN: must not be read)
 // and beta 1 (accumulation), with and without a bias of either dtype; odd shapes that defeat
-// vectorised paths; and run-to-run bit reproducibility.
+// vectorised paths; run-to-run bit reproducibility; and the autotuner's timing runs, which must
+// leave an accumulated C as one product would.
 #include "kernels/gemm.h"
 
 #include "test_cuda_common.h"
@@ -82,6 +83,23 @@ TEST(CudaGemmEdge, IsBitReproducible) {
   Tensor c1 = poisoned({256, 384}, DType::F32), c2 = poisoned({256, 384}, DType::F32);
   gemm(a, false, b, true, c1);
   gemm(a, false, b, true, c2);
+  EXPECT_TRUE(same_bits(c1, c2));
+}
+
+// A weight-gradient-sized shape, where cuBLASLt's heuristic offers many algorithms: timing them
+// (on the first call) must neither add into C nor leave it half-written, and later calls keep the
+// chosen one (the same bits each time).
+TEST(CudaGemmAutotune, TimingLeavesAnAccumulatedCAsOneProductWould) {
+  if (mt::cuda_device_count() == 0) GTEST_SKIP() << "no CUDA device";
+  ASSERT_TRUE(gemm_autotune()) << "on by default (MT_GEMM_AUTOTUNE unset)";
+  const int64_t m = 320, n = 448, k = 2048;
+  Tensor dy = random_tensor({k, m}, DType::BF16, 11), x = random_tensor({k, n}, DType::BF16, 12);
+  Tensor c = random_tensor({m, n}, DType::F32, 13);
+  Tensor dy_gpu = to_gpu(dy), x_gpu = to_gpu(x), c1 = to_gpu(c), c2 = to_gpu(c);
+  gemm(dy, true, x, false, c, 1.0f, 1.0f);
+  gemm(dy_gpu, true, x_gpu, false, c1, 1.0f, 1.0f);  // builds and times the plan, then runs it
+  gemm(dy_gpu, true, x_gpu, false, c2, 1.0f, 1.0f);
+  EXPECT_LT(rel_err(c1, c), 1e-4);
   EXPECT_TRUE(same_bits(c1, c2));
 }
 

@@ -1,13 +1,13 @@
-// gemm_bias_gelu, gemm_dgelu and gemm_wgrad_bgrad on CUDA (cuBLASLt's GELU_AUX_BIAS, DGELU_BGRAD
-// and BGRADB epilogues for bf16/fp16) against the CPU reference, the unfused op sequence:
+// gemm_bias_gelu, gemm_dgelu and gemm_wgrad_bgrad on CUDA (cuBLASLt's GELU_AUX_BIAS, DGELU,
+// DGELU_BGRAD and BGRADB epilogues for bf16/fp16) against the CPU reference, the unfused op sequence:
 //  - random inputs at small, MLP-sized and odd shapes (n % 8 != 0 cannot be fused and must fall
 //    back), outputs poisoned first, relative error within the dtype's tolerance, fp32 bias-grad
 //    accumulation into a non-zero main grad;
 //  - the epilogue's GeLU is our tanh approximation, not erf: on exact inputs where the two differ
 //    (x in [-4.5, -2]), the fused result sits on tanh-GeLU and on our own CUDA gelu kernels;
-//  - the default backward (plain GEMM, then gelu_backward + bias_grad_accumulate) as well as
-//    the opt-in DGELU epilogue;
-//  - run-to-run bit reproducibility (both backward paths).
+//  - the three backward paths (MT_GEMM_FUSE_DGELU): the DGELU epilogue (the default), the plain
+//    GEMM then gelu_backward + bias_grad_accumulate, and the opt-in DGELU_BGRAD epilogue;
+//  - run-to-run bit reproducibility (all three).
 #include <cmath>
 #include <cstdlib>
 #include <iterator>
@@ -74,11 +74,12 @@ constexpr std::tuple<int64_t, int64_t, int64_t> kBackwardShapes[] = {{300, 40, 2
 TEST_P(CudaGemmGelu, BackwardMatchesCpu) {
   if (mt::cuda_device_count() == 0) GTEST_SKIP() << "no CUDA device";
   const auto [dt, with_db] = GetParam();
-  // "0": the default, GEMM then gelu_backward and bias_grad_accumulate; "1": cuBLASLt's DGELU(_BGRAD) epilogue,
-  // opt-in (slower on H200), tested all the same (and left on, as before, for the tests after).
-  for (const char* epilogue : {"0", "1"}) {
+  // "0": GEMM then gelu_backward and bias_grad_accumulate; "1" (the default): cuBLASLt's DGELU
+  // epilogue then bias_grad_accumulate; "bgrad": DGELU_BGRAD (slower on H200), tested all the same
+  // (and left on, as before, for the tests after).
+  for (const char* epilogue : {"0", "1", "bgrad"}) {
     setenv("MT_GEMM_FUSE_DGELU", epilogue, 1);
-    const bool opt_in = epilogue[0] == '1';
+    const bool opt_in = epilogue[0] != '0';
     std::vector<std::tuple<int64_t, int64_t, int64_t>> shapes(std::begin(kShapes), std::end(kShapes));
     if (!opt_in) shapes.insert(shapes.end(), std::begin(kBackwardShapes), std::end(kBackwardShapes));
     for (auto [m, k, n] : shapes) {
@@ -108,9 +109,11 @@ TEST_P(CudaGemmGelu, WgradBgradMatchesCpu) {
     Tensor dw_gpu = to_gpu(dw), db_gpu = to_gpu(db);
     gemm_wgrad_bgrad(dy, x, dw, db);
     const bool fused = gemm_wgrad_bgrad(to_gpu(dy), to_gpu(x), dw_gpu, db_gpu);
-    if (dt == DType::F32) EXPECT_FALSE(fused);
-    if (dt != DType::F32 && N % 8 == 0 && in % 8 == 0 && out % 8 == 0)
+    if (dt == DType::F32) {
+      EXPECT_FALSE(fused);
+    } else if (N % 8 == 0 && in % 8 == 0 && out % 8 == 0) {
       EXPECT_TRUE(fused) << N << "x" << in << "x" << out;
+    }
     // fp32 accumulation of exact products of half inputs: only summation order differs.
     EXPECT_LT(rel_err(dw_gpu, dw), 1e-4) << N << "x" << in << "x" << out;
     EXPECT_LT(rel_err(db_gpu, db), 1e-5) << N << "x" << in << "x" << out;
@@ -192,29 +195,32 @@ TEST_P(CudaGemmGeluFunction, ForwardEpilogueIsTanhGelu) {
 
 TEST_P(CudaGemmGeluFunction, BackwardEpilogueIsTanhGeluDerivative) {
   if (mt::cuda_device_count() == 0) GTEST_SKIP() << "no CUDA device";
-  setenv("MT_GEMM_FUSE_DGELU", "1", 1);  // opt-in (slower on H200), tested all the same
-  const DType dt = GetParam();
-  std::vector<float> onehot(kM * kK, 0.0f), prev(kM * kN);
-  for (int64_t i = 0; i < kM; ++i) onehot[i * kK + i] = 1.0f;
-  for (int64_t i = 0; i < kM * kN; ++i) prev[i] = grid_value(i);
-  // dy W = 1 everywhere, so dpre = gelu'(pre) and db = its column sums.
-  Tensor dy = to_gpu(from_vec(onehot, {kM, kK}, dt));
-  Tensor w = to_gpu(from_vec(std::vector<float>(kK * kN, 1.0f), {kK, kN}, dt));
-  Tensor pre = to_gpu(from_vec(prev, {kM, kN}, dt));
-  Tensor db = to_gpu(from_vec(std::vector<float>(kN, 0.5f), {kN}, DType::F32));
-  Tensor dpre = poisoned({kM, kN}, dt);
-  ASSERT_TRUE(gemm_dgelu(dy, false, w, false, pre, dpre, &db)) << "not fused: nothing to check";
-  Tensor ones = to_gpu(from_vec(std::vector<float>(kM * kN, 1.0f), {kM, kN}, dt)), unfused = poisoned({kM, kN}, dt);
-  gelu_backward(ones, pre, unfused);
+  // "1": the DGELU epilogue (bias gradient by bias_grad_accumulate); "bgrad": DGELU_BGRAD.
+  for (const char* epilogue : {"1", "bgrad"}) {
+    setenv("MT_GEMM_FUSE_DGELU", epilogue, 1);
+    const DType dt = GetParam();
+    std::vector<float> onehot(kM * kK, 0.0f), prev(kM * kN);
+    for (int64_t i = 0; i < kM; ++i) onehot[i * kK + i] = 1.0f;
+    for (int64_t i = 0; i < kM * kN; ++i) prev[i] = grid_value(i);
+    // dy W = 1 everywhere, so dpre = gelu'(pre) and db = its column sums.
+    Tensor dy = to_gpu(from_vec(onehot, {kM, kK}, dt));
+    Tensor w = to_gpu(from_vec(std::vector<float>(kK * kN, 1.0f), {kK, kN}, dt));
+    Tensor pre = to_gpu(from_vec(prev, {kM, kN}, dt));
+    Tensor db = to_gpu(from_vec(std::vector<float>(kN, 0.5f), {kN}, DType::F32));
+    Tensor dpre = poisoned({kM, kN}, dt);
+    ASSERT_TRUE(gemm_dgelu(dy, false, w, false, pre, dpre, &db)) << "not fused: nothing to check, " << epilogue;
+    Tensor ones = to_gpu(from_vec(std::vector<float>(kM * kN, 1.0f), {kM, kN}, dt)), unfused = poisoned({kM, kN}, dt);
+    gelu_backward(ones, pre, unfused);
 
-  const auto got = to_vec(to_host(dpre)), want = to_vec(to_host(unfused)), got_db = to_vec(to_host(db));
-  const std::vector<double> xs(prev.begin(), prev.end());
-  expect_tanh_not_erf(got, xs, dgelu_tanh, dgelu_erf, ulp(dt));
-  expect_same_function(got, want, xs, dt);
-  for (int64_t j = 0; j < kN; ++j) {
-    double sum = 0.5;
-    for (int64_t i = 0; i < kM; ++i) sum += dgelu_tanh(prev[i * kN + j]);
-    EXPECT_NEAR(got_db[j], sum, 1e-2 * std::fabs(sum) + 1e-3) << "bias grad column " << j;
+    const auto got = to_vec(to_host(dpre)), want = to_vec(to_host(unfused)), got_db = to_vec(to_host(db));
+    const std::vector<double> xs(prev.begin(), prev.end());
+    expect_tanh_not_erf(got, xs, dgelu_tanh, dgelu_erf, ulp(dt));
+    expect_same_function(got, want, xs, dt);
+    for (int64_t j = 0; j < kN; ++j) {
+      double sum = 0.5;
+      for (int64_t i = 0; i < kM; ++i) sum += dgelu_tanh(prev[i * kN + j]);
+      EXPECT_NEAR(got_db[j], sum, 1e-2 * std::fabs(sum) + 1e-3) << "bias grad column " << j << ", " << epilogue;
+    }
   }
 }
 
@@ -234,8 +240,9 @@ TEST(CudaGemmGeluEdge, IsBitReproducible) {
   }
   EXPECT_TRUE(same_bits(pre[0], pre[1]));
   EXPECT_TRUE(same_bits(y[0], y[1]));
-  // "0": GEMM then gelu_backward and bias_grad_accumulate; "1": cuBLASLt's DGELU_BGRAD epilogue.
-  for (const char* epilogue : {"0", "1"}) {
+  // "0": GEMM then gelu_backward and bias_grad_accumulate; "1": cuBLASLt's DGELU epilogue then
+  // bias_grad_accumulate; "bgrad": its DGELU_BGRAD epilogue.
+  for (const char* epilogue : {"0", "1", "bgrad"}) {
     setenv("MT_GEMM_FUSE_DGELU", epilogue, 1);
     Tensor dpre[2], db[2];
     for (int r = 0; r < 2; ++r) {

@@ -4,8 +4,10 @@
 //   C^T[n,m] = op(B)^T[n,k] op(A)^T[k,m],
 // i.e. cuBLAS's "A" is our B and its "B" our A, each with its own transpose flag, and the bias
 // (one value per row of C^T) is the BIAS epilogue. beta = 1 with C == D accumulates in place.
-// Plans (descriptors + the heuristic's algorithm) are cached per device by shape, dtypes and
-// pointer alignment; each device has one Lt handle and a 32 MiB workspace. Where cuBLASLt offers
+// Plans (descriptors + an algorithm) are cached per device by shape, dtypes and pointer
+// alignment; each device has one Lt handle and a 32 MiB workspace. The algorithm is the fastest
+// of the heuristic's first kAutotuneCandidates, timed on the first call of each plan (gemm.h's
+// gemm_autotune; off: the heuristic's first, the same bits from run to run). Where cuBLASLt offers
 // no algorithm (unusual bias dtype, odd alignment) we fall back to cublasGemmEx plus a bias
 // kernel. MT_GEMM_BACKEND=cublas forces the fallback (for debugging).
 //
@@ -13,11 +15,12 @@
 // approximation of activation.h (tests/kernels/test_cuda_gemm_gelu.cpp tells it apart from erf):
 //   GELU_AUX_BIAS: D = gelu(op(A) op(B) + bias) is y, and the pre-activation is written to the
 //     aux matrix (pre, ld n, so n % 8 == 0);
-//   DGELU_BGRAD:   D = (op(A) op(B)) * gelu'(aux) is dpre, and the bias gradient, the sum of D
-//     over our rows (cuBLAS's columns), is *stored* in the bias vector: we give it a scratch
-//     vector (fp32 where cuBLASLt offers one, else D's dtype, rounded once from an fp32 sum) and
-//     add that into the fp32 main grad; where BGRAD has no algorithm, DGELU plus
-//     bias_grad_accumulate.
+//   DGELU:         D = (op(A) op(B)) * gelu'(aux) is dpre (the default backward; fc1's bias
+//     gradient is then bias_grad_accumulate's sum of dpre);
+//   DGELU_BGRAD:   the same, and the bias gradient, the sum of D over our rows (cuBLAS's
+//     columns), is *stored* in the bias vector: we give it a scratch vector (fp32 where cuBLASLt
+//     offers one, else D's dtype, rounded once from an fp32 sum) and add that into the fp32 main
+//     grad; where BGRAD has no algorithm, DGELU plus bias_grad_accumulate. Opt-in (slower).
 // In the row-major-as-transposed view the aux matrix is pre^T [n, m] column-major with ld n,
 // exactly our row-major pre. fp32, odd n, k = 0 and shapes without an algorithm run the unfused
 // ops (once-per-shape warning); MT_GEMM_FUSE_GELU=0 turns the fusion off (for A/B timing).
@@ -30,6 +33,7 @@
 #include <cublasLt.h>
 #include <cublas_v2.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -40,6 +44,11 @@
 #include "kernels/cuda/common.cuh"
 #include "kernels/cuda/cuda_ops.h"
 #include "kernels/cuda/per_device.h"
+
+// kernels/gemm.h, whose mt::gemm would make this file's calls of mt::cuda::gemm ambiguous (ADL).
+namespace mt {
+bool gemm_autotune();
+}
 
 namespace mt::cuda {
 namespace {
@@ -78,11 +87,15 @@ struct PlanKey {
   bool operator<(const PlanKey& o) const { return tie() < o.tie(); }
 };
 
+constexpr int kAutotuneCandidates = 16;
+
 struct Plan {
   bool ok = false;  // false: cuBLASLt has no algorithm, use the fallback
   cublasLtMatmulDesc_t desc = nullptr;
   cublasLtMatrixLayout_t la = nullptr, lb = nullptr, lc = nullptr;
   cublasLtMatmulAlgo_t algo{};
+  cublasLtMatmulAlgo_t candidates[kAutotuneCandidates]{};  // the heuristic's, best guess first
+  int n_candidates = 0;                                    // 0 once timed (or nothing to choose)
 };
 
 struct DeviceContext {
@@ -120,13 +133,19 @@ bool gelu_fusion_enabled() {
   static const bool on = !env_off("MT_GEMM_FUSE_GELU");
   return on && !force_fallback();
 }
-// The backward epilogue is opt-in (MT_GEMM_FUSE_DGELU=1): on an H200 (cuBLASLt 13.1, 124M's
-// fc2 dgrad 16384 x 3072 x 768, bench/gemm_bench) DGELU_BGRAD took 0.456 ms against 0.244 ms
-// for the plain GEMM + GeLU' + bias-grad kernels, 2.4 ms lost per step. Read on every call so a
-// test can turn it on.
-bool dgelu_fusion_enabled() {
+// The backward epilogue (MT_GEMM_FUSE_DGELU): 1 (default), the DGELU epilogue, then
+// bias_grad_accumulate over the dpre it wrote; 0, the plain GEMM, then gelu_backward and
+// bias_grad_accumulate; bgrad, DGELU_BGRAD. On an H200 (cuBLASLt 13.1, bench/gemm_bench, fc2
+// dgrad + GeLU' + fc1's bias grad): DGELU 0.189 / 0.278 / 0.935 ms against 0.226 / 0.346 / 1.120
+// for 0 at 124M / 350M / 1.3B; DGELU_BGRAD 0.440 / 0.773 / 1.889, its bias-gradient reduction
+// being slow. Read on every call so a test can switch it.
+enum class DgeluFusion { Off, Dgelu, DgeluBgrad };
+DgeluFusion dgelu_fusion() {
   const char* e = std::getenv("MT_GEMM_FUSE_DGELU");
-  return e && std::strcmp(e, "1") == 0 && gelu_fusion_enabled();
+  if (!gelu_fusion_enabled() || (e && std::strcmp(e, "0") == 0)) return DgeluFusion::Off;
+  if (!e || !*e || std::strcmp(e, "1") == 0) return DgeluFusion::Dgelu;
+  if (std::strcmp(e, "bgrad") == 0) return DgeluFusion::DgeluBgrad;
+  MT_USER_ERROR("MT_GEMM_FUSE_DGELU={}: expected 0, 1 or bgrad", e);
 }
 bool bgrad_fusion_enabled() {
   static const bool on = !env_off("MT_GEMM_FUSE_BGRAD");
@@ -229,18 +248,92 @@ Plan make_plan(DeviceContext& ctx, const PlanKey& key, const void* bias, const v
       cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &align_c, sizeof(align_c)));
   MT_CUBLAS_CHECK(
       cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &align_c, sizeof(align_c)));
-  cublasLtMatmulHeuristicResult_t result{};
+  const int wanted = gemm_autotune() ? kAutotuneCandidates : 1;
+  cublasLtMatmulHeuristicResult_t results[kAutotuneCandidates]{};
   int found = 0;
   const cublasStatus_t st = cublasLtMatmulAlgoGetHeuristic(ctx.lt, plan.desc, plan.la, plan.lb, plan.lc, plan.lc,
-                                                           pref, 1, &result, &found);
+                                                           pref, wanted, results, &found);
   MT_CUBLAS_CHECK(cublasLtMatmulPreferenceDestroy(pref));
-  if (st == CUBLAS_STATUS_SUCCESS && found > 0 && result.state == CUBLAS_STATUS_SUCCESS) {
-    plan.algo = result.algo;
+  if (st == CUBLAS_STATUS_SUCCESS)
+    for (int i = 0; i < found; ++i)
+      if (results[i].state == CUBLAS_STATUS_SUCCESS) plan.candidates[plan.n_candidates++] = results[i].algo;
+  if (plan.n_candidates > 0) {
+    plan.algo = plan.candidates[0];
     plan.ok = true;
+    if (plan.n_candidates == 1) plan.n_candidates = 0;  // nothing to choose between
   } else if (instead) {
     warn_fallback(key, st == CUBLAS_STATUS_SUCCESS ? "no algorithm found" : cublasGetStatusString(st), instead);
   }
   return plan;
+}
+
+// Times each of plan.candidates on this call's operands and keeps the fastest as plan.algo if it
+// beats the heuristic's first by kAutotuneMargin (timing noise must not trade a good algorithm for
+// an equal one); a second, longer round re-times the three fastest and the heuristic's first. The
+// output goes to C itself where beta == 0 (the real call that follows overwrites it, and the GeLU
+// aux / bias-gradient vectors too, which are outputs), else to a scratch D so that C keeps the
+// value it accumulates into. A candidate cuBLASLt refuses at run time is skipped. Not while the
+// stream is being captured into a graph (the timing synchronises): the heuristic's first stays.
+constexpr float kAutotuneMargin = 0.97f;
+
+void autotune(DeviceContext& ctx, Plan& plan, const Tensor& a, const Tensor& b, const Tensor& c, float alpha,
+              float beta, cudaStream_t st) {
+  const int n = plan.n_candidates;
+  plan.n_candidates = 0;
+  cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
+  MT_CUDA_CHECK(cudaStreamIsCapturing(st, &capture));
+  if (capture != cudaStreamCaptureStatusNone) return;
+  Tensor scratch;
+  void* d = c.raw();
+  if (beta != 0.0f) {
+    scratch = Tensor::empty(c.shape(), c.dtype(), c.device());
+    d = scratch.raw();
+  }
+  cudaEvent_t start, stop;
+  MT_CUDA_CHECK(cudaEventCreate(&start));
+  MT_CUDA_CHECK(cudaEventCreate(&stop));
+  auto run = [&](int i) {
+    return cublasLtMatmul(ctx.lt, plan.desc, &alpha, b.raw(), plan.la, a.raw(), plan.lb, &beta, c.raw(), plan.lc, d,
+                          plan.lc, &plan.candidates[i], ctx.workspace, kWorkspaceBytes, st);
+  };
+  auto elapsed_ms = [&] {
+    MT_CUDA_CHECK(cudaEventSynchronize(stop));
+    float ms = 0;
+    MT_CUDA_CHECK(cudaEventElapsedTime(&ms, start, stop));
+    return ms;
+  };
+  // ms per call of candidate i over about budget_ms of back-to-back calls after one warm-up; < 0: refused.
+  auto time_ms = [&](int i, float budget_ms) {
+    MT_CUDA_CHECK(cudaEventRecord(start, st));
+    const cublasStatus_t status = run(i);
+    MT_CUDA_CHECK(cudaEventRecord(stop, st));
+    if (status != CUBLAS_STATUS_SUCCESS) {
+      if (status != CUBLAS_STATUS_NOT_SUPPORTED && status != CUBLAS_STATUS_INVALID_VALUE) MT_CUBLAS_CHECK(status);
+      return -1.0f;
+    }
+    const int reps = std::clamp(int(budget_ms / std::max(elapsed_ms(), 1e-3f)), 2, 50);
+    MT_CUDA_CHECK(cudaEventRecord(start, st));
+    for (int r = 0; r < reps; ++r) MT_CUBLAS_CHECK(run(i));
+    MT_CUDA_CHECK(cudaEventRecord(stop, st));
+    return elapsed_ms() / float(reps);
+  };
+  float ms[kAutotuneCandidates];
+  int order[kAutotuneCandidates];
+  for (int i = 0; i < n; ++i) {
+    ms[i] = time_ms(i, 0.5f);
+    order[i] = i;
+  }
+  auto faster = [&](int i, int j) { return ms[j] < 0 || (ms[i] >= 0 && ms[i] < ms[j]); };
+  std::sort(order, order + n, faster);
+  for (int r = 0; r < n && r < 3; ++r) {
+    const int i = order[r];
+    if (ms[i] >= 0) ms[i] = std::min(ms[i], time_ms(i, 2.0f));
+  }
+  if (ms[0] >= 0) ms[0] = std::min(ms[0], time_ms(0, 2.0f));
+  const int best = *std::min_element(order, order + n, faster);
+  if (ms[best] >= 0 && (ms[0] < 0 || ms[best] < kAutotuneMargin * ms[0])) plan.algo = plan.candidates[best];
+  MT_CUDA_CHECK(cudaEventDestroy(start));
+  MT_CUDA_CHECK(cudaEventDestroy(stop));
 }
 
 // C = alpha op(A) op(B) + beta C with `key`'s epilogue through cuBLASLt (D = C, in place).
@@ -258,6 +351,7 @@ bool lt_matmul(DeviceContext& ctx, const PlanKey& key, const Tensor& a, const Te
   if (aux)
     MT_CUBLAS_CHECK(
         cublasLtMatmulDescSetAttribute(plan.desc, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER, &aux, sizeof(aux)));
+  if (plan.n_candidates > 0) autotune(ctx, plan, a, b, c, alpha, beta, st);
   // cuBLAS "A" = our B, "B" = our A (see the top of this file).
   const cublasStatus_t status = cublasLtMatmul(ctx.lt, plan.desc, &alpha, b.raw(), plan.la, a.raw(), plan.lb, &beta,
                                                c.raw(), plan.lc, c.raw(), plan.lc, &plan.algo, ctx.workspace,
@@ -324,7 +418,7 @@ void accumulate(const Tensor& dst, const Tensor& src, cudaStream_t st) {
 // GPU runs stay comparable with the CPU op for op), an aux ld cuBLASLt accepts, a non-empty
 // product that fits its int32 sizes.
 bool gelu_fusable(const Tensor& a, int64_t m, int64_t n, int64_t k, bool backward = false) {
-  return (backward ? dgelu_fusion_enabled() : gelu_fusion_enabled()) && a.dtype() != DType::F32 && k > 0 && n % 8 == 0 && m <= INT32_MAX &&
+  return (backward ? dgelu_fusion() != DgeluFusion::Off : gelu_fusion_enabled()) && a.dtype() != DType::F32 && k > 0 && n % 8 == 0 && m <= INT32_MAX &&
          n <= INT32_MAX && k <= INT32_MAX;
 }
 
@@ -386,7 +480,7 @@ bool gemm_dgelu(const Tensor& a, bool trans_a, const Tensor& b, bool trans_b, co
   if (gelu_fusable(a, m, n, k, /*backward=*/true)) {
     DeviceContext& ctx = context(device);
     std::unique_lock<std::mutex> lock(ctx.mu);
-    if (db_accum) {
+    if (db_accum && dgelu_fusion() == DgeluFusion::DgeluBgrad) {
       // BGRAD stores its sum: into a scratch vector (kept alive until `accumulate` is queued).
       for (DType t : {DType::F32, a.dtype()}) {
         Tensor scratch = Tensor::empty({n}, t, dpre.device());
