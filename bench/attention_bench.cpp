@@ -1,5 +1,5 @@
 // Attention kernel throughput on one GPU: causal forward and backward TFLOP/s (attention.h's
-// FLOP counts: forward 2*B*H*T^2*D, backward 5*B*H*T^2*D) for sequence 1024/2048 and head size
+// FLOP counts: forward 2*B*H*T^2*D, backward 5*B*H*T^2*D) for sequence 1024/2048/4096 and head size
 // 64/128 at hidden size H*D = 2048 and B*T = 8192 tokens, bf16, dropout 0, for each CUDA
 // implementation (cuDNN fused flash attention, the native kernel).
 //
@@ -61,7 +61,7 @@ int main(int argc, char** argv) {
       continue;
     }
     set_attention_backend(cudnn ? AttentionBackend::Cudnn : AttentionBackend::Native);
-    for (int64_t T : {1024, 2048})
+    for (int64_t T : {1024, 2048, 4096})
       for (int64_t D : {64, 128}) {
         const int64_t B = 8192 / T, H = 2048 / D;
         const Device dev = Device::cuda(0);

@@ -43,9 +43,9 @@ bool gemm_bias_gelu(const Tensor& a, bool trans_a, const Tensor& b, bool trans_b
 bool gemm_dgelu(const Tensor& a, bool trans_a, const Tensor& b, bool trans_b, const Tensor& pre,
                 const Tensor& dpre, const Tensor* db_accum = nullptr, Stream s = {});
 
-// A linear layer's weight and bias gradients from one GEMM (on CUDA with bf16/fp16, cuBLASLt's
-// BGRADB epilogue sums dy's columns while the GEMM reads dy, saving bias_grad_accumulate's read
-// of dy; elsewhere, or with MT_GEMM_FUSE_BGRAD=0, the bracketed sequence):
+// A linear layer's weight and bias gradients: the bracketed sequence, or on CUDA with bf16/fp16
+// and MT_GEMM_FUSE_BGRAD=1 one GEMM with cuBLASLt's BGRADB epilogue (opt-in: slower on an H200,
+// whose cuBLASLt sums dy's columns in a kernel of its own, slower than bias_grad_accumulate):
 //   dw_accum += dy^T x,  db_accum += column sums of dy.
 //   [gemm(dy, true, x, false, dw_accum, 1, 1); bias_grad_accumulate(dy, db_accum)]
 // dy [N, out] and x [N, in] of one float dtype; dw_accum fp32 [out, in]; db_accum fp32 [out].

@@ -108,7 +108,9 @@ class CudaBiasGrad : public ::testing::TestWithParam<DType> {};
 TEST_P(CudaBiasGrad, MatchesCpuAndIsBitReproducible) {
   if (mt::cuda_device_count() == 0) GTEST_SKIP() << "no CUDA device";
   const DType dt = GetParam();
-  for (auto [N, C] : {std::pair<int64_t, int64_t>{1, 5}, {300, 77}, {1000, 768}}) {
+  // 16-byte packs where C allows (768; 1000 ends in a part-filled block of 256 columns; 8 is a
+  // single pack), one column per thread otherwise (5, 77).
+  for (auto [N, C] : {std::pair<int64_t, int64_t>{1, 5}, {300, 77}, {1000, 768}, {1037, 1000}, {3, 8}}) {
     Tensor dy = random_tensor({N, C}, dt, 9);
     Tensor db = random_tensor({C}, DType::F32, 10);
     Tensor db1 = to_gpu(db), db2 = to_gpu(db), dy_gpu = to_gpu(dy);

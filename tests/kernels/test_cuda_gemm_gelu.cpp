@@ -103,21 +103,28 @@ TEST_P(CudaGemmGelu, BackwardMatchesCpu) {
 TEST_P(CudaGemmGelu, WgradBgradMatchesCpu) {
   if (mt::cuda_device_count() == 0) GTEST_SKIP() << "no CUDA device";
   const DType dt = GetParam().dt;
-  for (auto [N, in, out] : kShapes) {
-    Tensor dy = random_tensor({N, out}, dt, 12), x = random_tensor({N, in}, dt, 13);
-    Tensor dw = random_tensor({out, in}, DType::F32, 14), db = random_tensor({out}, DType::F32, 15);
-    Tensor dw_gpu = to_gpu(dw), db_gpu = to_gpu(db);
-    gemm_wgrad_bgrad(dy, x, dw, db);
-    const bool fused = gemm_wgrad_bgrad(to_gpu(dy), to_gpu(x), dw_gpu, db_gpu);
-    if (dt == DType::F32) {
-      EXPECT_FALSE(fused);
-    } else if (N % 8 == 0 && in % 8 == 0 && out % 8 == 0) {
-      EXPECT_TRUE(fused) << N << "x" << in << "x" << out;
+  // "0" (the default): the plain wgrad, then bias_grad_accumulate; "1": the BGRADB epilogue.
+  for (const char* epilogue : {"0", "1"}) {
+    setenv("MT_GEMM_FUSE_BGRAD", epilogue, 1);
+    for (auto [N, in, out] : kShapes) {
+      Tensor dy = random_tensor({N, out}, dt, 12), x = random_tensor({N, in}, dt, 13);
+      Tensor dw = random_tensor({out, in}, DType::F32, 14), db = random_tensor({out}, DType::F32, 15);
+      Tensor dw_gpu = to_gpu(dw), db_gpu = to_gpu(db);
+      gemm_wgrad_bgrad(dy, x, dw, db);
+      const bool fused = gemm_wgrad_bgrad(to_gpu(dy), to_gpu(x), dw_gpu, db_gpu);
+      // Off, or fp32: never fused; on: always where every dimension is a multiple of 8 (other
+      // shapes are cuBLASLt's choice).
+      if (epilogue[0] == '0' || dt == DType::F32) {
+        EXPECT_FALSE(fused) << N << "x" << in << "x" << out << " bgrad " << epilogue;
+      } else if (N % 8 == 0 && in % 8 == 0 && out % 8 == 0) {
+        EXPECT_TRUE(fused) << N << "x" << in << "x" << out << " bgrad " << epilogue;
+      }
+      // fp32 accumulation of exact products of half inputs: only summation order differs.
+      EXPECT_LT(rel_err(dw_gpu, dw), 1e-4) << N << "x" << in << "x" << out << " bgrad " << epilogue;
+      EXPECT_LT(rel_err(db_gpu, db), 1e-5) << N << "x" << in << "x" << out << " bgrad " << epilogue;
     }
-    // fp32 accumulation of exact products of half inputs: only summation order differs.
-    EXPECT_LT(rel_err(dw_gpu, dw), 1e-4) << N << "x" << in << "x" << out;
-    EXPECT_LT(rel_err(db_gpu, db), 1e-5) << N << "x" << in << "x" << out;
   }
+  unsetenv("MT_GEMM_FUSE_BGRAD");
 }
 
 INSTANTIATE_TEST_SUITE_P(Dtypes, CudaGemmGelu,
