@@ -46,6 +46,11 @@ std::atomic<bool>& deterministic_setting() {
   return d;
 }
 
+std::atomic<bool>& autotune_setting() {
+  static std::atomic<bool> on = env_switch("MT_ATTENTION_AUTOTUNE", true);
+  return on;
+}
+
 #if defined(MT_WITH_CUDA) && defined(MT_WITH_CUDNN)
 // Runs cuDNN when the backend setting allows it and cuDNN can run this case; false: use the native kernel.
 template <class Fn>
@@ -66,6 +71,8 @@ bool try_cudnn(const char* op, const Tensor& qkv, const AttentionConfig& cfg, Fn
 void set_attention_backend(AttentionBackend b) { backend_setting().store(b); }
 AttentionBackend attention_backend() { return backend_setting().load(); }
 void set_attention_deterministic(bool on) { deterministic_setting().store(on); }
+void set_attention_autotune(bool on) { autotune_setting().store(on); }
+bool attention_autotune() { return autotune_setting().load(); }
 bool attention_deterministic() { return deterministic_setting().load(); }
 bool attention_has_cudnn() {
 #if defined(MT_WITH_CUDA) && defined(MT_WITH_CUDNN)

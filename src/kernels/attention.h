@@ -48,6 +48,13 @@ AttentionBackend attention_backend();
 // MT_ATTENTION_DETERMINISTIC=1|0 sets the initial value.
 void set_attention_deterministic(bool on);
 bool attention_deterministic();
+// Whether cuDNN's attention builds every plan (engine configuration) its heuristic offers for a
+// shape and keeps the fastest, timed on the shape's first call (kernels/cuda/autotune.h; another
+// plan must beat the heuristic's by 3%). On by default; off, the heuristic's plan: which plan is
+// timed fastest can change from run to run, so --deterministic-mode turns it off.
+// MT_ATTENTION_AUTOTUNE=1|0 sets the initial value; read when a shape's graph is built.
+void set_attention_autotune(bool on);
+bool attention_autotune();
 // Whether this build has the cuDNN path (MT_WITH_CUDNN).
 bool attention_has_cudnn();
 

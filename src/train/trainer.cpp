@@ -220,6 +220,7 @@ TrainResult pretrain_gpt(const TrainingArgs& args, std::FILE* log, const TrainOp
   if (args.deterministic_mode) {  // else MT_ATTENTION_DETERMINISTIC / MT_GEMM_AUTOTUNE or their defaults
     set_attention_deterministic(true);
     set_gemm_autotune(false);
+    set_attention_autotune(false);
   }
   Datasets data = build_datasets(args);
   GPTConfig cfg = model_config(args, data.vocab_size, tp_size);
@@ -246,11 +247,17 @@ TrainResult pretrain_gpt(const TrainingArgs& args, std::FILE* log, const TrainOp
                                                         attention_backend() == AttentionBackend::Native,
                                                         args.bf16 || args.fp16, args.attention_dropout,
                                                         attention_deterministic()}));
-    if (dev.is_cuda())
-      fmt::print(log0, "> gemm: cuBLASLt, {}\n",
-                 gemm_autotune() ? "the fastest of the heuristic's algorithms, timed per shape on first use "
-                                   "(--deterministic-mode: the heuristic's first, bit-reproducible)"
-                                 : "the heuristic's first algorithm per shape");
+    if (dev.is_cuda()) {
+      const bool gemm = gemm_autotune(), attention = attention_has_cudnn() && attention_autotune();
+      fmt::print(log0, "> autotuning: {}\n",
+                 gemm || attention
+                     ? fmt::format("{} timed per shape on first use (--deterministic-mode: the heuristics' "
+                                   "choices, bit-reproducible)",
+                                   gemm && attention ? "cuBLASLt GEMM algorithms and cuDNN attention plans"
+                                   : gemm            ? "cuBLASLt GEMM algorithms"
+                                                     : "cuDNN attention plans")
+                     : std::string("off (the heuristics' GEMM algorithms and attention plans)"));
+    }
     if (groups.world_size() > 1)
       fmt::print(log0,
                  "> parallel layout: world {} = tensor {} x data {}{}{}; {} gradient bucket(s)\n",

@@ -142,6 +142,21 @@ TEST(CudaAttentionDeterminism, CudnnIsBitReproducible) {
   EXPECT_TRUE(same_bits(dqkv[0], dqkv[1]));
 }
 
+// cuDNN's plan from its heuristic alone, and the fastest of all its plans (timed on the shape's
+// first call, whose outputs must still be the answer): both match the CPU. Shapes no other test
+// uses, so each builds its graph under the setting given.
+TEST(CudaAttentionAutotune, HeuristicAndTimedPlansBothMatchCpu) {
+  if (mt::cuda_device_count() == 0) GTEST_SKIP() << "no CUDA device";
+  if (!attention_has_cudnn()) GTEST_SKIP() << "built without cuDNN attention";
+  BackendScope scope(AttentionBackend::Cudnn);
+  const bool was = attention_autotune();
+  for (bool on : {false, true}) {
+    set_attention_autotune(on);
+    for (DType dt : {DType::BF16, DType::F16}) check_matches_cpu(dt, 64, 0.0f, {on ? int64_t(211) : int64_t(199)});
+  }
+  set_attention_autotune(was);
+}
+
 TEST(CudaAttentionBackend, CudnnRefusesWhatItCannotRun) {
   if (mt::cuda_device_count() == 0) GTEST_SKIP() << "no CUDA device";
   if (!attention_has_cudnn()) GTEST_SKIP() << "built without cuDNN attention";

@@ -11,23 +11,30 @@
 //
 // A graph is built once per (device, B, T, H, D, dtype, direction, deterministic) and cached; a
 // shape cuDNN rejects is cached as unsupported. One cuDNN handle per device; workspace comes from
-// the caching allocator on the call's stream.
+// the caching allocator on the call's stream. With attention_autotune() the graph holds every
+// plan cuDNN's heuristic offers, and the shape's first call times them (autotune.h) on its own
+// tensors (all of the call's outputs are written whole, so the timing runs leave nothing behind).
 //
 // Backward: cuDNN's default engine (atomic dQ accumulation), or with attention_deterministic()
 // (--deterministic-mode) the dP-workspace engine: bit-reproducible, needs a B*H*T*T*2-byte workspace.
 #include <cudnn.h>
 #include <cudnn_frontend.h>
 
+#include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <cstdio>
 #include <map>
 #include <memory>
 #include <mutex>
 #include <tuple>
 #include <unordered_map>
+#include <vector>
 
 #include "core/cuda/cuda_check.h"
 #include "core/error.h"
+#include "kernels/attention.h"
+#include "kernels/cuda/autotune.h"
 #include "kernels/cuda/cuda_ops.h"
 #include "kernels/cuda/per_device.h"
 
@@ -57,7 +64,9 @@ struct Key {
 struct Entry {
   std::shared_ptr<fe::graph::Graph> graph;  // null: cuDNN cannot run this case
   std::string why;
-  int64_t workspace = 0;
+  int64_t workspace = 0;  // of the plan that runs
+  int64_t plans = 1;      // built plans; more than one: not yet timed
+  int64_t plan = -1;      // the plan that runs: -1, the heuristic's (graph->execute)
 };
 
 struct DeviceContext {
@@ -127,8 +136,10 @@ Entry build_graph(cudnnHandle_t handle, const Key& k) {
   if (st.is_good()) st = g->build_operation_graph(handle);
   if (st.is_good()) st = g->create_execution_plans({fe::HeurMode_t::A});
   if (st.is_good()) st = g->check_support(handle);
-  if (st.is_good()) st = g->build_plans(handle);
+  if (st.is_good())
+    st = g->build_plans(handle, attention_autotune() ? fe::BuildPlanPolicy_t::ALL : fe::BuildPlanPolicy_t::HEURISTICS_CHOICE);
   if (st.is_good()) st = g->get_workspace_size(e.workspace);
+  if (st.is_good()) e.plans = g->get_execution_plan_count();
   if (st.is_bad()) {
     e.why = "cuDNN: " + st.get_message();
     return e;
@@ -148,6 +159,33 @@ Entry build(cudnnHandle_t handle, const Key& k) {
 }
 
 bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15u) == 0; }
+
+// Times the heuristic's plan (graph->execute, candidate 0) and each built plan (candidate i + 1
+// is plan i) on this call's tensors, and keeps the fastest in e.plan / e.workspace.
+void choose_plan(cudnnHandle_t handle, Entry& e, std::unordered_map<int64_t, void*>& ptrs, Device dev,
+                 cudaStream_t stream) {
+  const int64_t plans = e.plans;
+  e.plans = 1;
+  std::vector<int64_t> sizes(size_t(plans), -1);
+  int64_t most = e.workspace;
+  for (int64_t i = 0; i < plans; ++i)
+    if (e.graph->get_workspace_size_plan_at_index(i, sizes[size_t(i)]).is_good())
+      most = std::max(most, sizes[size_t(i)]);
+  Tensor workspace;
+  if (most > 0) workspace = Tensor::empty({(most + 3) / 4}, DType::F32, dev);
+  void* ws = workspace.defined() ? workspace.raw() : nullptr;
+  const int best = autotune_pick(
+      int(plans) + 1,
+      [&](int i) {
+        if (i == 0) return e.graph->execute(handle, ptrs, ws).is_good();
+        return sizes[size_t(i - 1)] >= 0 && e.graph->execute_plan_at_index(handle, ptrs, ws, i - 1).is_good();
+      },
+      stream);
+  if (best > 0) {
+    e.plan = best - 1;
+    e.workspace = sizes[size_t(e.plan)];
+  }
+}
 
 // Checks what cuDNN is given to, finds or builds the graph and runs it with `ptrs`.
 bool run(const char* op, const Tensor& qkv, const AttentionConfig& cfg, bool backward,
@@ -177,12 +215,23 @@ bool run(const char* op, const Tensor& qkv, const AttentionConfig& cfg, bool bac
                    (long long)key.D, dt == DType::BF16 ? "bf16" : "fp16", it->second.why.c_str());
     }
   }
-  const Entry& e = it->second;
+  Entry& e = it->second;
   if (!e.graph) return no(e.why);
+  const cudaStream_t stream = static_cast<cudaStream_t>(s.handle);
+  MT_CUDNN_CHECK(cudnnSetStream(ctx.handle, stream));
+  if (e.plans > 1) {
+    const int64_t plans = e.plans;
+    choose_plan(ctx.handle, e, ptrs, qkv.device(), stream);
+    if (std::getenv("MT_AUTOTUNE_LOG"))
+      std::fprintf(stderr, "megatron: %s B=%lld T=%lld H=%lld D=%lld: %lld cuDNN plans, running %s\n", op,
+                   (long long)key.B, (long long)key.T, (long long)key.H, (long long)key.D, (long long)plans,
+                   e.plan < 0 ? "the heuristic's" : ("plan " + std::to_string(e.plan)).c_str());
+  }
   Tensor workspace;
   if (e.workspace > 0) workspace = Tensor::empty({(e.workspace + 3) / 4}, DType::F32, qkv.device());
-  MT_CUDNN_CHECK(cudnnSetStream(ctx.handle, static_cast<cudaStream_t>(s.handle)));
-  fe::error_t st = e.graph->execute(ctx.handle, ptrs, workspace.defined() ? workspace.raw() : nullptr);
+  void* ws = workspace.defined() ? workspace.raw() : nullptr;
+  fe::error_t st =
+      e.plan < 0 ? e.graph->execute(ctx.handle, ptrs, ws) : e.graph->execute_plan_at_index(ctx.handle, ptrs, ws, e.plan);
   MT_CHECK(st.is_good(), "{}: cuDNN execute failed: {}", op, st.get_message());
   return true;
 }

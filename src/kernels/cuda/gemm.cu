@@ -34,7 +34,6 @@
 #include <cublasLt.h>
 #include <cublas_v2.h>
 
-#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -43,6 +42,7 @@
 #include <tuple>
 
 #include "core/env.h"
+#include "kernels/cuda/autotune.h"
 #include "kernels/cuda/common.cuh"
 #include "kernels/cuda/cuda_ops.h"
 #include "kernels/cuda/per_device.h"
@@ -266,73 +266,37 @@ Plan make_plan(DeviceContext& ctx, const PlanKey& key, const void* bias, const v
   return plan;
 }
 
-// Times each of plan.candidates on this call's operands and keeps the fastest as plan.algo if it
-// beats the heuristic's first by kAutotuneMargin (timing noise must not trade a good algorithm for
-// an equal one); a second, longer round re-times the three fastest and the heuristic's first. The
-// output goes to C itself where beta == 0 (the real call that follows overwrites it, and the GeLU
-// aux / bias-gradient vectors too, which are outputs), else to a scratch D so that C keeps the
-// value it accumulates into. A candidate cuBLASLt refuses at run time is skipped. Not while the
-// stream is being captured into a graph (the timing synchronises): the heuristic's first stays.
-constexpr float kAutotuneMargin = 0.97f;
-
+// Times each of plan.candidates on this call's operands (kernels/cuda/autotune.h) and keeps the
+// fastest as plan.algo. The output goes to C itself where beta == 0 (the real call that follows
+// overwrites it, and the GeLU aux / bias-gradient vectors too, which are outputs), else to a
+// scratch D so that C keeps the value it accumulates into. A candidate cuBLASLt refuses at run
+// time is skipped.
 void autotune(DeviceContext& ctx, Plan& plan, const Tensor& a, const Tensor& b, const Tensor& c, float alpha,
               float beta, cudaStream_t st) {
   const int n = plan.n_candidates;
   plan.n_candidates = 0;
-  cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
-  MT_CUDA_CHECK(cudaStreamIsCapturing(st, &capture));
-  if (capture != cudaStreamCaptureStatusNone) return;
   Tensor scratch;
   void* d = c.raw();
   if (beta != 0.0f) {
     scratch = Tensor::empty(c.shape(), c.dtype(), c.device());
     d = scratch.raw();
   }
-  cudaEvent_t start, stop;
-  MT_CUDA_CHECK(cudaEventCreate(&start));
-  MT_CUDA_CHECK(cudaEventCreate(&stop));
-  auto run = [&](int i) {
-    return cublasLtMatmul(ctx.lt, plan.desc, &alpha, b.raw(), plan.la, a.raw(), plan.lb, &beta, c.raw(), plan.lc, d,
-                          plan.lc, &plan.candidates[i], ctx.workspace, kWorkspaceBytes, st);
-  };
-  auto elapsed_ms = [&] {
-    MT_CUDA_CHECK(cudaEventSynchronize(stop));
-    float ms = 0;
-    MT_CUDA_CHECK(cudaEventElapsedTime(&ms, start, stop));
-    return ms;
-  };
-  // ms per call of candidate i over about budget_ms of back-to-back calls after one warm-up; < 0: refused.
-  auto time_ms = [&](int i, float budget_ms) {
-    MT_CUDA_CHECK(cudaEventRecord(start, st));
-    const cublasStatus_t status = run(i);
-    MT_CUDA_CHECK(cudaEventRecord(stop, st));
-    if (status != CUBLAS_STATUS_SUCCESS) {
-      if (status != CUBLAS_STATUS_NOT_SUPPORTED && status != CUBLAS_STATUS_INVALID_VALUE) MT_CUBLAS_CHECK(status);
-      return -1.0f;
-    }
-    const int reps = std::clamp(int(budget_ms / std::max(elapsed_ms(), 1e-3f)), 2, 50);
-    MT_CUDA_CHECK(cudaEventRecord(start, st));
-    for (int r = 0; r < reps; ++r) MT_CUBLAS_CHECK(run(i));
-    MT_CUDA_CHECK(cudaEventRecord(stop, st));
-    return elapsed_ms() / float(reps);
-  };
-  float ms[kAutotuneCandidates];
-  int order[kAutotuneCandidates];
-  for (int i = 0; i < n; ++i) {
-    ms[i] = time_ms(i, 0.5f);
-    order[i] = i;
-  }
-  auto faster = [&](int i, int j) { return ms[j] < 0 || (ms[i] >= 0 && ms[i] < ms[j]); };
-  std::sort(order, order + n, faster);
-  for (int r = 0; r < n && r < 3; ++r) {
-    const int i = order[r];
-    if (ms[i] >= 0) ms[i] = std::min(ms[i], time_ms(i, 2.0f));
-  }
-  if (ms[0] >= 0) ms[0] = std::min(ms[0], time_ms(0, 2.0f));
-  const int best = *std::min_element(order, order + n, faster);
-  if (ms[best] >= 0 && (ms[0] < 0 || ms[best] < kAutotuneMargin * ms[0])) plan.algo = plan.candidates[best];
-  MT_CUDA_CHECK(cudaEventDestroy(start));
-  MT_CUDA_CHECK(cudaEventDestroy(stop));
+  const int best = autotune_pick(
+      n,
+      [&](int i) {
+        const cublasStatus_t status =
+            cublasLtMatmul(ctx.lt, plan.desc, &alpha, b.raw(), plan.la, a.raw(), plan.lb, &beta, c.raw(), plan.lc, d,
+                           plan.lc, &plan.candidates[i], ctx.workspace, kWorkspaceBytes, st);
+        if (status != CUBLAS_STATUS_SUCCESS && status != CUBLAS_STATUS_NOT_SUPPORTED &&
+            status != CUBLAS_STATUS_INVALID_VALUE)
+          MT_CUBLAS_CHECK(status);
+        return status == CUBLAS_STATUS_SUCCESS;
+      },
+      st);
+  if (best > 0) plan.algo = plan.candidates[best];
+  if (std::getenv("MT_AUTOTUNE_LOG"))
+    std::fprintf(stderr, "megatron: gemm %lldx%lldx%lld: %d cuBLASLt algorithms, running number %d (0: the heuristic's first)\n",
+                 (long long)c.size(0), (long long)c.size(1), (long long)(a.numel() / c.size(0)), n, best > 0 ? best : 0);
 }
 
 // C = alpha op(A) op(B) + beta C with `key`'s epilogue through cuBLASLt (D = C, in place).
