@@ -13,8 +13,9 @@ void gemm(const Tensor& a, bool trans_a, const Tensor& b, bool trans_b, const Te
 
 // Whether a CUDA GEMM times the cuBLASLt heuristic's first 16 algorithms on its first call of
 // each shape and keeps the fastest (on by default; MT_GEMM_AUTOTUNE=0 or set_gemm_autotune(false),
-// which --deterministic-mode calls, keeps the heuristic's first). The timing adds well under a
-// second to the first iteration. Every candidate computes the same product within fp32
+// which --deterministic-mode calls, keeps the heuristic's first; another wins only if 3% faster).
+// The timing is paid once, in the first iteration (up to ~2 s for GPT 1.3B's shapes on an H200,
+// bench/RESULTS.md). Every candidate computes the same product within fp32
 // accumulation rounding, but which wins can differ from run to run, so a tuned run's loss curve is
 // not bit-reproducible. Read when a shape's plan is built: set it before the first GEMM.
 void set_gemm_autotune(bool on);

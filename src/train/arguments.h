@@ -41,7 +41,7 @@ struct TrainingArgs {
   double adam_beta2 = 0.95;
   double adam_eps = 1e-8;
   uint64_t seed = 1234;
-  bool deterministic_mode = false;  // bit-reproducible GPU kernels (cuDNN attention backward)
+  bool deterministic_mode = false;  // bit-reproducible GPU kernels (cuDNN attention backward, no autotuning)
   // precision
   bool bf16 = false;
   bool fp16 = false;

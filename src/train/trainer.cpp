@@ -217,7 +217,7 @@ TrainResult pretrain_gpt(const TrainingArgs& args, std::FILE* log, const TrainOp
   std::FILE* log0 = groups.is_first_rank() ? log : nullptr;
   std::FILE* log_last = groups.is_last_rank() ? log : nullptr;
 
-  if (args.deterministic_mode) {  // else MT_ATTENTION_DETERMINISTIC / MT_GEMM_AUTOTUNE or their defaults
+  if (args.deterministic_mode) {  // else MT_ATTENTION_DETERMINISTIC, MT_GEMM_AUTOTUNE, MT_ATTENTION_AUTOTUNE or defaults
     set_attention_deterministic(true);
     set_gemm_autotune(false);
     set_attention_autotune(false);

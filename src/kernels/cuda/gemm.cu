@@ -6,8 +6,9 @@
 // (one value per row of C^T) is the BIAS epilogue. beta = 1 with C == D accumulates in place.
 // Plans (descriptors + an algorithm) are cached per device by shape, dtypes and pointer
 // alignment; each device has one Lt handle and a 32 MiB workspace. The algorithm is the fastest
-// of the heuristic's first kAutotuneCandidates, timed on the first call of each plan (gemm.h's
-// gemm_autotune; off: the heuristic's first, the same bits from run to run). Where cuBLASLt offers
+// of the heuristic's first kAutotuneCandidates (by autotune.h's 3% margin over the heuristic's
+// first), timed on the first call of each plan (gemm.h's gemm_autotune; off: the heuristic's
+// first, the same bits from run to run). Where cuBLASLt offers
 // no algorithm (unusual bias dtype, odd alignment) we fall back to cublasGemmEx plus a bias
 // kernel. MT_GEMM_BACKEND=cublas forces the fallback (for debugging).
 //
