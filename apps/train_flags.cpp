@@ -25,6 +25,14 @@ void add_train_flags(CLI::App& app, TrainingArgs& a) {
                "Keep only the MLP's pre-activation and recompute GeLU in backward for linear_fc2's weight gradient: "
                "tokens x ffn-hidden elements less per layer (6.4 GB for GPT 1.3B at 8 x 2048) for one elementwise "
                "pass (megatron.cpp's own flag; default: keep GeLU's output from the forward GEMM)")->group(g);
+  app.add_option("--recompute-num-layers", a.recompute_num_layers,
+                 "With --recompute-gelu: recompute in the first N transformer layers only and keep GeLU's output "
+                 "in the others (Megatron's block method; 0: all layers)")->capture_default_str()->group(g);
+  app.add_option("--cross-entropy-chunks", a.cross_entropy_chunks,
+                 "Run the output layer and the fused cross-entropy, with the output layer's backward, over this "
+                 "many chunks of a microbatch's tokens: the logits take 1/N of their memory (1.65 GB at 16,384 "
+                 "tokens x vocab 50,304 in bf16) for one more pass over the fp32 word-embedding gradient per "
+                 "chunk (megatron.cpp's own flag)")->capture_default_str()->group(g);
 
   g = "Training";
   app.add_option("--micro-batch-size", a.micro_batch_size, "Samples per microbatch")->capture_default_str()->group(g);

@@ -22,6 +22,14 @@ struct GPTConfig {
   float layernorm_epsilon = 1e-5f;
   DType params_dtype = DType::F32;  // bf16/fp16 under --bf16/--fp16
   bool recompute_gelu = false;      // MLP: keep only fc1's output, recompute GeLU in backward
+  int recompute_num_layers = 0;     // with recompute_gelu: only the first N layers recompute (0: all)
+  // The output layer and the fused loss, with the output layer's backward, run over this many
+  // chunks of tokens: the logits take 1/N of their memory (see GPTModel::forward_loss).
+  int cross_entropy_chunks = 1;
+
+  bool layer_recomputes_gelu(int layer) const {
+    return recompute_gelu && (recompute_num_layers <= 0 || layer < recompute_num_layers);
+  }
 
   int head_dim() const { return hidden_size / num_attention_heads; }
 };

@@ -1,5 +1,7 @@
 #include "model/gpt_model.h"
 
+#include <algorithm>
+
 #include "core/error.h"
 #include "core/rng.h"
 #include "kernels/activation.h"
@@ -103,24 +105,52 @@ Tensor GPTModel::forward_logits(const Tensor& tokens, const ForwardContext& ctx,
 
 Tensor GPTModel::forward_loss(const Tensor& tokens, const Tensor& targets, const ForwardContext& ctx,
                               const Tensor* dloss, Saved& s) const {
-  int64_t N = tokens.numel();
-  Tensor logits = forward_logits(tokens, ctx, s).view({N, vocab_local_});
+  const int64_t N = tokens.numel();
   Tensor losses = Tensor::empty({N}, DType::F32, tokens.device());
-  Tensor* dlogits = nullptr;
-  if (dloss) {
-    s.dlogits = logits;  // the gradient overwrites the logits in the same pass
-    dlogits = &s.dlogits;
-  }
-  if (par_.tp_size() == 1) {
-    cross_entropy_forward_backward(logits, targets.view({N}), cfg_.vocab_size, losses, dloss, dlogits);
+  Tensor t = targets.view({N});
+  const int64_t chunks = std::clamp<int64_t>(cfg_.cross_entropy_chunks, 1, N);
+  if (chunks == 1) {
+    Tensor logits = forward_logits(tokens, ctx, s).view({N, vocab_local_});
+    if (dloss) s.dlogits = logits;  // the gradient overwrites the logits in the same pass
+    loss_on_rows(logits, t, losses, dloss, dloss ? &s.dlogits : nullptr);
     return losses;
+  }
+  Tensor h = hidden_states(tokens, ctx, s);
+  Tensor wte = buf_.param(wte_);
+  const int64_t rows = (N + chunks - 1) / chunks;
+  Tensor logits_buf = Tensor::empty({rows, vocab_local_}, h.dtype(), h.device());
+  if (dloss) s.dhidden = Tensor::empty(h.shape(), h.dtype(), h.device());
+  for (int64_t r0 = 0; r0 < N; r0 += rows) {
+    const int64_t n = std::min(rows, N - r0);
+    Tensor hc = h.narrow0(r0, n), logits = logits_buf.narrow0(0, n);
+    gemm(hc, false, wte, true, logits);
+    if (!dloss) {
+      loss_on_rows(logits, t.narrow0(r0, n), losses.narrow0(r0, n), nullptr, nullptr);
+      continue;
+    }
+    Tensor dl = dloss->narrow0(r0, n);
+    loss_on_rows(logits, t.narrow0(r0, n), losses.narrow0(r0, n), &dl, &logits);
+    // The output layer's backward for these tokens (as in backward() with unchunked logits).
+    gemm(logits, false, wte, false, s.dhidden.narrow0(r0, n));
+    gemm(logits, true, hc, false, buf_.grad(wte_), 1.0f, 1.0f);
+  }
+  s.final_hidden = Tensor();
+  return losses;
+}
+
+void GPTModel::loss_on_rows(const Tensor& logits, const Tensor& t, const Tensor& losses, const Tensor* dloss,
+                            const Tensor* dlogits) const {
+  const int64_t N = logits.size(0);
+  if (par_.tp_size() == 1) {
+    cross_entropy_forward_backward(logits, t, cfg_.vocab_size, losses, dloss, dlogits);
+    return;
   }
   // Vocab-parallel cross-entropy: the row max and the sums of exps and target logits are
   // all-reduced over TP; the logits are never gathered.
   Communicator& tp = *par_.tp;
-  Tensor t = targets.view({N});
-  Tensor row_max = Tensor::empty({N}, DType::F32, tokens.device());
-  Tensor sums = Tensor::empty({2 * N}, DType::F32, tokens.device());
+  const Device dev = logits.device();
+  Tensor row_max = Tensor::empty({N}, DType::F32, dev);
+  Tensor sums = Tensor::empty({2 * N}, DType::F32, dev);
   Tensor sum_exp = sums.flat_slice(0, N, {N}), target_logit = sums.flat_slice(N, N, {N});
   vocab_parallel_ce_max(logits, vocab_start_, cfg_.vocab_size, row_max);
   tp.all_reduce(row_max, ReduceOp::Max);
@@ -128,19 +158,23 @@ Tensor GPTModel::forward_loss(const Tensor& tokens, const Tensor& targets, const
   tp.all_reduce(sums);
   vocab_parallel_ce_loss_grad(logits, t, vocab_start_, cfg_.vocab_size, row_max, sum_exp, target_logit, losses, dloss,
                               dlogits);
-  return losses;
 }
 
 void GPTModel::backward(Saved& s) const {
-  MT_CHECK(s.dlogits.defined(), "backward without a loss gradient (forward_loss with dloss)");
-  const int64_t N = s.dlogits.size(0), C = cfg_.hidden_size;
+  MT_CHECK(s.dlogits.defined() || s.dhidden.defined(), "backward without a loss gradient (forward_loss with dloss)");
+  const int64_t C = cfg_.hidden_size;
   const int tp = par_.tp_size();
   const bool sp = tp > 1 && par_.sequence_parallel;
-  // Tied output layer: logits = h wte^T (this rank's vocabulary columns).
-  Tensor dh = Tensor::empty({N, C}, s.final_hidden.dtype(), s.final_hidden.device());
-  gemm(s.dlogits, false, buf_.param(wte_), false, dh);
-  gemm(s.dlogits, true, s.final_hidden, false, buf_.grad(wte_), 1.0f, 1.0f);
+  Tensor dh = s.dhidden;  // chunked loss: the output layer's backward already ran
+  if (!dh.defined()) {
+    // Tied output layer: logits = h wte^T (this rank's vocabulary columns).
+    dh = Tensor::empty({s.dlogits.size(0), C}, s.final_hidden.dtype(), s.final_hidden.device());
+    gemm(s.dlogits, false, buf_.param(wte_), false, dh);
+    gemm(s.dlogits, true, s.final_hidden, false, buf_.grad(wte_), 1.0f, 1.0f);
+  }
+  const int64_t N = dh.size(0);
   s.dlogits = Tensor();
+  s.dhidden = Tensor();
   s.final_hidden = Tensor();
   if (tp > 1) {  // dh is a partial sum over the vocabulary shards
     if (sp)

@@ -27,6 +27,7 @@ class GPTModel {
     LayerNorm::Saved final_ln;
     Tensor final_hidden;  // [B*T, C], input of the output layer (all tokens)
     Tensor dlogits;       // [B*T, Vp / TP], written by the fused loss
+    Tensor dhidden;       // [B*T, C], final_hidden's gradient, when the loss ran in chunks
   };
 
   GPTModel(const GPTConfig& cfg, Device device, const ModelParallelConfig& par = {});
@@ -46,6 +47,12 @@ class GPTModel {
   // Forward with the fused softmax cross-entropy: returns fp32 per-token losses [B*T].
   // When dloss (fp32 [B*T], each token's weight in the objective) is given, the logit gradient
   // is computed in the same pass and kept in saved for backward().
+  // With cfg.cross_entropy_chunks = K > 1 the output layer and the loss run over K chunks of
+  // tokens, one [B*T / K, Vp / TP] logits buffer reused: each chunk's logit gradient goes through
+  // the output layer's backward at once (the output layer's input gradient is kept in saved, the
+  // tied word-embedding gradient accumulates), so the full logits never exist. Same values as
+  // K = 1 up to the GEMMs' summation order; each extra chunk costs a pass over the fp32
+  // word-embedding gradient.
   Tensor forward_loss(const Tensor& tokens, const Tensor& targets, const ForwardContext& ctx,
                       const Tensor* dloss, Saved& saved) const;
   // Accumulates every parameter's gradient into the main-grad buffer; frees saved.
@@ -61,6 +68,10 @@ class GPTModel {
 
  private:
   Tensor hidden_states(const Tensor& tokens, const ForwardContext& ctx, Saved& saved) const;
+  // The fused loss over some rows of logits (any tensor parallelism): losses, and with dloss
+  // the logit gradient into dlogits (which may alias logits).
+  void loss_on_rows(const Tensor& logits, const Tensor& targets, const Tensor& losses, const Tensor* dloss,
+                    const Tensor* dlogits) const;
 
   GPTConfig cfg_;
   ModelParallelConfig par_;

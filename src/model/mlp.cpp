@@ -4,8 +4,10 @@
 
 namespace mt {
 
-MLP::MLP(ParamAndGradBuffer& buf, const std::string& prefix, const GPTConfig& cfg, const ModelParallelConfig& par)
+MLP::MLP(ParamAndGradBuffer& buf, const std::string& prefix, const GPTConfig& cfg, const ModelParallelConfig& par,
+         bool recompute_gelu)
     : cfg_(cfg),
+      recompute_gelu_(recompute_gelu),
       fc1_(buf, prefix + ".linear_fc1", cfg.hidden_size, cfg.ffn_hidden_size, par),
       fc2_(buf, prefix + ".linear_fc2", cfg.ffn_hidden_size, cfg.hidden_size, par) {}
 
@@ -18,20 +20,20 @@ void MLP::init(float std, float out_std, uint64_t seed) const {
 // gemm_dgelu: one cuBLASLt call each for bf16/fp16 on CUDA, the unfused ops elsewhere).
 //
 // By default fc1's GeLU output (fc2's input) is kept from the forward GEMM's epilogue for fc2's
-// weight gradient. With cfg.recompute_gelu (--recompute-gelu) only the pre-activation is kept and
-// gelu(pre) is recomputed in backward (as torch.compile's partitioner does): N x ffn elements less
-// per layer (6.4 GB for GPT 1.3B at 8 x 2048 tokens) for one elementwise pass (~0.67 ms of a
-// 33 ms GPT-124M step on an H200). On CUDA the recomputed values may differ from the fused
-// epilogue's by an ulp.
+// weight gradient. With recompute_gelu (--recompute-gelu; with --recompute-num-layers N, in the
+// first N layers only) just the pre-activation is kept and gelu(pre) is recomputed in backward (as
+// torch.compile's partitioner does): N x ffn elements less per layer (0.27 GB per layer of GPT 1.3B
+// at 8 x 2048 tokens) for one elementwise pass (~0.67 ms of a 33 ms GPT-124M step on an H200). On
+// CUDA the recomputed values may differ from the fused epilogue's by an ulp.
 Tensor MLP::forward(const Tensor& x, Saved& s) const {
   Tensor act = fc1_.forward_gelu(x, s.fc1_in, &s.pre_act);
   Tensor y = fc2_.forward(act, s.fc2_in).view(x.shape());
-  if (cfg_.recompute_gelu) s.fc2_in = RowParallelLinear::Saved{};  // recomputed in backward
+  if (recompute_gelu_) s.fc2_in = RowParallelLinear::Saved{};  // recomputed in backward
   return y;
 }
 
 Tensor MLP::backward(const Tensor& dy, Saved& s) const {
-  if (cfg_.recompute_gelu) {
+  if (recompute_gelu_) {
     Tensor act = Tensor::empty(s.pre_act.shape(), s.pre_act.dtype(), s.pre_act.device());
     gelu_forward(s.pre_act, act);
     s.fc2_in.x = act.view({act.numel() / act.size(-1), act.size(-1)});

@@ -15,7 +15,7 @@ TransformerLayer::TransformerLayer(ParamAndGradBuffer& buf, const std::string& p
       ln1_(buf, prefix + ".input_layernorm", cfg.hidden_size, cfg.layernorm_epsilon, par.sequence_parallel),
       attn_(buf, prefix + ".self_attention", cfg, par),
       ln2_(buf, prefix + ".pre_mlp_layernorm", cfg.hidden_size, cfg.layernorm_epsilon, par.sequence_parallel),
-      mlp_(buf, prefix + ".mlp", cfg, par) {}
+      mlp_(buf, prefix + ".mlp", cfg, par, cfg.layer_recomputes_gelu(layer_number)) {}
 
 void TransformerLayer::init(uint64_t seed) const {
   // Megatron: output projections scaled by 1/sqrt(2 * num_layers).

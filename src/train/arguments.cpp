@@ -27,6 +27,16 @@ void validate_args(const TrainingArgs& a) {
   if (a.max_position_embeddings != 0 && a.max_position_embeddings < a.seq_length)
     MT_USER_ERROR("--max-position-embeddings {} is smaller than --seq-length {}", a.max_position_embeddings,
                   a.seq_length);
+  if (a.recompute_num_layers < 0 || a.recompute_num_layers > a.num_layers)
+    MT_USER_ERROR("--recompute-num-layers {} must be between 0 and --num-layers {}", a.recompute_num_layers,
+                  a.num_layers);
+  if (a.recompute_num_layers > 0 && !a.recompute_gelu)
+    MT_USER_ERROR("--recompute-num-layers {} needs --recompute-gelu (the recomputation megatron.cpp has)",
+                  a.recompute_num_layers);
+  positive("--cross-entropy-chunks", a.cross_entropy_chunks);
+  if (int64_t(a.micro_batch_size) * a.seq_length < a.cross_entropy_chunks)
+    MT_USER_ERROR("--cross-entropy-chunks {} is more than a microbatch's {} tokens", a.cross_entropy_chunks,
+                  int64_t(a.micro_batch_size) * a.seq_length);
   if (a.bf16 && a.fp16) MT_USER_ERROR("--bf16 and --fp16 are mutually exclusive");
   if (a.overlap_param_gather && !a.use_distributed_optimizer)
     MT_USER_ERROR("--overlap-param-gather needs --use-distributed-optimizer");

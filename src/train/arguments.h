@@ -25,6 +25,8 @@ struct TrainingArgs {
   float attention_dropout = 0.1f;
   float layernorm_epsilon = 1e-5f;
   bool recompute_gelu = false;  // recompute GeLU(fc1 out) in backward instead of keeping it
+  int recompute_num_layers = 0;  // with recompute_gelu: only the first N layers (0: all)
+  int cross_entropy_chunks = 1;  // output layer + loss over this many token chunks
   // batch and schedule
   int micro_batch_size = 8;
   int global_batch_size = 16;

@@ -56,6 +56,8 @@ GPTConfig model_config(const TrainingArgs& a, int64_t vocab, int tp) {
   c.attention_dropout = a.attention_dropout;
   c.layernorm_epsilon = a.layernorm_epsilon;
   c.recompute_gelu = a.recompute_gelu;
+  c.recompute_num_layers = a.recompute_num_layers;
+  c.cross_entropy_chunks = a.cross_entropy_chunks;
   c.params_dtype = a.bf16 ? DType::BF16 : a.fp16 ? DType::F16 : DType::F32;
   return c;
 }
@@ -145,13 +147,18 @@ void report_memory(std::FILE* log, const GPTModel& model, const MegatronOptimize
   const double optim = double(opt.state_bytes()) / mib;
   // Saved per layer and token (elements): LayerNorm inputs 2h, QKV input h, QKV 3h/tp,
   // attention output h/tp (also the projection input), MLP input h, fc1 output and GeLU output
-  // 2 ffn/tp; LayerNorm inputs and MLP/QKV inputs are split by sequence parallelism.
+  // 2 ffn/tp (ffn/tp where GeLU is recomputed); LayerNorm inputs and MLP/QKV inputs are split by
+  // sequence parallelism. Then the logits, or one chunk of them.
   const int tp = g.tp().size();
   const double sp = a.sequence_parallel ? double(tp) : 1.0;
-  const double per_token = (4.0 * c.hidden_size) / sp + (4.0 * c.hidden_size + 2.0 * c.ffn_hidden_size) / tp;
+  double per_token_layers = 0;
+  for (int l = 0; l < c.num_layers; ++l)
+    per_token_layers += (4.0 * c.hidden_size) / sp +
+                        (4.0 * c.hidden_size + (c.layer_recomputes_gelu(l) ? 1.0 : 2.0) * c.ffn_hidden_size) / tp;
   const double tokens = double(a.micro_batch_size) * c.seq_length;
-  const double act = (per_token * c.num_layers * tokens * dtype_size(c.params_dtype) +
-                      tokens * double(c.padded_vocab_size) / tp * dtype_size(c.params_dtype)) / mib;
+  const double logit_rows = std::ceil(tokens / double(c.cross_entropy_chunks));
+  const double act = (per_token_layers * tokens * dtype_size(c.params_dtype) +
+                      logit_rows * double(c.padded_vocab_size) / tp * dtype_size(c.params_dtype)) / mib;
   Tensor mine = Tensor::empty({4}, DType::F32);
   float* m = mine.data<float>();
   m[0] = float(weights), m[1] = float(grads), m[2] = float(optim), m[3] = float(act);

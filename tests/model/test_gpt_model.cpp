@@ -2,7 +2,10 @@
 // and init that depends only on seed and names.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cmath>
 #include <cstring>
+#include <vector>
 
 #include "grad_check.h"
 #include "model/gpt_model.h"
@@ -80,6 +83,80 @@ TEST(GPTModel, WholeModelGradientMatchesFiniteDifferences) {
     }
   }
   EXPECT_GT(checked, 50);
+}
+
+// --cross-entropy-chunks: the output layer, the loss and the output layer's backward over K
+// chunks of tokens (uneven: 16 tokens in 3 chunks of 6, 6, 4; one token per chunk) give the
+// unchunked losses and gradients up to summation order, and never hold the whole logits.
+TEST(GPTModel, ChunkedLossGivesTheUnchunkedLossesAndGradients) {
+  const int B = 2;
+  GPTConfig c = tiny();
+  Tensor tokens = tokens_tensor(B, c.seq_length, c.vocab_size, 1), targets = tokens_tensor(B, c.seq_length, c.vocab_size, 2);
+  Tensor dloss = Tensor::empty({B * c.seq_length}, DType::F32);
+  for (int64_t i = 0; i < dloss.numel(); ++i) dloss.data<float>()[i] = 0.05f + 0.01f * float(i % 5);
+  auto run = [&](int chunks, std::vector<float>& losses, std::vector<float>& eval_losses) {
+    GPTConfig cc = c;
+    cc.cross_entropy_chunks = chunks;
+    GPTModel model(cc, Device::cpu());
+    model.init(11);
+    model.buffer().zero_grads();
+    GPTModel::Saved s;
+    Tensor l = model.forward_loss(tokens, targets, ForwardContext{false, 1, 0}, &dloss, s);
+    EXPECT_EQ(s.dlogits.defined(), chunks == 1);
+    EXPECT_EQ(s.dhidden.defined(), chunks > 1);
+    model.backward(s);
+    losses.assign(l.data<float>(), l.data<float>() + l.numel());
+    GPTModel::Saved e;  // forward only (evaluation)
+    Tensor le = model.forward_loss(tokens, targets, ForwardContext{false, 1, 0}, nullptr, e);
+    eval_losses.assign(le.data<float>(), le.data<float>() + le.numel());
+    const Tensor g = model.buffer().main_grads();
+    return std::vector<float>(g.data<float>(), g.data<float>() + g.numel());
+  };
+  std::vector<float> ref_l, ref_e;
+  const std::vector<float> ref_g = run(1, ref_l, ref_e);
+  for (int chunks : {3, B * c.seq_length}) {
+    std::vector<float> l, e;
+    const std::vector<float> g = run(chunks, l, e);
+    ASSERT_EQ(l.size(), ref_l.size());
+    for (size_t i = 0; i < l.size(); ++i) {
+      EXPECT_NEAR(l[i], ref_l[i], 1e-6f * std::fabs(ref_l[i])) << "chunks " << chunks << " token " << i;
+      EXPECT_NEAR(e[i], ref_e[i], 1e-6f * std::fabs(ref_e[i])) << "chunks " << chunks << " token " << i;
+    }
+    double diff = 0, norm = 0;
+    for (size_t i = 0; i < g.size(); ++i) {
+      diff += (double(g[i]) - ref_g[i]) * (double(g[i]) - ref_g[i]);
+      norm += double(ref_g[i]) * ref_g[i];
+    }
+    EXPECT_LT(std::sqrt(diff / norm), 1e-6) << "chunks " << chunks;
+  }
+}
+
+// --recompute-gelu with --recompute-num-layers 1: layer 0 keeps only fc1's output, layer 1 keeps
+// GeLU's output too; the gradients are the same on CPU, bit for bit.
+TEST(GPTModel, RecomputeNumLayersRecomputesGeluInTheFirstLayersOnly) {
+  GPTConfig c = tiny();
+  Tensor tokens = tokens_tensor(2, c.seq_length, c.vocab_size, 1), targets = tokens_tensor(2, c.seq_length, c.vocab_size, 2);
+  Tensor dloss = Tensor::empty({2 * c.seq_length}, DType::F32);
+  fill(dloss, 0.1f);
+  std::vector<std::vector<float>> grads;
+  for (int n : {-1, 1}) {  // -1: keep everywhere
+    GPTConfig cc = c;
+    cc.recompute_gelu = n > 0;
+    cc.recompute_num_layers = std::max(n, 0);
+    EXPECT_EQ(cc.layer_recomputes_gelu(0), n > 0);
+    EXPECT_FALSE(cc.layer_recomputes_gelu(1));
+    GPTModel model(cc, Device::cpu());
+    model.init(11);
+    model.buffer().zero_grads();
+    GPTModel::Saved s;
+    model.forward_loss(tokens, targets, ForwardContext{false, 1, 0}, &dloss, s);
+    EXPECT_EQ(s.layers[0].mlp.fc2_in.x.defined(), n < 0);
+    EXPECT_TRUE(s.layers[1].mlp.fc2_in.x.defined());
+    model.backward(s);
+    const Tensor g = model.buffer().main_grads();
+    grads.emplace_back(g.data<float>(), g.data<float>() + g.numel());
+  }
+  EXPECT_EQ(grads[0], grads[1]);
 }
 
 TEST(GPTModel, PaddedVocabularyRowsGetNoGradient) {

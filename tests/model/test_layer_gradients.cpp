@@ -98,9 +98,8 @@ TEST(LayerGradients, MLPWithRecomputedGeluMatchesFiniteDifferencesAndTheKeptGelu
   Tensor x = random_tensor({2, c.seq_length, c.hidden_size}, 4), dy = random_tensor({2, c.seq_length, c.hidden_size}, 6);
   std::vector<Tensor> grads;
   for (bool recompute : {false, true}) {
-    c.recompute_gelu = recompute;
     ParamAndGradBuffer buf;
-    MLP mlp(buf, "mlp", c);
+    MLP mlp(buf, "mlp", c, {}, recompute);
     buf.allocate(DType::F32, Device::cpu());
     randomise(buf);
     MLP::Saved s;

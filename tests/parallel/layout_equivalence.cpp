@@ -10,7 +10,8 @@
 //                                                     :distopt --overlap-param-gather too,
 //                                                     with TP > 1 --async-tensor-model-
 //                                                     parallel-allreduce too; :tpoverlap
-//                                                     --tp-comm-overlap)
+//                                                     --tp-comm-overlap; :ce3
+//                                                     --cross-entropy-chunks 3)
 // A layout with :overlap must also give bit-identical losses and parameters to the same layout
 // without it (the host backend runs a started collective at once, in the same order).
 #include <cmath>
@@ -105,6 +106,7 @@ int main(int argc, char** argv) {
     a.sequence_parallel = spec.find(":sp") != std::string::npos;
     a.use_distributed_optimizer = spec.find(":distopt") != std::string::npos;
     a.tp_comm_overlap = spec.find(":tpoverlap") != std::string::npos;
+    if (spec.find(":ce3") != std::string::npos) a.cross_entropy_chunks = 3;
     const bool overlap = spec.find(":overlap") != std::string::npos;
     TrainingArgs plain = a;  // what :overlap must reproduce bit for bit
     a.overlap_grad_reduce = overlap;

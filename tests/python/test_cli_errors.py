@@ -72,6 +72,18 @@ def test_global_batch_not_divisible_by_micro_batch(build_dir):
                       "--global-batch-size 10", "--micro-batch-size 4")
 
 
+def test_recompute_num_layers_needs_recompute_gelu_and_a_layer_count(build_dir):
+    assert_user_error(run(build_dir, *TINY, "--recompute-num-layers", "1"), "--recompute-num-layers 1",
+                      "--recompute-gelu")
+    assert_user_error(run(build_dir, *TINY, "--recompute-gelu", "--recompute-num-layers", "3"),
+                      "--recompute-num-layers 3", "--num-layers 1")
+
+
+def test_cross_entropy_chunks_must_fit_a_microbatch(build_dir):
+    assert_user_error(run(build_dir, *TINY, "--cross-entropy-chunks", "0"), "--cross-entropy-chunks")
+    assert_user_error(run(build_dir, *TINY, "--cross-entropy-chunks", "9"), "--cross-entropy-chunks 9", "8 tokens")
+
+
 def test_missing_dataset(build_dir, tmp_path):
     assert_user_error(run(build_dir, *TINY, "--data-path", str(tmp_path / "nope")), str(tmp_path / "nope"))
 
