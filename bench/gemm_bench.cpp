@@ -10,11 +10,17 @@
 // summary line adds up one step's GEMM time: layers x layer GEMMs + logits.
 // Times are CUDA-event averages over back-to-back calls after warm-up (plan building excluded).
 //
+// Last, per model, the library floor: one training step's GEMMs and cuDNN attention calls (and
+// no other kernel), queued in the model's order and repeated for about two seconds, so the GPU
+// runs them at the clock its power cap allows, as in training. No trainer built on these
+// kernels can run a step faster than that; the line prints it as a tokens/s ceiling.
+//
 //   build/gemm_bench [--quick] [--model 124M|350M|1.3B]...   (default: all three)
 //   --quick: the 124M model only, 5 timed calls per GEMM instead of 20.
 #include <cstdlib>
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstring>
 #include <functional>
@@ -25,6 +31,7 @@
 #include "core/cuda/cuda_backend.h"
 #include "core/cuda/cuda_check.h"
 #include "kernels/activation.h"
+#include "kernels/attention.h"
 #include "kernels/elementwise.h"
 #include "kernels/gemm.h"
 
@@ -34,9 +41,11 @@ namespace {
 
 struct Model {
   const char* name;
-  int64_t tokens, hidden, layers;
+  int64_t tokens, hidden, layers, seq, heads;
 };
-constexpr Model kModels[] = {{"124M", 16 * 1024, 768, 12}, {"350M", 16 * 1024, 1024, 24}, {"1.3B", 8 * 2048, 2048, 24}};
+constexpr Model kModels[] = {{"124M", 16 * 1024, 768, 12, 1024, 12},
+                             {"350M", 16 * 1024, 1024, 24, 1024, 16},
+                             {"1.3B", 8 * 2048, 2048, 24, 2048, 16}};
 constexpr int64_t kVocab = 50304;
 
 int g_iters = 20, g_warmup = 3;
@@ -95,6 +104,61 @@ struct Printer {
     std::fflush(stdout);
   }
 };
+
+// ms per step of the library floor (see the top of the file).
+double library_floor_ms(const Model& md, const std::vector<Gemm>& layer, const std::vector<Gemm>& logits) {
+  struct Operands {
+    Tensor a, b, c;
+    bool ta, tb, accumulate;
+  };
+  auto make = [](const Gemm& g) {
+    Tensor c = Tensor::empty({g.m, g.n}, g.accumulate ? DType::F32 : DType::BF16, Device::cuda(0));
+    fill(c, 0.0f);
+    return Operands{randn(g.ta ? Shape{g.k, g.m} : Shape{g.m, g.k}, DType::BF16, 1),
+                    randn(g.tb ? Shape{g.n, g.k} : Shape{g.k, g.n}, DType::BF16, 2, 0.02f), c, g.ta, g.tb,
+                    g.accumulate};
+  };
+  std::vector<Operands> lo, ho;
+  for (const Gemm& g : layer) lo.push_back(make(g));
+  for (const Gemm& g : logits) ho.push_back(make(g));
+  const int64_t B = md.tokens / md.seq, H = md.heads, D = md.hidden / md.heads;
+  const Device dev = Device::cuda(0);
+  Tensor qkv = randn({B, md.seq, H, 3, D}, DType::BF16, 3), dout = randn({B, md.seq, H, D}, DType::BF16, 4);
+  Tensor out = Tensor::empty({B, md.seq, H, D}, DType::BF16, dev), lse = Tensor::empty({B, H, md.seq}, DType::F32, dev);
+  Tensor dqkv = Tensor::empty({B, md.seq, H, 3, D}, DType::BF16, dev);
+  const AttentionConfig cfg{int(H), int(D), 0.0f, 0, 0};
+  auto run = [](const Operands& o) { gemm(o.a, o.ta, o.b, o.tb, o.c, 1.0f, o.accumulate ? 1.0f : 0.0f); };
+  // Model order: forward (qkv, attention, proj, fc1, fc2 per layer; logits), then backward in
+  // reverse (logits; per layer fc2, fc1, proj dgrad/wgrad, attention, qkv).
+  auto step = [&] {
+    for (int64_t l = 0; l < md.layers; ++l) {
+      run(lo[0]);
+      attention_forward(qkv, out, lse, cfg);
+      run(lo[3]), run(lo[6]), run(lo[9]);
+    }
+    for (const Operands& o : ho) run(o);
+    for (int64_t l = 0; l < md.layers; ++l) {
+      run(lo[10]), run(lo[11]), run(lo[7]), run(lo[8]), run(lo[4]), run(lo[5]);
+      attention_backward(dout, qkv, out, lse, dqkv, cfg);
+      run(lo[1]), run(lo[2]);
+    }
+  };
+  const double one = time_ms(step);
+  const int warm = std::max(1, int(500.0 / one)), reps = std::max(3, int(2000.0 / one));
+  for (int i = 0; i < warm; ++i) step();
+  cudaEvent_t a, b;
+  MT_CUDA_CHECK(cudaEventCreate(&a));
+  MT_CUDA_CHECK(cudaEventCreate(&b));
+  MT_CUDA_CHECK(cudaEventRecord(a));
+  for (int i = 0; i < reps; ++i) step();
+  MT_CUDA_CHECK(cudaEventRecord(b));
+  MT_CUDA_CHECK(cudaEventSynchronize(b));
+  float ms = 0;
+  MT_CUDA_CHECK(cudaEventElapsedTime(&ms, a, b));
+  MT_CUDA_CHECK(cudaEventDestroy(a));
+  MT_CUDA_CHECK(cudaEventDestroy(b));
+  return ms / reps;
+}
 
 void bench_model(const Model& md, const Printer& p) {
   const int64_t N = md.tokens, h = md.hidden, F = 4 * h, V = kVocab;
@@ -206,6 +270,11 @@ void bench_model(const Model& md, const Printer& p) {
               layer_flops / layer_ms / 1e9, 100.0 * layer_flops / layer_ms / 1e9 / p.square_tflops);
   std::printf("| %s | **step: %lld layers + logits** | | %.3f | %.1f | %.0f%% |\n", md.name, (long long)md.layers,
               step_ms, step_flops / step_ms / 1e9, 100.0 * step_flops / step_ms / 1e9 / p.square_tflops);
+  std::fflush(stdout);
+  const double floor_ms = library_floor_ms(md, layer, logits);
+  std::printf("| %s | **library floor: the step's GEMMs + cuDNN attention only, back to back for ~2 s (%.0f "
+              "tokens/s at most)** | | %.3f | | |\n",
+              md.name, double(md.tokens) / floor_ms * 1e3, floor_ms);
   std::fflush(stdout);
 }
 
