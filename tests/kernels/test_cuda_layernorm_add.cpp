@@ -1,8 +1,8 @@
 // add_layernorm_forward and layernorm_backward_add on CUDA (one kernel each where the CPU runs
 // add + LayerNorm) against the CPU backend: the residual sum, y, mean, rstd, and dx (with the
 // residual gradient added) and the accumulated dw, db, for each dtype with fp32 or input-dtype
-// weights and shapes that take each path (backward: the fused one-pass kernel, loading dres with
-// dy and x or in groups as it writes dx, and the two-pass fallback, vectorised and scalar);
+// weights and shapes that take each path (backward: the fused one-pass kernel, staging dres in
+// shared memory, and the two-pass fallback, vectorised and scalar);
 // outputs poisoned first; sum written over x or r and dx over dy; run-to-run bit reproducibility.
 #include "kernels/layernorm.h"
 
@@ -17,9 +17,8 @@ struct LnCase {
   DType x, w;
 };
 
-// [N, C] and the backward path each takes at 16 bits | fp32. The fused kernel loads dres with
-// dy and x, except at 8 packs a lane at 16 bits, where it loads it two packs at a time as it
-// writes dx.
+// [N, C] and the backward path each takes at 16 bits | fp32. The fused kernel stages dres in
+// shared memory (up to 8 packs a lane: 32 KB a block).
 const std::pair<int64_t, int64_t> kShapes[] = {
     {1, 8},        // fused
     {37, 100},     // two-pass scalar (C % 8 != 0) | fused, lanes 25-31 idle
@@ -27,7 +26,7 @@ const std::pair<int64_t, int64_t> kShapes[] = {
     {1000, 768},   // the same over 16 blocks, the last one partly filled
     {65, 1000},    // fused, the last pack only on some lanes; a second block with one row
     {3, 1024},     // fused, fewer rows than one block's warps
-    {1000, 2048},  // fused at 8 packs a lane, dres two packs at a time | two-pass vectorised
+    {1000, 2048},  // fused at 8 packs a lane | two-pass vectorised
     {5, 2056},     // two-pass vectorised
     {3, 4104},     // two-pass vectorised
     {50, 771},     // two-pass scalar

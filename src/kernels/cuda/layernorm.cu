@@ -12,10 +12,9 @@
 // Backward, fused path (16-byte packs fit: C a multiple of the pack, dy, x, dx, dres 16-byte
 // aligned, and C <= 32 lanes * kFusedMaxPacks packs: bf16/fp16 C <= 2048, fp32 C <= 1024): one
 // kernel with a warp per row, each warp walking rows warp, warp + total warps, ... over a grid
-// that depends on N only. A lane loads its packs of the row's dy, x and dres into registers
-// once (dres two packs at a time as dx is written at 8 packs a lane at 16 bits, to fit the
-// registers), reduces mean(g), mean(g n) across the warp, writes dx from the registers (so dx
-// may alias dy), and adds dy n, dy into dw, db sums it keeps in registers for the columns it
+// that depends on N only. A lane loads its packs of the row's dy and x into registers once
+// (and copies dres's into shared memory with cp.async at the same time), reduces mean(g),
+// mean(g n) across the warp, writes dx from the registers (so dx may alias dy), and adds dy n, dy into dw, db sums it keeps in registers for the columns it
 // owns (the same columns on every row). At the end the block adds its warps' sums in warp
 // order and writes one partial row per block to a [2, blocks, C] fp32 workspace;
 // column_finish_pair adds the blocks in order into dw_accum, db_accum (one launch for both).
@@ -190,17 +189,23 @@ constexpr int kFusedMaxBlocks = 1024;  // past N = 64K rows, warps walk more row
 constexpr int kFusedMaxPacks = 8;
 
 // Registers that stay live across a row of the fused kernel: the dw, db sums (2 PACKS N floats,
-// N = Pack<T>::N) and 4 a pack for the row's dy, x and dres. dres is loaded with dy and x (one
-// wait per row) unless that would spill (16-bit rows of 8 packs a lane): then two packs at a
-// time as dx is written (4 more waits per row; the loads cannot pass the dx stores before them).
-// Two blocks (16 warps) per SM are asked for where the live registers fit in 100 of the 128
-// (bf16 C <= 768 with dres, <= 1024 without); else one (8 warps). From ptxas -v: no spills.
+// N = Pack<T>::N) and 4 a pack for the row's dy and x. dres is copied into shared memory with
+// cp.async as dy and x are loaded, and read from there as dx is written: one wait per row, no
+// registers. (Loading dres into registers instead spilled at 8 packs a lane unless loaded two
+// packs at a time as dx was written, four more waits per row: 21% slower at bf16 C = 2048, 14% at
+// 1024, measured with bench/layernorm_bench.) Two blocks (16 warps) per SM are asked for where
+// the live registers fit in 100 of the 128 (bf16 C <= 1024, fp32 C <= 768); else one (8 warps).
+// From ptxas -v: no spills.
 template <class T, int PACKS>
-constexpr int kFusedLive = 2 * PACKS * Pack<T>::N + 2 * PACKS * 4;
-template <class T, bool ADD, int PACKS>  // dres packs loaded at once (PACKS: with dy and x)
-constexpr int kFusedResGroup = !ADD ? 0 : kFusedLive<T, PACKS> + PACKS * 4 <= 200 ? PACKS : 2;
-template <class T, bool ADD, int PACKS>
-constexpr int kFusedMinBlocks = kFusedLive<T, PACKS> + 4 * kFusedResGroup<T, ADD, PACKS> <= 100 ? 2 : 1;
+constexpr int kFusedMinBlocks = 2 * PACKS * Pack<T>::N + 2 * PACKS * 4 <= 100 ? 2 : 1;
+
+// cp.async: 16 bytes from global to shared memory without passing through registers; visible to
+// the issuing thread after cp_async_wait_all.
+__device__ __forceinline__ void cp_async16(void* smem, const void* gmem) {
+  const unsigned dst = static_cast<unsigned>(__cvta_generic_to_shared(smem));
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(dst), "l"(gmem));
+}
+__device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_all;\n" ::: "memory"); }
 
 // Keeps a pack in its 4 registers across the warp reduction: without this the compiler keeps
 // the converted floats (twice the registers at 16 bits) live from the first pass to the second.
@@ -224,16 +229,22 @@ inline int fused_blocks(int64_t N) {
 // [2, gridDim.x, C]: the block's dw sums, then its db sums. ADD: dx += dres (dres must not alias
 // dx); dx may alias dy (each lane writes only the packs it read, after reading them). w is
 // fp32 (w_f32) or T: it is read once per block into shared memory, so a flag rather than a
-// template parameter (half the instantiations, the same code per row).
+// template parameter (half the instantiations, the same code per row). ADD: dres goes through
+// shared memory (see kFusedMinBlocks); a warp's staging area [PACKS][32 lanes] of 16-byte packs
+// shares its memory with the final block reduction's `red`.
 template <class T, bool ADD, int PACKS>
-__global__ void __launch_bounds__(32 * kFusedWarps, kFusedMinBlocks<T, ADD, PACKS>)
+__global__ void __launch_bounds__(32 * kFusedWarps, kFusedMinBlocks<T, PACKS>)
     layernorm_backward_fused_kernel(const T* dy, const T* x, const void* w, bool w_f32, const float* mean,
                                     const float* rstd, const T* dres, T* dx, int64_t N, int C, float* partial) {
   constexpr int P = Pack<T>::N;
   constexpr int kSpan = 32 * P;  // columns of one pack index j across the warp
+  constexpr int kRedBytes = 2 * kFusedWarps * kSpan * int(sizeof(float));
+  constexpr int kStageBytes = ADD ? kFusedWarps * PACKS * 32 * 16 : 0;
   __shared__ alignas(16) float w_s[PACKS * kSpan];
-  __shared__ alignas(16) float red[2][kFusedWarps][kSpan];
+  __shared__ alignas(16) unsigned char scratch[kRedBytes > kStageBytes ? kRedBytes : kStageBytes];
+  auto red = reinterpret_cast<float(*)[kFusedWarps][kSpan]>(scratch);
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  Pack<T>* stage = reinterpret_cast<Pack<T>*>(scratch) + warp * PACKS * 32;  // [PACKS][32]: ADD only
   for (int c = threadIdx.x; c < C; c += blockDim.x)
     w_s[c] = w_f32 ? static_cast<const float*>(w)[c] : to_float(static_cast<const T*>(w)[c]);
   __syncthreads();
@@ -244,20 +255,18 @@ __global__ void __launch_bounds__(32 * kFusedWarps, kFusedMinBlocks<T, ADD, PACK
 #pragma unroll
     for (int q = 0; q < P; ++q) dw[j][q] = db[j][q] = 0.0f;
 
-  constexpr int G = kFusedResGroup<T, ADD, PACKS>;
-  constexpr bool kEarlyRes = G == PACKS;
   const int64_t stride = int64_t(gridDim.x) * kFusedWarps;
   for (int64_t row = int64_t(blockIdx.x) * kFusedWarps + warp; row < N; row += stride) {
     const int64_t off = row * C;
     const float mu = mean[row], rs = rstd[row];
-    Pack<T> vg[PACKS], vx[PACKS], vr[G > 0 ? G : 1];
+    Pack<T> vg[PACKS], vx[PACKS];
 #pragma unroll
     for (int j = 0; j < PACKS; ++j) {
       const int c = j * kSpan + lane * P;
       if (c < C) {
         vg[j] = load_pack(dy + off + c);
         vx[j] = load_pack(x + off + c);
-        if constexpr (ADD && kEarlyRes) vr[j] = load_pack(dres + off + c);
+        if constexpr (ADD) cp_async16(&stage[j * 32 + lane], dres + off + c);
       }
     }
     float g_sum = 0.0f, gn_sum = 0.0f;
@@ -281,36 +290,27 @@ __global__ void __launch_bounds__(32 * kFusedWarps, kFusedMinBlocks<T, ADD, PACK
       keep_packed(vx[j]);
     }
     const float g_mean = warp_sum(g_sum) / float(C), gn_mean = warp_sum(gn_sum) / float(C);
-    constexpr int kGroup = ADD ? G : PACKS;  // packs of dx written per dres load group
+    if constexpr (ADD) cp_async_wait_all();
 #pragma unroll
-    for (int j0 = 0; j0 < PACKS; j0 += kGroup) {
-      if constexpr (ADD && !kEarlyRes) {
+    for (int j = 0; j < PACKS; ++j) {
+      const int c = j * kSpan + lane * P;
+      if (c < C) {
+        Pack<T> out;
 #pragma unroll
-        for (int k = 0; k < kGroup; ++k) {
-          const int c = (j0 + k) * kSpan + lane * P;
-          if (j0 + k < PACKS && c < C) vr[k] = load_pack(dres + off + c);
+        for (int q = 0; q < P; ++q) {
+          const float g = to_float(vg[j].v[q]) * w_s[c + q], n = (to_float(vx[j].v[q]) - mu) * rs;
+          const float d = rs * (g - g_mean - n * gn_mean);
+          if constexpr (ADD) out.v[q] = from_float<T>(d + to_float(stage[j * 32 + lane].v[q]));
+          else out.v[q] = from_float<T>(d);
         }
-      }
-#pragma unroll
-      for (int k = 0; k < kGroup; ++k) {
-        const int j = j0 + k, c = j * kSpan + lane * P;
-        if (j < PACKS && c < C) {
-          Pack<T> out;
-#pragma unroll
-          for (int q = 0; q < P; ++q) {
-            const float g = to_float(vg[j].v[q]) * w_s[c + q], n = (to_float(vx[j].v[q]) - mu) * rs;
-            const float d = rs * (g - g_mean - n * gn_mean);
-            if constexpr (ADD) out.v[q] = from_float<T>(d + to_float(vr[k].v[q]));
-            else out.v[q] = from_float<T>(d);
-          }
-          store_pack(dx + off + c, out);
-        }
+        store_pack(dx + off + c, out);
       }
     }
   }
 
   // Block sums, a pack index at a time: every warp parks its kSpan dw and db values, then each
   // thread adds one column's kFusedWarps values in warp order and writes the block's partial.
+  if constexpr (ADD) __syncthreads();  // red reuses the other warps' staging areas
   const int64_t blocks = gridDim.x;
 #pragma unroll
   for (int j = 0; j < PACKS; ++j) {
