@@ -131,6 +131,8 @@ if [[ "${BENCH:-1}" == 1 ]]; then
   "$BUILD_DIR/gemm_bench" 2>&1 | tee "$LOG_DIR/gemm_bench.md" || status=1
   section "attention kernels: causal forward/backward TFLOP/s, seq 1024/2048/4096, head dim 64/128"
   "$BUILD_DIR/attention_bench" 2>&1 | tee "$LOG_DIR/attention_bench.md" || status=1
+  section "LayerNorm kernels: bandwidth at the models' widths"
+  "$BUILD_DIR/layernorm_bench" 2>&1 | tee "$LOG_DIR/layernorm_bench.md" || status=1
   section "time to the first iteration, GPT 1.3B"
   python3 bench/time_to_first_iteration.py --model 1.3b --build-dir "$BUILD_DIR" 2>&1 \
     | tee "$LOG_DIR/bench_first_iteration.log" || status=1
