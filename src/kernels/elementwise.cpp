@@ -58,4 +58,13 @@ void fill(const Tensor& t, float value, Stream s) {
   cpu::fill(t, value);
 }
 
+void zero_ranges(const Tensor& t, const Tensor& ranges, Stream s) {
+  MT_CHECK(t.dtype() == DType::F32 && t.is_contiguous(), "zero_ranges: t {} must be contiguous fp32", t.str());
+  MT_CHECK(ranges.dtype() == DType::I64 && ranges.dim() == 2 && ranges.size(1) == 2,
+           "zero_ranges: ranges {} must be int64 [R, 2]", ranges.str());
+  if (ranges.size(0) == 0) return;
+  if (detail::on_cuda("zero_ranges", {&t, &ranges})) MT_CUDA_CALL(zero_ranges(t, ranges, s));
+  cpu::zero_ranges(t, ranges);
+}
+
 }  // namespace mt

@@ -23,5 +23,8 @@ void fill_normal(const Tensor& t, float std, uint64_t seed, uint64_t stream, int
                  Stream s = {});
 // t[i] = value
 void fill(const Tensor& t, float value, Stream s = {});
+// Zeroes t[offset, offset + length) for each row (offset, length) of ranges: int64 [R, 2] on t's
+// device (one launch for all of them on CUDA). Ranges must lie inside t; t is fp32.
+void zero_ranges(const Tensor& t, const Tensor& ranges, Stream s = {});
 
 }  // namespace mt

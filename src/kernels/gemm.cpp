@@ -83,15 +83,16 @@ bool gemm_dgelu(const Tensor& a, bool trans_a, const Tensor& b, bool trans_b, co
   return false;
 }
 
-bool gemm_wgrad_bgrad(const Tensor& dy, const Tensor& x, const Tensor& dw_accum, const Tensor& db_accum, Stream s) {
+bool gemm_wgrad_bgrad(const Tensor& dy, const Tensor& x, const Tensor& dw_accum, const Tensor& db_accum, float dw_beta,
+                      Stream s) {
   using namespace detail;
   check_gemm("gemm_wgrad_bgrad", dy, true, x, false, dw_accum, nullptr);
   check_dtype("gemm_wgrad_bgrad", "dw_accum", dw_accum, DType::F32);
   check_dtype("gemm_wgrad_bgrad", "db_accum", db_accum, DType::F32);
   check_numel("gemm_wgrad_bgrad", "db_accum", db_accum, dy.size(1));
   if (on_cuda("gemm_wgrad_bgrad", {&dy, &x, &dw_accum, &db_accum}))
-    MT_CUDA_CALL(gemm_wgrad_bgrad(dy, x, dw_accum, db_accum, s));
-  cpu::gemm_wgrad_bgrad(dy, x, dw_accum, db_accum);
+    MT_CUDA_CALL(gemm_wgrad_bgrad(dy, x, dw_accum, db_accum, dw_beta, s));
+  cpu::gemm_wgrad_bgrad(dy, x, dw_accum, db_accum, dw_beta);
   return false;
 }
 

@@ -47,11 +47,12 @@ bool gemm_dgelu(const Tensor& a, bool trans_a, const Tensor& b, bool trans_b, co
 // A linear layer's weight and bias gradients: the bracketed sequence, or on CUDA with bf16/fp16
 // and MT_GEMM_FUSE_BGRAD=1 one GEMM with cuBLASLt's BGRADB epilogue (opt-in: slower on an H200,
 // whose cuBLASLt sums dy's columns in a kernel of its own, slower than bias_grad_accumulate):
-//   dw_accum += dy^T x,  db_accum += column sums of dy.
-//   [gemm(dy, true, x, false, dw_accum, 1, 1); bias_grad_accumulate(dy, db_accum)]
+//   dw_accum = dy^T x + dw_beta dw_accum,  db_accum += column sums of dy.
+//   [gemm(dy, true, x, false, dw_accum, 1, dw_beta); bias_grad_accumulate(dy, db_accum)]
 // dy [N, out] and x [N, in] of one float dtype; dw_accum fp32 [out, in]; db_accum fp32 [out].
-// Returns whether the fused epilogue ran.
+// dw_beta 0 overwrites dw_accum without reading it (a round's first gradient, see
+// ParamAndGradBuffer::grad_beta). Returns whether the fused epilogue ran.
 bool gemm_wgrad_bgrad(const Tensor& dy, const Tensor& x, const Tensor& dw_accum, const Tensor& db_accum,
-                      Stream s = {});
+                      float dw_beta = 1.0f, Stream s = {});
 
 }  // namespace mt

@@ -26,6 +26,9 @@ GPTModel::GPTModel(const GPTConfig& cfg, Device device, const ModelParallelConfi
   vocab_start_ = int64_t(par.tp_rank()) * vocab_local_;
   wte_ = buf_.add_shard("embedding.word_embeddings.weight", {vocab_local_, cfg.hidden_size},
                         {cfg.padded_vocab_size, cfg.hidden_size}, 0, vocab_start_, false);
+  // The output layer's wgrad GEMM (grad_beta) writes the tied gradient before the embedding's
+  // backward adds to it.
+  buf_.set_overwrites_first_grad(wte_);
   wpe_ = buf_.add("embedding.position_embeddings.weight", {cfg.max_position_embeddings, cfg.hidden_size}, false);
   const auto next_id = [&] { return int(buf_.infos().size()); };
   embedding_ids_ = {0, next_id()};
@@ -132,7 +135,7 @@ Tensor GPTModel::forward_loss(const Tensor& tokens, const Tensor& targets, const
     loss_on_rows(logits, t.narrow0(r0, n), losses.narrow0(r0, n), &dl, &logits);
     // The output layer's backward for these tokens (as in backward() with unchunked logits).
     gemm(logits, false, wte, false, s.dhidden.narrow0(r0, n));
-    gemm(logits, true, hc, false, buf_.grad(wte_), 1.0f, 1.0f);
+    gemm(logits, true, hc, false, buf_.grad(wte_), 1.0f, buf_.grad_beta(wte_));
   }
   s.final_hidden = Tensor();
   return losses;
@@ -170,7 +173,7 @@ void GPTModel::backward(Saved& s) const {
     // Tied output layer: logits = h wte^T (this rank's vocabulary columns).
     dh = Tensor::empty({s.dlogits.size(0), C}, s.final_hidden.dtype(), s.final_hidden.device());
     gemm(s.dlogits, false, buf_.param(wte_), false, dh);
-    gemm(s.dlogits, true, s.final_hidden, false, buf_.grad(wte_), 1.0f, 1.0f);
+    gemm(s.dlogits, true, s.final_hidden, false, buf_.grad(wte_), 1.0f, buf_.grad_beta(wte_));
   }
   const int64_t N = dh.size(0);
   s.dlogits = Tensor();
@@ -194,6 +197,7 @@ void GPTModel::backward(Saved& s) const {
   // Every tp rank has the full dx: its word-embedding shard's rows, and the whole (replicated)
   // position-embedding grad.
   Tensor dwpe = buf_.grad(wpe_);
+  buf_.zero_unwritten_grads(embedding_ids_.first, embedding_ids_.end);  // the embedding adds to them
   embedding_backward(dx, s.tokens, vocab_start_, buf_.grad(wte_), &dwpe);
   after_backward(embedding_ids_);
   s = Saved{};

@@ -90,7 +90,9 @@ class GPTModel {
   void before_forward(IdRange r) const {
     if (hooks_) hooks_->before_forward(r.first, r.end);
   }
+  // A module's grads are final: any a lazy round left unwritten are zeroed before anyone reads them.
   void after_backward(IdRange r) const {
+    buf_.zero_unwritten_grads(r.first, r.end);
     if (hooks_) hooks_->after_backward(r.first, r.end);
   }
 };

@@ -30,6 +30,7 @@ void init_normal(const ParamAndGradBuffer& buf, ParamAndGradBuffer::Id id, float
 Linear::Linear(ParamAndGradBuffer& buf, const std::string& prefix, int in, int out, bool bias)
     : buf_(buf), in_(in), out_(out) {
   w_ = buf.add(prefix + ".weight", {out, in}, false);
+  buf.set_overwrites_first_grad(w_);  // backward's wgrad GEMM takes grad_beta
   if (bias) b_ = buf.add(prefix + ".bias", {out}, true);
 }
 
@@ -52,7 +53,7 @@ Tensor Linear::backward(const Tensor& dy, Saved& s) const {
   Tensor dy2 = dy.view({n, out_});
   Tensor dx = Tensor::empty({n, in_}, s.x.dtype(), s.x.device());
   gemm(dy2, false, buf_.param(w_), false, dx);                        // dx = dy W
-  gemm(dy2, true, s.x, false, buf_.grad(w_), 1.0f, 1.0f);             // dW += dy^T x
+  gemm(dy2, true, s.x, false, buf_.grad(w_), 1.0f, buf_.grad_beta(w_));  // dW += dy^T x
   if (b_ >= 0) bias_grad_accumulate(dy2, buf_.grad(b_));              // db += sum_n dy
   s = Saved{};
   return dx;

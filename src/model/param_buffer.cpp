@@ -1,6 +1,9 @@
 #include "model/param_buffer.h"
 
+#include <algorithm>
+
 #include "core/error.h"
+#include "kernels/elementwise.h"
 
 namespace mt {
 
@@ -73,6 +76,54 @@ void ParamAndGradBuffer::allocate(DType param_dtype, Device device) {
   total_ = off;
   params_ = Tensor::zeros({total_}, param_dtype, device);
   grads_ = Tensor::zeros({total_}, DType::F32, device);
+  // What begin_grad_accumulation zeroes: everything outside the marked parameters.
+  overwrites_first_.resize(infos_.size(), 0);
+  unwritten_.assign(infos_.size(), 0);
+  std::vector<std::pair<int64_t, int64_t>> marked;
+  for (size_t id = 0; id < infos_.size(); ++id)
+    if (overwrites_first_[id]) marked.push_back({infos_[id].offset, infos_[id].numel});
+  std::sort(marked.begin(), marked.end());
+  std::vector<int64_t> ranges;
+  int64_t at = 0;
+  for (const auto& [o, n] : marked) {
+    if (o > at) ranges.insert(ranges.end(), {at, o - at});
+    at = o + n;
+  }
+  if (at < total_) ranges.insert(ranges.end(), {at, total_ - at});
+  Tensor r = Tensor::empty({int64_t(ranges.size() / 2), 2}, DType::I64);
+  std::copy(ranges.begin(), ranges.end(), r.data<int64_t>());
+  eager_ranges_ = r.to(device);
+}
+
+void ParamAndGradBuffer::set_overwrites_first_grad(Id id) {
+  MT_CHECK(!allocated(), "parameter {} marked after allocation", infos_[size_t(id)].name);
+  overwrites_first_.resize(infos_.size(), 0);
+  overwrites_first_[size_t(id)] = 1;
+}
+
+void ParamAndGradBuffer::begin_grad_accumulation() const {
+  MT_CHECK(allocated(), "begin_grad_accumulation before allocate");
+  zero_ranges(grads_, eager_ranges_);
+  unwritten_ = overwrites_first_;
+}
+
+float ParamAndGradBuffer::grad_beta(Id id) const {
+  if (!unwritten_[size_t(id)]) return 1.0f;
+  unwritten_[size_t(id)] = 0;
+  return 0.0f;
+}
+
+void ParamAndGradBuffer::zero_unwritten_grads(Id first, Id end) const {
+  for (Id id = first; id < end; ++id)
+    if (unwritten_[size_t(id)]) {
+      grad(id).zero_();
+      unwritten_[size_t(id)] = 0;
+    }
+}
+
+void ParamAndGradBuffer::zero_grads() const {
+  grads_.zero_();
+  std::fill(unwritten_.begin(), unwritten_.end(), 0);
 }
 
 ParamAndGradBuffer::Id ParamAndGradBuffer::find(const std::string& name) const {

@@ -58,6 +58,24 @@ class ParamAndGradBuffer {
   void set_bucketing(int64_t bucket_size, int64_t pad_multiple);
   // Allocates the parameter buffer (param_dtype) and the fp32 main-grad buffer (zeroed).
   void allocate(DType param_dtype, Device device);
+
+  // Lazy gradient zeroing. A parameter marked here (before allocate()) gets the first gradient
+  // of each accumulation round from a GEMM that overwrites its grad (beta = grad_beta(id) = 0)
+  // instead of adding to it, so the round starts without zeroing it: for the weight matrices,
+  // nearly all of the buffer, that saves a pass writing zeros and the GEMMs' read of them.
+  void set_overwrites_first_grad(Id id);
+  // Starts an accumulation round (an iteration's microbatches): zeroes, in one launch, every
+  // gradient except the marked ones (and all padding); those hold stale values until their
+  // first GEMM.
+  void begin_grad_accumulation() const;
+  // beta for a GEMM adding into grad(id): 0 for the round's first contribution to a marked
+  // parameter, else 1. Each call counts as that contribution.
+  float grad_beta(Id id) const;
+  // Zeroes the marked grads of parameters [first, end) nothing has written this round, so that
+  // they can be read or added to by something other than a GEMM (a no-op when all were written).
+  void zero_unwritten_grads(Id first, Id end) const;
+  // Zeroes every gradient now (tests; no lazy state left for the round).
+  void zero_grads() const;
   // Buckets in reduction order: bucket 0 holds the last-registered parameters.
   const std::vector<GradBucket>& buckets() const { return buckets_; }
 
@@ -71,7 +89,6 @@ class ParamAndGradBuffer {
   Tensor grad(Id id) const;
   const Tensor& params() const { return params_; }      // flat, model dtype
   const Tensor& main_grads() const { return grads_; }   // flat, fp32
-  void zero_grads() const { grads_.zero_(); }
 
  private:
   std::vector<ParamInfo> infos_;
@@ -80,6 +97,9 @@ class ParamAndGradBuffer {
   int64_t bucket_size_ = 0, pad_multiple_ = 16;
   std::vector<GradBucket> buckets_;
   Tensor params_, grads_;
+  std::vector<char> overwrites_first_;  // per parameter: set_overwrites_first_grad
+  mutable std::vector<char> unwritten_;  // per parameter: marked and not yet written this round
+  Tensor eager_ranges_;                  // int64 [R, 2] (offset, length): what begin zeroes
 };
 
 }  // namespace mt

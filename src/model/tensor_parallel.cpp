@@ -58,6 +58,7 @@ ColumnParallelLinear::ColumnParallelLinear(ParamAndGradBuffer& buf, const std::s
   MT_CHECK(out % tp == 0, "{}: {} output features do not split over {} ranks", prefix, out, tp);
   out_ = out / tp;
   w_ = buf.add_shard(prefix + ".weight", {out_, in}, {out, in}, 0, int64_t(r) * out_, false);
+  buf.set_overwrites_first_grad(w_);  // backward's wgrad GEMM takes grad_beta
   if (bias) b_ = buf.add_shard(prefix + ".bias", {out_}, {out}, 0, int64_t(r) * out_, true);
 }
 
@@ -120,9 +121,9 @@ Tensor ColumnParallelLinear::backward(const Tensor& dy, Saved& s, bool bias_grad
   std::unique_ptr<CommHandle> work;
   if (async) work = scatter ? par_.tp->reduce_scatter_async(dx, out) : par_.tp->all_reduce_async(dx);
   if (b_ >= 0 && bias_grad)
-    gemm_wgrad_bgrad(dy2, s.x, buf_.grad(w_), buf_.grad(b_));  // dW += dy^T x, db += sum_rows dy
+    gemm_wgrad_bgrad(dy2, s.x, buf_.grad(w_), buf_.grad(b_), buf_.grad_beta(w_));  // dW += dy^T x, db += sum dy
   else
-    gemm(dy2, true, s.x, false, buf_.grad(w_), 1.0f, 1.0f);
+    gemm(dy2, true, s.x, false, buf_.grad(w_), 1.0f, buf_.grad_beta(w_));
   s = Saved{};
   if (reduce && !async) {
     if (scatter)
@@ -143,6 +144,7 @@ RowParallelLinear::RowParallelLinear(ParamAndGradBuffer& buf, const std::string&
   MT_CHECK(in % tp == 0, "{}: {} input features do not split over {} ranks", prefix, in, tp);
   in_ = in / tp;
   w_ = buf.add_shard(prefix + ".weight", {out, in_}, {out, in}, 1, int64_t(r) * in_, false);
+  buf.set_overwrites_first_grad(w_);  // backward's wgrad GEMM takes grad_beta
   if (bias) {
     b_ = buf.add(prefix + ".bias", {out}, true);
     // Each rank sees only its tokens' share of dy: the grad is a partial sum.
@@ -207,9 +209,9 @@ Tensor RowParallelLinear::backward(const Tensor& dy, Saved& s, const GeluGrad* g
     dgrad_rows(0, n);
   }
   if (b_ >= 0 && !gathered) {  // dW += dy^T x and db += sum_rows dy from one GEMM
-    gemm_wgrad_bgrad(dy2, s.x, buf_.grad(w_), buf_.grad(b_));
+    gemm_wgrad_bgrad(dy2, s.x, buf_.grad(w_), buf_.grad(b_), buf_.grad_beta(w_));
   } else {
-    gemm(dy2, true, s.x, false, buf_.grad(w_), 1.0f, 1.0f);
+    gemm(dy2, true, s.x, false, buf_.grad(w_), 1.0f, buf_.grad_beta(w_));
     if (b_ >= 0) bias_grad_accumulate(dy_local, buf_.grad(b_));  // partial with sequence parallelism
   }
   s = Saved{};

@@ -351,7 +351,7 @@ TrainResult pretrain_gpt(const TrainingArgs& args, std::FILE* log, const TrainOp
     if (profiling && iteration == args.profile_step_start) cuda_profiler_start();
     if (profiling && iteration == args.profile_step_end) cuda_profiler_stop();
     ++iteration;
-    model.buffer().zero_grads();
+    model.buffer().begin_grad_accumulation();  // weight grads: overwritten by their first wgrad GEMM
     double scale = loss_scale();
     fill(dloss, float(scale / double(mb_tokens) / double(num_micro * dp_size)));
     double iter_loss = 0;

@@ -4,6 +4,7 @@
 // vectorised and the scalar paths, and a misaligned view.
 #include "kernels/elementwise.h"
 
+#include <algorithm>
 #include <limits>
 
 #include "test_cuda_common.h"
@@ -93,6 +94,22 @@ TEST_P(CudaElementwise, FillNormalAndFillMatchCpu) {
     fill(tg, 1.5f);
     EXPECT_TRUE(same_bits(tg, t));
   }
+}
+
+// One launch zeroes many ranges of an fp32 buffer, long (grid-striding) and short, and leaves
+// the rest untouched: the CPU result, bit for bit.
+TEST(CudaZeroRanges, MatchesCpu) {
+  if (mt::cuda_device_count() == 0) GTEST_SKIP() << "no CUDA device";
+  const int64_t n = 1 << 20;
+  Tensor t = Tensor::empty({n}, DType::F32);
+  fill_normal(t, 1.0f, 3, 4);
+  Tensor r = Tensor::empty({4, 2}, DType::I64);
+  const int64_t spec[] = {0, 1, 7, 300000, 400001, 3, n - 5000, 5000};
+  std::copy(spec, spec + 8, r.data<int64_t>());
+  Tensor tg = to_gpu(t);
+  zero_ranges(t, r);
+  zero_ranges(tg, to_gpu(r));
+  EXPECT_TRUE(same_bits(tg, t));
 }
 
 INSTANTIATE_TEST_SUITE_P(Dtypes, CudaElementwise, ::testing::Values(DType::F32, DType::BF16, DType::F16));

@@ -1,5 +1,7 @@
 // elementwise ops: add, scale_, cast, fill, fill_normal (Philox, index offsets), and the
 // deterministic reductions sum_squares and all_finite.
+#include <algorithm>
+
 #include "core/rng.h"
 #include "kernels/elementwise.h"
 #include "kernels/kernel_testing.h"
@@ -73,6 +75,20 @@ TEST(Fill, SetsEveryElement) {
   Tensor t = Tensor::empty({77}, DType::BF16);
   fill(t, 2.5f);
   expect_close(to_vec(t), std::vector<float>(77, 2.5f), 0, 0, "t");
+}
+
+TEST(ZeroRanges, ZeroesExactlyTheRanges) {
+  Tensor t = Tensor::empty({20}, DType::F32);
+  fill(t, 3.0f);
+  Tensor r = Tensor::empty({3, 2}, DType::I64);
+  const int64_t spec[] = {0, 2, 5, 0, 9, 11};  // [0, 2), nothing, [9, 20)
+  std::copy(spec, spec + 6, r.data<int64_t>());
+  zero_ranges(t, r);
+  std::vector<float> want(20, 0.0f);
+  for (int i = 2; i < 9; ++i) want[size_t(i)] = 3.0f;
+  expect_close(to_vec(t), want, 0, 0, "t");
+  r.data<int64_t>()[5] = 12;  // [9, 21): past the end
+  EXPECT_DEATH(zero_ranges(t, r), "range \\[9, 21\\) outside 20 elements");
 }
 
 TEST(FillNormal, IsPhiloxNormalScaledAndOffsetsSelectTheSameDraws) {

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <limits>
 #include <vector>
 
 #include "grad_check.h"
@@ -129,6 +130,59 @@ TEST(GPTModel, ChunkedLossGivesTheUnchunkedLossesAndGradients) {
     }
     EXPECT_LT(std::sqrt(diff / norm), 1e-6) << "chunks " << chunks;
   }
+}
+
+// Lazy gradient zeroing (the trainer's begin_grad_accumulation): the weight grads start stale
+// (NaN here) and their first wgrad GEMM overwrites them; everything else is zeroed in one
+// launch. Two microbatches then give the gradients of a zeroed buffer, bit for bit, with the
+// loss unchunked and in chunks (the tied word embeddings: the output layer's GEMM writes them,
+// the embedding's backward adds).
+TEST(GPTModel, LazyGradZeroingGivesTheGradientsOfAZeroedBuffer) {
+  GPTConfig c = tiny();
+  const int B = 2;
+  Tensor dloss = Tensor::empty({B * c.seq_length}, DType::F32);
+  fill(dloss, 0.05f);
+  for (int chunks : {1, 3}) {
+    c.cross_entropy_chunks = chunks;
+    GPTModel model(c, Device::cpu());
+    model.init(11);
+    auto& buf = model.buffer();
+    auto accumulate = [&] {
+      for (uint64_t m = 0; m < 2; ++m) {
+        GPTModel::Saved s;
+        model.forward_loss(tokens_tensor(B, c.seq_length, c.vocab_size, 10 + m),
+                           tokens_tensor(B, c.seq_length, c.vocab_size, 20 + m), ForwardContext{false, 1, m}, &dloss, s);
+        model.backward(s);
+      }
+      const Tensor g = buf.main_grads();
+      return std::vector<float>(g.data<float>(), g.data<float>() + g.numel());
+    };
+    buf.zero_grads();
+    const std::vector<float> want = accumulate();
+    fill(buf.main_grads(), std::numeric_limits<float>::quiet_NaN());
+    buf.begin_grad_accumulation();
+    EXPECT_EQ(buf.grad_beta(buf.find("decoder.final_layernorm.weight")), 1.0f);  // zeroed, not lazy
+    const std::vector<float> got = accumulate();
+    ASSERT_EQ(got.size(), want.size());
+    int64_t differ = 0;
+    for (size_t i = 0; i < got.size(); ++i) differ += std::memcmp(&got[i], &want[i], sizeof(float)) != 0;
+    EXPECT_EQ(differ, 0) << "chunks " << chunks;
+  }
+}
+
+// A parameter no GEMM wrote in the round reads as zero once its module's backward ends.
+TEST(GPTModel, UnwrittenLazyGradsAreZeroedBeforeTheyAreRead) {
+  ParamAndGradBuffer buf;
+  auto w = buf.add("w", {4, 4}, false), b = buf.add("b", {4}, true);
+  buf.set_overwrites_first_grad(w);
+  buf.allocate(DType::F32, Device::cpu());
+  fill(buf.main_grads(), 5.0f);
+  buf.begin_grad_accumulation();
+  EXPECT_EQ(buf.grad(b).data<float>()[3], 0.0f);  // eager
+  EXPECT_EQ(buf.grad(w).data<float>()[0], 5.0f);  // stale until written
+  buf.zero_unwritten_grads(0, 2);
+  for (int i = 0; i < 16; ++i) EXPECT_EQ(buf.grad(w).data<float>()[i], 0.0f);
+  EXPECT_EQ(buf.grad_beta(w), 1.0f);  // zeroed: the next GEMM adds
 }
 
 // --recompute-gelu with --recompute-num-layers 1: layer 0 keeps only fc1's output, layer 1 keeps

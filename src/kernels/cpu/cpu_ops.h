@@ -17,7 +17,8 @@ void gemm_bias_gelu(const Tensor& a, bool trans_a, const Tensor& b, bool trans_b
                     const Tensor& y);
 void gemm_dgelu(const Tensor& a, bool trans_a, const Tensor& b, bool trans_b, const Tensor& pre, const Tensor& dpre,
                 const Tensor* db_accum);
-void gemm_wgrad_bgrad(const Tensor& dy, const Tensor& x, const Tensor& dw_accum, const Tensor& db_accum);
+void gemm_wgrad_bgrad(const Tensor& dy, const Tensor& x, const Tensor& dw_accum, const Tensor& db_accum,
+                      float dw_beta);
 
 void layernorm_forward(const Tensor& x, const Tensor& w, const Tensor& b, float eps, const Tensor& y,
                        const Tensor& mean, const Tensor& rstd);
@@ -54,5 +55,6 @@ bool all_finite(const Tensor& x);
 void cast(const Tensor& src, const Tensor& dst);
 void fill_normal(const Tensor& t, float std, uint64_t seed, uint64_t stream, int64_t index_offset);
 void fill(const Tensor& t, float value);
+void zero_ranges(const Tensor& t, const Tensor& ranges);
 
 }  // namespace mt::cpu

@@ -106,6 +106,17 @@ void fill_normal(const Tensor& t, float std, uint64_t seed, uint64_t stream, int
   });
 }
 
+void zero_ranges(const Tensor& t, const Tensor& ranges) {
+  const int64_t* r = ranges.data<int64_t>();
+  float* p = t.data<float>();
+  for (int64_t i = 0; i < ranges.size(0); ++i) {
+    const int64_t off = r[2 * i], len = r[2 * i + 1];
+    MT_CHECK(off >= 0 && len >= 0 && off + len <= t.numel(), "zero_ranges: range [{}, {}) outside {} elements", off,
+             off + len, t.numel());
+    std::fill(p + off, p + off + len, 0.0f);
+  }
+}
+
 void fill(const Tensor& t, float value) {
   const int64_t n = t.numel();
   with_data(t, [&](auto* p) {

@@ -182,21 +182,22 @@ void gemm_dgelu(const Tensor& a, bool trans_a, const Tensor& b, bool trans_b, co
   if (db_accum) bias_grad_accumulate(dpre, *db_accum);
 }
 
-void gemm_wgrad_bgrad(const Tensor& dy, const Tensor& x, const Tensor& dw_accum, const Tensor& db_accum) {
+void gemm_wgrad_bgrad(const Tensor& dy, const Tensor& x, const Tensor& dw_accum, const Tensor& db_accum,
+                      float dw_beta) {
 #if defined(__x86_64__)
   // fp32 on the AVX-512 path: dy's column sums are taken while dy^T is packed, in row order from
   // zero and then added to db, which is bias_grad_t's arithmetic: the same bits, one read fewer.
   const int64_t out = dw_accum.size(0), in = dw_accum.size(1), N = dy.size(0);
   if (dy.dtype() == DType::F32 && N > 0 && out > 0 && in > 0 && sgemm_avx512_available()) {
     std::vector<float> sums(size_t(out), 0.0f);
-    parallel_sgemm_avx512(true, false, out, in, N, 1.0f, dy.data<float>(), out, x.data<float>(), in, 1.0f,
+    parallel_sgemm_avx512(true, false, out, in, N, 1.0f, dy.data<float>(), out, x.data<float>(), in, dw_beta,
                           dw_accum.data<float>(), {}, sums.data());
     float* db = db_accum.data<float>();
     for (int64_t i = 0; i < out; ++i) db[i] += sums[size_t(i)];
     return;
   }
 #endif
-  gemm(dy, true, x, false, dw_accum, 1.0f, 1.0f, nullptr);
+  gemm(dy, true, x, false, dw_accum, 1.0f, dw_beta, nullptr);
   bias_grad_accumulate(dy, db_accum);
 }
 

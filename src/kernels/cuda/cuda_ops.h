@@ -20,7 +20,8 @@ bool gemm_bias_gelu(const Tensor& a, bool trans_a, const Tensor& b, bool trans_b
                     const Tensor& pre, const Tensor& y, Stream s);
 bool gemm_dgelu(const Tensor& a, bool trans_a, const Tensor& b, bool trans_b, const Tensor& pre,
                 const Tensor& dpre, const Tensor* db_accum, Stream s);
-bool gemm_wgrad_bgrad(const Tensor& dy, const Tensor& x, const Tensor& dw_accum, const Tensor& db_accum, Stream s);
+bool gemm_wgrad_bgrad(const Tensor& dy, const Tensor& x, const Tensor& dw_accum, const Tensor& db_accum,
+                      float dw_beta, Stream s);
 
 // layernorm.h
 void layernorm_forward(const Tensor& x, const Tensor& w, const Tensor& b, float eps, const Tensor& y,
@@ -81,5 +82,6 @@ bool all_finite(const Tensor& x, Stream s);
 void cast(const Tensor& src, const Tensor& dst, Stream s);
 void fill_normal(const Tensor& t, float std, uint64_t seed, uint64_t stream, int64_t index_offset, Stream s);
 void fill(const Tensor& t, float value, Stream s);
+void zero_ranges(const Tensor& t, const Tensor& ranges, Stream s);
 
 }  // namespace mt::cuda

@@ -99,7 +99,24 @@ __global__ void fill_kernel(T* t, int64_t n, T value) {
   for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += stride) t[i] = value;
 }
 
+// Block (x, y) zeroes its share of range y, grid-striding over x.
+__global__ void zero_ranges_kernel(float* t, const int64_t* ranges) {
+  const int64_t off = ranges[2 * blockIdx.y], len = ranges[2 * blockIdx.y + 1];
+  const int64_t stride = int64_t(gridDim.x) * blockDim.x;
+  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < len; i += stride) t[off + i] = 0.0f;
+}
+
 }  // namespace
+
+void zero_ranges(const Tensor& t, const Tensor& ranges, Stream s) {
+  const int64_t n = ranges.size(0);
+  MT_CHECK(n <= 65535, "zero_ranges: {} ranges, at most 65535", n);
+  CudaDeviceGuard guard(t.device().index);
+  // 32 blocks a range stride over the longest ones (a bias is a few thousand floats; the largest
+  // non-matrix parameters, position embeddings, a few million).
+  zero_ranges_kernel<<<dim3(32, unsigned(n)), kBlock, 0, stream_of(s)>>>(t.data<float>(), ranges.data<int64_t>());
+  MT_CUDA_CHECK_LAUNCH();
+}
 
 void add(const Tensor& a, const Tensor& b, const Tensor& out, Stream s) {
   const int64_t n = out.numel();

@@ -473,7 +473,8 @@ bool gemm_dgelu(const Tensor& a, bool trans_a, const Tensor& b, bool trans_b, co
   return false;
 }
 
-bool gemm_wgrad_bgrad(const Tensor& dy, const Tensor& x, const Tensor& dw_accum, const Tensor& db_accum, Stream s) {
+bool gemm_wgrad_bgrad(const Tensor& dy, const Tensor& x, const Tensor& dw_accum, const Tensor& db_accum,
+                      float dw_beta, Stream s) {
   const int64_t m = dw_accum.size(0), n = dw_accum.size(1), k = dy.size(0);
   if (m == 0 || n == 0) {  // no weight gradient, but a bias gradient all the same
     bias_grad_accumulate(dy, db_accum, s);
@@ -488,14 +489,14 @@ bool gemm_wgrad_bgrad(const Tensor& dy, const Tensor& x, const Tensor& dw_accum,
     Tensor scratch = Tensor::empty({m}, DType::F32, dw_accum.device());  // alive until `accumulate` is queued
     const PlanKey key = make_key(dy, true, x, false, dw_accum, m, n, k, CUBLASLT_EPILOGUE_BGRADB,
                                  int(CUDA_R_32F), scratch.raw(), nullptr);
-    if (lt_matmul(ctx, key, dy, x, dw_accum, 1.0f, 1.0f, scratch.raw(), nullptr, stream_of(s),
+    if (lt_matmul(ctx, key, dy, x, dw_accum, 1.0f, dw_beta, scratch.raw(), nullptr, stream_of(s),
                   "running gemm and bias_grad_accumulate separately")) {
       lock.unlock();
       accumulate(db_accum, scratch, stream_of(s));
       return true;
     }
   }
-  gemm(dy, true, x, false, dw_accum, 1.0f, 1.0f, nullptr, s);
+  gemm(dy, true, x, false, dw_accum, 1.0f, dw_beta, nullptr, s);
   bias_grad_accumulate(dy, db_accum, s);
   return false;
 }
