@@ -9,11 +9,13 @@
 
 #include <cstdio>
 #include <cstdlib>
+#include <functional>
 #include <string>
 #include <vector>
 
 #include "core/cuda/cuda_backend.h"
 #include "core/cuda/cuda_check.h"
+#include "cuda_timing.h"
 #include "kernels/attention.h"
 #include "kernels/elementwise.h"
 
@@ -21,22 +23,8 @@ using namespace mt;
 
 namespace {
 
-template <class Fn>
-double time_ms(Fn&& fn, int iters) {
-  for (int i = 0; i < 3; ++i) fn();  // warm-up (and cuDNN graph build)
-  cudaEvent_t a, b;
-  MT_CUDA_CHECK(cudaEventCreate(&a));
-  MT_CUDA_CHECK(cudaEventCreate(&b));
-  MT_CUDA_CHECK(cudaEventRecord(a));
-  for (int i = 0; i < iters; ++i) fn();
-  MT_CUDA_CHECK(cudaEventRecord(b));
-  MT_CUDA_CHECK(cudaEventSynchronize(b));
-  float ms = 0;
-  MT_CUDA_CHECK(cudaEventElapsedTime(&ms, a, b));
-  cudaEventDestroy(a);
-  cudaEventDestroy(b);
-  return ms / iters;
-}
+// The first calls build cuDNN's graph and plans.
+double time_ms(const std::function<void()>& fn, int iters) { return bench::ms_per_call(fn, 3, iters); }
 
 }  // namespace
 

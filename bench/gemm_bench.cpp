@@ -30,6 +30,7 @@
 
 #include "core/cuda/cuda_backend.h"
 #include "core/cuda/cuda_check.h"
+#include "cuda_timing.h"
 #include "kernels/activation.h"
 #include "kernels/attention.h"
 #include "kernels/elementwise.h"
@@ -50,21 +51,8 @@ constexpr int64_t kVocab = 50304;
 
 int g_iters = 20, g_warmup = 3;
 
-double time_ms(const std::function<void()>& fn) {
-  for (int i = 0; i < g_warmup; ++i) fn();  // builds the cuBLASLt plan, warms clocks and caches
-  cudaEvent_t a, b;
-  MT_CUDA_CHECK(cudaEventCreate(&a));
-  MT_CUDA_CHECK(cudaEventCreate(&b));
-  MT_CUDA_CHECK(cudaEventRecord(a));
-  for (int i = 0; i < g_iters; ++i) fn();
-  MT_CUDA_CHECK(cudaEventRecord(b));
-  MT_CUDA_CHECK(cudaEventSynchronize(b));
-  float ms = 0;
-  MT_CUDA_CHECK(cudaEventElapsedTime(&ms, a, b));
-  MT_CUDA_CHECK(cudaEventDestroy(a));
-  MT_CUDA_CHECK(cudaEventDestroy(b));
-  return ms / g_iters;
-}
+// Builds the cuBLASLt plan (and autotunes it), warms clocks and caches first.
+double time_ms(const std::function<void()>& fn) { return bench::ms_per_call(fn, g_warmup, g_iters); }
 
 Tensor randn(const Shape& shape, DType dt, uint64_t seed, float std = 1.0f) {
   Tensor t = Tensor::empty(shape, dt, Device::cuda(0));
@@ -144,20 +132,8 @@ double library_floor_ms(const Model& md, const std::vector<Gemm>& layer, const s
     }
   };
   const double one = time_ms(step);
-  const int warm = std::max(1, int(500.0 / one)), reps = std::max(3, int(2000.0 / one));
-  for (int i = 0; i < warm; ++i) step();
-  cudaEvent_t a, b;
-  MT_CUDA_CHECK(cudaEventCreate(&a));
-  MT_CUDA_CHECK(cudaEventCreate(&b));
-  MT_CUDA_CHECK(cudaEventRecord(a));
-  for (int i = 0; i < reps; ++i) step();
-  MT_CUDA_CHECK(cudaEventRecord(b));
-  MT_CUDA_CHECK(cudaEventSynchronize(b));
-  float ms = 0;
-  MT_CUDA_CHECK(cudaEventElapsedTime(&ms, a, b));
-  MT_CUDA_CHECK(cudaEventDestroy(a));
-  MT_CUDA_CHECK(cudaEventDestroy(b));
-  return ms / reps;
+  // ~0.5 s to reach the power cap, then ~2 s timed.
+  return bench::ms_per_call(step, std::max(1, int(500.0 / one)), std::max(3, int(2000.0 / one)));
 }
 
 void bench_model(const Model& md, const Printer& p) {

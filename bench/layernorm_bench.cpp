@@ -12,6 +12,7 @@
 
 #include "core/cuda/cuda_backend.h"
 #include "core/cuda/cuda_check.h"
+#include "cuda_timing.h"
 #include "kernels/elementwise.h"
 #include "kernels/layernorm.h"
 
@@ -19,21 +20,7 @@ using namespace mt;
 
 namespace {
 
-double time_ms(const std::function<void()>& fn) {
-  for (int i = 0; i < 5; ++i) fn();
-  cudaEvent_t a, b;
-  MT_CUDA_CHECK(cudaEventCreate(&a));
-  MT_CUDA_CHECK(cudaEventCreate(&b));
-  MT_CUDA_CHECK(cudaEventRecord(a));
-  for (int i = 0; i < 50; ++i) fn();
-  MT_CUDA_CHECK(cudaEventRecord(b));
-  MT_CUDA_CHECK(cudaEventSynchronize(b));
-  float ms = 0;
-  MT_CUDA_CHECK(cudaEventElapsedTime(&ms, a, b));
-  MT_CUDA_CHECK(cudaEventDestroy(a));
-  MT_CUDA_CHECK(cudaEventDestroy(b));
-  return ms / 50;
-}
+double time_ms(const std::function<void()>& fn) { return bench::ms_per_call(fn, 5, 50); }
 
 }  // namespace
 

@@ -2,7 +2,7 @@
 // DGELU_BGRAD and BGRADB epilogues for bf16/fp16) against the CPU reference, the unfused op sequence:
 //  - random inputs at small, MLP-sized and odd shapes (n % 8 != 0 cannot be fused and must fall
 //    back), outputs poisoned first, relative error within the dtype's tolerance, fp32 bias-grad
-//    accumulation into a non-zero main grad;
+//    accumulation into a non-zero main grad, and the weight gradient overwriting (dw_beta 0);
 //  - the epilogue's GeLU is our tanh approximation, not erf: on exact inputs where the two differ
 //    (x in [-4.5, -2]), the fused result sits on tanh-GeLU and on our own CUDA gelu kernels;
 //  - the three backward paths (MT_GEMM_FUSE_DGELU): the DGELU epilogue (the default), the plain
@@ -122,6 +122,12 @@ TEST_P(CudaGemmGelu, WgradBgradMatchesCpu) {
       // fp32 accumulation of exact products of half inputs: only summation order differs.
       EXPECT_LT(rel_err(dw_gpu, dw), 1e-4) << N << "x" << in << "x" << out << " bgrad " << epilogue;
       EXPECT_LT(rel_err(db_gpu, db), 1e-5) << N << "x" << in << "x" << out << " bgrad " << epilogue;
+      // dw_beta 0 (a round's first gradient): a poisoned dw is overwritten, never read.
+      Tensor dw0 = poisoned({out, in}, DType::F32);
+      gemm_wgrad_bgrad(to_gpu(dy), to_gpu(x), dw0, db_gpu, 0.0f);
+      gemm_wgrad_bgrad(dy, x, dw, db, 0.0f);
+      EXPECT_LT(rel_err(dw0, dw), 1e-4) << N << "x" << in << "x" << out << " bgrad " << epilogue << " beta 0";
+      EXPECT_LT(rel_err(db_gpu, db), 1e-5) << N << "x" << in << "x" << out << " bgrad " << epilogue << " beta 0";
     }
   }
   unsetenv("MT_GEMM_FUSE_BGRAD");
