@@ -3,14 +3,22 @@
 // online softmax and never stored as a [T, T] matrix; forward saves only the output and the
 // per-row log-sum-exp, and backward recomputes the probabilities from them.
 //
-// qkv : [B, T, H, 3, D]  Megatron's per-head interleaved layout (q, k, v of head h adjacent),
-//                        so a column-parallel split of the QKV projection keeps heads whole.
+// qkv : [B, T, G, H/G + 2, D]  Megatron's per-query-group layout: for each of the G query groups,
+//                        its H/G query heads, then its key head, then its value head, so a
+//                        column-parallel split of the QKV projection keeps groups whole. Query
+//                        head h reads the key and value heads of group h / (H/G) (grouped-query
+//                        attention; G = H is multi-head attention, [B, T, H, 3, D]). K and V are
+//                        never repeated in memory.
 // out : [B, T, H, D]
 // lse : fp32 [B, H, T]   logsumexp_j (q_i . k_j * scale), scale = 1/sqrt(D)
 // FLOPs (causal): forward 2 * B*H*T*T*D, backward 5 * B*H*T*T*D (half of the dense 4 and 10).
 //
-// Attention dropout (p > 0) drops probabilities with the mask philox(seed, stream, ((b*H + h)*T + i)*T + j)
-// (the same mask in forward and backward, regenerated, never stored).
+// Attention dropout (p > 0) drops probabilities with the mask
+//   philox(seed, stream, ((b'*H' + h')*T + i)*T + j),  b' = batch_offset + b,  h' = head_offset + h,
+//   H' = total_heads (0: n_heads)
+// in the sample's and head's global coordinates, so a data- or tensor-parallel rank draws the
+// same mask as one rank holding everything (the same mask in forward and backward, regenerated,
+// never stored).
 #include <cstdint>
 
 #include "core/tensor.h"
@@ -18,11 +26,20 @@
 namespace mt {
 
 struct AttentionConfig {
-  int n_heads = 1;
+  int n_heads = 1;         // query heads H (this rank's)
   int head_dim = 1;
+  int n_query_groups = 0;  // G, dividing H (0: H, multi-head attention)
   float dropout_p = 0.0f;
   uint64_t seed = 0;
   uint64_t stream = 0;
+  // The dropout mask's global coordinates (see above).
+  int64_t batch_offset = 0;
+  int head_offset = 0;
+  int total_heads = 0;
+
+  int groups() const { return n_query_groups > 0 ? n_query_groups : n_heads; }
+  int heads_per_group() const { return n_heads / groups(); }
+  int mask_heads() const { return total_heads > 0 ? total_heads : n_heads; }
 };
 
 void attention_forward(const Tensor& qkv, const Tensor& out, const Tensor& lse, const AttentionConfig& cfg,

@@ -34,6 +34,25 @@ void gelu_backward(const Tensor& dy, const Tensor& x, const Tensor& dx);
 void dropout_forward(const Tensor& x, const Tensor& y, float p, uint64_t seed, uint64_t stream);
 void dropout_backward(const Tensor& dy, const Tensor& dx, float p, uint64_t seed, uint64_t stream);
 
+void rmsnorm_forward(const Tensor& x, const Tensor& w, float eps, const Tensor& y, const Tensor& rstd);
+void rmsnorm_backward(const Tensor& dy, const Tensor& x, const Tensor& w, const Tensor& rstd, const Tensor& dx,
+                      const Tensor& dw_accum);
+void add_rmsnorm_forward(const Tensor& x, const Tensor& r, const Tensor& w, float eps, const Tensor& sum,
+                         const Tensor& y, const Tensor& rstd);
+void rmsnorm_backward_add(const Tensor& dy, const Tensor& x, const Tensor& w, const Tensor& rstd, const Tensor& dres,
+                          const Tensor& dx, const Tensor& dw_accum);
+void qk_rmsnorm_forward(const Tensor& qkv_in, const Tensor& q_w, const Tensor& k_w, int n_query_groups, float eps,
+                        const Tensor& qkv_out, const Tensor& rstd);
+void qk_rmsnorm_backward(const Tensor& dqkv_out, const Tensor& qkv_in, const Tensor& q_w, const Tensor& k_w,
+                         int n_query_groups, const Tensor& rstd, const Tensor& dqkv_in, const Tensor& dq_w_accum,
+                         const Tensor& dk_w_accum);
+
+void rope_forward(const Tensor& qkv, const Tensor& cos, const Tensor& sin, int n_query_groups, int rot_dim);
+void rope_backward(const Tensor& dqkv, const Tensor& cos, const Tensor& sin, int n_query_groups, int rot_dim);
+
+void swiglu_forward(const Tensor& x, const Tensor& y);
+void swiglu_backward(const Tensor& dy, const Tensor& x, const Tensor& dx);
+
 void attention_forward(const Tensor& qkv, const Tensor& out, const Tensor& lse, const AttentionConfig& cfg);
 void attention_backward(const Tensor& dout, const Tensor& qkv, const Tensor& out, const Tensor& lse, const Tensor& dqkv,
                         const AttentionConfig& cfg);
