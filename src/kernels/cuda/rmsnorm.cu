@@ -59,7 +59,9 @@ __device__ __forceinline__ float load_w(const void* w, bool w_f32, int c) {
 struct Rows {
   int64_t n = 1, first = 0, per = 1, per_rstd = 1;
   __device__ int64_t row(int64_t i) const { return n == 1 ? i * per + first : (i / n) * per + first + i % n; }
-  __device__ int64_t stat(int64_t i) const { return n == 1 ? i * per_rstd + first : (i / n) * per_rstd + first + i % n; }
+  __device__ int64_t stat(int64_t i) const {
+    return n == 1 ? i * per_rstd + first : (i / n) * per_rstd + first + i % n;
+  }
 };
 
 // One row of the forward by one warp (all 32 lanes call it, `lane` = threadIdx.x % 32): y =
@@ -362,7 +364,8 @@ __global__ void __launch_bounds__(32 * kFusedWarps)
     if (j * kSpan >= C) break;  // the same for the whole block
 #pragma unroll
     for (int k = 0; k < P; k += 4)  // P is 4 or 8: 16-byte stores
-      *reinterpret_cast<float4*>(&red[warp][lane * P + k]) = make_float4(dw[j][k], dw[j][k + 1], dw[j][k + 2], dw[j][k + 3]);
+      *reinterpret_cast<float4*>(&red[warp][lane * P + k]) =
+          make_float4(dw[j][k], dw[j][k + 1], dw[j][k + 2], dw[j][k + 3]);
     __syncthreads();
     for (int t = threadIdx.x; t < kSpan; t += blockDim.x) {
       const int c = j * kSpan + t;
