@@ -69,9 +69,9 @@ bool try_cudnn(const char* op, const Tensor& qkv, const AttentionConfig& cfg, Fn
   std::string why;
   if (run(&why)) return true;
   if (b == AttentionBackend::Cudnn)
-    MT_USER_ERROR(
-        "{}: MT_ATTENTION_BACKEND=cudnn, but cuDNN cannot run qkv {} (heads {}, groups {}, head dim {}, dropout {}): {}",
-        op, qkv.str(), cfg.n_heads, cfg.groups(), cfg.head_dim, cfg.dropout_p, why);
+    MT_USER_ERROR("{}: MT_ATTENTION_BACKEND=cudnn, but cuDNN cannot run qkv {} (heads {}, groups {}, head dim {}, "
+                  "dropout {}): {}",
+                  op, qkv.str(), cfg.n_heads, cfg.groups(), cfg.head_dim, cfg.dropout_p, why);
   return false;
 }
 #endif

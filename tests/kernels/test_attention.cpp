@@ -162,7 +162,8 @@ TEST(AttentionBackward, IsBitIdenticalForOneAndTwoThreads) {
 }
 
 // The block [r[k][0], r[k][0] + r[k][1]) of each dim k of a row-major array of shape `shape`.
-std::vector<float> block(const std::vector<float>& x, const Shape& shape, const std::vector<std::array<int64_t, 2>>& r) {
+std::vector<float> block(const std::vector<float>& x, const Shape& shape,
+                         const std::vector<std::array<int64_t, 2>>& r) {
   std::vector<float> y;
   auto walk = [&](auto&& self, size_t k, int64_t offset) -> void {
     if (k == shape.size()) {
