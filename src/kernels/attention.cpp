@@ -12,7 +12,8 @@
 namespace mt {
 namespace {
 
-// qkv [B, T, H, 3, D], out [B, T, H, D] of one float dtype; lse fp32 [B, H, T].
+// qkv [B, T, G, H/G + 2, D] (G = H: [B, T, H, 3, D]), out [B, T, H, D] of one float dtype; lse
+// fp32 [B, H, T]; the dropout mask's coordinates in range.
 void check_attention(const char* op, const Tensor& qkv, const Tensor& out, const Tensor& lse,
                      const AttentionConfig& cfg) {
   using namespace detail;
@@ -21,10 +22,18 @@ void check_attention(const char* op, const Tensor& qkv, const Tensor& out, const
   check_dtype(op, "lse", lse, DType::F32);
   MT_CHECK(cfg.n_heads > 0 && cfg.head_dim > 0, "{}: n_heads {} and head_dim {} must be positive", op, cfg.n_heads,
            cfg.head_dim);
+  MT_CHECK(cfg.n_query_groups >= 0 && cfg.n_query_groups <= cfg.n_heads && cfg.n_heads % cfg.groups() == 0,
+           "{}: n_query_groups {} must divide n_heads {} (0: n_heads)", op, cfg.n_query_groups, cfg.n_heads);
   MT_CHECK(cfg.dropout_p >= 0.0f && cfg.dropout_p < 1.0f, "{}: dropout_p = {} must be in [0, 1)", op, cfg.dropout_p);
-  MT_CHECK(qkv.dim() == 5, "{}: qkv {} must be [B, T, H, 3, D]", op, qkv.str());
-  const int64_t B = qkv.size(0), T = qkv.size(1), H = cfg.n_heads, D = cfg.head_dim;
-  check_shape(op, "qkv", qkv, {B, T, H, 3, D});
+  MT_CHECK(cfg.batch_offset >= 0 && cfg.head_offset >= 0 && cfg.total_heads >= 0 &&
+               cfg.head_offset + cfg.n_heads <= cfg.mask_heads(),
+           "{}: the dropout mask's heads [{}, {}) must lie in total_heads {} (0: n_heads), batch_offset {} >= 0", op,
+           cfg.head_offset, cfg.head_offset + cfg.n_heads, cfg.total_heads, cfg.batch_offset);
+  const int64_t H = cfg.n_heads, G = cfg.groups(), D = cfg.head_dim;
+  MT_CHECK(qkv.dim() == 5, "{}: qkv {} must be [B, T, G, H/G + 2, D] = [B, T, {}, {}, {}]", op, qkv.str(), G, H / G + 2,
+           D);
+  const int64_t B = qkv.size(0), T = qkv.size(1);
+  check_shape(op, "qkv", qkv, {B, T, G, H / G + 2, D});
   check_shape(op, "out", out, {B, T, H, D});
   MT_CHECK(out.dtype() == qkv.dtype(), "{}: out {} must have qkv's dtype", op, out.str());
   check_shape(op, "lse", lse, {B, H, T});
@@ -60,8 +69,9 @@ bool try_cudnn(const char* op, const Tensor& qkv, const AttentionConfig& cfg, Fn
   std::string why;
   if (run(&why)) return true;
   if (b == AttentionBackend::Cudnn)
-    MT_USER_ERROR("{}: MT_ATTENTION_BACKEND=cudnn, but cuDNN cannot run qkv {} (heads {}, head dim {}, dropout {}): {}",
-                  op, qkv.str(), cfg.n_heads, cfg.head_dim, cfg.dropout_p, why);
+    MT_USER_ERROR("{}: MT_ATTENTION_BACKEND=cudnn, but cuDNN cannot run qkv {} (heads {}, groups {}, head dim {}, "
+                  "dropout {}): {}",
+                  op, qkv.str(), cfg.n_heads, cfg.groups(), cfg.head_dim, cfg.dropout_p, why);
   return false;
 }
 #endif

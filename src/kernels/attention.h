@@ -26,12 +26,14 @@
 namespace mt {
 
 struct AttentionConfig {
-  int n_heads = 1;         // query heads H (this rank's)
+  int n_heads = 1;  // query heads H (this rank's)
   int head_dim = 1;
-  int n_query_groups = 0;  // G, dividing H (0: H, multi-head attention)
   float dropout_p = 0.0f;
   uint64_t seed = 0;
   uint64_t stream = 0;
+  // After the fields above so that the existing aggregate initialisations {H, D, p, seed, stream}
+  // keep their meaning (a float in n_query_groups' place would not compile).
+  int n_query_groups = 0;  // G, dividing H (0: H, multi-head attention)
   // The dropout mask's global coordinates (see above).
   int64_t batch_offset = 0;
   int head_offset = 0;

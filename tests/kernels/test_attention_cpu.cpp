@@ -1,9 +1,11 @@
 // CPU attention at the model's head size and across several key blocks (T = 200 > 3 blocks of
-// 64, D = 64), forward and backward, with and without dropout, against the attention math in
-// double: P = softmax(scale Q K^T + causal mask), O = (P Z) V; dV = (P Z)^T dO, dP = dO V^T,
-// dS = P (dP Z - rowsum(dO O)), dQ = scale dS K, dK = scale dS^T Q. (test_attention.cpp checks
-// the small shapes against finite differences.) Tolerance 2e-5 relative + absolute: fp32
-// products of length <= 200 over values of order 1.
+// 64, D = 64), forward and backward, with and without dropout, multi-head and grouped-query
+// (query head h reads key and value head h / (H/G)), against the attention math in double:
+// P = softmax(scale Q K^T + causal mask), O = (P Z) V; dV = (P Z)^T dO, dP = dO V^T,
+// dS = P (dP Z - rowsum(dO O)), dQ = scale dS K, dK = scale dS^T Q, where a shared key or value
+// head sums the dK, dV of its group's query heads. (test_attention.cpp checks the small shapes
+// against finite differences.) Tolerance 2e-5 relative + absolute: fp32 products of length
+// <= 200 over values of order 1.
 #include "core/rng.h"
 #include "kernels/attention.h"
 #include "kernels/kernel_testing.h"
@@ -13,23 +15,33 @@ namespace {
 
 using namespace mt::testing;
 
-class AttentionCpu : public ::testing::TestWithParam<float> {};
+struct CpuCase {
+  int64_t H, G;
+  float dropout_p;
+};
+
+class AttentionCpu : public ::testing::TestWithParam<CpuCase> {};
 
 TEST_P(AttentionCpu, MatchesDoublePrecisionForwardAndBackwardAcrossBlocks) {
-  const float p = GetParam();
-  const int64_t B = 1, T = 200, H = 2, D = 64;
-  const AttentionConfig cfg{int(H), int(D), p, /*seed=*/7, /*stream=*/rng_stream("test/attention_cpu")};
-  const auto x = random_vec(size_t(B * T * H * 3 * D), 1, -1, 1), g = random_vec(size_t(B * T * H * D), 2);
-  Tensor qkv = from_vec(x, {B, T, H, 3, D}), out = Tensor::empty({B, T, H, D}, DType::F32);
-  Tensor lse = Tensor::empty({B, H, T}, DType::F32), dqkv = Tensor::empty({B, T, H, 3, D}, DType::F32);
+  const auto [H, G, p] = GetParam();
+  const int64_t B = 1, T = 200, D = 64, hpg = H / G;
+  AttentionConfig cfg{int(H), int(D), p, /*seed=*/7, /*stream=*/rng_stream("test/attention_cpu")};
+  cfg.n_query_groups = int(G);
+  const Shape qkv_shape{B, T, G, hpg + 2, D};
+  const auto x = random_vec(size_t(B * T * (H + 2 * G) * D), 1, -1, 1), g = random_vec(size_t(B * T * H * D), 2);
+  Tensor qkv = from_vec(x, qkv_shape), out = Tensor::empty({B, T, H, D}, DType::F32);
+  Tensor lse = Tensor::empty({B, H, T}, DType::F32), dqkv = Tensor::empty(qkv_shape, DType::F32);
   attention_forward(qkv, out, lse, cfg);
   attention_backward(from_vec(g, {B, T, H, D}), qkv, out, lse, dqkv, cfg);
 
   std::vector<double> want_out(size_t(B * T * H * D)), want_lse(size_t(B * H * T)), want_d(x.size(), 0.0);
   const double scale = 1 / std::sqrt(double(D));
-  auto at = [&](int64_t t, int64_t h, int64_t which, int64_t c) {
-    return double(x[size_t(((t * H + h) * 3 + which) * D + c)]);
+  // Element (t, c) of query head h (which = 0) or of its group's key (1) or value (2) head.
+  auto index = [&](int64_t t, int64_t h, int64_t which, int64_t c) {
+    const int64_t slot = which == 0 ? h % hpg : hpg + which - 1;
+    return size_t(((t * G + h / hpg) * (hpg + 2) + slot) * D + c);
   };
+  auto at = [&](int64_t t, int64_t h, int64_t which, int64_t c) { return double(x[index(t, h, which, c)]); };
   auto grad_out = [&](int64_t t, int64_t h, int64_t c) { return double(g[size_t((t * H + h) * D + c)]); };
   for (int64_t h = 0; h < H; ++h) {
     std::vector<double> P(size_t(T * T), 0.0), Z(size_t(T * T), 0.0), dS(size_t(T * T), 0.0);
@@ -72,9 +84,9 @@ TEST_P(AttentionCpu, MatchesDoublePrecisionForwardAndBackwardAcrossBlocks) {
           dk += dS[i * T + t] * at(i, h, 0, c);
           dv += P[i * T + t] * Z[i * T + t] * grad_out(i, h, c);
         }
-        want_d[size_t(((t * H + h) * 3 + 0) * D + c)] = scale * dq;
-        want_d[size_t(((t * H + h) * 3 + 1) * D + c)] = scale * dk;
-        want_d[size_t(((t * H + h) * 3 + 2) * D + c)] = dv;
+        want_d[index(t, h, 0, c)] = scale * dq;
+        want_d[index(t, h, 1, c)] += scale * dk;  // summed over the group's query heads
+        want_d[index(t, h, 2, c)] += dv;
       }
   }
   expect_close(to_vec(out), want_out, 2e-5, 2e-5, "out");
@@ -82,7 +94,15 @@ TEST_P(AttentionCpu, MatchesDoublePrecisionForwardAndBackwardAcrossBlocks) {
   expect_close(to_vec(dqkv), want_d, 2e-5, 2e-5, "dqkv");
 }
 
-INSTANTIATE_TEST_SUITE_P(WithAndWithoutDropout, AttentionCpu, ::testing::Values(0.0f, 0.2f));
+std::string cpu_case_name(const ::testing::TestParamInfo<CpuCase>& info) {
+  return "H" + std::to_string(info.param.H) + "_G" + std::to_string(info.param.G) +
+         (info.param.dropout_p > 0 ? "_dropout" : "");
+}
+
+INSTANTIATE_TEST_SUITE_P(HeadsGroupsAndDropout, AttentionCpu,
+                         ::testing::Values(CpuCase{2, 2, 0.0f}, CpuCase{2, 2, 0.2f}, CpuCase{8, 2, 0.0f},
+                                           CpuCase{8, 2, 0.2f}, CpuCase{8, 1, 0.0f}, CpuCase{8, 1, 0.2f}),
+                         cpu_case_name);
 
 }  // namespace
 }  // namespace mt

@@ -5,6 +5,8 @@
 // Each CUDA implementation is also forced in turn (set_attention_backend): cuDNN's fused flash
 // attention (bf16/fp16, dropout 0; tolerance 1e-2 relative, as its P and dS are rounded to the
 // storage type) and the native kernel; the default (Auto) picks cuDNN where it applies.
+// Grouped-query attention (8 query heads in 1, 2, 4 or 8 groups) on both, the native kernel also
+// with dropout in a rank's global coordinates (batch_offset, head_offset, total_heads).
 #include "kernels/attention.h"
 
 #include "core/error.h"
@@ -40,12 +42,13 @@ bool runs_cudnn(DType dt, int64_t D, float p) {
          p == 0.0f && D % 8 == 0;
 }
 
-void check_matches_cpu(DType dt, int64_t D, float p, std::vector<int64_t> seq_lengths = {1, 37, 130}) {
-  const bool cudnn = runs_cudnn(dt, D, p);
+// CUDA against the CPU for attention of B samples under cfg (its heads, groups and dropout mask).
+void check_config_matches_cpu(const AttentionConfig& cfg, DType dt, int64_t B, bool cudnn,
+                              const std::vector<int64_t>& seq_lengths) {
+  const int64_t H = cfg.n_heads, G = cfg.groups(), D = cfg.head_dim;
   for (int64_t T : seq_lengths) {
-    const int64_t B = 2, H = 3;
-    const AttentionConfig cfg{int(H), int(D), p, 99, rng_stream("test/cuda_attention")};
-    Tensor qkv = random_tensor({B, T, H, 3, D}, dt, 1, -2, 2);
+    const Shape qkv_t{B, T, G, H / G + 2, D};
+    Tensor qkv = random_tensor(qkv_t, dt, 1, -2, 2);
     Tensor out = Tensor::empty({B, T, H, D}, dt), lse = Tensor::empty({B, H, T}, DType::F32);
     attention_forward(qkv, out, lse, cfg);
     Tensor qkv_g = to_gpu(qkv), out_g = poisoned_like(out), lse_g = poisoned_like(lse);
@@ -55,11 +58,16 @@ void check_matches_cpu(DType dt, int64_t D, float p, std::vector<int64_t> seq_le
 
     // Backward from the same saved tensors on both sides (the CPU's out and lse).
     Tensor dout = random_tensor({B, T, H, D}, dt, 2);
-    Tensor dqkv = Tensor::empty({B, T, H, 3, D}, dt), dqkv_g = poisoned_like(dqkv);
+    Tensor dqkv = Tensor::empty(qkv_t, dt), dqkv_g = poisoned_like(dqkv);
     attention_backward(dout, qkv, out, lse, dqkv, cfg);
     attention_backward(to_gpu(dout), qkv_g, to_gpu(out), to_gpu(lse), dqkv_g, cfg);
     EXPECT_LT(rel_err(dqkv_g, dqkv), cudnn ? 1e-2 : dt == DType::F16 ? 5e-3 : tol_for(dt, 1e-4)) << "dqkv, T=" << T;
   }
+}
+
+void check_matches_cpu(DType dt, int64_t D, float p, std::vector<int64_t> seq_lengths = {1, 37, 130}) {
+  const AttentionConfig cfg{3, int(D), p, 99, rng_stream("test/cuda_attention")};
+  check_config_matches_cpu(cfg, dt, 2, runs_cudnn(dt, D, p), seq_lengths);
 }
 
 class CudaAttention : public ::testing::TestWithParam<AttnCase> {};
@@ -187,6 +195,77 @@ TEST(CudaAttentionDeterminism, LongSequenceMatchesCpu) {
   attention_backward(to_gpu(dout), qkv_g, out_g, lse_g, dqkv_g, cfg);
   EXPECT_LT(rel_err(dqkv_g, dqkv), 1e-4);
 }
+
+struct GqaCase {
+  DType dt;
+  int64_t G, D;
+  float p;
+};
+
+std::string gqa_name(const ::testing::TestParamInfo<GqaCase>& info) {
+  return std::string(name_of(info.param.dt)) + "_G" + std::to_string(info.param.G) + "_D" +
+         std::to_string(info.param.D) + (info.param.p > 0 ? "_dropout" : "");
+}
+
+// 8 query heads in G groups; with dropout, as the rank holding samples [3, 5) and heads [8, 16)
+// of 24, so both sides draw the mask at the global coordinates.
+AttentionConfig gqa_config(const GqaCase& c) {
+  AttentionConfig cfg{8, int(c.D), c.p, 123, rng_stream("test/cuda_attention_gqa")};
+  cfg.n_query_groups = int(c.G);
+  if (c.p > 0) {
+    cfg.batch_offset = 3;
+    cfg.head_offset = 8;
+    cfg.total_heads = 24;
+  }
+  return cfg;
+}
+
+class CudaGroupedQueryAttention : public ::testing::TestWithParam<GqaCase> {};
+
+// The native kernel: a shared key's dk, dv summed over its group's query heads, and bit
+// reproducible run to run (the sums in a fixed order, no atomics).
+TEST_P(CudaGroupedQueryAttention, NativeKernelMatchesCpuAndIsBitReproducible) {
+  if (mt::cuda_device_count() == 0) GTEST_SKIP() << "no CUDA device";
+  BackendScope scope(AttentionBackend::Native);
+  const GqaCase c = GetParam();
+  const AttentionConfig cfg = gqa_config(c);
+  check_config_matches_cpu(cfg, c.dt, 2, false, {1, 37, 130});
+
+  const int64_t B = 2, T = 97, H = cfg.n_heads, G = cfg.groups(), D = c.D;
+  Tensor qkv = to_gpu(random_tensor({B, T, G, H / G + 2, D}, c.dt, 3));
+  Tensor dout = to_gpu(random_tensor({B, T, H, D}, c.dt, 4));
+  Tensor out[2], lse[2], dqkv[2];
+  for (int r = 0; r < 2; ++r) {
+    out[r] = poisoned({B, T, H, D}, c.dt);
+    lse[r] = poisoned({B, H, T}, DType::F32);
+    dqkv[r] = poisoned(qkv.shape(), c.dt);
+    attention_forward(qkv, out[r], lse[r], cfg);
+    attention_backward(dout, qkv, out[r], lse[r], dqkv[r], cfg);
+  }
+  EXPECT_TRUE(same_bits(out[0], out[1]));
+  EXPECT_TRUE(same_bits(lse[0], lse[1]));
+  EXPECT_TRUE(same_bits(dqkv[0], dqkv[1]));
+}
+
+// cuDNN forced (bf16/fp16, no dropout): K and V of G heads, dK and dV of G heads from its backward;
+// 1 < G < H gathers q into a contiguous buffer and scatters dq back.
+TEST_P(CudaGroupedQueryAttention, CudnnMatchesCpu) {
+  if (mt::cuda_device_count() == 0) GTEST_SKIP() << "no CUDA device";
+  if (!attention_has_cudnn()) GTEST_SKIP() << "built without cuDNN attention";
+  const GqaCase c = GetParam();
+  if (c.dt == DType::F32 || c.p > 0.0f || c.D % 8 != 0) GTEST_SKIP() << "cuDNN path is bf16/fp16 without dropout";
+  BackendScope scope(AttentionBackend::Cudnn);
+  EXPECT_NO_THROW(check_config_matches_cpu(gqa_config(c), c.dt, 2, true, {37, 130}));
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Groups, CudaGroupedQueryAttention,
+    ::testing::Values(GqaCase{DType::F32, 2, 16, 0.0f}, GqaCase{DType::F32, 1, 64, 0.0f},
+                      GqaCase{DType::F32, 4, 80, 0.1f}, GqaCase{DType::F32, 8, 64, 0.1f},
+                      GqaCase{DType::BF16, 2, 64, 0.0f}, GqaCase{DType::BF16, 1, 128, 0.0f},
+                      GqaCase{DType::BF16, 8, 64, 0.0f}, GqaCase{DType::BF16, 2, 128, 0.1f},
+                      GqaCase{DType::F16, 4, 64, 0.0f}),
+    gqa_name);
 
 }  // namespace
 }  // namespace mt

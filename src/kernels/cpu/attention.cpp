@@ -5,13 +5,18 @@
 //     sum e^(S - m'), Oi = Oi e^(m - m') + (e^(S - m') * Z) Vj; finally Oi /= l, lse = m + log l.
 //   backward, per (b, h): D_i = dO_i.O_i; for each block pair P = e^(S - lse) (recomputed),
 //     dP = dOi Vj^T, dVj += (P*Z)^T dOi, dS = scale P (dP Z - D), dQi += dS Kj, dKj += dS^T Qi.
-//   Z is the dropout factor (keep ? 1/(1-p) : 0) of philox(seed, stream, ((b H + h) T + i) T + j),
-//   drawn one Philox block per four keys; without dropout Z = 1. Causally masked entries are 0.
-// Each (b, h) is owned by one thread: it widens its q, k, v (and dO) into fp32 scratch [T, D]
-// (O(T D) traffic against O(T^2 D) FLOPs), keeps one kBlock x kBlock score tile (never a [T, T]
-// matrix) and, in backward, accumulates dq, dk, dv in fp32 scratch in a fixed order before one
-// store; so results do not depend on the thread count. sgemm runs single-threaded inside the
-// OpenMP region, so each block product is the same arithmetic wherever it runs.
+//   Z is the dropout factor (keep ? 1/(1-p) : 0) of philox(seed, stream, ((b' H' + h') T + i) T + j)
+//   in global coordinates (attention.h), drawn one Philox block per four keys; without dropout
+//   Z = 1. Causally masked entries are 0.
+// Grouped-query attention: query head h reads the k, v of group h / (H/G); a group's dK, dV are
+// sums over its H/G query heads.
+// In forward each (b, h) is owned by one thread; in backward each (b, group), which runs its
+// query heads in order, so dK and dV are summed in a fixed order with no sharing between threads.
+// A thread widens q, k, v (and dO) into fp32 scratch [T, D] (O(T D) traffic against O(T^2 D)
+// FLOPs), keeps one kBlock x kBlock score tile (never a [T, T] matrix) and, in backward,
+// accumulates dq, dk, dv in fp32 scratch in a fixed order before one store; so results do not
+// depend on the thread count. sgemm runs single-threaded inside the OpenMP region, so each block
+// product is the same arithmetic wherever it runs.
 
 #include <algorithm>
 #include <cmath>
@@ -33,9 +38,21 @@ namespace {
 constexpr int64_t kBlock = 64;  // queries and keys per block; equal, so diagonal blocks line up
 
 struct Dims {
-  int64_t B, T, H, D;
-  int64_t qkv_token() const { return H * 3 * D; }  // qkv elements per token
+  int64_t B, T, H, G, D;
+  int64_t batch_offset, head_offset, mask_heads;  // the dropout mask's coordinates (attention.h)
+  int64_t per_group() const { return H / G; }
+  int64_t qkv_token() const { return (H + 2 * G) * D; }  // qkv elements per token
   int64_t out_token() const { return H * D; }
+  // Offsets within a token of query head h and of group g's key head (its value head follows).
+  int64_t q_at(int64_t h) const { return (h / per_group() * (per_group() + 2) + h % per_group()) * D; }
+  int64_t k_at(int64_t g) const { return (g * (per_group() + 2) + per_group()) * D; }
+  // Row (b' H' + h') of head (b, h) in the dropout mask's counter ((b' H' + h') T + i) T + j.
+  uint64_t mask_row(int64_t b, int64_t h) const {
+    return uint64_t(batch_offset + b) * uint64_t(mask_heads) + uint64_t(head_offset + h);
+  }
+  uint64_t mask_index(uint64_t row, int64_t i, int64_t j) const {
+    return (row * uint64_t(T) + uint64_t(i)) * uint64_t(T) + uint64_t(j);
+  }
 };
 
 // Dropout factors z[0..n) = keep ? 1/(1-p) : 0 for mask indices first, first+1, ...
@@ -58,23 +75,41 @@ void mm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, float alpha, const fl
   sgemm_serial(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
 }
 
-// Widens q, k, v of head (b, h) into fp32 [T, D] rows.
+// Widens query head h of sample b into fp32 [T, D] rows.
 template <class T>
-void gather_qkv(const T* qkv, const Dims& d, int64_t b, int64_t h, float* q, float* k, float* v) {
+void gather_q(const T* qkv, const Dims& d, int64_t b, int64_t h, float* q) {
+  for (int64_t t = 0; t < d.T; ++t) load_row(qkv + (b * d.T + t) * d.qkv_token() + d.q_at(h), q + t * d.D, d.D);
+}
+
+// Widens the key and value heads of group g of sample b into fp32 [T, D] rows.
+template <class T>
+void gather_kv(const T* qkv, const Dims& d, int64_t b, int64_t g, float* k, float* v) {
   for (int64_t t = 0; t < d.T; ++t) {
-    const T* base = qkv + (b * d.T + t) * d.qkv_token() + h * 3 * d.D;
-    load_row(base, q + t * d.D, d.D);
-    load_row(base + d.D, k + t * d.D, d.D);
-    load_row(base + 2 * d.D, v + t * d.D, d.D);
+    const T* base = qkv + (b * d.T + t) * d.qkv_token() + d.k_at(g);
+    load_row(base, k + t * d.D, d.D);
+    load_row(base + d.D, v + t * d.D, d.D);
   }
+}
+
+// Narrows fp32 [T, D] rows into the slot `at` (an offset within a token) of every token of sample b.
+template <class T>
+void scatter_rows(const float* x, const Dims& d, int64_t b, int64_t at, T* dqkv) {
+  for (int64_t t = 0; t < d.T; ++t) store_row(x + t * d.D, dqkv + (b * d.T + t) * d.qkv_token() + at, d.D);
+}
+
+// x[0..n) += y[0..n).
+void add_rows(float* x, const float* y, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) x[i] += y[i];
 }
 
 #if defined(__x86_64__)
 // With AVX-512 the block loop of one head runs in attention_avx512.cpp (transposed scores,
-// column softmax, the GEMM micro-kernel on operands packed once per head); threads take heads.
+// column softmax, the GEMM micro-kernel on operands packed once per head); threads take heads
+// in forward and (b, group)s in backward.
 struct HeadDrop {
   const DropMask* drop;
-  int64_t bh, T;
+  const Dims* d;
+  uint64_t row;  // Dims::mask_row of the head
 };
 
 // zt[(j - j0) * ldz + (i - i0)] = the dropout factor of query i, key j (attention_avx512.h).
@@ -82,7 +117,7 @@ void head_dropout(const void* ctx, int64_t i0, int64_t rows, int64_t j0, int64_t
   const auto& h = *static_cast<const HeadDrop*>(ctx);
   float z[kBlock];
   for (int64_t r = 0; r < rows; ++r) {
-    h.drop->factors(uint64_t((h.bh * h.T + i0 + r) * h.T + j0), cols, z);
+    h.drop->factors(h.d->mask_index(h.row, i0 + r, j0), cols, z);
     for (int64_t c = 0; c < cols; ++c) zt[c * ldz + r] = z[c];
   }
 }
@@ -101,7 +136,7 @@ avx512::AttentionHead head_of(const Dims& d, const DropMask& drop, const HeadDro
 
 // Each thread gathers its head's rows into fp32 [T, D] buffers first, for every dtype: reading
 // an fp32 head in place (rows qkv_token apart, each on its own page) was measured no faster
-// than the gather (a token's q, k, v are adjacent, one 3 D run) plus packing from [T, D].
+// than the gather (a token's k, v are adjacent, one 2 D run) plus packing from [T, D].
 template <class T>
 void forward_avx512_t(const T* qkv, T* out, float* lse, const Dims& d, const DropMask& drop) {
 #pragma omp parallel
@@ -114,8 +149,9 @@ void forward_avx512_t(const T* qkv, T* out, float* lse, const Dims& d, const Dro
 #pragma omp for schedule(dynamic, 1)
     for (int64_t bh = 0; bh < d.B * d.H; ++bh) {
       const int64_t b = bh / d.H, h = bh % d.H;
-      const HeadDrop hd{&drop, bh, d.T};
-      gather_qkv(qkv, d, b, h, q, k, v);
+      const HeadDrop hd{&drop, &d, d.mask_row(b, h)};
+      gather_q(qkv, d, b, h, q);
+      gather_kv(qkv, d, b, h / d.per_group(), k, v);
       avx512::attention_forward(head_of(d, drop, hd), q, k, v, o, lse + bh * d.T, scratch);
       for (int64_t t = 0; t < d.T; ++t) store_row(o + t * d.D, out + (b * d.T + t) * d.out_token() + h * d.D, d.D);
     }
@@ -125,31 +161,39 @@ void forward_avx512_t(const T* qkv, T* out, float* lse, const Dims& d, const Dro
 template <class T>
 void backward_avx512_t(const T* dout, const T* qkv, const T* out, const float* lse, T* dqkv, const Dims& d,
                        const DropMask& drop) {
-  const int64_t D = d.D;
+  const int64_t D = d.D, hpg = d.per_group();
 #pragma omp parallel
   {
-    // As in forward: q, k, v, o, dO, dq, dk, dv [T, D] and the scratch.
+    // As in forward: q, k, v, o, dO, dq, dk, dv [T, D], the group's dK, dV sums, and the scratch.
     const int64_t td = (d.T * D + 15) / 16 * 16;
-    Tensor buf = Tensor::empty({8 * td + avx512::attention_backward_scratch(d.T, D)}, DType::F32);
+    Tensor buf = Tensor::empty({10 * td + avx512::attention_backward_scratch(d.T, D)}, DType::F32);
     float *q = buf.data<float>(), *k = q + td, *v = k + td, *o = v + td, *dO = o + td, *dq = dO + td, *dk = dq + td,
-          *dv = dk + td, *scratch = dv + td;
+          *dv = dk + td, *dk_sum = dv + td, *dv_sum = dk_sum + td, *scratch = dv_sum + td;
 #pragma omp for schedule(dynamic, 1)
-    for (int64_t bh = 0; bh < d.B * d.H; ++bh) {
-      const int64_t b = bh / d.H, h = bh % d.H;
-      const HeadDrop hd{&drop, bh, d.T};
-      gather_qkv(qkv, d, b, h, q, k, v);
-      for (int64_t t = 0; t < d.T; ++t) {
-        const int64_t at = (b * d.T + t) * d.out_token() + h * D;
-        load_row(out + at, o + t * D, D);
-        load_row(dout + at, dO + t * D, D);
+    for (int64_t bg = 0; bg < d.B * d.G; ++bg) {
+      const int64_t b = bg / d.G, g = bg % d.G;
+      gather_kv(qkv, d, b, g, k, v);
+      for (int64_t h = g * hpg; h < (g + 1) * hpg; ++h) {
+        const int64_t bh = b * d.H + h;
+        const HeadDrop hd{&drop, &d, d.mask_row(b, h)};
+        gather_q(qkv, d, b, h, q);
+        for (int64_t t = 0; t < d.T; ++t) {
+          const int64_t at = (b * d.T + t) * d.out_token() + h * D;
+          load_row(out + at, o + t * D, D);
+          load_row(dout + at, dO + t * D, D);
+        }
+        // The group's first head writes the sums, later ones add, in head order (one head: dk, dv as they are).
+        const bool first = h == g * hpg;
+        avx512::attention_backward(head_of(d, drop, hd), q, k, v, o, dO, lse + bh * d.T, dq, first ? dk_sum : dk,
+                                   first ? dv_sum : dv, scratch);
+        if (!first) {
+          add_rows(dk_sum, dk, d.T * D);
+          add_rows(dv_sum, dv, d.T * D);
+        }
+        scatter_rows(dq, d, b, d.q_at(h), dqkv);
       }
-      avx512::attention_backward(head_of(d, drop, hd), q, k, v, o, dO, lse + bh * d.T, dq, dk, dv, scratch);
-      for (int64_t t = 0; t < d.T; ++t) {
-        T* base = dqkv + (b * d.T + t) * d.qkv_token() + h * 3 * D;
-        store_row(dq + t * D, base, D);
-        store_row(dk + t * D, base + D, D);
-        store_row(dv + t * D, base + 2 * D, D);
-      }
+      scatter_rows(dk_sum, d, b, d.k_at(g), dqkv);
+      scatter_rows(dv_sum, d, b, d.k_at(g) + D, dqkv);
     }
   }
 }
@@ -170,7 +214,9 @@ void forward_t(const T* qkv, T* out, float* lse, const Dims& d, const DropMask& 
 #pragma omp for schedule(dynamic, 1)
     for (int64_t bh = 0; bh < d.B * d.H; ++bh) {
       const int64_t b = bh / d.H, h = bh % d.H;
-      gather_qkv(qkv, d, b, h, q.data(), k.data(), v.data());
+      const uint64_t mask_row = d.mask_row(b, h);
+      gather_q(qkv, d, b, h, q.data());
+      gather_kv(qkv, d, b, h / d.per_group(), k.data(), v.data());
       for (int64_t i0 = 0; i0 < d.T; i0 += kBlock) {
         const int64_t mq = std::min(kBlock, d.T - i0);
         std::fill(m.begin(), m.end(), -std::numeric_limits<float>::infinity());
@@ -187,7 +233,7 @@ void forward_t(const T* qkv, T* out, float* lse, const Dims& d, const DropMask& 
             const float sum = exp_shifted_sum(sr, valid, mx);
             std::fill(sr + valid, sr + nk, 0.0f);
             if (drop.p > 0.0f) {
-              drop.factors(uint64_t((bh * d.T + i) * d.T + j0), valid, z.data());
+              drop.factors(d.mask_index(mask_row, i, j0), valid, z.data());
               for (int64_t j = 0; j < valid; ++j) sr[j] *= z[j];
             }
             l[r] = l[r] * correction + sum;
@@ -214,7 +260,7 @@ void backward_t(const T* dout, const T* qkv, const T* out, const float* lse, T* 
 #if defined(__x86_64__)
   if (sgemm_avx512_available()) return backward_avx512_t(dout, qkv, out, lse, dqkv, d, drop);
 #endif
-  const int64_t D = d.D;
+  const int64_t D = d.D, hpg = d.per_group();
   const float scale = 1.0f / std::sqrt(float(D));
 #pragma omp parallel
   {
@@ -222,61 +268,65 @@ void backward_t(const T* dout, const T* qkv, const T* out, const float* lse, T* 
     std::vector<float> q(td), k(td), v(td), dO(td), dq(td), dk(td), dv(td), o(D), delta(d.T),
         s(size_t(kBlock * kBlock)), dp(size_t(kBlock * kBlock)), z(kBlock);
 #pragma omp for schedule(dynamic, 1)
-    for (int64_t bh = 0; bh < d.B * d.H; ++bh) {
-      const int64_t b = bh / d.H, h = bh % d.H;
-      gather_qkv(qkv, d, b, h, q.data(), k.data(), v.data());
-      for (int64_t t = 0; t < d.T; ++t) {
-        const int64_t at = (b * d.T + t) * d.out_token() + h * D;
-        load_row(dout + at, &dO[t * D], D);
-        load_row(out + at, o.data(), D);
-        float acc = 0.0f;
-        for (int64_t c = 0; c < D; ++c) acc += dO[t * D + c] * o[c];
-        delta[t] = acc;
-      }
-      std::fill(dq.begin(), dq.end(), 0.0f);
+    for (int64_t bg = 0; bg < d.B * d.G; ++bg) {
+      const int64_t b = bg / d.G, g = bg % d.G;
+      gather_kv(qkv, d, b, g, k.data(), v.data());
+      // dk, dv sum over the group's query heads, in head order.
       std::fill(dk.begin(), dk.end(), 0.0f);
       std::fill(dv.begin(), dv.end(), 0.0f);
-      for (int64_t i0 = 0; i0 < d.T; i0 += kBlock) {
-        const int64_t mq = std::min(kBlock, d.T - i0);
-        for (int64_t j0 = 0; j0 <= i0; j0 += kBlock) {
-          const int64_t nk = std::min(kBlock, d.T - j0);
-          mm(false, true, mq, nk, D, scale, &q[i0 * D], D, &k[j0 * D], D, 0.0f, s.data(), kBlock);
-          mm(false, true, mq, nk, D, 1.0f, &dO[i0 * D], D, &v[j0 * D], D, 0.0f, dp.data(), kBlock);
-          for (int64_t r = 0; r < mq; ++r) {
-            const int64_t i = i0 + r, valid = std::min(nk, i - j0 + 1);
-            const float lse_i = lse[bh * d.T + i], delta_i = delta[i];
-            float *sr = &s[r * kBlock], *dpr = &dp[r * kBlock];
-            if (drop.p > 0.0f) {
-              drop.factors(uint64_t((bh * d.T + i) * d.T + j0), valid, z.data());
-            } else {
-              std::fill(z.begin(), z.begin() + valid, 1.0f);
-            }
-            exp_shifted_sum(sr, valid, lse_i);  // P
-            for (int64_t j = 0; j < valid; ++j) {
-              const float p = sr[j];
-              sr[j] = p * z[j];                                // P * Z, for dV
-              dpr[j] = scale * p * (dpr[j] * z[j] - delta_i);  // dS, scaled for dQ and dK
-            }
-            std::fill(sr + valid, sr + nk, 0.0f);
-            std::fill(dpr + valid, dpr + nk, 0.0f);
-          }
-          mm(true, false, nk, D, mq, 1.0f, s.data(), kBlock, &dO[i0 * D], D, 1.0f, &dv[j0 * D], D);
-          mm(false, false, mq, D, nk, 1.0f, dp.data(), kBlock, &k[j0 * D], D, 1.0f, &dq[i0 * D], D);
-          mm(true, false, nk, D, mq, 1.0f, dp.data(), kBlock, &q[i0 * D], D, 1.0f, &dk[j0 * D], D);
+      for (int64_t h = g * hpg; h < (g + 1) * hpg; ++h) {
+        const int64_t bh = b * d.H + h;
+        const uint64_t mask_row = d.mask_row(b, h);
+        gather_q(qkv, d, b, h, q.data());
+        for (int64_t t = 0; t < d.T; ++t) {
+          const int64_t at = (b * d.T + t) * d.out_token() + h * D;
+          load_row(dout + at, &dO[t * D], D);
+          load_row(out + at, o.data(), D);
+          float acc = 0.0f;
+          for (int64_t c = 0; c < D; ++c) acc += dO[t * D + c] * o[c];
+          delta[t] = acc;
         }
+        std::fill(dq.begin(), dq.end(), 0.0f);
+        for (int64_t i0 = 0; i0 < d.T; i0 += kBlock) {
+          const int64_t mq = std::min(kBlock, d.T - i0);
+          for (int64_t j0 = 0; j0 <= i0; j0 += kBlock) {
+            const int64_t nk = std::min(kBlock, d.T - j0);
+            mm(false, true, mq, nk, D, scale, &q[i0 * D], D, &k[j0 * D], D, 0.0f, s.data(), kBlock);
+            mm(false, true, mq, nk, D, 1.0f, &dO[i0 * D], D, &v[j0 * D], D, 0.0f, dp.data(), kBlock);
+            for (int64_t r = 0; r < mq; ++r) {
+              const int64_t i = i0 + r, valid = std::min(nk, i - j0 + 1);
+              const float lse_i = lse[bh * d.T + i], delta_i = delta[i];
+              float *sr = &s[r * kBlock], *dpr = &dp[r * kBlock];
+              if (drop.p > 0.0f) {
+                drop.factors(d.mask_index(mask_row, i, j0), valid, z.data());
+              } else {
+                std::fill(z.begin(), z.begin() + valid, 1.0f);
+              }
+              exp_shifted_sum(sr, valid, lse_i);  // P
+              for (int64_t j = 0; j < valid; ++j) {
+                const float p = sr[j];
+                sr[j] = p * z[j];                                // P * Z, for dV
+                dpr[j] = scale * p * (dpr[j] * z[j] - delta_i);  // dS, scaled for dQ and dK
+              }
+              std::fill(sr + valid, sr + nk, 0.0f);
+              std::fill(dpr + valid, dpr + nk, 0.0f);
+            }
+            mm(true, false, nk, D, mq, 1.0f, s.data(), kBlock, &dO[i0 * D], D, 1.0f, &dv[j0 * D], D);
+            mm(false, false, mq, D, nk, 1.0f, dp.data(), kBlock, &k[j0 * D], D, 1.0f, &dq[i0 * D], D);
+            mm(true, false, nk, D, mq, 1.0f, dp.data(), kBlock, &q[i0 * D], D, 1.0f, &dk[j0 * D], D);
+          }
+        }
+        scatter_rows(dq.data(), d, b, d.q_at(h), dqkv);
       }
-      for (int64_t t = 0; t < d.T; ++t) {
-        T* base = dqkv + (b * d.T + t) * d.qkv_token() + h * 3 * D;
-        store_row(&dq[t * D], base, D);
-        store_row(&dk[t * D], base + D, D);
-        store_row(&dv[t * D], base + 2 * D, D);
-      }
+      scatter_rows(dk.data(), d, b, d.k_at(g), dqkv);
+      scatter_rows(dv.data(), d, b, d.k_at(g) + D, dqkv);
     }
   }
 }
 
 Dims dims_of(const Tensor& qkv, const AttentionConfig& cfg) {
-  return {qkv.size(0), qkv.size(1), cfg.n_heads, cfg.head_dim};
+  return {qkv.size(0), qkv.size(1), cfg.n_heads, cfg.groups(), cfg.head_dim, cfg.batch_offset, cfg.head_offset,
+          cfg.mask_heads()};
 }
 DropMask mask_of(const AttentionConfig& cfg) {
   return {cfg.dropout_p, 1.0f / (1.0f - cfg.dropout_p), cfg.seed, cfg.stream};

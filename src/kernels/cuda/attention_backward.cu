@@ -5,12 +5,15 @@
 //   ds_ij = p_ij (dp_ij z_ij - D_i)
 //   dv_j  = sum_{i>=j} p_ij z_ij dO_i,   dk_j = scale sum_{i>=j} ds_ij q_i     (kernel dkdv)
 //   dq_i  = scale sum_{j<=i} ds_ij k_j                                          (kernel dq)
-// dkdv: a block owns 8 keys per warp and walks the query tiles (32 queries, a lane each) from
-// its first key to T; dq: a block owns 64 queries (8 per warp) and walks the key tiles up to
-// its last query. Both recompute p from lse, so backward costs 7 units of B H T^2 D / 2 FLOPs
-// against the minimal 5 (QK^T and dO V^T are done twice) — the price of determinism without a
-// dq scratch. Global traffic: dq reads Q, dO once and K, V per tile visited; dkdv reads K, V
-// once and Q, dO per tile visited (mostly L2 hits).
+// dkdv: a block owns 8 keys per warp of one (b, query group) and, for each query head of the
+// group in turn, walks the query tiles (32 queries, a lane each) from its first key to T, so a
+// shared key's dk, dv sum the group's heads in registers in a fixed order (grouped-query
+// attention; one head per group is multi-head attention); dq: a block owns 64 queries (8 per
+// warp) of one head and walks the key tiles of its group up to its last query. Both recompute
+// p from lse, so backward costs 7 units of B H T^2 D / 2 FLOPs against the minimal 5 (QK^T and
+// dO V^T are done twice) — the price of determinism without a dq scratch. Global traffic: dq
+// reads Q, dO once and K, V per tile visited; dkdv reads K, V once and Q, dO per tile visited
+// (mostly L2 hits).
 #include "kernels/cuda/attention_common.cuh"
 #include "kernels/cuda/cuda_ops.h"
 
@@ -74,12 +77,14 @@ __global__ void __launch_bounds__(kDqWarps * 32)
   const int n_qt = (Tn + kDqRows - 1) / kDqRows;
   const int q0 = (n_qt - 1 - int(blockIdx.x)) * kDqRows;
   const int bh = blockIdx.y, b = bh / H, h = bh % H;
-  const int64_t tok = int64_t(H) * 3 * D, otok = int64_t(H) * D;
-  const T* base = qkv + (int64_t(b) * Tn * H + h) * 3 * D;
+  const int64_t tok = p.tok, otok = int64_t(H) * D;
+  const int64_t tokens = int64_t(b) * Tn * tok;  // sample b in qkv and dqkv
+  const T* kbase = qkv + tokens + k_at(p, h / p.per_group);
+  const uint64_t mrow = mask_row(p, b, h);
   const int row0 = q0 + warp * R;
   float* myS = sS + warp * R * kTile;
 
-  load_rows(sQ, DMAX, kDqRows, DMAX, base, tok, q0, Tn, D, p.qk_mul);
+  load_rows(sQ, DMAX, kDqRows, DMAX, qkv + tokens + q_at(p, h), tok, q0, Tn, D, p.qk_mul);
   load_rows(sdO, DMAX, kDqRows, DMAX, dout + (int64_t(b) * Tn * H + h) * D, otok, q0, Tn, D, 1.0f);
   for (int r = threadIdx.x; r < kDqRows; r += blockDim.x) {
     const bool ok = q0 + r < Tn;
@@ -98,8 +103,8 @@ __global__ void __launch_bounds__(kDqWarps * 32)
   for (int kt = 0; kt < n_kt; ++kt) {
     const int k0 = kt * kTile;
     __syncthreads();
-    load_rows(sK, LDK, kTile, DMAX, base + D, tok, k0, Tn, D, 1.0f);
-    load_rows(sV, LDK, kTile, DMAX, base + 2 * D, tok, k0, Tn, D, 1.0f);
+    load_rows(sK, LDK, kTile, DMAX, kbase, tok, k0, Tn, D, 1.0f);
+    load_rows(sV, LDK, kTile, DMAX, kbase + D, tok, k0, Tn, D, 1.0f);
     __syncthreads();
     if (row0 >= Tn || row0 + R - 1 < k0) continue;
 
@@ -122,7 +127,7 @@ __global__ void __launch_bounds__(kDqWarps * 32)
     for (int r = 0; r < R; ++r) {
       const int i = row0 + r, lr = warp * R + r;
       const float pr = (j <= i && j < Tn) ? exp2f(s[r] - sL[lr]) : 0.0f;
-      const float z = p.p_drop > 0.0f ? drop_factor(p, bh, i, j) : 1.0f;
+      const float z = p.p_drop > 0.0f ? drop_factor(p, mrow, i, j) : 1.0f;
       myS[r * kTile + lane] = pr * (dp[r] * z - sD[lr]);
     }
     __syncwarp();
@@ -148,7 +153,7 @@ __global__ void __launch_bounds__(kDqWarps * 32)
   for (int r = 0; r < R; ++r) {
     const int i = row0 + r;
     if (i >= Tn) break;
-    T* dst = dqkv + ((int64_t(b) * Tn + i) * H + h) * 3 * D;
+    T* dst = dqkv + tokens + int64_t(i) * tok + q_at(p, h);
 #pragma unroll
     for (int k = 0; k < DPL; ++k) {
       const int d = lane + 32 * k;
@@ -171,19 +176,19 @@ __global__ void __launch_bounds__(kDkdvWarps<DPL> * 32)
   float* sL = sS + W * R * kTile;               // [kTile]: lse * log2e
   float* sD = sL + kTile;                       // [kTile]: delta
 
-  const int Tn = p.T, D = p.D, H = p.H;
+  const int Tn = p.T, D = p.D, H = p.H, G = H / p.per_group;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int k0 = int(blockIdx.x) * BK;  // low keys see the most queries: they run first
-  const int bh = blockIdx.y, b = bh / H, h = bh % H;
-  const int64_t tok = int64_t(H) * 3 * D, otok = int64_t(H) * D;
-  const T* base = qkv + (int64_t(b) * Tn * H + h) * 3 * D;
-  const T* obase = dout + (int64_t(b) * Tn * H + h) * D;
+  const int bg = blockIdx.y, b = bg / G, g = bg % G;
+  const int64_t tok = p.tok, otok = int64_t(H) * D;
+  const int64_t tokens = int64_t(b) * Tn * tok;  // sample b in qkv and dqkv
+  const T* kbase = qkv + tokens + k_at(p, g);
   const int row0 = k0 + warp * R;  // this warp's first key
   float* myP = sP + warp * R * kTile;
   float* myS = sS + warp * R * kTile;
 
-  load_rows(sK, DMAX, BK, DMAX, base + D, tok, k0, Tn, D, p.qk_mul);
-  load_rows(sV, DMAX, BK, DMAX, base + 2 * D, tok, k0, Tn, D, 1.0f);
+  load_rows(sK, DMAX, BK, DMAX, kbase, tok, k0, Tn, D, p.qk_mul);
+  load_rows(sV, DMAX, BK, DMAX, kbase + D, tok, k0, Tn, D, 1.0f);
 
   float dk[R][DPL], dv[R][DPL];
 #pragma unroll
@@ -192,78 +197,84 @@ __global__ void __launch_bounds__(kDkdvWarps<DPL> * 32)
     for (int k = 0; k < DPL; ++k) dk[r][k] = dv[r][k] = 0.0f;
 
   const int n_qt = (Tn + kTile - 1) / kTile;
-  for (int qt = k0 / kTile; qt < n_qt; ++qt) {
-    const int q0 = qt * kTile;
-    __syncthreads();
-    load_rows(sQ, LDK, kTile, DMAX, base, tok, q0, Tn, D, 1.0f);
-    load_rows(sdO, LDK, kTile, DMAX, obase, otok, q0, Tn, D, 1.0f);
-    for (int r = threadIdx.x; r < kTile; r += blockDim.x) {
-      const bool ok = q0 + r < Tn;
-      sL[r] = ok ? lse[int64_t(bh) * Tn + q0 + r] * kLog2e : 0.0f;
-      sD[r] = ok ? delta[int64_t(bh) * Tn + q0 + r] : 0.0f;
-    }
-    __syncthreads();
-    if (row0 >= Tn || row0 > q0 + kTile - 1) continue;  // no valid key, or every query of the tile precedes them
-
-    float s[R], dp[R];
-#pragma unroll
-    for (int r = 0; r < R; ++r) s[r] = dp[r] = 0.0f;
-    const float* qrow = sQ + lane * LDK;
-    const float* grow = sdO + lane * LDK;
-    for (int d = 0; d < D; d += 4) {
-      const float4 qv = lds4(qrow + d), gv = lds4(grow + d);
-#pragma unroll
-      for (int r = 0; r < R; ++r) {
-        const int lr = warp * R + r;
-        s[r] += dot4(lds4(sK + lr * DMAX + d), qv);
-        dp[r] += dot4(lds4(sV + lr * DMAX + d), gv);
+  for (int h = g * p.per_group; h < (g + 1) * p.per_group; ++h) {  // the group's query heads, in order
+    const int bh = b * H + h;
+    const T* qbase = qkv + tokens + q_at(p, h);
+    const T* obase = dout + (int64_t(b) * Tn * H + h) * D;
+    const uint64_t mrow = mask_row(p, b, h);
+    for (int qt = k0 / kTile; qt < n_qt; ++qt) {
+      const int q0 = qt * kTile;
+      __syncthreads();  // the previous tile (or head) is no longer read
+      load_rows(sQ, LDK, kTile, DMAX, qbase, tok, q0, Tn, D, 1.0f);
+      load_rows(sdO, LDK, kTile, DMAX, obase, otok, q0, Tn, D, 1.0f);
+      for (int r = threadIdx.x; r < kTile; r += blockDim.x) {
+        const bool ok = q0 + r < Tn;
+        sL[r] = ok ? lse[int64_t(bh) * Tn + q0 + r] * kLog2e : 0.0f;
+        sD[r] = ok ? delta[int64_t(bh) * Tn + q0 + r] : 0.0f;
       }
-    }
-    const int i = q0 + lane;
+      __syncthreads();
+      if (row0 >= Tn || row0 > q0 + kTile - 1) continue;  // no valid key, or every query of the tile precedes them
+
+      float s[R], dp[R];
 #pragma unroll
-    for (int r = 0; r < R; ++r) {
-      const int j = row0 + r;
-      const float pr = (i >= j && i < Tn) ? exp2f(s[r] - sL[lane]) : 0.0f;
-      const float z = p.p_drop > 0.0f ? drop_factor(p, bh, i, j) : 1.0f;
-      myP[r * kTile + lane] = pr * z;
-      myS[r * kTile + lane] = pr * (dp[r] * z - sD[lane]);
-    }
-    __syncwarp();
-    for (int ii = 0; ii < kTile; ii += 4) {
-      float qq[4][DPL], gg[4][DPL];
+      for (int r = 0; r < R; ++r) s[r] = dp[r] = 0.0f;
+      const float* qrow = sQ + lane * LDK;
+      const float* grow = sdO + lane * LDK;
+      for (int d = 0; d < D; d += 4) {
+        const float4 qv = lds4(qrow + d), gv = lds4(grow + d);
 #pragma unroll
-      for (int u = 0; u < 4; ++u)
-#pragma unroll
-        for (int k = 0; k < DPL; ++k) {
-          qq[u][k] = sQ[(ii + u) * LDK + lane + 32 * k];
-          gg[u][k] = sdO[(ii + u) * LDK + lane + 32 * k];
+        for (int r = 0; r < R; ++r) {
+          const int lr = warp * R + r;
+          s[r] += dot4(lds4(sK + lr * DMAX + d), qv);
+          dp[r] += dot4(lds4(sV + lr * DMAX + d), gv);
         }
+      }
+      const int i = q0 + lane;
 #pragma unroll
       for (int r = 0; r < R; ++r) {
-        const float4 pv = lds4(myP + r * kTile + ii), sv = lds4(myS + r * kTile + ii);
+        const int j = row0 + r;
+        const float pr = (i >= j && i < Tn) ? exp2f(s[r] - sL[lane]) : 0.0f;
+        const float z = p.p_drop > 0.0f ? drop_factor(p, mrow, i, j) : 1.0f;
+        myP[r * kTile + lane] = pr * z;
+        myS[r * kTile + lane] = pr * (dp[r] * z - sD[lane]);
+      }
+      __syncwarp();
+      for (int ii = 0; ii < kTile; ii += 4) {
+        float qq[4][DPL], gg[4][DPL];
 #pragma unroll
         for (int u = 0; u < 4; ++u)
 #pragma unroll
           for (int k = 0; k < DPL; ++k) {
-            dv[r][k] += comp(pv, u) * gg[u][k];
-            dk[r][k] += comp(sv, u) * qq[u][k];
+            qq[u][k] = sQ[(ii + u) * LDK + lane + 32 * k];
+            gg[u][k] = sdO[(ii + u) * LDK + lane + 32 * k];
           }
+#pragma unroll
+        for (int r = 0; r < R; ++r) {
+          const float4 pv = lds4(myP + r * kTile + ii), sv = lds4(myS + r * kTile + ii);
+#pragma unroll
+          for (int u = 0; u < 4; ++u)
+#pragma unroll
+            for (int k = 0; k < DPL; ++k) {
+              dv[r][k] += comp(pv, u) * gg[u][k];
+              dk[r][k] += comp(sv, u) * qq[u][k];
+            }
+        }
       }
+      __syncwarp();
     }
-    __syncwarp();
   }
 
 #pragma unroll
   for (int r = 0; r < R; ++r) {
     const int j = row0 + r;
     if (j >= Tn) break;
-    T* dst = dqkv + ((int64_t(b) * Tn + j) * H + h) * 3 * D;
+    T* dst = dqkv + tokens + int64_t(j) * tok + k_at(p, g);  // dk, then dv
 #pragma unroll
     for (int k = 0; k < DPL; ++k) {
       const int d = lane + 32 * k;
       if (d < D) {
-        dst[D + d] = from_float<T>(dk[r][k] * p.scale);
-        dst[2 * D + d] = from_float<T>(dv[r][k]);
+        dst[d] = from_float<T>(dk[r][k] * p.scale);
+        dst[D + d] = from_float<T>(dv[r][k]);
       }
     }
   }
@@ -273,21 +284,12 @@ __global__ void __launch_bounds__(kDkdvWarps<DPL> * 32)
 
 void attention_backward(const Tensor& dout, const Tensor& qkv, const Tensor& out, const Tensor& lse,
                         const Tensor& dqkv, const AttentionConfig& cfg, Stream s) {
-  const int64_t B = qkv.size(0), Tn = qkv.size(1), H = cfg.n_heads, D = cfg.head_dim;
+  const int64_t B = qkv.size(0), Tn = qkv.size(1), H = cfg.n_heads, G = cfg.groups(), D = cfg.head_dim;
   if (B == 0 || Tn == 0) return;
   MT_CHECK(B * H <= 65535 && Tn <= (int64_t(1) << 30), "attention: B*H = {} or T = {} too large", B * H, Tn);
   CudaDeviceGuard guard(qkv.device().index);
   const cudaStream_t st = stream_of(s);
-  Params p;
-  p.T = int(Tn);
-  p.H = int(H);
-  p.D = int(D);
-  p.scale = 1.0f / sqrtf(float(D));
-  p.qk_mul = p.scale * kLog2e;
-  p.p_drop = cfg.dropout_p;
-  p.inv_keep = 1.0f / (1.0f - cfg.dropout_p);
-  p.seed = cfg.seed;
-  p.stream = cfg.stream;
+  const Params p = make_params(Tn, cfg);
   Tensor delta = Tensor::empty({B, H, Tn}, DType::F32, qkv.device());
   dispatch_float(qkv.dtype(), [&](auto tag) {
     using T = typename decltype(tag)::type;
@@ -304,7 +306,7 @@ void attention_backward(const Tensor& dout, const Tensor& qkv, const Tensor& out
       constexpr int W = kDkdvWarps<DPL>;
       auto dkdv = attention_dkdv_kernel<T, DPL>;
       allow_smem(dkdv, dkdv_smem_bytes<DPL>());
-      dkdv<<<dim3(unsigned(ceil_div(Tn, W * kRowsPerWarp)), unsigned(B * H)), W * 32, dkdv_smem_bytes<DPL>(), st>>>(
+      dkdv<<<dim3(unsigned(ceil_div(Tn, W * kRowsPerWarp)), unsigned(B * G)), W * 32, dkdv_smem_bytes<DPL>(), st>>>(
           g, x, lse.data<float>(), delta.data<float>(), dx, p);
       MT_CUDA_CHECK_LAUNCH();
       auto dq = attention_dq_kernel<T, DPL>;

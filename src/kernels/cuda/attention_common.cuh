@@ -1,12 +1,14 @@
 #pragma once
 // Shared by the flash-attention kernels (attention_forward.cu, attention_backward.cu).
-// Layouts (attention.h): qkv [B, T, H, 3, D], out/dout [B, T, H, D], lse fp32 [B, H, T].
+// Layouts (attention.h): qkv [B, T, G, H/G + 2, D] (query head h reads the key and value heads
+// of group h / (H/G)), out/dout [B, T, H, D], lse fp32 [B, H, T].
 // The kernels compute in fp32 on CUDA cores (SIMT): tiles of rows are staged in shared memory
 // as fp32 with D padded to DMAX = 32 * DPL (DPL = dims per lane, 1..4, so head_dim <= 128), and
 // a lane owns either one key/query of a 32-wide tile (for dot products) or DPL output dims.
 // Scores are kept in the log2 domain: q is pre-multiplied by scale * log2(e), so
 // p = exp2(s2 - m2); lse (natural log) = (m2 + log2(l)) * ln(2).
 #include "core/rng.h"
+#include "kernels/attention.h"
 #include "kernels/cuda/common.cuh"
 
 namespace mt::cuda::attn {
@@ -18,16 +20,52 @@ constexpr int kTile = 32;        // keys (forward, dq) or queries (dk/dv) per in
 
 struct Params {
   int T, H, D;
+  int per_group;   // query heads per group, H/G
+  int64_t tok;     // qkv elements per token, (H + 2G) D
   float qk_mul;    // scale * log2(e), scale = 1/sqrt(D)
   float scale;     // 1/sqrt(D)
   float p_drop;    // attention dropout probability (0: none)
   float inv_keep;  // 1 / (1 - p_drop)
   uint64_t seed, stream;
+  int64_t batch_offset;       // the dropout mask's global coordinates (attention.h)
+  int head_offset, mask_heads;
 };
 
-// Dropout factor of score (i, j) of head bh: 0 or 1/(1-p), from the mask of attention.h.
-__device__ __forceinline__ float drop_factor(const Params& p, int bh, int i, int j) {
-  const uint64_t idx = (uint64_t(bh) * uint64_t(p.T) + uint64_t(i)) * uint64_t(p.T) + uint64_t(j);
+inline Params make_params(int64_t Tn, const AttentionConfig& cfg) {
+  Params p;
+  p.T = int(Tn);
+  p.H = cfg.n_heads;
+  p.D = cfg.head_dim;
+  p.per_group = cfg.heads_per_group();
+  p.tok = int64_t(cfg.n_heads + 2 * cfg.groups()) * cfg.head_dim;
+  p.scale = 1.0f / sqrtf(float(cfg.head_dim));
+  p.qk_mul = p.scale * kLog2e;
+  p.p_drop = cfg.dropout_p;
+  p.inv_keep = 1.0f / (1.0f - cfg.dropout_p);
+  p.seed = cfg.seed;
+  p.stream = cfg.stream;
+  p.batch_offset = cfg.batch_offset;
+  p.head_offset = cfg.head_offset;
+  p.mask_heads = cfg.mask_heads();
+  return p;
+}
+
+// Offsets within a token of qkv of query head h, and of group g's key head (its value head follows).
+__device__ __forceinline__ int64_t q_at(const Params& p, int h) {
+  return (int64_t(h / p.per_group) * (p.per_group + 2) + h % p.per_group) * p.D;
+}
+__device__ __forceinline__ int64_t k_at(const Params& p, int g) {
+  return (int64_t(g) * (p.per_group + 2) + p.per_group) * p.D;
+}
+
+// Row b' H' + h' of head (b, h) in the dropout mask's counter ((b' H' + h') T + i) T + j.
+__device__ __forceinline__ uint64_t mask_row(const Params& p, int b, int h) {
+  return uint64_t(p.batch_offset + b) * uint64_t(p.mask_heads) + uint64_t(p.head_offset + h);
+}
+
+// Dropout factor of score (i, j) of the head with mask row `row`: 0 or 1/(1-p) (attention.h).
+__device__ __forceinline__ float drop_factor(const Params& p, uint64_t row, int i, int j) {
+  const uint64_t idx = (row * uint64_t(p.T) + uint64_t(i)) * uint64_t(p.T) + uint64_t(j);
   return philox_uniform(p.seed, p.stream, idx) > p.p_drop ? p.inv_keep : 0.0f;
 }
 

@@ -6,6 +6,7 @@
 //   scores: s2[r, j] = (q_r * scale * log2e) . k_j  (lane j; float4 shared loads)
 //   o[r, :] = o * exp2(m - m') + sum_j exp2(s2 - m') z_rj v_j  (p staged per warp in shared)
 // Never stores a [T, T] matrix. Saves out and lse = (m + log2 l) ln 2 per row.
+// Grouped-query attention only changes where a block reads: K and V of its head's group.
 // Cost: 2 B H T^2 D causal FLOPs (half of dense), SIMT fp32: expect ~15-25 TFLOP/s on H100, far
 // below a tensor-core kernel (the next step for speed). Global traffic: each block reads its Q
 // once and K, V of the tiles it visits (mostly L2 hits across the blocks of one head).
@@ -42,13 +43,15 @@ __global__ void __launch_bounds__(kWarps * 32) attention_forward_kernel(const T*
   const int n_qt = (Tn + kBR - 1) / kBR;
   const int q0 = (n_qt - 1 - int(blockIdx.x)) * kBR;
   const int bh = blockIdx.y, b = bh / H, h = bh % H;
-  const int64_t tok = int64_t(H) * 3 * D;
-  const T* base = qkv + (int64_t(b) * Tn * H + h) * 3 * D;
+  const int64_t tok = p.tok;
+  const T* tokens = qkv + int64_t(b) * Tn * tok;  // sample b
+  const T* kbase = tokens + k_at(p, h / p.per_group);
+  const uint64_t mrow = mask_row(p, b, h);
   const int row0 = q0 + warp * R;  // this warp's first query
   float* myP = sP + warp * R * kTile;
   const float* myQ = sQ + warp * R * DMAX;
 
-  load_rows(sQ, DMAX, kBR, DMAX, base, tok, q0, Tn, D, p.qk_mul);
+  load_rows(sQ, DMAX, kBR, DMAX, tokens + q_at(p, h), tok, q0, Tn, D, p.qk_mul);
 
   float o[R][DPL], m[R], l[R];
 #pragma unroll
@@ -64,8 +67,8 @@ __global__ void __launch_bounds__(kWarps * 32) attention_forward_kernel(const T*
   for (int kt = 0; kt < n_kt; ++kt) {
     const int k0 = kt * kTile;
     __syncthreads();  // the previous tile is no longer read
-    load_rows(sK, LDK, kTile, DMAX, base + D, tok, k0, Tn, D, 1.0f);
-    load_rows(sV, DMAX, kTile, DMAX, base + 2 * D, tok, k0, Tn, D, 1.0f);
+    load_rows(sK, LDK, kTile, DMAX, kbase, tok, k0, Tn, D, 1.0f);
+    load_rows(sV, DMAX, kTile, DMAX, kbase + D, tok, k0, Tn, D, 1.0f);
     __syncthreads();
     if (row0 >= Tn || row0 + R - 1 < k0) continue;  // no valid row, or every key of the tile is in the future
 
@@ -91,7 +94,7 @@ __global__ void __launch_bounds__(kWarps * 32) attention_forward_kernel(const T*
       m[r] = m_new;
 #pragma unroll
       for (int k = 0; k < DPL; ++k) o[r][k] *= corr;
-      if (p.p_drop > 0.0f) pr *= drop_factor(p, bh, i, j);
+      if (p.p_drop > 0.0f) pr *= drop_factor(p, mrow, i, j);
       myP[r * kTile + lane] = pr;
     }
     __syncwarp();
@@ -139,16 +142,7 @@ void attention_forward(const Tensor& qkv, const Tensor& out, const Tensor& lse, 
   if (B == 0 || Tn == 0) return;
   MT_CHECK(B * H <= 65535 && Tn <= (int64_t(1) << 30), "attention: B*H = {} or T = {} too large", B * H, Tn);
   CudaDeviceGuard guard(qkv.device().index);
-  Params p;
-  p.T = int(Tn);
-  p.H = int(H);
-  p.D = int(D);
-  p.scale = 1.0f / sqrtf(float(D));
-  p.qk_mul = p.scale * kLog2e;
-  p.p_drop = cfg.dropout_p;
-  p.inv_keep = 1.0f / (1.0f - cfg.dropout_p);
-  p.seed = cfg.seed;
-  p.stream = cfg.stream;
+  const Params p = make_params(Tn, cfg);
   const dim3 grid(unsigned(ceil_div(Tn, kBR)), unsigned(B * H));
   dispatch_float(qkv.dtype(), [&](auto tag) {
     using T = typename decltype(tag)::type;
