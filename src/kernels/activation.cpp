@@ -29,18 +29,21 @@ void gelu_backward(const Tensor& dy, const Tensor& x, const Tensor& dx, Stream s
   cpu::gelu_backward(dy, x, dx);
 }
 
-void dropout_forward(const Tensor& x, const Tensor& y, float p, uint64_t seed, uint64_t stream, Stream s) {
+void dropout_forward(const Tensor& x, const Tensor& y, float p, uint64_t seed, uint64_t stream, Stream s,
+                     uint64_t offset) {
   check_pair("dropout_forward", x, y);
   MT_CHECK(p >= 0.0f && p < 1.0f, "dropout_forward: p = {} must be in [0, 1)", p);
-  if (detail::on_cuda("dropout_forward", {&x, &y})) MT_CUDA_CALL(dropout_forward(x, y, p, seed, stream, s));
-  cpu::dropout_forward(x, y, p, seed, stream);
+  if (detail::on_cuda("dropout_forward", {&x, &y})) MT_CUDA_CALL(dropout_forward(x, y, p, seed, stream, s, offset));
+  cpu::dropout_forward(x, y, p, seed, stream, offset);
 }
 
-void dropout_backward(const Tensor& dy, const Tensor& dx, float p, uint64_t seed, uint64_t stream, Stream s) {
+void dropout_backward(const Tensor& dy, const Tensor& dx, float p, uint64_t seed, uint64_t stream, Stream s,
+                      uint64_t offset) {
   check_pair("dropout_backward", dy, dx);
   MT_CHECK(p >= 0.0f && p < 1.0f, "dropout_backward: p = {} must be in [0, 1)", p);
-  if (detail::on_cuda("dropout_backward", {&dy, &dx})) MT_CUDA_CALL(dropout_backward(dy, dx, p, seed, stream, s));
-  cpu::dropout_backward(dy, dx, p, seed, stream);
+  if (detail::on_cuda("dropout_backward", {&dy, &dx}))
+    MT_CUDA_CALL(dropout_backward(dy, dx, p, seed, stream, s, offset));
+  cpu::dropout_backward(dy, dx, p, seed, stream, offset);
 }
 
 }  // namespace mt

@@ -87,5 +87,47 @@ TEST(Dropout, ZeroProbabilityCopiesAndInPlaceWorks) {
   EXPECT_TRUE(bitwise_equal(x, out));
 }
 
+// A slice x[k, k + n) dropped at offset k draws the full tensor's mask for those elements, also
+// when k is not a multiple of 4 (the slice starts and ends mid Philox block) and for both passes.
+TEST(Dropout, SliceAtAnOffsetMatchesTheFullTensor) {
+  const int64_t n = 1031;
+  const float p = 0.4f;
+  const uint64_t seed = 99, stream = rng_stream("test/dropout_offset");
+  const auto x = random_vec(size_t(n), 12, 0.5, 2);
+  Tensor y = Tensor::empty({n}, DType::F32), dx = Tensor::empty({n}, DType::F32);
+  dropout_forward(from_vec(x, {n}), y, p, seed, stream);
+  dropout_backward(from_vec(x, {n}), dx, p, seed, stream);
+  const auto vy = to_vec(y), vdx = to_vec(dx);
+  for (int64_t k : {1, 2, 3, 5, 6, 7, 401, 1030}) {
+    for (int64_t len : {1, 2, 3, 4, 5, 9, 100}) {
+      if (k + len > n) continue;
+      const std::vector<float> xs(x.begin() + k, x.begin() + k + len);
+      Tensor ys = Tensor::empty({len}, DType::F32), dxs = Tensor::empty({len}, DType::F32);
+      dropout_forward(from_vec(xs, {len}), ys, p, seed, stream, {}, uint64_t(k));
+      dropout_backward(from_vec(xs, {len}), dxs, p, seed, stream, {}, uint64_t(k));
+      const auto gy = to_vec(ys), gdx = to_vec(dxs);
+      for (int64_t i = 0; i < len; ++i) {
+        ASSERT_EQ(gy[size_t(i)], vy[size_t(k + i)]) << "k=" << k << " len=" << len << " i=" << i;
+        ASSERT_EQ(gdx[size_t(i)], vdx[size_t(k + i)]) << "k=" << k << " len=" << len << " i=" << i;
+      }
+    }
+  }
+}
+
+// Offsets past 2^32 elements (a long sequence's global [B, T, C] index) still follow the formula.
+TEST(Dropout, LargeOffsetFollowsPhiloxUniform) {
+  const int64_t n = 37;
+  const float p = 0.5f;
+  const uint64_t seed = 5, stream = 6, offset = (uint64_t(1) << 33) + 3;
+  const auto x = random_vec(size_t(n), 13, 0.5, 2);
+  Tensor y = Tensor::empty({n}, DType::BF16);
+  dropout_forward(from_vec(x, {n}, DType::BF16), y, p, seed, stream, {}, offset);
+  const auto xr = rounded(x, DType::BF16), got = to_vec(y);
+  for (int64_t i = 0; i < n; ++i) {
+    const bool keep = philox_uniform(seed, stream, offset + uint64_t(i)) > p;
+    ASSERT_EQ(got[size_t(i)], keep ? rounded({xr[size_t(i)] * 2.0f}, DType::BF16)[0] : 0.0f) << i;
+  }
+}
+
 }  // namespace
 }  // namespace mt

@@ -1,9 +1,10 @@
 // GeLU (tanh approximation) and inverted dropout, elementwise and embarrassingly parallel.
 //   gelu(x)  = 0.5 x (1 + tanh(u)),  u = sqrt(2/pi) (x + 0.044715 x^3)
 //   gelu'(x) = 0.5 (1 + tanh(u)) + 0.5 x (1 - tanh(u)^2) sqrt(2/pi) (1 + 3 * 0.044715 x^2)
-//   dropout: y[i] = keep(i) ? x[i] / (1 - p) : 0, keep(i) = philox_uniform(seed, stream, i) > p
+//   dropout: y[i] = keep(i) ? x[i] / (1 - p) : 0, keep(i) = philox_uniform(seed, stream, offset + i) > p
 // Each reads its inputs once and writes its output once. Dropout draws one Philox block per four
-// consecutive elements (the four words of block i/4), the same numbers philox_uniform gives.
+// consecutive global elements j = offset + i (the four words of block j/4), the same numbers
+// philox_uniform gives; an offset that is not a multiple of 4 starts and ends mid-block.
 #include <algorithm>
 #include <cmath>
 #include <type_traits>
@@ -71,27 +72,35 @@ void gelu_backward_t(const T* dy, const T* x, T* dx, int64_t n) {
   }
 }
 
+// Philox blocks first .. last cover the global elements offset .. offset + n - 1; lanes outside
+// that range belong to neighbouring slices and are skipped.
 template <class T>
-void dropout_t(const T* x, T* y, int64_t n, float p, uint64_t seed, uint64_t stream) {
+void dropout_t(const T* x, T* y, int64_t n, float p, uint64_t seed, uint64_t stream, uint64_t offset) {
   const float inv_keep = 1.0f / (1.0f - p);
-  const int64_t blocks = (n + 3) / 4;
+  const uint64_t first = offset / 4, end = offset + uint64_t(n);
+  const int64_t blocks = int64_t((end + 3) / 4 - first);
 #pragma omp parallel for schedule(static)
-  for (int64_t blk = 0; blk < blocks; ++blk) {
+  for (int64_t b = 0; b < blocks; ++b) {
+    const uint64_t blk = first + uint64_t(b);
     uint32_t r[4];
-    philox_block(seed, stream, uint64_t(blk), r);
-    for (int64_t k = 0, i = blk * 4; k < 4 && i < n; ++k, ++i)
+    philox_block(seed, stream, blk, r);
+    for (int k = 0; k < 4; ++k) {
+      const uint64_t j = blk * 4 + uint64_t(k);
+      if (j < offset || j >= end) continue;
+      const int64_t i = int64_t(j - offset);
       y[i] = from_f32<T>(u32_to_uniform(r[k]) > p ? to_f32(x[i]) * inv_keep : 0.0f);
+    }
   }
 }
 
-void dropout(const Tensor& x, const Tensor& y, float p, uint64_t seed, uint64_t stream) {
+void dropout(const Tensor& x, const Tensor& y, float p, uint64_t seed, uint64_t stream, uint64_t offset) {
   if (p == 0.0f) {
     if (x.raw() != y.raw()) y.copy_from(x);
     return;
   }
   dispatch_float(x.dtype(), [&](auto tag) {
     using T = decltype(tag);
-    dropout_t(x.data<T>(), y.data<T>(), x.numel(), p, seed, stream);
+    dropout_t(x.data<T>(), y.data<T>(), x.numel(), p, seed, stream, offset);
   });
 }
 
@@ -147,11 +156,11 @@ void gelu_backward(const Tensor& dy, const Tensor& x, const Tensor& dx) {
 }
 
 // Inverted dropout is linear with a 0/(1/(1-p)) diagonal, so backward is forward applied to dy.
-void dropout_forward(const Tensor& x, const Tensor& y, float p, uint64_t seed, uint64_t stream) {
-  dropout(x, y, p, seed, stream);
+void dropout_forward(const Tensor& x, const Tensor& y, float p, uint64_t seed, uint64_t stream, uint64_t offset) {
+  dropout(x, y, p, seed, stream, offset);
 }
-void dropout_backward(const Tensor& dy, const Tensor& dx, float p, uint64_t seed, uint64_t stream) {
-  dropout(dy, dx, p, seed, stream);
+void dropout_backward(const Tensor& dy, const Tensor& dx, float p, uint64_t seed, uint64_t stream, uint64_t offset) {
+  dropout(dy, dx, p, seed, stream, offset);
 }
 
 }  // namespace mt::cpu

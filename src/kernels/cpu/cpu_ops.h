@@ -31,8 +31,8 @@ void layernorm_backward_add(const Tensor& dy, const Tensor& x, const Tensor& w, 
 
 void gelu_forward(const Tensor& x, const Tensor& y);
 void gelu_backward(const Tensor& dy, const Tensor& x, const Tensor& dx);
-void dropout_forward(const Tensor& x, const Tensor& y, float p, uint64_t seed, uint64_t stream);
-void dropout_backward(const Tensor& dy, const Tensor& dx, float p, uint64_t seed, uint64_t stream);
+void dropout_forward(const Tensor& x, const Tensor& y, float p, uint64_t seed, uint64_t stream, uint64_t offset);
+void dropout_backward(const Tensor& dy, const Tensor& dx, float p, uint64_t seed, uint64_t stream, uint64_t offset);
 
 void rmsnorm_forward(const Tensor& x, const Tensor& w, float eps, const Tensor& y, const Tensor& rstd);
 void rmsnorm_backward(const Tensor& dy, const Tensor& x, const Tensor& w, const Tensor& rstd, const Tensor& dx,

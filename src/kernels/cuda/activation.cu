@@ -1,11 +1,12 @@
 // GeLU (tanh approximation) and inverted dropout, elementwise.
 //   gelu(x)  = 0.5 x (1 + tanh(u)),  u = sqrt(2/pi) (x + 0.044715 x^3)
 //   gelu'(x) = 0.5 (1 + tanh(u)) + 0.5 x (1 - tanh(u)^2) sqrt(2/pi) (1 + 3 * 0.044715 x^2)
-//   dropout: y[i] = keep(i) ? x[i] / (1 - p) : 0, keep(i) = philox_uniform(seed, stream, i) > p
+//   dropout: y[i] = keep(i) ? x[i] / (1 - p) : 0, keep(i) = philox_uniform(seed, stream, offset + i) > p
 // Memory-bound: gelu forward reads n and writes n elements, backward reads 2n and writes n,
-// 16 bytes per thread per access when aligned. Dropout: a thread owns four consecutive elements
-// (one Philox block, whose four words are exactly philox_uniform of those four indices), so the
-// mask is regenerated in backward instead of stored; it reads n and writes n.
+// 16 bytes per thread per access when aligned. Dropout: a thread owns four consecutive global
+// elements j = offset + i (one Philox block, whose four words are exactly philox_uniform of
+// those four indices), so the mask is regenerated in backward instead of stored; it reads n and
+// writes n. With offset % 4 != 0 the first and last blocks are partly another slice's.
 #include "core/rng.h"
 #include "kernels/cuda/common.cuh"
 #include "kernels/cuda/cuda_ops.h"
@@ -63,23 +64,29 @@ __global__ void gelu_backward_kernel(const T* dy, const T* x, T* dx, int64_t n) 
   }
 }
 
-// Thread `g` handles elements 4g .. 4g+3 with the words of Philox block g.
+// Thread `g` handles global elements 4(first + g) .. 4(first + g) + 3, first = offset / 4, with
+// the words of Philox block first + g; lanes outside [offset, offset + n) are skipped.
 template <class T>
-__global__ void dropout_kernel(const T* x, T* y, int64_t n, float p, float inv_keep, uint64_t seed, uint64_t stream) {
-  const int64_t groups = (n + 3) / 4;
+__global__ void dropout_kernel(const T* x, T* y, int64_t n, float p, float inv_keep, uint64_t seed, uint64_t stream,
+                               uint64_t offset) {
+  const uint64_t first = offset / 4, end = offset + uint64_t(n);
+  const int64_t groups = int64_t((end + 3) / 4 - first);
   const int64_t stride = int64_t(gridDim.x) * blockDim.x;
   for (int64_t g = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; g < groups; g += stride) {
+    const uint64_t blk = first + uint64_t(g);
     uint32_t r[4];
-    philox_block(seed, stream, uint64_t(g), r);
+    philox_block(seed, stream, blk, r);
 #pragma unroll
     for (int k = 0; k < 4; ++k) {
-      const int64_t i = g * 4 + k;
-      if (i < n) y[i] = from_float<T>(u32_to_uniform(r[k]) > p ? to_float(x[i]) * inv_keep : 0.0f);
+      const uint64_t j = blk * 4 + uint64_t(k);
+      if (j < offset || j >= end) continue;
+      const int64_t i = int64_t(j - offset);
+      y[i] = from_float<T>(u32_to_uniform(r[k]) > p ? to_float(x[i]) * inv_keep : 0.0f);
     }
   }
 }
 
-void dropout(const Tensor& x, const Tensor& y, float p, uint64_t seed, uint64_t stream, Stream s) {
+void dropout(const Tensor& x, const Tensor& y, float p, uint64_t seed, uint64_t stream, Stream s, uint64_t offset) {
   const int64_t n = x.numel();
   if (n == 0) return;
   CudaDeviceGuard guard(x.device().index);
@@ -91,8 +98,9 @@ void dropout(const Tensor& x, const Tensor& y, float p, uint64_t seed, uint64_t 
   const float inv_keep = 1.0f / (1.0f - p);
   dispatch_float(x.dtype(), [&](auto tag) {
     using T = typename decltype(tag)::type;
-    dropout_kernel<T><<<grid_size(ceil_div(n, 4), kBlock), kBlock, 0, stream_of(s)>>>(
-        static_cast<const T*>(x.raw()), static_cast<T*>(y.raw()), n, p, inv_keep, seed, stream);
+    // n elements starting mid-block span at most n / 4 + 2 blocks.
+    dropout_kernel<T><<<grid_size(ceil_div(n, 4) + 1, kBlock), kBlock, 0, stream_of(s)>>>(
+        static_cast<const T*>(x.raw()), static_cast<T*>(y.raw()), n, p, inv_keep, seed, stream, offset);
   });
   MT_CUDA_CHECK_LAUNCH();
 }
@@ -133,11 +141,13 @@ void gelu_backward(const Tensor& dy, const Tensor& x, const Tensor& dx, Stream s
 }
 
 // Inverted dropout is linear with a diagonal of 0 or 1/(1-p): backward applies the same mask to dy.
-void dropout_forward(const Tensor& x, const Tensor& y, float p, uint64_t seed, uint64_t stream, Stream s) {
-  dropout(x, y, p, seed, stream, s);
+void dropout_forward(const Tensor& x, const Tensor& y, float p, uint64_t seed, uint64_t stream, Stream s,
+                     uint64_t offset) {
+  dropout(x, y, p, seed, stream, s, offset);
 }
-void dropout_backward(const Tensor& dy, const Tensor& dx, float p, uint64_t seed, uint64_t stream, Stream s) {
-  dropout(dy, dx, p, seed, stream, s);
+void dropout_backward(const Tensor& dy, const Tensor& dx, float p, uint64_t seed, uint64_t stream, Stream s,
+                      uint64_t offset) {
+  dropout(dy, dx, p, seed, stream, s, offset);
 }
 
 }  // namespace mt::cuda

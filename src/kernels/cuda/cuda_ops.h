@@ -38,8 +38,10 @@ void layernorm_backward_add(const Tensor& dy, const Tensor& x, const Tensor& w, 
 // activation.h
 void gelu_forward(const Tensor& x, const Tensor& y, Stream s);
 void gelu_backward(const Tensor& dy, const Tensor& x, const Tensor& dx, Stream s);
-void dropout_forward(const Tensor& x, const Tensor& y, float p, uint64_t seed, uint64_t stream, Stream s);
-void dropout_backward(const Tensor& dy, const Tensor& dx, float p, uint64_t seed, uint64_t stream, Stream s);
+void dropout_forward(const Tensor& x, const Tensor& y, float p, uint64_t seed, uint64_t stream, Stream s,
+                     uint64_t offset);
+void dropout_backward(const Tensor& dy, const Tensor& dx, float p, uint64_t seed, uint64_t stream, Stream s,
+                      uint64_t offset);
 
 // rmsnorm.h
 void rmsnorm_forward(const Tensor& x, const Tensor& w, float eps, const Tensor& y, const Tensor& rstd, Stream s);
