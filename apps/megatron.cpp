@@ -3,9 +3,11 @@
 
 #include <cstdio>
 #include <string>
+#include <vector>
 
 #include "core/error.h"
 #include "dist/mpi_communicator.h"
+#include "train/model_presets.h"
 #include "train/trainer.h"
 #include "checkpoint_cmd.h"
 #include "preprocess.h"
@@ -24,8 +26,18 @@ int main(int argc, char** argv) {
   mt::MergeCommand merge = mt::add_merge_command(app);
   mt::CheckpointCommand checkpoint = mt::add_checkpoint_command(app);
 
+  // --model-preset NAME stands for its architecture flags (ones given explicitly win).
+  std::vector<std::string> words;
   try {
-    app.parse(argc, argv);
+    std::vector<std::string> given(argv + 1, argv + argc);
+    words = mt::expand_model_preset(given, &args.model_preset_flags);
+  } catch (const mt::UserError& e) {
+    if (mt::dist::launcher_rank() == 0) std::fprintf(stderr, "megatron train: error: %s\n", e.what());
+    return 2;
+  }
+  try {
+    std::vector<std::string> reversed(words.rbegin(), words.rend());  // CLI11 takes them last to first
+    app.parse(reversed);
   } catch (const CLI::CallForHelp& e) {
     return app.exit(e);
   } catch (const CLI::CallForAllHelp& e) {

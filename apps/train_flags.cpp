@@ -1,5 +1,7 @@
 #include "train_flags.h"
 
+#include "train/model_presets.h"
+
 namespace mt {
 
 void add_train_flags(CLI::App& app, TrainingArgs& a) {
@@ -20,7 +22,37 @@ void add_train_flags(CLI::App& app, TrainingArgs& a) {
   app.add_option("--hidden-dropout", a.hidden_dropout, "Dropout on hidden states")->capture_default_str()->group(g);
   app.add_option("--attention-dropout", a.attention_dropout, "Dropout on attention probabilities")
       ->capture_default_str()->group(g);
-  app.add_option("--layernorm-epsilon", a.layernorm_epsilon, "LayerNorm epsilon")->capture_default_str()->group(g);
+  app.add_option("--layernorm-epsilon,--norm-epsilon", a.layernorm_epsilon, "Epsilon of LayerNorm and RMSNorm")
+      ->capture_default_str()->group(g);
+  app.add_option("--model-preset", a.model_preset,
+                 "A common model's architecture flags (megatron.cpp's own; flags given explicitly win, the expansion "
+                 "is printed at start): " + model_preset_names())->group(g);
+  app.add_option("--normalization", a.normalization, "LayerNorm or RMSNorm")->capture_default_str()->group(g);
+  app.add_flag("--swiglu", a.swiglu,
+               "Gated SiLU MLP: linear_fc1 gives [gate | up], silu(gate) * up feeds linear_fc2 (without "
+               "--ffn-hidden-size: 2/3 of 4 x hidden, a multiple of 64, as Megatron)")->group(g);
+  app.add_flag("--group-query-attention", a.group_query_attention,
+               "Grouped-query attention: --num-query-groups key/value heads shared by the query heads")->group(g);
+  app.add_option("--num-query-groups", a.num_query_groups,
+                 "Key/value heads with --group-query-attention (divides --num-attention-heads; split over "
+                 "tensor-parallel ranks)")->capture_default_str()->group(g);
+  app.add_option("--kv-channels", a.kv_channels, "Head dimension (0: hidden size / attention heads)")
+      ->capture_default_str()->group(g);
+  app.add_option("--position-embedding-type", a.position_embedding_type, "learned_absolute, rope or none")
+      ->capture_default_str()->group(g);
+  app.add_option("--rotary-base", a.rotary_base, "RoPE's base (theta)")->capture_default_str()->group(g);
+  app.add_option("--rotary-percent", a.rotary_percent, "Share of each head's channels RoPE rotates, in (0, 1]")
+      ->capture_default_str()->group(g);
+  app.add_flag("--use-rope-scaling", a.use_rope_scaling, "Llama 3.1's RoPE frequency scaling")->group(g);
+  app.add_option("--rope-scaling-factor", a.rope_scaling_factor, "The factor of --use-rope-scaling")
+      ->capture_default_str()->group(g);
+  app.add_flag("--untie-embeddings-and-output-weights", a.untie_embeddings_and_output_weights,
+               "A separate output layer (output_layer.weight) instead of the word embeddings'")->group(g);
+  app.add_flag("--disable-bias-linear", a.disable_bias_linear, "No biases in the linear layers")->group(g);
+  app.add_flag("--add-qkv-bias", a.add_qkv_bias, "Bias in linear_qkv even with --disable-bias-linear (Qwen 2)")
+      ->group(g);
+  app.add_flag("--qk-layernorm", a.qk_layernorm,
+               "RMSNorm over each query and key head before RoPE (Qwen 3; needs --normalization RMSNorm)")->group(g);
   app.add_flag("--recompute-gelu", a.recompute_gelu,
                "Keep only the MLP's pre-activation and recompute GeLU in backward for linear_fc2's weight gradient: "
                "tokens x ffn-hidden elements less per layer (6.4 GB for GPT 1.3B at 8 x 2048) for one elementwise "

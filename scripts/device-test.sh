@@ -9,6 +9,8 @@
 #   JOBS=8 CTEST_JOBS=4 BUILD_DIR=build-gpu2 ... # parallelism and build folder
 #   TRAIN=0 SANITIZE=0 BENCH=0                 # skip the training check, sanitizer, benchmarks
 #   BENCH_MODELS="124m 350m 1.3b"              # benchmark models (bench/gpt_gpu_vs_pytorch.py)
+#   LLAMA_BENCH_MODELS="llama3.2-1b"           # Llama benchmarks (bench/llama_gpu_vs_pytorch.py; "" skips)
+#   LLAMA_BENCH_ARGS="--cross-entropy-chunks 4" # extra megatron train flags for them
 #   DIST=0                                     # skip the 2-GPU NCCL layout check (runs when >= 2 GPUs)
 #   MULTI_BENCH="dp tp"                        # 2-GPU benchmarks (bench/gpt_multi_gpu.py), when >= 2 GPUs
 #   PROFILE=1                                  # per-kernel GPU time, ours vs PyTorch (scripts/device-profile.sh,
@@ -98,6 +100,15 @@ if [[ "${TRAIN:-1}" == 1 ]]; then
   OMP_NUM_THREADS=$(nproc) "$bin" train --device cpu "${common[@]}" 2>&1 | tee "$LOG_DIR/train_cpu.log" || status=1
   paste <(grep -oE "lm loss: [0-9.E+-]+" "$LOG_DIR/train_cpu.log") <(grep -oE "lm loss: [0-9.E+-]+" "$LOG_DIR/train_gpu.log") \
     | awk '{printf "cpu %s   gpu %s   diff %+.4f\n", $3, $6, $6 - $3}' | tee "$LOG_DIR/train_compare.txt"
+  section "train: a small Llama (GQA, RoPE with Llama 3.1 scaling, SwiGLU, RMSNorm, untied, dropout 0.1), GPU bf16 vs CPU fp32"
+  llama=(--normalization RMSNorm --swiglu --group-query-attention --num-query-groups 2 --position-embedding-type rope
+         --use-rope-scaling --untie-embeddings-and-output-weights --disable-bias-linear --qk-layernorm)
+  "$bin" train --device cuda --bf16 "${common[@]}" "${llama[@]}" 2>&1 | tee "$LOG_DIR/train_llama_gpu.log" || status=1
+  OMP_NUM_THREADS=$(nproc) "$bin" train --device cpu "${common[@]}" "${llama[@]}" 2>&1 \
+    | tee "$LOG_DIR/train_llama_cpu.log" || status=1
+  paste <(grep -oE "lm loss: [0-9.E+-]+" "$LOG_DIR/train_llama_cpu.log") \
+    <(grep -oE "lm loss: [0-9.E+-]+" "$LOG_DIR/train_llama_gpu.log") \
+    | awk '{printf "cpu %s   gpu %s   diff %+.4f\n", $3, $6, $6 - $3}' | tee "$LOG_DIR/train_llama_compare.txt"
 fi
 if [[ "${SANITIZE:-1}" == 1 ]] && command -v compute-sanitizer >/dev/null; then
   section "compute-sanitizer (memcheck) on a short GPU run"
@@ -126,6 +137,11 @@ if [[ "${BENCH:-1}" == 1 ]]; then
     extra=(); [[ "$m" == 1.3b ]] && extra=("--ours-args=--recompute-gelu --recompute-num-layers 4 --cross-entropy-chunks 4")
     python3 bench/gpt_gpu_vs_pytorch.py --model "$m" --build-dir "$BUILD_DIR" "${extra[@]}" 2>&1 \
       | tee "$LOG_DIR/bench_$m.log" || status=1
+  done
+  for m in ${LLAMA_BENCH_MODELS-llama3.2-1b}; do
+    section "benchmark $m: megatron.cpp vs PyTorch torch.compile (and eager)"
+    python3 bench/llama_gpu_vs_pytorch.py --model "$m" --build-dir "$BUILD_DIR" --pytorch-eager \
+      ${LLAMA_BENCH_ARGS:+"--ours-args=$LLAMA_BENCH_ARGS"} 2>&1 | tee "$LOG_DIR/bench_$m.log" || status=1
   done
   section "GEMM kernels at the models' shapes vs a square GEMM"
   "$BUILD_DIR/gemm_bench" 2>&1 | tee "$LOG_DIR/gemm_bench.md" || status=1

@@ -74,7 +74,7 @@ void copy_transposed(const Tensor& src, const Tensor& dst) {
 
 }  // namespace
 
-GPTConfig read_hf_gpt2_config(const std::string& dir, DType dtype, int64_t divisible_by) {
+TransformerConfig read_hf_gpt2_config(const std::string& dir, DType dtype, int64_t divisible_by) {
   std::string file = (std::filesystem::path(dir) / "config.json").string();
   std::ifstream in(file);
   if (!in) MT_USER_ERROR("{}: cannot open (expected a Hugging Face GPT-2 checkpoint directory)", file);
@@ -87,7 +87,7 @@ GPTConfig read_hf_gpt2_config(const std::string& dir, DType dtype, int64_t divis
   std::string act = j.value("activation_function", "gelu_new");
   if (act != "gelu_new" && act != "gelu_pytorch_tanh")
     MT_USER_ERROR("{}: activation_function \"{}\" is not supported (GPT-2 uses gelu_new, the tanh GeLU)", file, act);
-  GPTConfig c;
+  TransformerConfig c;
   c.hidden_size = json_get<int>(j, "n_embd", file);
   c.num_layers = json_get<int>(j, "n_layer", file);
   c.num_attention_heads = json_get<int>(j, "n_head", file);
@@ -105,7 +105,7 @@ GPTConfig read_hf_gpt2_config(const std::string& dir, DType dtype, int64_t divis
 }
 
 void load_hf_gpt2_weights(const std::string& dir, GPTModel& model) {
-  const GPTConfig& c = model.config();
+  const TransformerConfig& c = model.config();
   WeightSource src((std::filesystem::path(dir) / "model.safetensors").string());
   auto& buf = model.buffer();
   auto dst = [&](const std::string& name) { return buf.param(buf.find(name)); };

@@ -10,9 +10,9 @@
 
 namespace mt {
 
-// Reads DIR/config.json into a GPTConfig (dropouts from resid_pdrop/attn_pdrop/embd_pdrop are
+// Reads DIR/config.json into a TransformerConfig (dropouts from resid_pdrop/attn_pdrop/embd_pdrop are
 // ignored: they are training flags here). UserError for a missing file or an unsupported model.
-GPTConfig read_hf_gpt2_config(const std::string& dir, DType params_dtype, int64_t make_vocab_size_divisible_by);
+TransformerConfig read_hf_gpt2_config(const std::string& dir, DType params_dtype, int64_t make_vocab_size_divisible_by);
 
 // Copies DIR/model.safetensors into model (whose config came from read_hf_gpt2_config).
 // UserError naming the tensor when one is missing or has the wrong shape.

@@ -1,26 +1,71 @@
 #include "model/attention.h"
 
+#include "core/error.h"
+#include "kernels/elementwise.h"
+#include "kernels/rmsnorm.h"
+#include "kernels/rope.h"
+
 namespace mt {
 
-SelfAttention::SelfAttention(ParamAndGradBuffer& buf, const std::string& prefix, const GPTConfig& cfg,
-                             const ModelParallelConfig& par)
+SelfAttention::SelfAttention(ParamAndGradBuffer& buf, const std::string& prefix, const TransformerConfig& cfg,
+                             const SelfAttentionSpec& spec, const ModelParallelConfig& par)
     : cfg_(cfg),
+      spec_(spec),
+      buf_(buf),
       heads_(cfg.num_attention_heads / par.tp_size()),
-      qkv_(buf, prefix + ".linear_qkv", cfg.hidden_size, 3 * cfg.hidden_size, par),
-      proj_(buf, prefix + ".linear_proj", cfg.hidden_size, cfg.hidden_size, par) {}
+      groups_(cfg.query_groups() / par.tp_size()),
+      head_offset_(par.tp_rank() * heads_),
+      qkv_(buf, prefix + ".linear_qkv", cfg.hidden_size, cfg.query_projection_size() + 2 * cfg.kv_projection_size(),
+           par, cfg.has_qkv_bias()),
+      proj_(buf, prefix + ".linear_proj", cfg.query_projection_size(), cfg.hidden_size, par, cfg.add_bias_linear) {
+  if (spec.qk_layernorm) {
+    // Shared by all heads, so each tensor-parallel rank's grad (from its heads) is partial.
+    const bool partial = par.tp_size() > 1;
+    q_norm_ = buf.add(prefix + ".q_layernorm.weight", {cfg.head_dim()}, true);
+    k_norm_ = buf.add(prefix + ".k_layernorm.weight", {cfg.head_dim()}, true);
+    buf.set_sequence_parallel(q_norm_, partial);
+    buf.set_sequence_parallel(k_norm_, partial);
+  }
+}
 
 void SelfAttention::init(float std, float out_std, uint64_t seed) const {
   qkv_.init(std, seed);
+  if (q_norm_ >= 0) {
+    fill(buf_.param(q_norm_), 1.0f);
+    fill(buf_.param(k_norm_), 1.0f);
+  }
   proj_.init(out_std, seed);
 }
 
-Tensor SelfAttention::forward(const Tensor& x, const ForwardContext& ctx, uint64_t site, Saved& s) const {
+Tensor SelfAttention::forward(const Tensor& x, const ForwardContext& ctx, uint64_t site, const RotaryTables* rope,
+                              Saved& s) const {
   const int64_t B = ctx.batch ? ctx.batch : x.size(0), T = ctx.seq ? ctx.seq : x.size(1);
-  const int H = heads_, D = cfg_.head_dim();
-  s.qkv = qkv_.forward(x, s.qkv_in).view({B, T, H, 3, D});
+  const int H = heads_, G = groups_, D = cfg_.head_dim();
+  s.qkv = qkv_.forward(x, s.qkv_in).view({B, T, G, H / G + 2, D});
+  if (spec_.qk_layernorm) {
+    s.qkv_pre_norm = s.qkv;
+    s.qkv = Tensor::empty(s.qkv_pre_norm.shape(), x.dtype(), x.device());
+    s.qk_rstd = Tensor::empty({B * T * G * (H / G + 1)}, DType::F32, x.device());
+    qk_rmsnorm_forward(s.qkv_pre_norm, buf_.param(q_norm_), buf_.param(k_norm_), G, cfg_.layernorm_epsilon, s.qkv,
+                       s.qk_rstd);
+  }
+  if (spec_.rotary) {
+    MT_CHECK(rope && rope->cos.defined(), "SelfAttention: RoPE without angle tables");
+    s.rope = *rope;
+    rope_forward(s.qkv, s.rope.cos, s.rope.sin, G, cfg_.rotary_dim());
+  }
   s.out = Tensor::empty({B, T, H, D}, x.dtype(), x.device());
   s.lse = Tensor::empty({B, H, T}, DType::F32, x.device());
-  s.core = AttentionConfig{H, D, ctx.training ? cfg_.attention_dropout : 0.0f, ctx.seed, ctx.dropout_stream(site)};
+  s.core = AttentionConfig{};
+  s.core.n_heads = H;
+  s.core.head_dim = D;
+  s.core.n_query_groups = G;
+  s.core.dropout_p = ctx.training ? cfg_.attention_dropout : 0.0f;
+  s.core.seed = ctx.seed;
+  s.core.stream = ctx.dropout_stream(site);
+  // The dropout mask in global head coordinates: every tensor-parallel layout draws one rank's mask.
+  s.core.head_offset = head_offset_;
+  s.core.total_heads = cfg_.num_attention_heads;
   attention_forward(s.qkv, s.out, s.lse, s.core);
   return proj_.forward(s.out, s.proj_in).view(x.shape());
 }
@@ -29,6 +74,13 @@ Tensor SelfAttention::backward(const Tensor& dy, Saved& s) const {
   Tensor dout = proj_.backward(dy, s.proj_in).view(s.out.shape());
   Tensor dqkv = Tensor::empty(s.qkv.shape(), s.qkv.dtype(), s.qkv.device());
   attention_backward(dout, s.qkv, s.out, s.lse, dqkv, s.core);
+  if (spec_.rotary) rope_backward(dqkv, s.rope.cos, s.rope.sin, groups_, cfg_.rotary_dim());
+  if (spec_.qk_layernorm) {
+    Tensor d = Tensor::empty(dqkv.shape(), dqkv.dtype(), dqkv.device());
+    qk_rmsnorm_backward(dqkv, s.qkv_pre_norm, buf_.param(q_norm_), buf_.param(k_norm_), groups_, s.qk_rstd, d,
+                        buf_.grad(q_norm_), buf_.grad(k_norm_));
+    dqkv = d;
+  }
   Tensor dx = qkv_.backward(dqkv, s.qkv_in).view(dy.shape());
   s = Saved{};
   return dx;

@@ -1,13 +1,17 @@
 #pragma once
-// SelfAttention (Megatron-Core's name): linear_qkv -> causal core attention -> linear_proj.
-// linear_qkv's output features are ordered [head, {q,k,v}, head_dim] (Megatron's layout), so its
-// column-parallel split gives each tensor-parallel rank whole heads (heads / TP of them);
-// linear_proj is row-parallel over the same heads.
+// SelfAttention (Megatron-Core's name): linear_qkv -> [q/k norm] -> [RoPE] -> causal core
+// attention -> linear_proj.
+// linear_qkv's output features are ordered [group, {q_0 .. q_{H/G-1}, k, v}, head_dim] (Megatron's
+// layout for grouped-query attention; G = H gives [head, {q, k, v}, head_dim]), so its
+// column-parallel split gives each tensor-parallel rank whole query groups (G / TP of them, with
+// their H / TP query heads); linear_proj is row-parallel over the same heads.
 #include <string>
 
 #include "kernels/attention.h"
-#include "model/config.h"
+#include "model/rotary.h"
 #include "model/tensor_parallel.h"
+#include "model/transformer_config.h"
+#include "model/transformer_layer_spec.h"
 
 namespace mt {
 
@@ -16,20 +20,28 @@ class SelfAttention {
   struct Saved {
     ColumnParallelLinear::Saved qkv_in;
     RowParallelLinear::Saved proj_in;
-    Tensor qkv, out, lse;
+    Tensor qkv_pre_norm, qk_rstd;  // with q/k norm: linear_qkv's output and the heads' rstd
+    Tensor qkv, out, lse;          // qkv: core attention's input (normed, rotated)
     AttentionConfig core;
+    RotaryTables rope;
   };
-  SelfAttention(ParamAndGradBuffer& buf, const std::string& prefix, const GPTConfig& cfg,
-                const ModelParallelConfig& par = {});
+  SelfAttention(ParamAndGradBuffer& buf, const std::string& prefix, const TransformerConfig& cfg,
+                const SelfAttentionSpec& spec, const ModelParallelConfig& par = {});
   void init(float std, float out_std, uint64_t seed) const;
-  // x: [B, T, C] (with sequence parallelism this rank's tokens, [B T / TP, C]) -> same shape
-  Tensor forward(const Tensor& x, const ForwardContext& ctx, uint64_t site, Saved& saved) const;
+  // x: [B, T, C] (with sequence parallelism this rank's tokens, [B T / TP, C]) -> same shape.
+  // rope: the angle tables when the spec has RoPE.
+  Tensor forward(const Tensor& x, const ForwardContext& ctx, uint64_t site, const RotaryTables* rope,
+                 Saved& saved) const;
   Tensor backward(const Tensor& dy, Saved& saved) const;
 
  private:
-  GPTConfig cfg_;
-  int heads_;  // local: num_attention_heads / TP
+  TransformerConfig cfg_;
+  SelfAttentionSpec spec_;
+  ParamAndGradBuffer& buf_;
+  int heads_, groups_;  // local: num_attention_heads / TP, query groups / TP
+  int head_offset_;     // this rank's first query head
   ColumnParallelLinear qkv_;
+  ParamAndGradBuffer::Id q_norm_ = -1, k_norm_ = -1;
   RowParallelLinear proj_;
 };
 

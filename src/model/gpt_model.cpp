@@ -10,39 +10,49 @@
 #include "kernels/embedding.h"
 #include "kernels/gemm.h"
 #include "kernels/vocab_parallel_cross_entropy.h"
-#include "model/linear.h"
 #include "model/tensor_parallel.h"
 
 namespace mt {
 
-GPTModel::GPTModel(const GPTConfig& cfg, Device device, const ModelParallelConfig& par) : cfg_(cfg), par_(par) {
-  MT_CHECK(cfg.hidden_size % cfg.num_attention_heads == 0);
+GPTModel::GPTModel(const TransformerConfig& cfg, Device device, const ModelParallelConfig& par)
+    : cfg_(cfg), par_(par) {
   const int tp = par.tp_size();
+  MT_CHECK(cfg.num_attention_heads % tp == 0 && cfg.query_groups() % tp == 0,
+           "{} heads in {} query groups do not split over {} ranks", cfg.num_attention_heads, cfg.query_groups(), tp);
   MT_CHECK(cfg.padded_vocab_size % tp == 0, "padded vocabulary {} does not split over {} ranks", cfg.padded_vocab_size,
            tp);
   // VocabParallelEmbedding: rank r holds vocabulary rows [r Vp/tp, (r+1) Vp/tp); the output
-  // layer is tied to the same shard.
+  // layer (tied to the same shard, or its own) holds the same rows.
   vocab_local_ = cfg.padded_vocab_size / tp;
   vocab_start_ = int64_t(par.tp_rank()) * vocab_local_;
   wte_ = buf_.add_shard("embedding.word_embeddings.weight", {vocab_local_, cfg.hidden_size},
                         {cfg.padded_vocab_size, cfg.hidden_size}, 0, vocab_start_, false);
   // The output layer's wgrad GEMM (grad_beta) writes the tied gradient before the embedding's
   // backward adds to it.
-  buf_.set_overwrites_first_grad(wte_);
-  wpe_ = buf_.add("embedding.position_embeddings.weight", {cfg.max_position_embeddings, cfg.hidden_size}, false);
+  if (!cfg.untie_embeddings_and_output_weights) buf_.set_overwrites_first_grad(wte_);
+  if (cfg.learned_positions())
+    wpe_ = buf_.add("embedding.position_embeddings.weight", {cfg.max_position_embeddings, cfg.hidden_size}, false);
   const auto next_id = [&] { return int(buf_.infos().size()); };
   embedding_ids_ = {0, next_id()};
+  const TransformerLayerSpec spec = gpt_layer_spec(cfg);
   for (int i = 0; i < cfg.num_layers; ++i) {
     const int first = next_id();
-    layers_.push_back(std::make_unique<TransformerLayer>(buf_, "decoder.layers." + std::to_string(i), cfg, i, par));
+    layers_.push_back(
+        std::make_unique<TransformerLayer>(buf_, "decoder.layers." + std::to_string(i), cfg, spec, i, par));
     layer_ids_.push_back({first, next_id()});
   }
   final_ln_ids_.first = next_id();
-  final_ln_ = std::make_unique<LayerNorm>(buf_, "decoder.final_layernorm", cfg.hidden_size, cfg.layernorm_epsilon,
-                                          par.sequence_parallel);
+  final_ln_ = std::make_unique<Norm>(buf_, "decoder.final_layernorm", cfg.hidden_size, cfg.normalization,
+                                     cfg.layernorm_epsilon, par.sequence_parallel);
+  if (cfg.untie_embeddings_and_output_weights) {
+    output_ = buf_.add_shard("output_layer.weight", {vocab_local_, cfg.hidden_size},
+                             {cfg.padded_vocab_size, cfg.hidden_size}, 0, vocab_start_, false);
+    buf_.set_overwrites_first_grad(output_);
+  }
   final_ln_ids_.end = next_id();
   buf_.set_bucketing(par.bucket_size, par.bucket_pad);
   buf_.allocate(cfg.params_dtype, device);
+  if (spec.self_attention.rotary) rope_ = rope_tables(cfg, cfg.seq_length, device);
 }
 
 int64_t GPTModel::num_parameters() const {
@@ -52,14 +62,18 @@ int64_t GPTModel::num_parameters() const {
 }
 
 void GPTModel::init(uint64_t seed) {
-  init_normal(buf_, wte_, cfg_.init_method_std, seed);
   // Vocabulary padding rows are zero: masked out of the softmax, they get no gradient and stay
   // zero, so checkpoints need not store them (the padding differs between TP sizes).
   const int64_t real_rows = std::min(std::max(cfg_.vocab_size - vocab_start_, int64_t(0)), vocab_local_);
+  init_normal(buf_, wte_, cfg_.init_method_std, seed);
   buf_.param(wte_).narrow0(real_rows, vocab_local_ - real_rows).zero_();
-  init_normal(buf_, wpe_, cfg_.init_method_std, seed);
+  if (wpe_ >= 0) init_normal(buf_, wpe_, cfg_.init_method_std, seed);
   for (const auto& l : layers_) l->init(seed);
   final_ln_->init();
+  if (output_ >= 0) {
+    init_normal(buf_, output_, cfg_.init_method_std, seed);
+    buf_.param(output_).narrow0(real_rows, vocab_local_ - real_rows).zero_();
+  }
 }
 
 Tensor GPTModel::hidden_states(const Tensor& tokens, const ForwardContext& ctx, Saved& s) const {
@@ -67,13 +81,13 @@ Tensor GPTModel::hidden_states(const Tensor& tokens, const ForwardContext& ctx, 
   int64_t B = tokens.size(0), T = tokens.size(1);
   MT_CHECK(T <= cfg_.max_position_embeddings, "sequence {} > max positions {}", T, cfg_.max_position_embeddings);
   s.tokens = tokens;
-  Tensor wpe = buf_.param(wpe_);
+  Tensor wpe = wpe_ >= 0 ? buf_.param(wpe_) : Tensor();
   Tensor x = Tensor::empty({B, T, cfg_.hidden_size}, cfg_.params_dtype, tokens.device());
   // Each tp rank embeds the tokens of its vocabulary shard (zero elsewhere); the position
   // embedding joins on tp rank 0 only, and the sum over TP completes every row.
   const int tp = par_.tp_size();
   before_forward(embedding_ids_);
-  embedding_forward(tokens, buf_.param(wte_), par_.tp_rank() == 0 ? &wpe : nullptr, vocab_start_, x);
+  embedding_forward(tokens, buf_.param(wte_), par_.tp_rank() == 0 && wpe.defined() ? &wpe : nullptr, vocab_start_, x);
   if (tp > 1) {
     if (par_.sequence_parallel)
       x = reduce_scatter_tokens(x.view({B * T, cfg_.hidden_size}), *par_.tp);  // [B T / tp, C]
@@ -83,14 +97,15 @@ Tensor GPTModel::hidden_states(const Tensor& tokens, const ForwardContext& ctx, 
   s.emb_dropout_p = ctx.training ? cfg_.hidden_dropout : 0.0f;
   s.seed = ctx.seed;
   s.emb_drop_stream = ctx.dropout_stream(rng_stream("dropout/embedding"));
-  dropout_forward(x, x, s.emb_dropout_p, s.seed, s.emb_drop_stream);
+  s.emb_drop_offset = hidden_element_offset(par_, x.numel());
+  dropout_forward(x, x, s.emb_dropout_p, s.seed, s.emb_drop_stream, {}, s.emb_drop_offset);
   ForwardContext lctx = ctx;
   lctx.batch = B;
   lctx.seq = T;
   s.layers.resize(layers_.size());
   for (size_t i = 0; i < layers_.size(); ++i) {
     before_forward(layer_ids_[i]);
-    x = layers_[i]->forward(x, lctx, s.layers[i]);
+    x = layers_[i]->forward(x, lctx, rope_.cos.defined() ? &rope_ : nullptr, s.layers[i]);
   }
   before_forward(final_ln_ids_);
   s.final_hidden = final_ln_->forward(x, s.final_ln);
@@ -102,7 +117,7 @@ Tensor GPTModel::hidden_states(const Tensor& tokens, const ForwardContext& ctx, 
 Tensor GPTModel::forward_logits(const Tensor& tokens, const ForwardContext& ctx, Saved& s) const {
   Tensor h = hidden_states(tokens, ctx, s);
   Tensor logits = Tensor::empty({h.size(0), vocab_local_}, h.dtype(), h.device());
-  gemm(h, false, buf_.param(wte_), true, logits);
+  gemm(h, false, buf_.param(output_weight()), true, logits);
   return logits.view({tokens.size(0), tokens.size(1), vocab_local_});
 }
 
@@ -119,14 +134,14 @@ Tensor GPTModel::forward_loss(const Tensor& tokens, const Tensor& targets, const
     return losses;
   }
   Tensor h = hidden_states(tokens, ctx, s);
-  Tensor wte = buf_.param(wte_);
+  Tensor wout = buf_.param(output_weight());
   const int64_t rows = (N + chunks - 1) / chunks;
   Tensor logits_buf = Tensor::empty({rows, vocab_local_}, h.dtype(), h.device());
   if (dloss) s.dhidden = Tensor::empty(h.shape(), h.dtype(), h.device());
   for (int64_t r0 = 0; r0 < N; r0 += rows) {
     const int64_t n = std::min(rows, N - r0);
     Tensor hc = h.narrow0(r0, n), logits = logits_buf.narrow0(0, n);
-    gemm(hc, false, wte, true, logits);
+    gemm(hc, false, wout, true, logits);
     if (!dloss) {
       loss_on_rows(logits, t.narrow0(r0, n), losses.narrow0(r0, n), nullptr, nullptr);
       continue;
@@ -134,8 +149,8 @@ Tensor GPTModel::forward_loss(const Tensor& tokens, const Tensor& targets, const
     Tensor dl = dloss->narrow0(r0, n);
     loss_on_rows(logits, t.narrow0(r0, n), losses.narrow0(r0, n), &dl, &logits);
     // The output layer's backward for these tokens (as in backward() with unchunked logits).
-    gemm(logits, false, wte, false, s.dhidden.narrow0(r0, n));
-    gemm(logits, true, hc, false, buf_.grad(wte_), 1.0f, buf_.grad_beta(wte_));
+    gemm(logits, false, wout, false, s.dhidden.narrow0(r0, n));
+    gemm(logits, true, hc, false, buf_.grad(output_weight()), 1.0f, buf_.grad_beta(output_weight()));
   }
   s.final_hidden = Tensor();
   return losses;
@@ -172,8 +187,8 @@ void GPTModel::backward(Saved& s) const {
   if (!dh.defined()) {
     // Tied output layer: logits = h wte^T (this rank's vocabulary columns).
     dh = Tensor::empty({s.dlogits.size(0), C}, s.final_hidden.dtype(), s.final_hidden.device());
-    gemm(s.dlogits, false, buf_.param(wte_), false, dh);
-    gemm(s.dlogits, true, s.final_hidden, false, buf_.grad(wte_), 1.0f, buf_.grad_beta(wte_));
+    gemm(s.dlogits, false, buf_.param(output_weight()), false, dh);
+    gemm(s.dlogits, true, s.final_hidden, false, buf_.grad(output_weight()), 1.0f, buf_.grad_beta(output_weight()));
   }
   const int64_t N = dh.size(0);
   s.dlogits = Tensor();
@@ -192,13 +207,13 @@ void GPTModel::backward(Saved& s) const {
     dx = layers_[i]->backward(dx, s.layers[i]);
     after_backward(layer_ids_[i]);
   }
-  dropout_backward(dx, dx, s.emb_dropout_p, s.seed, s.emb_drop_stream);
+  dropout_backward(dx, dx, s.emb_dropout_p, s.seed, s.emb_drop_stream, {}, s.emb_drop_offset);
   if (sp) dx = gather_tokens(dx, *par_.tp).view({s.tokens.size(0), s.tokens.size(1), C});
   // Every tp rank has the full dx: its word-embedding shard's rows, and the whole (replicated)
   // position-embedding grad.
-  Tensor dwpe = buf_.grad(wpe_);
+  Tensor dwpe = wpe_ >= 0 ? buf_.grad(wpe_) : Tensor();
   buf_.zero_unwritten_grads(embedding_ids_.first, embedding_ids_.end);  // the embedding adds to them
-  embedding_backward(dx, s.tokens, vocab_start_, buf_.grad(wte_), &dwpe);
+  embedding_backward(dx, s.tokens, vocab_start_, buf_.grad(wte_), dwpe.defined() ? &dwpe : nullptr);
   after_backward(embedding_ids_);
   s = Saved{};
 }

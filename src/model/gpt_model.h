@@ -1,15 +1,19 @@
 #pragma once
-// GPTModel: GPT-2 architecture. Learned absolute positions, pre-LayerNorm blocks, GeLU MLP,
-// biases everywhere, output layer tied to the word embeddings, vocabulary padded (padding
-// columns are masked out of the softmax). Parameter names follow Megatron-Core.
+// GPTModel (Megatron-Core's name for every decoder-only language model): the vocabulary-parallel
+// embedding (with learned absolute positions, or none for RoPE models), num_layers transformer
+// layers built from the config's TransformerLayerSpec, the final norm, and the output layer (tied
+// to the word embeddings or its own `output_layer.weight`) with the fused vocabulary-parallel
+// loss. GPT-2, Llama, Mistral and Qwen are configs of this one class. The vocabulary is padded
+// (padding columns are masked out of the softmax). Parameter names follow Megatron-Core.
 //
 // A microbatch's activations live in Saved, owned by the caller, so a schedule can keep
 // several microbatches in flight; backward consumes and frees them.
 #include <memory>
 #include <vector>
 
-#include "model/config.h"
-#include "model/layernorm.h"
+#include "model/transformer_config.h"
+#include "model/norm.h"
+#include "model/rotary.h"
 #include "model/parallel_config.h"
 #include "model/param_buffer.h"
 #include "model/param_hooks.h"
@@ -22,23 +26,23 @@ class GPTModel {
   struct Saved {
     Tensor tokens;  // int32 [B, T]
     float emb_dropout_p = 0.0f;
-    uint64_t seed = 0, emb_drop_stream = 0;
+    uint64_t seed = 0, emb_drop_stream = 0, emb_drop_offset = 0;
     std::vector<TransformerLayer::Saved> layers;
-    LayerNorm::Saved final_ln;
+    Norm::Saved final_ln;
     Tensor final_hidden;  // [B*T, C], input of the output layer (all tokens)
     Tensor dlogits;       // [B*T, Vp / TP], written by the fused loss
     Tensor dhidden;       // [B*T, C], final_hidden's gradient, when the loss ran in chunks
   };
 
-  GPTModel(const GPTConfig& cfg, Device device, const ModelParallelConfig& par = {});
+  GPTModel(const TransformerConfig& cfg, Device device, const ModelParallelConfig& par = {});
 
-  const GPTConfig& config() const { return cfg_; }
+  const TransformerConfig& config() const { return cfg_; }
   ParamAndGradBuffer& buffer() { return buf_; }
   const ParamAndGradBuffer& buffer() const { return buf_; }
   int64_t num_parameters() const;  // of the whole model (all shards), excluding vocabulary padding rows
 
-  // Megatron init: weights N(0, init_method_std), output projections / sqrt(2 L), biases 0,
-  // LayerNorm weights 1. Depends only on the seed and parameter names.
+  // Megatron init: weights N(0, init_method_std) (the untied output layer too), output
+  // projections / sqrt(2 L), biases 0, norm weights 1. Depends only on the seed and parameter names.
   void init(uint64_t seed);
 
   // tokens int32 [B, T] -> logits [B, T, padded_vocab / TP] (model dtype; with tensor
@@ -73,13 +77,16 @@ class GPTModel {
   void loss_on_rows(const Tensor& logits, const Tensor& targets, const Tensor& losses, const Tensor* dloss,
                     const Tensor* dlogits) const;
 
-  GPTConfig cfg_;
+  TransformerConfig cfg_;
   ModelParallelConfig par_;
   ParamAndGradBuffer buf_;
-  ParamAndGradBuffer::Id wte_, wpe_;
+  ParamAndGradBuffer::Id wte_, wpe_ = -1;
+  ParamAndGradBuffer::Id output_ = -1;  // untied output layer (else wte_)
+  ParamAndGradBuffer::Id output_weight() const { return output_ >= 0 ? output_ : wte_; }
   int64_t vocab_local_ = 0, vocab_start_ = 0;  // this rank's vocabulary shard
   std::vector<std::unique_ptr<TransformerLayer>> layers_;
-  std::unique_ptr<LayerNorm> final_ln_;
+  std::unique_ptr<Norm> final_ln_;
+  RotaryTables rope_;  // RoPE's angle tables (RoPE models)
   // Registration-id ranges [first, end) of the modules, for the hooks.
   struct IdRange {
     int first = 0, end = 0;

@@ -1,9 +1,13 @@
 #pragma once
-// MLP: linear_fc1 (h -> ffn, column-parallel) -> GeLU -> linear_fc2 (ffn -> h, row-parallel).
+// MLP: linear_fc1 (h -> ffn, column-parallel) -> activation -> linear_fc2 (ffn -> h, row-parallel).
+// Dense (GPT-2): GeLU, fused into fc1's forward GEMM and fc2's backward GEMM.
+// Gated (Llama's SwiGLU): fc1 computes [gate | up] (2 ffn features, each half split over TP), and
+// silu(gate) * up feeds fc2.
 #include <string>
 
-#include "model/config.h"
 #include "model/tensor_parallel.h"
+#include "model/transformer_config.h"
+#include "model/transformer_layer_spec.h"
 
 namespace mt {
 
@@ -11,20 +15,20 @@ class MLP {
  public:
   struct Saved {
     ColumnParallelLinear::Saved fc1_in;
-    RowParallelLinear::Saved fc2_in;  // gelu(pre); empty with recompute_gelu (recomputed in backward)
-    Tensor pre_act;  // fc1 output, input of GeLU
+    RowParallelLinear::Saved fc2_in;  // act(pre); empty when recomputing (recomputed in backward)
+    Tensor pre_act;  // fc1's output, the activation's input
   };
-  // recompute_gelu: keep only fc1's output and recompute GeLU in backward (the layer's share of
-  // --recompute-gelu, see GPTConfig::layer_recomputes_gelu).
-  MLP(ParamAndGradBuffer& buf, const std::string& prefix, const GPTConfig& cfg, const ModelParallelConfig& par = {},
-      bool recompute_gelu = false);
+  // recompute_activation: keep only fc1's output and recompute the activation in backward (the
+  // layer's share of --recompute-gelu, see TransformerConfig::layer_recomputes_gelu).
+  MLP(ParamAndGradBuffer& buf, const std::string& prefix, const TransformerConfig& cfg, MlpKind kind,
+      const ModelParallelConfig& par = {}, bool recompute_activation = false);
   void init(float std, float out_std, uint64_t seed) const;
   Tensor forward(const Tensor& x, Saved& saved) const;   // [B, T, C] -> [B, T, C]
   Tensor backward(const Tensor& dy, Saved& saved) const;
 
  private:
-  GPTConfig cfg_;
-  bool recompute_gelu_ = false;
+  MlpKind kind_;
+  bool recompute_ = false;
   ColumnParallelLinear fc1_;
   RowParallelLinear fc2_;
 };

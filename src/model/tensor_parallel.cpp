@@ -52,14 +52,23 @@ void gather_tokens_blockwise(const Tensor& x, const Tensor& out, Communicator& t
 }
 
 ColumnParallelLinear::ColumnParallelLinear(ParamAndGradBuffer& buf, const std::string& prefix, int in, int out,
-                                           const ModelParallelConfig& par, bool bias)
+                                           const ModelParallelConfig& par, bool bias, int parts)
     : buf_(buf), par_(par), in_(in) {
   const int tp = par.tp_size(), r = par.tp_rank();
-  MT_CHECK(out % tp == 0, "{}: {} output features do not split over {} ranks", prefix, out, tp);
+  MT_CHECK(parts >= 1 && out % (parts * tp) == 0, "{}: {} output features ({} parts) do not split over {} ranks",
+           prefix, out, parts, tp);
   out_ = out / tp;
-  w_ = buf.add_shard(prefix + ".weight", {out_, in}, {out, in}, 0, int64_t(r) * out_, false);
+  if (parts == 1) {
+    w_ = buf.add_shard(prefix + ".weight", {out_, in}, {out, in}, 0, int64_t(r) * out_, false);
+    if (bias) b_ = buf.add_shard(prefix + ".bias", {out_}, {out}, 0, int64_t(r) * out_, true);
+  } else {
+    // Stacked parts, each split over TP: global [parts, out / parts, in], this rank's slice along
+    // dim 1, so its rows are [part 0's share; part 1's share; ..] and one GEMM computes them all.
+    const int64_t part = out / parts, local = part / tp;
+    w_ = buf.add_shard(prefix + ".weight", {parts, local, in}, {parts, part, in}, 1, int64_t(r) * local, false);
+    if (bias) b_ = buf.add_shard(prefix + ".bias", {parts, local}, {parts, part}, 1, int64_t(r) * local, true);
+  }
   buf.set_overwrites_first_grad(w_);  // backward's wgrad GEMM takes grad_beta
-  if (bias) b_ = buf.add_shard(prefix + ".bias", {out_}, {out}, 0, int64_t(r) * out_, true);
 }
 
 void ColumnParallelLinear::init(float std, uint64_t seed) const {
@@ -89,9 +98,9 @@ void ColumnParallelLinear::for_input_rows(const Tensor& x, Saved& s,
 
 Tensor ColumnParallelLinear::forward(const Tensor& x, Saved& s) const {
   Tensor y = Tensor::empty({input_rows(x), out_}, x.dtype(), x.device());
-  Tensor b = b_ >= 0 ? buf_.param(b_) : Tensor();
+  Tensor b = b_ >= 0 ? bias() : Tensor();
   for_input_rows(x, s, [&](int64_t r0, int64_t k) {
-    gemm(s.x.narrow0(r0, k), false, buf_.param(w_), true, y.narrow0(r0, k), 1.0f, 0.0f, b_ >= 0 ? &b : nullptr);
+    gemm(s.x.narrow0(r0, k), false, weight(), true, y.narrow0(r0, k), 1.0f, 0.0f, b_ >= 0 ? &b : nullptr);
   });
   return y;
 }
@@ -100,19 +109,19 @@ Tensor ColumnParallelLinear::forward_gelu(const Tensor& x, Saved& s, Tensor* pre
   const int64_t n = input_rows(x);
   *pre = Tensor::empty({n, out_}, x.dtype(), x.device());
   Tensor y = Tensor::empty({n, out_}, x.dtype(), x.device());
-  Tensor b = b_ >= 0 ? buf_.param(b_) : Tensor();
+  Tensor b = b_ >= 0 ? bias() : Tensor();
   for_input_rows(x, s, [&](int64_t r0, int64_t k) {
-    gemm_bias_gelu(s.x.narrow0(r0, k), false, buf_.param(w_), true, b_ >= 0 ? &b : nullptr, pre->narrow0(r0, k),
+    gemm_bias_gelu(s.x.narrow0(r0, k), false, weight(), true, b_ >= 0 ? &b : nullptr, pre->narrow0(r0, k),
                    y.narrow0(r0, k));
   });
   return y;
 }
 
-Tensor ColumnParallelLinear::backward(const Tensor& dy, Saved& s, bool bias_grad) const {
+Tensor ColumnParallelLinear::backward(const Tensor& dy, Saved& s, bool with_bias_grad) const {
   const int64_t n = s.x.size(0);
   Tensor dy2 = dy.view({n, out_});
   Tensor dx = Tensor::empty({n, in_}, s.x.dtype(), s.x.device());
-  gemm(dy2, false, buf_.param(w_), false, dx);  // dx = dy W (partial over TP)
+  gemm(dy2, false, weight(), false, dx);  // dx = dy W (partial over TP)
   // dx's reduction over TP: started before the weight-gradient GEMM and waited for after it when
   // asynchronous (on GPUs the two overlap), else after the GEMM.
   const bool reduce = par_.tp_size() > 1, async = reduce && (par_.async_tp_allreduce || par_.tp_comm_overlap);
@@ -120,10 +129,10 @@ Tensor ColumnParallelLinear::backward(const Tensor& dy, Saved& s, bool bias_grad
   Tensor out = scatter ? Tensor::empty({rows_per_rank(n, par_.tp_size()), in_}, dx.dtype(), dx.device()) : dx;
   std::unique_ptr<CommHandle> work;
   if (async) work = scatter ? par_.tp->reduce_scatter_async(dx, out) : par_.tp->all_reduce_async(dx);
-  if (b_ >= 0 && bias_grad)
-    gemm_wgrad_bgrad(dy2, s.x, buf_.grad(w_), buf_.grad(b_), buf_.grad_beta(w_));  // dW += dy^T x, db += sum dy
+  if (b_ >= 0 && with_bias_grad)
+    gemm_wgrad_bgrad(dy2, s.x, weight_grad(), bias_grad(), buf_.grad_beta(w_));  // dW += dy^T x, db += sum dy
   else
-    gemm(dy2, true, s.x, false, buf_.grad(w_), 1.0f, buf_.grad_beta(w_));
+    gemm(dy2, true, s.x, false, weight_grad(), 1.0f, buf_.grad_beta(w_));
   s = Saved{};
   if (reduce && !async) {
     if (scatter)
@@ -135,7 +144,10 @@ Tensor ColumnParallelLinear::backward(const Tensor& dy, Saved& s, bool bias_grad
   return out;
 }
 
-Tensor ColumnParallelLinear::bias_grad() const { return b_ >= 0 ? buf_.grad(b_) : Tensor(); }
+Tensor ColumnParallelLinear::weight() const { return buf_.param(w_).view({out_, in_}); }
+Tensor ColumnParallelLinear::weight_grad() const { return buf_.grad(w_).view({out_, in_}); }
+Tensor ColumnParallelLinear::bias() const { return buf_.param(b_).view({out_}); }
+Tensor ColumnParallelLinear::bias_grad() const { return b_ >= 0 ? buf_.grad(b_).view({out_}) : Tensor(); }
 
 RowParallelLinear::RowParallelLinear(ParamAndGradBuffer& buf, const std::string& prefix, int in, int out,
                                      const ModelParallelConfig& par, bool bias)

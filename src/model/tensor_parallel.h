@@ -44,8 +44,10 @@ class ColumnParallelLinear {
   struct Saved {
     Tensor x;  // the full (gathered) input
   };
+  // parts > 1: the output features are `parts` stacked blocks (the gated MLP's [gate | up]), each
+  // split over TP, so that every rank's output is [its share of part 0 | of part 1 | ..].
   ColumnParallelLinear(ParamAndGradBuffer& buf, const std::string& prefix, int in, int out,
-                       const ModelParallelConfig& par, bool bias = true);
+                       const ModelParallelConfig& par, bool bias = true, int parts = 1);
   void init(float std, uint64_t seed) const;
   Tensor forward(const Tensor& x, Saved& saved) const;   // -> [N, out/tp]
   // gelu(forward(x)); forward(x) itself goes to *pre ([N, out/tp]).
@@ -53,13 +55,16 @@ class ColumnParallelLinear {
   // -> dx like forward's x; accumulates dW, and db unless `bias_grad` is false.
   Tensor backward(const Tensor& dy, Saved& saved, bool bias_grad = true) const;
   int out_local() const { return out_; }
-  Tensor bias_grad() const;  // the bias's main grad (undefined without a bias)
+  Tensor bias_grad() const;  // the bias's main grad [out/tp] (undefined without a bias)
 
  private:
   // Sets saved.x to x as [N, in] (gathered with sequence parallelism) and calls rows(first, count)
   // over it: once for all rows, or per TP rank's block as it arrives (--tp-comm-overlap).
   void for_input_rows(const Tensor& x, Saved& saved, const std::function<void(int64_t, int64_t)>& rows) const;
   int64_t input_rows(const Tensor& x) const;  // N
+  Tensor weight() const;       // [out/tp, in], whatever the parts
+  Tensor weight_grad() const;  // its main grad
+  Tensor bias() const;         // [out/tp]
 
   ParamAndGradBuffer& buf_;
   ModelParallelConfig par_;

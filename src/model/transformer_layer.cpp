@@ -8,14 +8,21 @@
 
 namespace mt {
 
-TransformerLayer::TransformerLayer(ParamAndGradBuffer& buf, const std::string& prefix, const GPTConfig& cfg,
-                                   int layer_number, const ModelParallelConfig& par)
+uint64_t hidden_element_offset(const ModelParallelConfig& par, int64_t local_numel) {
+  return par.sequence_parallel && par.tp_size() > 1 ? uint64_t(par.tp_rank()) * uint64_t(local_numel) : 0;
+}
+
+TransformerLayer::TransformerLayer(ParamAndGradBuffer& buf, const std::string& prefix, const TransformerConfig& cfg,
+                                   const TransformerLayerSpec& spec, int layer_number, const ModelParallelConfig& par)
     : cfg_(cfg),
+      par_(par),
       layer_number_(layer_number),
-      ln1_(buf, prefix + ".input_layernorm", cfg.hidden_size, cfg.layernorm_epsilon, par.sequence_parallel),
-      attn_(buf, prefix + ".self_attention", cfg, par),
-      ln2_(buf, prefix + ".pre_mlp_layernorm", cfg.hidden_size, cfg.layernorm_epsilon, par.sequence_parallel),
-      mlp_(buf, prefix + ".mlp", cfg, par, cfg.layer_recomputes_gelu(layer_number)) {}
+      ln1_(buf, prefix + ".input_layernorm", cfg.hidden_size, spec.input_layernorm, cfg.layernorm_epsilon,
+           par.sequence_parallel),
+      attn_(buf, prefix + ".self_attention", cfg, spec.self_attention, par),
+      ln2_(buf, prefix + ".pre_mlp_layernorm", cfg.hidden_size, spec.pre_mlp_layernorm, cfg.layernorm_epsilon,
+           par.sequence_parallel),
+      mlp_(buf, prefix + ".mlp", cfg, spec.mlp, par, cfg.layer_recomputes_gelu(layer_number)) {}
 
 void TransformerLayer::init(uint64_t seed) const {
   // Megatron: output projections scaled by 1/sqrt(2 * num_layers).
@@ -27,19 +34,21 @@ void TransformerLayer::init(uint64_t seed) const {
   mlp_.init(std, out_std, seed);
 }
 
-Tensor TransformerLayer::forward(const Tensor& x, const ForwardContext& ctx, Saved& s) const {
+Tensor TransformerLayer::forward(const Tensor& x, const ForwardContext& ctx, const RotaryTables* rope,
+                                 Saved& s) const {
   uint64_t site = rng_stream("dropout/layer") + uint64_t(layer_number_) * 4;
   s.dropout_p = ctx.training ? cfg_.hidden_dropout : 0.0f;
   s.seed = ctx.seed;
   s.attn_drop_stream = ctx.dropout_stream(site + 1);
   s.mlp_drop_stream = ctx.dropout_stream(site + 2);
+  s.drop_offset = hidden_element_offset(par_, x.numel());
 
-  Tensor a = attn_.forward(ln1_.forward(x, s.ln1).view(x.shape()), ctx, site, s.attn);
-  dropout_forward(a, a, s.dropout_p, s.seed, s.attn_drop_stream);
+  Tensor a = attn_.forward(ln1_.forward(x, s.ln1).view(x.shape()), ctx, site, rope, s.attn);
+  dropout_forward(a, a, s.dropout_p, s.seed, s.attn_drop_stream, {}, s.drop_offset);
   Tensor x1;  // x + a, and ln2 of it, in one pass
   Tensor h = ln2_.forward_add(x, a, &x1, s.ln2);
   Tensor m = mlp_.forward(h.view(x.shape()), s.mlp);
-  dropout_forward(m, m, s.dropout_p, s.seed, s.mlp_drop_stream);
+  dropout_forward(m, m, s.dropout_p, s.seed, s.mlp_drop_stream, {}, s.drop_offset);
   add(x1, m, m);
   return m;
 }
@@ -51,7 +60,7 @@ Tensor TransformerLayer::backward(const Tensor& dy, Saved& s) const {
   auto dropout_grad = [&](const Tensor& g, uint64_t stream) {
     if (s.dropout_p == 0.0f) return g;
     Tensor d = Tensor::empty(shape, g.dtype(), g.device());
-    dropout_backward(g, d, s.dropout_p, s.seed, stream);
+    dropout_backward(g, d, s.dropout_p, s.seed, stream, {}, s.drop_offset);
     return d;
   };
   // MLP branch; ln2's dx and the residual's dy are summed in its backward.

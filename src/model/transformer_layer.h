@@ -1,37 +1,47 @@
 #pragma once
-// One pre-LayerNorm GPT block:
-//   x1 = x  + dropout(attn(ln1(x)))
-//   y  = x1 + dropout(mlp(ln2(x1)))
+// One pre-norm transformer layer, every family's block (the spec picks each slot's module):
+//   x1 = x  + dropout(self_attention(input_layernorm(x)))
+//   y  = x1 + dropout(mlp(pre_mlp_layernorm(x1)))
 #include <string>
 
 #include "model/attention.h"
-#include "model/layernorm.h"
 #include "model/mlp.h"
+#include "model/norm.h"
+#include "model/transformer_layer_spec.h"
 
 namespace mt {
 
 class TransformerLayer {
  public:
   struct Saved {
-    LayerNorm::Saved ln1, ln2;
+    Norm::Saved ln1, ln2;
     SelfAttention::Saved attn;
     MLP::Saved mlp;
     float dropout_p = 0.0f;
-    uint64_t seed = 0, attn_drop_stream = 0, mlp_drop_stream = 0;
+    uint64_t seed = 0, attn_drop_stream = 0, mlp_drop_stream = 0, drop_offset = 0;
   };
-  TransformerLayer(ParamAndGradBuffer& buf, const std::string& prefix, const GPTConfig& cfg, int layer_number,
-                   const ModelParallelConfig& par = {});
+  // layer_number: the layer's global index (0-based), which names its parameters and keys its
+  // dropout masks and recomputation.
+  TransformerLayer(ParamAndGradBuffer& buf, const std::string& prefix, const TransformerConfig& cfg,
+                   const TransformerLayerSpec& spec, int layer_number, const ModelParallelConfig& par = {});
   void init(uint64_t seed) const;
-  Tensor forward(const Tensor& x, const ForwardContext& ctx, Saved& saved) const;
+  // ctx.batch/seq: the microbatch's token grid; rope: RoPE's tables when the spec has RoPE.
+  Tensor forward(const Tensor& x, const ForwardContext& ctx, const RotaryTables* rope, Saved& saved) const;
   Tensor backward(const Tensor& dy, Saved& saved) const;
 
  private:
-  GPTConfig cfg_;
+  TransformerConfig cfg_;
+  ModelParallelConfig par_;
   int layer_number_;
-  LayerNorm ln1_;
+  Norm ln1_;
   SelfAttention attn_;
-  LayerNorm ln2_;
+  Norm ln2_;
   MLP mlp_;
 };
+
+// Where a rank's hidden states [n, C] start in the microbatch's [B, T, C] element order: with
+// sequence parallelism, tensor-parallel rank r holds tokens [r n, (r + 1) n); else all of them.
+// Hidden dropout draws its mask at this offset, so every layout drops the same elements.
+uint64_t hidden_element_offset(const ModelParallelConfig& par, int64_t local_numel);
 
 }  // namespace mt

@@ -18,9 +18,38 @@ void validate_args(const TrainingArgs& a) {
   positive("--global-batch-size", a.global_batch_size);
   positive("--train-iters", a.train_iters);
   positive("--log-interval", a.log_interval);
-  if (a.hidden_size % a.num_attention_heads != 0)
-    MT_USER_ERROR("--hidden-size {} is not divisible by --num-attention-heads {}", a.hidden_size,
+  if (a.kv_channels < 0) MT_USER_ERROR("--kv-channels must be positive, got {}", a.kv_channels);
+  if (a.kv_channels == 0 && a.hidden_size % a.num_attention_heads != 0)
+    MT_USER_ERROR("--hidden-size {} is not divisible by --num-attention-heads {} (or set --kv-channels)", a.hidden_size,
                   a.num_attention_heads);
+  if (a.normalization != "LayerNorm" && a.normalization != "RMSNorm")
+    MT_USER_ERROR("--normalization '{}' must be LayerNorm or RMSNorm", a.normalization);
+  if (a.group_query_attention) {
+    positive("--num-query-groups", a.num_query_groups);
+    if (a.num_attention_heads % a.num_query_groups != 0)
+      MT_USER_ERROR("--num-query-groups {} does not divide --num-attention-heads {}", a.num_query_groups,
+                    a.num_attention_heads);
+  }
+  if (a.position_embedding_type != "learned_absolute" && a.position_embedding_type != "rope" &&
+      a.position_embedding_type != "none")
+    MT_USER_ERROR("--position-embedding-type '{}' must be learned_absolute, rope or none", a.position_embedding_type);
+  if (!(a.rotary_percent > 0 && a.rotary_percent <= 1))
+    MT_USER_ERROR("--rotary-percent {} must be in (0, 1]", a.rotary_percent);
+  if (a.position_embedding_type == "rope") {
+    const int head_dim = a.kv_channels > 0 ? a.kv_channels : a.hidden_size / a.num_attention_heads;
+    const int rot = int(float(head_dim) * float(a.rotary_percent));
+    if (rot < 2 || rot % 2 != 0)
+      MT_USER_ERROR("--rotary-percent {} of head dimension {} gives {} rotated channels; RoPE needs a positive even "
+                    "number",
+                    a.rotary_percent, head_dim, rot);
+    if (!(a.rotary_base > 0)) MT_USER_ERROR("--rotary-base must be positive, got {}", a.rotary_base);
+  }
+  if (a.use_rope_scaling && a.position_embedding_type != "rope")
+    MT_USER_ERROR("--use-rope-scaling needs --position-embedding-type rope");
+  if (a.use_rope_scaling && !(a.rope_scaling_factor >= 1))
+    MT_USER_ERROR("--rope-scaling-factor {} must be at least 1", a.rope_scaling_factor);
+  if (a.qk_layernorm && a.normalization != "RMSNorm")
+    MT_USER_ERROR("--qk-layernorm needs --normalization RMSNorm (megatron.cpp's q/k norm is an RMSNorm)");
   if (a.global_batch_size % a.micro_batch_size != 0)
     MT_USER_ERROR("--global-batch-size {} is not divisible by --micro-batch-size {} (x data-parallel size 1)",
                   a.global_batch_size, a.micro_batch_size);
@@ -66,6 +95,12 @@ void validate_args(const TrainingArgs& a) {
                   a.profile_step_start, a.profile_step_end);
 }
 
+int default_ffn_hidden_size(const TrainingArgs& a) {
+  // Megatron: 4 h, or with --swiglu two thirds of it rounded down to a multiple of 64 (the gated
+  // MLP's two fc1 halves keep the parameter count near the 4 h MLP's).
+  return a.swiglu ? int((4.0 * a.hidden_size * 2.0 / 3.0) / 64) * 64 : 4 * a.hidden_size;
+}
+
 int validate_parallel_args(const TrainingArgs& a, int world_size) {
   ParallelSizes s{a.tensor_model_parallel_size, a.context_parallel_size, a.expert_model_parallel_size,
                   a.pipeline_model_parallel_size};
@@ -74,10 +109,12 @@ int validate_parallel_args(const TrainingArgs& a, int world_size) {
   if (s.cp > 1) MT_USER_ERROR("--context-parallel-size {}: context parallelism is not implemented yet", s.cp);
   if (s.ep > 1) MT_USER_ERROR("--expert-model-parallel-size {}: expert parallelism needs an MoE model", s.ep);
   const int tp = s.tp;
-  const int ffn = a.ffn_hidden_size > 0 ? a.ffn_hidden_size : 4 * a.hidden_size;
+  const int ffn = a.ffn_hidden_size > 0 ? a.ffn_hidden_size : default_ffn_hidden_size(a);
   if (a.num_attention_heads % tp != 0)
     MT_USER_ERROR("--num-attention-heads {} is not divisible by --tensor-model-parallel-size {}", a.num_attention_heads,
                   tp);
+  if (a.group_query_attention && a.num_query_groups % tp != 0)
+    MT_USER_ERROR("--num-query-groups {} is not divisible by --tensor-model-parallel-size {}", a.num_query_groups, tp);
   if (ffn % tp != 0)
     MT_USER_ERROR("--ffn-hidden-size {} is not divisible by --tensor-model-parallel-size {}", ffn, tp);
   if (a.sequence_parallel && a.seq_length % tp != 0)

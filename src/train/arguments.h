@@ -24,6 +24,23 @@ struct TrainingArgs {
   float hidden_dropout = 0.1f;
   float attention_dropout = 0.1f;
   float layernorm_epsilon = 1e-5f;
+  // architecture (Megatron's flags; the defaults are GPT-2's)
+  std::string normalization = "LayerNorm";  // LayerNorm | RMSNorm
+  bool swiglu = false;                      // gated SiLU MLP
+  bool group_query_attention = false;
+  int num_query_groups = 1;                 // with group_query_attention (Megatron's default 1)
+  int kv_channels = 0;                      // 0: hidden_size / num_attention_heads
+  std::string position_embedding_type = "learned_absolute";  // learned_absolute | rope | none
+  double rotary_base = 10000;
+  double rotary_percent = 1.0;
+  bool use_rope_scaling = false;            // Llama 3.1's RoPE frequency scaling
+  double rope_scaling_factor = 8.0;
+  bool untie_embeddings_and_output_weights = false;
+  bool disable_bias_linear = false;
+  bool add_qkv_bias = false;
+  bool qk_layernorm = false;
+  std::string model_preset;                 // --model-preset NAME (ours), expanded by the app:
+  std::string model_preset_flags;           // the flags it stood for (printed at start)
   bool recompute_gelu = false;  // recompute GeLU(fc1 out) in backward instead of keeping it
   int recompute_num_layers = 0;  // with recompute_gelu: only the first N layers (0: all)
   int cross_entropy_chunks = 1;  // output layer + loss over this many token chunks
@@ -103,6 +120,9 @@ struct TrainingArgs {
 struct ArgumentError : UserError {
   using UserError::UserError;
 };
+
+// --ffn-hidden-size when not given: Megatron's default for the MLP kind.
+int default_ffn_hidden_size(const TrainingArgs& a);
 
 // Checks relations between arguments; throws UserError naming the flag on the first problem.
 void validate_args(const TrainingArgs& a);

@@ -42,7 +42,7 @@ std::string gb(uint64_t bytes) { return human(double(bytes), "B"); }
 std::string gb_per_s(uint64_t bytes, double s) { return human(s > 0 ? double(bytes) / s : 0.0, "B/s"); }
 
 // Parameters whose rows are the (padded) vocabulary: Megatron-Core's names.
-bool vocab_padded(const ParamInfo& p, const GPTConfig& cfg) {
+bool vocab_padded(const ParamInfo& p, const TransformerConfig& cfg) {
   return (p.name == "embedding.word_embeddings.weight" || p.name == "output_layer.weight") &&
          p.global_shape.size() == 2 && p.global_shape[0] == cfg.padded_vocab_size &&
          cfg.vocab_size <= cfg.padded_vocab_size;
@@ -50,7 +50,7 @@ bool vocab_padded(const ParamInfo& p, const GPTConfig& cfg) {
 
 }  // namespace
 
-nlohmann::json args_to_json(const TrainingArgs& a, const GPTConfig& cfg) {
+nlohmann::json args_to_json(const TrainingArgs& a, const TransformerConfig& cfg) {
   nlohmann::json j;
 #define MT_ARG(x) j[#x] = a.x
   MT_ARG(num_layers); MT_ARG(hidden_size); MT_ARG(num_attention_heads); MT_ARG(seq_length);
@@ -66,6 +66,20 @@ nlohmann::json args_to_json(const TrainingArgs& a, const GPTConfig& cfg) {
   MT_ARG(pipeline_model_parallel_size); MT_ARG(context_parallel_size); MT_ARG(expert_model_parallel_size);
   MT_ARG(sequence_parallel); MT_ARG(use_distributed_optimizer); MT_ARG(save_interval);
 #undef MT_ARG
+  // The architecture as the model was built (a checkpoint of one family never loads into another).
+  j["normalization"] = normalization_name(cfg.normalization);
+  j["swiglu"] = cfg.gated_linear_unit;
+  j["num_query_groups"] = cfg.query_groups();
+  j["kv_channels"] = cfg.head_dim();
+  j["position_embedding_type"] = position_embedding_name(cfg.position_embedding_type);
+  j["rotary_base"] = cfg.rotary_base;
+  j["rotary_percent"] = cfg.rotary_percent;
+  j["use_rope_scaling"] = cfg.rope_scaling;
+  j["rope_scaling_factor"] = cfg.rope_scaling_factor;
+  j["add_bias_linear"] = cfg.add_bias_linear;
+  j["add_qkv_bias"] = cfg.add_qkv_bias;
+  j["qk_layernorm"] = cfg.qk_layernorm;
+  j["untie_embeddings_and_output_weights"] = cfg.untie_embeddings_and_output_weights;
   // What the run resolved (0 in the flags means "derive it").
   j["ffn_hidden_size"] = cfg.ffn_hidden_size;
   j["max_position_embeddings"] = cfg.max_position_embeddings;
@@ -74,7 +88,7 @@ nlohmann::json args_to_json(const TrainingArgs& a, const GPTConfig& cfg) {
   return j;
 }
 
-TrainCheckpointer::TrainCheckpointer(const TrainingArgs& args, const GPTConfig& cfg, ProcessGroups& groups,
+TrainCheckpointer::TrainCheckpointer(const TrainingArgs& args, const TransformerConfig& cfg, ProcessGroups& groups,
                                      ParamAndGradBuffer& buf, MegatronOptimizer& opt, GradScaler& scaler,
                                      std::FILE* log0)
     : args_(args), cfg_(cfg), groups_(groups), buf_(buf), opt_(opt), scaler_(scaler), log0_(log0) {
@@ -191,7 +205,10 @@ TrainProgress TrainCheckpointer::load(const TrainProgress& fresh) {
   if (common.contains("args"))
     check_args_match(common["args"], args_to_json(args_, cfg_),
                      {"num_layers", "hidden_size", "ffn_hidden_size", "num_attention_heads", "vocab_size",
-                      "max_position_embeddings"},
+                      "max_position_embeddings", "normalization", "swiglu", "num_query_groups", "kv_channels",
+                      "position_embedding_type", "rotary_base", "rotary_percent", "use_rope_scaling",
+                      "rope_scaling_factor", "add_bias_linear", "add_qkv_bias", "qk_layernorm",
+                      "untie_embeddings_and_output_weights"},
                      ck.path());
   const bool load_optim = !args_.finetune && !args_.no_load_optim;
   // An fp32 model takes the fp32 master weights when the checkpoint has them (a bf16 run's).

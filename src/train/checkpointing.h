@@ -27,7 +27,7 @@
 #include <vector>
 
 #include "checkpoint/checkpoint.h"
-#include "model/config.h"
+#include "model/transformer_config.h"
 #include "train/arguments.h"
 
 namespace mt {
@@ -45,11 +45,11 @@ struct TrainProgress {
 
 // The arguments as JSON (saved as common.json "args"), with the model sizes the run resolved
 // (ffn_hidden_size, max_position_embeddings, vocab_size, padded_vocab_size) from `cfg`.
-nlohmann::json args_to_json(const TrainingArgs& a, const GPTConfig& cfg);
+nlohmann::json args_to_json(const TrainingArgs& a, const TransformerConfig& cfg);
 
 class TrainCheckpointer {
  public:
-  TrainCheckpointer(const TrainingArgs& args, const GPTConfig& cfg, ProcessGroups& groups, ParamAndGradBuffer& buf,
+  TrainCheckpointer(const TrainingArgs& args, const TransformerConfig& cfg, ProcessGroups& groups, ParamAndGradBuffer& buf,
                     MegatronOptimizer& opt, GradScaler& scaler, std::FILE* log0);
   ~TrainCheckpointer();
 
@@ -71,7 +71,7 @@ class TrainCheckpointer {
   std::vector<ShardedTensor> optimizer_pieces() const;
 
   const TrainingArgs& args_;
-  GPTConfig cfg_;
+  TransformerConfig cfg_;
   ProcessGroups& groups_;
   ParamAndGradBuffer& buf_;
   MegatronOptimizer& opt_;

@@ -2,8 +2,17 @@
 
 namespace mt {
 
-double flops_per_token(const GPTConfig& cfg, int64_t n) {
-  return 6.0 * double(n) + 12.0 * cfg.num_layers * double(cfg.hidden_size) * cfg.seq_length;
+// Megatron's num_floating_point_operations per token (forward + backward = 3 x 2 FLOPs per
+// multiply-add): per layer the QKV and output projections 12 h (H D + G D) ... written out:
+//   6 (2 h (H + G) D)          linear_qkv (h -> (H + 2G) D) and linear_proj (H D -> h)
+//   12 s H D                   scores and their product with V (dense, as Megatron counts)
+//   6 (2 h F) (3/2 if gated)   linear_fc1 (two halves when gated) and linear_fc2
+// and the output layer 6 h Vp.
+double flops_per_token(const TransformerConfig& c) {
+  const double h = c.hidden_size, s = c.seq_length, D = c.head_dim(), H = c.num_attention_heads,
+               G = c.query_groups(), F = c.ffn_hidden_size, gated = c.gated_linear_unit ? 1.5 : 1.0;
+  const double layer = 12.0 * h * (H + G) * D + 12.0 * s * H * D + 12.0 * h * F * gated;
+  return c.num_layers * layer + 6.0 * h * double(c.padded_vocab_size);
 }
 
 }  // namespace mt

@@ -40,12 +40,28 @@ double seconds_since(Clock::time_point t0) {
   return std::chrono::duration<double>(Clock::now() - t0).count();
 }
 
-GPTConfig model_config(const TrainingArgs& a, int64_t vocab, int tp) {
-  GPTConfig c;
+TransformerConfig model_config(const TrainingArgs& a, int64_t vocab, int tp) {
+  TransformerConfig c;
   c.num_layers = a.num_layers;
   c.hidden_size = a.hidden_size;
-  c.ffn_hidden_size = a.ffn_hidden_size > 0 ? a.ffn_hidden_size : 4 * a.hidden_size;
+  c.ffn_hidden_size = a.ffn_hidden_size > 0 ? a.ffn_hidden_size : default_ffn_hidden_size(a);
   c.num_attention_heads = a.num_attention_heads;
+  c.num_query_groups = a.group_query_attention ? a.num_query_groups : 0;
+  c.kv_channels = a.kv_channels;
+  c.normalization = a.normalization == "RMSNorm" ? Normalization::RMSNorm : Normalization::LayerNorm;
+  c.gated_linear_unit = a.swiglu;
+  c.activation = a.swiglu ? Activation::Silu : Activation::Gelu;
+  c.add_bias_linear = !a.disable_bias_linear;
+  c.add_qkv_bias = a.add_qkv_bias;
+  c.qk_layernorm = a.qk_layernorm;
+  c.position_embedding_type = a.position_embedding_type == "rope"   ? PositionEmbedding::Rope
+                              : a.position_embedding_type == "none" ? PositionEmbedding::None
+                                                                    : PositionEmbedding::LearnedAbsolute;
+  c.rotary_base = float(a.rotary_base);
+  c.rotary_percent = float(a.rotary_percent);
+  c.rope_scaling = a.use_rope_scaling;
+  c.rope_scaling_factor = float(a.rope_scaling_factor);
+  c.untie_embeddings_and_output_weights = a.untie_embeddings_and_output_weights;
   c.seq_length = a.seq_length;
   c.max_position_embeddings = a.max_position_embeddings > 0 ? a.max_position_embeddings : a.seq_length;
   c.vocab_size = vocab;
@@ -139,22 +155,24 @@ int local_rank() {
 // one microbatch's saved activations. Gathered to rank 0, one line per rank.
 void report_memory(std::FILE* log, const GPTModel& model, const MegatronOptimizer& opt, const TrainingArgs& a,
                    ProcessGroups& g) {
-  const GPTConfig& c = model.config();
+  const TransformerConfig& c = model.config();
   const ParamAndGradBuffer& buf = model.buffer();
   const double mib = 1048576.0;
   const double weights = double(buf.params().nbytes()) / mib;
   const double grads = double(buf.main_grads().nbytes()) / mib;
   const double optim = double(opt.state_bytes()) / mib;
-  // Saved per layer and token (elements): LayerNorm inputs 2h, QKV input h, QKV 3h/tp,
-  // attention output h/tp (also the projection input), MLP input h, fc1 output and GeLU output
-  // 2 ffn/tp (ffn/tp where GeLU is recomputed); LayerNorm inputs and MLP/QKV inputs are split by
-  // sequence parallelism. Then the logits, or one chunk of them.
+  // Saved per layer and token (elements): norm inputs 2h, QKV input h, MLP input h (split by
+  // sequence parallelism); QKV (q + 2 kv projection; twice with q/k norm), attention output
+  // (also the projection input), fc1 output (2 ffn when gated) and the activation's output ffn
+  // (none where it is recomputed), over tp. Then the logits, or one chunk of them.
   const int tp = g.tp().size();
   const double sp = a.sequence_parallel ? double(tp) : 1.0;
+  const double qkv = double(c.query_projection_size() + 2 * c.kv_projection_size()) * (c.qk_layernorm ? 2 : 1);
+  const double fc1 = double(c.ffn_hidden_size) * (c.gated_linear_unit ? 2 : 1);
   double per_token_layers = 0;
   for (int l = 0; l < c.num_layers; ++l)
     per_token_layers += (4.0 * c.hidden_size) / sp +
-                        (4.0 * c.hidden_size + (c.layer_recomputes_gelu(l) ? 1.0 : 2.0) * c.ffn_hidden_size) / tp;
+                        (qkv + c.query_projection_size() + fc1 + (c.layer_recomputes_gelu(l) ? 0.0 : c.ffn_hidden_size)) / tp;
   const double tokens = double(a.micro_batch_size) * c.seq_length;
   const double logit_rows = std::ceil(tokens / double(c.cross_entropy_chunks));
   const double act = (per_token_layers * tokens * dtype_size(c.params_dtype) +
@@ -230,7 +248,7 @@ TrainResult pretrain_gpt(const TrainingArgs& args, std::FILE* log, const TrainOp
     set_attention_autotune(false);
   }
   Datasets data = build_datasets(args);
-  GPTConfig cfg = model_config(args, data.vocab_size, tp_size);
+  TransformerConfig cfg = model_config(args, data.vocab_size, tp_size);
   ModelParallelConfig par;
   par.tp = &groups.tp();
   par.sequence_parallel = args.sequence_parallel;
@@ -242,12 +260,14 @@ TrainResult pretrain_gpt(const TrainingArgs& args, std::FILE* log, const TrainOp
   GPTModel model(cfg, dev, par);
   model.init(args.seed);
   const int64_t n_params = model.num_parameters();
-  const int64_t n_no_pos = n_params - int64_t(cfg.max_position_embeddings) * cfg.hidden_size;
   if (log0) {
+    if (!args.model_preset_flags.empty())
+      fmt::print(log0, "> model preset {}: {}\n", args.model_preset, args.model_preset_flags);
     fmt::print(log0, "> data: {}\n", data.description);
     fmt::print(log0, "> GPT: {} layers, hidden {}, ffn {}, heads {}, seq {}, vocab {} (padded {}), {}, device {}\n",
                cfg.num_layers, cfg.hidden_size, cfg.ffn_hidden_size, cfg.num_attention_heads, cfg.seq_length,
                cfg.vocab_size, cfg.padded_vocab_size, dtype_name(cfg.params_dtype), dev.str());
+    if (describes_non_gpt2(cfg)) fmt::print(log0, "> architecture: {}\n", describe_architecture(cfg));
     fmt::print(log0, "> number of parameters: {}\n", n_params);
     if (dev.is_cuda())
       fmt::print(log0, "{}\n", format_attention_choice({attention_has_cudnn(),
@@ -319,7 +339,7 @@ TrainResult pretrain_gpt(const TrainingArgs& args, std::FILE* log, const TrainOp
   // gradient scaling, folded into dloss).
   const int num_micro = args.global_batch_size / (args.micro_batch_size * dp_size);
   const int64_t tokens_per_iter = int64_t(args.global_batch_size) * args.seq_length;
-  const double flops_per_iter = flops_per_token(cfg, n_no_pos) * double(tokens_per_iter);
+  const double flops_per_iter = flops_per_token(cfg) * double(tokens_per_iter);
   const int64_t mb_tokens = int64_t(args.micro_batch_size) * args.seq_length;
   Tensor dloss = Tensor::empty({mb_tokens}, DType::F32, dev);
   if (log0) {

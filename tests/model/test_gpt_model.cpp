@@ -16,8 +16,8 @@ using namespace mt::testing;
 
 namespace {
 
-GPTConfig tiny() {
-  GPTConfig c;
+TransformerConfig tiny() {
+  TransformerConfig c;
   c.num_layers = 2;
   c.hidden_size = 16;
   c.ffn_hidden_size = 64;
@@ -41,7 +41,7 @@ Tensor tokens_tensor(int B, int T, int64_t vocab, uint64_t stream) {
 }  // namespace
 
 TEST(GPTModel, WholeModelGradientMatchesFiniteDifferences) {
-  GPTConfig c = tiny();
+  TransformerConfig c = tiny();
   GPTModel model(c, Device::cpu());
   model.init(11);
   const int B = 2, T = c.seq_length;
@@ -91,12 +91,12 @@ TEST(GPTModel, WholeModelGradientMatchesFiniteDifferences) {
 // unchunked losses and gradients up to summation order, and never hold the whole logits.
 TEST(GPTModel, ChunkedLossGivesTheUnchunkedLossesAndGradients) {
   const int B = 2;
-  GPTConfig c = tiny();
+  TransformerConfig c = tiny();
   Tensor tokens = tokens_tensor(B, c.seq_length, c.vocab_size, 1), targets = tokens_tensor(B, c.seq_length, c.vocab_size, 2);
   Tensor dloss = Tensor::empty({B * c.seq_length}, DType::F32);
   for (int64_t i = 0; i < dloss.numel(); ++i) dloss.data<float>()[i] = 0.05f + 0.01f * float(i % 5);
   auto run = [&](int chunks, std::vector<float>& losses, std::vector<float>& eval_losses) {
-    GPTConfig cc = c;
+    TransformerConfig cc = c;
     cc.cross_entropy_chunks = chunks;
     GPTModel model(cc, Device::cpu());
     model.init(11);
@@ -138,7 +138,7 @@ TEST(GPTModel, ChunkedLossGivesTheUnchunkedLossesAndGradients) {
 // loss unchunked and in chunks (the tied word embeddings: the output layer's GEMM writes them,
 // the embedding's backward adds).
 TEST(GPTModel, LazyGradZeroingGivesTheGradientsOfAZeroedBuffer) {
-  GPTConfig c = tiny();
+  TransformerConfig c = tiny();
   const int B = 2;
   Tensor dloss = Tensor::empty({B * c.seq_length}, DType::F32);
   fill(dloss, 0.05f);
@@ -188,13 +188,13 @@ TEST(GPTModel, UnwrittenLazyGradsAreZeroedBeforeTheyAreRead) {
 // --recompute-gelu with --recompute-num-layers 1: layer 0 keeps only fc1's output, layer 1 keeps
 // GeLU's output too; the gradients are the same on CPU, bit for bit.
 TEST(GPTModel, RecomputeNumLayersRecomputesGeluInTheFirstLayersOnly) {
-  GPTConfig c = tiny();
+  TransformerConfig c = tiny();
   Tensor tokens = tokens_tensor(2, c.seq_length, c.vocab_size, 1), targets = tokens_tensor(2, c.seq_length, c.vocab_size, 2);
   Tensor dloss = Tensor::empty({2 * c.seq_length}, DType::F32);
   fill(dloss, 0.1f);
   std::vector<std::vector<float>> grads;
   for (int n : {-1, 1}) {  // -1: keep everywhere
-    GPTConfig cc = c;
+    TransformerConfig cc = c;
     cc.recompute_gelu = n > 0;
     cc.recompute_num_layers = std::max(n, 0);
     EXPECT_EQ(cc.layer_recomputes_gelu(0), n > 0);
@@ -214,7 +214,7 @@ TEST(GPTModel, RecomputeNumLayersRecomputesGeluInTheFirstLayersOnly) {
 }
 
 TEST(GPTModel, PaddedVocabularyRowsGetNoGradient) {
-  GPTConfig c = tiny();
+  TransformerConfig c = tiny();
   GPTModel model(c, Device::cpu());
   model.init(11);
   Tensor tokens = tokens_tensor(2, c.seq_length, c.vocab_size, 1), targets = tokens_tensor(2, c.seq_length, c.vocab_size, 2);
@@ -229,7 +229,7 @@ TEST(GPTModel, PaddedVocabularyRowsGetNoGradient) {
 }
 
 TEST(GPTModel, ParameterNamesFollowMegatronCoreAndCountExcludesPadding) {
-  GPTConfig c = tiny();
+  TransformerConfig c = tiny();
   GPTModel model(c, Device::cpu());
   const auto& buf = model.buffer();
   for (const char* name : {"embedding.word_embeddings.weight", "embedding.position_embeddings.weight",
@@ -244,13 +244,13 @@ TEST(GPTModel, ParameterNamesFollowMegatronCoreAndCountExcludesPadding) {
 }
 
 TEST(GPTModel, InitDependsOnlyOnSeedAndNames) {
-  GPTConfig c = tiny();
+  TransformerConfig c = tiny();
   GPTModel a(c, Device::cpu()), b(c, Device::cpu());
   a.init(5);
   b.init(5);
   ASSERT_EQ(0, std::memcmp(a.buffer().params().raw(), b.buffer().params().raw(), a.buffer().params().nbytes()));
   // A deeper model shares the first layers' initial weights (names are the keys).
-  GPTConfig c3 = c;
+  TransformerConfig c3 = c;
   c3.num_layers = 3;
   GPTModel d(c3, Device::cpu());
   d.init(5);
@@ -260,7 +260,7 @@ TEST(GPTModel, InitDependsOnlyOnSeedAndNames) {
 }
 
 TEST(GPTModel, OutputProjectionsAreScaledByDepth) {
-  GPTConfig c = tiny();
+  TransformerConfig c = tiny();
   c.init_method_std = 0.02f;
   c.hidden_size = 64;
   c.ffn_hidden_size = 256;

@@ -3,7 +3,7 @@
 
 #include "grad_check.h"
 #include "model/attention.h"
-#include "model/layernorm.h"
+#include "model/norm.h"
 #include "model/linear.h"
 #include "model/mlp.h"
 #include "model/transformer_layer.h"
@@ -13,8 +13,8 @@ using namespace mt::testing;
 
 namespace {
 
-GPTConfig tiny_config() {
-  GPTConfig c;
+TransformerConfig tiny_config() {
+  TransformerConfig c;
   c.num_layers = 2;
   c.hidden_size = 16;
   c.ffn_hidden_size = 32;
@@ -34,7 +34,8 @@ void randomise(ParamAndGradBuffer& buf) {
   for (const auto& p : buf.infos()) {
     Tensor t = buf.param(buf.find(p.name));
     fill_normal(t, 0.3f, 5, rng_stream(p.name));
-    if (p.name.find("layernorm") != std::string::npos && p.name.find("weight") != std::string::npos) {
+    if ((p.name.find("layernorm") != std::string::npos || p.name.find("norm.weight") != std::string::npos) &&
+        p.name.find("weight") != std::string::npos) {
       float* d = t.data<float>();
       for (int64_t i = 0; i < t.numel(); ++i) d[i] += 1.0f;
     }
@@ -59,31 +60,41 @@ TEST(LayerGradients, LinearMatchesFiniteDifferences) {
 
 TEST(LayerGradients, LayerNormMatchesFiniteDifferences) {
   ParamAndGradBuffer buf;
-  LayerNorm ln(buf, "ln.layernorm", 8, 1e-5f);
+  Norm ln(buf, "ln.layernorm", 8, Normalization::LayerNorm, 1e-5f);
   buf.allocate(DType::F32, Device::cpu());
   randomise(buf);
-  LayerNorm::Saved s;
+  Norm::Saved s;
+  check_gradients(buf, random_tensor({4, 8}, 2), [&](const Tensor& x) { return ln.forward(x, s); },
+                  [&](const Tensor& dy) { return ln.backward(dy, s); });
+}
+
+TEST(LayerGradients, RMSNormMatchesFiniteDifferences) {
+  ParamAndGradBuffer buf;
+  Norm ln(buf, "ln.layernorm", 8, Normalization::RMSNorm, 1e-5f);
+  buf.allocate(DType::F32, Device::cpu());
+  randomise(buf);
+  Norm::Saved s;
   check_gradients(buf, random_tensor({4, 8}, 2), [&](const Tensor& x) { return ln.forward(x, s); },
                   [&](const Tensor& dy) { return ln.backward(dy, s); });
 }
 
 TEST(LayerGradients, SelfAttentionMatchesFiniteDifferences) {
-  GPTConfig c = tiny_config();
+  TransformerConfig c = tiny_config();
   ParamAndGradBuffer buf;
-  SelfAttention attn(buf, "attn", c);
+  SelfAttention attn(buf, "attn", c, gpt_layer_spec(c).self_attention);
   buf.allocate(DType::F32, Device::cpu());
   randomise(buf);
   SelfAttention::Saved s;
   ForwardContext ctx{false, 1, 0};
   check_gradients(buf, random_tensor({2, c.seq_length, c.hidden_size}, 3),
-                  [&](const Tensor& x) { return attn.forward(x, ctx, 0, s); },
+                  [&](const Tensor& x) { return attn.forward(x, ctx, 0, nullptr, s); },
                   [&](const Tensor& dy) { return attn.backward(dy, s); });
 }
 
 TEST(LayerGradients, MLPMatchesFiniteDifferences) {
-  GPTConfig c = tiny_config();
+  TransformerConfig c = tiny_config();
   ParamAndGradBuffer buf;
-  MLP mlp(buf, "mlp", c);
+  MLP mlp(buf, "mlp", c, MlpKind::Dense);
   buf.allocate(DType::F32, Device::cpu());
   randomise(buf);
   MLP::Saved s;
@@ -94,12 +105,12 @@ TEST(LayerGradients, MLPMatchesFiniteDifferences) {
 
 // --recompute-gelu: the same gradients, bit for bit on CPU, as keeping GeLU's output.
 TEST(LayerGradients, MLPWithRecomputedGeluMatchesFiniteDifferencesAndTheKeptGelu) {
-  GPTConfig c = tiny_config();
+  TransformerConfig c = tiny_config();
   Tensor x = random_tensor({2, c.seq_length, c.hidden_size}, 4), dy = random_tensor({2, c.seq_length, c.hidden_size}, 6);
   std::vector<Tensor> grads;
   for (bool recompute : {false, true}) {
     ParamAndGradBuffer buf;
-    MLP mlp(buf, "mlp", c, {}, recompute);
+    MLP mlp(buf, "mlp", c, MlpKind::Dense, {}, recompute);
     buf.allocate(DType::F32, Device::cpu());
     randomise(buf);
     MLP::Saved s;
@@ -118,31 +129,109 @@ TEST(LayerGradients, MLPWithRecomputedGeluMatchesFiniteDifferencesAndTheKeptGelu
 }
 
 TEST(LayerGradients, TransformerLayerMatchesFiniteDifferences) {
-  GPTConfig c = tiny_config();
+  TransformerConfig c = tiny_config();
   ParamAndGradBuffer buf;
-  TransformerLayer layer(buf, "layer", c, 0);
+  TransformerLayer layer(buf, "layer", c, gpt_layer_spec(c), 0);
   buf.allocate(DType::F32, Device::cpu());
   randomise(buf);
   TransformerLayer::Saved s;
   ForwardContext ctx{false, 1, 0};
   check_gradients(buf, random_tensor({2, c.seq_length, c.hidden_size}, 5),
-                  [&](const Tensor& x) { return layer.forward(x, ctx, s); },
+                  [&](const Tensor& x) { return layer.forward(x, ctx, nullptr, s); },
                   [&](const Tensor& dy) { return layer.backward(dy, s); }, kBlockTolerance);
 }
 
 TEST(LayerGradients, TransformerLayerWithDropoutMatchesFiniteDifferences) {
   // Dropout masks are a pure function of (seed, stream, index): the same in every forward, so
   // the layer is a fixed differentiable function and finite differences apply.
-  GPTConfig c = tiny_config();
+  TransformerConfig c = tiny_config();
   c.hidden_dropout = 0.2f;
   c.attention_dropout = 0.2f;
   ParamAndGradBuffer buf;
-  TransformerLayer layer(buf, "layer", c, 0);
+  TransformerLayer layer(buf, "layer", c, gpt_layer_spec(c), 0);
   buf.allocate(DType::F32, Device::cpu());
   randomise(buf);
   TransformerLayer::Saved s;
   ForwardContext ctx{true, 9, 3};
   check_gradients(buf, random_tensor({2, c.seq_length, c.hidden_size}, 6),
-                  [&](const Tensor& x) { return layer.forward(x, ctx, s); },
+                  [&](const Tensor& x) { return layer.forward(x, ctx, nullptr, s); },
+                  [&](const Tensor& dy) { return layer.backward(dy, s); }, kBlockTolerance);
+}
+
+namespace {
+
+// Llama's slots: RMSNorm, grouped-query attention (4 query heads in 2 groups, head dim 8 with
+// RoPE on 6 of its channels, Llama 3.1 scaling), q/k norm, SwiGLU, no biases but QKV's.
+TransformerConfig tiny_llama_config() {
+  TransformerConfig c = tiny_config();
+  c.num_attention_heads = 4;
+  c.num_query_groups = 2;
+  c.kv_channels = 8;
+  c.normalization = Normalization::RMSNorm;
+  c.gated_linear_unit = true;
+  c.activation = Activation::Silu;
+  c.add_bias_linear = false;
+  c.add_qkv_bias = true;
+  c.qk_layernorm = true;
+  c.position_embedding_type = PositionEmbedding::Rope;
+  c.rotary_percent = 0.75f;
+  c.rope_scaling = true;
+  c.rope_scaling_factor = 8.0f;
+  c.rotary_base = 100.0f;
+  return c;
+}
+
+}  // namespace
+
+TEST(LayerGradients, GroupedQueryAttentionWithRopeAndQkNormMatchesFiniteDifferences) {
+  TransformerConfig c = tiny_llama_config();
+  ParamAndGradBuffer buf;
+  SelfAttention attn(buf, "attn", c, gpt_layer_spec(c).self_attention);
+  buf.allocate(DType::F32, Device::cpu());
+  randomise(buf);
+  const RotaryTables rope = rope_tables(c, c.seq_length, Device::cpu());
+  SelfAttention::Saved s;
+  ForwardContext ctx{false, 1, 0};
+  check_gradients(buf, random_tensor({2, c.seq_length, c.hidden_size}, 3),
+                  [&](const Tensor& x) { return attn.forward(x, ctx, 0, &rope, s); },
+                  [&](const Tensor& dy) { return attn.backward(dy, s); });
+}
+
+TEST(LayerGradients, SwiGLUMLPMatchesFiniteDifferencesAndRecomputesBitForBit) {
+  TransformerConfig c = tiny_llama_config();
+  Tensor x = random_tensor({2, c.seq_length, c.hidden_size}, 4), dy = random_tensor({2, c.seq_length, c.hidden_size}, 6);
+  std::vector<Tensor> grads;
+  for (bool recompute : {false, true}) {
+    ParamAndGradBuffer buf;
+    MLP mlp(buf, "mlp", c, MlpKind::Gated, {}, recompute);
+    buf.allocate(DType::F32, Device::cpu());
+    randomise(buf);
+    EXPECT_EQ(buf.info(buf.find("mlp.linear_fc1.weight")).global_shape, (Shape{2, c.ffn_hidden_size, c.hidden_size}));
+    MLP::Saved s;
+    mlp.forward(x, s);
+    buf.zero_grads();
+    mlp.backward(dy, s);
+    grads.push_back(buf.main_grads().to(Device::cpu()));
+    check_gradients(buf, x, [&](const Tensor& in) { return mlp.forward(in, s); },
+                    [&](const Tensor& d) { return mlp.backward(d, s); });
+  }
+  const float* a = grads[0].data<float>();
+  const float* b = grads[1].data<float>();
+  for (int64_t i = 0; i < grads[0].numel(); ++i) ASSERT_EQ(a[i], b[i]) << "gradient element " << i;
+}
+
+TEST(LayerGradients, LlamaLayerWithDropoutMatchesFiniteDifferences) {
+  TransformerConfig c = tiny_llama_config();
+  c.hidden_dropout = 0.2f;
+  c.attention_dropout = 0.2f;
+  ParamAndGradBuffer buf;
+  TransformerLayer layer(buf, "layer", c, gpt_layer_spec(c), 0);
+  buf.allocate(DType::F32, Device::cpu());
+  randomise(buf);
+  const RotaryTables rope = rope_tables(c, c.seq_length, Device::cpu());
+  TransformerLayer::Saved s;
+  ForwardContext ctx{true, 9, 3};
+  check_gradients(buf, random_tensor({2, c.seq_length, c.hidden_size}, 6),
+                  [&](const Tensor& x) { return layer.forward(x, ctx, &rope, s); },
                   [&](const Tensor& dy) { return layer.backward(dy, s); }, kBlockTolerance);
 }

@@ -42,6 +42,33 @@ inline TrainingArgs tiny_training_args(int64_t vocab, int64_t divisible_by) {
   return a;
 }
 
+// The Llama family on the same budget: RMSNorm, SwiGLU (ffn 64), grouped-query attention with
+// 8 query heads in 2 groups of head dim 8 (hidden 32 != 8 x 8), RoPE, untied output layer, no
+// biases. rope_scaling: Llama 3.1's frequency scaling (base 10000 over seq 16: scaled band hit).
+inline TrainingArgs tiny_llama_args(int64_t vocab, int64_t divisible_by, bool rope_scaling = false) {
+  TrainingArgs a = tiny_training_args(vocab, divisible_by);
+  a.normalization = "RMSNorm";
+  a.swiglu = true;
+  a.num_attention_heads = 8;
+  a.group_query_attention = true;
+  a.num_query_groups = 2;
+  a.kv_channels = 8;
+  a.position_embedding_type = "rope";
+  a.use_rope_scaling = rope_scaling;
+  a.rope_scaling_factor = 8;
+  a.untie_embeddings_and_output_weights = true;
+  a.disable_bias_linear = true;
+  return a;
+}
+
+// Qwen 3's additions to it: q/k norm, and (Qwen 2's) the QKV bias.
+inline TrainingArgs tiny_qwen_args(int64_t vocab, int64_t divisible_by) {
+  TrainingArgs a = tiny_llama_args(vocab, divisible_by);
+  a.qk_layernorm = true;
+  a.add_qkv_bias = true;
+  return a;
+}
+
 // Trains with `groups` (null: the world's layout from the arguments), log lines to /dev/null.
 inline TrainResult run_training(const TrainingArgs& a, ProcessGroups* groups = nullptr) {
   static std::FILE* devnull = std::fopen("/dev/null", "w");

@@ -14,8 +14,8 @@ using namespace mt;
 
 namespace {
 
-GPTConfig tiny() {
-  GPTConfig c;
+TransformerConfig tiny() {
+  TransformerConfig c;
   c.num_layers = 3;
   c.hidden_size = 16;
   c.ffn_hidden_size = 32;

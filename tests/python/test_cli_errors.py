@@ -128,3 +128,47 @@ def test_profile_range_must_be_nonempty(build_dir):
 def test_tp_comm_overlap_needs_sequence_parallel(build_dir):
     assert_user_error(run(build_dir, *TINY, "--mock-data", "--vocab-size", "64", "--tp-comm-overlap"),
                       "--tp-comm-overlap", "--sequence-parallel")
+
+
+LLAMA = ["--normalization", "RMSNorm", "--swiglu", "--position-embedding-type", "rope", "--disable-bias-linear",
+         "--untie-embeddings-and-output-weights", "--mock-data", "--vocab-size", "64"]
+
+
+@pytest.mark.parametrize("flags, needles", [
+    (["--group-query-attention", "--num-query-groups", "3"], ["--num-query-groups 3", "--num-attention-heads 2"]),
+    (["--group-query-attention", "--num-query-groups", "0"], ["--num-query-groups"]),
+    (["--rotary-percent", "0"], ["--rotary-percent 0", "(0, 1]"]),
+    (["--rotary-percent", "1.5"], ["--rotary-percent 1.5"]),
+    (["--kv-channels", "6", "--rotary-percent", "0.5"], ["--rotary-percent 0.5", "head dimension 6", "3 rotated"]),
+    (["--normalization", "BatchNorm"], ["--normalization 'BatchNorm'", "LayerNorm or RMSNorm"]),
+    (["--position-embedding-type", "alibi"], ["--position-embedding-type 'alibi'"]),
+    (["--qk-layernorm", "--normalization", "LayerNorm"], ["--qk-layernorm", "RMSNorm"]),
+    (["--model-preset", "llama9-1t"], ["--model-preset 'llama9-1t'", "llama3.2-1b"]),
+])
+def test_bad_architecture_is_one_line_exit_2(build_dir, flags, needles):
+    base = [f for f in TINY + LLAMA]
+    # A later occurrence of a flag given in `flags` replaces the base's value.
+    for f in flags:
+        if f.startswith("--") and f in base and base.index(f) + 1 < len(base) and not base[base.index(f) + 1].startswith("--"):
+            i = base.index(f)
+            del base[i:i + 2]
+    assert_user_error(run(build_dir, *base, *flags), *needles)
+
+
+def test_swiglu_without_ffn_hidden_size_takes_megatrons_default(build_dir):
+    r = run(build_dir, "--num-layers", "1", "--hidden-size", "96", "--num-attention-heads", "2", "--seq-length", "8",
+            "--micro-batch-size", "1", "--global-batch-size", "1", "--train-iters", "1", "--eval-iters", "0", *LLAMA)
+    assert r.returncode == 0, r.stderr
+    assert "ffn 256," in r.stdout, r.stdout  # int(4 * 96 * 2 / 3 / 64) * 64
+
+
+def test_model_preset_prints_its_flags_and_explicit_flags_win(build_dir):
+    r = run(build_dir, "--model-preset", "llama3.2-1b", "--num-layers", "1", "--hidden-size", "64",
+            "--num-attention-heads", "4", "--num-query-groups", "2", "--ffn-hidden-size", "128", "--seq-length", "16",
+            "--micro-batch-size", "1", "--global-batch-size", "1", "--train-iters", "1", "--eval-iters", "0",
+            "--mock-data", "--vocab-size", "64", "--device", "cpu")
+    assert r.returncode == 0, r.stderr
+    line = next(l for l in r.stdout.splitlines() if l.startswith("> model preset llama3.2-1b:"))
+    assert "--rotary-base 500000" in line and "--use-rope-scaling" in line and "--num-layers" not in line, line
+    assert "> GPT: 1 layers, hidden 64, ffn 128, heads 4" in r.stdout, r.stdout
+    assert "RMSNorm, SwiGLU MLP, 4 heads in 2 query groups of dim 16" in r.stdout, r.stdout

@@ -28,7 +28,7 @@ int main(int argc, char** argv) {
     return 2;
   }
   try {
-    GPTConfig cfg = read_hf_gpt2_config(argv[1], DType::F32, 128);
+    TransformerConfig cfg = read_hf_gpt2_config(argv[1], DType::F32, 128);
     cfg.hidden_dropout = cfg.attention_dropout = 0.0f;
     GPTModel model(cfg, Device::cpu());
     load_hf_gpt2_weights(argv[1], model);

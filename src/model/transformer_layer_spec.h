@@ -1,0 +1,36 @@
+#pragma once
+// TransformerLayerSpec: which module fills each slot of a transformer layer (Megatron-Core's
+// TransformerLayerSubmodules, as plain data): the two norms, the self-attention's optional steps
+// and the MLP's kind. gpt_layer_spec reads it off a config (Megatron's get_gpt_layer_local_spec);
+// a model family is a config, and its layers are this one block built from the spec.
+#include "model/transformer_config.h"
+
+namespace mt {
+
+enum class MlpKind : uint8_t {
+  Dense,  // linear_fc1 -> activation -> linear_fc2 (GPT-2: GeLU fused into the GEMMs)
+  Gated,  // linear_fc1 -> [gate | up] -> act(gate) * up -> linear_fc2 (SwiGLU)
+};
+
+struct SelfAttentionSpec {
+  bool qk_layernorm = false;  // q_layernorm, k_layernorm (RMSNorm over each head) after linear_qkv
+  bool rotary = false;        // RoPE on queries and keys before core attention
+};
+
+struct TransformerLayerSpec {
+  Normalization input_layernorm = Normalization::LayerNorm;
+  SelfAttentionSpec self_attention;
+  Normalization pre_mlp_layernorm = Normalization::LayerNorm;
+  MlpKind mlp = MlpKind::Dense;
+};
+
+inline TransformerLayerSpec gpt_layer_spec(const TransformerConfig& c) {
+  TransformerLayerSpec s;
+  s.input_layernorm = s.pre_mlp_layernorm = c.normalization;
+  s.self_attention.qk_layernorm = c.qk_layernorm;
+  s.self_attention.rotary = c.position_embedding_type == PositionEmbedding::Rope;
+  s.mlp = c.gated_linear_unit ? MlpKind::Gated : MlpKind::Dense;
+  return s;
+}
+
+}  // namespace mt
