@@ -6,7 +6,7 @@
 #include <vector>
 
 #include "core/error.h"
-#include "dist/mpi_communicator.h"
+#include "comm/mpi_communicator.h"
 #include "train/model_presets.h"
 #include "train/trainer.h"
 #include "checkpoint_cmd.h"

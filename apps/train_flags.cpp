@@ -54,9 +54,10 @@ void add_train_flags(CLI::App& app, TrainingArgs& a) {
   app.add_flag("--qk-layernorm", a.qk_layernorm,
                "RMSNorm over each query and key head before RoPE (Qwen 3; needs --normalization RMSNorm)")->group(g);
   app.add_flag("--recompute-gelu", a.recompute_gelu,
-               "Keep only the MLP's pre-activation and recompute GeLU in backward for linear_fc2's weight gradient: "
-               "tokens x ffn-hidden elements less per layer (6.4 GB for GPT 1.3B at 8 x 2048) for one elementwise "
-               "pass (megatron.cpp's own flag; default: keep GeLU's output from the forward GEMM)")->group(g);
+               "Keep only the MLP's pre-activation and recompute its activation (GeLU, or SwiGLU with --swiglu) in "
+               "backward for linear_fc2's weight gradient: tokens x ffn-hidden elements less per layer (6.4 GB for GPT "
+               "1.3B at 8 x 2048) for one elementwise pass (megatron.cpp's own flag; default: keep the activation's "
+               "output)")->group(g);
   app.add_option("--recompute-num-layers", a.recompute_num_layers,
                  "With --recompute-gelu: recompute in the first N transformer layers only and keep GeLU's output "
                  "in the others (Megatron's block method; 0: all layers)")->capture_default_str()->group(g);

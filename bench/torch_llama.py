@@ -76,9 +76,10 @@ class Llama(nn.Module):
         return F.cross_entropy(logits.view(-1, self.vocab).float(), targets.view(-1))
 
 
-def tokens_per_second(cfg, batch, iters, warmup, compile=True):
+def tokens_per_second(cfg, batch, iters, warmup, compile=True, profile_iters=0):
     """Trains warmup + iters steps on random tokens on cuda in bf16 autocast; returns (tokens/s
-    over the timed steps, peak memory in bytes)."""
+    over the timed steps, peak memory in bytes). profile_iters > 0: that many more steps between
+    cudaProfilerStart and cudaProfilerStop, for a profiler started with capture off."""
     torch.manual_seed(0)
     L, C, H, G, F_, T, V, base, scaling, tied = cfg
     model = Llama(L, C, H, G, F_, T, V, base, scaling, tied).cuda()
@@ -103,4 +104,11 @@ def tokens_per_second(cfg, batch, iters, warmup, compile=True):
     for _ in range(iters):
         step()
     torch.cuda.synchronize()
-    return batch * T * iters / (time.perf_counter() - t0), torch.cuda.max_memory_allocated()
+    result = batch * T * iters / (time.perf_counter() - t0), torch.cuda.max_memory_allocated()
+    if profile_iters > 0:
+        torch.cuda.cudart().cudaProfilerStart()
+        for _ in range(profile_iters):
+            step()
+        torch.cuda.synchronize()
+        torch.cuda.cudart().cudaProfilerStop()
+    return result

@@ -4,7 +4,7 @@
 // data-parallel reduction. The default is one rank holding everything.
 #include <cstdint>
 
-#include "dist/communicator.h"
+#include "comm/communicator.h"
 
 namespace mt {
 

@@ -10,7 +10,7 @@
 #include <cstdint>
 #include <vector>
 
-#include "dist/communicator.h"
+#include "comm/communicator.h"
 #include "kernels/optimizer.h"
 #include "model/param_buffer.h"
 

@@ -20,7 +20,7 @@
 #include <memory>
 #include <vector>
 
-#include "dist/communicator.h"
+#include "comm/communicator.h"
 #include "model/param_buffer.h"
 #include "model/param_hooks.h"
 

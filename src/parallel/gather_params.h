@@ -1,7 +1,7 @@
 #pragma once
 // Reassembling tensor-parallel parameters: a shard's ParamInfo records its global shape and
 // slice, so the full tensor can be gathered for comparison, export or resharding.
-#include "dist/communicator.h"
+#include "comm/communicator.h"
 #include "model/param_buffer.h"
 
 namespace mt {

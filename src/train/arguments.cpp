@@ -1,7 +1,7 @@
 #include "train/arguments.h"
 
 #include "core/error.h"
-#include "dist/process_groups.h"
+#include "comm/process_groups.h"
 #include "optim/lr_schedule.h"
 
 namespace mt {

@@ -5,7 +5,7 @@
 #include <chrono>
 
 #include "core/error.h"
-#include "dist/process_groups.h"
+#include "comm/process_groups.h"
 #include "model/param_buffer.h"
 #include "optim/grad_scaler.h"
 #include "optim/optimizer.h"

@@ -9,7 +9,7 @@
 
 #include <memory>
 
-#include "dist/recording_comm.h"
+#include "comm/recording_comm.h"
 #include "kernels/elementwise.h"
 #include "model/tensor_parallel.h"
 

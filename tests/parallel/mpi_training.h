@@ -8,8 +8,8 @@
 #include <filesystem>
 #include <string>
 
-#include "dist/mpi_communicator.h"
-#include "dist/process_groups.h"
+#include "comm/mpi_communicator.h"
+#include "comm/process_groups.h"
 #include "train/trainer.h"
 
 namespace mt::testing {

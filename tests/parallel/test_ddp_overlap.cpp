@@ -6,7 +6,7 @@
 // waits for its own bucket just before reading it.
 #include <gtest/gtest.h>
 
-#include "dist/recording_comm.h"
+#include "comm/recording_comm.h"
 #include "model/gpt_model.h"
 #include "parallel/distributed_data_parallel.h"
 

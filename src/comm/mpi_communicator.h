@@ -11,7 +11,7 @@
 #include <memory>
 #include <string>
 
-#include "dist/communicator.h"
+#include "comm/communicator.h"
 
 namespace mt::dist {
 

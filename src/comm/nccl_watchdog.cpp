@@ -1,4 +1,4 @@
-#include "dist/nccl_watchdog.h"
+#include "comm/nccl_watchdog.h"
 
 #ifdef MT_WITH_NCCL
 #include <algorithm>
@@ -10,7 +10,7 @@
 #include <thread>
 #include <vector>
 
-#include "dist/mpi_communicator.h"
+#include "comm/mpi_communicator.h"
 
 namespace mt::dist {
 namespace {

@@ -9,7 +9,7 @@
 #include <memory>
 #include <string>
 
-#include "dist/communicator.h"
+#include "comm/communicator.h"
 
 namespace mt {
 

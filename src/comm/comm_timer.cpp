@@ -1,4 +1,4 @@
-#include "dist/comm_timer.h"
+#include "comm/comm_timer.h"
 
 #include <algorithm>
 #include <atomic>

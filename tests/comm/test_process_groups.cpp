@@ -2,8 +2,8 @@
 #include <gtest/gtest.h>
 
 #include "core/error.h"
-#include "dist/mpi_communicator.h"
-#include "dist/process_groups.h"
+#include "comm/mpi_communicator.h"
+#include "comm/process_groups.h"
 
 using namespace mt;
 

@@ -1,4 +1,4 @@
-#include "dist/mpi_communicator.h"
+#include "comm/mpi_communicator.h"
 
 #include <mpi.h>
 #include <sched.h>
@@ -14,7 +14,7 @@
 
 #include "core/error.h"
 #include "core/half.h"
-#include "dist/comm_timer.h"
+#include "comm/comm_timer.h"
 
 namespace mt::dist {
 namespace {

@@ -6,7 +6,7 @@
 #include <vector>
 
 #include "core/cuda/cuda_backend.h"
-#include "dist/nccl_communicator.h"
+#include "comm/nccl_communicator.h"
 
 #ifdef MT_WITH_NCCL
 #include <cuda_runtime.h>

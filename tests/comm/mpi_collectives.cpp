@@ -6,8 +6,8 @@
 #include <cmath>
 
 #include "core/half.h"
-#include "dist/mpi_communicator.h"
-#include "dist/process_groups.h"
+#include "comm/mpi_communicator.h"
+#include "comm/process_groups.h"
 
 using namespace mt;
 

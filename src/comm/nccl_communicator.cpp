@@ -1,9 +1,9 @@
-#include "dist/nccl_communicator.h"
+#include "comm/nccl_communicator.h"
 
 #include "core/error.h"
-#include "dist/comm_timer.h"
-#include "dist/mpi_communicator.h"
-#include "dist/nccl_watchdog.h"
+#include "comm/comm_timer.h"
+#include "comm/mpi_communicator.h"
+#include "comm/nccl_watchdog.h"
 
 #ifdef MT_WITH_NCCL
 #include <cuda_runtime.h>
