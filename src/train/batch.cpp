@@ -24,7 +24,7 @@ Batch get_batch(const SampleSource& source, int64_t first, int batch, int seq_le
   }
   b.tokens = device.is_cpu() ? tokens : tokens.to(device);
   b.labels = device.is_cpu() ? labels : labels.to(device);
-  b.loss_mask = device.is_cpu() ? mask : mask.to(device);
+  b.loss_mask = mask;
   return b;
 }
 

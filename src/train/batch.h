@@ -11,8 +11,9 @@ namespace mt {
 struct Batch {
   Tensor tokens;     // int32 [B, T]
   Tensor labels;     // int32 [B, T]
-  Tensor loss_mask;  // float32 [B, T]: 1 where the label counts, 0 where it does not (--eod-mask-loss:
-                     // positions whose input token is the end of document, as Megatron masks them)
+  Tensor loss_mask;  // float32 [B, T] on the host: 1 where the label counts, 0 where it does not
+                     // (--eod-mask-loss: positions whose input token is the end of document, as
+                     // Megatron masks them); the loss weights are built from it on the host
 };
 
 // Samples first .. first + batch - 1 of `source` (indices wrap around its size). The loss

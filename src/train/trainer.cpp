@@ -25,6 +25,7 @@
 #include "optim/optimizer.h"
 #include "parallel/distributed_data_parallel.h"
 #include "parallel/gather_params.h"
+#include "parallel/schedules.h"
 #include "train/batch.h"
 #include "train/checkpointing.h"
 #include "train/data_setup.h"
@@ -78,38 +79,8 @@ TransformerConfig model_config(const TrainingArgs& a, int64_t vocab, int tp) {
   return c;
 }
 
-double mean_loss(const Tensor& losses) {
-  Tensor h = losses.device().is_cpu() ? losses : losses.to(Device::cpu());
-  const float* p = h.data<float>();
-  double s = 0;
-  for (int64_t i = 0; i < h.numel(); ++i) s += p[i];
-  return s / double(h.numel());
-}
-
-// --eod-mask-loss: Megatron's per-microbatch loss sum(loss * mask) / sum(mask) ...
-double masked_mean_loss(const Tensor& losses, const Tensor& loss_mask) {
-  Tensor h = losses.device().is_cpu() ? losses : losses.to(Device::cpu());
-  Tensor m = loss_mask.device().is_cpu() ? loss_mask : loss_mask.to(Device::cpu());
-  const float* p = h.data<float>();
-  const float* k = m.data<float>();
-  double s = 0, n = 0;
-  for (int64_t i = 0; i < h.numel(); ++i) {
-    s += double(p[i]) * k[i];
-    n += k[i];
-  }
-  return s / std::max(n, 1.0);
-}
-
-// ... and its gradient: dloss[n] = mask[n] * weight / sum(mask).
-void fill_masked_dloss(const Tensor& loss_mask, const Tensor& dloss, double weight) {
-  Tensor m = loss_mask.device().is_cpu() ? loss_mask : loss_mask.to(Device::cpu());
-  const float* k = m.data<float>();
-  double n = 0;
-  for (int64_t i = 0; i < m.numel(); ++i) n += k[i];
-  n = std::max(n, 1.0);
-  Tensor g = Tensor::empty({m.numel()}, DType::F32);
-  for (int64_t i = 0; i < m.numel(); ++i) g.data<float>()[i] = float(k[i] * weight / n);
-  dloss.copy_from(g.view(dloss.shape()));
+Microbatch microbatch_of(const Batch& b, bool masked) {
+  return Microbatch{b.tokens, b.labels, masked ? b.loss_mask : Tensor()};
 }
 
 // Where this data-parallel rank's microbatch m of a global batch starts (Megatron's
@@ -126,15 +97,21 @@ double evaluate(const GPTModel& model, const SampleSource& valid, const Training
                 Device dev, Communicator& dp) {
   double total = 0;
   int64_t n = 0;
-  const int num_micro = a.global_batch_size / (a.micro_batch_size * dp.size());
+  ScheduleConfig sc;
+  sc.num_microbatches = a.global_batch_size / (a.micro_batch_size * dp.size());
+  sc.forward_only = true;
   for (int64_t it = 0; it < a.eval_iters; ++it) {
-    for (int m = 0; m < num_micro; ++m) {
-      Batch b = get_batch(valid, microbatch_start(consumed, m, a.micro_batch_size, dp.size(), dp.rank()),
-                          a.micro_batch_size, a.seq_length, dev);
-      GPTModel::Saved saved;
-      ForwardContext ctx{false, a.seed, 0};
-      Tensor losses = model.forward_loss(b.tokens, b.labels, ctx, nullptr, saved);
-      total += a.eod_mask_loss ? masked_mean_loss(losses, b.loss_mask) : mean_loss(losses);
+    const auto means = forward_backward_no_pipelining(
+        model, nullptr,
+        [&](int m) {
+          return microbatch_of(
+              get_batch(valid, microbatch_start(consumed, m, a.micro_batch_size, dp.size(), dp.rank()),
+                        a.micro_batch_size, a.seq_length, dev),
+              a.eod_mask_loss);
+        },
+        [&](int) { return ForwardContext{false, a.seed, 0}; }, sc);
+    for (double v : means) {
+      total += v;
       ++n;
     }
     consumed += a.global_batch_size;
@@ -340,8 +317,6 @@ TrainResult pretrain_gpt(const TrainingArgs& args, std::FILE* log, const TrainOp
   const int num_micro = args.global_batch_size / (args.micro_batch_size * dp_size);
   const int64_t tokens_per_iter = int64_t(args.global_batch_size) * args.seq_length;
   const double flops_per_iter = flops_per_token(cfg) * double(tokens_per_iter);
-  const int64_t mb_tokens = int64_t(args.micro_batch_size) * args.seq_length;
-  Tensor dloss = Tensor::empty({mb_tokens}, DType::F32, dev);
   if (log0) {
     fmt::print(log0, "> training: {} iterations, global batch {} = {} microbatches of {} x data-parallel {}, seq {}\n",
                args.train_iters, args.global_batch_size, num_micro, args.micro_batch_size, dp_size, args.seq_length);
@@ -373,30 +348,28 @@ TrainResult pretrain_gpt(const TrainingArgs& args, std::FILE* log, const TrainOp
     ++iteration;
     model.buffer().begin_grad_accumulation();  // weight grads: overwritten by their first wgrad GEMM
     double scale = loss_scale();
-    fill(dloss, float(scale / double(mb_tokens) / double(num_micro * dp_size)));
+    ScheduleConfig sc;
+    sc.num_microbatches = num_micro;
+    sc.loss_scale = scale;
+    sc.data_parallel_size = dp_size;
+    const auto means = forward_backward_no_pipelining(
+        model, &ddp,
+        [&](int m) {
+          return microbatch_of(get_batch(*data.train, microbatch_start(consumed, m, args.micro_batch_size, dp_size,
+                                                                       dp_rank),
+                                         args.micro_batch_size, args.seq_length, dev),
+                               args.eod_mask_loss);
+        },
+        // The global microbatch index (which fixes dropout masks) is the one a single rank would
+        // give the same samples.
+        [&](int m) {
+          return ForwardContext{true, rng_seed,
+                                uint64_t((iteration - 1) * num_micro * dp_size + m * dp_size + dp_rank)};
+        },
+        sc);
     double iter_loss = 0;
-    for (int m = 0; m < num_micro; ++m) {
-      Batch b = get_batch(*data.train, microbatch_start(consumed, m, args.micro_batch_size, dp_size, dp_rank),
-                          args.micro_batch_size, args.seq_length, dev);
-      // The global microbatch index (which fixes dropout masks) is the one a single rank would
-      // give the same samples.
-      ForwardContext ctx{true, rng_seed, uint64_t((iteration - 1) * num_micro * dp_size + m * dp_size + dp_rank)};
-      GPTModel::Saved saved;
-      ddp.set_last_microbatch(m == num_micro - 1);
-      if (args.eod_mask_loss) {
-        // The fused loss needs dloss in the same pass: from the mask, known before the forward.
-        fill_masked_dloss(b.loss_mask, dloss, scale / double(num_micro * dp_size));
-        iter_loss += masked_mean_loss(model.forward_loss(b.tokens, b.labels, ctx, &dloss, saved), b.loss_mask) /
-                     num_micro;
-      } else {
-        iter_loss += mean_loss(model.forward_loss(b.tokens, b.labels, ctx, &dloss, saved)) / num_micro;
-      }
-      model.backward(saved);
-    }
-    // Megatron's finalize_model_grads order: data-parallel buckets, then the sequence-parallel
-    // partial grads over TP (the sum is the same; the order fixes the rounding).
-    ddp.finish_grad_sync();
-    model.finish_grad_sync();
+    for (double v : means) iter_loss += v / num_micro;
+    finalize_model_grads(ddp, model);
     if (dp_size > 1) iter_loss = dp.all_reduce_scalar(iter_loss) / dp_size;
     double lr = scheduler.lr(iteration);
     StepStats st = optimizer.step(lr, scale);

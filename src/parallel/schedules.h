@@ -1,0 +1,52 @@
+#pragma once
+// The microbatch loop of one iteration (Megatron-Core's pipeline_parallel/schedules.py): a
+// schedule runs each microbatch's forward with the fused loss and its backward over the model,
+// accumulating gradients in the model's buffers, and returns the iteration's loss;
+// finalize_model_grads then completes the gradients. The trainer and the model hold no loop:
+// pipeline schedules (1F1B, interleaved) are further functions with the same contract.
+//
+// The loss weights (dloss) are built on the host from the host-side loss mask and copied once
+// per microbatch; each microbatch's per-token losses stay on the device until every microbatch
+// has been enqueued, and are read after the loop (no host wait between microbatches).
+#include <cstdint>
+#include <functional>
+#include <vector>
+
+#include "core/tensor.h"
+#include "model/gpt_model.h"
+#include "parallel/distributed_data_parallel.h"
+
+namespace mt {
+
+struct Microbatch {
+  Tensor tokens, labels;  // int32 [B, T] on the model's device
+  Tensor loss_mask;       // fp32 [B, T] on the host (undefined: every token counts)
+};
+
+struct ScheduleConfig {
+  int num_microbatches = 1;
+  bool forward_only = false;  // evaluation: no loss gradient, no backward
+  // Each token's loss gradient is loss_scale / (tokens or mask sum) / (num_microbatches x
+  // data_parallel_size): the mean over the microbatch and over the global batch's microbatches
+  // (Megatron's 1/DP gradient scaling folded in, so that summing over data-parallel ranks gives
+  // the global batch's mean), times the loss scale.
+  double loss_scale = 1.0;
+  int data_parallel_size = 1;
+};
+
+using MicrobatchSource = std::function<Microbatch(int m)>;
+using MicrobatchContext = std::function<ForwardContext(int m)>;
+
+// Megatron's forward_backward_no_pipelining. With ddp, the last microbatch's backward is marked
+// so that overlapped gradient reduction starts during it. Returns each microbatch's mean token
+// loss (masked mean where a mask is given), summed in double on the host in token order.
+std::vector<double> forward_backward_no_pipelining(const GPTModel& model, DistributedDataParallel* ddp,
+                                      const MicrobatchSource& microbatch, const MicrobatchContext& context,
+                                      const ScheduleConfig& cfg);
+
+// Megatron's finalize_model_grads, in its order: the data-parallel bucket reductions, then the
+// tensor-parallel all-reduce of the replicated parameters whose gradients are partial sums
+// (sequence-parallel norms and biases, q/k norms).
+void finalize_model_grads(DistributedDataParallel& ddp, const GPTModel& model);
+
+}  // namespace mt
