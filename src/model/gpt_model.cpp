@@ -14,9 +14,13 @@
 
 namespace mt {
 
-GPTModel::GPTModel(const TransformerConfig& cfg, Device device, const ModelParallelConfig& par)
-    : cfg_(cfg), par_(par) {
+GPTModel::GPTModel(const TransformerConfig& cfg, Device device, const ModelParallelConfig& par,
+                   const ModelChunkConfig& chunk)
+    : cfg_(cfg), par_(par), chunk_(chunk) {
   const int tp = par.tp_size();
+  if (chunk_.num_layers < 0) chunk_.num_layers = cfg.num_layers - chunk_.first_layer;
+  MT_CHECK(chunk_.first_layer >= 0 && chunk_.first_layer + chunk_.num_layers <= cfg.num_layers,
+           "layers [{}, +{}) of a {}-layer model", chunk_.first_layer, chunk_.num_layers, cfg.num_layers);
   MT_CHECK(cfg.num_attention_heads % tp == 0 && cfg.query_groups() % tp == 0,
            "{} heads in {} query groups do not split over {} ranks", cfg.num_attention_heads, cfg.query_groups(), tp);
   MT_CHECK(cfg.padded_vocab_size % tp == 0, "padded vocabulary {} does not split over {} ranks", cfg.padded_vocab_size,
@@ -25,31 +29,41 @@ GPTModel::GPTModel(const TransformerConfig& cfg, Device device, const ModelParal
   // layer (tied to the same shard, or its own) holds the same rows.
   vocab_local_ = cfg.padded_vocab_size / tp;
   vocab_start_ = int64_t(par.tp_rank()) * vocab_local_;
-  wte_ = buf_.add_shard("embedding.word_embeddings.weight", {vocab_local_, cfg.hidden_size},
-                        {cfg.padded_vocab_size, cfg.hidden_size}, 0, vocab_start_, false);
-  // The output layer's wgrad GEMM (grad_beta) writes the tied gradient before the embedding's
-  // backward adds to it.
-  if (!cfg.untie_embeddings_and_output_weights) buf_.set_overwrites_first_grad(wte_);
-  if (cfg.learned_positions())
-    wpe_ = buf_.add("embedding.position_embeddings.weight", {cfg.max_position_embeddings, cfg.hidden_size}, false);
+  const bool tied = !cfg.untie_embeddings_and_output_weights;
+  auto add_word_embeddings = [&] {
+    wte_ = buf_.add_shard("embedding.word_embeddings.weight", {vocab_local_, cfg.hidden_size},
+                          {cfg.padded_vocab_size, cfg.hidden_size}, 0, vocab_start_, false);
+    // The output layer's wgrad GEMM (grad_beta) writes the tied gradient before the embedding's
+    // backward adds to it.
+    if (tied && chunk_.post_process) buf_.set_overwrites_first_grad(wte_);
+  };
   const auto next_id = [&] { return int(buf_.infos().size()); };
+  if (chunk_.pre_process) {
+    add_word_embeddings();
+    if (cfg.learned_positions())
+      wpe_ = buf_.add("embedding.position_embeddings.weight", {cfg.max_position_embeddings, cfg.hidden_size}, false);
+  }
   embedding_ids_ = {0, next_id()};
   const TransformerLayerSpec spec = gpt_layer_spec(cfg);
-  for (int i = 0; i < cfg.num_layers; ++i) {
+  for (int i = chunk_.first_layer; i < chunk_.first_layer + chunk_.num_layers; ++i) {
     const int first = next_id();
     layers_.push_back(
         std::make_unique<TransformerLayer>(buf_, "decoder.layers." + std::to_string(i), cfg, spec, i, par));
     layer_ids_.push_back({first, next_id()});
   }
-  final_ln_ids_.first = next_id();
-  final_ln_ = std::make_unique<Norm>(buf_, "decoder.final_layernorm", cfg.hidden_size, cfg.normalization,
-                                     cfg.layernorm_epsilon, par.sequence_parallel);
-  if (cfg.untie_embeddings_and_output_weights) {
-    output_ = buf_.add_shard("output_layer.weight", {vocab_local_, cfg.hidden_size},
-                             {cfg.padded_vocab_size, cfg.hidden_size}, 0, vocab_start_, false);
-    buf_.set_overwrites_first_grad(output_);
+  final_ln_ids_ = {next_id(), next_id()};
+  if (chunk_.post_process) {
+    final_ln_ = std::make_unique<Norm>(buf_, "decoder.final_layernorm", cfg.hidden_size, cfg.normalization,
+                                       cfg.layernorm_epsilon, par.sequence_parallel);
+    if (!tied) {
+      output_ = buf_.add_shard("output_layer.weight", {vocab_local_, cfg.hidden_size},
+                               {cfg.padded_vocab_size, cfg.hidden_size}, 0, vocab_start_, false);
+      buf_.set_overwrites_first_grad(output_);
+    } else if (!chunk_.pre_process) {
+      add_word_embeddings();  // this stage's copy of the tied weight
+    }
+    final_ln_ids_.end = next_id();
   }
-  final_ln_ids_.end = next_id();
   buf_.set_bucketing(par.bucket_size, par.bucket_pad);
   buf_.allocate(cfg.params_dtype, device);
   if (spec.self_attention.rotary) rope_ = rope_tables(cfg, cfg.seq_length, device);
@@ -57,56 +71,77 @@ GPTModel::GPTModel(const TransformerConfig& cfg, Device device, const ModelParal
 
 int64_t GPTModel::num_parameters() const {
   int64_t n = 0;
-  for (const auto& p : buf_.infos()) n += shape_numel(p.global_shape);
-  return n - (cfg_.padded_vocab_size - cfg_.vocab_size) * cfg_.hidden_size;
+  for (const auto& p : buf_.infos()) {
+    n += shape_numel(p.global_shape);
+    const bool vocab_rows = p.name == "embedding.word_embeddings.weight" || p.name == "output_layer.weight";
+    if (vocab_rows) n -= (cfg_.padded_vocab_size - cfg_.vocab_size) * cfg_.hidden_size;
+  }
+  return n;
 }
 
 void GPTModel::init(uint64_t seed) {
   // Vocabulary padding rows are zero: masked out of the softmax, they get no gradient and stay
   // zero, so checkpoints need not store them (the padding differs between TP sizes).
   const int64_t real_rows = std::min(std::max(cfg_.vocab_size - vocab_start_, int64_t(0)), vocab_local_);
-  init_normal(buf_, wte_, cfg_.init_method_std, seed);
-  buf_.param(wte_).narrow0(real_rows, vocab_local_ - real_rows).zero_();
+  if (wte_ >= 0) {
+    init_normal(buf_, wte_, cfg_.init_method_std, seed);
+    buf_.param(wte_).narrow0(real_rows, vocab_local_ - real_rows).zero_();
+  }
   if (wpe_ >= 0) init_normal(buf_, wpe_, cfg_.init_method_std, seed);
   for (const auto& l : layers_) l->init(seed);
-  final_ln_->init();
+  if (final_ln_) final_ln_->init();
   if (output_ >= 0) {
     init_normal(buf_, output_, cfg_.init_method_std, seed);
     buf_.param(output_).narrow0(real_rows, vocab_local_ - real_rows).zero_();
   }
 }
 
-Tensor GPTModel::hidden_states(const Tensor& tokens, const ForwardContext& ctx, Saved& s) const {
-  MT_CHECK(tokens.dtype() == DType::I32 && tokens.dim() == 2);
-  int64_t B = tokens.size(0), T = tokens.size(1);
-  MT_CHECK(T <= cfg_.max_position_embeddings, "sequence {} > max positions {}", T, cfg_.max_position_embeddings);
-  s.tokens = tokens;
-  Tensor wpe = wpe_ >= 0 ? buf_.param(wpe_) : Tensor();
-  Tensor x = Tensor::empty({B, T, cfg_.hidden_size}, cfg_.params_dtype, tokens.device());
-  // Each tp rank embeds the tokens of its vocabulary shard (zero elsewhere); the position
-  // embedding joins on tp rank 0 only, and the sum over TP completes every row.
+Tensor GPTModel::hidden_states(const Tensor& input, const ForwardContext& ctx, Saved& s) const {
   const int tp = par_.tp_size();
-  before_forward(embedding_ids_);
-  embedding_forward(tokens, buf_.param(wte_), par_.tp_rank() == 0 && wpe.defined() ? &wpe : nullptr, vocab_start_, x);
-  if (tp > 1) {
-    if (par_.sequence_parallel)
-      x = reduce_scatter_tokens(x.view({B * T, cfg_.hidden_size}), *par_.tp);  // [B T / tp, C]
-    else
-      par_.tp->all_reduce(x);
+  Tensor x;
+  if (chunk_.pre_process) {
+    const Tensor& tokens = input;
+    MT_CHECK(tokens.dtype() == DType::I32 && tokens.dim() == 2);
+    s.batch = tokens.size(0);
+    s.seq = tokens.size(1);
+    MT_CHECK(s.seq <= cfg_.max_position_embeddings, "sequence {} > max positions {}", s.seq,
+             cfg_.max_position_embeddings);
+    s.tokens = tokens;
+    Tensor wpe = wpe_ >= 0 ? buf_.param(wpe_) : Tensor();
+    x = Tensor::empty({s.batch, s.seq, cfg_.hidden_size}, cfg_.params_dtype, tokens.device());
+    // Each tp rank embeds the tokens of its vocabulary shard (zero elsewhere); the position
+    // embedding joins on tp rank 0 only, and the sum over TP completes every row.
+    before_forward(embedding_ids_);
+    embedding_forward(tokens, buf_.param(wte_), par_.tp_rank() == 0 && wpe.defined() ? &wpe : nullptr, vocab_start_,
+                      x);
+    if (tp > 1) {
+      if (par_.sequence_parallel)
+        x = reduce_scatter_tokens(x.view({s.batch * s.seq, cfg_.hidden_size}), *par_.tp);  // [B T / tp, C]
+      else
+        par_.tp->all_reduce(x);
+    }
+    s.emb_dropout_p = ctx.training ? cfg_.hidden_dropout : 0.0f;
+    s.seed = ctx.seed;
+    s.emb_drop_stream = ctx.dropout_stream(rng_stream("dropout/embedding"));
+    s.emb_drop_offset = hidden_element_offset(par_, x.numel());
+    dropout_forward(x, x, s.emb_dropout_p, s.seed, s.emb_drop_stream, {}, s.emb_drop_offset);
+  } else {
+    MT_CHECK(ctx.batch > 0 && ctx.seq > 0, "a chunk without the embedding needs the token grid in ctx");
+    s.batch = ctx.batch;
+    s.seq = ctx.seq;
+    x = input;
   }
-  s.emb_dropout_p = ctx.training ? cfg_.hidden_dropout : 0.0f;
-  s.seed = ctx.seed;
-  s.emb_drop_stream = ctx.dropout_stream(rng_stream("dropout/embedding"));
-  s.emb_drop_offset = hidden_element_offset(par_, x.numel());
-  dropout_forward(x, x, s.emb_dropout_p, s.seed, s.emb_drop_stream, {}, s.emb_drop_offset);
+  MT_CHECK(!rope_.cos.defined() || s.seq <= rope_.cos.size(0), "sequence {} > RoPE's {} positions", s.seq,
+           rope_.cos.size(0));
   ForwardContext lctx = ctx;
-  lctx.batch = B;
-  lctx.seq = T;
+  lctx.batch = s.batch;
+  lctx.seq = s.seq;
   s.layers.resize(layers_.size());
   for (size_t i = 0; i < layers_.size(); ++i) {
     before_forward(layer_ids_[i]);
     x = layers_[i]->forward(x, lctx, rope_.cos.defined() ? &rope_ : nullptr, s.layers[i]);
   }
+  if (!chunk_.post_process) return x;
   before_forward(final_ln_ids_);
   s.final_hidden = final_ln_->forward(x, s.final_ln);
   // The output layer is column-parallel over the vocabulary: it needs every token.
@@ -114,26 +149,33 @@ Tensor GPTModel::hidden_states(const Tensor& tokens, const ForwardContext& ctx, 
   return s.final_hidden;
 }
 
-Tensor GPTModel::forward_logits(const Tensor& tokens, const ForwardContext& ctx, Saved& s) const {
-  Tensor h = hidden_states(tokens, ctx, s);
-  Tensor logits = Tensor::empty({h.size(0), vocab_local_}, h.dtype(), h.device());
-  gemm(h, false, buf_.param(output_weight()), true, logits);
-  return logits.view({tokens.size(0), tokens.size(1), vocab_local_});
+Tensor GPTModel::forward(const Tensor& input, const ForwardContext& ctx, Saved& s) const {
+  MT_CHECK(!chunk_.post_process, "GPTModel::forward: a post-process chunk ends in forward_loss or forward_logits");
+  return hidden_states(input, ctx, s);
 }
 
-Tensor GPTModel::forward_loss(const Tensor& tokens, const Tensor& targets, const ForwardContext& ctx,
+Tensor GPTModel::forward_logits(const Tensor& input, const ForwardContext& ctx, Saved& s) const {
+  MT_CHECK(chunk_.post_process, "GPTModel::forward_logits: this chunk has no output layer");
+  Tensor h = hidden_states(input, ctx, s);
+  Tensor logits = Tensor::empty({h.size(0), vocab_local_}, h.dtype(), h.device());
+  gemm(h, false, buf_.param(output_weight()), true, logits);
+  return logits.view({s.batch, s.seq, vocab_local_});
+}
+
+Tensor GPTModel::forward_loss(const Tensor& input, const Tensor& targets, const ForwardContext& ctx,
                               const Tensor* dloss, Saved& s) const {
-  const int64_t N = tokens.numel();
-  Tensor losses = Tensor::empty({N}, DType::F32, tokens.device());
+  MT_CHECK(chunk_.post_process, "GPTModel::forward_loss: this chunk has no output layer");
+  const int64_t N = targets.numel();
+  Tensor losses = Tensor::empty({N}, DType::F32, targets.device());
   Tensor t = targets.view({N});
   const int64_t chunks = std::clamp<int64_t>(cfg_.cross_entropy_chunks, 1, N);
   if (chunks == 1) {
-    Tensor logits = forward_logits(tokens, ctx, s).view({N, vocab_local_});
+    Tensor logits = forward_logits(input, ctx, s).view({N, vocab_local_});
     if (dloss) s.dlogits = logits;  // the gradient overwrites the logits in the same pass
     loss_on_rows(logits, t, losses, dloss, dloss ? &s.dlogits : nullptr);
     return losses;
   }
-  Tensor h = hidden_states(tokens, ctx, s);
+  Tensor h = hidden_states(input, ctx, s);
   Tensor wout = buf_.param(output_weight());
   const int64_t rows = (N + chunks - 1) / chunks;
   Tensor logits_buf = Tensor::empty({rows, vocab_local_}, h.dtype(), h.device());
@@ -178,7 +220,7 @@ void GPTModel::loss_on_rows(const Tensor& logits, const Tensor& t, const Tensor&
                               dlogits);
 }
 
-void GPTModel::backward(Saved& s) const {
+Tensor GPTModel::backward(Saved& s) const {
   MT_CHECK(s.dlogits.defined() || s.dhidden.defined(), "backward without a loss gradient (forward_loss with dloss)");
   const int64_t C = cfg_.hidden_size;
   const int tp = par_.tp_size();
@@ -200,15 +242,29 @@ void GPTModel::backward(Saved& s) const {
     else
       par_.tp->all_reduce(dh);
   }
-  const Shape act_shape = sp ? Shape{N / tp, C} : Shape{s.tokens.size(0), s.tokens.size(1), C};
+  const Shape act_shape = sp ? Shape{N / tp, C} : Shape{s.batch, s.seq, C};
   Tensor dx = final_ln_->backward(dh, s.final_ln).view(act_shape);
   after_backward(final_ln_ids_);
+  return backward_layers(dx, s);
+}
+
+Tensor GPTModel::backward(const Tensor& doutput, Saved& s) const {
+  MT_CHECK(!chunk_.post_process, "GPTModel::backward(doutput): a post-process chunk's backward starts at its loss");
+  return backward_layers(doutput, s);
+}
+
+Tensor GPTModel::backward_layers(Tensor dx, Saved& s) const {
+  const int64_t C = cfg_.hidden_size;
   for (size_t i = layers_.size(); i-- > 0;) {
     dx = layers_[i]->backward(dx, s.layers[i]);
     after_backward(layer_ids_[i]);
   }
+  if (!chunk_.pre_process) {
+    s = Saved{};
+    return dx;
+  }
   dropout_backward(dx, dx, s.emb_dropout_p, s.seed, s.emb_drop_stream, {}, s.emb_drop_offset);
-  if (sp) dx = gather_tokens(dx, *par_.tp).view({s.tokens.size(0), s.tokens.size(1), C});
+  if (par_.tp_size() > 1 && par_.sequence_parallel) dx = gather_tokens(dx, *par_.tp).view({s.batch, s.seq, C});
   // Every tp rank has the full dx: its word-embedding shard's rows, and the whole (replicated)
   // position-embedding grad.
   Tensor dwpe = wpe_ >= 0 ? buf_.grad(wpe_) : Tensor();
@@ -216,6 +272,7 @@ void GPTModel::backward(Saved& s) const {
   embedding_backward(dx, s.tokens, vocab_start_, buf_.grad(wte_), dwpe.defined() ? &dwpe : nullptr);
   after_backward(embedding_ids_);
   s = Saved{};
+  return Tensor();
 }
 
 void GPTModel::finish_grad_sync() const {

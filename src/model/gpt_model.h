@@ -21,10 +21,24 @@
 
 namespace mt {
 
+// Which part of the model a chunk holds (a pipeline stage holds a part, a virtual stage one of
+// several): the embedding (pre_process), transformer layers [first_layer, first_layer +
+// num_layers) under their global numbers (names, dropout masks and init follow the global
+// number), and the final norm, output layer and loss (post_process). The default is everything.
+// A post-process chunk without the embedding keeps its own copy of a tied word embedding
+// (Megatron's; keeping the two copies' gradients in sync is the pipeline schedule's job).
+struct ModelChunkConfig {
+  bool pre_process = true;
+  bool post_process = true;
+  int first_layer = 0;
+  int num_layers = -1;  // -1: the rest of the model's layers
+};
+
 class GPTModel {
  public:
   struct Saved {
-    Tensor tokens;  // int32 [B, T]
+    Tensor tokens;  // int32 [B, T] (pre-process chunks)
+    int64_t batch = 0, seq = 0;  // the microbatch's token grid
     float emb_dropout_p = 0.0f;
     uint64_t seed = 0, emb_drop_stream = 0, emb_drop_offset = 0;
     std::vector<TransformerLayer::Saved> layers;
@@ -34,20 +48,32 @@ class GPTModel {
     Tensor dhidden;       // [B*T, C], final_hidden's gradient, when the loss ran in chunks
   };
 
-  GPTModel(const TransformerConfig& cfg, Device device, const ModelParallelConfig& par = {});
+  GPTModel(const TransformerConfig& cfg, Device device, const ModelParallelConfig& par = {},
+           const ModelChunkConfig& chunk = {});
 
   const TransformerConfig& config() const { return cfg_; }
   ParamAndGradBuffer& buffer() { return buf_; }
   const ParamAndGradBuffer& buffer() const { return buf_; }
-  int64_t num_parameters() const;  // of the whole model (all shards), excluding vocabulary padding rows
+  const ModelChunkConfig& chunk() const { return chunk_; }
+  int64_t num_parameters() const;  // of this chunk (all shards), excluding vocabulary padding rows
 
   // Megatron init: weights N(0, init_method_std) (the untied output layer too), output
   // projections / sqrt(2 L), biases 0, norm weights 1. Depends only on the seed and parameter names.
   void init(uint64_t seed);
 
-  // tokens int32 [B, T] -> logits [B, T, padded_vocab / TP] (model dtype; with tensor
+  // The chunk's input: tokens int32 [B, T] with pre_process, else the previous chunk's output
+  // (hidden states [B, T, C], or this rank's [B T / TP, C] with sequence parallelism; ctx.batch
+  // and ctx.seq then give the token grid).
+  //
+  // A chunk without post_process: input -> its last layer's output (the next chunk's input).
+  Tensor forward(const Tensor& input, const ForwardContext& ctx, Saved& saved) const;
+  // ... and its backward from the gradient of that output: accumulates the chunk's gradients and
+  // returns the input's gradient (undefined with pre_process); frees saved.
+  Tensor backward(const Tensor& doutput, Saved& saved) const;
+
+  // Post-process chunks: input -> logits [B, T, padded_vocab / TP] (model dtype; with tensor
   // parallelism this rank's vocabulary shard).
-  Tensor forward_logits(const Tensor& tokens, const ForwardContext& ctx, Saved& saved) const;
+  Tensor forward_logits(const Tensor& input, const ForwardContext& ctx, Saved& saved) const;
   // Forward with the fused softmax cross-entropy: returns fp32 per-token losses [B*T].
   // When dloss (fp32 [B*T], each token's weight in the objective) is given, the logit gradient
   // is computed in the same pass and kept in saved for backward().
@@ -57,10 +83,11 @@ class GPTModel {
   // tied word-embedding gradient accumulates), so the full logits never exist. Same values as
   // K = 1 up to the GEMMs' summation order; each extra chunk costs a pass over the fp32
   // word-embedding gradient.
-  Tensor forward_loss(const Tensor& tokens, const Tensor& targets, const ForwardContext& ctx,
+  Tensor forward_loss(const Tensor& input, const Tensor& targets, const ForwardContext& ctx,
                       const Tensor* dloss, Saved& saved) const;
-  // Accumulates every parameter's gradient into the main-grad buffer; frees saved.
-  void backward(Saved& saved) const;
+  // After forward_loss with dloss: accumulates every parameter's gradient into the main-grad
+  // buffer; returns the input's gradient (undefined with pre_process); frees saved.
+  Tensor backward(Saved& saved) const;
   // After the last microbatch's backward: with sequence parallelism, all-reduce over TP the
   // grads of replicated parameters that each tp rank computed from its share of the tokens
   // (LayerNorm weights and biases, row-parallel biases). Nothing otherwise.
@@ -71,7 +98,11 @@ class GPTModel {
   void set_param_hooks(ParamHooks* hooks) { hooks_ = hooks; }
 
  private:
-  Tensor hidden_states(const Tensor& tokens, const ForwardContext& ctx, Saved& saved) const;
+  // Embedding (pre_process) and layers; with post_process the final norm too (its output gathered
+  // over TP under sequence parallelism, as the output layer needs every token).
+  Tensor hidden_states(const Tensor& input, const ForwardContext& ctx, Saved& saved) const;
+  // From the gradient of the layers' output down to the chunk's input.
+  Tensor backward_layers(Tensor dx, Saved& saved) const;
   // The fused loss over some rows of logits (any tensor parallelism): losses, and with dloss
   // the logit gradient into dlogits (which may alias logits).
   void loss_on_rows(const Tensor& logits, const Tensor& targets, const Tensor& losses, const Tensor* dloss,
@@ -79,8 +110,9 @@ class GPTModel {
 
   TransformerConfig cfg_;
   ModelParallelConfig par_;
+  ModelChunkConfig chunk_;
   ParamAndGradBuffer buf_;
-  ParamAndGradBuffer::Id wte_, wpe_ = -1;
+  ParamAndGradBuffer::Id wte_ = -1, wpe_ = -1;
   ParamAndGradBuffer::Id output_ = -1;  // untied output layer (else wte_)
   ParamAndGradBuffer::Id output_weight() const { return output_ >= 0 ? output_ : wte_; }
   int64_t vocab_local_ = 0, vocab_start_ = 0;  // this rank's vocabulary shard
