@@ -35,7 +35,7 @@ Tensor MLP::forward(const Tensor& x, Saved& s) const {
     act = Tensor::empty({n, f}, x.dtype(), x.device());
     swiglu_forward(s.pre_act, act);
   } else {
-    act = fc1_.forward_gelu(x, s.fc1_in, &s.pre_act);
+    act = fc1_.forward(x, s.fc1_in, Epilogue::Gelu, &s.pre_act);
   }
   Tensor y = fc2_.forward(act, s.fc2_in).view(x.shape());
   if (recompute_) s.fc2_in = RowParallelLinear::Saved{};  // recomputed in backward
@@ -59,7 +59,7 @@ Tensor MLP::backward(const Tensor& dy, Saved& s) const {
     swiglu_backward(dact.view({s.pre_act.size(0), s.pre_act.size(1) / 2}), s.pre_act, dpre);
     dx = fc1_.backward(dpre, s.fc1_in).view(dy.shape());
   } else {
-    const RowParallelLinear::GeluGrad gelu{s.pre_act, fc1_.bias_grad()};  // fc1's db accumulates here
+    const RowParallelLinear::InputEpilogue gelu{Epilogue::Gelu, s.pre_act, fc1_.bias_grad()};  // fc1's db accumulates here
     Tensor dpre = fc2_.backward(dy, s.fc2_in, &gelu);
     dx = fc1_.backward(dpre, s.fc1_in, /*bias_grad=*/false).view(dy.shape());
   }

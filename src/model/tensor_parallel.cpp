@@ -96,23 +96,23 @@ void ColumnParallelLinear::for_input_rows(const Tensor& x, Saved& s,
   rows(0, s.x.size(0));
 }
 
-Tensor ColumnParallelLinear::forward(const Tensor& x, Saved& s) const {
-  Tensor y = Tensor::empty({input_rows(x), out_}, x.dtype(), x.device());
-  Tensor b = b_ >= 0 ? bias() : Tensor();
-  for_input_rows(x, s, [&](int64_t r0, int64_t k) {
-    gemm(s.x.narrow0(r0, k), false, weight(), true, y.narrow0(r0, k), 1.0f, 0.0f, b_ >= 0 ? &b : nullptr);
-  });
-  return y;
-}
-
-Tensor ColumnParallelLinear::forward_gelu(const Tensor& x, Saved& s, Tensor* pre) const {
+Tensor ColumnParallelLinear::forward(const Tensor& x, Saved& s, Epilogue epilogue, Tensor* pre) const {
   const int64_t n = input_rows(x);
-  *pre = Tensor::empty({n, out_}, x.dtype(), x.device());
+  if (epilogue != Epilogue::None) {
+    MT_CHECK(pre, "ColumnParallelLinear: an epilogue keeps its pre-activation");
+    *pre = Tensor::empty({n, out_}, x.dtype(), x.device());
+  }
   Tensor y = Tensor::empty({n, out_}, x.dtype(), x.device());
   Tensor b = b_ >= 0 ? bias() : Tensor();
+  if (epilogue == Epilogue::Gelu) {
+    for_input_rows(x, s, [&](int64_t r0, int64_t k) {
+      gemm_bias_gelu(s.x.narrow0(r0, k), false, weight(), true, b_ >= 0 ? &b : nullptr, pre->narrow0(r0, k),
+                     y.narrow0(r0, k));
+    });
+    return y;
+  }
   for_input_rows(x, s, [&](int64_t r0, int64_t k) {
-    gemm_bias_gelu(s.x.narrow0(r0, k), false, weight(), true, b_ >= 0 ? &b : nullptr, pre->narrow0(r0, k),
-                   y.narrow0(r0, k));
+    gemm(s.x.narrow0(r0, k), false, weight(), true, y.narrow0(r0, k), 1.0f, 0.0f, b_ >= 0 ? &b : nullptr);
   });
   return y;
 }
@@ -198,7 +198,8 @@ Tensor RowParallelLinear::forward(const Tensor& x, Saved& s) const {
   return y;
 }
 
-Tensor RowParallelLinear::backward(const Tensor& dy, Saved& s, const GeluGrad* gelu) const {
+Tensor RowParallelLinear::backward(const Tensor& dy, Saved& s, const InputEpilogue* input) const {
+  const InputEpilogue* gelu = input && input->epilogue == Epilogue::Gelu ? input : nullptr;
   const int64_t n = s.x.size(0);
   Tensor dy_local = dy.view({dy.numel() / out_, out_});
   const bool gathered = par_.sequence_parallel && par_.tp_size() > 1;

@@ -13,11 +13,12 @@
 //   is added once (by tp rank 0, before the reduction). With sequence parallelism backward
 //   all-gathers dy first (block by block under the dgrad GEMM with par.tp_comm_overlap, which
 //   also reduces the forward's output block by block under its GEMM).
-// With TP = 1 both are exactly Linear (same kernel calls in the same order).
+// With TP = 1 both are the plain linear layer y = x W^T + b (W [out, in]).
 //
-// The MLP fuses its GeLU into these two (gemm.h's gemm_bias_gelu / gemm_dgelu): fc1's forward_gelu
-// returns gelu(x W^T + b) and keeps the pre-activation, fc2's backward with a GeluGrad returns
-// dx * gelu'(pre) and adds fc1's bias gradient, so fc1's backward then skips its own.
+// Activations are epilogues of the GEMMs, not layers of their own (gemm.h's gemm_bias_gelu /
+// gemm_dgelu): a column-parallel forward with Epilogue::Gelu returns gelu(x W^T + b) and keeps the
+// pre-activation; the next row-parallel layer's backward, given that InputEpilogue, returns
+// dx * gelu'(pre) and adds the first layer's bias gradient, so its backward then skips its own.
 //
 // Sequence parallelism splits the flattened token dimension (row-major [B, T] tokens) into TP
 // contiguous chunks; every op outside the tensor-parallel regions is per token, so any
@@ -25,7 +26,8 @@
 #include <functional>
 #include <string>
 
-#include "model/linear.h"
+#include "model/init_method.h"
+#include "model/param_buffer.h"
 #include "model/parallel_config.h"
 
 namespace mt {
@@ -39,6 +41,9 @@ Tensor reduce_scatter_tokens(const Tensor& x, Communicator& tp);  // [tp n, C] -
 void gather_tokens_blockwise(const Tensor& x, const Tensor& out, Communicator& tp,
                              const std::function<void(int64_t, int64_t)>& use);
 
+// What follows a linear layer's bias in its forward GEMM (none: y = x W^T (+ b)).
+enum class Epilogue : uint8_t { None, Gelu };
+
 class ColumnParallelLinear {
  public:
   struct Saved {
@@ -49,9 +54,8 @@ class ColumnParallelLinear {
   ColumnParallelLinear(ParamAndGradBuffer& buf, const std::string& prefix, int in, int out,
                        const ModelParallelConfig& par, bool bias = true, int parts = 1);
   void init(float std, uint64_t seed) const;
-  Tensor forward(const Tensor& x, Saved& saved) const;   // -> [N, out/tp]
-  // gelu(forward(x)); forward(x) itself goes to *pre ([N, out/tp]).
-  Tensor forward_gelu(const Tensor& x, Saved& saved, Tensor* pre) const;
+  // -> epilogue(x W^T + b) [N, out/tp]; with an epilogue, x W^T + b itself goes to *pre.
+  Tensor forward(const Tensor& x, Saved& saved, Epilogue epilogue = Epilogue::None, Tensor* pre = nullptr) const;
   // -> dx like forward's x; accumulates dW, and db unless `bias_grad` is false.
   Tensor backward(const Tensor& dy, Saved& saved, bool bias_grad = true) const;
   int out_local() const { return out_; }
@@ -80,14 +84,15 @@ class RowParallelLinear {
   RowParallelLinear(ParamAndGradBuffer& buf, const std::string& prefix, int in, int out, const ModelParallelConfig& par,
                     bool bias = true);
   void init(float std, uint64_t seed) const;
-  // The GeLU between fc1 and this layer: pre is its input ([N, in/tp]); db_accum (may be
-  // undefined) receives the column sums of the returned dx * gelu'(pre).
-  struct GeluGrad {
+  // The epilogue of the layer that produced this one's input: pre is its input ([N, in/tp]);
+  // db_accum (may be undefined) receives the column sums of the returned dx * act'(pre).
+  struct InputEpilogue {
+    Epilogue epilogue = Epilogue::None;
     Tensor pre, db_accum;
   };
   Tensor forward(const Tensor& x, Saved& saved) const;    // [N, in/tp] -> [N, out] (or [N/tp, out])
-  // -> dx [N, in/tp], or dx * gelu'(gelu->pre) given `gelu`.
-  Tensor backward(const Tensor& dy, Saved& saved, const GeluGrad* gelu = nullptr) const;
+  // -> dx [N, in/tp], or dx * act'(input->pre) given an input epilogue.
+  Tensor backward(const Tensor& dy, Saved& saved, const InputEpilogue* input = nullptr) const;
 
  private:
   ParamAndGradBuffer& buf_;

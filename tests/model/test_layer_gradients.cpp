@@ -4,7 +4,7 @@
 #include "grad_check.h"
 #include "model/attention.h"
 #include "model/norm.h"
-#include "model/linear.h"
+#include "model/tensor_parallel.h"
 #include "model/mlp.h"
 #include "model/transformer_layer.h"
 
@@ -50,10 +50,10 @@ const GradCheckOptions kBlockTolerance{1e-2f, 2e-2, 1e-3, 12};
 
 TEST(LayerGradients, LinearMatchesFiniteDifferences) {
   ParamAndGradBuffer buf;
-  Linear lin(buf, "lin", 8, 5);
+  ColumnParallelLinear lin(buf, "lin", 8, 5, {});
   buf.allocate(DType::F32, Device::cpu());
   randomise(buf);
-  Linear::Saved s;
+  ColumnParallelLinear::Saved s;
   check_gradients(buf, random_tensor({3, 8}, 1), [&](const Tensor& x) { return lin.forward(x, s); },
                   [&](const Tensor& dy) { return lin.backward(dy, s); });
 }

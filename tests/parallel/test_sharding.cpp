@@ -3,7 +3,7 @@
 // registration order and padded for data-parallel shards.
 #include <gtest/gtest.h>
 
-#include "model/linear.h"
+#include "model/init_method.h"
 #include "model/param_buffer.h"
 #include "parallel/distributed_data_parallel.h"
 
