@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # A bad --load is one clear line and exit 2: a corrupted shard (naming the file and tensor), a
-# truncated shard, a mismatched architecture, a tracker naming an iteration without metadata.
+# truncated shard, a mismatched architecture (sizes or family), a tracker naming an iteration without metadata.
 # Usage: bad_load.sh MEGATRON_BINARY
 set -u
 bin=$1
@@ -40,6 +40,9 @@ truncate -s $((size / 2)) "$shard"
 expect_error truncated "$(basename "$shard")"
 cp "$dir/shard.orig" "$shard"
 layers=3 expect_error architecture "--num-layers: checkpoint 2, now 3"
+# A GPT checkpoint does not load into a Llama of the same sizes: the family is part of the record.
+expect_error family '--normalization: checkpoint "LayerNorm", now "RMSNorm"' --normalization RMSNorm --swiglu \
+  --ffn-hidden-size 128 --position-embedding-type rope --untie-embeddings-and-output-weights
 mv "$dir/ck/iter_0000002/metadata.json" "$dir/metadata.json"
 expect_error missing-metadata "metadata.json"
 exit $fail
