@@ -1,5 +1,6 @@
 #include "model/mlp.h"
 
+#include "core/error.h"
 #include "kernels/activation.h"
 #include "kernels/swiglu.h"
 
@@ -11,7 +12,12 @@ MLP::MLP(ParamAndGradBuffer& buf, const std::string& prefix, const TransformerCo
       recompute_(recompute_activation),
       fc1_(buf, prefix + ".linear_fc1", cfg.hidden_size, (kind == MlpKind::Gated ? 2 : 1) * cfg.ffn_hidden_size, par,
            cfg.add_bias_linear, kind == MlpKind::Gated ? 2 : 1),
-      fc2_(buf, prefix + ".linear_fc2", cfg.ffn_hidden_size, cfg.hidden_size, par, cfg.add_bias_linear) {}
+      fc2_(buf, prefix + ".linear_fc2", cfg.ffn_hidden_size, cfg.hidden_size, par, cfg.add_bias_linear) {
+  // The kernels megatron.cpp has: GeLU fused into the dense MLP's GEMMs, SiLU in the gated one.
+  MT_CHECK((kind == MlpKind::Dense) == (cfg.activation == Activation::Gelu),
+           "{}: a {} MLP with {} has no kernel (GeLU dense or SwiGLU)", prefix,
+           kind == MlpKind::Gated ? "gated" : "dense", cfg.activation == Activation::Gelu ? "GeLU" : "SiLU");
+}
 
 void MLP::init(float std, float out_std, uint64_t seed) const {
   fc1_.init(std, seed);
