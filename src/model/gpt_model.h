@@ -88,9 +88,10 @@ class GPTModel {
   // After forward_loss with dloss: accumulates every parameter's gradient into the main-grad
   // buffer; returns the input's gradient (undefined with pre_process); frees saved.
   Tensor backward(Saved& saved) const;
-  // After the last microbatch's backward: with sequence parallelism, all-reduce over TP the
-  // grads of replicated parameters that each tp rank computed from its share of the tokens
-  // (LayerNorm weights and biases, row-parallel biases). Nothing otherwise.
+  // After the last microbatch's backward: all-reduce over TP the grads of replicated parameters
+  // that are partial sums on each tp rank: under sequence parallelism the norms' weights and
+  // biases and the row-parallel biases (each rank saw its share of the tokens), and with q/k norm
+  // its weights (each rank saw its heads). Nothing without tensor parallelism.
   void finish_grad_sync() const;
   const ModelParallelConfig& parallel() const { return par_; }
   // Tells `hooks` (null: nobody) which parameters each pass is about to read and which grads it

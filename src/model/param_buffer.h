@@ -28,8 +28,10 @@ struct ParamInfo {
   Shape global_shape;
   int shard_dim = -1;
   int64_t shard_start = 0;
-  // Replicated but computed from a sequence-parallel shard of the tokens: its gradient is a
-  // partial sum to all-reduce over the tensor-parallel group (LayerNorm weights, row-parallel biases).
+  // Replicated, but each tensor-parallel rank computes its gradient from part of the work: a
+  // partial sum to all-reduce over the tensor-parallel group (Megatron's name for the first
+  // case: a sequence-parallel shard of the tokens for norm weights and row-parallel biases; also
+  // this rank's heads for the q/k norm weights).
   bool sequence_parallel = false;
   bool tensor_parallel() const { return shard_dim >= 0; }
 };

@@ -15,7 +15,7 @@
 
 namespace mt {
 
-// The R/2 frequencies f_i, computed in double and rounded to fp32 as Hugging Face's fp32 inv_freq.
+// The R/2 frequencies f_i in fp32, as Hugging Face's inv_freq (the Llama 3.1 rescaling in double).
 std::vector<float> rope_frequencies(const TransformerConfig& cfg);
 
 struct RotaryTables {

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <vector>
 
+#include "core/error.h"
 #include "kernels/elementwise.h"
 
 namespace mt {
@@ -26,6 +27,8 @@ void fill_dloss(const Tensor& mask, int64_t n, const ScheduleConfig& cfg, Tensor
     fill(dloss, float(cfg.loss_scale / double(n) / share));
     return;
   }
+  MT_CHECK(!mask.is_cuda() && mask.dtype() == DType::F32 && mask.numel() == n,
+           "the loss mask is fp32 on the host with one value per token, got {}", mask.str());
   const double weight = cfg.loss_scale / share;
   const float* k = mask.data<float>();
   double count = 0;
@@ -33,7 +36,7 @@ void fill_dloss(const Tensor& mask, int64_t n, const ScheduleConfig& cfg, Tensor
   count = std::max(count, 1.0);
   Tensor g = Tensor::empty({n}, DType::F32);
   for (int64_t i = 0; i < n; ++i) g.data<float>()[i] = float(k[i] * weight / count);
-  dloss.copy_from(dloss.is_cuda() ? g.to(dloss.device()) : g);
+  dloss.copy_from(g);
 }
 
 }  // namespace

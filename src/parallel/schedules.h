@@ -6,8 +6,9 @@
 // pipeline schedules (1F1B, interleaved) are further functions with the same contract.
 //
 // The loss weights (dloss) are built on the host from the host-side loss mask and copied once
-// per microbatch; each microbatch's per-token losses stay on the device until every microbatch
-// has been enqueued, and are read after the loop (no host wait between microbatches).
+// per microbatch (with --eod-mask-loss); each microbatch's per-token losses stay on the device
+// and are read after the loop, not after each microbatch. (The batch's own host-to-device copies
+// still wait for the device once per microbatch: pinned buffers and async copies would lift that.)
 #include <cstdint>
 #include <functional>
 #include <vector>

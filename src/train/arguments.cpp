@@ -18,7 +18,14 @@ void validate_args(const TrainingArgs& a) {
   positive("--global-batch-size", a.global_batch_size);
   positive("--train-iters", a.train_iters);
   positive("--log-interval", a.log_interval);
-  if (a.kv_channels < 0) MT_USER_ERROR("--kv-channels must be positive, got {}", a.kv_channels);
+  if (a.kv_channels < 0) MT_USER_ERROR("--kv-channels must be >= 0 (0: hidden size / heads), got {}", a.kv_channels);
+  if (!a.group_query_attention && a.num_query_groups != 1)
+    MT_USER_ERROR("--num-query-groups {} needs --group-query-attention", a.num_query_groups);
+  if (a.ffn_hidden_size < 0) MT_USER_ERROR("--ffn-hidden-size must be >= 0 (0: the default), got {}", a.ffn_hidden_size);
+  if (a.ffn_hidden_size == 0 && default_ffn_hidden_size(a) <= 0)
+    MT_USER_ERROR("--swiglu's default --ffn-hidden-size (2/3 of 4 x {} rounded down to a multiple of 64) is 0: give "
+                  "--ffn-hidden-size",
+                  a.hidden_size);
   if (a.kv_channels == 0 && a.hidden_size % a.num_attention_heads != 0)
     MT_USER_ERROR("--hidden-size {} is not divisible by --num-attention-heads {} (or set --kv-channels)", a.hidden_size,
                   a.num_attention_heads);

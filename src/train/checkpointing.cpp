@@ -76,7 +76,7 @@ nlohmann::json args_to_json(const TrainingArgs& a, const TransformerConfig& cfg)
   j["rotary_percent"] = cfg.rotary_percent;
   j["use_rope_scaling"] = cfg.rope_scaling;
   j["rope_scaling_factor"] = cfg.rope_scaling_factor;
-  j["add_bias_linear"] = cfg.add_bias_linear;
+  j["disable_bias_linear"] = !cfg.add_bias_linear;
   j["add_qkv_bias"] = cfg.add_qkv_bias;
   j["qk_layernorm"] = cfg.qk_layernorm;
   j["untie_embeddings_and_output_weights"] = cfg.untie_embeddings_and_output_weights;
@@ -207,7 +207,7 @@ TrainProgress TrainCheckpointer::load(const TrainProgress& fresh) {
                      {"num_layers", "hidden_size", "ffn_hidden_size", "num_attention_heads", "vocab_size",
                       "max_position_embeddings", "normalization", "swiglu", "num_query_groups", "kv_channels",
                       "position_embedding_type", "rotary_base", "rotary_percent", "use_rope_scaling",
-                      "rope_scaling_factor", "add_bias_linear", "add_qkv_bias", "qk_layernorm",
+                      "rope_scaling_factor", "disable_bias_linear", "add_qkv_bias", "qk_layernorm",
                       "untie_embeddings_and_output_weights"},
                      ck.path());
   const bool load_optim = !args_.finetune && !args_.no_load_optim;

@@ -5,7 +5,9 @@ namespace mt {
 // Megatron's num_floating_point_operations per token (forward + backward = 3 x 2 FLOPs per
 // multiply-add): per layer the QKV and output projections 12 h (H D + G D) ... written out:
 //   6 (2 h (H + G) D)          linear_qkv (h -> (H + 2G) D) and linear_proj (H D -> h)
-//   12 s H D                   scores and their product with V (dense, as Megatron counts)
+//   12 s H D                   scores and their product with V, counted dense as the GPT benchmarks
+//                              and Megatron-LM before 2025 do (its newer count halves it for the
+//                              causal mask)
 //   6 (2 h F) (3/2 if gated)   linear_fc1 (two halves when gated) and linear_fc2
 // and the output layer 6 h Vp.
 double flops_per_token(const TransformerConfig& c) {

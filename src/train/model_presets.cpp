@@ -95,6 +95,7 @@ std::vector<std::string> expand_model_preset(const std::vector<std::string>& arg
     given.insert(f == "--layernorm-epsilon" ? "--norm-epsilon" : f);
   }
   std::vector<std::string> out;
+  bool expanded_one = false;
   for (size_t i = 0; i < args.size(); ++i) {
     std::string name;
     if (args[i] == "--model-preset") {
@@ -106,6 +107,8 @@ std::vector<std::string> expand_model_preset(const std::vector<std::string>& arg
       out.push_back(args[i]);
       continue;
     }
+    if (expanded_one) MT_USER_ERROR("--model-preset is given twice (the second: '{}')", name);
+    expanded_one = true;
     const ModelPreset* p = find_model_preset(name);
     if (!p) MT_USER_ERROR("--model-preset '{}' is not one of {}", name, model_preset_names());
     out.push_back("--model-preset");  // kept, so the run knows its name

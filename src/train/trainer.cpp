@@ -138,17 +138,18 @@ void report_memory(std::FILE* log, const GPTModel& model, const MegatronOptimize
   const double weights = double(buf.params().nbytes()) / mib;
   const double grads = double(buf.main_grads().nbytes()) / mib;
   const double optim = double(opt.state_bytes()) / mib;
-  // Saved per layer and token (elements): norm inputs 2h, QKV input h, MLP input h (split by
-  // sequence parallelism); QKV (q + 2 kv projection; twice with q/k norm), attention output
-  // (also the projection input), fc1 output (2 ffn when gated) and the activation's output ffn
-  // (none where it is recomputed), over tp. Then the logits, or one chunk of them.
+  // Saved per layer and token (elements): norm inputs 2h (split by sequence parallelism); the
+  // QKV and MLP inputs h each (kept all-gathered under sequence parallelism); QKV (q + 2 kv
+  // projection; twice with q/k norm), attention output (also the projection input), fc1 output
+  // (2 ffn when gated) and the activation's output ffn (none where it is recomputed), over tp.
+  // Then the logits, or one chunk of them.
   const int tp = g.tp().size();
   const double sp = a.sequence_parallel ? double(tp) : 1.0;
   const double qkv = double(c.query_projection_size() + 2 * c.kv_projection_size()) * (c.qk_layernorm ? 2 : 1);
   const double fc1 = double(c.ffn_hidden_size) * (c.gated_linear_unit ? 2 : 1);
   double per_token_layers = 0;
   for (int l = 0; l < c.num_layers; ++l)
-    per_token_layers += (4.0 * c.hidden_size) / sp +
+    per_token_layers += (2.0 * c.hidden_size) / sp + 2.0 * c.hidden_size +
                         (qkv + c.query_projection_size() + fc1 + (c.layer_recomputes_gelu(l) ? 0.0 : c.ffn_hidden_size)) / tp;
   const double tokens = double(a.micro_batch_size) * c.seq_length;
   const double logit_rows = std::ceil(tokens / double(c.cross_entropy_chunks));

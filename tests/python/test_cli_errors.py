@@ -146,7 +146,7 @@ LLAMA = ["--normalization", "RMSNorm", "--swiglu", "--position-embedding-type", 
     (["--model-preset", "llama9-1t"], ["--model-preset 'llama9-1t'", "llama3.2-1b"]),
 ])
 def test_bad_architecture_is_one_line_exit_2(build_dir, flags, needles):
-    base = [f for f in TINY + LLAMA]
+    base = [f for f in TINY + LLAMA + ["--ffn-hidden-size", "32"]]
     # A later occurrence of a flag given in `flags` replaces the base's value.
     for f in flags:
         if f.startswith("--") and f in base and base.index(f) + 1 < len(base) and not base[base.index(f) + 1].startswith("--"):
@@ -172,3 +172,17 @@ def test_model_preset_prints_its_flags_and_explicit_flags_win(build_dir):
     assert "--rotary-base 500000" in line and "--use-rope-scaling" in line and "--num-layers" not in line, line
     assert "> GPT: 1 layers, hidden 64, ffn 128, heads 4" in r.stdout, r.stdout
     assert "RMSNorm, SwiGLU MLP, 4 heads in 2 query groups of dim 16" in r.stdout, r.stdout
+
+
+@pytest.mark.parametrize("flags, needles", [
+    (["--num-query-groups", "2"], ["--num-query-groups 2 needs --group-query-attention"]),
+    (["--swiglu", "--hidden-size", "16"], ["--swiglu's default --ffn-hidden-size", "is 0"]),
+    (["--kv-channels", "-1"], ["--kv-channels must be >= 0"]),
+    (["--model-preset", "llama3.2-1b", "--model-preset", "qwen3-0.6b"], ["--model-preset is given twice"]),
+])
+def test_more_architecture_errors(build_dir, flags, needles):
+    base = [f for f in TINY]
+    if "--hidden-size" in flags:
+        i = base.index("--hidden-size")
+        del base[i:i + 2]
+    assert_user_error(run(build_dir, *base, "--mock-data", "--vocab-size", "64", *flags), *needles)
