@@ -6,60 +6,13 @@
 #include <fstream>
 #include <vector>
 
+#include "checkpoint/hf_weights.h"
 #include "checkpoint/safetensors.h"
 #include "core/error.h"
 #include "kernels/elementwise.h"
 
 namespace mt {
 namespace {
-
-template <class T>
-T json_get(const nlohmann::json& j, const char* key, const std::string& file) {
-  if (!j.contains(key) || j[key].is_null()) MT_USER_ERROR("{}: missing \"{}\"", file, key);
-  try {
-    return j[key].get<T>();
-  } catch (const std::exception&) {
-    MT_USER_ERROR("{}: \"{}\" has the wrong type", file, key);
-  }
-}
-
-// An fp32 copy of a checkpoint tensor of any float dtype.
-Tensor to_f32(const Tensor& t) {
-  Tensor out = Tensor::empty(t.shape(), DType::F32);
-  cast(t, out);
-  return out;
-}
-
-class WeightSource {
- public:
-  explicit WeightSource(const std::string& path) : st_(path) {
-    // transformers saves GPT2LMHeadModel keys as "transformer.h.0..."; GPT2Model without prefix.
-    prefix_ = st_.contains("transformer.wte.weight") ? "transformer." : "";
-  }
-  Tensor get(const std::string& name, const Shape& expect) const {
-    std::string key = prefix_ + name;
-    if (!st_.contains(key)) MT_USER_ERROR("{}: tensor {} is missing", st_.path(), key);
-    Tensor t = st_.get(key);
-    if (t.shape() != expect)
-      MT_USER_ERROR("{}: tensor {} has shape {}, expected {}", st_.path(), key, shape_str(t.shape()), shape_str(expect));
-    return to_f32(t);
-  }
-
- private:
-  SafetensorsReader st_;
-  std::string prefix_;
-};
-
-// Writes an fp32 host tensor into a parameter of any dtype on any device.
-void assign(const Tensor& src, const Tensor& dst) {
-  if (dst.device().is_cpu()) {
-    cast(src, dst);
-    return;
-  }
-  Tensor tmp = Tensor::empty(dst.shape(), dst.dtype());
-  cast(src, tmp);
-  dst.copy_from(tmp);
-}
 
 // dst[r, c] = src[c, r] for src [rows, cols] fp32 -> dst (any dtype) [cols, rows].
 void copy_transposed(const Tensor& src, const Tensor& dst) {
@@ -69,31 +22,24 @@ void copy_transposed(const Tensor& src, const Tensor& dst) {
   float* d = t.data<float>();
   for (int64_t r = 0; r < rows; ++r)
     for (int64_t c = 0; c < cols; ++c) d[c * rows + r] = s[r * cols + c];
-  assign(t, dst);
+  assign_param(t, dst);
 }
 
 }  // namespace
 
 TransformerConfig read_hf_gpt2_config(const std::string& dir, DType dtype, int64_t divisible_by) {
-  std::string file = (std::filesystem::path(dir) / "config.json").string();
-  std::ifstream in(file);
-  if (!in) MT_USER_ERROR("{}: cannot open (expected a Hugging Face GPT-2 checkpoint directory)", file);
-  nlohmann::json j;
-  try {
-    in >> j;
-  } catch (const std::exception& e) {
-    MT_USER_ERROR("{}: invalid JSON: {}", file, e.what());
-  }
+  const std::string file = (std::filesystem::path(dir) / "config.json").string();
+  const nlohmann::json j = read_hf_config_json(dir);
   std::string act = j.value("activation_function", "gelu_new");
   if (act != "gelu_new" && act != "gelu_pytorch_tanh")
     MT_USER_ERROR("{}: activation_function \"{}\" is not supported (GPT-2 uses gelu_new, the tanh GeLU)", file, act);
   TransformerConfig c;
-  c.hidden_size = json_get<int>(j, "n_embd", file);
-  c.num_layers = json_get<int>(j, "n_layer", file);
-  c.num_attention_heads = json_get<int>(j, "n_head", file);
-  c.max_position_embeddings = json_get<int>(j, "n_positions", file);
+  c.hidden_size = hf_json_get<int>(j, "n_embd", file);
+  c.num_layers = hf_json_get<int>(j, "n_layer", file);
+  c.num_attention_heads = hf_json_get<int>(j, "n_head", file);
+  c.max_position_embeddings = hf_json_get<int>(j, "n_positions", file);
   c.seq_length = c.max_position_embeddings;
-  c.vocab_size = json_get<int64_t>(j, "vocab_size", file);
+  c.vocab_size = hf_json_get<int64_t>(j, "vocab_size", file);
   c.padded_vocab_size = pad_vocab_size(c.vocab_size, divisible_by);
   c.ffn_hidden_size = j.contains("n_inner") && !j["n_inner"].is_null() ? j["n_inner"].get<int>() : 4 * c.hidden_size;
   c.layernorm_epsilon = j.value("layer_norm_epsilon", 1e-5f);
@@ -106,7 +52,8 @@ TransformerConfig read_hf_gpt2_config(const std::string& dir, DType dtype, int64
 
 void load_hf_gpt2_weights(const std::string& dir, GPTModel& model) {
   const TransformerConfig& c = model.config();
-  WeightSource src((std::filesystem::path(dir) / "model.safetensors").string());
+  // transformers saves GPT2LMHeadModel keys as "transformer.h.0..."; GPT2Model without prefix.
+  HfWeights src(dir, {"transformer.", ""});
   auto& buf = model.buffer();
   auto dst = [&](const std::string& name) { return buf.param(buf.find(name)); };
   const int64_t C = c.hidden_size, F = c.ffn_hidden_size, H = c.num_attention_heads, D = c.head_dim();
@@ -114,15 +61,15 @@ void load_hf_gpt2_weights(const std::string& dir, GPTModel& model) {
   // Word embeddings: rows beyond the real vocabulary (padding) are zero.
   Tensor wte = Tensor::zeros({c.padded_vocab_size, C}, DType::F32);
   wte.narrow0(0, c.vocab_size).copy_from(src.get("wte.weight", {c.vocab_size, C}));
-  assign(wte, dst("embedding.word_embeddings.weight"));
-  assign(src.get("wpe.weight", {c.max_position_embeddings, C}), dst("embedding.position_embeddings.weight"));
+  assign_param(wte, dst("embedding.word_embeddings.weight"));
+  assign_param(src.get("wpe.weight", {c.max_position_embeddings, C}), dst("embedding.position_embeddings.weight"));
 
   for (int l = 0; l < c.num_layers; ++l) {
     std::string h = "h." + std::to_string(l) + ".", p = "decoder.layers." + std::to_string(l) + ".";
-    assign(src.get(h + "ln_1.weight", {C}), dst(p + "input_layernorm.weight"));
-    assign(src.get(h + "ln_1.bias", {C}), dst(p + "input_layernorm.bias"));
-    assign(src.get(h + "ln_2.weight", {C}), dst(p + "pre_mlp_layernorm.weight"));
-    assign(src.get(h + "ln_2.bias", {C}), dst(p + "pre_mlp_layernorm.bias"));
+    assign_param(src.get(h + "ln_1.weight", {C}), dst(p + "input_layernorm.weight"));
+    assign_param(src.get(h + "ln_1.bias", {C}), dst(p + "input_layernorm.bias"));
+    assign_param(src.get(h + "ln_2.weight", {C}), dst(p + "pre_mlp_layernorm.weight"));
+    assign_param(src.get(h + "ln_2.bias", {C}), dst(p + "pre_mlp_layernorm.bias"));
 
     // QKV: HF column j*C + hh*D + d  ->  our row (hh*3 + j)*D + d.
     Tensor w = src.get(h + "attn.c_attn.weight", {C, 3 * C}), b = src.get(h + "attn.c_attn.bias", {3 * C});
@@ -134,17 +81,17 @@ void load_hf_gpt2_weights(const std::string& dir, GPTModel& model) {
           for (int64_t i = 0; i < C; ++i) wq.data<float>()[row * C + i] = w.data<float>()[i * 3 * C + col];
           bq.data<float>()[row] = b.data<float>()[col];
         }
-    assign(wq, dst(p + "self_attention.linear_qkv.weight"));
-    assign(bq, dst(p + "self_attention.linear_qkv.bias"));
+    assign_param(wq, dst(p + "self_attention.linear_qkv.weight"));
+    assign_param(bq, dst(p + "self_attention.linear_qkv.bias"));
     copy_transposed(src.get(h + "attn.c_proj.weight", {C, C}), dst(p + "self_attention.linear_proj.weight"));
-    assign(src.get(h + "attn.c_proj.bias", {C}), dst(p + "self_attention.linear_proj.bias"));
+    assign_param(src.get(h + "attn.c_proj.bias", {C}), dst(p + "self_attention.linear_proj.bias"));
     copy_transposed(src.get(h + "mlp.c_fc.weight", {C, F}), dst(p + "mlp.linear_fc1.weight"));
-    assign(src.get(h + "mlp.c_fc.bias", {F}), dst(p + "mlp.linear_fc1.bias"));
+    assign_param(src.get(h + "mlp.c_fc.bias", {F}), dst(p + "mlp.linear_fc1.bias"));
     copy_transposed(src.get(h + "mlp.c_proj.weight", {F, C}), dst(p + "mlp.linear_fc2.weight"));
-    assign(src.get(h + "mlp.c_proj.bias", {C}), dst(p + "mlp.linear_fc2.bias"));
+    assign_param(src.get(h + "mlp.c_proj.bias", {C}), dst(p + "mlp.linear_fc2.bias"));
   }
-  assign(src.get("ln_f.weight", {C}), dst("decoder.final_layernorm.weight"));
-  assign(src.get("ln_f.bias", {C}), dst("decoder.final_layernorm.bias"));
+  assign_param(src.get("ln_f.weight", {C}), dst("decoder.final_layernorm.weight"));
+  assign_param(src.get("ln_f.bias", {C}), dst("decoder.final_layernorm.bias"));
 }
 
 }  // namespace mt

@@ -29,7 +29,7 @@ def probe(build_dir, tmp_path_factory):
     ids = torch.randint(0, V, (2, 16))
     labels = torch.randint(0, V, (2, 16))
     save_file({"input_ids": ids, "labels": labels}, str(tmp / "in.safetensors"))
-    r = subprocess.run([str(build_dir / "tools" / "hf_gpt2_probe"), str(tmp / "hf"), str(tmp / "in.safetensors"),
+    r = subprocess.run([str(build_dir / "tools" / "hf_probe"), str(tmp / "hf"), str(tmp / "in.safetensors"),
                         str(tmp / "out.safetensors")], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     return model, ids, labels, load_file(str(tmp / "out.safetensors"))

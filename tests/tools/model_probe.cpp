@@ -7,26 +7,17 @@
 #include <cstdio>
 #include <fstream>
 #include <string>
-#include <utility>
-#include <vector>
 
 #include <nlohmann/json.hpp>
 
 #include "checkpoint/safetensors.h"
 #include "core/error.h"
-#include "kernels/elementwise.h"
 #include "model/gpt_model.h"
+#include "probe_output.h"
 
 using namespace mt;
 
 namespace {
-
-Tensor to_i32(const Tensor& t) {
-  Tensor out = Tensor::empty(t.shape(), DType::I32);
-  for (int64_t i = 0; i < t.numel(); ++i)
-    out.data<int32_t>()[i] = t.dtype() == DType::I64 ? int32_t(t.data<int64_t>()[i]) : t.data<int32_t>()[i];
-  return out;
-}
 
 TransformerConfig read_config(const std::string& path) {
   std::ifstream f(path);
@@ -84,33 +75,8 @@ int main(int argc, char** argv) {
       buf.param(buf.find(p.name)).copy_from(w.view(p.shape));
     }
     SafetensorsReader in(argv[3]);
-    Tensor tokens = to_i32(in.get("input_ids")), labels = to_i32(in.get("labels"));
-    const int64_t B = tokens.size(0), T = tokens.size(1), N = B * T, V = cfg.vocab_size, Vp = cfg.padded_vocab_size;
-
-    std::vector<std::pair<std::string, Tensor>> out;
-    ForwardContext ctx{false, 0, 0};
-    {
-      GPTModel::Saved s;
-      Tensor logits = model.forward_logits(tokens, ctx, s);
-      Tensor real = Tensor::empty({B, T, V}, DType::F32);
-      for (int64_t n = 0; n < N; ++n)
-        for (int64_t v = 0; v < V; ++v) real.data<float>()[n * V + v] = logits.data<float>()[n * Vp + v];
-      out.emplace_back("logits", real);
-    }
-    Tensor dloss = Tensor::empty({N}, DType::F32);
-    fill(dloss, 1.0f / float(N));
-    buf.zero_grads();
-    GPTModel::Saved s;
-    Tensor losses = model.forward_loss(tokens, labels, ctx, &dloss, s);
-    model.backward(s);
-    double sum = 0;
-    for (int64_t i = 0; i < N; ++i) sum += losses.data<float>()[i];
-    Tensor loss = Tensor::empty({1}, DType::F32);
-    loss.data<float>()[0] = float(sum / double(N));
-    out.emplace_back("loss", loss);
-    for (const auto& p : buf.infos())
-      out.emplace_back("grad." + p.name, buf.grad(buf.find(p.name)).view(p.global_shape));
-    write_safetensors(argv[4], out);
+    Tensor tokens = probe::token_ids(in.get("input_ids")), labels = probe::token_ids(in.get("labels"));
+    probe::write_output(model, tokens, labels, argv[4]);
   } catch (const UserError& e) {
     std::fprintf(stderr, "model_probe: error: %s\n", e.what());
     return 2;

@@ -1,0 +1,93 @@
+#include "checkpoint/hf_weights.h"
+
+#include <filesystem>
+#include <fstream>
+
+#include "kernels/elementwise.h"
+
+namespace mt {
+
+namespace fs = std::filesystem;
+
+nlohmann::json read_hf_config_json(const std::string& dir) {
+  const std::string file = (fs::path(dir) / "config.json").string();
+  std::ifstream in(file);
+  if (!in) MT_USER_ERROR("{}: cannot open (expected a Hugging Face model directory)", file);
+  nlohmann::json j;
+  try {
+    in >> j;
+  } catch (const std::exception& e) {
+    MT_USER_ERROR("{}: invalid JSON: {}", file, e.what());
+  }
+  if (!j.is_object()) MT_USER_ERROR("{}: not a JSON object", file);
+  return j;
+}
+
+HfWeights::HfWeights(const std::string& dir, std::vector<std::string> prefixes) : dir_(dir) {
+  const fs::path single = fs::path(dir) / "model.safetensors", index = fs::path(dir) / "model.safetensors.index.json";
+  if (fs::exists(single)) {
+    readers_[single.filename().string()] = std::make_unique<SafetensorsReader>(single.string());
+  } else if (fs::exists(index)) {
+    std::ifstream in(index);
+    nlohmann::json j;
+    try {
+      in >> j;
+      for (const auto& [key, file] : j.at("weight_map").items()) file_of_[key] = file.get<std::string>();
+    } catch (const std::exception& e) {
+      MT_USER_ERROR("{}: not a safetensors index (a \"weight_map\" of tensor names to files): {}", index.string(),
+                    e.what());
+    }
+  } else {
+    MT_USER_ERROR("{}: neither model.safetensors nor model.safetensors.index.json is there", dir);
+  }
+  for (const std::string& p : prefixes) {
+    prefix_ = p;
+    bool found = false;
+    for (const char* probe : {"wte.weight", "model.embed_tokens.weight"}) found = found || contains(probe);
+    if (found) return;
+  }
+  prefix_ = prefixes.empty() ? "" : prefixes.front();
+}
+
+const SafetensorsReader* HfWeights::reader_for(const std::string& key) const {
+  if (file_of_.empty()) {
+    const SafetensorsReader* r = readers_.begin()->second.get();
+    return r->contains(key) ? r : nullptr;
+  }
+  auto it = file_of_.find(key);
+  if (it == file_of_.end()) return nullptr;
+  auto& r = readers_[it->second];
+  if (!r) {
+    const fs::path file = fs::path(dir_) / it->second;
+    if (it->second.find('/') != std::string::npos || !fs::exists(file))
+      MT_USER_ERROR("{}: the index names {} for {}, which is not a file beside it", dir_, it->second, key);
+    r = std::make_unique<SafetensorsReader>(file.string());
+  }
+  return r->contains(key) ? r.get() : nullptr;
+}
+
+bool HfWeights::contains(const std::string& name) const { return reader_for(prefix_ + name) != nullptr; }
+
+Tensor HfWeights::get(const std::string& name, const Shape& expect) const {
+  const std::string key = prefix_ + name;
+  const SafetensorsReader* r = reader_for(key);
+  if (!r) MT_USER_ERROR("{}: tensor {} is missing", dir_, key);
+  Tensor t = r->get(key);
+  if (t.shape() != expect)
+    MT_USER_ERROR("{}: tensor {} has shape {}, expected {}", r->path(), key, shape_str(t.shape()), shape_str(expect));
+  Tensor out = Tensor::empty(t.shape(), DType::F32);
+  cast(t, out);
+  return out;
+}
+
+void assign_param(const Tensor& src, const Tensor& dst) {
+  if (dst.device().is_cpu()) {
+    cast(src, dst);
+    return;
+  }
+  Tensor tmp = Tensor::empty(dst.shape(), dst.dtype());
+  cast(src, tmp);
+  dst.copy_from(tmp);
+}
+
+}  // namespace mt
