@@ -10,8 +10,6 @@ FLOPs per token = 6 N + 12 L h s  (N = parameters without position embeddings).
 """
 import argparse
 import os
-import re
-import subprocess
 import sys
 
 MODELS = {  # layers, hidden, heads, micro batch, seq
@@ -19,8 +17,11 @@ MODELS = {  # layers, hidden, heads, micro batch, seq
     "350m": (24, 1024, 16, 16, 1024),
     "1.3b": (24, 2048, 16, 8, 2048),
 }
-PEAK = 989e12
 VOCAB = 50304
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import megatron_run  # noqa: E402
+from megatron_run import train_throughput  # noqa: E402
 
 ap = argparse.ArgumentParser()
 ap.add_argument("--model", choices=MODELS, default="124m")
@@ -42,18 +43,11 @@ def ours():
            "--global-batch-size", str(B), "--train-iters", str(args.warmup + args.iters),
            "--log-interval", str(args.warmup), "--eval-iters", "0", "--hidden-dropout", "0",
            "--attention-dropout", "0", "--lr", "3e-4", "--lr-decay-style", "constant"] + args.ours_args.split()
-    r = subprocess.run(cmd, capture_output=True, text=True)
-    if r.returncode != 0:
-        sys.exit(f"megatron train failed ({r.returncode}):\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}")
-    ms = [float(m) for m in re.findall(r"elapsed time per iteration \(ms\): ([0-9.]+)", r.stdout)][1:]
-    peak = re.search(r"peak device memory in tensors: ([0-9.]+) GiB", r.stdout)
-    return B * T / (sum(ms) / len(ms) / 1000.0), float(peak.group(1)) if peak else float("nan")
+    return train_throughput(cmd, B * T)
 
 
 def report(name, tps, peak_gib):
-    tflops = tps * flops_per_token / 1e12
-    print(f"{name:28s}: {tps:10.0f} tokens/s  {tflops:6.1f} TFLOP/s  MFU {100 * tflops * 1e12 / PEAK:5.1f}%  "
-          f"peak {peak_gib:6.2f} GiB")
+    megatron_run.report(name, tps, peak_gib, flops_per_token, width=28)
 
 
 print(f"model {args.model}: {L} layers, hidden {C}, heads {H}, vocab {VOCAB}, batch {B} x seq {T}, bf16, "
@@ -63,7 +57,6 @@ report("megatron.cpp" + (f" {args.ours_args}" if args.ours_args else ""), o, ope
 if not args.skip_pytorch:
     import torch
 
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     from torch_gpt import tokens_per_second
 
     print(f"torch {torch.__version__}, {torch.cuda.get_device_name()}")

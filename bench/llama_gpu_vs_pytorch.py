@@ -11,15 +11,16 @@ FLOPs per token (Megatron's count, as megatron.cpp logs): per layer 12 h (H + G)
 """
 import argparse
 import os
-import re
-import subprocess
 import sys
 
 # layers, hidden, heads, groups, ffn, seq, vocab, rope base, rope scaling factor (0: none), tied, micro batch
 MODELS = {
     "llama3.2-1b": (16, 2048, 32, 8, 8192, 2048, 128256, 500000.0, 32.0, True, 4),
 }
-PEAK = 989e12
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import megatron_run  # noqa: E402
+from megatron_run import train_throughput  # noqa: E402
 
 ap = argparse.ArgumentParser()
 ap.add_argument("--model", choices=MODELS, default="llama3.2-1b")
@@ -41,18 +42,11 @@ def ours():
            "--global-batch-size", str(B), "--train-iters", str(args.warmup + args.iters),
            "--log-interval", str(args.warmup), "--eval-iters", "0", "--lr", "3e-4",
            "--lr-decay-style", "constant"] + args.ours_args.split()
-    r = subprocess.run(cmd, capture_output=True, text=True)
-    if r.returncode != 0:
-        sys.exit(f"megatron train failed ({r.returncode}):\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}")
-    ms = [float(m) for m in re.findall(r"elapsed time per iteration \(ms\): ([0-9.]+)", r.stdout)][1:]
-    peak = re.search(r"peak device memory in tensors: ([0-9.]+) GiB", r.stdout)
-    return B * T / (sum(ms) / len(ms) / 1000.0), float(peak.group(1)) if peak else float("nan")
+    return train_throughput(cmd, B * T)
 
 
 def report(name, tps, peak_gib):
-    tflops = tps * flops_per_token / 1e12
-    print(f"{name:36s}: {tps:10.0f} tokens/s  {tflops:6.1f} TFLOP/s  MFU {100 * tflops * 1e12 / PEAK:5.1f}%  "
-          f"peak {peak_gib:6.2f} GiB", flush=True)
+    megatron_run.report(name, tps, peak_gib, flops_per_token, width=36)
 
 
 print(f"model {args.model}: {L} layers, hidden {C}, heads {H} in {G} groups, ffn {FF} (SwiGLU), vocab {V}, "
@@ -62,7 +56,6 @@ report("megatron.cpp" + (f" {args.ours_args}" if args.ours_args else ""), o, ope
 if not args.skip_pytorch:
     import torch
 
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     from torch_llama import tokens_per_second
 
     print(f"torch {torch.__version__}, {torch.cuda.get_device_name()}", flush=True)

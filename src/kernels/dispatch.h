@@ -27,6 +27,25 @@ inline void check_shape(const char* op, const char* name, const Tensor& t, const
 inline void check_numel(const char* op, const char* name, const Tensor& t, int64_t n) {
   MT_CHECK(t.numel() == n, "{}: {} must have {} elements, got {}", op, name, n, t.str());
 }
+// t like ref: the same dtype and shape.
+inline void check_like(const char* op, const char* name, const Tensor& t, const Tensor& ref) {
+  check_dtype(op, name, t, ref.dtype());
+  check_shape(op, name, t, ref.shape());
+}
+// A row normalisation's (LayerNorm's, RMSNorm's) common arguments: x and y (or dx) [.., C] of one
+// float dtype, w C elements of x's dtype or fp32, rstd fp32 with one value per row.
+inline void check_row_norm(const char* op, const Tensor& x, const Tensor& y, const Tensor& w, const Tensor& rstd) {
+  check_float(op, "x", x);
+  check_float(op, "y/dx", y);
+  check_float(op, "w", w);
+  MT_CHECK(x.dim() >= 1 && x.size(-1) > 0, "{}: x {} needs a non-empty last dimension", op, x.str());
+  MT_CHECK(y.dtype() == x.dtype(), "{}: {} must have x's dtype {}", op, y.str(), x.str());
+  check_shape(op, "y/dx", y, x.shape());
+  check_numel(op, "w", w, x.size(-1));
+  MT_CHECK(w.dtype() == x.dtype() || w.dtype() == DType::F32, "{}: w {} must be fp32 or x's dtype", op, w.str());
+  check_dtype(op, "rstd", rstd, DType::F32);
+  check_numel(op, "rstd", rstd, x.numel() / x.size(-1));
+}
 // All given tensors (null = absent) on one device; returns whether that device is CUDA.
 inline bool on_cuda(const char* op, std::initializer_list<const Tensor*> ts) {
   const Tensor* first = nullptr;

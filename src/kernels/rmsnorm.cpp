@@ -7,32 +7,10 @@
 namespace mt {
 namespace {
 
-// x, y (or dx) [.., C] of one float dtype; w: C elements, x's dtype or fp32; rstd fp32, one per row.
-void check_common(const char* op, const Tensor& x, const Tensor& y, const Tensor& w, const Tensor& rstd) {
-  using namespace detail;
-  check_float(op, "x", x);
-  check_float(op, "y/dx", y);
-  check_float(op, "w", w);
-  MT_CHECK(x.dim() >= 1 && x.size(-1) > 0, "{}: x {} needs a non-empty last dimension", op, x.str());
-  MT_CHECK(y.dtype() == x.dtype(), "{}: {} must have x's dtype {}", op, y.str(), x.str());
-  check_shape(op, "y/dx", y, x.shape());
-  const int64_t C = x.size(-1), N = x.numel() / C;
-  check_numel(op, "w", w, C);
-  MT_CHECK(w.dtype() == x.dtype() || w.dtype() == DType::F32, "{}: w {} must be fp32 or x's dtype", op, w.str());
-  check_dtype(op, "rstd", rstd, DType::F32);
-  check_numel(op, "rstd", rstd, N);
-}
-
-// A tensor like x (same dtype and shape).
-void check_like_x(const char* op, const char* name, const Tensor& t, const Tensor& x) {
-  detail::check_dtype(op, name, t, x.dtype());
-  detail::check_shape(op, name, t, x.shape());
-}
-
 void check_grads(const char* op, const Tensor& dy, const Tensor& x, const Tensor& w, const Tensor& dw_accum) {
   using namespace detail;
   check_float(op, "dy", dy);
-  check_like_x(op, "dy", dy, x);
+  check_like(op, "dy", dy, x);
   check_dtype(op, "dw_accum", dw_accum, DType::F32);
   check_numel(op, "dw_accum", dw_accum, w.numel());
 }
@@ -64,7 +42,7 @@ void check_qk(const char* op, const Tensor& qkv, int n_query_groups, const Tenso
 
 void rmsnorm_forward(const Tensor& x, const Tensor& w, float eps, const Tensor& y, const Tensor& rstd, Stream s) {
   using namespace detail;
-  check_common("rmsnorm_forward", x, y, w, rstd);
+  detail::check_row_norm("rmsnorm_forward", x, y, w, rstd);
   if (on_cuda("rmsnorm_forward", {&x, &w, &y, &rstd})) MT_CUDA_CALL(rmsnorm_forward(x, w, eps, y, rstd, s));
   cpu::rmsnorm_forward(x, w, eps, y, rstd);
 }
@@ -72,7 +50,7 @@ void rmsnorm_forward(const Tensor& x, const Tensor& w, float eps, const Tensor& 
 void rmsnorm_backward(const Tensor& dy, const Tensor& x, const Tensor& w, const Tensor& rstd, const Tensor& dx,
                       const Tensor& dw_accum, Stream s) {
   using namespace detail;
-  check_common("rmsnorm_backward", x, dx, w, rstd);
+  detail::check_row_norm("rmsnorm_backward", x, dx, w, rstd);
   check_grads("rmsnorm_backward", dy, x, w, dw_accum);
   if (on_cuda("rmsnorm_backward", {&dy, &x, &w, &rstd, &dx, &dw_accum}))
     MT_CUDA_CALL(rmsnorm_backward(dy, x, w, rstd, dx, dw_accum, s));
@@ -82,9 +60,9 @@ void rmsnorm_backward(const Tensor& dy, const Tensor& x, const Tensor& w, const 
 void add_rmsnorm_forward(const Tensor& x, const Tensor& r, const Tensor& w, float eps, const Tensor& sum,
                          const Tensor& y, const Tensor& rstd, Stream s) {
   using namespace detail;
-  check_common("add_rmsnorm_forward", x, y, w, rstd);
-  check_like_x("add_rmsnorm_forward", "r", r, x);
-  check_like_x("add_rmsnorm_forward", "sum", sum, x);
+  detail::check_row_norm("add_rmsnorm_forward", x, y, w, rstd);
+  detail::check_like("add_rmsnorm_forward", "r", r, x);
+  detail::check_like("add_rmsnorm_forward", "sum", sum, x);
   if (on_cuda("add_rmsnorm_forward", {&x, &r, &w, &sum, &y, &rstd}))
     MT_CUDA_CALL(add_rmsnorm_forward(x, r, w, eps, sum, y, rstd, s));
   cpu::add_rmsnorm_forward(x, r, w, eps, sum, y, rstd);
@@ -93,9 +71,9 @@ void add_rmsnorm_forward(const Tensor& x, const Tensor& r, const Tensor& w, floa
 void rmsnorm_backward_add(const Tensor& dy, const Tensor& x, const Tensor& w, const Tensor& rstd, const Tensor& dres,
                           const Tensor& dx, const Tensor& dw_accum, Stream s) {
   using namespace detail;
-  check_common("rmsnorm_backward_add", x, dx, w, rstd);
+  detail::check_row_norm("rmsnorm_backward_add", x, dx, w, rstd);
   check_grads("rmsnorm_backward_add", dy, x, w, dw_accum);
-  check_like_x("rmsnorm_backward_add", "dres", dres, x);
+  detail::check_like("rmsnorm_backward_add", "dres", dres, x);
   MT_CHECK(dx.raw() != dres.raw(), "rmsnorm_backward_add: dx must not alias dres");
   if (on_cuda("rmsnorm_backward_add", {&dy, &x, &w, &rstd, &dres, &dx, &dw_accum}))
     MT_CUDA_CALL(rmsnorm_backward_add(dy, x, w, rstd, dres, dx, dw_accum, s));
@@ -106,7 +84,7 @@ void qk_rmsnorm_forward(const Tensor& qkv_in, const Tensor& q_w, const Tensor& k
                         const Tensor& qkv_out, const Tensor& rstd, Stream s) {
   using namespace detail;
   check_qk("qk_rmsnorm_forward", qkv_in, n_query_groups, q_w, k_w, rstd);
-  check_like_x("qk_rmsnorm_forward", "qkv_out", qkv_out, qkv_in);
+  detail::check_like("qk_rmsnorm_forward", "qkv_out", qkv_out, qkv_in);
   MT_CHECK(qkv_out.raw() != qkv_in.raw(), "qk_rmsnorm_forward: qkv_out must not alias qkv_in (backward needs it)");
   if (on_cuda("qk_rmsnorm_forward", {&qkv_in, &q_w, &k_w, &qkv_out, &rstd}))
     MT_CUDA_CALL(qk_rmsnorm_forward(qkv_in, q_w, k_w, n_query_groups, eps, qkv_out, rstd, s));
@@ -122,9 +100,9 @@ void qk_rmsnorm_backward(const Tensor& dqkv_out, const Tensor& qkv_in, const Ten
   const char* op = "qk_rmsnorm_backward";
   check_qk(op, qkv_in, n_query_groups, q_w, k_w, rstd);
   check_float(op, "dqkv_out", dqkv_out);
-  check_like_x(op, "dqkv_out", dqkv_out, qkv_in);
+  detail::check_like(op, "dqkv_out", dqkv_out, qkv_in);
   check_float(op, "dqkv_in", dqkv_in);
-  check_like_x(op, "dqkv_in", dqkv_in, qkv_in);
+  detail::check_like(op, "dqkv_in", dqkv_in, qkv_in);
   check_dtype(op, "dq_w_accum", dq_w_accum, DType::F32);
   check_dtype(op, "dk_w_accum", dk_w_accum, DType::F32);
   check_numel(op, "dq_w_accum", dq_w_accum, q_w.numel());

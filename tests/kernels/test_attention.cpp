@@ -101,11 +101,10 @@ INSTANTIATE_TEST_SUITE_P(DtypesAndDropout, AttentionForward,
 
 class AttentionBackward : public ::testing::TestWithParam<float> {};
 
-TEST_P(AttentionBackward, MatchesFiniteDifferences) {
-  const float p = GetParam();
-  const Dims d{2, 10, 2, 4};
+// dqkv against central differences of the double-precision reference, for the loss <out, g>.
+void backward_matches_finite_differences(const Dims& d, float p, uint32_t seed) {
   const AttentionConfig cfg = config(d, p);
-  const auto x = random_vec(size_t(d.n_qkv()), 2, -1.5, 1.5), g = random_vec(size_t(d.n_out()), 3);
+  const auto x = random_vec(size_t(d.n_qkv()), seed, -1.5, 1.5), g = random_vec(size_t(d.n_out()), seed + 1);
   Tensor qkv = from_vec(x, d.qkv()), out = Tensor::empty(d.out(), DType::F32), lse = Tensor::empty(d.lse(), DType::F32);
   attention_forward(qkv, out, lse, cfg);
   Tensor dqkv = Tensor::empty(d.qkv(), DType::F32);
@@ -121,6 +120,10 @@ TEST_P(AttentionBackward, MatchesFiniteDifferences) {
   std::vector<double> v = to_double(x), fd(v.size());
   for (size_t i = 0; i < v.size(); ++i) fd[i] = central_difference(v, i, 1e-4, loss);
   expect_close(to_vec(dqkv), fd, 1e-3, 1e-4, "dqkv");
+}
+
+TEST_P(AttentionBackward, MatchesFiniteDifferences) {
+  backward_matches_finite_differences(Dims{2, 10, 2, 4}, GetParam(), 2);
 }
 
 INSTANTIATE_TEST_SUITE_P(WithAndWithoutDropout, AttentionBackward, ::testing::Values(0.0f, 0.3f));
@@ -276,24 +279,7 @@ class GroupedQueryAttentionBackward : public ::testing::TestWithParam<GqaBackwar
 // dK, dV of a shared head collect the gradient of every query head of its group.
 TEST_P(GroupedQueryAttentionBackward, MatchesFiniteDifferences) {
   const auto [G, p] = GetParam();
-  const Dims d{2, 10, 4, 4, G};
-  const AttentionConfig cfg = config(d, p);
-  const auto x = random_vec(size_t(d.n_qkv()), 14, -1.5, 1.5), g = random_vec(size_t(d.n_out()), 15);
-  Tensor qkv = from_vec(x, d.qkv()), out = Tensor::empty(d.out(), DType::F32), lse = Tensor::empty(d.lse(), DType::F32);
-  attention_forward(qkv, out, lse, cfg);
-  Tensor dqkv = Tensor::empty(d.qkv(), DType::F32);
-  attention_backward(from_vec(g, d.out()), qkv, out, lse, dqkv, cfg);
-
-  auto loss = [&](const std::vector<double>& v) {
-    std::vector<double> o, l;
-    reference(v, d, cfg, o, l);
-    double sum = 0;
-    for (size_t i = 0; i < o.size(); ++i) sum += o[i] * g[i];
-    return sum;
-  };
-  std::vector<double> v = to_double(x), fd(v.size());
-  for (size_t i = 0; i < v.size(); ++i) fd[i] = central_difference(v, i, 1e-4, loss);
-  expect_close(to_vec(dqkv), fd, 1e-3, 1e-4, "dqkv");
+  backward_matches_finite_differences(Dims{2, 10, 4, 4, G}, p, 14);
 }
 
 INSTANTIATE_TEST_SUITE_P(GroupsWithAndWithoutDropout, GroupedQueryAttentionBackward,

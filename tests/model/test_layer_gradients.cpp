@@ -58,9 +58,11 @@ TEST(LayerGradients, LinearMatchesFiniteDifferences) {
                   [&](const Tensor& dy) { return lin.backward(dy, s); });
 }
 
-TEST(LayerGradients, LayerNormMatchesFiniteDifferences) {
+namespace {
+
+void norm_matches_finite_differences(Normalization kind) {
   ParamAndGradBuffer buf;
-  Norm ln(buf, "ln.layernorm", 8, Normalization::LayerNorm, 1e-5f);
+  Norm ln(buf, "ln.layernorm", 8, kind, 1e-5f);
   buf.allocate(DType::F32, Device::cpu());
   randomise(buf);
   Norm::Saved s;
@@ -68,15 +70,10 @@ TEST(LayerGradients, LayerNormMatchesFiniteDifferences) {
                   [&](const Tensor& dy) { return ln.backward(dy, s); });
 }
 
-TEST(LayerGradients, RMSNormMatchesFiniteDifferences) {
-  ParamAndGradBuffer buf;
-  Norm ln(buf, "ln.layernorm", 8, Normalization::RMSNorm, 1e-5f);
-  buf.allocate(DType::F32, Device::cpu());
-  randomise(buf);
-  Norm::Saved s;
-  check_gradients(buf, random_tensor({4, 8}, 2), [&](const Tensor& x) { return ln.forward(x, s); },
-                  [&](const Tensor& dy) { return ln.backward(dy, s); });
-}
+}  // namespace
+
+TEST(LayerGradients, LayerNormMatchesFiniteDifferences) { norm_matches_finite_differences(Normalization::LayerNorm); }
+TEST(LayerGradients, RMSNormMatchesFiniteDifferences) { norm_matches_finite_differences(Normalization::RMSNorm); }
 
 TEST(LayerGradients, SelfAttentionMatchesFiniteDifferences) {
   TransformerConfig c = tiny_config();
@@ -103,14 +100,16 @@ TEST(LayerGradients, MLPMatchesFiniteDifferences) {
                   [&](const Tensor& dy) { return mlp.backward(dy, s); });
 }
 
-// --recompute-gelu: the same gradients, bit for bit on CPU, as keeping GeLU's output.
-TEST(LayerGradients, MLPWithRecomputedGeluMatchesFiniteDifferencesAndTheKeptGelu) {
-  TransformerConfig c = tiny_config();
+namespace {
+
+// --recompute-gelu: the MLP of `kind` matches finite differences when it recomputes its
+// activation, and gives the same gradients, bit for bit on CPU, as keeping the activation's output.
+void recompute_gives_the_kept_gradients(const TransformerConfig& c, MlpKind kind) {
   Tensor x = random_tensor({2, c.seq_length, c.hidden_size}, 4), dy = random_tensor({2, c.seq_length, c.hidden_size}, 6);
   std::vector<Tensor> grads;
   for (bool recompute : {false, true}) {
     ParamAndGradBuffer buf;
-    MLP mlp(buf, "mlp", c, MlpKind::Dense, {}, recompute);
+    MLP mlp(buf, "mlp", c, kind, {}, recompute);
     buf.allocate(DType::F32, Device::cpu());
     randomise(buf);
     MLP::Saved s;
@@ -126,6 +125,12 @@ TEST(LayerGradients, MLPWithRecomputedGeluMatchesFiniteDifferencesAndTheKeptGelu
   const float* a = grads[0].data<float>();
   const float* b = grads[1].data<float>();
   for (int64_t i = 0; i < grads[0].numel(); ++i) ASSERT_EQ(a[i], b[i]) << "gradient element " << i;
+}
+
+}  // namespace
+
+TEST(LayerGradients, MLPWithRecomputedGeluMatchesFiniteDifferencesAndTheKeptGelu) {
+  recompute_gives_the_kept_gradients(tiny_config(), MlpKind::Dense);
 }
 
 TEST(LayerGradients, TransformerLayerMatchesFiniteDifferences) {
@@ -199,25 +204,18 @@ TEST(LayerGradients, GroupedQueryAttentionWithRopeAndQkNormMatchesFiniteDifferen
 
 TEST(LayerGradients, SwiGLUMLPMatchesFiniteDifferencesAndRecomputesBitForBit) {
   TransformerConfig c = tiny_llama_config();
-  Tensor x = random_tensor({2, c.seq_length, c.hidden_size}, 4), dy = random_tensor({2, c.seq_length, c.hidden_size}, 6);
-  std::vector<Tensor> grads;
-  for (bool recompute : {false, true}) {
+  {
     ParamAndGradBuffer buf;
-    MLP mlp(buf, "mlp", c, MlpKind::Gated, {}, recompute);
+    MLP mlp(buf, "mlp", c, MlpKind::Gated);
     buf.allocate(DType::F32, Device::cpu());
     randomise(buf);
     EXPECT_EQ(buf.info(buf.find("mlp.linear_fc1.weight")).global_shape, (Shape{2, c.ffn_hidden_size, c.hidden_size}));
     MLP::Saved s;
-    mlp.forward(x, s);
-    buf.zero_grads();
-    mlp.backward(dy, s);
-    grads.push_back(buf.main_grads().to(Device::cpu()));
-    check_gradients(buf, x, [&](const Tensor& in) { return mlp.forward(in, s); },
-                    [&](const Tensor& d) { return mlp.backward(d, s); });
+    check_gradients(buf, random_tensor({2, c.seq_length, c.hidden_size}, 4),
+                    [&](const Tensor& x) { return mlp.forward(x, s); },
+                    [&](const Tensor& dy) { return mlp.backward(dy, s); });
   }
-  const float* a = grads[0].data<float>();
-  const float* b = grads[1].data<float>();
-  for (int64_t i = 0; i < grads[0].numel(); ++i) ASSERT_EQ(a[i], b[i]) << "gradient element " << i;
+  recompute_gives_the_kept_gradients(c, MlpKind::Gated);
 }
 
 TEST(LayerGradients, LlamaLayerWithDropoutMatchesFiniteDifferences) {

@@ -1,7 +1,8 @@
 """Hugging Face import against transformers itself: tiny random LlamaForCausalLM (GQA, untied, theta
 500000, with and without Llama 3 rope scaling), Qwen2ForCausalLM (q/k/v bias), Qwen3ForCausalLM (q/k
 norm, tied) and MistralForCausalLM, saved with save_pretrained (one file, and sharded with an index),
-load into our model: logits within 1e-4 (fp32) and the same mean cross-entropy."""
+load into our model: logits within 1e-5 (fp32; the issue asks 1e-4, 2.4e-7 seen) and the same mean
+cross-entropy."""
 import subprocess
 
 import pytest
@@ -53,7 +54,7 @@ def run(request, build_dir, tmp_path_factory):
 def test_logits_match_transformers(run):
     logits, _, out = run
     diff = (out["logits"] - logits).abs().max().item()
-    assert diff <= 1e-4, diff
+    assert diff <= 1e-5, diff
 
 
 def test_loss_matches_transformers(run):

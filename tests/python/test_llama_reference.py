@@ -1,6 +1,6 @@
 """A tiny Llama (and Qwen 3) against a straightforward PyTorch reference module written here, fp32
 on CPU, same weights: our logits match within 1e-5, and the loss and every parameter gradient of one
-step match PyTorch autograd's. The reference is the textbook architecture (RMSNorm, RoPE in the
+step match PyTorch autograd's (1e-5 relative). The reference is the textbook architecture (RMSNorm, RoPE in the
 rotate-half convention with Llama 3.1 frequency scaling, grouped-query attention by repeating K/V,
 SwiGLU, untied output layer); the mapping to our parameter layout (Megatron's fused QKV ordered per
 query group, linear_fc1 as [gate; up]) is written out in `to_ours`."""
@@ -158,4 +158,4 @@ def test_loss_and_every_gradient_match_autograd(run):
         got = out["grad." + name]
         assert got.shape == want.shape, name
         err = (got - want).norm().item() / max(want.norm().item(), 1e-12)
-        assert err <= 1e-4, f"{name}: relative error {err:.3g}"
+        assert err <= 1e-5, f"{name}: relative error {err:.3g}"  # fp32: 1.7e-6 seen

@@ -6,7 +6,7 @@
 // so forward reads x once and writes y. Backward first reduces dw, db with threads owning blocks
 // of columns and walking rows in order (deterministic; one read of dy and x), then writes dx with
 // threads owning rows (a second read of dy and x). dw/db come first so dx may alias dy.
-// The row sums run in kLanes partial sums (element c into lane c % kLanes) added in a fixed
+// The row sums run in 8 partial sums (norm_rows.h: element c into lane c % 8) added in a fixed
 // order: they vectorise (one running fp32 sum was a chain of dependent adds, ~4 cycles each) and
 // still depend on C only.
 // add_layernorm_forward / layernorm_backward_add: the residual add is done in the same pass over
@@ -17,23 +17,11 @@
 #include <cmath>
 
 #include "kernels/cpu/cpu_ops.h"
+#include "kernels/cpu/norm_rows.h"
 #include "kernels/cpu/load_store.h"
 
 namespace mt::cpu {
 namespace {
-
-constexpr int kLanes = 8;
-
-// sum_{c < C} f(c), in kLanes partial sums.
-template <class F>
-inline float lane_sum(int64_t C, F&& f) {
-  float s[kLanes] = {};
-  int64_t c = 0;
-  for (; c + kLanes <= C; c += kLanes)
-    for (int j = 0; j < kLanes; ++j) s[j] += f(c + j);
-  for (int j = 0; c + j < C; ++j) s[j] += f(c + j);
-  return ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
-}
 
 // With res: sum = x + res (stored as T) is the row normalised; sum may alias x or res.
 template <class T>
@@ -41,13 +29,7 @@ void forward_t(const T* x, const T* res, T* sum, const float* w, const float* b,
                float* rstd, int64_t N, int64_t C) {
 #pragma omp parallel for schedule(static)
   for (int64_t r = 0; r < N; ++r) {
-    const T* xr = x + r * C;
-    if (res) {
-      const T* rr = res + r * C;
-      T* sr = sum + r * C;
-      for (int64_t c = 0; c < C; ++c) sr[c] = from_f32<T>(to_f32(xr[c]) + to_f32(rr[c]));
-      xr = sr;
-    }
+    const T* xr = residual_row(x, res, sum, r, C);
     const float mu = lane_sum(C, [&](int64_t c) { return to_f32(xr[c]); }) / float(C);
     const float var = lane_sum(C, [&](int64_t c) {
       const float d = to_f32(xr[c]) - mu;

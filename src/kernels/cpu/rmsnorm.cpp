@@ -5,7 +5,7 @@
 // reads x once and writes y. Backward first reduces dw with threads owning blocks of columns
 // and walking the rows in order (deterministic whatever the thread count; one read of dy and x),
 // then writes dx with threads owning rows (a second read of dy and x). dw comes first so dx may
-// alias dy. Row sums run in kLanes partial sums (element c into lane c % kLanes) added in a fixed
+// alias dy. Row sums run in 8 partial sums (norm_rows.h: element c into lane c % 8) added in a fixed
 // order: they vectorise and depend on C only.
 // add_rmsnorm_forward / rmsnorm_backward_add: the residual add is done in the same pass over each
 // row with the rounding of the unfused sequence rmsnorm.h defines them by (sum is stored in x's
@@ -20,23 +20,11 @@
 #include <cstring>
 
 #include "kernels/cpu/cpu_ops.h"
+#include "kernels/cpu/norm_rows.h"
 #include "kernels/cpu/load_store.h"
 
 namespace mt::cpu {
 namespace {
-
-constexpr int kLanes = 8;
-
-// sum_{c < C} f(c), in kLanes partial sums.
-template <class F>
-inline float lane_sum(int64_t C, F&& f) {
-  float s[kLanes] = {};
-  int64_t c = 0;
-  for (; c + kLanes <= C; c += kLanes)
-    for (int j = 0; j < kLanes; ++j) s[j] += f(c + j);
-  for (int j = 0; c + j < C; ++j) s[j] += f(c + j);
-  return ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
-}
 
 // Which rows a pass normalises: row i of `n` per group (of `per` rows, `per_rstd` of them with a
 // statistic) sits at row (i / n) per + first + i % n of the tensor and has statistic
@@ -97,13 +85,7 @@ template <class T>
 void forward_t(const T* x, const T* res, T* sum, const float* w, float eps, T* y, float* rstd, int64_t N, int64_t C) {
 #pragma omp parallel for schedule(static)
   for (int64_t r = 0; r < N; ++r) {
-    const T* xr = x + r * C;
-    if (res) {
-      const T* rr = res + r * C;
-      T* sr = sum + r * C;
-      for (int64_t c = 0; c < C; ++c) sr[c] = from_f32<T>(to_f32(xr[c]) + to_f32(rr[c]));
-      xr = sr;
-    }
+    const T* xr = residual_row(x, res, sum, r, C);
     rstd[r] = forward_row(xr, w, eps, y + r * C, C);
   }
 }
