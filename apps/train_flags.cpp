@@ -173,7 +173,27 @@ void add_train_flags(CLI::App& app, TrainingArgs& a) {
                  "Tensor-parallel ranks (attention heads, MLP and vocabulary split across them)")
       ->capture_default_str()->group(g);
   app.add_option("--pipeline-model-parallel-size", a.pipeline_model_parallel_size,
-                 "Pipeline stages (only 1 for now)")->capture_default_str()->group(g);
+                 "Pipeline ranks: the layers split across them in order (embedding on the first, loss on the last)")
+      ->capture_default_str()->group(g);
+  app.add_option("--num-layers-per-virtual-pipeline-stage", a.num_layers_per_virtual_pipeline_stage,
+                 "Interleaved schedule: layers per virtual stage (each pipeline rank holds num-layers / (P x this) "
+                 "chunks)")->group(g);
+  app.add_option("--num-virtual-stages-per-pipeline-rank", a.num_virtual_stages_per_pipeline_rank,
+                 "Interleaved schedule: model chunks per pipeline rank")->capture_default_str()->group(g);
+  app.add_option("--decoder-first-pipeline-num-layers", a.decoder_first_pipeline_num_layers,
+                 "Uneven split: decoder layers on the first pipeline stage (the others split the rest evenly)")->group(g);
+  app.add_option("--decoder-last-pipeline-num-layers", a.decoder_last_pipeline_num_layers,
+                 "Uneven split: decoder layers on the last pipeline stage")->group(g);
+  app.add_option("--pipeline-model-parallel-layout", a.pipeline_model_parallel_layout,
+                 "Stages as Megatron's layout string: '|' between stages, E embedding, t decoder layer, L loss, X*n "
+                 "repeats, (...) groups; e.g. \"Et*2|(tt|)*2,L\" (sets the virtual stages)")->group(g);
+  app.add_option("--pipeline-schedule", a.pipeline_schedule,
+                 "1f1b (interleaved with virtual stages) or zb-h1 (ours: zero-bubble H1, backward split into input- "
+                 "and weight-gradient passes, weight gradients deferred into the bubbles)")
+      ->capture_default_str()->group(g);
+  app.add_flag("--overlap-p2p-communication", a.overlap_p2p_communication,
+               "Accepted for Megatron compatibility: pipeline transfers are always posted as one batch per step and "
+               "waited for only before the next forward or backward pass")->group(g);
   app.add_option("--context-parallel-size", a.context_parallel_size, "Context-parallel ranks (only 1 for now)")
       ->capture_default_str()->group(g);
   app.add_option("--expert-model-parallel-size", a.expert_model_parallel_size, "Expert-parallel ranks (only 1 for now)")

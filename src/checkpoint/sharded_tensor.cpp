@@ -220,7 +220,7 @@ std::vector<ShardedTensor> shard_flat_buffer(const std::vector<FlatTensorLayout>
       t.flat_end = e1;
       t.data = flat.flat_slice(l.offset + e0 - lo, e1 - e0, {e1 - e0});
     }
-    t.replica_id = dp_replica + (l.shard_dim < 0 ? tp_rank : 0);
+    t.replica_id = dp_replica + (l.shard_dim < 0 ? tp_rank : 0) + (l.duplicate ? 1 : 0);
     out.push_back(std::move(t));
   }
   return out;

@@ -72,6 +72,7 @@ struct FlatTensorLayout {
   // padding (the vocabulary padded to a multiple of make-vocab-size-divisible-by x TP, which
   // differs between layouts). The checkpoint's global shape then has stored_rows rows.
   int64_t stored_rows = -1;
+  bool duplicate = false;  // a copy another rank saves (a nonzero replica_id): loaded, not written
 };
 
 // The pieces of `flat`, which holds elements [lo, lo + flat.numel()) of a flat buffer laid out

@@ -21,6 +21,14 @@ namespace mt {
 
 enum class ReduceOp { Sum, Max };
 
+// One point-to-point transfer of a batch (Megatron's P2POp for batch_isend_irecv).
+struct P2POp {
+  enum class Kind { Send, Recv };
+  Kind kind;
+  Tensor tensor;  // contiguous; a Recv writes it
+  int peer;       // rank in the group
+};
+
 // A collective started by one of the *_async calls. wait() orders what the caller does next
 // after the collective: on the device, later work on the compute stream waits for it (the host
 // does not block); on the host, it returns once the result is in place. The tensors must stay
@@ -55,6 +63,14 @@ class Communicator {
   // in, out: size() * n elements; chunk r of in goes to rank r, chunk r of out comes from rank r.
   virtual void all_to_all(const Tensor& in, const Tensor& out) = 0;
   virtual void barrier() = 0;
+  // Posts every send and receive of `ops` at once (Megatron's batch_isend_irecv; NCCL: one
+  // group, on the side stream) and returns; the handle's wait() completes them all (on the
+  // device: later compute-stream work waits for them). The two directions of a pipeline step
+  // go out together, so neighbours that send to each other do not wait on each other. Messages
+  // between two ranks are matched in the order each side posts them. The tensors must stay alive
+  // until wait(). A transfer that does not complete within the timeout aborts the job naming
+  // the peer, as the collectives do.
+  virtual std::unique_ptr<CommHandle> batch_send_recv(const std::vector<P2POp>& ops) = 0;
 
   // The same collectives, started without waiting (data-parallel and tensor-parallel overlap). Backends that cannot
   // overlap run them synchronously and return a finished handle; the results are identical.
@@ -95,6 +111,7 @@ class SelfCommunicator final : public Communicator {
   void recv(const Tensor&, int) override;
   void all_to_all(const Tensor& in, const Tensor& out) override;
   void barrier() override {}
+  std::unique_ptr<CommHandle> batch_send_recv(const std::vector<P2POp>& ops) override;
   std::unique_ptr<Communicator> split(int color, int key, const std::string& name) override;
 
  private:

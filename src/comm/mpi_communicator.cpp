@@ -218,6 +218,55 @@ class MpiCommunicator final : public Communicator {
     st.finish();
   }
 
+  // The posted transfers of one batch; wait() completes them (receives copied back to the device
+  // when staged).
+  class P2PHandle final : public CommHandle {
+   public:
+    P2PHandle(MpiCommunicator& c, std::vector<P2POp> ops) : c_(c), ops_(std::move(ops)) {}
+    void post() {
+      stages_.reserve(ops_.size());
+      reqs_.resize(ops_.size());
+      for (size_t i = 0; i < ops_.size(); ++i) {
+        const P2POp& op = ops_[i];
+        MT_CHECK(op.peer >= 0 && op.peer < c_.size_ && op.peer != c_.rank_, "{} group: point-to-point peer {} of {} ranks",
+                 c_.name_, op.peer, c_.size_);
+        const bool send = op.kind == P2POp::Kind::Send;
+        stages_.emplace_back(op.tensor, send);
+        void* buf = stages_.back().host.raw();
+        const int n = mpi_count(op.tensor.numel());
+        // Tag 1: pipeline transfers never match the blocking send/recv (tag 0).
+        if (send)
+          MT_MPI(MPI_Isend(buf, n, mpi_type(op.tensor.dtype()), op.peer, 1, c_.comm_, &reqs_[i]));
+        else
+          MT_MPI(MPI_Irecv(buf, n, mpi_type(op.tensor.dtype()), op.peer, 1, c_.comm_, &reqs_[i]));
+      }
+    }
+    void wait() override {
+      ScopedCommTime timed(c_.name_);
+      for (size_t i = 0; i < ops_.size(); ++i) {
+        const bool send = ops_[i].kind == P2POp::Kind::Send;
+        c_.wait(reqs_[i], send ? "pipeline send" : "pipeline recv", ops_[i].peer);
+        if (!send) stages_[i].finish();
+      }
+      ops_.clear();
+    }
+    ~P2PHandle() override {
+      if (!ops_.empty()) wait();
+    }
+
+   private:
+    MpiCommunicator& c_;
+    std::vector<P2POp> ops_;
+    std::vector<HostStage> stages_;
+    std::vector<MPI_Request> reqs_;
+  };
+
+  std::unique_ptr<CommHandle> batch_send_recv(const std::vector<P2POp>& ops) override {
+    auto h = std::make_unique<P2PHandle>(*this, ops);
+    h->post();
+    return h;
+  }
+
   void all_to_all(const Tensor& in, const Tensor& out) override {
     MT_CHECK(in.numel() == out.numel() && in.numel() % size_ == 0 && in.dtype() == out.dtype(),
              "all_to_all on {}: in {} / out {}", name_, in.str(), out.str());
@@ -277,7 +326,8 @@ class MpiCommunicator final : public Communicator {
   }
 
   // MPI_Wait with a deadline: spin, then yield, then sleep; past the timeout, abort the job.
-  void wait(MPI_Request& req, const char* what) {
+  // peer >= 0: a point-to-point transfer with that group rank (the message names it alone).
+  void wait(MPI_Request& req, const char* what, int peer = -1) {
     using Clock = std::chrono::steady_clock;
     const auto t0 = Clock::now();
     int done = 0;
@@ -293,6 +343,7 @@ class MpiCommunicator final : public Communicator {
         std::string peers;
         for (int r : ranks_)
           if (r != world_rank()) peers += (peers.empty() ? "" : ",") + std::to_string(r);
+        if (peer >= 0) peers = std::to_string(ranks_[size_t(peer)]);
         std::fprintf(stderr,
                      "megatron: error: rank %d: %s on the %s group did not complete within "
                      "--distributed-timeout-minutes (%.2f min): peer rank(s) %s died or hang; aborting the job\n",

@@ -44,6 +44,9 @@ class HybridCommunicator final : public Communicator {
   void broadcast(const Tensor& t, int root) override { pick(t).broadcast(t, root); }
   void send(const Tensor& t, int dst) override { pick(t).send(t, dst); }
   void recv(const Tensor& t, int src) override { pick(t).recv(t, src); }
+  std::unique_ptr<CommHandle> batch_send_recv(const std::vector<P2POp>& ops) override {
+    return ops.empty() ? host_->batch_send_recv(ops) : pick(ops.front().tensor).batch_send_recv(ops);
+  }
   void all_to_all(const Tensor& in, const Tensor& out) override { pick(in).all_to_all(in, out); }
   void barrier() override { host_->barrier(); }
   std::unique_ptr<Communicator> split(int color, int key, const std::string& name) override {
@@ -182,6 +185,19 @@ class NcclCommunicator final : public Communicator {
   void recv(const Tensor& t, int src) override {
     check(t, "recv");
     enqueue("recv", kCompute, [&](cudaStream_t s) { return ncclRecv(t.raw(), t.nbytes(), ncclUint8, src, comm_, s); });
+  }
+  std::unique_ptr<CommHandle> batch_send_recv(const std::vector<P2POp>& ops) override {
+    for (const P2POp& op : ops) check(op.tensor, op.kind == P2POp::Kind::Send ? "send" : "recv");
+    return enqueue_side("batch_send_recv", [&](cudaStream_t s) {
+      ncclResult_t r = ncclGroupStart();
+      for (size_t i = 0; i < ops.size() && r == ncclSuccess; ++i) {
+        const P2POp& op = ops[i];
+        r = op.kind == P2POp::Kind::Send ? ncclSend(op.tensor.raw(), op.tensor.nbytes(), ncclUint8, op.peer, comm_, s)
+                                         : ncclRecv(op.tensor.raw(), op.tensor.nbytes(), ncclUint8, op.peer, comm_, s);
+      }
+      ncclResult_t end = ncclGroupEnd();
+      return r == ncclSuccess ? end : r;
+    });
   }
   void all_to_all(const Tensor& in, const Tensor& out) override {
     check(in, "all_to_all");

@@ -11,12 +11,28 @@
 #include "kernels/gemm.h"
 #include "kernels/vocab_parallel_cross_entropy.h"
 #include "model/tensor_parallel.h"
+#include "model/weight_grad_store.h"
 
 namespace mt {
 
 GPTModel::GPTModel(const TransformerConfig& cfg, Device device, const ModelParallelConfig& par,
                    const ModelChunkConfig& chunk)
-    : cfg_(cfg), par_(par), chunk_(chunk) {
+    : GPTModel(cfg, device, par, chunk, nullptr) {
+  buf_.set_bucketing(par.bucket_size, par.bucket_pad);
+  buf_.allocate(cfg.params_dtype, device);
+}
+
+GPTModel::GPTModel(const TransformerConfig& cfg, Device device, const ModelParallelConfig& par,
+                   const ModelChunkConfig& chunk, ParamAndGradBuffer& buffer)
+    : GPTModel(cfg, device, par, chunk, &buffer) {}
+
+GPTModel::GPTModel(const TransformerConfig& cfg, Device device, const ModelParallelConfig& par,
+                   const ModelChunkConfig& chunk, ParamAndGradBuffer* shared)
+    : cfg_(cfg),
+      par_(par),
+      chunk_(chunk),
+      own_buf_(shared ? nullptr : std::make_unique<ParamAndGradBuffer>()),
+      buf_(shared ? *shared : *own_buf_) {
   const int tp = par.tp_size();
   if (chunk_.num_layers < 0) chunk_.num_layers = cfg.num_layers - chunk_.first_layer;
   MT_CHECK(chunk_.first_layer >= 0 && chunk_.first_layer + chunk_.num_layers <= cfg.num_layers,
@@ -61,17 +77,17 @@ GPTModel::GPTModel(const TransformerConfig& cfg, Device device, const ModelParal
       buf_.set_overwrites_first_grad(output_);
     } else if (!chunk_.pre_process) {
       add_word_embeddings();  // this stage's copy of the tied weight
+      buf_.set_pipeline_duplicate(wte_, true);
     }
     final_ln_ids_.end = next_id();
   }
-  buf_.set_bucketing(par.bucket_size, par.bucket_pad);
-  buf_.allocate(cfg.params_dtype, device);
   if (spec.self_attention.rotary) rope_ = rope_tables(cfg, cfg.seq_length, device);
 }
 
 int64_t GPTModel::num_parameters() const {
   int64_t n = 0;
   for (const auto& p : buf_.infos()) {
+    if (p.pipeline_duplicate) continue;
     n += shape_numel(p.global_shape);
     const bool vocab_rows = p.name == "embedding.word_embeddings.weight" || p.name == "output_layer.weight";
     if (vocab_rows) n -= (cfg_.padded_vocab_size - cfg_.vocab_size) * cfg_.hidden_size;
@@ -230,7 +246,12 @@ Tensor GPTModel::backward(Saved& s) const {
     // Tied output layer: logits = h wte^T (this rank's vocabulary columns).
     dh = Tensor::empty({s.dlogits.size(0), C}, s.final_hidden.dtype(), s.final_hidden.device());
     gemm(s.dlogits, false, buf_.param(output_weight()), false, dh);
-    gemm(s.dlogits, true, s.final_hidden, false, buf_.grad(output_weight()), 1.0f, buf_.grad_beta(output_weight()));
+    const ParamAndGradBuffer::Id w = output_weight();
+    // Deferred (zero-bubble schedule): the logit gradient and the hidden states move into the
+    // GEMM; nothing else reads them.
+    run_or_defer_weight_grad([this, w, dl = s.dlogits, h = s.final_hidden] {
+      gemm(dl, true, h, false, buf_.grad(w), 1.0f, buf_.grad_beta(w));
+    });
   }
   const int64_t N = dh.size(0);
   s.dlogits = Tensor();
@@ -273,6 +294,22 @@ Tensor GPTModel::backward_layers(Tensor dx, Saved& s) const {
   after_backward(embedding_ids_);
   s = Saved{};
   return Tensor();
+}
+
+void GPTModel::after_backward(IdRange r) const {
+  run_or_defer_weight_grad([this, r] {
+    buf_.zero_unwritten_grads(r.first, r.end);
+    if (!hooks_) return;
+    // A shared embedding's gradient is final only once summed with the other stage's (in
+    // finalize_model_grads): its data-parallel bucket waits for finish_grad_sync.
+    const int shared = shared_embedding();
+    if (shared < r.first || shared >= r.end) {
+      hooks_->after_backward(r.first, r.end);
+      return;
+    }
+    if (shared > r.first) hooks_->after_backward(r.first, shared);
+    if (shared + 1 < r.end) hooks_->after_backward(shared + 1, r.end);
+  });
 }
 
 void GPTModel::finish_grad_sync() const {

@@ -50,12 +50,28 @@ class GPTModel {
 
   GPTModel(const TransformerConfig& cfg, Device device, const ModelParallelConfig& par = {},
            const ModelChunkConfig& chunk = {});
+  // A chunk whose parameters join `buffer`, shared with the rank's other chunks (virtual
+  // pipeline stages: one buffer per rank, so data-parallel reduction, the optimizer and
+  // checkpoints see one flat layout). Registers only: the owner sets the bucketing and
+  // allocates the buffer after the last chunk, before init() or any pass.
+  GPTModel(const TransformerConfig& cfg, Device device, const ModelParallelConfig& par, const ModelChunkConfig& chunk,
+           ParamAndGradBuffer& buffer);
+  GPTModel(const GPTModel&) = delete;
+  GPTModel& operator=(const GPTModel&) = delete;
 
   const TransformerConfig& config() const { return cfg_; }
   ParamAndGradBuffer& buffer() { return buf_; }
   const ParamAndGradBuffer& buffer() const { return buf_; }
   const ModelChunkConfig& chunk() const { return chunk_; }
-  int64_t num_parameters() const;  // of this chunk (all shards), excluding vocabulary padding rows
+  // Of the buffer (all shards; every chunk sharing it), excluding vocabulary padding rows and
+  // pipeline duplicates.
+  int64_t num_parameters() const;
+  // The tied word embeddings when the embedding and the output layer are in different chunks
+  // (pipeline stages): the first chunk's weight or the last chunk's copy (a pipeline duplicate),
+  // whose gradients the schedule sums over the embedding group; else -1.
+  ParamAndGradBuffer::Id shared_embedding() const {
+    return !cfg_.untie_embeddings_and_output_weights && chunk_.pre_process != chunk_.post_process ? wte_ : -1;
+  }
 
   // Megatron init: weights N(0, init_method_std) (the untied output layer too), output
   // projections / sqrt(2 L), biases 0, norm weights 1. Depends only on the seed and parameter names.
@@ -88,7 +104,7 @@ class GPTModel {
   // After forward_loss with dloss: accumulates every parameter's gradient into the main-grad
   // buffer; returns the input's gradient (undefined with pre_process); frees saved.
   Tensor backward(Saved& saved) const;
-  // After the last microbatch's backward: all-reduce over TP the grads of replicated parameters
+  // After the last microbatch's backward (once per buffer): all-reduce over TP the grads of replicated parameters
   // that are partial sums on each tp rank: under sequence parallelism the norms' weights and
   // biases and the row-parallel biases (each rank saw its share of the tokens), and with q/k norm
   // its weights (each rank saw its heads). Nothing without tensor parallelism.
@@ -109,10 +125,14 @@ class GPTModel {
   void loss_on_rows(const Tensor& logits, const Tensor& targets, const Tensor& losses, const Tensor* dloss,
                     const Tensor* dlogits) const;
 
+  GPTModel(const TransformerConfig& cfg, Device device, const ModelParallelConfig& par, const ModelChunkConfig& chunk,
+           ParamAndGradBuffer* shared);
+
   TransformerConfig cfg_;
   ModelParallelConfig par_;
   ModelChunkConfig chunk_;
-  ParamAndGradBuffer buf_;
+  std::unique_ptr<ParamAndGradBuffer> own_buf_;  // null when the buffer is shared
+  ParamAndGradBuffer& buf_;
   ParamAndGradBuffer::Id wte_ = -1, wpe_ = -1;
   ParamAndGradBuffer::Id output_ = -1;  // untied output layer (else wte_)
   ParamAndGradBuffer::Id output_weight() const { return output_ >= 0 ? output_ : wte_; }
@@ -131,10 +151,8 @@ class GPTModel {
     if (hooks_) hooks_->before_forward(r.first, r.end);
   }
   // A module's grads are final: any a lazy round left unwritten are zeroed before anyone reads them.
-  void after_backward(IdRange r) const {
-    buf_.zero_unwritten_grads(r.first, r.end);
-    if (hooks_) hooks_->after_backward(r.first, r.end);
-  }
+  // With a WeightGradStore active this too waits for the module's deferred weight gradients.
+  void after_backward(IdRange r) const;
 };
 
 }  // namespace mt

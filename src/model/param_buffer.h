@@ -33,6 +33,10 @@ struct ParamInfo {
   // case: a sequence-parallel shard of the tokens for norm weights and row-parallel biases; also
   // this rank's heads for the q/k norm weights).
   bool sequence_parallel = false;
+  // A copy of a parameter that another pipeline stage owns (the tied word embeddings on the last
+  // stage, Megatron's shared embedding): its gradient is summed with the owner's before the step,
+  // and it is counted, clipped and saved once, on the owner's side.
+  bool pipeline_duplicate = false;
   bool tensor_parallel() const { return shard_dim >= 0; }
 };
 
@@ -53,6 +57,7 @@ class ParamAndGradBuffer {
   Id add_shard(const std::string& name, const Shape& shape, const Shape& global_shape, int shard_dim,
                int64_t shard_start, bool no_weight_decay);
   void set_sequence_parallel(Id id, bool on) { infos_[id].sequence_parallel = on; }
+  void set_pipeline_duplicate(Id id, bool on) { infos_[id].pipeline_duplicate = on; }
   // Bucketing (Megatron's --ddp-bucket-size), before allocate(): buckets are filled with
   // parameters in reverse registration order until they hold at least bucket_size elements
   // (<= 0: one bucket), and each is padded to a multiple of pad_multiple elements. Without a

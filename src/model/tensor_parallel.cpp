@@ -6,6 +6,7 @@
 #include "core/error.h"
 #include "kernels/elementwise.h"
 #include "kernels/gemm.h"
+#include "model/weight_grad_store.h"
 
 namespace mt {
 
@@ -129,10 +130,17 @@ Tensor ColumnParallelLinear::backward(const Tensor& dy, Saved& s, bool with_bias
   Tensor out = scatter ? Tensor::empty({rows_per_rank(n, par_.tp_size()), in_}, dx.dtype(), dx.device()) : dx;
   std::unique_ptr<CommHandle> work;
   if (async) work = scatter ? par_.tp->reduce_scatter_async(dx, out) : par_.tp->all_reduce_async(dx);
-  if (b_ >= 0 && with_bias_grad)
-    gemm_wgrad_bgrad(dy2, s.x, weight_grad(), bias_grad(), buf_.grad_beta(w_));  // dW += dy^T x, db += sum dy
+  const bool bias_grad_here = b_ >= 0 && with_bias_grad;
+  auto wgrad = [this, bias_grad_here](const Tensor& dy, const Tensor& x) {
+    if (bias_grad_here)
+      gemm_wgrad_bgrad(dy, x, weight_grad(), bias_grad(), buf_.grad_beta(w_));  // dW += dy^T x, db += sum dy
+    else
+      gemm(dy, true, x, false, weight_grad(), 1.0f, buf_.grad_beta(w_));
+  };
+  if (WeightGradStore::active())
+    WeightGradStore::active()->defer([wgrad, dy = dy2.to(dy2.device()), x = s.x.to(s.x.device())] { wgrad(dy, x); });
   else
-    gemm(dy2, true, s.x, false, weight_grad(), 1.0f, buf_.grad_beta(w_));
+    wgrad(dy2, s.x);
   s = Saved{};
   if (reduce && !async) {
     if (scatter)
@@ -221,11 +229,21 @@ Tensor RowParallelLinear::backward(const Tensor& dy, Saved& s, const InputEpilog
     dy2 = gathered ? gather_tokens(dy_local, *par_.tp) : dy_local;
     dgrad_rows(0, n);
   }
-  if (b_ >= 0 && !gathered) {  // dW += dy^T x and db += sum_rows dy from one GEMM
-    gemm_wgrad_bgrad(dy2, s.x, buf_.grad(w_), buf_.grad(b_), buf_.grad_beta(w_));
+  auto wgrad = [this, gathered](const Tensor& dy, const Tensor& x, const Tensor& dy_local) {
+    if (b_ >= 0 && !gathered) {  // dW += dy^T x and db += sum_rows dy from one GEMM
+      gemm_wgrad_bgrad(dy, x, buf_.grad(w_), buf_.grad(b_), buf_.grad_beta(w_));
+    } else {
+      gemm(dy, true, x, false, buf_.grad(w_), 1.0f, buf_.grad_beta(w_));
+      if (b_ >= 0) bias_grad_accumulate(dy_local, buf_.grad(b_));  // partial with sequence parallelism
+    }
+  };
+  if (WeightGradStore::active()) {
+    Tensor dy = dy2.to(dy2.device());
+    // dy_local is this rank's rows of dy2 (gathered) or dy2 itself.
+    Tensor local = gathered ? dy_local.to(dy_local.device()) : dy;
+    WeightGradStore::active()->defer([wgrad, dy, x = s.x.to(s.x.device()), local] { wgrad(dy, x, local); });
   } else {
-    gemm(dy2, true, s.x, false, buf_.grad(w_), 1.0f, buf_.grad_beta(w_));
-    if (b_ >= 0) bias_grad_accumulate(dy_local, buf_.grad(b_));  // partial with sequence parallelism
+    wgrad(dy2, s.x, dy_local);
   }
   s = Saved{};
   return dx;

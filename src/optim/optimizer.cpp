@@ -28,11 +28,14 @@ AdamWParams adamw_step_params(const OptimizerConfig& cfg, double lr, int64_t ste
 
 double local_grad_sum_squares(const ParamAndGradBuffer& buf, int64_t lo, int64_t hi, const GradNormGroups& g) {
   const Tensor& grads = buf.main_grads();
+  bool duplicates = false;
+  for (const auto& info : buf.infos()) duplicates = duplicates || info.pipeline_duplicate;
   // tp rank 0 counts everything it holds: one pass over the range (padding is zero).
-  if (g.tp_rank == 0) return hi > lo ? sum_squares(grads.flat_slice(lo, hi - lo, {hi - lo})) : 0.0;
+  if (g.tp_rank == 0 && !duplicates) return hi > lo ? sum_squares(grads.flat_slice(lo, hi - lo, {hi - lo})) : 0.0;
   double sq = 0;
   for (const auto& info : buf.infos()) {
     if (!info.tensor_parallel() && g.tp_rank != 0) continue;  // a replica: counted on tp rank 0
+    if (info.pipeline_duplicate) continue;                     // counted on the stage that owns it
     const int64_t a = std::max(lo, info.offset), b = std::min(hi, info.offset + info.numel);
     if (a < b) sq += sum_squares(grads.flat_slice(a, b - a, {b - a}));
   }

@@ -5,41 +5,9 @@
 
 #include "core/error.h"
 #include "kernels/elementwise.h"
+#include "parallel/schedule_losses.h"
 
 namespace mt {
-
-namespace {
-
-// Mean of the losses [N] (masked mean with a mask), summed in double in token order.
-double mean_loss(const float* losses, const float* mask, int64_t n) {
-  double s = 0, count = 0;
-  for (int64_t i = 0; i < n; ++i) {
-    s += mask ? double(losses[i]) * mask[i] : double(losses[i]);
-    count += mask ? mask[i] : 1.0;
-  }
-  return mask ? s / std::max(count, 1.0) : s / double(n);
-}
-
-// Each token's weight in the objective: scale / tokens / (M DP), or mask * scale / (M DP) / sum(mask).
-void fill_dloss(const Tensor& mask, int64_t n, const ScheduleConfig& cfg, Tensor& dloss) {
-  const double share = double(cfg.num_microbatches * cfg.data_parallel_size);
-  if (!mask.defined()) {
-    fill(dloss, float(cfg.loss_scale / double(n) / share));
-    return;
-  }
-  MT_CHECK(!mask.is_cuda() && mask.dtype() == DType::F32 && mask.numel() == n,
-           "the loss mask is fp32 on the host with one value per token, got {}", mask.str());
-  const double weight = cfg.loss_scale / share;
-  const float* k = mask.data<float>();
-  double count = 0;
-  for (int64_t i = 0; i < n; ++i) count += k[i];
-  count = std::max(count, 1.0);
-  Tensor g = Tensor::empty({n}, DType::F32);
-  for (int64_t i = 0; i < n; ++i) g.data<float>()[i] = float(k[i] * weight / count);
-  dloss.copy_from(g);
-}
-
-}  // namespace
 
 std::vector<double> forward_backward_no_pipelining(const GPTModel& model, DistributedDataParallel* ddp,
                                       const MicrobatchSource& microbatch, const MicrobatchContext& context,
@@ -74,9 +42,21 @@ std::vector<double> forward_backward_no_pipelining(const GPTModel& model, Distri
   return means;
 }
 
-void finalize_model_grads(DistributedDataParallel& ddp, const GPTModel& model) {
+std::vector<double> forward_backward(const std::vector<const GPTModel*>& chunks, DistributedDataParallel* ddp,
+                                     const PipelineSetup& setup, const MicrobatchSource& microbatch,
+                                     const MicrobatchContext& context, const ScheduleConfig& cfg) {
+  if ((!setup.pp || setup.pp->size() == 1) && chunks.size() == 1)
+    return forward_backward_no_pipelining(*chunks.front(), ddp, microbatch, context, cfg);
+  return forward_backward_pipelining(chunks, ddp, setup, microbatch, context, cfg);
+}
+
+void finalize_model_grads(DistributedDataParallel& ddp, const std::vector<const GPTModel*>& chunks,
+                          Communicator* embedding_group) {
+  if (embedding_group && embedding_group->size() > 1)
+    for (const GPTModel* c : chunks)
+      if (c->shared_embedding() >= 0) embedding_group->all_reduce(c->buffer().grad(c->shared_embedding()));
   ddp.finish_grad_sync();
-  model.finish_grad_sync();
+  chunks.front()->finish_grad_sync();  // the buffer is the chunks'
 }
 
 }  // namespace mt

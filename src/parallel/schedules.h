@@ -3,7 +3,8 @@
 // schedule runs each microbatch's forward with the fused loss and its backward over the model,
 // accumulating gradients in the model's buffers, and returns the iteration's loss;
 // finalize_model_grads then completes the gradients. The trainer and the model hold no loop:
-// pipeline schedules (1F1B, interleaved) are further functions with the same contract.
+// forward_backward picks no pipelining or the pipeline executor, which runs a schedule's action
+// lists (parallel/pipeline_schedule.h) over the rank's model chunks.
 //
 // The loss weights (dloss) are built on the host from the host-side loss mask and copied once
 // per microbatch (with --eod-mask-loss); each microbatch's per-token losses stay on the device
@@ -16,6 +17,7 @@
 #include "core/tensor.h"
 #include "model/gpt_model.h"
 #include "parallel/distributed_data_parallel.h"
+#include "parallel/pipeline_schedule.h"
 
 namespace mt {
 
@@ -45,9 +47,39 @@ std::vector<double> forward_backward_no_pipelining(const GPTModel& model, Distri
                                       const MicrobatchSource& microbatch, const MicrobatchContext& context,
                                       const ScheduleConfig& cfg);
 
-// Megatron's finalize_model_grads, in its order: the data-parallel bucket reductions, then the
+// How the rank's model is pipelined: its pipeline group (null or of size 1: no pipelining),
+// the schedule, and the microbatch's token grid (the activations' shape between stages).
+struct PipelineSetup {
+  Communicator* pp = nullptr;
+  PipelineScheduleKind kind = PipelineScheduleKind::OneFOneB;
+  int64_t micro_batch_size = 1, seq_length = 1;
+};
+
+// The pipeline executor: runs this rank's action list of `kind`'s schedule (pp.size() ranks,
+// cfg.num_microbatches, chunks.size() virtual stages; chunks[v] is stage v P + rank) over the
+// chunks, sharing one ParamAndGradBuffer. Transfers are posted as batches and waited for before
+// the next forward or backward pass; ZB-H1's input-gradient passes defer their weight gradients
+// (WeightGradStore) to the W actions. Returns each microbatch's mean loss on every rank of the
+// pipeline group (computed on the last stage, shared exactly: an fp64 sum with zeros).
+std::vector<double> forward_backward_pipelining(const std::vector<const GPTModel*>& chunks, DistributedDataParallel* ddp,
+                                                const PipelineSetup& setup, const MicrobatchSource& microbatch,
+                                                const MicrobatchContext& context, const ScheduleConfig& cfg);
+
+// Megatron's get_forward_backward_func: no pipelining for one chunk without a pipeline group,
+// else the pipeline executor.
+std::vector<double> forward_backward(const std::vector<const GPTModel*>& chunks, DistributedDataParallel* ddp,
+                                     const PipelineSetup& setup, const MicrobatchSource& microbatch,
+                                     const MicrobatchContext& context, const ScheduleConfig& cfg);
+
+// Megatron's finalize_model_grads: the tied word embeddings' gradients summed over the
+// embedding group (first and last pipeline stage; before the data-parallel reduction, so that
+// every optimizer layout sees the sum), the data-parallel bucket reductions, then the
 // tensor-parallel all-reduce of the replicated parameters whose gradients are partial sums
-// (sequence-parallel norms and biases, q/k norms).
-void finalize_model_grads(DistributedDataParallel& ddp, const GPTModel& model);
+// (sequence-parallel norms and biases, q/k norms) over the rank's buffer.
+void finalize_model_grads(DistributedDataParallel& ddp, const std::vector<const GPTModel*>& chunks,
+                          Communicator* embedding_group = nullptr);
+inline void finalize_model_grads(DistributedDataParallel& ddp, const GPTModel& model) {
+  finalize_model_grads(ddp, std::vector<const GPTModel*>{&model});
+}
 
 }  // namespace mt

@@ -3,6 +3,8 @@
 #include "core/error.h"
 #include "comm/process_groups.h"
 #include "optim/lr_schedule.h"
+#include "parallel/pipeline_layout.h"
+#include "parallel/pipeline_schedule.h"
 
 namespace mt {
 
@@ -108,11 +110,24 @@ int default_ffn_hidden_size(const TrainingArgs& a) {
   return a.swiglu ? int((4.0 * a.hidden_size * 2.0 / 3.0) / 64) * 64 : 4 * a.hidden_size;
 }
 
+std::vector<ModelChunkConfig> pipeline_stages(const TrainingArgs& a) {
+  PipelineLayoutArgs p;
+  p.num_layers = a.num_layers;
+  p.pipeline_size = a.pipeline_model_parallel_size;
+  p.virtual_stages = a.num_virtual_stages_per_pipeline_rank;
+  p.layers_per_virtual_stage = a.num_layers_per_virtual_pipeline_stage;
+  p.first_stage_layers = a.decoder_first_pipeline_num_layers;
+  p.last_stage_layers = a.decoder_last_pipeline_num_layers;
+  p.layout = a.pipeline_model_parallel_layout;
+  if (p.virtual_stages < 1)
+    MT_USER_ERROR("--num-virtual-stages-per-pipeline-rank must be positive, got {}", p.virtual_stages);
+  return plan_pipeline_stages(p);
+}
+
 int validate_parallel_args(const TrainingArgs& a, int world_size) {
   ParallelSizes s{a.tensor_model_parallel_size, a.context_parallel_size, a.expert_model_parallel_size,
                   a.pipeline_model_parallel_size};
   const ParallelLayout l = ParallelLayout::make(s, world_size);
-  if (s.pp > 1) MT_USER_ERROR("--pipeline-model-parallel-size {}: pipeline parallelism is not implemented yet", s.pp);
   if (s.cp > 1) MT_USER_ERROR("--context-parallel-size {}: context parallelism is not implemented yet", s.cp);
   if (s.ep > 1) MT_USER_ERROR("--expert-model-parallel-size {}: expert parallelism needs an MoE model", s.ep);
   const int tp = s.tp;
@@ -137,6 +152,16 @@ int validate_parallel_args(const TrainingArgs& a, int world_size) {
     MT_USER_ERROR("--global-batch-size {} is not divisible by --micro-batch-size {} x data-parallel size {}",
                   a.global_batch_size, a.micro_batch_size, l.dp);
   if (a.ddp_bucket_size < 0) MT_USER_ERROR("--ddp-bucket-size must be >= 0, got {}", a.ddp_bucket_size);
+  const std::vector<ModelChunkConfig> stages = pipeline_stages(a);
+  PipelineScheduleKind kind;
+  if (!parse_pipeline_schedule(a.pipeline_schedule, kind))
+    MT_USER_ERROR("--pipeline-schedule {}: expected 1f1b, interleaved or zb-h1", a.pipeline_schedule);
+  const int virtual_stages = int(stages.size()) / s.pp;
+  if (s.pp > 1 || virtual_stages > 1) {
+    const int micro = int(a.global_batch_size / (int64_t(a.micro_batch_size) * l.dp));
+    const std::string problem = pipeline_schedule_problem(kind, s.pp, micro, virtual_stages);
+    if (!problem.empty()) MT_USER_ERROR("{}", problem);
+  }
   if (!(a.distributed_timeout_minutes > 0))
     MT_USER_ERROR("--distributed-timeout-minutes must be positive, got {}", a.distributed_timeout_minutes);
   return l.dp;

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "core/error.h"
+#include "model/gpt_model.h"
 
 namespace mt {
 
@@ -103,6 +104,14 @@ struct TrainingArgs {
   // distributed (the data-parallel size is inferred: world / (tp * cp * ep * pp))
   int tensor_model_parallel_size = 1;
   int pipeline_model_parallel_size = 1;
+  // Pipeline stages (parallel/pipeline_layout.h) and schedule (parallel/pipeline_schedule.h).
+  int num_layers_per_virtual_pipeline_stage = 0;  // 0: unset
+  int num_virtual_stages_per_pipeline_rank = 1;
+  int decoder_first_pipeline_num_layers = -1;     // -1: unset
+  int decoder_last_pipeline_num_layers = -1;
+  std::string pipeline_model_parallel_layout;
+  std::string pipeline_schedule = "1f1b";         // 1f1b (interleaved with virtual stages), zb-h1
+  bool overlap_p2p_communication = false;
   int context_parallel_size = 1;
   int expert_model_parallel_size = 1;
   bool sequence_parallel = false;
@@ -126,6 +135,8 @@ int default_ffn_hidden_size(const TrainingArgs& a);
 
 // Checks relations between arguments; throws UserError naming the flag on the first problem.
 void validate_args(const TrainingArgs& a);
+// The pipeline stages the arguments describe (UserError naming the flag when they do not fit).
+std::vector<ModelChunkConfig> pipeline_stages(const TrainingArgs& a);
 // Checks the parallel layout against the world size and the model (divisibility by TP, global
 // batch by micro batch x DP); throws UserError naming the problem. Returns the DP size.
 int validate_parallel_args(const TrainingArgs& a, int world_size);

@@ -94,7 +94,7 @@ TrainCheckpointer::TrainCheckpointer(const TrainingArgs& args, const Transformer
     : args_(args), cfg_(cfg), groups_(groups), buf_(buf), opt_(opt), scaler_(scaler), log0_(log0) {
   for (const ParamInfo& p : buf.infos())
     layout_.push_back(FlatTensorLayout{p.name, p.shape, p.offset, p.global_shape, p.shard_dim, p.shard_start,
-                                       vocab_padded(p, cfg) ? cfg.vocab_size : -1});
+                                       vocab_padded(p, cfg) ? cfg.vocab_size : -1, p.pipeline_duplicate});
   if (args.async_save && !args.save.empty()) {
     async_ = std::make_unique<AsyncCheckpointSaver>();
     std::vector<ShardedTensor> pieces = model_pieces("");

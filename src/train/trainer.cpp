@@ -25,6 +25,7 @@
 #include "optim/optimizer.h"
 #include "parallel/distributed_data_parallel.h"
 #include "parallel/gather_params.h"
+#include "parallel/pipeline_layout.h"
 #include "parallel/schedules.h"
 #include "train/batch.h"
 #include "train/checkpointing.h"
@@ -93,16 +94,16 @@ int64_t microbatch_start(int64_t consumed, int m, int mbs, int dp, int dp_rank) 
 // Mean loss over eval_iters global batches of the validation source, continuing where the
 // previous evaluation stopped (as Megatron's validation iterator does); each data-parallel rank
 // evaluates its share and the mean is taken over DP.
-double evaluate(const GPTModel& model, const SampleSource& valid, const TrainingArgs& a, int64_t& consumed,
-                Device dev, Communicator& dp) {
+double evaluate(const std::vector<const GPTModel*>& chunks, const PipelineSetup& pipeline, const SampleSource& valid,
+                const TrainingArgs& a, int64_t& consumed, Device dev, Communicator& dp) {
   double total = 0;
   int64_t n = 0;
   ScheduleConfig sc;
   sc.num_microbatches = a.global_batch_size / (a.micro_batch_size * dp.size());
   sc.forward_only = true;
   for (int64_t it = 0; it < a.eval_iters; ++it) {
-    const auto means = forward_backward_no_pipelining(
-        model, nullptr,
+    const auto means = forward_backward(
+        chunks, nullptr, pipeline,
         [&](int m) {
           return microbatch_of(
               get_batch(valid, microbatch_start(consumed, m, a.micro_batch_size, dp.size(), dp.rank()),
@@ -130,10 +131,10 @@ int local_rank() {
 // Megatron's theoretical memory report, per rank: weights and grads of this rank's model
 // chunk, optimizer state (sharded over DP with the distributed optimizer) and an estimate of
 // one microbatch's saved activations. Gathered to rank 0, one line per rank.
-void report_memory(std::FILE* log, const GPTModel& model, const MegatronOptimizer& opt, const TrainingArgs& a,
-                   ProcessGroups& g) {
-  const TransformerConfig& c = model.config();
-  const ParamAndGradBuffer& buf = model.buffer();
+void report_memory(std::FILE* log, const std::vector<const GPTModel*>& chunks, const MegatronOptimizer& opt,
+                   const TrainingArgs& a, ProcessGroups& g) {
+  const TransformerConfig& c = chunks.front()->config();
+  const ParamAndGradBuffer& buf = chunks.front()->buffer();
   const double mib = 1048576.0;
   const double weights = double(buf.params().nbytes()) / mib;
   const double grads = double(buf.main_grads().nbytes()) / mib;
@@ -148,13 +149,20 @@ void report_memory(std::FILE* log, const GPTModel& model, const MegatronOptimize
   const double qkv = double(c.query_projection_size() + 2 * c.kv_projection_size()) * (c.qk_layernorm ? 2 : 1);
   const double fc1 = double(c.ffn_hidden_size) * (c.gated_linear_unit ? 2 : 1);
   double per_token_layers = 0;
-  for (int l = 0; l < c.num_layers; ++l)
+  // This rank's layers; a pipeline rank holds up to P microbatches' activations at 1F1B's peak
+  // (counted here as one microbatch, like the other layouts).
+  std::vector<int> layers;
+  for (const GPTModel* ch : chunks)
+    for (int l = ch->chunk().first_layer; l < ch->chunk().first_layer + ch->chunk().num_layers; ++l) layers.push_back(l);
+  for (int l : layers)
     per_token_layers += (2.0 * c.hidden_size) / sp + 2.0 * c.hidden_size +
                         (qkv + c.query_projection_size() + fc1 + (c.layer_recomputes_gelu(l) ? 0.0 : c.ffn_hidden_size)) / tp;
   const double tokens = double(a.micro_batch_size) * c.seq_length;
   const double logit_rows = std::ceil(tokens / double(c.cross_entropy_chunks));
+  const bool loss_here = chunks.back()->chunk().post_process;
   const double act = (per_token_layers * tokens * dtype_size(c.params_dtype) +
-                      logit_rows * double(c.padded_vocab_size) / tp * dtype_size(c.params_dtype)) / mib;
+                      (loss_here ? logit_rows * double(c.padded_vocab_size) / tp * dtype_size(c.params_dtype) : 0.0)) /
+                     mib;
   Tensor mine = Tensor::empty({4}, DType::F32);
   float* m = mine.data<float>();
   m[0] = float(weights), m[1] = float(grads), m[2] = float(optim), m[3] = float(act);
@@ -166,9 +174,53 @@ void report_memory(std::FILE* log, const GPTModel& model, const MegatronOptimize
     const float* x = all.data<float>() + 4 * r;
     RankCoords co = g.layout().coords(r);
     fmt::print(log,
-               ">   [rank {} tp {} dp {}] weights {:.2f} | grads {:.2f} | optimizer state {:.2f} | activations "
+               ">   [rank {} tp {} pp {} dp {}] weights {:.2f} | grads {:.2f} | optimizer state {:.2f} | activations "
                "{:.2f} | total {:.2f}\n",
-               r, co.tp, co.dp, x[0], x[1], x[2], x[3], x[0] + x[1] + x[2] + x[3]);
+               r, co.tp, co.pp, co.dp, x[0], x[1], x[2], x[3], x[0] + x[1] + x[2] + x[3]);
+  }
+}
+
+// Tests: every pipeline rank ends with every stage's final parameters (each rank broadcasts its
+// own in turn: the name, the shape, the values).
+void share_over_pipeline(Communicator& pp, TrainResult& r) {
+  for (int root = 0; root < pp.size(); ++root) {
+    const bool mine = pp.rank() == root;
+    Tensor count = Tensor::zeros({1}, DType::I64);
+    if (mine) count.data<int64_t>()[0] = int64_t(r.final_params.size());
+    pp.broadcast(count, root);
+    auto it = r.final_params.begin();
+    std::vector<std::pair<std::string, std::vector<float>>> received;
+    std::vector<Shape> shapes;
+    for (int64_t i = 0; i < count.data<int64_t>()[0]; ++i) {
+      Tensor meta = Tensor::zeros({10}, DType::I64);  // name length, rank, dims
+      if (mine) {
+        const Shape& sh = r.final_param_shapes.at(it->first);
+        meta.data<int64_t>()[0] = int64_t(it->first.size());
+        meta.data<int64_t>()[1] = int64_t(sh.size());
+        for (size_t d = 0; d < sh.size(); ++d) meta.data<int64_t>()[2 + d] = sh[d];
+      }
+      pp.broadcast(meta, root);
+      const int64_t* mt = meta.data<int64_t>();
+      Tensor name = Tensor::zeros({std::max<int64_t>(mt[0], 1)}, DType::I32);
+      Shape shape(mt + 2, mt + 2 + mt[1]);
+      Tensor values = Tensor::zeros({std::max<int64_t>(shape_numel(shape), 1)}, DType::F32);
+      if (mine) {
+        for (size_t c = 0; c < it->first.size(); ++c) name.data<int32_t>()[c] = it->first[c];
+        std::copy(it->second.begin(), it->second.end(), values.data<float>());
+        ++it;
+      }
+      pp.broadcast(name, root);
+      pp.broadcast(values, root);
+      if (mine) continue;
+      std::string n;
+      for (int64_t c = 0; c < mt[0]; ++c) n += char(name.data<int32_t>()[c]);
+      received.emplace_back(n, std::vector<float>(values.data<float>(), values.data<float>() + shape_numel(shape)));
+      shapes.push_back(shape);
+    }
+    for (size_t k = 0; k < received.size(); ++k) {
+      r.final_param_shapes[received[k].first] = shapes[k];
+      r.final_params[received[k].first] = std::move(received[k].second);
+    }
   }
 }
 
@@ -235,9 +287,28 @@ TrainResult pretrain_gpt(const TrainingArgs& args, std::FILE* log, const TrainOp
   par.bucket_size = dp_size > 1 ? (args.ddp_bucket_size > 0 ? args.ddp_bucket_size : default_ddp_bucket_size(dp_size))
                                 : 0;
   par.bucket_pad = ddp_bucket_pad_multiple(dp_size, args.use_distributed_optimizer);
-  GPTModel model(cfg, dev, par);
-  model.init(args.seed);
-  const int64_t n_params = model.num_parameters();
+  // This rank's model chunks: stage v P + (pipeline rank) for each virtual stage v, in one buffer.
+  const std::vector<ModelChunkConfig> stages = pipeline_stages(args);
+  const int pp_size = groups.pp().size(), pp_rank = groups.coords().pp;
+  const int virtual_stages = int(stages.size()) / pp_size;
+  ParamAndGradBuffer buffer;
+  std::vector<std::unique_ptr<GPTModel>> owned_chunks;
+  std::vector<const GPTModel*> chunks;
+  for (int v = 0; v < virtual_stages; ++v) {
+    owned_chunks.push_back(std::make_unique<GPTModel>(cfg, dev, par, stages[size_t(v * pp_size + pp_rank)], buffer));
+    chunks.push_back(owned_chunks.back().get());
+  }
+  buffer.set_bucketing(par.bucket_size, par.bucket_pad);
+  buffer.allocate(cfg.params_dtype, dev);
+  for (auto& c : owned_chunks) c->init(args.seed);  // by name and seed: the same values in any layout
+  const int64_t n_params = int64_t(groups.pp().all_reduce_scalar(double(chunks.front()->num_parameters())));
+  PipelineScheduleKind schedule_kind = PipelineScheduleKind::OneFOneB;
+  parse_pipeline_schedule(args.pipeline_schedule, schedule_kind);
+  PipelineSetup pipeline;
+  pipeline.pp = &groups.pp();
+  pipeline.kind = schedule_kind;
+  pipeline.micro_batch_size = args.micro_batch_size;
+  pipeline.seq_length = args.seq_length;
   if (log0) {
     if (!args.model_preset_flags.empty())
       fmt::print(log0, "> model preset {}: {}\n", args.model_preset, args.model_preset_flags);
@@ -265,15 +336,20 @@ TrainResult pretrain_gpt(const TrainingArgs& args, std::FILE* log, const TrainOp
     }
     if (groups.world_size() > 1)
       fmt::print(log0,
-                 "> parallel layout: world {} = tensor {} x data {}{}{}; {} gradient bucket(s)\n",
-                 groups.world_size(), tp_size, dp_size, args.sequence_parallel ? ", sequence parallel" : "",
-                 args.use_distributed_optimizer ? ", distributed optimizer" : "", model.buffer().buckets().size());
+                 "> parallel layout: world {} = tensor {} x pipeline {} x data {}{}{}; {} gradient bucket(s)\n",
+                 groups.world_size(), tp_size, pp_size, dp_size, args.sequence_parallel ? ", sequence parallel" : "",
+                 args.use_distributed_optimizer ? ", distributed optimizer" : "", buffer.buckets().size());
+    if (stages.size() > 1)
+      fmt::print(log0, "> pipeline: {} schedule, {} virtual stage(s) per rank; {}\n",
+                 pipeline_schedule_name(schedule_kind, virtual_stages), virtual_stages,
+                 describe_pipeline_stages(stages));
   }
 
   OptimizerConfig ocfg{args.weight_decay, args.adam_beta1, args.adam_beta2, args.adam_eps, args.clip_grad};
   DDPConfig dcfg{args.use_distributed_optimizer, args.overlap_grad_reduce, args.overlap_param_gather};
-  DistributedDataParallel ddp(model.buffer(), dp, dcfg);
-  if (dp_size > 1 && (args.overlap_grad_reduce || args.overlap_param_gather)) model.set_param_hooks(&ddp);
+  DistributedDataParallel ddp(buffer, dp, dcfg);
+  if (dp_size > 1 && (args.overlap_grad_reduce || args.overlap_param_gather))
+    for (auto& c : owned_chunks) c->set_param_hooks(&ddp);
   dist::set_comm_timing(args.timing_log_level > 0);
   GradNormGroups norm_groups;
   norm_groups.model_parallel = groups.mp().size() > 1 ? &groups.mp() : nullptr;
@@ -281,12 +357,12 @@ TrainResult pretrain_gpt(const TrainingArgs& args, std::FILE* log, const TrainOp
   std::unique_ptr<MegatronOptimizer> optimizer_ptr;
   if (args.use_distributed_optimizer) {
     norm_groups.data_parallel = &dp;
-    optimizer_ptr = std::make_unique<DistributedOptimizer>(model.buffer(), ddp, ocfg, norm_groups);
+    optimizer_ptr = std::make_unique<DistributedOptimizer>(buffer, ddp, ocfg, norm_groups);
   } else {
-    optimizer_ptr = std::make_unique<AdamWOptimizer>(model.buffer(), ocfg, norm_groups);
+    optimizer_ptr = std::make_unique<AdamWOptimizer>(buffer, ocfg, norm_groups);
   }
   MegatronOptimizer& optimizer = *optimizer_ptr;
-  report_memory(log0, model, optimizer, args, groups);
+  report_memory(log0, chunks, optimizer, args, groups);
   LrScheduleConfig lcfg;
   lcfg.max_lr = args.lr;
   lcfg.min_lr = args.min_lr;
@@ -305,7 +381,7 @@ TrainResult pretrain_gpt(const TrainingArgs& args, std::FILE* log, const TrainOp
   auto loss_scale = [&] { return args.fp16 ? scaler.scale() : 1.0; };
   // Optimizer shards and the replicas that do not write them (plain AdamW: every DP rank holds a copy).
   if (auto* adam = dynamic_cast<AdamWOptimizer*>(&optimizer)) adam->set_dp_replica(dp_rank);
-  TrainCheckpointer ckpt(args, cfg, groups, model.buffer(), optimizer, scaler, log0);
+  TrainCheckpointer ckpt(args, cfg, groups, buffer, optimizer, scaler, log0);
   TrainProgress start;
   start.seed = args.seed;
   start = ckpt.load(start);
@@ -347,14 +423,14 @@ TrainResult pretrain_gpt(const TrainingArgs& args, std::FILE* log, const TrainOp
     if (profiling && iteration == args.profile_step_start) cuda_profiler_start();
     if (profiling && iteration == args.profile_step_end) cuda_profiler_stop();
     ++iteration;
-    model.buffer().begin_grad_accumulation();  // weight grads: overwritten by their first wgrad GEMM
+    buffer.begin_grad_accumulation();  // weight grads: overwritten by their first wgrad GEMM
     double scale = loss_scale();
     ScheduleConfig sc;
     sc.num_microbatches = num_micro;
     sc.loss_scale = scale;
     sc.data_parallel_size = dp_size;
-    const auto means = forward_backward_no_pipelining(
-        model, &ddp,
+    const auto means = forward_backward(
+        chunks, &ddp, pipeline,
         [&](int m) {
           return microbatch_of(get_batch(*data.train, microbatch_start(consumed, m, args.micro_batch_size, dp_size,
                                                                        dp_rank),
@@ -370,7 +446,7 @@ TrainResult pretrain_gpt(const TrainingArgs& args, std::FILE* log, const TrainOp
         sc);
     double iter_loss = 0;
     for (double v : means) iter_loss += v / num_micro;
-    finalize_model_grads(ddp, model);
+    finalize_model_grads(ddp, chunks, groups.embedding());
     if (dp_size > 1) iter_loss = dp.all_reduce_scalar(iter_loss) / dp_size;
     double lr = scheduler.lr(iteration);
     StepStats st = optimizer.step(lr, scale);
@@ -422,7 +498,7 @@ TrainResult pretrain_gpt(const TrainingArgs& args, std::FILE* log, const TrainOp
     const bool saving = !args.save.empty() && args.save_interval > 0 && iteration % args.save_interval == 0;
     if (evaluating || saving) ddp.finish_param_gather();
     if (evaluating) {
-      double v = evaluate(model, *data.valid, args, valid_consumed, dev, dp);
+      double v = evaluate(chunks, pipeline, *data.valid, args, valid_consumed, dev, dp);
       result.valid_losses.push_back(v);
       last_eval = iteration;
       if (log_last) {
@@ -455,7 +531,7 @@ TrainResult pretrain_gpt(const TrainingArgs& args, std::FILE* log, const TrainOp
     ckpt.save(progress());
   ckpt.finalize();
   if (data.valid && args.eval_iters > 0 && last_eval != iteration) {
-    double v = evaluate(model, *data.valid, args, valid_consumed, dev, dp);
+    double v = evaluate(chunks, pipeline, *data.valid, args, valid_consumed, dev, dp);
     result.valid_losses.push_back(v);
     if (log_last) fmt::print(log_last, "{}\n", format_validation_block("at the end of training", v));
   }
@@ -466,13 +542,14 @@ TrainResult pretrain_gpt(const TrainingArgs& args, std::FILE* log, const TrainOp
                  double(cuda_peak_bytes(dev.index)) / 1073741824.0);
   }
   if (opts.return_final_params) {
-    const ParamAndGradBuffer& buf = model.buffer();
-    for (int id = 0; id < int(buf.infos().size()); ++id) {
-      Tensor full = gather_full_parameter(buf, id, &groups.tp());
+    for (int id = 0; id < int(buffer.infos().size()); ++id) {
+      if (buffer.info(id).pipeline_duplicate) continue;
+      Tensor full = gather_full_parameter(buffer, id, &groups.tp());
       const float* p = full.data<float>();
-      result.final_params[buf.info(id).name].assign(p, p + full.numel());
-      result.final_param_shapes[buf.info(id).name] = full.shape();
+      result.final_params[buffer.info(id).name].assign(p, p + full.numel());
+      result.final_param_shapes[buffer.info(id).name] = full.shape();
     }
+    if (pp_size > 1) share_over_pipeline(groups.pp(), result);
   }
   std::fflush(log);
   return result;

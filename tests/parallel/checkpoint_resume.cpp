@@ -8,6 +8,10 @@
 //       saves at iteration 10 under TP=2 x DP=2 with the distributed optimizer (fp32, no
 //       dropout), continues 10 iterations under that layout, and again from the same checkpoint
 //       under 1 rank, TP=4 and DP=4: every continuation loss within 1e-5 relative.
+//   checkpoint_resume reshard_pp   (4 ranks)
+//       the same from TP=2 x PP=2 (4 layers, distributed optimizer over nothing: DP=1) to
+//       1 rank (PP=1), PP=4 and TP=1 x PP=2 x DP=2: the stages' pieces are global names.
+//   resume:pp2 (2 ranks): resume bit for bit under a pipeline.
 //   :llama on either (resume:tp2:llama, reshard:llama): the tiny Llama instead of the GPT (RMSNorm,
 //       SwiGLU with its stacked [gate; up] linear_fc1, GQA, RoPE, untied output layer; 4 query
 //       groups for the reshard, so that TP=4 splits them).
@@ -18,6 +22,7 @@
 #include <cstring>
 #include <filesystem>
 #include <string>
+#include <vector>
 
 #include "mpi_training.h"
 
@@ -31,6 +36,7 @@ TrainingArgs tiny(const std::string& spec) {
   const bool llama = spec.find(":llama") != std::string::npos;
   TrainingArgs a = llama ? testing::tiny_llama_args(250, 32) : testing::tiny_training_args(250, 32);
   if (llama && spec.rfind("reshard", 0) == 0) a.num_query_groups = 4;
+  if (spec.find("pp") != std::string::npos) a.num_layers = 4;
   a.lr_warmup_iters = 2;
   a.eval_interval = 5;
   a.eval_iters = 1;
@@ -39,10 +45,12 @@ TrainingArgs tiny(const std::string& spec) {
 }
 
 TrainingArgs with_layout(TrainingArgs a, const std::string& spec) {
-  const size_t p = spec.find("tp");
+  const size_t p = spec.find("tp");  // "tp2", "tp1:pp2", "pp2" (TP 1)
   a.tensor_model_parallel_size = p == std::string::npos ? 1 : std::atoi(spec.c_str() + p + 2);
   a.use_distributed_optimizer = spec.find(":distopt") != std::string::npos;
   a.bf16 = spec.find(":bf16") != std::string::npos;
+  const size_t pp = spec.find("pp");
+  a.pipeline_model_parallel_size = pp == std::string::npos ? 1 : std::atoi(spec.c_str() + pp + 2);
   return a;
 }
 
@@ -90,6 +98,7 @@ int resume(const std::string& spec) {
 }
 
 int reshard(const std::string& spec) {
+  const bool pipeline = spec.rfind("reshard_pp", 0) == 0;
   auto w = dist::world();
   if (w->size() != 4) {
     std::fprintf(stderr, "reshard needs 4 ranks\n");
@@ -98,11 +107,12 @@ int reshard(const std::string& spec) {
   TrainingArgs base = tiny(spec);
   base.hidden_dropout = base.attention_dropout = 0.0f;
   const std::string dir = shared_dir("reshard");
-  TrainingArgs save = with_layout(base, "tp2:distopt");
+  const std::string from = pipeline ? "tp2:pp2:distopt" : "tp2:distopt";
+  TrainingArgs save = with_layout(base, from);
   save.save = dir;
   save.exit_interval = 10;
   run(save);
-  TrainingArgs cont = with_layout(base, "tp2:distopt");
+  TrainingArgs cont = with_layout(base, from);
   cont.load = dir;
   const TrainResult ref = run(cont);
   int failures = 0;
@@ -118,7 +128,7 @@ int reshard(const std::string& spec) {
         const double rel = std::abs(got.train_losses[i] - ref.train_losses[i]) / std::abs(ref.train_losses[i]);
         worst = std::max(worst, rel);
         if (!(rel <= 1e-5)) {
-          std::fprintf(stderr, "%s: iteration %zu loss %.9g vs tp2xdp2 %.9g\n", what.c_str(), i + 11,
+          std::fprintf(stderr, "%s: iteration %zu loss %.9g vs the saving layout's %.9g\n", what.c_str(), i + 11,
                        got.train_losses[i], ref.train_losses[i]);
           ++bad;
         }
@@ -130,14 +140,14 @@ int reshard(const std::string& spec) {
     ProcessGroups self(dist::self("world"), {});
     TrainingArgs one = base;
     one.load = dir;
-    compare(spec + " tp2xdp2:distopt -> 1 rank", run(one, &self));
+    compare(spec + " " + from + " -> 1 rank", run(one, &self));
   }
-  TrainingArgs tp4 = with_layout(base, "tp4");
-  tp4.load = dir;
-  compare(spec + " tp2xdp2:distopt -> tp4", run(tp4));
-  TrainingArgs dp4 = with_layout(base, "tp1");
-  dp4.load = dir;
-  compare(spec + " tp2xdp2:distopt -> dp4", run(dp4));
+  for (const std::string to : pipeline ? std::vector<std::string>{"tp1:pp4", "tp1:pp2:distopt"}
+                                       : std::vector<std::string>{"tp4", "tp1"}) {
+    TrainingArgs next = with_layout(base, to);
+    next.load = dir;
+    compare(spec + " " + from + " -> " + to + " (rest data-parallel)", run(next));
+  }
   w->barrier();
   if (w->rank() == 0) fs::remove_all(dir);
   return failures;

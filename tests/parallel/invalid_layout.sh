@@ -29,4 +29,16 @@ check 2 "ffn-hidden-size 31 is not divisible" "$@" -np 2 "$megatron" train $base
   --tensor-model-parallel-size 2
 check 2 "seq-length 33 is not divisible" "$@" -np 2 "$megatron" train --mock-data --vocab-size 300 \
   --num-layers 1 --seq-length 33 --train-iters 1 --device cpu --tensor-model-parallel-size 2 --sequence-parallel
+# Pipelines: layers that do not split, Megatron's interleaving constraint, a malformed layout string.
+check 2 "num-layers 3 does not split evenly over 2 pipeline stages" "$@" -np 2 "$megatron" train --mock-data \
+  --vocab-size 300 --num-layers 3 --seq-length 32 --train-iters 1 --device cpu --pipeline-model-parallel-size 2
+check 2 "multiple of --pipeline-model-parallel-size 2" "$@" -np 2 "$megatron" train --mock-data --vocab-size 300 \
+  --num-layers 4 --seq-length 32 --train-iters 1 --device cpu --pipeline-model-parallel-size 2 \
+  --num-virtual-stages-per-pipeline-rank 2 --micro-batch-size 2 --global-batch-size 6
+check 2 "pipeline-model-parallel-layout \"Et|tx|L\": unknown character 'x'" "$@" -np 2 "$megatron" train --mock-data \
+  --vocab-size 300 --num-layers 2 --seq-length 32 --train-iters 1 --device cpu --pipeline-model-parallel-size 2 \
+  --pipeline-model-parallel-layout "Et|tx|L"
+check 2 "zb-h1 takes no virtual stages" "$@" -np 2 "$megatron" train --mock-data --vocab-size 300 --num-layers 4 \
+  --seq-length 32 --train-iters 1 --device cpu --pipeline-model-parallel-size 2 --num-virtual-stages-per-pipeline-rank 2 \
+  --pipeline-schedule zb-h1
 exit $fail

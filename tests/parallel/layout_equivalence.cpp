@@ -15,9 +15,16 @@
 //                                                     with TP > 1 --async-tensor-model-
 //                                                     parallel-allreduce too; :tpoverlap
 //                                                     --tp-comm-overlap; :ce3
-//                                                     --cross-entropy-chunks 3)
+//                                                     --cross-entropy-chunks 3;
+//                                                     :ppN pipeline size N; :vpN N virtual
+//                                                     stages; :zb the ZB-H1 schedule;
+//                                                     :firstN / :lastN uneven stages;
+//                                                     :layout=STR Megatron's layout string;
+//                                                     :LN an N-layer model, also for the
+//                                                     single-rank reference)
 // A layout with :overlap must also give bit-identical losses and parameters to the same layout
 // without it (the host backend runs a started collective at once, in the same order).
+#include <cctype>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
@@ -30,6 +37,15 @@ using namespace mt;
 
 namespace {
 
+// The number after `key` in the spec (":pp2" -> 2), or -1.
+int option(const std::string& spec, const std::string& key) {
+  for (size_t at = spec.find(key); at != std::string::npos; at = spec.find(key, at + 1)) {
+    const size_t d = at + key.size();
+    if (d < spec.size() && std::isdigit(static_cast<unsigned char>(spec[d]))) return std::atoi(spec.c_str() + d);
+  }
+  return -1;
+}
+
 // The model (and dropout) a layout spec names; the single-rank reference is trained per model.
 TrainingArgs model_for(const std::string& spec) {
   TrainingArgs a = spec.find(":llama31") != std::string::npos ? testing::tiny_llama_args(300, 32, true)
@@ -37,14 +53,18 @@ TrainingArgs model_for(const std::string& spec) {
                    : spec.find(":qwen") != std::string::npos  ? testing::tiny_qwen_args(300, 32)
                                                               : testing::tiny_training_args(300, 32);
   if (spec.find(":drop") != std::string::npos) a.hidden_dropout = a.attention_dropout = 0.1f;
+  const int layers = option(spec, ":L");
+  if (layers > 0) a.num_layers = layers;
   return a;
 }
 
 std::string model_key(const std::string& spec) {
   const bool drop = spec.find(":drop") != std::string::npos;
+  const int layers = option(spec, ":L");
+  const std::string tail = std::string(drop ? ":drop" : "") + (layers > 0 ? ":L" + std::to_string(layers) : "");
   for (const char* m : {":llama31", ":llama", ":qwen"})
-    if (spec.find(m) != std::string::npos) return std::string(m) + (drop ? ":drop" : "");
-  return drop ? ":drop" : "";
+    if (spec.find(m) != std::string::npos) return std::string(m) + tail;
+  return tail;
 }
 
 // Exact equality of two runs of one layout: same losses, same parameters, bit for bit.
@@ -130,6 +150,15 @@ int main(int argc, char** argv) {
     a.use_distributed_optimizer = spec.find(":distopt") != std::string::npos;
     a.tp_comm_overlap = spec.find(":tpoverlap") != std::string::npos;
     if (spec.find(":ce3") != std::string::npos) a.cross_entropy_chunks = 3;
+    if (option(spec, ":pp") > 0) a.pipeline_model_parallel_size = option(spec, ":pp");
+    if (option(spec, ":vp") > 0) a.num_virtual_stages_per_pipeline_rank = option(spec, ":vp");
+    if (option(spec, ":first") >= 0) a.decoder_first_pipeline_num_layers = option(spec, ":first");
+    if (option(spec, ":last") >= 0) a.decoder_last_pipeline_num_layers = option(spec, ":last");
+    if (spec.find(":zb") != std::string::npos) a.pipeline_schedule = "zb-h1";
+    if (const size_t at = spec.find(":layout="); at != std::string::npos) {
+      const size_t end = spec.find(':', at + 8);
+      a.pipeline_model_parallel_layout = spec.substr(at + 8, end == std::string::npos ? end : end - at - 8);
+    }
     const bool overlap = spec.find(":overlap") != std::string::npos;
     TrainingArgs plain = a;  // what :overlap must reproduce bit for bit
     a.overlap_grad_reduce = overlap;

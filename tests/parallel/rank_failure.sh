@@ -3,6 +3,8 @@
 # --distributed-timeout-minutes, non-zero, with a message naming a rank.
 #   rank_failure.sh MODE MEGATRON MPIRUN...    MODE: kill (SIGKILL rank 1) or stop (SIGSTOP rank 1)
 #   DEVICE=cuda rank_failure.sh ...            on GPUs (NCCL; the watchdog must notice), default cpu
+#   EXTRA_ARGS="--pipeline-model-parallel-size 2" rank_failure.sh ...   a pipeline: rank 0 waits in a
+#                                              point-to-point transfer from the stage that died
 set -u
 mode=$1 megatron=$2
 shift 2
@@ -11,7 +13,7 @@ trap 'rm -f "$out"' EXIT
 # 0.1 minutes = 6 s: a waiting collective gives up after that.
 "$@" -np 2 "$megatron" train --mock-data --vocab-size 300 --num-layers 2 --hidden-size 32 --num-attention-heads 4 \
   --seq-length 32 --micro-batch-size 2 --global-batch-size 4 --train-iters 1000000 --log-interval 1 \
-  --eval-interval 1000000 --eval-iters 0 --device "${DEVICE:-cpu}" --distributed-timeout-minutes 0.1 >"$out" 2>&1 &
+  --eval-interval 1000000 --eval-iters 0 --device "${DEVICE:-cpu}" --distributed-timeout-minutes 0.1 ${EXTRA_ARGS:-} >"$out" 2>&1 &
 launcher=$!
 # Wait for training to be under way (an iteration line), at most 60 s.
 for _ in $(seq 600); do
