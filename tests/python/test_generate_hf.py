@@ -190,7 +190,8 @@ def hf_llama_from_our_checkpoint(ck_dir):
 def test_our_checkpoint_matches_transformers_on_its_weights(build_dir, tmp_path):
     ck = tmp_path / "ck"
     data = ["--data-path", str(REPO / "data" / "kjv_bpe4k_text_document"), "--tokenizer-type", "HuggingFaceTokenizer",
-            "--tokenizer-model", str(BUNDLED_TOKENIZER), "--split", "100,0,0"]
+            "--tokenizer-model", str(BUNDLED_TOKENIZER), "--split", "100,0,0",
+            "--data-cache-path", str(tmp_path / "cache")]
     r = subprocess.run([str(build_dir / "megatron"), "train", *LLAMA_TRAIN, *data, "--save", str(ck),
                         "--save-interval", "3"], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
