@@ -48,6 +48,7 @@ void check_options(const GenerateCommand::Options& o) {
   if (!(o.temperature >= 0.0f)) MT_USER_ERROR("--temperature {}: must be >= 0 (0: greedy)", o.temperature);
   if (o.top_k < 0) MT_USER_ERROR("--top-k {}: must be >= 0 (0: no top-k filter)", o.top_k);
   if (!(o.top_p > 0.0f && o.top_p <= 1.0f)) MT_USER_ERROR("--top-p {}: must be in (0, 1] (1: no top-p filter)", o.top_p);
+  if (o.warmup < 0) MT_USER_ERROR("--warmup {}: must be >= 0", o.warmup);
   if (o.device != "auto" && o.device != "cpu" && o.device != "cuda")
     MT_USER_ERROR("--device {}: expected auto, cpu or cuda", o.device);
   for (const std::string& s : o.prompt_token_ids) parse_ids(s);  // malformed ids fail before the model loads
@@ -144,6 +145,8 @@ GenerateCommand add_generate_command(CLI::App& app) {
   c.app->add_flag("--output-token-ids", o.output_token_ids, "Print the new tokens' ids (comma-separated, a line per prompt)")
       ->group(g);
   c.app->add_flag("--timing", o.timing, "Print time to first token and decode tokens/s on stderr")->group(g);
+  c.app->add_option("--warmup", o.warmup, "Generate this many times unprinted first (benchmarks: GEMM autotuning and "
+                    "allocations happen there, not in the timed run)")->capture_default_str()->group(g);
   return c;
 }
 
@@ -171,6 +174,7 @@ void run_generate(const GenerateCommand::Options& o) {
   std::vector<std::vector<int32_t>> ids;
   for (const Prompt& p : prompts) ids.push_back(p.ids);
 
+  for (int64_t i = 0; i < o.warmup; ++i) generate(*m.model, ids, go);
   // One prompt streams as its tokens come; a batch prints each completion, in prompt order, at the end.
   const bool stream = prompts.size() == 1;
   std::unique_ptr<TextStream> text;

@@ -27,6 +27,7 @@ struct GenerateCommand {
     bool ignore_eos = false, add_bos = false;
     std::string device = "auto";
     bool bf16 = false, timing = false;
+    int64_t warmup = 0;
   };
   std::shared_ptr<Options> opts;
 };

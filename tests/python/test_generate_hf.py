@@ -5,8 +5,10 @@ learned positions and biases) saved with save_pretrained and loaded with --load-
 different lengths (each compared with transformers run on it alone), and stopping at an
 end-of-sequence id. Text prompts through the model directory's tokenizer.json; a checkpoint of our
 own (`megatron train --save`) through --load, against the same weights in transformers; sampling
-that repeats with its seed; and bad input as one line with exit code 2."""
+that repeats with its seed; and bad input as one line with exit code 2.
+MEGATRON_GENERATE_DEVICE=cuda runs ours on the GPU (fp32; scripts/device-test.sh does)."""
 import json
+import os
 import shutil
 import subprocess
 
@@ -33,10 +35,11 @@ MODELS = {
 # Prompts of different lengths; none holds the models' end-of-sequence ids (Llama's 2).
 PROMPTS = [[5, 17, 42, 7, 99], [3, 4], [250, 1, 8, 9, 10, 11, 12, 13, 14, 15, 16], [77]]
 NEW = 16
+DEVICE = os.environ.get("MEGATRON_GENERATE_DEVICE", "cpu")
 
 
 def generate(build_dir, *flags, check=True):
-    r = subprocess.run([str(build_dir / "megatron"), "generate", "--device", "cpu", *flags], capture_output=True,
+    r = subprocess.run([str(build_dir / "megatron"), "generate", "--device", DEVICE, *flags], capture_output=True,
                        text=True, timeout=120)
     if check:
         assert r.returncode == 0, r.stderr
