@@ -6,12 +6,16 @@
 #include <cstdio>
 #include <fstream>
 
+#include "comm/mpi_communicator.h"
+#include "comm/nccl_communicator.h"
+#include "comm/process_groups.h"
 #include "core/cuda/cuda_backend.h"
 #include "core/error.h"
 #include "data/tokenizer/utf8.h"
 #include "inference/generate.h"
 #include "inference/model_loader.h"
 #include "inference/text_stream.h"
+#include "train/arguments.h"
 
 namespace mt {
 namespace {
@@ -40,27 +44,57 @@ std::vector<int32_t> parse_ids(const std::string& s) {
   return ids;
 }
 
+// Flag errors are found identically on every rank: ArgumentError, printed once.
+#define MT_ARG_ERROR(...) throw ArgumentError(fmt::format(__VA_ARGS__))
+
 void check_options(const GenerateCommand::Options& o) {
-  if (o.load.empty() == o.load_hf.empty()) MT_USER_ERROR("give one of --load DIR or --load-hf DIR");
+  if (o.load.empty() == o.load_hf.empty()) MT_ARG_ERROR("give one of --load DIR or --load-hf DIR");
   const int sources = int(!o.prompts.empty()) + int(!o.prompts_file.empty()) + int(!o.prompt_token_ids.empty());
-  if (sources != 1) MT_USER_ERROR("give one kind of prompt: --prompt TEXT, --prompts-file FILE or --prompt-token-ids IDS");
-  if (o.max_new_tokens < 1) MT_USER_ERROR("--max-new-tokens {}: must be at least 1", o.max_new_tokens);
-  if (!(o.temperature >= 0.0f)) MT_USER_ERROR("--temperature {}: must be >= 0 (0: greedy)", o.temperature);
-  if (o.top_k < 0) MT_USER_ERROR("--top-k {}: must be >= 0 (0: no top-k filter)", o.top_k);
-  if (!(o.top_p > 0.0f && o.top_p <= 1.0f)) MT_USER_ERROR("--top-p {}: must be in (0, 1] (1: no top-p filter)", o.top_p);
-  if (o.warmup < 0) MT_USER_ERROR("--warmup {}: must be >= 0", o.warmup);
+  if (sources != 1) MT_ARG_ERROR("give one kind of prompt: --prompt TEXT, --prompts-file FILE or --prompt-token-ids IDS");
+  if (o.max_new_tokens < 1) MT_ARG_ERROR("--max-new-tokens {}: must be at least 1", o.max_new_tokens);
+  if (!(o.temperature >= 0.0f)) MT_ARG_ERROR("--temperature {}: must be >= 0 (0: greedy)", o.temperature);
+  if (o.top_k < 0) MT_ARG_ERROR("--top-k {}: must be >= 0 (0: no top-k filter)", o.top_k);
+  if (!(o.top_p > 0.0f && o.top_p <= 1.0f)) MT_ARG_ERROR("--top-p {}: must be in (0, 1] (1: no top-p filter)", o.top_p);
+  if (o.warmup < 0) MT_ARG_ERROR("--warmup {}: must be >= 0", o.warmup);
   if (o.device != "auto" && o.device != "cpu" && o.device != "cuda")
-    MT_USER_ERROR("--device {}: expected auto, cpu or cuda", o.device);
-  for (const std::string& s : o.prompt_token_ids) parse_ids(s);  // malformed ids fail before the model loads
+    MT_ARG_ERROR("--device {}: expected auto, cpu or cuda", o.device);
+  if (o.tensor_model_parallel_size < 1)
+    MT_ARG_ERROR("--tensor-model-parallel-size {}: must be at least 1", o.tensor_model_parallel_size);
+  if (o.tensor_model_parallel_size != dist::world_size())
+    MT_ARG_ERROR("--tensor-model-parallel-size {} with {} process(es): they must be equal (generation runs one "
+                 "model replica: mpirun -np N ... --tensor-model-parallel-size N)",
+                 o.tensor_model_parallel_size, dist::world_size());
+  try {
+    for (const std::string& s : o.prompt_token_ids) parse_ids(s);  // malformed ids fail before the model loads
+  } catch (const UserError& e) {
+    throw ArgumentError(e.what());
+  }
+}
+
+// The local rank on this node (one process per GPU), from the launcher's environment.
+int local_rank() {
+  for (const char* v : {"OMPI_COMM_WORLD_LOCAL_RANK", "MPI_LOCALRANKID", "SLURM_LOCALID", "LOCAL_RANK"})
+    if (const char* s = std::getenv(v)) return std::atoi(s);
+  return 0;
 }
 
 Device resolve_device(const std::string& name) {
   if (name == "cpu") return Device::cpu();
   const int n = cuda_device_count();
-  if (name == "cuda" && n == 0) MT_USER_ERROR("--device cuda: no CUDA device is available (use --device cpu)");
+  if (name == "cuda" && n == 0) MT_ARG_ERROR("--device cuda: no CUDA device is available (use --device cpu)");
   if (n == 0) return Device::cpu();
   cuda_init_backend();
-  return Device::cuda(0);
+  return Device::cuda(local_rank() % n);
+}
+
+// The tensor-parallel group: every process of the job (device tensors over NCCL on GPUs).
+std::unique_ptr<ProcessGroups> tensor_parallel_groups(int tp, Device dev) {
+  std::unique_ptr<Communicator> world = dist::world();
+  if (dev.is_cuda() && world->size() > 1 && dist::nccl_available()) {
+    auto nccl = dist::nccl_communicator(*world, "world", dev.index);
+    world = dist::hybrid_communicator(std::move(world), std::move(nccl));
+  }
+  return std::make_unique<ProcessGroups>(std::move(world), ParallelSizes{tp, 1, 1, 1});
 }
 
 struct Prompt {
@@ -125,6 +159,8 @@ GenerateCommand add_generate_command(CLI::App& app) {
       ->group(g);
   c.app->add_option("--device", o.device, "auto (cuda when a GPU is present), cpu or cuda")->capture_default_str()->group(g);
   c.app->add_flag("--bf16", o.bf16, "bf16 weights and activations (default fp32)")->group(g);
+  c.app->add_option("--tensor-model-parallel-size", o.tensor_model_parallel_size,
+                    "Tensor-parallel ranks: start this many processes with mpirun")->capture_default_str()->group(g);
   g = "Prompts";
   c.app->add_option("--prompt", o.prompts, "A text prompt (repeat for a batch)")->group(g);
   c.app->add_option("--prompts-file", o.prompts_file, "A file of text prompts, one per line (one batch)")->group(g);
@@ -151,21 +187,39 @@ GenerateCommand add_generate_command(CLI::App& app) {
 }
 
 void run_generate(const GenerateCommand::Options& o) {
+  dist::init();
   check_options(o);
   const Device device = resolve_device(o.device);
   const DType dtype = o.bf16 ? DType::BF16 : DType::F32;
+  std::unique_ptr<ProcessGroups> groups;
+  ModelParallelConfig par;
+  if (o.tensor_model_parallel_size > 1) {
+    groups = tensor_parallel_groups(o.tensor_model_parallel_size, device);
+    par.tp = &groups->tp();
+  }
+  // Rank 0 prints; every rank computes the same tokens.
+  const bool printer = dist::world_rank() == 0;
   const auto t0 = Clock::now();
-  LoadedModel m = !o.load_hf.empty() ? load_hf_model(o.load_hf, dtype, device)
-                                     : load_checkpoint_model(o.load, dtype, device);
+  LoadedModel m = !o.load_hf.empty() ? load_hf_model(o.load_hf, dtype, device, par)
+                                     : load_checkpoint_model(o.load, dtype, device, par);
   if (!o.tokenizer_model.empty()) set_tokenizer(m, o.tokenizer_model);
   const double load_s = std::chrono::duration<double>(Clock::now() - t0).count();
-  const std::vector<Prompt> prompts = read_prompts(o, m);
-  if (!o.output_token_ids && !m.tokenizer)
-    MT_USER_ERROR("no tokenizer to print text with: add --output-token-ids (or --tokenizer-model FILE)");
+  std::vector<Prompt> prompts;
+  try {  // the same prompts, model and tokenizer on every rank: said once
+    prompts = read_prompts(o, m);
+    if (!o.output_token_ids && !m.tokenizer)
+      MT_USER_ERROR("no tokenizer to print text with: add --output-token-ids (or --tokenizer-model FILE)");
+  } catch (const ArgumentError&) {
+    throw;
+  } catch (const UserError& e) {
+    throw ArgumentError(e.what());
+  }
   const TransformerConfig& cfg = m.model->config();
-  fmt::print(stderr, "> generate: {} layers, hidden {}, {}, vocab {}, {} on {} (loaded in {:.2f} s); {} prompt(s)\n",
-             cfg.num_layers, cfg.hidden_size, describe_architecture(cfg), cfg.vocab_size, dtype_name(dtype),
-             device.str(), load_s, prompts.size());
+  if (printer)
+    fmt::print(stderr, "> generate: {} layers, hidden {}, {}, vocab {}, {} on {}{} (loaded in {:.2f} s); {} prompt(s)\n",
+               cfg.num_layers, cfg.hidden_size, describe_architecture(cfg), cfg.vocab_size, dtype_name(dtype),
+               device.str(), par.tp_size() > 1 ? fmt::format(", tensor parallel {}", par.tp_size()) : "", load_s,
+               prompts.size());
 
   GenerationOptions go;
   go.max_new_tokens = o.max_new_tokens;
@@ -176,7 +230,7 @@ void run_generate(const GenerateCommand::Options& o) {
 
   for (int64_t i = 0; i < o.warmup; ++i) generate(*m.model, ids, go);
   // One prompt streams as its tokens come; a batch prints each completion, in prompt order, at the end.
-  const bool stream = prompts.size() == 1;
+  const bool stream = printer && prompts.size() == 1;
   std::unique_ptr<TextStream> text;
   if (stream && !o.output_token_ids) {
     text = std::make_unique<TextStream>(*m.tokenizer, ids[0]);
@@ -192,6 +246,7 @@ void run_generate(const GenerateCommand::Options& o) {
     std::fflush(stdout);
   };
   const GenerationResult r = generate(*m.model, ids, go, on_token);
+  if (!printer) return;
   if (stream) {
     const std::string rest = text ? text->finish() : std::string();
     std::fwrite(rest.data(), 1, rest.size(), stdout);

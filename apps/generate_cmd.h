@@ -1,7 +1,8 @@
 #pragma once
 // Registers `megatron generate`: text generation with the key/value cache from a Hugging Face
 // directory (--load-hf) or one of our checkpoints (--load), greedy or sampled, streaming tokens
-// to stdout as they are made.
+// to stdout as they are made; tensor parallel under mpirun (--tensor-model-parallel-size = the
+// number of processes; rank 0 prints).
 #include <CLI/CLI.hpp>
 
 #include <cstdint>
@@ -28,6 +29,7 @@ struct GenerateCommand {
     std::string device = "auto";
     bool bf16 = false, timing = false;
     int64_t warmup = 0;
+    int tensor_model_parallel_size = 1;
   };
   std::shared_ptr<Options> opts;
 };

@@ -21,6 +21,20 @@ Tensor token_grid(const std::vector<std::vector<int32_t>>& rows, size_t T, Devic
   return t.to(dev);
 }
 
+// Tensor parallelism: each rank holds the logits of its vocabulary shard [B, Vp / TP]; every rank
+// gathers all of them (host [B, Vp], rank r's columns at r Vp / TP) and samples the same tokens.
+Tensor full_vocab_logits(const Tensor& local, Communicator& tp) {
+  const int64_t B = local.size(0), Vl = local.size(1), n = int64_t(tp.size());
+  Tensor all = Tensor::empty({n * B * Vl}, local.dtype(), local.device());
+  tp.all_gather(local.view({B * Vl}), all);
+  const Tensor shards = all.to(Device::cpu());
+  Tensor out = Tensor::empty({B, n * Vl}, local.dtype());
+  for (int64_t r = 0; r < n; ++r)
+    for (int64_t b = 0; b < B; ++b)
+      out.view({B * n * Vl}).flat_slice((b * n + r) * Vl, Vl, {Vl}).copy_from(shards.flat_slice((r * B + b) * Vl, Vl, {Vl}));
+  return out;
+}
+
 }  // namespace
 
 GenerationResult generate(const GPTModel& model, const std::vector<std::vector<int32_t>>& prompts,
@@ -36,6 +50,10 @@ GenerationResult generate(const GPTModel& model, const std::vector<std::vector<i
   }
   const Device dev = model.buffer().params().device();
   const int64_t vocab = model.config().vocab_size;
+  Communicator* tp = model.parallel().tp_size() > 1 ? model.parallel().tp : nullptr;
+  auto next_tokens = [&](const Tensor& logits, int64_t step) {
+    return sample_next_tokens(tp ? full_vocab_logits(logits, *tp) : logits, vocab, o.sampling, step);
+  };
   KVCache cache = model.allocate_kv_cache(int64_t(B), int64_t(T) + o.max_new_tokens);
 
   GenerationResult r;
@@ -64,7 +82,7 @@ GenerationResult generate(const GPTModel& model, const std::vector<std::vector<i
   std::vector<int32_t> counts(B);
   for (size_t b = 0; b < B; ++b) counts[b] = int32_t(prompts[b].size());
   Tensor logits = model.forward_inference(token_grid(prompts, T, dev), counts, cache);
-  take(sample_next_tokens(logits, vocab, o.sampling, 0));
+  take(next_tokens(logits, 0));
   r.timing.prefill_ms = ms_since(t0);
 
   // Decode: every sequence steps (a finished one repeats its last token, its result unused), so
@@ -75,7 +93,7 @@ GenerationResult generate(const GPTModel& model, const std::vector<std::vector<i
   for (int64_t step = 1; active > 0; ++step) {
     for (size_t b = 0; b < B; ++b) last[b][0] = r.tokens[b].back();
     logits = model.forward_inference(token_grid(last, 1, dev), ones, cache);
-    r.timing.decode_tokens += take(sample_next_tokens(logits, vocab, o.sampling, step));
+    r.timing.decode_tokens += take(next_tokens(logits, step));
     ++r.timing.decode_steps;
   }
   r.timing.decode_ms = ms_since(t1);

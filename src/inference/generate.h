@@ -3,7 +3,8 @@
 // pipeline): the prompts go through the model in one prefill, then every unfinished sequence
 // gets one token per step from the key/value cache, until it emits an end-of-sequence id or has
 // max_new_tokens new tokens. Each token is handed to a callback as soon as it is chosen, so a
-// caller can stream it.
+// caller can stream it. Under tensor parallelism every rank of the model's group calls it with
+// the same prompts and options; the logits are gathered, so all ranks choose the same tokens.
 #include <cstdint>
 #include <functional>
 #include <vector>

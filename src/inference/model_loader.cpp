@@ -7,6 +7,7 @@
 #include "checkpoint/checkpoint.h"
 #include "checkpoint/hf_import.h"
 #include "core/error.h"
+#include "kernels/elementwise.h"
 
 namespace mt {
 namespace {
@@ -42,7 +43,7 @@ bool vocab_rows(const ParamInfo& p) {
 
 // The architecture our trainer records in common.json "args" (train/checkpointing.cpp's
 // args_to_json); keys missing from older checkpoints take GPT-2's values, as the flags default.
-TransformerConfig config_from_args(const nlohmann::json& a, const std::string& file, DType dtype) {
+TransformerConfig config_from_args(const nlohmann::json& a, const std::string& file, DType dtype, int tp) {
   auto need = [&](const char* key) {
     if (!a.contains(key) || !a[key].is_number()) MT_USER_ERROR("{}: args has no \"{}\"", file, key);
     return a[key];
@@ -75,7 +76,7 @@ TransformerConfig config_from_args(const nlohmann::json& a, const std::string& f
   c.rope_scaling = a.value("use_rope_scaling", false);
   c.rope_scaling_factor = a.value("rope_scaling_factor", c.rope_scaling_factor);
   c.untie_embeddings_and_output_weights = a.value("untie_embeddings_and_output_weights", false);
-  c.padded_vocab_size = pad_vocab_size(c.vocab_size, a.value("make_vocab_size_divisible_by", int64_t(128)));
+  c.padded_vocab_size = pad_vocab_size(c.vocab_size, a.value("make_vocab_size_divisible_by", int64_t(128)) * tp);
   c.hidden_dropout = c.attention_dropout = 0.0f;
   c.params_dtype = dtype;
   return c;
@@ -96,6 +97,37 @@ void recorded_tokenizer(LoadedModel& m, const nlohmann::json& a) {
   m.tokenizer_source = o.type + (o.model.empty() ? "" : " " + o.model);
 }
 
+// Copies each parameter of `model` (one tensor-parallel rank's shard) from the same parameter of
+// `whole` (a single-rank host model of the same config): the slice [shard_start, + local size)
+// along the shard dimension of the whole tensor, or all of a replicated one.
+void copy_shards(const GPTModel& whole, GPTModel& model) {
+  const ParamAndGradBuffer& src = whole.buffer();
+  ParamAndGradBuffer& dst = model.buffer();
+  for (int id = 0; id < int(dst.infos().size()); ++id) {
+    const ParamInfo& p = dst.info(id);
+    const Tensor full = src.param(src.find(p.name));
+    MT_CHECK(full.numel() == shape_numel(p.global_shape), "{}: {} vs global shape {}", p.name, full.str(),
+             shape_str(p.global_shape));
+    Tensor part = Tensor::empty(p.shape, full.dtype());
+    if (p.shard_dim < 0) {
+      part.copy_from(full.view(p.shape));
+    } else {  // [outer, global dim, inner] -> rows [shard_start, + local dim) of the middle
+      int64_t outer = 1, inner = 1;
+      for (int d = 0; d < p.shard_dim; ++d) outer *= p.global_shape[size_t(d)];
+      for (size_t d = size_t(p.shard_dim) + 1; d < p.global_shape.size(); ++d) inner *= p.global_shape[d];
+      const int64_t whole_rows = p.global_shape[size_t(p.shard_dim)], rows = p.shape[size_t(p.shard_dim)];
+      const Tensor f = full.view({outer * whole_rows * inner});
+      for (int64_t o = 0; o < outer; ++o)
+        part.view({outer * rows * inner})
+            .flat_slice(o * rows * inner, rows * inner, {rows * inner})
+            .copy_from(f.flat_slice((o * whole_rows + p.shard_start) * inner, rows * inner, {rows * inner}));
+    }
+    Tensor cast_part = Tensor::empty(p.shape, dst.param(id).dtype());
+    cast(part, cast_part);
+    dst.param(id).copy_from(cast_part);
+  }
+}
+
 }  // namespace
 
 void set_tokenizer(LoadedModel& m, const std::string& path) {
@@ -107,12 +139,20 @@ void set_tokenizer(LoadedModel& m, const std::string& path) {
   m.tokenizer_source = path;
 }
 
-LoadedModel load_hf_model(const std::string& dir, DType dtype, Device device) {
+LoadedModel load_hf_model(const std::string& dir, DType dtype, Device device, const ModelParallelConfig& par) {
   if (!fs::is_directory(dir)) MT_USER_ERROR("--load-hf {}: not a directory", dir);
   LoadedModel m;
-  const TransformerConfig cfg = read_hf_config(dir, dtype, 128);
-  m.model = std::make_unique<GPTModel>(cfg, device);
-  load_hf_weights(dir, *m.model);
+  const TransformerConfig cfg = read_hf_config(dir, dtype, 128 * par.tp_size());
+  m.model = std::make_unique<GPTModel>(cfg, device, par);
+  if (par.tp_size() == 1) {
+    load_hf_weights(dir, *m.model);
+  } else {
+    TransformerConfig whole_cfg = cfg;
+    whole_cfg.params_dtype = DType::F32;
+    GPTModel whole(whole_cfg, Device::cpu());
+    load_hf_weights(dir, whole);
+    copy_shards(whole, *m.model);
+  }
   // read_hf_config's seq_length: max_position_embeddings, or Mistral's sliding window (past it
   // Hugging Face attends to a window only, which we do not).
   m.max_sequence_length = std::min<int64_t>(cfg.seq_length, cfg.max_position_embeddings);
@@ -128,7 +168,7 @@ LoadedModel load_hf_model(const std::string& dir, DType dtype, Device device) {
   return m;
 }
 
-LoadedModel load_checkpoint_model(const std::string& dir, DType dtype, Device device) {
+LoadedModel load_checkpoint_model(const std::string& dir, DType dtype, Device device, const ModelParallelConfig& par) {
   if (!fs::exists(dir)) MT_USER_ERROR("--load {}: no such directory", dir);
   CheckpointReader ck(dir);
   const std::string common_file = ck.path() + "/common.json";
@@ -136,8 +176,8 @@ LoadedModel load_checkpoint_model(const std::string& dir, DType dtype, Device de
     MT_USER_ERROR("{}: no \"args\" (the run's arguments, which give the model's architecture)", common_file);
   const nlohmann::json& args = ck.common()["args"];
   LoadedModel m;
-  const TransformerConfig cfg = config_from_args(args, common_file, dtype);
-  m.model = std::make_unique<GPTModel>(cfg, device);
+  const TransformerConfig cfg = config_from_args(args, common_file, dtype, par.tp_size());
+  m.model = std::make_unique<GPTModel>(cfg, device, par);
   ParamAndGradBuffer& buf = m.model->buffer();
   std::vector<FlatTensorLayout> layout;
   for (const ParamInfo& p : buf.infos())
@@ -145,7 +185,7 @@ LoadedModel load_checkpoint_model(const std::string& dir, DType dtype, Device de
                                       vocab_rows(p) ? cfg.vocab_size : -1});
   // An fp32 model takes the fp32 master weights of a bf16/fp16 run when they are there.
   const bool from_master = dtype == DType::F32 && ck.contains("optimizer.master." + buf.infos().front().name);
-  ck.load(shard_flat_buffer(layout, from_master ? "optimizer.master." : "", buf.params(), 0));
+  ck.load(shard_flat_buffer(layout, from_master ? "optimizer.master." : "", buf.params(), 0, 0, par.tp_rank()));
   zero_unstored_rows(layout, buf.params(), 0);
   m.max_sequence_length = cfg.max_position_embeddings;
   recorded_tokenizer(m, args);

@@ -1,8 +1,10 @@
 #pragma once
-// What `megatron generate` runs: a whole single-rank GPTModel with weights, from a Hugging Face
-// directory (checkpoint/hf_import.h: GPT-2, Llama, Mistral, Qwen 2/3) or from one of our
-// checkpoints (built from the architecture its common.json records, weights loaded from any
-// layout it was saved under), with the tokenizer and end-of-sequence ids that come with it.
+// What `megatron generate` runs: a whole GPTModel with weights, from a Hugging Face directory
+// (checkpoint/hf_import.h: GPT-2, Llama, Mistral, Qwen 2/3) or from one of our checkpoints (built
+// from the architecture its common.json records, weights loaded from any layout it was saved
+// under), with the tokenizer and end-of-sequence ids that come with it. With tensor parallelism
+// (par.tp of several ranks) each rank builds and fills its shard; the vocabulary is padded to a
+// multiple of 128 x TP, as Megatron pads it.
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -25,11 +27,14 @@ struct LoadedModel {
 // DIR: config.json, model.safetensors (or a sharded index), optionally tokenizer.json (with
 // tokenizer_config.json) and generation_config.json (eos_token_id, bos_token_id; else
 // config.json's). UserError naming the file for anything missing or unsupported.
-LoadedModel load_hf_model(const std::string& dir, DType dtype, Device device);
+// With tensor parallelism every rank reads the whole model into host memory (fp32) and keeps its
+// shard.
+LoadedModel load_hf_model(const std::string& dir, DType dtype, Device device, const ModelParallelConfig& par = {});
 
 // DIR: a --save directory (its latest checkpoint) or an iteration directory. The tokenizer is
 // the one the run recorded (--tokenizer-type and its files), when its files are still there.
-LoadedModel load_checkpoint_model(const std::string& dir, DType dtype, Device device);
+LoadedModel load_checkpoint_model(const std::string& dir, DType dtype, Device device,
+                                  const ModelParallelConfig& par = {});
 
 // An explicit tokenizer for either: a tokenizer.json or a folder holding one.
 void set_tokenizer(LoadedModel& m, const std::string& tokenizer_json);

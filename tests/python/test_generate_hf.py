@@ -5,7 +5,8 @@ learned positions and biases) saved with save_pretrained and loaded with --load-
 different lengths (each compared with transformers run on it alone), and stopping at an
 end-of-sequence id. Text prompts through the model directory's tokenizer.json; a checkpoint of our
 own (`megatron train --save`) through --load, against the same weights in transformers; sampling
-that repeats with its seed; and bad input as one line with exit code 2.
+that repeats with its seed; tensor parallelism over 2 processes (mpirun, CPU) giving the same tokens;
+and bad input as one line with exit code 2.
 MEGATRON_GENERATE_DEVICE=cuda runs ours on the GPU (fp32; scripts/device-test.sh does)."""
 import json
 import os
@@ -148,6 +149,28 @@ def test_text_prompt_through_tokenizer_json(build_dir, tmp_path):
     assert r.stdout == want + "\n" + tok.decode(ids2 + theirs(model, ids2, eos_token_id=None)) + "\n"
 
 
+MPIRUN = shutil.which("mpirun")
+MPI_FLAGS = ["--allow-run-as-root", "--oversubscribe", "--mca", "btl_vader_single_copy_mechanism", "none"]
+
+
+def ours_tp2_ids(build_dir, load_flags, prompts):
+    """`megatron generate` with tensor parallelism 2 under mpirun (CPU, one thread per rank)."""
+    cmd = [MPIRUN, *MPI_FLAGS, "-np", "2", "-x", "OMP_NUM_THREADS=1", str(build_dir / "megatron"), "generate",
+           "--device", "cpu", "--tensor-model-parallel-size", "2", *load_flags, "--output-token-ids",
+           "--max-new-tokens", str(NEW)]
+    for p in prompts:
+        cmd += ["--prompt-token-ids", ",".join(map(str, p))]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=180)
+    assert r.returncode == 0, r.stdout + r.stderr
+    return [[int(t) for t in line.split(",")] for line in r.stdout.strip().splitlines()]
+
+
+@pytest.mark.skipif(MPIRUN is None, reason="no mpirun")
+def test_tensor_parallel_2_matches_transformers(build_dir, saved):
+    model, d = saved
+    assert ours_tp2_ids(build_dir, ["--load-hf", str(d)], PROMPTS) == [theirs(model, p) for p in PROMPTS]
+
+
 # --- our own checkpoint (--load) --------------------------------------------------------------
 
 LLAMA_TRAIN = ["--device", "cpu", "--num-layers", "2", "--hidden-size", "64", "--num-attention-heads", "8",
@@ -205,6 +228,8 @@ def test_our_checkpoint_matches_transformers_on_its_weights(build_dir, tmp_path)
         args += ["--prompt-token-ids", ",".join(map(str, p))]
     got = [[int(t) for t in line.split(",")] for line in generate(build_dir, *args).stdout.strip().splitlines()]
     assert got == [theirs(model, p, eos_token_id=None) for p in prompts]
+    if MPIRUN:  # the single-rank checkpoint resharded over 2 tensor-parallel ranks
+        assert ours_tp2_ids(build_dir, ["--load", str(ck), "--ignore-eos"], prompts) == got
     # The run's tokenizer (recorded in the checkpoint's arguments) reads text prompts.
     tok = Tokenizer.from_file(str(BUNDLED_TOKENIZER))
     ids = tok.encode("And God said").ids
@@ -254,3 +279,5 @@ def test_cli_errors(build_dir, llama_dir, tmp_path):
     assert_user_error(generate(build_dir, "--load-hf", d, *ids, "--no-such-flag", check=False),
                       "megatron generate: error", "--no-such-flag")
     assert_user_error(generate(build_dir, "--load", str(tmp_path), *ids, check=False), str(tmp_path))
+    assert_user_error(generate(build_dir, "--load-hf", d, *ids, "--tensor-model-parallel-size", "2", check=False),
+                      "--tensor-model-parallel-size 2 with 1 process(es)")
