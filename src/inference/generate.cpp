@@ -14,11 +14,12 @@ double ms_since(Clock::time_point t0) {
   return std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
 }
 
-// int32 [B, T] on `dev` from rows of ids, right-padded with id 0 (padding is never attended to).
-Tensor token_grid(const std::vector<std::vector<int32_t>>& rows, size_t T, Device dev) {
+// Host int32 [B, T] from rows of ids, right-padded with id 0 (padding is never attended to);
+// forward_inference takes it to the device with the step's indices.
+Tensor token_grid(const std::vector<std::vector<int32_t>>& rows, size_t T) {
   Tensor t = Tensor::zeros({int64_t(rows.size()), int64_t(T)}, DType::I32);
   for (size_t b = 0; b < rows.size(); ++b) std::copy(rows[b].begin(), rows[b].end(), t.data<int32_t>() + b * T);
-  return t.to(dev);
+  return t;
 }
 
 // Tensor parallelism: each rank holds the logits of its vocabulary shard [B, Vp / TP]; every rank
@@ -48,7 +49,6 @@ GenerationResult generate(const GPTModel& model, const std::vector<std::vector<i
     MT_CHECK(!p.empty(), "generate: an empty prompt");
     T = std::max(T, p.size());
   }
-  const Device dev = model.buffer().params().device();
   const int64_t vocab = model.config().vocab_size;
   Communicator* tp = model.parallel().tp_size() > 1 ? model.parallel().tp : nullptr;
   auto next_tokens = [&](const Tensor& logits, int64_t step) {
@@ -81,7 +81,7 @@ GenerationResult generate(const GPTModel& model, const std::vector<std::vector<i
 
   std::vector<int32_t> counts(B);
   for (size_t b = 0; b < B; ++b) counts[b] = int32_t(prompts[b].size());
-  Tensor logits = model.forward_inference(token_grid(prompts, T, dev), counts, cache);
+  Tensor logits = model.forward_inference(token_grid(prompts, T), counts, cache);
   take(next_tokens(logits, 0));
   r.timing.prefill_ms = ms_since(t0);
 
@@ -92,7 +92,7 @@ GenerationResult generate(const GPTModel& model, const std::vector<std::vector<i
   std::vector<std::vector<int32_t>> last(B, std::vector<int32_t>(1));
   for (int64_t step = 1; active > 0; ++step) {
     for (size_t b = 0; b < B; ++b) last[b][0] = r.tokens[b].back();
-    logits = model.forward_inference(token_grid(last, 1, dev), ones, cache);
+    logits = model.forward_inference(token_grid(last, 1), ones, cache);
     r.timing.decode_tokens += take(next_tokens(logits, step));
     ++r.timing.decode_steps;
   }

@@ -332,9 +332,14 @@ Tensor GPTModel::forward_inference(const Tensor& tokens, const std::vector<int32
   const int64_t B = tokens.size(0), T = tokens.size(1), C = cfg_.hidden_size;
   MT_CHECK(B == cache.batch && int64_t(num_tokens.size()) == B && cache.key.size() == layers_.size(),
            "forward_inference: {} sequences, {} token counts, a cache for {}", B, num_tokens.size(), cache.batch);
-  const Device dev = tokens.device();
-  Tensor host = Tensor::empty({B + B * T + B}, DType::I32);
+  const Device dev = buf_.params().device();
+  MT_CHECK(tokens.is_contiguous() && (tokens.device() == dev || !tokens.is_cuda()),
+           "forward_inference: tokens {} on the host or the model's device {}", tokens.str(), dev.str());
+  // Tokens on the host travel with the indices: [starts B | positions B T | last rows B | tokens B T].
+  const bool upload_tokens = !tokens.is_cuda() && dev.is_cuda();
+  Tensor host = Tensor::empty({B + B * T + B + (upload_tokens ? B * T : 0)}, DType::I32);
   int32_t* idx = host.data<int32_t>();
+  if (upload_tokens) std::copy_n(tokens.data<int32_t>(), B * T, idx + B + B * T + B);
   bool from_empty = true;
   for (int64_t b = 0; b < B; ++b) {
     const int32_t start = cache.lengths[size_t(b)], n = num_tokens[size_t(b)];
@@ -352,10 +357,11 @@ Tensor GPTModel::forward_inference(const Tensor& tokens, const std::vector<int32
   step.from_empty = from_empty;
   const Tensor positions = ids.flat_slice(B, B * T, {1, B * T});
   const Tensor last = ids.flat_slice(B + B * T, B, {1, B});
+  const Tensor token_ids = upload_tokens ? ids.flat_slice(B + B * T + B, B * T, {B, T}) : tokens;
 
   Tensor x = Tensor::empty({B, T, C}, cfg_.params_dtype, dev);
   before_forward(embedding_ids_);
-  embedding_forward(tokens, buf_.param(wte_), nullptr, vocab_start_, x);
+  embedding_forward(token_ids, buf_.param(wte_), nullptr, vocab_start_, x);
   if (wpe_ >= 0 && par_.tp_rank() == 0) {  // as in training: tp rank 0 adds the positions
     Tensor pe = Tensor::empty({1, B * T, C}, cfg_.params_dtype, dev);
     embedding_forward(positions, buf_.param(wpe_), nullptr, 0, pe);

@@ -99,7 +99,7 @@ class GPTModel {
   // sequences of up to `capacity` tokens on the model's device (capacity <= max_position_embeddings
   // with learned positions).
   KVCache allocate_kv_cache(int64_t batch, int64_t capacity) const;
-  // tokens: int32 [B, T] on the model's device, right-padded: row b holds num_tokens[b] (1..T)
+  // tokens: int32 [B, T] on the host or the model's device, right-padded: row b holds num_tokens[b] (1..T)
   // new tokens of sequence b, at positions cache.lengths[b] + t. Runs them through the model in
   // eval mode (no dropout), writes their keys and values into the cache, advances cache.lengths
   // and returns the logits of each row's last new token: [B, padded_vocab / TP] in the model's
