@@ -10,6 +10,7 @@
 #include "train/model_presets.h"
 #include "train/trainer.h"
 #include "checkpoint_cmd.h"
+#include "generate_cmd.h"
 #include "preprocess.h"
 #include "train_flags.h"
 
@@ -25,6 +26,7 @@ int main(int argc, char** argv) {
   mt::PreprocessCommand preprocess = mt::add_preprocess_command(app);
   mt::MergeCommand merge = mt::add_merge_command(app);
   mt::CheckpointCommand checkpoint = mt::add_checkpoint_command(app);
+  mt::GenerateCommand generate = mt::add_generate_command(app);
 
   // --model-preset NAME stands for its architecture flags (ones given explicitly win).
   std::vector<std::string> words;
@@ -47,6 +49,7 @@ int main(int argc, char** argv) {
                         : preprocess.app->parsed() ? "megatron preprocess"
                         : merge.app->parsed()      ? "megatron merge-datasets"
                         : checkpoint.app->parsed() ? "megatron checkpoint"
+                        : generate.app->parsed()   ? "megatron generate"
                                                    : "megatron";
     // Every rank parses the same command line: only the launcher's rank 0 (or a lone process) says so.
     if (mt::dist::launcher_rank() == 0)
@@ -58,6 +61,7 @@ int main(int argc, char** argv) {
     if (preprocess.app->parsed()) mt::run_preprocess(*preprocess.opts);
     if (merge.app->parsed()) mt::run_merge(merge);
     if (checkpoint.app->parsed()) mt::run_checkpoint(checkpoint);
+    if (generate.app->parsed()) mt::run_generate(*generate.opts);
   } catch (const mt::ArgumentError& e) {
     // Found identically on every rank before any of them diverged: said once, every rank exits 2.
     if (mt::dist::world_rank() == 0) std::fprintf(stderr, "megatron: error: %s\n", e.what());

@@ -18,6 +18,8 @@
 #   SCALE=1                                    # issue 7 on 4 or 8 GPUs: GPT 1.3B DP weak scaling, the 7B-class
 #                                              # GPT's TP x DP layouts, save on all GPUs / resume as TP=4
 #   SCALE_PARTS="dp grid reshard"              # which of the three (each takes minutes: split them over calls)
+#   GENERATE=0                                 # skip the generation checks (megatron generate on the GPU vs
+#                                              # transformers) and, with BENCH, bench/generate_benchmark.py
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -110,6 +112,13 @@ if [[ "${TRAIN:-1}" == 1 ]]; then
     <(grep -oE "lm loss: [0-9.E+-]+" "$LOG_DIR/train_llama_gpu.log") \
     | awk '{printf "cpu %s   gpu %s   diff %+.4f\n", $3, $6, $6 - $3}' | tee "$LOG_DIR/train_llama_compare.txt"
 fi
+if [[ "${GENERATE:-1}" == 1 ]]; then
+  section "generate: megatron generate on the GPU (fp32) gives transformers' greedy tokens; KV cache kernels vs CPU"
+  MEGATRON_GENERATE_DEVICE=cuda MEGATRON_BUILD_DIR="$BUILD_DIR" python3 -m pytest -q tests/python/test_generate_hf.py \
+    -k "greedy or end_of_sequence or our_checkpoint" 2>&1 | tee "$LOG_DIR/generate_gpu.log" || status=1
+  "$BUILD_DIR/tests/test_kernels" --gtest_filter='*KVCache*:*Argmax*' 2>&1 | tail -4 | tee -a "$LOG_DIR/generate_gpu.log" \
+    || status=1
+fi
 if [[ "${SANITIZE:-1}" == 1 ]] && command -v compute-sanitizer >/dev/null; then
   section "compute-sanitizer (memcheck) on a short GPU run"
   compute-sanitizer --tool memcheck --error-exitcode 3 "$bin" train --device cuda --bf16 --train-iters 3 \
@@ -143,6 +152,10 @@ if [[ "${BENCH:-1}" == 1 ]]; then
     python3 bench/llama_gpu_vs_pytorch.py --model "$m" --build-dir "$BUILD_DIR" --pytorch-eager \
       ${LLAMA_BENCH_ARGS:+"--ours-args=$LLAMA_BENCH_ARGS"} 2>&1 | tee "$LOG_DIR/bench_$m.log" || status=1
   done
+  if [[ "${GENERATE:-1}" == 1 ]]; then
+    section "benchmark: generation, Llama 3.2 1B shape, batch 1 and 16, vs transformers (static cache + torch.compile)"
+    python3 bench/generate_benchmark.py --build-dir "$BUILD_DIR" 2>&1 | tee "$LOG_DIR/bench_generate.log" || status=1
+  fi
   section "GEMM kernels at the models' shapes vs a square GEMM"
   "$BUILD_DIR/gemm_bench" 2>&1 | tee "$LOG_DIR/gemm_bench.md" || status=1
   section "attention kernels: causal forward/backward TFLOP/s, seq 1024/2048/4096, head dim 64/128"

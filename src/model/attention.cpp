@@ -2,6 +2,7 @@
 
 #include "core/error.h"
 #include "kernels/elementwise.h"
+#include "kernels/kv_cache.h"
 #include "kernels/rmsnorm.h"
 #include "kernels/rope.h"
 
@@ -84,6 +85,42 @@ Tensor SelfAttention::backward(const Tensor& dy, Saved& s) const {
   Tensor dx = qkv_.backward(dqkv, s.qkv_in).view(dy.shape());
   s = Saved{};
   return dx;
+}
+
+// The training forward's steps without dropout or saved state, with RoPE at each token's own
+// position (the step's per-token tables, so qkv is rotated as one row of B T tokens), then the
+// cache: a prefill from empty caches runs the causal training kernel on the new tokens alone
+// (the same values, and cuDNN's flash attention on GPUs); any other step attends over the cache.
+Tensor SelfAttention::forward_inference(const Tensor& x, const InferenceStep& step, const Tensor& k_cache,
+                                        const Tensor& v_cache) const {
+  const int64_t B = x.size(0), T = x.size(1);
+  const int H = heads_, G = groups_, D = cfg_.head_dim();
+  ColumnParallelLinear::Saved qkv_in;
+  Tensor qkv = qkv_.forward(x, qkv_in).view({B, T, G, H / G + 2, D});
+  if (spec_.qk_layernorm) {
+    Tensor normed = Tensor::empty(qkv.shape(), x.dtype(), x.device());
+    Tensor rstd = Tensor::empty({B * T * G * (H / G + 1)}, DType::F32, x.device());
+    qk_rmsnorm_forward(qkv, buf_.param(q_norm_), buf_.param(k_norm_), G, cfg_.layernorm_epsilon, normed, rstd);
+    qkv = normed;
+  }
+  if (spec_.rotary) {
+    MT_CHECK(step.cos.defined(), "SelfAttention::forward_inference: RoPE without the step's angle tables");
+    rope_forward(qkv.view({1, B * T, G, H / G + 2, D}), step.cos, step.sin, G, cfg_.rotary_dim());
+  }
+  kv_cache_append(qkv, step.start, k_cache, v_cache);
+  Tensor out = Tensor::empty({B, T, H, D}, x.dtype(), x.device());
+  AttentionConfig core{};
+  core.n_heads = H;
+  core.head_dim = D;
+  core.n_query_groups = G;
+  if (step.from_empty) {
+    Tensor lse = Tensor::empty({B, H, T}, DType::F32, x.device());
+    attention_forward(qkv, out, lse, core);
+  } else {
+    kv_cache_attention(qkv, k_cache, v_cache, step.start, out, core);
+  }
+  RowParallelLinear::Saved proj_in;
+  return proj_.forward(out, proj_in).view(x.shape());
 }
 
 }  // namespace mt

@@ -8,6 +8,7 @@
 #include <string>
 
 #include "kernels/attention.h"
+#include "model/kv_cache.h"
 #include "model/rotary.h"
 #include "model/tensor_parallel.h"
 #include "model/transformer_config.h"
@@ -33,6 +34,11 @@ class SelfAttention {
   Tensor forward(const Tensor& x, const ForwardContext& ctx, uint64_t site, const RotaryTables* rope,
                  Saved& saved) const;
   Tensor backward(const Tensor& dy, Saved& saved) const;
+  // Generation: x [B, T, C] holds T new tokens of each sequence (positions step.start[b] + t).
+  // Their keys and values go into the layer's cache (k_cache, v_cache [B, S, G/TP, D]) and each
+  // token attends to its sequence's cached prefix and itself. No dropout; nothing is saved.
+  Tensor forward_inference(const Tensor& x, const InferenceStep& step, const Tensor& k_cache,
+                           const Tensor& v_cache) const;
 
  private:
   TransformerConfig cfg_;

@@ -339,4 +339,98 @@ void GPTModel::finish_grad_sync() const {
   }
 }
 
+KVCache GPTModel::allocate_kv_cache(int64_t batch, int64_t capacity) const {
+  MT_CHECK(chunk_.pre_process && chunk_.post_process, "GPTModel: generation needs the whole model in one chunk");
+  MT_CHECK(batch > 0 && capacity > 0, "KV cache of {} sequences x {} tokens", batch, capacity);
+  MT_CHECK(!cfg_.learned_positions() || capacity <= cfg_.max_position_embeddings,
+           "KV cache of {} positions > max positions {}", capacity, cfg_.max_position_embeddings);
+  const Device dev = buf_.params().device();
+  const int64_t groups = cfg_.query_groups() / par_.tp_size();
+  KVCache c;
+  c.batch = batch;
+  c.capacity = capacity;
+  for (size_t i = 0; i < layers_.size(); ++i) {
+    c.key.push_back(Tensor::zeros({batch, capacity, groups, cfg_.head_dim()}, cfg_.params_dtype, dev));
+    c.value.push_back(Tensor::zeros({batch, capacity, groups, cfg_.head_dim()}, cfg_.params_dtype, dev));
+  }
+  if (rope_.cos.defined()) c.rope = rope_tables(cfg_, capacity, dev);
+  c.lengths.assign(size_t(batch), 0);
+  return c;
+}
+
+// Per-token positions differ between sequences, so the position-dependent tables are gathered
+// per token with the embedding kernel (a row gather): the learned position embeddings, RoPE's cos
+// and sin rows, and at the end the hidden state of each row's last new token. The step's int32
+// indices (starts, positions, last rows) reach the device in one copy.
+Tensor GPTModel::forward_inference(const Tensor& tokens, const std::vector<int32_t>& num_tokens, KVCache& cache) const {
+  MT_CHECK(chunk_.pre_process && chunk_.post_process, "GPTModel: generation needs the whole model in one chunk");
+  MT_CHECK(tokens.dtype() == DType::I32 && tokens.dim() == 2, "forward_inference: tokens {} must be int32 [B, T]",
+           tokens.str());
+  const int64_t B = tokens.size(0), T = tokens.size(1), C = cfg_.hidden_size;
+  MT_CHECK(B == cache.batch && int64_t(num_tokens.size()) == B && cache.key.size() == layers_.size(),
+           "forward_inference: {} sequences, {} token counts, a cache for {}", B, num_tokens.size(), cache.batch);
+  const Device dev = buf_.params().device();
+  MT_CHECK(tokens.is_contiguous() && (tokens.device() == dev || !tokens.is_cuda()),
+           "forward_inference: tokens {} on the host or the model's device {}", tokens.str(), dev.str());
+  // Tokens on the host travel with the indices: [starts B | positions B T | last rows B | tokens B T].
+  const bool upload_tokens = !tokens.is_cuda() && dev.is_cuda();
+  Tensor host = Tensor::empty({B + B * T + B + (upload_tokens ? B * T : 0)}, DType::I32);
+  int32_t* idx = host.data<int32_t>();
+  if (upload_tokens) std::copy_n(tokens.data<int32_t>(), B * T, idx + B + B * T + B);
+  bool from_empty = true;
+  for (int64_t b = 0; b < B; ++b) {
+    const int32_t start = cache.lengths[size_t(b)], n = num_tokens[size_t(b)];
+    MT_CHECK(n >= 1 && n <= T, "forward_inference: sequence {} has {} new tokens of {}", b, n, T);
+    MT_CHECK(start + T <= cache.capacity, "forward_inference: sequence {} at {} + {} tokens > cache of {}", b, start,
+             T, cache.capacity);
+    from_empty = from_empty && start == 0;
+    idx[b] = start;
+    for (int64_t t = 0; t < T; ++t) idx[B + b * T + t] = start + int32_t(t);
+    idx[B + B * T + b] = int32_t(b * T + n - 1);
+  }
+  const Tensor ids = host.to(dev);
+  InferenceStep step;
+  step.start = ids.flat_slice(0, B, {B});
+  step.from_empty = from_empty;
+  const Tensor positions = ids.flat_slice(B, B * T, {1, B * T});
+  const Tensor last = ids.flat_slice(B + B * T, B, {1, B});
+  const Tensor token_ids = upload_tokens ? ids.flat_slice(B + B * T + B, B * T, {B, T}) : tokens;
+
+  Tensor x = Tensor::empty({B, T, C}, cfg_.params_dtype, dev);
+  before_forward(embedding_ids_);
+  embedding_forward(token_ids, buf_.param(wte_), nullptr, vocab_start_, x);
+  if (wpe_ >= 0 && par_.tp_rank() == 0) {  // as in training: tp rank 0 adds the positions
+    Tensor pe = Tensor::empty({1, B * T, C}, cfg_.params_dtype, dev);
+    embedding_forward(positions, buf_.param(wpe_), nullptr, 0, pe);
+    add(x.view({1, B * T, C}), pe, x.view({1, B * T, C}));
+  }
+  if (par_.tp_size() > 1) par_.tp->all_reduce(x);
+  if (cache.rope.cos.defined()) {
+    const int64_t half = cache.rope.cos.size(1);
+    step.cos = Tensor::empty({1, B * T, half}, DType::F32, dev);
+    step.sin = Tensor::empty({1, B * T, half}, DType::F32, dev);
+    embedding_forward(positions, cache.rope.cos, nullptr, 0, step.cos);
+    embedding_forward(positions, cache.rope.sin, nullptr, 0, step.sin);
+    step.cos = step.cos.view({B * T, half});
+    step.sin = step.sin.view({B * T, half});
+  }
+  for (size_t i = 0; i < layers_.size(); ++i) {
+    before_forward(layer_ids_[i]);
+    x = layers_[i]->forward_inference(x, step, cache.key[i], cache.value[i]);
+  }
+  Tensor h = x.view({B * T, C});
+  if (T > 1) {
+    Tensor rows = Tensor::empty({1, B, C}, h.dtype(), dev);
+    embedding_forward(last, h, nullptr, 0, rows);
+    h = rows.view({B, C});
+  }
+  before_forward(final_ln_ids_);
+  Norm::Saved ln;
+  Tensor hn = final_ln_->forward(h, ln);
+  Tensor logits = Tensor::empty({B, vocab_local_}, hn.dtype(), dev);
+  gemm(hn, false, buf_.param(output_weight()), true, logits);
+  for (int64_t b = 0; b < B; ++b) cache.lengths[size_t(b)] += num_tokens[size_t(b)];
+  return logits;
+}
+
 }  // namespace mt

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "model/transformer_config.h"
+#include "model/kv_cache.h"
 #include "model/norm.h"
 #include "model/rotary.h"
 #include "model/parallel_config.h"
@@ -110,6 +111,17 @@ class GPTModel {
   // its weights (each rank saw its heads). Nothing without tensor parallelism.
   void finish_grad_sync() const;
   const ModelParallelConfig& parallel() const { return par_; }
+  // Generation (a whole model: pre- and post-process). A zeroed key/value cache for `batch`
+  // sequences of up to `capacity` tokens on the model's device (capacity <= max_position_embeddings
+  // with learned positions).
+  KVCache allocate_kv_cache(int64_t batch, int64_t capacity) const;
+  // tokens: int32 [B, T] on the host or the model's device, right-padded: row b holds num_tokens[b] (1..T)
+  // new tokens of sequence b, at positions cache.lengths[b] + t. Runs them through the model in
+  // eval mode (no dropout), writes their keys and values into the cache, advances cache.lengths
+  // and returns the logits of each row's last new token: [B, padded_vocab / TP] in the model's
+  // dtype (with tensor parallelism this rank's vocabulary shard). A prompt batch from empty
+  // caches is one call (the prefill); each decode step is another with T = 1.
+  Tensor forward_inference(const Tensor& tokens, const std::vector<int32_t>& num_tokens, KVCache& cache) const;
   // Tells `hooks` (null: nobody) which parameters each pass is about to read and which grads it
   // has finished, module by module: embeddings, each layer, the final norm.
   void set_param_hooks(ParamHooks* hooks) { hooks_ = hooks; }

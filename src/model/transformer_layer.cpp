@@ -71,4 +71,16 @@ Tensor TransformerLayer::backward(const Tensor& dy, Saved& s) const {
   return dx;
 }
 
+Tensor TransformerLayer::forward_inference(const Tensor& x, const InferenceStep& step, const Tensor& k_cache,
+                                           const Tensor& v_cache) const {
+  Norm::Saved ln1, ln2;
+  MLP::Saved mlp;
+  Tensor a = attn_.forward_inference(ln1_.forward(x, ln1).view(x.shape()), step, k_cache, v_cache);
+  Tensor x1;  // x + a, and ln2 of it, in one pass
+  Tensor h = ln2_.forward_add(x, a, &x1, ln2);
+  Tensor m = mlp_.forward(h.view(x.shape()), mlp);
+  add(x1, m, m);
+  return m;
+}
+
 }  // namespace mt

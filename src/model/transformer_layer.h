@@ -28,6 +28,10 @@ class TransformerLayer {
   // ctx.batch/seq: the microbatch's token grid; rope: RoPE's tables when the spec has RoPE.
   Tensor forward(const Tensor& x, const ForwardContext& ctx, const RotaryTables* rope, Saved& saved) const;
   Tensor backward(const Tensor& dy, Saved& saved) const;
+  // Generation (eval mode: no dropout, nothing saved): x [B, T, C], the step's new tokens; their
+  // keys and values go into this layer's cache (see SelfAttention::forward_inference).
+  Tensor forward_inference(const Tensor& x, const InferenceStep& step, const Tensor& k_cache,
+                           const Tensor& v_cache) const;
 
  private:
   TransformerConfig cfg_;
