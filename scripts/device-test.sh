@@ -18,6 +18,8 @@
 #   SCALE=1                                    # issue 7 on 4 or 8 GPUs: GPT 1.3B DP weak scaling, the 7B-class
 #                                              # GPT's TP x DP layouts, save on all GPUs / resume as TP=4
 #   SCALE_PARTS="dp grid reshard"              # which of the three (each takes minutes: split them over calls)
+#   PIPELINE_BUBBLE=1                          # bench/pipeline_bubble.py on the host's CPU cores (MPI ranks):
+#                                              # measured vs analytic bubble of 1F1B, interleaved and ZB-H1
 #   GENERATE=0                                 # skip the generation checks (megatron generate on the GPU vs
 #                                              # transformers) and, with BENCH, bench/generate_benchmark.py
 set -euo pipefail
@@ -172,6 +174,10 @@ if [[ "${BENCH:-1}" == 1 && "$ngpu" -ge 2 ]]; then
     OUT="$LOG_DIR" python3 bench/gpt_multi_gpu.py --mode "$mode" --build-dir "$BUILD_DIR" 2>&1 \
       | tee "$LOG_DIR/bench_multi_$mode.log" || status=1
   done
+fi
+if [[ "${PIPELINE_BUBBLE:-0}" == 1 ]]; then
+  section "pipeline bubble on CPU ranks: 1F1B, interleaved, ZB-H1 at P = 2, 4 and m = 4, 8, 16"
+  python3 bench/pipeline_bubble.py --build-dir "$BUILD_DIR" 2>&1 | tee "$LOG_DIR/bench_pipeline_bubble.log" || status=1
 fi
 if [[ "${PROFILE:-0}" == 1 ]]; then
   section "profile: GPU time per kernel and category, megatron.cpp vs PyTorch"

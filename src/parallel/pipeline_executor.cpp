@@ -1,4 +1,5 @@
 // The pipeline executor: one loop over this rank's action list, whatever the schedule.
+#include <chrono>
 #include <map>
 #include <memory>
 #include <optional>
@@ -32,6 +33,9 @@ std::vector<double> forward_backward_pipelining(const std::vector<const GPTModel
                                                 const PipelineSetup& setup, const MicrobatchSource& microbatch,
                                                 const MicrobatchContext& context, const ScheduleConfig& cfg) {
   MT_CHECK(setup.pp && !chunks.empty(), "forward_backward_pipelining: a pipeline group and at least one chunk");
+  using Clock = std::chrono::steady_clock;
+  const auto t_start = Clock::now();
+  double compute_s = 0;
   Communicator& pp = *setup.pp;
   const int P = pp.size(), rank = pp.rank(), V = int(chunks.size()), M = cfg.num_microbatches;
   const PipelineSchedule schedule = build_pipeline_schedule(setup.kind, P, M, V, cfg.forward_only);
@@ -113,6 +117,7 @@ std::vector<double> forward_backward_pipelining(const std::vector<const GPTModel
     if (a.op != PipelineOp::BackwardWeight) wait_posted();
     Slot& s = slots[key];
     const int m = a.microbatch;
+    const auto t0 = Clock::now();
     switch (a.op) {
       case PipelineOp::Forward: {
         ForwardContext ctx = context(m);
@@ -163,9 +168,14 @@ std::vector<double> forward_backward_pipelining(const std::vector<const GPTModel
       default:
         break;
     }
+    compute_s += std::chrono::duration<double>(Clock::now() - t0).count();
   }
   post();
   wait_posted();
+  if (setup.times) {
+    setup.times->compute_s += compute_s;
+    setup.times->total_s += std::chrono::duration<double>(Clock::now() - t_start).count();
+  }
   MT_CHECK(cfg.forward_only || slots.empty(), "pipeline rank {}: {} microbatch passes left unfinished", rank,
            slots.size());
 

@@ -49,10 +49,18 @@ std::vector<double> forward_backward_no_pipelining(const GPTModel& model, Distri
 
 // How the rank's model is pipelined: its pipeline group (null or of size 1: no pipelining),
 // the schedule, and the microbatch's token grid (the activations' shape between stages).
+// Host time of the executor's passes: compute (forward, backward and weight-gradient passes) and
+// the whole schedule, accumulated over calls; their ratio is the stage's measured bubble (on the
+// CPU; on a GPU the host runs ahead of the device and this does not measure the bubble).
+struct PipelineTimes {
+  double compute_s = 0, total_s = 0;
+};
+
 struct PipelineSetup {
   Communicator* pp = nullptr;
   PipelineScheduleKind kind = PipelineScheduleKind::OneFOneB;
   int64_t micro_batch_size = 1, seq_length = 1;
+  PipelineTimes* times = nullptr;  // accumulates when given
 };
 
 // The pipeline executor: runs this rank's action list of `kind`'s schedule (pp.size() ranks,

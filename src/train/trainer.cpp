@@ -309,6 +309,8 @@ TrainResult pretrain_gpt(const TrainingArgs& args, std::FILE* log, const TrainOp
   pipeline.kind = schedule_kind;
   pipeline.micro_batch_size = args.micro_batch_size;
   pipeline.seq_length = args.seq_length;
+  PipelineTimes pipeline_times;
+  if (args.timing_log_level > 0) pipeline.times = &pipeline_times;
   if (log0) {
     if (!args.model_preset_flags.empty())
       fmt::print(log0, "> model preset {}: {}\n", args.model_preset, args.model_preset_flags);
@@ -489,6 +491,20 @@ TrainResult pretrain_gpt(const TrainingArgs& args, std::FILE* log, const TrainOp
         if (log_last) {
           fmt::print(log_last, "{}\n", format_comm_times(times, interval_iters, 1000.0 * secs / double(interval_iters)));
           std::fflush(log_last);
+        }
+        if (pp_size > 1) {
+          // Each stage's idle fraction of the schedule (host time), gathered to the last rank.
+          std::vector<double> idle(size_t(pp_size), 0.0);
+          idle[size_t(pp_rank)] =
+              pipeline_times.total_s > 0 ? 1.0 - pipeline_times.compute_s / pipeline_times.total_s : 0.0;
+          groups.pp().all_reduce_f64(idle.data(), pp_size);
+          pipeline_times = PipelineTimes{};
+          if (log_last) {
+            std::string line = " pipeline bubble (idle fraction of the schedule per stage):";
+            for (double v : idle) line += fmt::format(" {:.4f}", v);
+            fmt::print(log_last, "{}\n", line);
+            std::fflush(log_last);
+          }
         }
       }
       interval_loss = interval_norm = 0;
