@@ -109,7 +109,9 @@ SafetensorsReader::SafetensorsReader(const std::string& path) : file_(path) {
   const nlohmann::json header =
       parse_header(path, reinterpret_cast<const char*>(p + 8), reinterpret_cast<const char*>(p + 8 + n));
 
-  for (const auto& [name, v] : header.items()) {
+  for (const auto& item : header.items()) {
+    const std::string& name = item.key();
+    const nlohmann::json& v = item.value();
     if (name == "__metadata__") {
       if (!v.is_object()) MT_USER_ERROR("{}: __metadata__ is not an object", path);
       for (const auto& [k, s] : v.items()) {
