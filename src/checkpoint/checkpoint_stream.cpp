@@ -118,4 +118,16 @@ Tensor read_checkpoint_tensor(const CheckpointReader& reader, const std::string&
   return out;
 }
 
+void prefetch_checkpoint_tensor(const CheckpointReader& reader, const std::string& name) {
+  auto it = reader.tensors().find(name);
+  if (it == reader.tensors().end()) return;
+  for (const CheckpointReader::Piece& p : it->second.pieces) {
+    const std::string file = join(reader.path(), reader.files()[size_t(p.file)].name);
+    const int fd = ::open(file.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) continue;  // read_checkpoint_tensor will say why
+    ::posix_fadvise(fd, off_t(p.begin), off_t(p.end - p.begin), POSIX_FADV_WILLNEED);
+    ::close(fd);
+  }
+}
+
 }  // namespace mt

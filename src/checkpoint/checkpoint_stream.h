@@ -45,5 +45,8 @@ class CheckpointStreamWriter {
 // with `rows` >= 0 only its first `rows` rows (a checkpoint that stored vocabulary padding).
 // UserError naming the file and tensor when missing, incomplete or corrupt.
 Tensor read_checkpoint_tensor(const CheckpointReader& reader, const std::string& name, int64_t rows = -1);
+// Starts reading tensor `name`'s pieces from disk in the background (posix_fadvise WILLNEED), for
+// a reader that asks for the next tensor while it works on this one. Nothing when absent.
+void prefetch_checkpoint_tensor(const CheckpointReader& reader, const std::string& name);
 
 }  // namespace mt

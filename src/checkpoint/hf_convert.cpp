@@ -36,8 +36,12 @@ HfConvertStats convert_hf_to_checkpoint(const std::string& hf_dir, const std::st
   }
 
   CheckpointStreamWriter out(out_dir, 0, specs, common, layout);
-  for (size_t k : out.order()) {
-    const HfTensorMap& m = maps[k];
+  const std::vector<size_t>& order = out.order();
+  for (size_t j = 0; j < order.size(); ++j) {
+    const HfTensorMap& m = maps[order[j]];
+    const size_t k = order[j];
+    if (j + 1 < order.size())  // read the next tensor from disk while this one is converted and written
+      for (const std::string& n : maps[order[j + 1]].hf_names) src.prefetch(n);
     std::vector<Tensor> hf;
     for (size_t i = 0; i < m.hf_names.size(); ++i) {
       hf.push_back(src.get(m.hf_names[i], m.hf_shapes[i]));
@@ -83,9 +87,15 @@ HfConvertStats convert_checkpoint_to_hf(const std::string& ckpt_dir, const std::
   if (!reader.contains(emb)) MT_USER_ERROR("{}: the checkpoint has no tensor \"{}\"", reader.path(), emb);
   const DType dt = dtype.value_or(reader.tensors().at(emb).dtype);
   HfConvertStats stats;
+  // The tensors in the order write_hf_model asks for them, to read the next one ahead.
+  std::vector<std::string> order;
+  for (const HfTensorMap& m : hf_tensor_maps(hf_family_for(cfg), cfg)) order.push_back(m.name);
+  size_t next = 0;
   const HfExportStats e = write_hf_model(
       out_dir, cfg, dt,
       [&](const HfTensorMap& m) {
+        while (next < order.size() && order[next] != m.name) ++next;
+        if (++next < order.size()) prefetch_checkpoint_tensor(reader, order[next]);
         auto it = reader.tensors().find(m.name);
         if (it == reader.tensors().end())
           MT_USER_ERROR("{}: the checkpoint has no tensor \"{}\" (another architecture than its arguments say?)",

@@ -90,6 +90,11 @@ void HfWeights::release(const std::string& name) const {
   if (const SafetensorsReader* r = reader_for(key)) r->release(key);
 }
 
+void HfWeights::prefetch(const std::string& name) const {
+  const std::string key = key_of(name);
+  if (const SafetensorsReader* r = reader_for(key)) r->prefetch(key);
+}
+
 void assign_param(const Tensor& src, const Tensor& dst) {
   if (dst.device().is_cpu()) {
     cast(src, dst);

@@ -40,6 +40,8 @@ class HfWeights {
   Tensor get(const std::string& name, const Shape& expect) const;
   // Drops `name`'s pages from this process's resident memory (SafetensorsReader::release).
   void release(const std::string& name) const;
+  // Starts reading `name` in the background (SafetensorsReader::prefetch); nothing when missing.
+  void prefetch(const std::string& name) const;
 
  private:
   const SafetensorsReader* reader_for(const std::string& key) const;

@@ -218,6 +218,14 @@ void SafetensorsReader::release(const std::string& name) const {
   if (b > a) ::madvise(reinterpret_cast<void*>(a), b - a, MADV_DONTNEED);
 }
 
+void SafetensorsReader::prefetch(const std::string& name) const {
+  const SafetensorsEntry& e = entry(name);
+  const uintptr_t page = uintptr_t(::sysconf(_SC_PAGESIZE));
+  const uintptr_t a = reinterpret_cast<uintptr_t>(data_ + e.begin) / page * page;
+  const uintptr_t b = reinterpret_cast<uintptr_t>(data_ + e.end);
+  if (b > a) ::madvise(reinterpret_cast<void*>(a), b - a, MADV_WILLNEED);
+}
+
 // ---- writing -------------------------------------------------------------------------------
 
 SafetensorsWriter::SafetensorsWriter(std::string path, std::vector<SafetensorsSpec> specs,

@@ -49,6 +49,9 @@ class SafetensorsReader {
   // reader that goes through a large file tensor by tensor keeps its resident memory near one
   // tensor. Views of `name` stay valid (the pages are read again on access).
   void release(const std::string& name) const;
+  // Starts reading `name`'s pages in the background (a reader going tensor by tensor asks for the
+  // next one while it works on this one).
+  void prefetch(const std::string& name) const;
 
  private:
   MappedFile file_;
