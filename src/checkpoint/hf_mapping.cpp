@@ -321,6 +321,7 @@ Tensor hf_to_ours(const HfTensorMap& m, const std::vector<Tensor>& hf) {
     }
     src.push_back(conv1d(m.layout) ? transposed(t) : t);
   }
+  if (m.layout == HfLayout::Same) return src[0];  // nothing moves: no copy (a large tensor stays mapped)
   const BlockPlan p = block_plan(m);
   const size_t block_bytes = size_t(p.rows_per_block * p.row_elems) * dtype_size(dt);
   const std::vector<uint8_t*> blocks = hf_blocks(src, block_bytes);
@@ -335,6 +336,7 @@ std::vector<Tensor> ours_to_hf(const HfTensorMap& m, const Tensor& ours) {
   MT_CHECK(ours.shape() == m.shape && ours.is_contiguous() && ours.device().is_cpu(), "{}: {} given, expected {}",
            m.name, shape_str(ours.shape()), shape_str(m.shape));
   const DType dt = ours.dtype();
+  if (m.layout == HfLayout::Same) return {ours};  // nothing moves: no copy
   std::vector<Tensor> out;
   for (const Shape& s : m.hf_shapes)
     out.push_back(Tensor::empty(conv1d(m.layout) ? Shape{s[1], s[0]} : s, dt));  // transposed below

@@ -50,7 +50,8 @@ struct HfTensorMap {
 std::vector<HfTensorMap> hf_tensor_maps(HfFamily f, const TransformerConfig& cfg);
 
 // Our tensor from its Hugging Face tensors (CPU, contiguous, hf_shapes; the first one's dtype,
-// others cast to it), and back. Host tensors; the bytes are moved, never converted.
+// others cast to it), and back. Host tensors; the bytes are moved, never converted. The Same
+// layout returns its input itself (no copy).
 Tensor hf_to_ours(const HfTensorMap& m, const std::vector<Tensor>& hf);
 std::vector<Tensor> ours_to_hf(const HfTensorMap& m, const Tensor& ours);
 
