@@ -105,6 +105,9 @@ ConvertCommand add_convert_command(CLI::App& app) {
                     "--to hf: the largest weight file (5GB, 500MB, 2GiB); more become model-0000k-of-0000n.safetensors "
                     "with model.safetensors.index.json")
       ->capture_default_str();
+  c.app->add_option("--hf-assets", o.hf_assets,
+                    "--to hf: a Hugging Face directory whose config.json (keys other than the architecture), "
+                    "generation config and tokenizer files the output takes (default: INPUT/hf/, kept by --to megatron)");
   c.app->add_option("--dtype", o.dtype, "The output's weights: bf16, fp16 or fp32 (default: the input's)");
   return c;
 }
@@ -137,7 +140,7 @@ void run_convert(const ConvertCommand& c) {
     const TransformerConfig cfg = config_from_checkpoint_args(reader.common()["args"], reader.path());
     HfExportOptions opt;
     opt.max_shard_bytes = shard_bytes;
-    st = convert_checkpoint_to_hf(o.input, o.output, cfg, dtype, opt);
+    st = convert_checkpoint_to_hf(o.input, o.output, cfg, dtype, opt, o.hf_assets);
     what = fmt::format("megatron checkpoint {} -> {} {}", reader.path(), hf_architecture(st.family), o.output);
   }
   const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();

@@ -15,6 +15,7 @@ struct ConvertCommand {
     int target_tp = 1, target_pp = 1;
     std::string max_shard_size = "5GB";
     std::string dtype;  // "" keeps the input's
+    std::string hf_assets;
   };
   std::shared_ptr<Options> opts;
 };

@@ -2,12 +2,15 @@
 """`megatron convert` at scale: a random Llama-shaped model (bf16) written by our own export path
 (hf_random_model, through write_hf_model), converted Hugging Face -> megatron checkpoint -> Hugging Face
 on the CPU. For each conversion: wall time, GB/s (bytes written / time), peak RSS of the converter
-(wait4's ru_maxrss), and `cat` of the same input files to /dev/null as the disk's read rate. Every file
+(/usr/bin/time's maximum resident set size), and `cat` of the same input files to /dev/null as the
+disk's read rate; once, `dd conv=fsync` of as many bytes as the disk's sustained write rate (a
+conversion writes as much as it reads, so this bounds it on disks that write slower than they read).
+Every file
 is evicted from the page cache (posix_fadvise DONTNEED: they were fsynced, no root needed) before each
 timed step, so each step starts cold. The round trip is checked byte for byte: our writer lays the
 files out the same way both times, so the final model.safetensors files equal the first ones.
 
-  python3 bench/convert_benchmark.py [--shape llama3.1-8b|llama3.2-1b|tiny] [--build-dir build] [--dir DIR]
+  python3 bench/convert_benchmark.py [--shape llama3.1-8b|llama3.2-1b|tiny] [--build-dir build] [--dir DIR] [--no-dd]
 
 Needs about 3x the model's size free in --dir (8B: 48 GB); with less it says so and stops (pick a
 smaller --shape). Not run by CI. The folder (default build-convert-bench/) is removed at the end
@@ -72,6 +75,7 @@ def main():
     ap.add_argument("--build-dir", default=os.environ.get("MEGATRON_BUILD_DIR", "build"))
     ap.add_argument("--dir", default="build-convert-bench")
     ap.add_argument("--keep", action="store_true")
+    ap.add_argument("--no-dd", action="store_true", help="skip the dd write measurement")
     a = ap.parse_args()
     shape = SHAPES[a.shape]
     n = params(*shape[:-1], tied=shape[-1])
@@ -92,6 +96,13 @@ def main():
         size = sum(os.path.getsize(p) for p in files_under(hf))
         print(f"write random HF model (our export): {secs:7.2f} s  {size / secs / 1e9:5.2f} GB/s  "
               f"peak RSS {rss / 1e9:.3f} GB  ({size / 1e9:.2f} GB)")
+        if not a.no_dd:
+            dd = os.path.join(a.dir, "dd.bin")
+            secs, _, _ = measured(["dd", "if=/dev/zero", f"of={dd}", "bs=4M", f"count={size // (4 << 20)}",
+                                   "conv=fsync", "status=none"])
+            os.remove(dd)
+            print(f"dd write of {size // (4 << 20) * 4 / 1024:.1f} GiB with fsync: {secs:7.2f} s  "
+                  f"{size // (4 << 20) * (4 << 20) / secs / 1e9:5.2f} GB/s")
         rows = []
         for name, src, dst, flags in (("hf -> megatron", hf, ck, ["--from", "hf", "--to", "megatron"]),
                                       ("megatron -> hf", ck, back, ["--from", "megatron", "--to", "hf"])):

@@ -74,11 +74,13 @@ HfConvertStats convert_hf_to_checkpoint(const std::string& hf_dir, const std::st
 
 HfConvertStats convert_checkpoint_to_hf(const std::string& ckpt_dir, const std::string& out_dir,
                                         const TransformerConfig& cfg, std::optional<DType> dtype,
-                                        HfExportOptions opt) {
+                                        HfExportOptions opt, const std::string& assets_dir) {
   CheckpointReader reader(ckpt_dir, -1, nullptr);
   // OUT/hf/ of a converted checkpoint: beside the iteration directories (ckpt_dir is the save
   // directory or one of its iteration directories).
-  std::string assets;
+  std::string assets = assets_dir;
+  if (!assets.empty() && !fs::is_regular_file(fs::path(assets) / "config.json"))
+    MT_USER_ERROR("--hf-assets {}: no config.json there (expected a Hugging Face model directory)", assets);
   for (const fs::path& d : {fs::path(ckpt_dir), fs::path(reader.path()).parent_path()})
     if (assets.empty() && fs::is_regular_file(d / kHfAssetsDir / "config.json")) assets = (d / kHfAssetsDir).string();
   if (!assets.empty() && opt.base_config.is_null()) opt.base_config = read_hf_config_json(assets);

@@ -34,10 +34,11 @@ HfConvertStats convert_hf_to_checkpoint(const std::string& hf_dir, const std::st
 
 // The latest checkpoint of CKPT_DIR (architecture `cfg`, from its recorded arguments) -> a Hugging
 // Face directory OUT_DIR, in the checkpoint's dtype (its word embeddings') unless `dtype` is given.
-// The Hugging Face files kept by convert_hf_to_checkpoint (CKPT_DIR/hf/) are used and copied when
+// The config.json keys, generation config and tokenizer files come from `assets_dir` (a Hugging
+// Face directory), or when empty from the ones convert_hf_to_checkpoint kept (CKPT_DIR/hf/), when
 // there.
 HfConvertStats convert_checkpoint_to_hf(const std::string& ckpt_dir, const std::string& out_dir,
                                         const TransformerConfig& cfg, std::optional<DType> dtype,
-                                        HfExportOptions opt = {});
+                                        HfExportOptions opt = {}, const std::string& assets_dir = "");
 
 }  // namespace mt

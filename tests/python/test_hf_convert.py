@@ -157,11 +157,19 @@ def test_converted_checkpoint_trains_without_architecture_flags(roundtrip, build
     name, variant, _, tmp = roundtrip
     if variant:
         pytest.skip("one training run per family")
-    r = megatron(build_dir, "train", "--load", tmp / "ck", *TRAIN)
+    r = megatron(build_dir, "train", "--load", tmp / "ck", "--save", tmp / "trained", "--save-interval", "2", *TRAIN)
     assert r.returncode == 0, r.stderr
     assert "> architecture from the checkpoint to load: --num-layers 2" in r.stdout
     assert "--no-load-optim" in r.stdout and "> loaded checkpoint" in r.stdout
     assert "iteration        2/       2" in r.stdout
+    # The trained checkpoint goes back to Hugging Face with the original's config and tokenizer files.
+    r = megatron(build_dir, "convert", "--from", "megatron", "--to", "hf", "--input", tmp / "trained", "--output",
+                 tmp / "trained_hf", "--hf-assets", tmp / "hf")
+    assert r.returncode == 0, r.stderr
+    model_type = json.loads((tmp / "hf" / "config.json").read_text())["model_type"]
+    assert json.loads((tmp / "trained_hf" / "config.json").read_text())["model_type"] == model_type
+    assert (tmp / "trained_hf" / "tokenizer.json").exists()
+    AutoModelForCausalLM.from_pretrained(tmp / "trained_hf")
     # A shape flag that disagrees with the checkpoint is one line.
     assert_user_error(megatron(build_dir, "train", "--load", tmp / "ck", "--num-layers", "3", *TRAIN),
                       "--num-layers: checkpoint 2, now 3")
