@@ -3,7 +3,8 @@
 (hf_random_model, through write_hf_model), converted Hugging Face -> megatron checkpoint -> Hugging Face
 on the CPU. For each conversion: wall time, GB/s (bytes written / time), peak RSS of the converter
 (/usr/bin/time's maximum resident set size), and `cat` of the same input files to /dev/null as the
-disk's read rate; once, `dd conv=fsync` of as many bytes as the disk's sustained write rate (a
+disk's read rate, and `cat` of them into one new file (fsync'd) as the floor of anything that reads
+and writes the same bytes; once, `dd conv=fsync` of as many bytes as the disk's sustained write rate (a
 conversion writes as much as it reads, so this bounds it on disks that write slower than they read).
 Every file
 is evicted from the page cache (posix_fadvise DONTNEED: they were fsynced, no root needed) before each
@@ -69,6 +70,15 @@ def cat_rate(paths):
     return size / secs / 1e9
 
 
+def copy_rate(paths, dst):
+    """cat of the files into one new file, fsync'd: the read+write floor of a streaming conversion."""
+    evict(paths)
+    size = sum(os.path.getsize(p) for p in paths)
+    secs, _, _ = measured(["sh", "-c", 'out="$1"; shift; cat "$@" > "$out" && sync "$out"', "copy", dst, *paths])
+    os.remove(dst)
+    return size / secs / 1e9
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--shape", choices=SHAPES, default="llama3.1-8b")
@@ -103,18 +113,18 @@ def main():
             os.remove(dd)
             print(f"dd write of {size // (4 << 20) * 4 / 1024:.1f} GiB with fsync: {secs:7.2f} s  "
                   f"{size // (4 << 20) * (4 << 20) / secs / 1e9:5.2f} GB/s")
-        rows = []
         for name, src, dst, flags in (("hf -> megatron", hf, ck, ["--from", "hf", "--to", "megatron"]),
                                       ("megatron -> hf", ck, back, ["--from", "megatron", "--to", "hf"])):
             inputs = [p for p in files_under(src) if p.endswith(".safetensors")]
             cat = cat_rate(inputs)
+            copy = copy_rate(inputs, os.path.join(a.dir, "copy.bin"))
             evict(inputs)
             secs, rss, out = measured([megatron, "convert", *flags, "--input", src, "--output", dst])
             written = sum(os.path.getsize(p) for p in files_under(dst) if p.endswith(".safetensors"))
             rate = written / secs / 1e9
-            rows.append((name, secs, rate, rss, cat))
             print(f"{name}: {secs:7.2f} s  {rate:5.2f} GB/s  peak RSS {rss / 1e9:.3f} GB  "
-                  f"(cat of its input: {cat:5.2f} GB/s; ratio {rate / cat:.2f})")
+                  f"(cat of its input: {cat:5.2f} GB/s, ratio {rate / cat:.2f}; cat into a new fsync'd file: "
+                  f"{copy:5.2f} GB/s, ratio {rate / copy:.2f})")
             print("   ", out.strip())
         same = all(filecmp.cmp(os.path.join(hf, f), os.path.join(back, f), shallow=False)
                    for f in os.listdir(hf) if f.endswith(".safetensors"))

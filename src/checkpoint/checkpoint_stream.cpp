@@ -61,7 +61,7 @@ CheckpointStreamWriter::CheckpointStreamWriter(std::string dir, int64_t iteratio
   const std::string iter_dir = join(dir_, iteration_dir_name(iteration_));
   write_text_atomic(join(iter_dir, kCommonFile), common.dump(1) + "\n");
   shard_ = std::make_unique<SafetensorsWriter>(join(iter_dir, shard_file_name(0, 1)), specs_,
-                                               shard_metadata(shard_meta_));
+                                               shard_metadata(shard_meta_), /*background=*/true);
 }
 
 CheckpointStreamWriter::~CheckpointStreamWriter() = default;

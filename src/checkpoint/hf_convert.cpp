@@ -37,9 +37,16 @@ HfConvertStats convert_hf_to_checkpoint(const std::string& hf_dir, const std::st
 
   CheckpointStreamWriter out(out_dir, 0, specs, common, layout);
   const std::vector<size_t>& order = out.order();
+  // The writer works in the background: a tensor's mapped pages are dropped once the next write()
+  // has returned (it waits for the previous tensor to be written), not before.
+  const std::vector<std::string>* written = nullptr;
+  auto release = [&](const std::vector<std::string>* names) {
+    if (names)
+      for (const std::string& n : *names) src.release(n);
+  };
   for (size_t j = 0; j < order.size(); ++j) {
-    const HfTensorMap& m = maps[order[j]];
     const size_t k = order[j];
+    const HfTensorMap& m = maps[k];
     if (j + 1 < order.size())  // read the next tensor from disk while this one is converted and written
       for (const std::string& n : maps[order[j + 1]].hf_names) src.prefetch(n);
     std::vector<Tensor> hf;
@@ -54,12 +61,12 @@ HfConvertStats convert_hf_to_checkpoint(const std::string& hf_dir, const std::st
       ours = c;
     }
     out.write(ours);
-    ours = Tensor();
-    hf.clear();
-    for (const std::string& n : m.hf_names) src.release(n);
+    release(written);
+    written = &m.hf_names;
     ++stats.tensors;
   }
   stats.bytes_written = out.finish();
+  release(written);
 
   // The files that are not weights, for the way back.
   const fs::path assets = fs::path(out_dir) / kHfAssetsDir;

@@ -75,7 +75,8 @@ HfExportStats write_hf_model(const std::string& dir, const TransformerConfig& cf
     }
     ++k;
     next = 0;
-    w = std::make_unique<SafetensorsWriter>((fs::path(dir) / file_name(k)).string(), files[size_t(k)]);
+    w = std::make_unique<SafetensorsWriter>((fs::path(dir) / file_name(k)).string(), files[size_t(k)],
+                                            std::map<std::string, std::string>{}, /*background=*/true);
     for (size_t i = 0; i < w->data_order().size(); ++i)
       MT_CHECK(w->data_order()[i] == i, "one dtype keeps the planned order");
   };

@@ -6,10 +6,13 @@
 
 #include <algorithm>
 #include <bit>
+#include <condition_variable>
 #include <cerrno>
 #include <cstring>
 #include <nlohmann/json.hpp>
+#include <mutex>
 #include <set>
+#include <thread>
 
 #include "core/error.h"
 
@@ -228,8 +231,18 @@ void SafetensorsReader::prefetch(const std::string& name) const {
 
 // ---- writing -------------------------------------------------------------------------------
 
+// The writer thread of a background SafetensorsWriter: one tensor at a time.
+struct SafetensorsWriter::Background {
+  std::mutex mu;
+  std::condition_variable cv;
+  Tensor job;  // handed over, not yet written
+  bool busy = false, stop = false;
+  std::exception_ptr error;
+  std::thread thread;
+};
+
 SafetensorsWriter::SafetensorsWriter(std::string path, std::vector<SafetensorsSpec> specs,
-                                     const std::map<std::string, std::string>& metadata)
+                                     const std::map<std::string, std::string>& metadata, bool background)
     : path_(std::move(path)), tmp_path_(path_ + ".tmp." + std::to_string(::getpid())), specs_(std::move(specs)) {
   std::set<std::string> seen;
   for (const SafetensorsSpec& s : specs_) {
@@ -257,9 +270,48 @@ SafetensorsWriter::SafetensorsWriter(std::string path, std::vector<SafetensorsSp
   const uint64_t n = header_bytes_;
   write_all(fd_, &n, 8, tmp_path_);
   write_all(fd_, text.data(), text.size(), tmp_path_);
+  if (background) {
+    bg_ = std::make_unique<Background>();
+    Background* b = bg_.get();
+    b->thread = std::thread([this, b] {
+      std::unique_lock<std::mutex> lock(b->mu);
+      for (;;) {
+        b->cv.wait(lock, [&] { return b->busy || b->stop; });
+        if (!b->busy) return;
+        Tensor t = std::move(b->job);
+        lock.unlock();
+        try {
+          write_all(fd_, t.raw(), t.nbytes(), tmp_path_);
+        } catch (...) {
+          lock.lock();
+          b->error = std::current_exception();
+          lock.unlock();
+        }
+        t = Tensor();
+        lock.lock();
+        b->busy = false;
+        b->cv.notify_all();
+      }
+    });
+  }
+}
+
+void SafetensorsWriter::wait_idle() {
+  if (!bg_) return;
+  std::unique_lock<std::mutex> lock(bg_->mu);
+  bg_->cv.wait(lock, [&] { return !bg_->busy; });
+  if (bg_->error) std::rethrow_exception(std::exchange(bg_->error, nullptr));
 }
 
 SafetensorsWriter::~SafetensorsWriter() {
+  if (bg_) {
+    {
+      std::lock_guard<std::mutex> lock(bg_->mu);
+      bg_->stop = true;
+    }
+    bg_->cv.notify_all();
+    bg_->thread.join();
+  }
   if (fd_ >= 0) ::close(fd_);
   if (!finished_) ::unlink(tmp_path_.c_str());
 }
@@ -284,16 +336,23 @@ void SafetensorsWriter::write(const Tensor& t) {
   MT_CHECK(t.defined() && t.is_contiguous() && t.dtype() == s.dtype && t.shape() == s.shape,
            "{}: tensor \"{}\" written as {} {}, declared {} {}", path_, s.name, dtype_name(t.dtype()),
            shape_str(t.shape()), dtype_name(s.dtype), shape_str(s.shape));
-  if (t.device().is_cpu()) {
-    write_all(fd_, t.raw(), t.nbytes(), tmp_path_);
-  } else {
-    Tensor host = t.to(Device::cpu());
-    write_all(fd_, host.raw(), host.nbytes(), tmp_path_);
-  }
+  Tensor host = t.device().is_cpu() ? t : t.to(Device::cpu());
   ++next_;
+  if (!bg_) {
+    write_all(fd_, host.raw(), host.nbytes(), tmp_path_);
+    return;
+  }
+  wait_idle();
+  {
+    std::lock_guard<std::mutex> lock(bg_->mu);
+    bg_->job = std::move(host);
+    bg_->busy = true;
+  }
+  bg_->cv.notify_all();
 }
 
 void SafetensorsWriter::rewrite_metadata(const std::map<std::string, std::string>& metadata) {
+  wait_idle();
   std::string text = header_text(metadata);
   if (text.size() > header_bytes_)
     MT_USER_ERROR("{}: the new __metadata__ makes the header {} bytes, more than the {} written", path_, text.size(),
@@ -304,6 +363,7 @@ void SafetensorsWriter::rewrite_metadata(const std::map<std::string, std::string
 }
 
 void SafetensorsWriter::finish() {
+  wait_idle();
   MT_CHECK(!finished_ && next_ == order_.size(), "{}: {} of {} tensors written", path_, next_, order_.size());
   if (::fsync(fd_) != 0) MT_USER_ERROR("cannot write {}: {}", tmp_path_, std::strerror(errno));
   const int rc = ::close(fd_);

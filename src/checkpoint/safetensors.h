@@ -5,6 +5,7 @@
 // The tensors' byte ranges tile the data section exactly: no gaps, no overlaps, nothing after.
 #include <cstdint>
 #include <map>
+#include <memory>
 #include <string>
 #include <utility>
 #include <vector>
@@ -74,11 +75,14 @@ struct SafetensorsSpec {
 // written to a temporary name beside `path` and renamed into place by finish() (fsync'd);
 // destroyed without finish(), the temporary is deleted. __metadata__ always holds
 // "format": "pt" (as the reference library writes) unless `metadata` sets "format".
-// Duplicate or reserved ("__metadata__") names are a UserError.
+// Duplicate or reserved ("__metadata__") names are a UserError. With `background`, write() hands
+// the tensor to a writer thread and returns once the previous one is on its way to disk, so the
+// caller reads and converts the next tensor while this one is written (two tensors alive at most);
+// a write error comes back from a later write() or finish().
 class SafetensorsWriter {
  public:
   SafetensorsWriter(std::string path, std::vector<SafetensorsSpec> specs,
-                    const std::map<std::string, std::string>& metadata = {});
+                    const std::map<std::string, std::string>& metadata = {}, bool background = false);
   ~SafetensorsWriter();
   SafetensorsWriter(const SafetensorsWriter&) = delete;
   SafetensorsWriter& operator=(const SafetensorsWriter&) = delete;
@@ -96,6 +100,9 @@ class SafetensorsWriter {
 
  private:
   std::string header_text(const std::map<std::string, std::string>& metadata) const;
+  void wait_idle();  // the background writer has written everything handed to it (rethrows its error)
+  struct Background;
+  std::unique_ptr<Background> bg_;
   std::string path_, tmp_path_;
   std::vector<SafetensorsSpec> specs_;
   std::vector<size_t> order_;

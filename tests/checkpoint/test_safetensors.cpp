@@ -244,13 +244,18 @@ TEST_F(SafetensorsTest, WriterAddsFormatPtAndTilesTheData) {
   EXPECT_EQ(r.entry("h").end, 14u);
 }
 
-TEST_F(SafetensorsTest, StreamingWriterWritesInDataOrderAndRewritesMetadata) {
+class SafetensorsWriterTest : public SafetensorsTest, public ::testing::WithParamInterface<bool> {};
+INSTANTIATE_TEST_SUITE_P(ForegroundAndBackground, SafetensorsWriterTest, ::testing::Bool());
+
+TEST_P(SafetensorsWriterTest, StreamingWriterWritesInDataOrderAndRewritesMetadata) {
   Tensor a = filled<float>({2, 2}, DType::F32, [](int64_t i) { return float(i); });
   Tensor b = filled<bf16>({3}, DType::BF16, [](int64_t i) { return to_bf16(float(-i)); });
   {
-    SafetensorsWriter w(path_, {{"b", DType::BF16, {3}}, {"a", DType::F32, {2, 2}}}, {{"crc", "00000000"}});
+    SafetensorsWriter w(path_, {{"b", DType::BF16, {3}}, {"a", DType::F32, {2, 2}}}, {{"crc", "00000000"}},
+                        GetParam());
     ASSERT_EQ(w.data_order(), (std::vector<size_t>{1, 0}));
     w.write(a);
+    a = Tensor();  // the writer keeps what it still has to write
     w.write(b);
     EXPECT_THROW(w.rewrite_metadata({{"crc", "000000001"}, {"more", "x"}}), UserError);
     w.rewrite_metadata({{"crc", "89abcdef"}});
@@ -259,14 +264,14 @@ TEST_F(SafetensorsTest, StreamingWriterWritesInDataOrderAndRewritesMetadata) {
   }
   SafetensorsReader r(path_);
   EXPECT_EQ(r.metadata().at("crc"), "89abcdef");
-  EXPECT_EQ(std::memcmp(r.get("a").raw(), a.raw(), a.nbytes()), 0);
+  for (int64_t i = 0; i < 4; ++i) EXPECT_EQ(r.get("a").data<float>()[i], float(i));
   EXPECT_EQ(std::memcmp(r.get("b").raw(), b.raw(), b.nbytes()), 0);
   EXPECT_EQ(std::distance(fs::directory_iterator(dir_), fs::directory_iterator()), 1);
 }
 
-TEST_F(SafetensorsTest, StreamingWriterAbandonedLeavesNothing) {
+TEST_P(SafetensorsWriterTest, StreamingWriterAbandonedLeavesNothing) {
   {
-    SafetensorsWriter w(path_, {{"a", DType::F32, {2}}});
+    SafetensorsWriter w(path_, {{"a", DType::F32, {2}}}, {}, GetParam());
     w.write(Tensor::zeros({2}, DType::F32));
   }
   EXPECT_EQ(std::distance(fs::directory_iterator(dir_), fs::directory_iterator()), 0);
