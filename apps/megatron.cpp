@@ -7,10 +7,12 @@
 
 #include "core/error.h"
 #include "comm/mpi_communicator.h"
+#include "train/checkpoint_architecture.h"
 #include "train/model_presets.h"
 #include "train/trainer.h"
 #include "checkpoint_cmd.h"
 #include "generate_cmd.h"
+#include "convert_cmd.h"
 #include "preprocess.h"
 #include "train_flags.h"
 
@@ -27,12 +29,18 @@ int main(int argc, char** argv) {
   mt::MergeCommand merge = mt::add_merge_command(app);
   mt::CheckpointCommand checkpoint = mt::add_checkpoint_command(app);
   mt::GenerateCommand generate = mt::add_generate_command(app);
+  mt::ConvertCommand convert = mt::add_convert_command(app);
 
   // --model-preset NAME stands for its architecture flags (ones given explicitly win).
   std::vector<std::string> words;
   try {
     std::vector<std::string> given(argv + 1, argv + argc);
     words = mt::expand_model_preset(given, &args.model_preset_flags);
+    // --load DIR stands for the architecture its checkpoint records (flags given explicitly win).
+    std::string from_checkpoint;
+    words = mt::expand_checkpoint_architecture(words, &from_checkpoint);
+    if (!from_checkpoint.empty() && mt::dist::launcher_rank() == 0)
+      std::printf("> architecture from the checkpoint to load: %s\n", from_checkpoint.c_str());
   } catch (const mt::UserError& e) {
     if (mt::dist::launcher_rank() == 0) std::fprintf(stderr, "megatron train: error: %s\n", e.what());
     return 2;
@@ -50,6 +58,7 @@ int main(int argc, char** argv) {
                         : merge.app->parsed()      ? "megatron merge-datasets"
                         : checkpoint.app->parsed() ? "megatron checkpoint"
                         : generate.app->parsed()   ? "megatron generate"
+                        : convert.app->parsed()    ? "megatron convert"
                                                    : "megatron";
     // Every rank parses the same command line: only the launcher's rank 0 (or a lone process) says so.
     if (mt::dist::launcher_rank() == 0)
@@ -62,6 +71,7 @@ int main(int argc, char** argv) {
     if (merge.app->parsed()) mt::run_merge(merge);
     if (checkpoint.app->parsed()) mt::run_checkpoint(checkpoint);
     if (generate.app->parsed()) mt::run_generate(*generate.opts);
+    if (convert.app->parsed()) mt::run_convert(convert);
   } catch (const mt::ArgumentError& e) {
     // Found identically on every rank before any of them diverged: said once, every rank exits 2.
     if (mt::dist::world_rank() == 0) std::fprintf(stderr, "megatron: error: %s\n", e.what());

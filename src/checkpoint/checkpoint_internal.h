@@ -28,4 +28,11 @@ int64_t read_tracker(const std::string& dir);
 void write_text_atomic(const std::string& path, const std::string& text);
 void fsync_dir(const std::string& dir);
 
+// save_checkpoint's steps around writing the shard files, for writers that make a shard file
+// themselves (checkpoint_stream.cpp). begin_iteration: DIR/iter_N exists and is empty (a complete
+// checkpoint of that iteration first stops being current). finish_iteration, once every shard
+// file and common.json are written: indexes the shards into metadata.json, then the tracker.
+void begin_iteration(const std::string& dir, int64_t iteration);
+uint64_t finish_iteration(const std::string& dir, int64_t iteration, const SaveOptions& opt);
+
 }  // namespace mt::ckpt_detail

@@ -493,3 +493,15 @@ int64_t AsyncCheckpointSaver::finalize(SaveStats* stats) {
 }
 
 }  // namespace mt
+
+// For writers that make the shard file themselves (checkpoint_stream.cpp): the same steps as
+// save_checkpoint around it.
+namespace mt::ckpt_detail {
+
+void begin_iteration(const std::string& dir, int64_t iteration) { prepare_iteration_dir(dir, iteration); }
+
+uint64_t finish_iteration(const std::string& dir, int64_t iteration, const SaveOptions& opt) {
+  return complete_checkpoint(dir, iteration, opt);
+}
+
+}  // namespace mt::ckpt_detail

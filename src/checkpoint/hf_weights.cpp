@@ -23,7 +23,7 @@ nlohmann::json read_hf_config_json(const std::string& dir) {
   return j;
 }
 
-HfWeights::HfWeights(const std::string& dir, std::vector<std::string> prefixes) : dir_(dir) {
+HfWeights::HfWeights(const std::string& dir, std::string optional_prefix) : dir_(dir), prefix_(std::move(optional_prefix)) {
   const fs::path single = fs::path(dir) / "model.safetensors", index = fs::path(dir) / "model.safetensors.index.json";
   if (fs::exists(single)) {
     readers_[single.filename().string()] = std::make_unique<SafetensorsReader>(single.string());
@@ -40,13 +40,20 @@ HfWeights::HfWeights(const std::string& dir, std::vector<std::string> prefixes) 
   } else {
     MT_USER_ERROR("{}: neither model.safetensors nor model.safetensors.index.json is there", dir);
   }
-  for (const std::string& p : prefixes) {
-    prefix_ = p;
-    bool found = false;
-    for (const char* probe : {"wte.weight", "model.embed_tokens.weight"}) found = found || contains(probe);
-    if (found) return;
+  // The files hold names without the prefix when none of theirs starts with it.
+  if (!prefix_.empty()) {
+    strip_prefix_ = true;
+    auto starts = [&](const std::string& k) { return k.rfind(prefix_, 0) == 0; };
+    if (file_of_.empty()) {
+      for (const std::string& k : readers_.begin()->second->names()) strip_prefix_ = strip_prefix_ && !starts(k);
+    } else {
+      for (const auto& kv : file_of_) strip_prefix_ = strip_prefix_ && !starts(kv.first);
+    }
   }
-  prefix_ = prefixes.empty() ? "" : prefixes.front();
+}
+
+std::string HfWeights::key_of(const std::string& name) const {
+  return strip_prefix_ && name.rfind(prefix_, 0) == 0 ? name.substr(prefix_.size()) : name;
 }
 
 const SafetensorsReader* HfWeights::reader_for(const std::string& key) const {
@@ -66,18 +73,26 @@ const SafetensorsReader* HfWeights::reader_for(const std::string& key) const {
   return r->contains(key) ? r.get() : nullptr;
 }
 
-bool HfWeights::contains(const std::string& name) const { return reader_for(prefix_ + name) != nullptr; }
+bool HfWeights::contains(const std::string& name) const { return reader_for(key_of(name)) != nullptr; }
 
 Tensor HfWeights::get(const std::string& name, const Shape& expect) const {
-  const std::string key = prefix_ + name;
+  const std::string key = key_of(name);
   const SafetensorsReader* r = reader_for(key);
   if (!r) MT_USER_ERROR("{}: tensor {} is missing", dir_, key);
   Tensor t = r->get(key);
   if (t.shape() != expect)
     MT_USER_ERROR("{}: tensor {} has shape {}, expected {}", r->path(), key, shape_str(t.shape()), shape_str(expect));
-  Tensor out = Tensor::empty(t.shape(), DType::F32);
-  cast(t, out);
-  return out;
+  return t;
+}
+
+void HfWeights::release(const std::string& name) const {
+  const std::string key = key_of(name);
+  if (const SafetensorsReader* r = reader_for(key)) r->release(key);
+}
+
+void HfWeights::prefetch(const std::string& name) const {
+  const std::string key = key_of(name);
+  if (const SafetensorsReader* r = reader_for(key)) r->prefetch(key);
 }
 
 void assign_param(const Tensor& src, const Tensor& dst) {

@@ -1,7 +1,7 @@
 #pragma once
-// Reading a Hugging Face model directory, shared by the family importers: config.json, and the
-// weights in model.safetensors or sharded as model.safetensors.index.json + its files (each
-// file mapped once, on first use), fetched by name as fp32 host copies with their shape checked.
+// Reading a Hugging Face model directory: config.json, and the weights in model.safetensors or
+// sharded as model.safetensors.index.json + its files (each file mapped once, on first use),
+// fetched by name as views of the mapping with their shape checked.
 #include <nlohmann/json.hpp>
 
 #include <map>
@@ -31,20 +31,28 @@ T hf_json_get(const nlohmann::json& j, const char* key, const std::string& file)
 
 class HfWeights {
  public:
-  // prefixes: tried in order on the first lookup (e.g. "transformer." for GPT2LMHeadModel's keys).
-  explicit HfWeights(const std::string& dir, std::vector<std::string> prefixes = {""});
+  // `optional_prefix`: names are looked up as given, or without this prefix when the files store
+  // them so (GPT2Model's "h.0..." for GPT2LMHeadModel's "transformer.h.0...").
+  explicit HfWeights(const std::string& dir, std::string optional_prefix = "");
   bool contains(const std::string& name) const;
-  // fp32 host copy of `name` (any float dtype in the file); UserError when missing or shaped otherwise.
+  // `name` as a read-only view of the file (its own dtype); UserError when missing, shaped other
+  // than `expect` or of a dtype we do not hold.
   Tensor get(const std::string& name, const Shape& expect) const;
+  // Drops `name`'s pages from this process's resident memory (SafetensorsReader::release).
+  void release(const std::string& name) const;
+  // Starts reading `name` in the background (SafetensorsReader::prefetch); nothing when missing.
+  void prefetch(const std::string& name) const;
 
  private:
   const SafetensorsReader* reader_for(const std::string& key) const;
+  std::string key_of(const std::string& name) const;
   std::string dir_, prefix_;
+  bool strip_prefix_ = false;
   std::map<std::string, std::string> file_of_;  // sharded: key -> file name
   mutable std::map<std::string, std::unique_ptr<SafetensorsReader>> readers_;
 };
 
-// Writes an fp32 host tensor into a parameter of any dtype on any device.
+// Writes a host tensor (any float dtype) into a parameter of any dtype on any device.
 void assign_param(const Tensor& src, const Tensor& dst);
 
 }  // namespace mt

@@ -193,3 +193,86 @@ TEST_F(SafetensorsTest, UnalignedTensorIsCopied) {
   EXPECT_EQ(reinterpret_cast<uintptr_t>(x.raw()) % 4, 0u);
   EXPECT_EQ(x.data<float>()[0], 3.5f);
 }
+
+// The format's rules beyond a well-formed entry: the byte ranges tile the data section, keys are
+// unique, dtypes are the format's.
+TEST_F(SafetensorsTest, OverlappingOffsetsNameBothTensors) {
+  write_raw(R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"F32","shape":[2],"data_offsets":[4,12]}})",
+            12);
+  expect_error({path_, "\"b\"", "overlap", "\"a\""});
+}
+
+TEST_F(SafetensorsTest, GapBetweenTensorsIsAnError) {
+  write_raw(R"({"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"b":{"dtype":"F32","shape":[1],"data_offsets":[8,12]}})",
+            12);
+  expect_error({path_, "\"b\"", "gap of 4 bytes", "\"a\""});
+  write_raw(R"({"a":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}})", 8);
+  expect_error({path_, "\"a\"", "gap of 4 bytes after the header"});
+}
+
+TEST_F(SafetensorsTest, BytesAfterTheLastTensorAreAnError) {
+  write_raw(R"({"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}})", 12);
+  expect_error({path_, "cover 4 bytes", "has 12"});
+}
+
+TEST_F(SafetensorsTest, TruncatedDataNamesTheTensor) {
+  write_safetensors(path_, {{"w", Tensor::zeros({4, 4}, DType::F32)}});
+  fs::resize_file(path_, fs::file_size(path_) - 1);
+  expect_error({path_, "\"w\"", "truncated"});
+}
+
+TEST_F(SafetensorsTest, UnknownDtypeIsAnErrorAtOpen) {
+  write_raw(R"({"a":{"dtype":"F12","shape":[1],"data_offsets":[0,4]}})", 4);
+  expect_error({path_, "\"a\"", "unknown dtype \"F12\""});
+}
+
+TEST_F(SafetensorsTest, DuplicateKeyIsAnError) {
+  write_raw(R"({"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}})",
+            4);
+  expect_error({path_, "key \"a\" twice"});
+  write_raw(R"({"a":{"dtype":"F32","dtype":"F16","shape":[1],"data_offsets":[0,4]}})", 4);
+  expect_error({path_, "key \"dtype\" twice"});
+}
+
+TEST_F(SafetensorsTest, WriterAddsFormatPtAndTilesTheData) {
+  write_safetensors(path_, {{"h", Tensor::zeros({3}, DType::BF16)}, {"f", Tensor::zeros({2}, DType::F32)}});
+  SafetensorsReader r(path_);
+  EXPECT_EQ(r.metadata().at("format"), "pt");
+  // Larger elements first: f at 0, then h; the file ends where h does.
+  EXPECT_EQ(r.entry("f").begin, 0u);
+  EXPECT_EQ(r.entry("h").begin, 8u);
+  EXPECT_EQ(r.entry("h").end, 14u);
+}
+
+class SafetensorsWriterTest : public SafetensorsTest, public ::testing::WithParamInterface<bool> {};
+INSTANTIATE_TEST_SUITE_P(ForegroundAndBackground, SafetensorsWriterTest, ::testing::Bool());
+
+TEST_P(SafetensorsWriterTest, StreamingWriterWritesInDataOrderAndRewritesMetadata) {
+  Tensor a = filled<float>({2, 2}, DType::F32, [](int64_t i) { return float(i); });
+  Tensor b = filled<bf16>({3}, DType::BF16, [](int64_t i) { return to_bf16(float(-i)); });
+  {
+    SafetensorsWriter w(path_, {{"b", DType::BF16, {3}}, {"a", DType::F32, {2, 2}}}, {{"crc", "00000000"}},
+                        GetParam());
+    ASSERT_EQ(w.data_order(), (std::vector<size_t>{1, 0}));
+    w.write(a);
+    a = Tensor();  // the writer keeps what it still has to write
+    w.write(b);
+    EXPECT_THROW(w.rewrite_metadata({{"crc", "000000001"}, {"more", "x"}}), UserError);
+    w.rewrite_metadata({{"crc", "89abcdef"}});
+    EXPECT_FALSE(fs::exists(path_));  // not before finish()
+    w.finish();
+  }
+  SafetensorsReader r(path_);
+  EXPECT_EQ(r.metadata().at("crc"), "89abcdef");
+  for (int64_t i = 0; i < 4; ++i) EXPECT_EQ(r.get("a").data<float>()[i], float(i));
+  EXPECT_EQ(std::memcmp(r.get("b").raw(), b.raw(), b.nbytes()), 0);
+  EXPECT_EQ(std::distance(fs::directory_iterator(dir_), fs::directory_iterator()), 1);
+}
+
+TEST_P(SafetensorsWriterTest, StreamingWriterAbandonedLeavesNothing) {
+  {
+    SafetensorsWriter w(path_, {{"a", DType::F32, {2}}}, {}, GetParam());
+    w.write(Tensor::zeros({2}, DType::F32));
+  }
+  EXPECT_EQ(std::distance(fs::directory_iterator(dir_), fs::directory_iterator()), 0);
+}
