@@ -41,6 +41,11 @@ int main(int argc, char** argv) {
     words = mt::expand_checkpoint_architecture(words, &from_checkpoint);
     if (!from_checkpoint.empty() && mt::dist::launcher_rank() == 0)
       std::printf("> architecture from the checkpoint to load: %s\n", from_checkpoint.c_str());
+    // --load-hf DIR stands for the architecture of DIR/config.json.
+    std::string from_hf;
+    words = mt::expand_hf_architecture(words, &from_hf);
+    if (!from_hf.empty() && mt::dist::launcher_rank() == 0)
+      std::printf("> architecture from the Hugging Face model to load: %s\n", from_hf.c_str());
   } catch (const mt::UserError& e) {
     if (mt::dist::launcher_rank() == 0) std::fprintf(stderr, "megatron train: error: %s\n", e.what());
     return 2;

@@ -135,6 +135,13 @@ void add_train_flags(CLI::App& app, TrainingArgs& a) {
   app.add_option("--load", a.load,
                  "Directory to resume from (its latest complete iteration; any TP/DP layout); none there: start "
                  "from scratch")->group(g);
+  app.add_option("--load-hf", a.load_hf,
+                 "Start from a Hugging Face model directory (config.json + safetensors): its architecture (flags "
+                 "given win) and weights, under any TP/PP/DP layout; a checkpoint in --load, when there, wins")
+      ->group(g);
+  app.add_option("--save-hf", a.save_hf,
+                 "Also write a Hugging Face directory (config.json, safetensors, and --load-hf's tokenizer files) at "
+                 "every --save-interval and at the end")->group(g);
   app.add_flag("--async-save", a.async_save, "Write checkpoints on a background thread while training continues")
       ->group(g);
   app.add_option("--ckpt-keep-last", a.ckpt_keep_last,

@@ -17,4 +17,10 @@ TransformerConfig read_hf_config(const std::string& dir, DType params_dtype, int
 // vocabulary padding rows are zero.
 void load_hf_weights(const std::string& dir, GPTModel& model);
 
+// Copies into `buf` this rank's part of every parameter it holds, under any layout (tensor-parallel
+// shards, pipeline stages, a rank's virtual stages, the last stage's tied-embedding copy), from the
+// Hugging Face directory of a model of architecture cfg (the trainer's: vocabulary padding rows are
+// zero). UserError naming the tensor when the directory lacks one or holds it in another shape.
+void load_hf_weights_into(const std::string& dir, const TransformerConfig& cfg, ParamAndGradBuffer& buf);
+
 }  // namespace mt

@@ -104,6 +104,9 @@ struct TrainingArgs {
   // distributed (the data-parallel size is inferred: world / (tp * cp * ep * pp))
   int tensor_model_parallel_size = 1;
   int pipeline_model_parallel_size = 1;
+  // Hugging Face in and out of training: start from DIR's weights (any layout); write a Hugging
+  // Face directory at the end and at every --save-interval.
+  std::string load_hf, save_hf;
   // Pipeline stages (parallel/pipeline_layout.h) and schedule (parallel/pipeline_schedule.h).
   int num_layers_per_virtual_pipeline_stage = 0;  // 0: unset
   int num_virtual_stages_per_pipeline_rank = 1;

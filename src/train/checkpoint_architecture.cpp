@@ -8,6 +8,7 @@
 #include <set>
 
 #include "checkpoint/checkpoint.h"
+#include "checkpoint/hf_import.h"
 #include "core/error.h"
 #include "train/arguments.h"
 #include "train/checkpointing.h"
@@ -227,6 +228,28 @@ std::vector<std::string> expand_checkpoint_architecture(const std::vector<std::s
     add.emplace_back("--no-load-optim", "");
   std::vector<std::string> out(args.begin(), args.begin() + std::ptrdiff_t(load_end));
   for (const auto& [flag, value] : add) {
+    out.push_back(flag);
+    if (!value.empty()) out.push_back(value);
+    if (expanded) *expanded += (expanded->empty() ? "" : " ") + flag + (value.empty() ? "" : " " + value);
+  }
+  out.insert(out.end(), args.begin() + std::ptrdiff_t(load_end), args.end());
+  return out;
+}
+
+std::vector<std::string> expand_hf_architecture(const std::vector<std::string>& args, std::string* expanded) {
+  if (args.empty() || args[0] != "train") return args;
+  std::string dir;
+  size_t load_end = 0;  // the flags go after --load-hf DIR
+  for (size_t i = 1; i < args.size(); ++i) {
+    if (args[i] == "--load-hf" && i + 1 < args.size()) dir = args[i + 1], load_end = i + 2;
+    else if (args[i].rfind("--load-hf=", 0) == 0) dir = args[i].substr(10), load_end = i + 1;
+  }
+  if (dir.empty()) return args;
+  const nlohmann::json saved = checkpoint_args_for(read_hf_config(dir, DType::F32, 1), 1);
+  const std::map<std::string, std::string> given = given_flags(args);
+  std::vector<std::string> out(args.begin(), args.begin() + std::ptrdiff_t(load_end));
+  for (const auto& [flag, value] : checkpoint_architecture_flags(saved)) {
+    if (given.count(flag) || flag == "--seq-length") continue;
     out.push_back(flag);
     if (!value.empty()) out.push_back(value);
     if (expanded) *expanded += (expanded->empty() ? "" : " ") + flag + (value.empty() ? "" : " " + value);

@@ -35,4 +35,10 @@ std::vector<std::pair<std::string, std::string>> checkpoint_architecture_flags(c
 // `expanded` (may be null) receives the inserted flags as text.
 std::vector<std::string> expand_checkpoint_architecture(const std::vector<std::string>& args, std::string* expanded);
 
+// The same for `megatron train --load-hf DIR` (a Hugging Face model directory): the architecture
+// of DIR/config.json (vocabulary and position table included; not the sequence length, which the
+// command line sets), flags given explicitly win (a shape that disagrees with the weights is then
+// the loader's one-line error, naming the tensor).
+std::vector<std::string> expand_hf_architecture(const std::vector<std::string>& args, std::string* expanded);
+
 }  // namespace mt

@@ -23,6 +23,9 @@
 #include "optim/grad_scaler.h"
 #include "optim/lr_schedule.h"
 #include "optim/optimizer.h"
+#include "checkpoint/hf_export.h"
+#include "checkpoint/hf_import.h"
+#include "checkpoint/hf_weights.h"
 #include "parallel/distributed_data_parallel.h"
 #include "parallel/gather_params.h"
 #include "parallel/pipeline_layout.h"
@@ -224,6 +227,36 @@ void share_over_pipeline(Communicator& pp, TrainResult& r) {
   }
 }
 
+// --save-hf: the whole model gathered (over tensor parallelism, then the pipeline stages) and
+// written by rank 0 as a Hugging Face directory, with --load-hf's config keys and tokenizer files.
+// Holds the model in fp32 on the first data-parallel rank of each stage while it writes.
+void save_hf_directory(const TrainingArgs& args, const TransformerConfig& cfg, const ParamAndGradBuffer& buffer,
+                       ProcessGroups& groups, std::FILE* log0) {
+  TrainResult whole;
+  for (int id = 0; id < int(buffer.infos().size()); ++id) {
+    if (buffer.info(id).pipeline_duplicate) continue;
+    Tensor full = gather_full_parameter(buffer, id, &groups.tp());
+    const float* p = full.data<float>();
+    whole.final_params[buffer.info(id).name].assign(p, p + full.numel());
+    whole.final_param_shapes[buffer.info(id).name] = full.shape();
+  }
+  if (groups.pp().size() > 1) share_over_pipeline(groups.pp(), whole);
+  if (groups.rank() == 0) {
+    HfExportOptions opt;
+    if (!args.load_hf.empty()) opt.base_config = read_hf_config_json(args.load_hf);
+    const HfExportStats st = write_hf_model(args.save_hf, cfg, cfg.params_dtype, [&](const HfTensorMap& m) {
+      const auto& v = whole.final_params.at(m.name);
+      Tensor t = Tensor::empty({int64_t(v.size())}, DType::F32);
+      std::copy(v.begin(), v.end(), t.data<float>());
+      return t.flat_slice(0, shape_numel(m.shape), m.shape);  // the real vocabulary rows come first
+    }, opt);
+    if (!args.load_hf.empty()) copy_hf_assets(args.load_hf, args.save_hf);
+    if (log0) fmt::print(log0, "> saved a Hugging Face {} to {} ({} file(s), {:.1f} MB)\n", hf_architecture(st.family),
+                         args.save_hf, st.files, double(st.bytes) / 1e6);
+  }
+  groups.world().barrier();
+}
+
 // --device auto: the first GPU when there is one, else the CPU.
 Device resolve_device(const std::string& name) {
   if (name == "cpu") return Device::cpu();
@@ -278,7 +311,16 @@ TrainResult pretrain_gpt(const TrainingArgs& args, std::FILE* log, const TrainOp
     set_attention_autotune(false);
   }
   Datasets data = build_datasets(args);
-  TransformerConfig cfg = model_config(args, data.vocab_size, tp_size);
+  int64_t vocab = data.vocab_size;
+  if (!args.load_hf.empty()) {
+    // The Hugging Face model's vocabulary (its config.json, --vocab-size here) may be larger than
+    // the tokenizer's (Qwen pads it): the model keeps its own, the data's ids must fit in it.
+    if (data.vocab_size > args.vocab_size)
+      throw ArgumentError(fmt::format("--load-hf {}: the data's vocabulary ({} tokens) does not fit the model's {}",
+                                      args.load_hf, data.vocab_size, args.vocab_size));
+    vocab = args.vocab_size;
+  }
+  TransformerConfig cfg = model_config(args, vocab, tp_size);
   ModelParallelConfig par;
   par.tp = &groups.tp();
   par.sequence_parallel = args.sequence_parallel;
@@ -301,6 +343,9 @@ TrainResult pretrain_gpt(const TrainingArgs& args, std::FILE* log, const TrainOp
   buffer.set_bucketing(par.bucket_size, par.bucket_pad);
   buffer.allocate(cfg.params_dtype, dev);
   for (auto& c : owned_chunks) c->init(args.seed);  // by name and seed: the same values in any layout
+  // A Hugging Face start: every rank copies its part of each parameter (before the optimizer takes
+  // its fp32 master copy). A checkpoint in --load, loaded later, wins.
+  if (!args.load_hf.empty()) load_hf_weights_into(args.load_hf, cfg, buffer);
   const int64_t n_params = int64_t(groups.pp().all_reduce_scalar(double(chunks.front()->num_parameters())));
   PipelineScheduleKind schedule_kind = PipelineScheduleKind::OneFOneB;
   parse_pipeline_schedule(args.pipeline_schedule, schedule_kind);
@@ -525,6 +570,8 @@ TrainResult pretrain_gpt(const TrainingArgs& args, std::FILE* log, const TrainOp
     if (iteration % args.log_interval == 0) t_interval = Clock::now();  // evaluation time excluded
     ckpt.maybe_finalize();  // --async-save: complete a save in flight once written
     if (saving) ckpt.save(progress());
+    if (!args.save_hf.empty() && args.save_interval > 0 && iteration % args.save_interval == 0)
+      save_hf_directory(args, cfg, buffer, groups, log0);
     // Exits (Megatron's): each saves a checkpoint with --save (after the loop) and ends with 0.
     std::string exit_reason;
     if (args.exit_signal_handler &&
@@ -546,6 +593,9 @@ TrainResult pretrain_gpt(const TrainingArgs& args, std::FILE* log, const TrainOp
   if (!args.save.empty() && iteration > start.iteration && ckpt.last_saved_iteration() != iteration)
     ckpt.save(progress());
   ckpt.finalize();
+  if (!args.save_hf.empty() && iteration > start.iteration &&
+      !(args.save_interval > 0 && iteration % args.save_interval == 0))
+    save_hf_directory(args, cfg, buffer, groups, log0);
   if (data.valid && args.eval_iters > 0 && last_eval != iteration) {
     double v = evaluate(chunks, pipeline, *data.valid, args, valid_consumed, dev, dp);
     result.valid_losses.push_back(v);
