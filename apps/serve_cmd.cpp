@@ -27,6 +27,7 @@ namespace {
 
 using nlohmann::json;
 using Clock = std::chrono::steady_clock;
+constexpr size_t kMaxBody = size_t(64) << 20;  // bytes of a request body
 
 #define MT_ARG_ERROR(...) throw ArgumentError(fmt::format(__VA_ARGS__))
 
@@ -135,14 +136,69 @@ void add_routes(httplib::Server& server, Served& s) {
   // Anything else (no route matched): 404 with a JSON message. Answers with a body of their own pass.
   server.set_error_handler(httplib::Server::HandlerWithResponse([](const httplib::Request& req, httplib::Response& res) {
     if (!res.body.empty()) return httplib::Server::HandlerResponse::Unhandled;
-    res.set_content(json{{"message", fmt::format("{} {}: not found (this server answers PUT /api, POST "
-                                                 "/v1/completions and GET /v1/models)",
-                                                 req.method, req.path)}}
-                        .dump(),
-                    "application/json");
+    const std::string why = res.status == 404 ? "not found (this server answers PUT /api, POST /v1/completions "
+                                                "and GET /v1/models)"
+                            : res.status == 413 ? fmt::format("the request body is over {} bytes", kMaxBody)
+                                                : fmt::format("HTTP error {}", res.status);
+    res.set_content(json{{"message", fmt::format("{} {}: {}", req.method, req.path, why)}}.dump(), "application/json");
     return httplib::Server::HandlerResponse::Handled;
   }));
 }
+
+// SIGTERM and SIGINT, taken by a thread of their own. They are blocked before any other thread
+// starts (OpenMP's, MPI's, the server's), so every thread inherits the mask and none dies of
+// them. While the model loads they end the process at once (exit code 128 + the signal); once
+// serve() runs they stop the server: listening ends, the request being served finishes, and
+// serve() returns.
+class StopSignals {
+ public:
+  StopSignals() {
+    sigemptyset(&set_);
+    sigaddset(&set_, SIGTERM);
+    sigaddset(&set_, SIGINT);
+    pthread_sigmask(SIG_BLOCK, &set_, nullptr);
+    watcher_ = std::thread([this] { watch(); });
+  }
+  ~StopSignals() {
+    {
+      std::lock_guard<std::mutex> hold(m_);
+      done_ = true;
+    }
+    pthread_kill(watcher_.native_handle(), SIGTERM);  // wakes it if no signal came
+    watcher_.join();
+  }
+  // Serves on the bound server until a signal; false when it stopped on an error.
+  bool serve(httplib::Server& server) {
+    {
+      std::lock_guard<std::mutex> hold(m_);
+      server_ = &server;
+    }
+    const bool ok = server.listen_after_bind();
+    std::lock_guard<std::mutex> hold(m_);
+    done_ = true;
+    return ok;
+  }
+
+ private:
+  void watch() {
+    int sig = 0;
+    sigwait(&set_, &sig);
+    std::unique_lock<std::mutex> hold(m_);
+    if (!done_ && !server_) std::_Exit(128 + sig);
+    // stop() before listen_after_bind has started is lost: repeat it until serve() is done.
+    while (!done_) {
+      server_->stop();
+      hold.unlock();
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+      hold.lock();
+    }
+  }
+  sigset_t set_;
+  std::mutex m_;
+  httplib::Server* server_ = nullptr;
+  bool done_ = false;
+  std::thread watcher_;
+};
 
 }  // namespace
 
@@ -170,14 +226,7 @@ ServeCommand add_serve_command(CLI::App& app) {
 }
 
 void run_serve(const ServeCommand::Options& o) {
-  // SIGTERM and SIGINT go to a thread of their own, which stops the server: listening ends, the
-  // request being served finishes, and run_serve returns. They are blocked first, before any
-  // thread starts (OpenMP's, MPI's, the server's), so that every thread inherits the mask.
-  sigset_t stop_signals;
-  sigemptyset(&stop_signals);
-  sigaddset(&stop_signals, SIGTERM);
-  sigaddset(&stop_signals, SIGINT);
-  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+  StopSignals signals;  // first: before any thread starts
   dist::init();
   check_options(o);
   Device device;
@@ -204,21 +253,14 @@ void run_serve(const ServeCommand::Options& o) {
              device.str(), std::chrono::duration<double>(Clock::now() - t0).count());
 
   httplib::Server server;
-  server.set_payload_max_length(size_t(64) << 20);
+  server.set_payload_max_length(kMaxBody);
   add_routes(server, s);
   const int port = o.port == 0 ? server.bind_to_any_port(o.host) : (server.bind_to_port(o.host, o.port) ? o.port : -1);
   if (port < 0) MT_USER_ERROR("--host {} --port {}: cannot listen there (address in use or not this machine's)", o.host, o.port);
-  std::thread watcher([&] {
-    int sig = 0;
-    sigwait(&stop_signals, &sig);
-    server.stop();
-  });
   fmt::print(stderr, "> serve: listening on http://{}:{} (PUT /api, POST /v1/completions); one request at a time\n",
              o.host, port);
   std::fflush(stderr);
-  const bool ok = server.listen_after_bind();
-  pthread_kill(watcher.native_handle(), SIGTERM);  // wakes the watcher if the server ended by itself
-  watcher.join();
+  const bool ok = signals.serve(server);
   if (!ok) MT_USER_ERROR("--host {} --port {}: the server stopped with an error", o.host, port);
   fmt::print(stderr, "> serve: stopped\n");
 }

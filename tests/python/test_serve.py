@@ -147,6 +147,10 @@ def test_api_sampling_repeats_with_its_seed(server):
     assert a[0] == 200 and a == server.request("PUT", "/api", body)
     b = server.request("PUT", "/api", {**body, "random_seed": 8})
     assert b[0] == 200 and b[1]["tokens"] != a[1]["tokens"]
+    body = {"prompt": PROMPTS, "max_tokens": NEW, "temperature": 1.5, "top_p": 0.9, "seed": 7}
+    a = server.request("POST", "/v1/completions", body)[1]["choices"]
+    assert a == server.request("POST", "/v1/completions", body)[1]["choices"]
+    assert a != server.request("POST", "/v1/completions", {**body, "seed": 8})[1]["choices"]
 
 
 def completion(tok, ids, new):
@@ -321,6 +325,15 @@ def test_serves_on_after_bad_requests_and_one_at_a_time(server, model_dir, tok):
     for k, (status, r) in enumerate(results):  # concurrent requests, each answered as if alone
         ids = tok.encode(PROMPTS[k % 2]).ids
         assert status == 200 and r["tokens"][0] == ids + greedy(model, ids)
+
+
+def test_sigint_stops_it_too(build_dir, model_dir):
+    s = Server(build_dir, model_dir[1], "--served-model-name", "mine")
+    assert s.request("GET", "/v1/models", None)[1]["data"][0]["id"] == "mine"
+    s.proc.send_signal(signal.SIGINT)
+    assert s.proc.wait(timeout=60) == 0
+    s.reader.join(timeout=10)
+    assert "> serve: stopped" in s.lines[-1]
 
 
 def test_cli_errors(build_dir, model_dir):
