@@ -43,14 +43,17 @@ void check_options(const ServeCommand::Options& o) {
 // The error bodies: Megatron's clients read "message"; OpenAI's read {"error": {...}}.
 enum class ErrorStyle { kMegatron, kOpenAI };
 
+// Bytes of the request quoted in a message (a JSON parser's "last read") need not be UTF-8:
+// they are replaced, not thrown over.
 std::string error_body(ErrorStyle style, const std::string& message, const std::string& field, bool server_error) {
-  if (style == ErrorStyle::kMegatron) return json{{"message", message}}.dump();
-  return json{{"error",
-               {{"message", message},
-                {"type", server_error ? "server_error" : "invalid_request_error"},
-                {"param", field.empty() ? json(nullptr) : json(field)},
-                {"code", nullptr}}}}
-      .dump();
+  const json body = style == ErrorStyle::kMegatron
+                        ? json{{"message", message}}
+                        : json{{"error",
+                                {{"message", message},
+                                 {"type", server_error ? "server_error" : "invalid_request_error"},
+                                 {"param", field.empty() ? json(nullptr) : json(field)},
+                                 {"code", nullptr}}}};
+  return body.dump(-1, ' ', false, json::error_handler_t::replace);
 }
 
 // The model, its name and what the handlers share. A handler holds `lock` while it runs the
@@ -71,7 +74,6 @@ void serve_request(const httplib::Request& req, httplib::Response& res, Served& 
                    const Api& api) {
   const auto t0 = Clock::now();
   json body;
-  std::string field;
   bool no_log = false;
   try {
     try {

@@ -310,6 +310,8 @@ def test_unknown_paths_and_methods(server):
 def test_serves_on_after_bad_requests_and_one_at_a_time(server, model_dir, tok):
     model, _ = model_dir
     assert server.request("PUT", "/api", b"\x00garbage")[0] == 400
+    assert server.request("PUT", "/api", b'{"prompts": ["\xff\xfe"]}')[0] == 400  # not UTF-8
+    assert server.request("POST", "/v1/completions", b"\xff\xfe")[0] == 400
     assert server.request("PUT", "/api", {"prompts": [None]})[0] == 400
     results = [None] * 4
 
