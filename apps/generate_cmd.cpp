@@ -9,10 +9,10 @@
 #include "comm/mpi_communicator.h"
 #include "comm/nccl_communicator.h"
 #include "comm/process_groups.h"
-#include "core/cuda/cuda_backend.h"
 #include "core/error.h"
 #include "data/tokenizer/utf8.h"
 #include "inference/generate.h"
+#include "inference/inference_device.h"
 #include "inference/model_loader.h"
 #include "inference/text_stream.h"
 #include "train/arguments.h"
@@ -69,22 +69,6 @@ void check_options(const GenerateCommand::Options& o) {
   } catch (const UserError& e) {
     throw ArgumentError(e.what());
   }
-}
-
-// The local rank on this node (one process per GPU), from the launcher's environment.
-int local_rank() {
-  for (const char* v : {"OMPI_COMM_WORLD_LOCAL_RANK", "MPI_LOCALRANKID", "SLURM_LOCALID", "LOCAL_RANK"})
-    if (const char* s = std::getenv(v)) return std::atoi(s);
-  return 0;
-}
-
-Device resolve_device(const std::string& name) {
-  if (name == "cpu") return Device::cpu();
-  const int n = cuda_device_count();
-  if (name == "cuda" && n == 0) MT_ARG_ERROR("--device cuda: no CUDA device is available (use --device cpu)");
-  if (n == 0) return Device::cpu();
-  cuda_init_backend();
-  return Device::cuda(local_rank() % n);
 }
 
 // The tensor-parallel group: every process of the job (device tensors over NCCL on GPUs).
@@ -189,7 +173,12 @@ GenerateCommand add_generate_command(CLI::App& app) {
 void run_generate(const GenerateCommand::Options& o) {
   dist::init();
   check_options(o);
-  const Device device = resolve_device(o.device);
+  Device device;
+  try {  // the same answer on every rank: said once
+    device = inference_device(o.device);
+  } catch (const UserError& e) {
+    throw ArgumentError(e.what());
+  }
   const DType dtype = o.bf16 ? DType::BF16 : DType::F32;
   std::unique_ptr<ProcessGroups> groups;
   ModelParallelConfig par;

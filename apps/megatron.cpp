@@ -14,6 +14,7 @@
 #include "generate_cmd.h"
 #include "convert_cmd.h"
 #include "preprocess.h"
+#include "serve_cmd.h"
 #include "train_flags.h"
 
 int main(int argc, char** argv) {
@@ -30,6 +31,7 @@ int main(int argc, char** argv) {
   mt::CheckpointCommand checkpoint = mt::add_checkpoint_command(app);
   mt::GenerateCommand generate = mt::add_generate_command(app);
   mt::ConvertCommand convert = mt::add_convert_command(app);
+  mt::ServeCommand serve = mt::add_serve_command(app);
 
   // --model-preset NAME stands for its architecture flags (ones given explicitly win).
   std::vector<std::string> words;
@@ -64,6 +66,7 @@ int main(int argc, char** argv) {
                         : checkpoint.app->parsed() ? "megatron checkpoint"
                         : generate.app->parsed()   ? "megatron generate"
                         : convert.app->parsed()    ? "megatron convert"
+                        : serve.app->parsed()      ? "megatron serve"
                                                    : "megatron";
     // Every rank parses the same command line: only the launcher's rank 0 (or a lone process) says so.
     if (mt::dist::launcher_rank() == 0)
@@ -77,6 +80,7 @@ int main(int argc, char** argv) {
     if (checkpoint.app->parsed()) mt::run_checkpoint(checkpoint);
     if (generate.app->parsed()) mt::run_generate(*generate.opts);
     if (convert.app->parsed()) mt::run_convert(convert);
+    if (serve.app->parsed()) mt::run_serve(*serve.opts);
   } catch (const mt::ArgumentError& e) {
     // Found identically on every rank before any of them diverged: said once, every rank exits 2.
     if (mt::dist::world_rank() == 0) std::fprintf(stderr, "megatron: error: %s\n", e.what());

@@ -11,6 +11,7 @@ PKGS=(build-essential cmake ninja-build ccache pkg-config git
       libopenblas-openmp-dev nlohmann-json3-dev libcli11-dev libfmt-dev libgtest-dev
       openmpi-bin libopenmpi-dev python3-venv
       libpcre2-dev libsentencepiece-dev zlib1g-dev
+      libcpp-httplib-dev  # the HTTP server of `megatron serve`
       clang libclang-rt-dev)  # clang + libFuzzer runtime: the fuzz tests of tests/fuzz
 missing=()
 for p in "${PKGS[@]}"; do

@@ -51,18 +51,36 @@ GenerationResult generate(const GPTModel& model, const std::vector<std::vector<i
   }
   const int64_t vocab = model.config().vocab_size;
   Communicator* tp = model.parallel().tp_size() > 1 ? model.parallel().tp : nullptr;
-  auto next_tokens = [&](const Tensor& logits, int64_t step) {
-    return sample_next_tokens(tp ? full_vocab_logits(logits, *tp) : logits, vocab, o.sampling, step);
+  GenerationResult r;
+  r.tokens.resize(B);
+  r.finish.resize(B, FinishReason::kLength);
+  if (o.return_log_probs) r.log_probs.resize(B);
+  if (o.top_log_probs > 0) r.top_log_probs.resize(B);
+  std::vector<char> done(B, 0);
+  // The next token of every sequence, with its log-probabilities when asked for (a finished
+  // sequence's are computed with the batch and dropped).
+  auto next_tokens = [&](const Tensor& local_logits, int64_t step) {
+    const Tensor logits = tp ? full_vocab_logits(local_logits, *tp) : local_logits;
+    std::vector<int32_t> next = sample_next_tokens(logits, vocab, o.sampling, step);
+    if (o.return_log_probs) {
+      const std::vector<float> lp = token_log_probs(logits, vocab, next);
+      for (size_t b = 0; b < B; ++b)
+        if (!done[b]) r.log_probs[b].push_back(lp[b]);
+    }
+    if (o.top_log_probs > 0) {
+      auto top = top_token_log_probs(logits, vocab, o.top_log_probs);
+      for (size_t b = 0; b < B; ++b)
+        if (!done[b]) r.top_log_probs[b].push_back(std::move(top[b]));
+    }
+    return next;
   };
   KVCache cache = model.allocate_kv_cache(int64_t(B), int64_t(T) + o.max_new_tokens);
 
-  GenerationResult r;
-  r.tokens.resize(B);
   r.timing.batch = int64_t(B);
   r.timing.prompt_tokens = int64_t(T);
-  std::vector<char> done(B, 0);
   size_t active = B;
-  // Records each sequence's new token; a sequence ends at an end-of-sequence id or its budget.
+  // Records each sequence's new token; a sequence ends at an end-of-sequence id, the caller's
+  // stop or its budget.
   auto take = [&](const std::vector<int32_t>& next) {
     int64_t taken = 0;
     for (size_t b = 0; b < B; ++b) {
@@ -71,7 +89,9 @@ GenerationResult generate(const GPTModel& model, const std::vector<std::vector<i
       ++taken;
       if (on_token) on_token(b, next[b]);
       const bool eos = std::find(o.eos_ids.begin(), o.eos_ids.end(), next[b]) != o.eos_ids.end();
-      if (eos || int64_t(r.tokens[b].size()) >= o.max_new_tokens) {
+      const bool stop = !eos && o.stop && o.stop(b, r.tokens[b]);
+      if (eos || stop || int64_t(r.tokens[b].size()) >= o.max_new_tokens) {
+        r.finish[b] = eos ? FinishReason::kEndOfSequence : stop ? FinishReason::kStop : FinishReason::kLength;
         done[b] = 1;
         --active;
       }
