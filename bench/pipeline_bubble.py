@@ -3,10 +3,11 @@
 analytic value, for 1F1B, interleaved 1F1B (2 virtual stages) and ZB-H1, at P = 2 and 4 pipeline
 ranks and m = 4, 8, 16 microbatches.
 
-    python3 bench/pipeline_bubble.py [--build-dir build] [--cores N] [--iters 12]
+    python3 bench/pipeline_bubble.py [--build-dir build] [--cores N] [--iters 12] [--pipeline-sizes 2,4]
 
 Each configuration trains a GPT whose layers are heavy enough that compute dominates (8 layers,
-hidden 512, sequence 256, micro batch 2) under `mpirun -np P megatron train --device cpu
+hidden 512, sequence 256, micro batch 2; a 1024-token vocabulary, so the first and last stages'
+embedding and output layer add little to their layers' work) under `mpirun -np P megatron train --device cpu
 --timing-log-level 1`, which prints every stage's idle fraction (host time outside the forward,
 backward and weight-gradient passes, over the schedule's time) at each log interval; the first
 interval (warm-up) is dropped and the last is reported. Each rank gets cores / P OpenMP threads.
@@ -38,7 +39,7 @@ def run(megatron, P, m, schedule, cores, iters):
     args = [
         "mpirun", "--allow-run-as-root", "--oversubscribe", "--bind-to", "none", "-np", str(P),
         "-x", f"OMP_NUM_THREADS={max(1, cores // P)}",
-        megatron, "train", "--mock-data", "--vocab-size", "4096", "--num-layers", "8", "--hidden-size", "512",
+        megatron, "train", "--mock-data", "--vocab-size", "1024", "--num-layers", "8", "--hidden-size", "512",
         "--num-attention-heads", "8", "--seq-length", "256", "--micro-batch-size", str(mbs),
         "--global-batch-size", str(mbs * m), "--train-iters", str(iters), "--log-interval", str(iters // 3),
         "--eval-iters", "0", "--device", "cpu", "--pipeline-model-parallel-size", str(P), "--timing-log-level", "1",
@@ -64,12 +65,13 @@ def main():
     ap.add_argument("--build-dir", default="build")
     ap.add_argument("--cores", type=int, default=os.cpu_count())
     ap.add_argument("--iters", type=int, default=12)
+    ap.add_argument("--pipeline-sizes", default="2,4", help="comma-separated P values")
     a = ap.parse_args()
     megatron = os.path.join(a.build_dir, "megatron")
     print(f"pipeline bubble on CPU ranks ({a.cores} cores; 8 layers, hidden 512, seq 256, micro batch 2)")
     print(f"{'P':>2} {'m':>3} {'schedule':<12} {'ms/iter':>8} {'analytic':>9}  measured idle fraction per stage (mean)")
     worse = []
-    for P in (2, 4):
+    for P in [int(p) for p in a.pipeline_sizes.split(",")]:
         for m in (4, 8, 16):
             measured = {}
             for schedule in ("1f1b", "interleaved", "zb-h1"):
