@@ -66,13 +66,14 @@ def main():
     ap.add_argument("--cores", type=int, default=os.cpu_count())
     ap.add_argument("--iters", type=int, default=12)
     ap.add_argument("--pipeline-sizes", default="2,4", help="comma-separated P values")
+    ap.add_argument("--microbatches", default="4,8,16", help="comma-separated m values")
     a = ap.parse_args()
     megatron = os.path.join(a.build_dir, "megatron")
     print(f"pipeline bubble on CPU ranks ({a.cores} cores; 8 layers, hidden 512, seq 256, micro batch 2)")
     print(f"{'P':>2} {'m':>3} {'schedule':<12} {'ms/iter':>8} {'analytic':>9}  measured idle fraction per stage (mean)")
     worse = []
     for P in [int(p) for p in a.pipeline_sizes.split(",")]:
-        for m in (4, 8, 16):
+        for m in [int(x) for x in a.microbatches.split(",")]:
             measured = {}
             for schedule in ("1f1b", "interleaved", "zb-h1"):
                 if schedule == "interleaved" and m % P:
