@@ -17,21 +17,12 @@ import pytest
 import torch
 from safetensors.torch import load_file
 from tokenizers import Tokenizer
-from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM, Qwen3Config, Qwen3ForCausalLM
+from transformers import LlamaConfig, LlamaForCausalLM
 
 from conftest import REPO
+from hf_tiny_models import common, tiny_hf_model
 
-V, C, L, H, G, FF, P = 300, 64, 2, 8, 2, 96, 64
-COMMON = dict(vocab_size=V, hidden_size=C, intermediate_size=FF, num_hidden_layers=L, num_attention_heads=H,
-              num_key_value_heads=G, max_position_embeddings=P)
-
-MODELS = {
-    "llama_gqa_untied": lambda: LlamaForCausalLM(LlamaConfig(**COMMON, rope_theta=500000.0,
-                                                             tie_word_embeddings=False)),
-    "qwen3_qk_norm_tied": lambda: Qwen3ForCausalLM(Qwen3Config(**COMMON, head_dim=16, tie_word_embeddings=True)),
-    "gpt2": lambda: GPT2LMHeadModel(GPT2Config(vocab_size=V, n_positions=P, n_embd=C, n_layer=L, n_head=4,
-                                               resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)),
-}
+MODELS = ("llama_gqa_untied", "qwen3_qk_norm_tied", "gpt2")
 
 # Prompts of different lengths; none holds the models' end-of-sequence ids (Llama's 2).
 PROMPTS = [[5, 17, 42, 7, 99], [3, 4], [250, 1, 8, 9, 10, 11, 12, 13, 14, 15, 16], [77]]
@@ -64,7 +55,7 @@ def theirs(model, prompt, **kw):
 
 def random_model(name, seed=0):
     torch.manual_seed(seed)
-    model = MODELS[name]().float().eval()
+    model = tiny_hf_model(name).float().eval()
     with torch.no_grad():  # norms and biases away from their init, so their mapping is exercised
         for pname, p in model.named_parameters():
             if "norm" in pname or ".ln_" in pname or pname.endswith("bias"):
@@ -131,7 +122,7 @@ BUNDLED_TOKENIZER = REPO / "data" / "kjv_bpe4k_tokenizer.json"
 def test_text_prompt_through_tokenizer_json(build_dir, tmp_path):
     tok = Tokenizer.from_file(str(BUNDLED_TOKENIZER))
     torch.manual_seed(1)
-    model = LlamaForCausalLM(LlamaConfig(**{**COMMON, "vocab_size": tok.get_vocab_size()}, rope_theta=500000.0,
+    model = LlamaForCausalLM(LlamaConfig(**common(vocab_size=tok.get_vocab_size()), rope_theta=500000.0,
                                          tie_word_embeddings=False)).float().eval()
     model.save_pretrained(tmp_path / "hf", safe_serialization=True)
     shutil.copy(BUNDLED_TOKENIZER, tmp_path / "hf" / "tokenizer.json")

@@ -14,26 +14,12 @@ import subprocess
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
-from transformers import (AutoModelForCausalLM, GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM,
-                          MistralConfig, MistralForCausalLM, Qwen2Config, Qwen2ForCausalLM, Qwen3Config,
-                          Qwen3ForCausalLM)
+from transformers import AutoModelForCausalLM
 
-V, C, L, H, G, FF, P, T = 300, 64, 2, 8, 2, 96, 64, 16
-COMMON = dict(vocab_size=V, hidden_size=C, intermediate_size=FF, num_hidden_layers=L, num_attention_heads=H,
-              num_key_value_heads=G, max_position_embeddings=P)
-LLAMA3 = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
-          "original_max_position_embeddings": 8192, "rope_theta": 500000.0}
+from hf_tiny_models import V, tiny_hf_model
 
-MODELS = {
-    "gpt2": lambda: GPT2LMHeadModel(GPT2Config(vocab_size=V, n_positions=P, n_embd=48, n_layer=L, n_head=4)),
-    "llama_gqa_untied": lambda: LlamaForCausalLM(LlamaConfig(**COMMON, rope_theta=500000.0,
-                                                             tie_word_embeddings=False)),
-    "llama31_scaling": lambda: LlamaForCausalLM(LlamaConfig(**COMMON, rope_parameters=LLAMA3,
-                                                            tie_word_embeddings=False)),
-    "qwen2_qkv_bias": lambda: Qwen2ForCausalLM(Qwen2Config(**COMMON, tie_word_embeddings=True)),
-    "qwen3_qk_norm_tied": lambda: Qwen3ForCausalLM(Qwen3Config(**COMMON, head_dim=16, tie_word_embeddings=True)),
-    "mistral": lambda: MistralForCausalLM(MistralConfig(**COMMON, tie_word_embeddings=False)),
-}
+T = 16
+MODELS = ("gpt2", "llama_gqa_untied", "llama31_scaling", "qwen2_qkv_bias", "qwen3_qk_norm_tied", "mistral")
 # Assets a real model directory has beside its weights (the tokenizer's content is not read).
 ASSETS = {"tokenizer.json": '{"version": "1.0", "model": {"type": "BPE"}}\n',
           "tokenizer_config.json": '{"model_max_length": 64}\n',
@@ -55,7 +41,7 @@ def assert_user_error(r, *needles):
 
 def make_model(name, dtype=torch.float32):
     torch.manual_seed(0)
-    model = MODELS[name]().eval()
+    model = tiny_hf_model(name).eval()
     with torch.no_grad():  # norms and biases away from their init, so their mapping is exercised
         for pname, p in model.named_parameters():
             if "norm" in pname or "ln_" in pname or pname.endswith("bias"):

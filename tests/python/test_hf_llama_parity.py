@@ -9,24 +9,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
-from transformers import (LlamaConfig, LlamaForCausalLM, MistralConfig, MistralForCausalLM, Qwen2Config,
-                          Qwen2ForCausalLM, Qwen3Config, Qwen3ForCausalLM)
+from transformers import LlamaConfig, LlamaForCausalLM
 
-V, C, L, H, G, FF, P, T = 300, 64, 2, 8, 2, 96, 64, 16
-COMMON = dict(vocab_size=V, hidden_size=C, intermediate_size=FF, num_hidden_layers=L, num_attention_heads=H,
-              num_key_value_heads=G, max_position_embeddings=P)
-LLAMA3 = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
-          "original_max_position_embeddings": 8192, "rope_theta": 500000.0}
+from hf_tiny_models import V, common, tiny_hf_model
 
-MODELS = {
-    "llama_gqa_untied": lambda: LlamaForCausalLM(LlamaConfig(**COMMON, rope_theta=500000.0,
-                                                             tie_word_embeddings=False)),
-    "llama31_scaling": lambda: LlamaForCausalLM(LlamaConfig(**COMMON, rope_parameters=LLAMA3,
-                                                            tie_word_embeddings=False)),
-    "qwen2_qkv_bias": lambda: Qwen2ForCausalLM(Qwen2Config(**COMMON, tie_word_embeddings=True)),
-    "qwen3_qk_norm_tied": lambda: Qwen3ForCausalLM(Qwen3Config(**COMMON, head_dim=16, tie_word_embeddings=True)),
-    "mistral": lambda: MistralForCausalLM(MistralConfig(**COMMON, tie_word_embeddings=False)),
-}
+T = 16
+MODELS = ("llama_gqa_untied", "llama31_scaling", "qwen2_qkv_bias", "qwen3_qk_norm_tied", "mistral")
 
 
 @pytest.fixture(scope="module", params=sorted(MODELS) + ["llama_gqa_untied:sharded"])
@@ -34,7 +22,7 @@ def run(request, build_dir, tmp_path_factory):
     name, _, sharded = request.param.partition(":")
     tmp = tmp_path_factory.mktemp(name)
     torch.manual_seed(0)
-    model = MODELS[name]().float().eval()
+    model = tiny_hf_model(name).float().eval()
     with torch.no_grad():  # norms and biases away from their init, so their mapping is exercised
         for pname, p in model.named_parameters():
             if "norm" in pname or pname.endswith("bias"):
@@ -64,7 +52,7 @@ def test_loss_matches_transformers(run):
 
 
 def test_unsupported_rope_type_is_one_line_exit_2(build_dir, tmp_path):
-    model = LlamaForCausalLM(LlamaConfig(**COMMON, rope_parameters={"rope_type": "yarn", "factor": 4.0,
+    model = LlamaForCausalLM(LlamaConfig(**common(), rope_parameters={"rope_type": "yarn", "factor": 4.0,
                                                                     "rope_theta": 10000.0,
                                                                     "original_max_position_embeddings": 32}))
     model.save_pretrained(tmp_path / "hf", safe_serialization=True)

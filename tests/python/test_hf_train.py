@@ -10,15 +10,11 @@ import subprocess
 import pytest
 import torch
 from safetensors.torch import load_file
-from transformers import LlamaConfig, LlamaForCausalLM, Qwen3Config, Qwen3ForCausalLM
 
-V, C, L, H, G, FF, P = 300, 64, 4, 8, 2, 96, 64
-COMMON = dict(vocab_size=V, hidden_size=C, intermediate_size=FF, num_hidden_layers=L, num_attention_heads=H,
-              num_key_value_heads=G, max_position_embeddings=P)
-MODELS = {
-    "llama_untied": lambda: LlamaForCausalLM(LlamaConfig(**COMMON, rope_theta=500000.0, tie_word_embeddings=False)),
-    "qwen3_tied": lambda: Qwen3ForCausalLM(Qwen3Config(**COMMON, head_dim=16, tie_word_embeddings=True)),
-}
+from hf_tiny_models import tiny_hf_model
+
+# Four layers, so that two pipeline stages each hold two.
+MODELS = ("llama_gqa_untied", "qwen3_qk_norm_tied")
 TRAIN = ["--mock-data", "--seq-length", "16", "--micro-batch-size", "2", "--global-batch-size", "8",
          "--log-interval", "1", "--eval-iters", "0", "--device", "cpu"]
 
@@ -26,7 +22,7 @@ TRAIN = ["--mock-data", "--seq-length", "16", "--micro-batch-size", "2", "--glob
 @pytest.fixture(scope="module", params=sorted(MODELS))
 def hf_dir(request, tmp_path_factory):
     torch.manual_seed(0)
-    model = MODELS[request.param]().eval()
+    model = tiny_hf_model(request.param, num_layers=4).eval()
     d = tmp_path_factory.mktemp(request.param)
     model.save_pretrained(d)
     return d

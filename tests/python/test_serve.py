@@ -21,6 +21,7 @@ from tokenizers import Tokenizer
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from conftest import REPO
+from hf_tiny_models import common
 
 TOKENIZER = REPO / "data" / "kjv_bpe4k_tokenizer.json"
 PROMPTS = ["In the beginning God created", "And the earth was"]
@@ -64,9 +65,7 @@ class Server:
 
 def tiny_llama(vocab, seed=0):
     torch.manual_seed(seed)
-    cfg = LlamaConfig(vocab_size=vocab, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
-                      num_attention_heads=8, num_key_value_heads=2, max_position_embeddings=64, rope_theta=500000.0,
-                      tie_word_embeddings=False)
+    cfg = LlamaConfig(**common(vocab_size=vocab), rope_theta=500000.0, tie_word_embeddings=False)
     return LlamaForCausalLM(cfg).float().eval()
 
 
