@@ -12,7 +12,6 @@
 #include "core/error.h"
 #include "data/tokenizer/utf8.h"
 #include "inference/generate.h"
-#include "inference/inference_device.h"
 #include "inference/model_loader.h"
 #include "inference/text_stream.h"
 #include "train/arguments.h"
@@ -48,7 +47,7 @@ std::vector<int32_t> parse_ids(const std::string& s) {
 #define MT_ARG_ERROR(...) throw ArgumentError(fmt::format(__VA_ARGS__))
 
 void check_options(const GenerateCommand::Options& o) {
-  if (o.load.empty() == o.load_hf.empty()) MT_ARG_ERROR("give one of --load DIR or --load-hf DIR");
+  check_model_source(o.model);
   const int sources = int(!o.prompts.empty()) + int(!o.prompts_file.empty()) + int(!o.prompt_token_ids.empty());
   if (sources != 1) MT_ARG_ERROR("give one kind of prompt: --prompt TEXT, --prompts-file FILE or --prompt-token-ids IDS");
   if (o.max_new_tokens < 1) MT_ARG_ERROR("--max-new-tokens {}: must be at least 1", o.max_new_tokens);
@@ -56,8 +55,6 @@ void check_options(const GenerateCommand::Options& o) {
   if (o.top_k < 0) MT_ARG_ERROR("--top-k {}: must be >= 0 (0: no top-k filter)", o.top_k);
   if (!(o.top_p > 0.0f && o.top_p <= 1.0f)) MT_ARG_ERROR("--top-p {}: must be in (0, 1] (1: no top-p filter)", o.top_p);
   if (o.warmup < 0) MT_ARG_ERROR("--warmup {}: must be >= 0", o.warmup);
-  if (o.device != "auto" && o.device != "cpu" && o.device != "cuda")
-    MT_ARG_ERROR("--device {}: expected auto, cpu or cuda", o.device);
   if (o.tensor_model_parallel_size < 1)
     MT_ARG_ERROR("--tensor-model-parallel-size {}: must be at least 1", o.tensor_model_parallel_size);
   if (o.tensor_model_parallel_size != dist::world_size())
@@ -101,7 +98,7 @@ std::vector<Prompt> read_prompts(const GenerateCommand::Options& o, const Loaded
   if (!texts.empty() && !m.tokenizer)
     MT_USER_ERROR("{}: no tokenizer to encode text prompts (no tokenizer.json; give --tokenizer-model FILE or use "
                   "--prompt-token-ids)",
-                  !o.load_hf.empty() ? "--load-hf " + o.load_hf : "--load " + o.load);
+                  o.model.flag());
   for (const std::string& t : texts) out.push_back({t, m.tokenizer->encode(t)});
   for (const std::string& s : o.prompt_token_ids) out.push_back({"", parse_ids(s)});
   const int64_t vocab = m.model->config().vocab_size;
@@ -135,14 +132,7 @@ GenerateCommand add_generate_command(CLI::App& app) {
   GenerateCommand::Options& o = *c.opts;
   c.app = app.add_subcommand("generate", "Generate text with a key/value cache (Hugging Face directory or our checkpoint)");
   const char* g = "Model";
-  c.app->add_option("--load", o.load, "Our checkpoint: a --save directory (latest iteration) or an iter_* directory")
-      ->group(g);
-  c.app->add_option("--load-hf", o.load_hf, "A Hugging Face model directory (config.json, *.safetensors, tokenizer.json)")
-      ->group(g);
-  c.app->add_option("--tokenizer-model", o.tokenizer_model, "A tokenizer.json (or a folder holding one) to use instead")
-      ->group(g);
-  c.app->add_option("--device", o.device, "auto (cuda when a GPU is present), cpu or cuda")->capture_default_str()->group(g);
-  c.app->add_flag("--bf16", o.bf16, "bf16 weights and activations (default fp32)")->group(g);
+  add_model_source_flags(*c.app, o.model);
   c.app->add_option("--tensor-model-parallel-size", o.tensor_model_parallel_size,
                     "Tensor-parallel ranks: start this many processes with mpirun")->capture_default_str()->group(g);
   g = "Prompts";
@@ -173,13 +163,8 @@ GenerateCommand add_generate_command(CLI::App& app) {
 void run_generate(const GenerateCommand::Options& o) {
   dist::init();
   check_options(o);
-  Device device;
-  try {  // the same answer on every rank: said once
-    device = inference_device(o.device);
-  } catch (const UserError& e) {
-    throw ArgumentError(e.what());
-  }
-  const DType dtype = o.bf16 ? DType::BF16 : DType::F32;
+  const Device device = model_source_device(o.model);
+  const DType dtype = o.model.dtype();
   std::unique_ptr<ProcessGroups> groups;
   ModelParallelConfig par;
   if (o.tensor_model_parallel_size > 1) {
@@ -189,9 +174,7 @@ void run_generate(const GenerateCommand::Options& o) {
   // Rank 0 prints; every rank computes the same tokens.
   const bool printer = dist::world_rank() == 0;
   const auto t0 = Clock::now();
-  LoadedModel m = !o.load_hf.empty() ? load_hf_model(o.load_hf, dtype, device, par)
-                                     : load_checkpoint_model(o.load, dtype, device, par);
-  if (!o.tokenizer_model.empty()) set_tokenizer(m, o.tokenizer_model);
+  LoadedModel m = load_model_source(o.model, device, par);
   const double load_s = std::chrono::duration<double>(Clock::now() - t0).count();
   std::vector<Prompt> prompts;
   try {  // the same prompts, model and tokenizer on every rank: said once

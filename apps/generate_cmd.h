@@ -10,12 +10,14 @@
 #include <string>
 #include <vector>
 
+#include "model_source.h"
+
 namespace mt {
 
 struct GenerateCommand {
   CLI::App* app = nullptr;
   struct Options {
-    std::string load, load_hf, tokenizer_model;
+    ModelSourceOptions model;
     std::vector<std::string> prompts, prompt_token_ids;
     std::string prompts_file;
     bool output_token_ids = false;
@@ -26,8 +28,7 @@ struct GenerateCommand {
     uint64_t seed = 1234;
     std::vector<int32_t> eos_token_ids;
     bool ignore_eos = false, add_bos = false;
-    std::string device = "auto";
-    bool bf16 = false, timing = false;
+    bool timing = false;
     int64_t warmup = 0;
     int tensor_model_parallel_size = 1;
   };

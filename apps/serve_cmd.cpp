@@ -16,7 +16,6 @@
 #include "comm/mpi_communicator.h"
 #include "core/error.h"
 #include "inference/completions_api.h"
-#include "inference/inference_device.h"
 #include "inference/megatron_api.h"
 #include "inference/model_loader.h"
 #include "inference/request_fields.h"
@@ -32,9 +31,7 @@ constexpr size_t kMaxBody = size_t(64) << 20;  // bytes of a request body
 #define MT_ARG_ERROR(...) throw ArgumentError(fmt::format(__VA_ARGS__))
 
 void check_options(const ServeCommand::Options& o) {
-  if (o.load.empty() == o.load_hf.empty()) MT_ARG_ERROR("give one of --load DIR or --load-hf DIR");
-  if (o.device != "auto" && o.device != "cpu" && o.device != "cuda")
-    MT_ARG_ERROR("--device {}: expected auto, cpu or cuda", o.device);
+  check_model_source(o.model);
   if (o.port < 0 || o.port > 65535) MT_ARG_ERROR("--port {}: expected 0 to 65535 (0: any free port)", o.port);
   if (dist::world_size() > 1)
     MT_ARG_ERROR("megatron serve runs in one process ({} were started): start it without mpirun", dist::world_size());
@@ -211,14 +208,7 @@ ServeCommand add_serve_command(CLI::App& app) {
   c.app = app.add_subcommand("serve", "Serve text generation over HTTP: Megatron's PUT /api and OpenAI's POST "
                                       "/v1/completions");
   const char* g = "Model";
-  c.app->add_option("--load", o.load, "Our checkpoint: a --save directory (latest iteration) or an iter_* directory")
-      ->group(g);
-  c.app->add_option("--load-hf", o.load_hf, "A Hugging Face model directory (config.json, *.safetensors, tokenizer.json)")
-      ->group(g);
-  c.app->add_option("--tokenizer-model", o.tokenizer_model, "A tokenizer.json (or a folder holding one) to use instead")
-      ->group(g);
-  c.app->add_option("--device", o.device, "auto (cuda when a GPU is present), cpu or cuda")->capture_default_str()->group(g);
-  c.app->add_flag("--bf16", o.bf16, "bf16 weights and activations (default fp32)")->group(g);
+  add_model_source_flags(*c.app, o.model);
   c.app->add_option("--served-model-name", o.served_model_name,
                     "The model's name in OpenAI answers (default: the model directory's name)")->group(g);
   g = "Server";
@@ -231,22 +221,16 @@ void run_serve(const ServeCommand::Options& o) {
   StopSignals signals;  // first: before any thread starts
   dist::init();
   check_options(o);
-  Device device;
-  try {
-    device = inference_device(o.device);
-  } catch (const UserError& e) {
-    throw ArgumentError(e.what());
-  }
-  const DType dtype = o.bf16 ? DType::BF16 : DType::F32;
+  const Device device = model_source_device(o.model);
+  const DType dtype = o.model.dtype();
   Served s;
   const auto t0 = Clock::now();
-  s.model = !o.load_hf.empty() ? load_hf_model(o.load_hf, dtype, device) : load_checkpoint_model(o.load, dtype, device);
-  if (!o.tokenizer_model.empty()) set_tokenizer(s.model, o.tokenizer_model);
+  s.model = load_model_source(o.model, device);
   if (!s.model.tokenizer)
     MT_USER_ERROR("{}: no tokenizer (no tokenizer.json): megatron serve takes text, give --tokenizer-model FILE",
-                  !o.load_hf.empty() ? "--load-hf " + o.load_hf : "--load " + o.load);
+                  o.model.flag());
   std::filesystem::path dir = std::filesystem::weakly_canonical(std::filesystem::absolute(
-      !o.load_hf.empty() ? o.load_hf : o.load));
+      o.model.dir()));
   if (dir.filename().empty()) dir = dir.parent_path();  // a trailing slash
   s.name = !o.served_model_name.empty() ? o.served_model_name : dir.filename().string();
   const TransformerConfig& cfg = s.model.model->config();

@@ -8,14 +8,15 @@
 #include <memory>
 #include <string>
 
+#include "model_source.h"
+
 namespace mt {
 
 struct ServeCommand {
   CLI::App* app = nullptr;
   struct Options {
-    std::string load, load_hf, tokenizer_model, served_model_name;
-    std::string device = "auto";
-    bool bf16 = false;
+    ModelSourceOptions model;
+    std::string served_model_name;
     std::string host = "127.0.0.1";
     int port = 5000;  // Megatron's; 0: any free port (the chosen one is printed)
   };
