@@ -8,6 +8,7 @@
 // the choice of module for each slot of a layer.
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "core/dtype.h"
 
@@ -16,6 +17,12 @@ namespace mt {
 enum class Normalization : uint8_t { LayerNorm, RMSNorm };
 enum class Activation : uint8_t { Gelu, Silu };  // GeLU: tanh approximation (GPT-2)
 enum class PositionEmbedding : uint8_t { LearnedAbsolute, Rope, None };
+enum class MoeScoreFunction : uint8_t { Softmax, Sigmoid };
+// --moe-router-load-balancing-type: the auxiliary loss over each microbatch's tokens (aux_loss),
+// over each sequence (seq_aux_loss), over the tokens of the data-parallel group's concurrent
+// microbatches (global_aux_loss), or none.
+enum class MoeLoadBalancing : uint8_t { AuxLoss, SeqAuxLoss, GlobalAuxLoss, None };
+enum class MoeTokenDropPolicy : uint8_t { Probs, Position };
 
 struct TransformerConfig {
   int num_layers = 2;
@@ -51,6 +58,38 @@ struct TransformerConfig {
   // chunks of tokens: the logits take 1/N of their memory (see GPTModel::forward_loss).
   int cross_entropy_chunks = 1;
 
+  // Mixture of Experts (Megatron-Core's moe_* fields; num_moe_experts 0: every MLP is dense).
+  int num_moe_experts = 0;
+  int moe_ffn_hidden_size = 0;        // each expert's ffn width (0: ffn_hidden_size)
+  int moe_router_topk = 2;
+  MoeScoreFunction moe_router_score_function = MoeScoreFunction::Softmax;
+  // Softmax over all experts before the top-k (Mixtral-without-renormalisation); the default
+  // takes the top-k logits first and normalises over them (Mixtral, Qwen3-MoE's norm_topk_prob).
+  bool moe_router_pre_softmax = false;
+  float moe_router_topk_scaling_factor = 0.0f;  // 0: none; else the top-k probabilities times this
+  // Which layers are MoE: moe_layer_pattern[l] != 0 (--moe-layer-freq: N means every Nth layer,
+  // starting with layer 0; a list gives the pattern). Empty: every layer.
+  std::vector<int> moe_layer_pattern;
+  int moe_shared_expert_intermediate_size = 0;  // 0: no shared experts
+  MoeLoadBalancing moe_router_load_balancing_type = MoeLoadBalancing::AuxLoss;
+  float moe_aux_loss_coeff = 0.0f;
+  float moe_z_loss_coeff = 0.0f;
+  // Aux-loss-free balancing (DeepSeek-V3): a per-expert bias added to the scores for the top-k
+  // choice only, moved by bias_update_rate * sign(mean load - load) after each step.
+  bool moe_router_enable_expert_bias = false;
+  float moe_router_bias_update_rate = 1e-3f;
+  float moe_expert_capacity_factor = -1.0f;  // < 0: dropless
+  MoeTokenDropPolicy moe_token_drop_policy = MoeTokenDropPolicy::Probs;
+  bool moe_pad_expert_input_to_capacity = false;
+
+  bool is_moe() const { return num_moe_experts > 0; }
+  bool is_moe_layer(int layer) const {
+    if (num_moe_experts <= 0) return false;
+    if (moe_layer_pattern.empty()) return true;
+    return moe_layer_pattern[size_t(layer) % moe_layer_pattern.size()] != 0;
+  }
+  int moe_ffn_size() const { return moe_ffn_hidden_size > 0 ? moe_ffn_hidden_size : ffn_hidden_size; }
+
   bool layer_recomputes_gelu(int layer) const {
     return recompute_gelu && (recompute_num_layers <= 0 || layer < recompute_num_layers);
   }
@@ -76,6 +115,8 @@ std::string describe_architecture(const TransformerConfig& cfg);
 
 // What a forward pass needs beyond its inputs: whether dropout is on, and the random stream
 // base that makes this microbatch's dropout masks unique (seed, global microbatch counter).
+struct MoEMetrics;  // model/moe/moe_metrics.h
+
 struct ForwardContext {
   bool training = true;
   uint64_t seed = 1234;
@@ -83,6 +124,11 @@ struct ForwardContext {
   // Set by the model for its layers: the microbatch's full [batch, seq] token grid (with
   // sequence parallelism a layer's input holds only this rank's share of the tokens).
   int64_t batch = 0, seq = 0;
+  // MoE: the weight of this microbatch's auxiliary losses in the objective, the same factor the
+  // language-model loss's per-token gradient carries beyond 1/tokens (loss_scale / (M DP)), and
+  // where MoE layers add their losses and token counts (null: not tracked).
+  double moe_loss_scale = 1.0;
+  MoEMetrics* moe_metrics = nullptr;
   // Random stream of a dropout site in this microbatch.
   uint64_t dropout_stream(uint64_t site) const { return site ^ (0x9E3779B97F4A7C15ull * (microbatch + 1)); }
 };

@@ -50,6 +50,11 @@ void qk_rmsnorm_backward(const Tensor& dqkv_out, const Tensor& qkv_in, const Ten
 void rope_forward(const Tensor& qkv, const Tensor& cos, const Tensor& sin, int n_query_groups, int rot_dim);
 void rope_backward(const Tensor& dqkv, const Tensor& cos, const Tensor& sin, int n_query_groups, int rot_dim);
 
+void moe_permute(const Tensor& x, const Tensor& row_source, int topk, const Tensor& out);
+void moe_permute_backward(const Tensor& dout, const Tensor& row_map, int topk, const Tensor& dx);
+void moe_unpermute(const Tensor& y, const Tensor& row_map, const Tensor& probs, const Tensor& out);
+void moe_unpermute_backward(const Tensor& dout, const Tensor& y, const Tensor& row_map, const Tensor& row_source,
+                            const Tensor& probs, const Tensor& dy, const Tensor& dprobs);
 void swiglu_forward(const Tensor& x, const Tensor& y);
 void swiglu_backward(const Tensor& dy, const Tensor& x, const Tensor& dx);
 
