@@ -67,6 +67,52 @@ void add_train_flags(CLI::App& app, TrainingArgs& a) {
                  "tokens x vocab 50,304 in bf16) for one more pass over the fp32 word-embedding gradient per "
                  "chunk (megatron.cpp's own flag)")->capture_default_str()->group(g);
 
+  g = "Mixture of Experts";
+  app.add_option("--num-experts", a.num_experts, "Experts per MoE layer (0: dense MLPs)")->capture_default_str()->group(g);
+  app.add_option("--moe-ffn-hidden-size", a.moe_ffn_hidden_size, "Each expert's ffn width (0: --ffn-hidden-size)")
+      ->capture_default_str()->group(g);
+  app.add_option("--moe-router-topk", a.moe_router_topk, "Experts per token")->capture_default_str()->group(g);
+  app.add_option("--moe-router-score-function", a.moe_router_score_function, "softmax or sigmoid")
+      ->capture_default_str()->group(g);
+  app.add_flag("--moe-router-pre-softmax", a.moe_router_pre_softmax,
+               "Softmax over all experts before the top-k (default: softmax over the top-k logits)")->group(g);
+  app.add_option("--moe-router-topk-scaling-factor", a.moe_router_topk_scaling_factor,
+                 "Multiply the top-k probabilities by this (0: no scaling)")->capture_default_str()->group(g);
+  app.add_option("--moe-layer-freq", a.moe_layer_freq,
+                 "MoE layers: N for every Nth layer (from layer 0), or a list of 0/1 per layer such as [0,1,1,1]")
+      ->capture_default_str()->group(g);
+  app.add_option("--moe-shared-expert-intermediate-size", a.moe_shared_expert_intermediate_size,
+                 "ffn width of the shared experts every token also goes through (0: none)")
+      ->capture_default_str()->group(g);
+  app.add_option("--moe-router-load-balancing-type", a.moe_router_load_balancing_type,
+                 "aux_loss (over each microbatch), seq_aux_loss (over each sequence) or none")
+      ->capture_default_str()->group(g);
+  app.add_option("--moe-aux-loss-coeff", a.moe_aux_loss_coeff, "Weight of the load-balancing loss")
+      ->capture_default_str()->group(g);
+  app.add_option("--moe-z-loss-coeff", a.moe_z_loss_coeff, "Weight of the router z-loss")->capture_default_str()->group(g);
+  app.add_flag("--moe-router-enable-expert-bias", a.moe_router_enable_expert_bias,
+               "Aux-loss-free balancing: a per-expert bias on the routing scores, moved after each step toward the "
+               "mean load")->group(g);
+  app.add_option("--moe-router-bias-update-rate", a.moe_router_bias_update_rate, "The expert bias's step")
+      ->capture_default_str()->group(g);
+  app.add_option("--moe-expert-capacity-factor", a.moe_expert_capacity_factor,
+                 "Each expert takes at most ceil(tokens x topk / experts x factor) rows (default: dropless)")
+      ->group(g);
+  app.add_option("--moe-token-drop-policy", a.moe_token_drop_policy,
+                 "Over capacity, keep the most probable choices (probs) or the earliest (position)")
+      ->capture_default_str()->group(g);
+  app.add_flag("--moe-pad-expert-input-to-capacity", a.moe_pad_expert_input_to_capacity,
+               "With a capacity factor: pad every expert's input to the capacity")->group(g);
+  app.add_option("--moe-token-dispatcher-type", a.moe_token_dispatcher_type,
+                 "alltoall (the token exchange over the expert-parallel group)")->capture_default_str()->group(g);
+  app.add_option("--expert-tensor-parallel-size", a.expert_tensor_parallel_size,
+                 "Tensor parallelism inside each expert (must equal --tensor-model-parallel-size; 0: that)")
+      ->capture_default_str()->group(g);
+  app.add_flag("--moe-per-layer-logging", a.moe_per_layer_logging,
+               "Log each MoE layer's losses and per-expert token counts")->group(g);
+  app.add_flag("--moe-grouped-gemm", a.moe_grouped_gemm, "Accepted for Megatron launch scripts: the experts always run as grouped GEMMs")
+      ->group(g);
+
   g = "Training";
   app.add_option("--micro-batch-size", a.micro_batch_size, "Samples per microbatch")->capture_default_str()->group(g);
   app.add_option("--global-batch-size", a.global_batch_size, "Samples per iteration (gradient accumulation)")

@@ -58,6 +58,15 @@ void SelfCommunicator::all_to_all(const Tensor& in, const Tensor& out) {
   if (in.raw() != out.raw()) out.copy_from(in);
 }
 
+void SelfCommunicator::all_to_all_v(const Tensor& in, const std::vector<int64_t>& send_counts, const Tensor& out,
+                                    const std::vector<int64_t>& recv_counts) {
+  MT_CHECK(send_counts.size() == 1 && recv_counts.size() == 1 && send_counts[0] == recv_counts[0] &&
+               in.numel() >= send_counts[0] && out.numel() >= recv_counts[0],
+           "all_to_all_v on {}: in {} / out {}", name_, in.str(), out.str());
+  if (in.raw() != out.raw() && send_counts[0] > 0)
+    out.flat_slice(0, send_counts[0], {send_counts[0]}).copy_from(in.flat_slice(0, send_counts[0], {send_counts[0]}));
+}
+
 void SelfCommunicator::send(const Tensor&, int dst) { MT_CHECK(false, "send to rank {} in a group of one", dst); }
 void SelfCommunicator::recv(const Tensor&, int src) { MT_CHECK(false, "recv from rank {} in a group of one", src); }
 std::unique_ptr<CommHandle> SelfCommunicator::batch_send_recv(const std::vector<P2POp>& ops) {

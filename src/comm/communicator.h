@@ -62,6 +62,12 @@ class Communicator {
   virtual void recv(const Tensor& t, int src) = 0;
   // in, out: size() * n elements; chunk r of in goes to rank r, chunk r of out comes from rank r.
   virtual void all_to_all(const Tensor& in, const Tensor& out) = 0;
+  // Variable chunks (the expert-parallel token exchange): chunk r of in (send_counts[r] elements,
+  // chunks back to back in rank order) goes to rank r; chunk r of out (recv_counts[r] elements)
+  // comes from rank r. Every rank's send_counts[r] equals rank r's recv_counts[rank()] (the
+  // caller exchanges the counts first).
+  virtual void all_to_all_v(const Tensor& in, const std::vector<int64_t>& send_counts, const Tensor& out,
+                            const std::vector<int64_t>& recv_counts) = 0;
   virtual void barrier() = 0;
   // Posts every send and receive of `ops` at once (Megatron's batch_isend_irecv; NCCL: one
   // group, on the side stream) and returns; the handle's wait() completes them all (on the
@@ -110,6 +116,8 @@ class SelfCommunicator final : public Communicator {
   void send(const Tensor&, int) override;
   void recv(const Tensor&, int) override;
   void all_to_all(const Tensor& in, const Tensor& out) override;
+  void all_to_all_v(const Tensor& in, const std::vector<int64_t>& send_counts, const Tensor& out,
+                    const std::vector<int64_t>& recv_counts) override;
   void barrier() override {}
   std::unique_ptr<CommHandle> batch_send_recv(const std::vector<P2POp>& ops) override;
   std::unique_ptr<Communicator> split(int color, int key, const std::string& name) override;

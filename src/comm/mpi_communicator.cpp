@@ -278,6 +278,31 @@ class MpiCommunicator final : public Communicator {
     so.finish();
   }
 
+  void all_to_all_v(const Tensor& in, const std::vector<int64_t>& send_counts, const Tensor& out,
+                    const std::vector<int64_t>& recv_counts) override {
+    MT_CHECK(in.dtype() == out.dtype() && int(send_counts.size()) == size_ && int(recv_counts.size()) == size_,
+             "all_to_all_v on {}: in {} / out {}", name_, in.str(), out.str());
+    const size_t n = size_t(size_);
+    std::vector<int> sc(n), sd(n), rc(n), rd(n);
+    int64_t so = 0, ro = 0;
+    for (int r = 0; r < size_; ++r) {
+      sc[size_t(r)] = mpi_count(send_counts[size_t(r)]);
+      sd[size_t(r)] = mpi_count(so);
+      rc[size_t(r)] = mpi_count(recv_counts[size_t(r)]);
+      rd[size_t(r)] = mpi_count(ro);
+      so += send_counts[size_t(r)];
+      ro += recv_counts[size_t(r)];
+    }
+    MT_CHECK(so <= in.numel() && ro <= out.numel(), "all_to_all_v on {}: {} / {} elements for in {} / out {}", name_,
+             so, ro, in.str(), out.str());
+    HostStage si(in), st(out, false);
+    MPI_Request req;
+    MT_MPI(MPI_Ialltoallv(si.host.raw(), sc.data(), sd.data(), mpi_type(in.dtype()), st.host.raw(), rc.data(), rd.data(),
+                          mpi_type(in.dtype()), comm_, &req));
+    wait(req, "all_to_all_v");
+    st.finish();
+  }
+
   void barrier() override {
     MPI_Request req;
     MT_MPI(MPI_Ibarrier(comm_, &req));

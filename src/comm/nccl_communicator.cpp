@@ -48,6 +48,10 @@ class HybridCommunicator final : public Communicator {
     return ops.empty() ? host_->batch_send_recv(ops) : pick(ops.front().tensor).batch_send_recv(ops);
   }
   void all_to_all(const Tensor& in, const Tensor& out) override { pick(in).all_to_all(in, out); }
+  void all_to_all_v(const Tensor& in, const std::vector<int64_t>& send_counts, const Tensor& out,
+                    const std::vector<int64_t>& recv_counts) override {
+    pick(in).all_to_all_v(in, send_counts, out, recv_counts);
+  }
   void barrier() override { host_->barrier(); }
   std::unique_ptr<Communicator> split(int color, int key, const std::string& name) override {
     auto h = host_->split(color, key, name);
@@ -210,6 +214,27 @@ class NcclCommunicator final : public Communicator {
       for (int p = 0; p < size_ && r == ncclSuccess; ++p) {
         r = ncclSend(static_cast<const char*>(in.raw()) + p * chunk, chunk, ncclUint8, p, comm_, s);
         if (r == ncclSuccess) r = ncclRecv(static_cast<char*>(out.raw()) + p * chunk, chunk, ncclUint8, p, comm_, s);
+      }
+      ncclResult_t end = ncclGroupEnd();
+      return r == ncclSuccess ? end : r;
+    });
+  }
+  void all_to_all_v(const Tensor& in, const std::vector<int64_t>& send_counts, const Tensor& out,
+                    const std::vector<int64_t>& recv_counts) override {
+    check(in, "all_to_all_v");
+    check(out, "all_to_all_v");
+    MT_CHECK(in.dtype() == out.dtype() && int(send_counts.size()) == size_ && int(recv_counts.size()) == size_,
+             "all_to_all_v on {}: in {} / out {}", name_, in.str(), out.str());
+    const size_t es = dtype_size(in.dtype());
+    enqueue("all_to_all_v", kCompute, [&](cudaStream_t s) {
+      ncclResult_t r = ncclGroupStart();
+      size_t so = 0, ro = 0;
+      for (int p = 0; p < size_ && r == ncclSuccess; ++p) {
+        const size_t sb = size_t(send_counts[size_t(p)]) * es, rb = size_t(recv_counts[size_t(p)]) * es;
+        if (sb > 0) r = ncclSend(static_cast<const char*>(in.raw()) + so, sb, ncclUint8, p, comm_, s);
+        if (r == ncclSuccess && rb > 0) r = ncclRecv(static_cast<char*>(out.raw()) + ro, rb, ncclUint8, p, comm_, s);
+        so += sb;
+        ro += rb;
       }
       ncclResult_t end = ncclGroupEnd();
       return r == ncclSuccess ? end : r;

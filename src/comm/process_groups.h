@@ -1,11 +1,14 @@
 #pragma once
-// Process groups (Megatron-Core's parallel_state): world rank -> (tp, cp, ep, dp, pp)
-// coordinates in Megatron's default order tp-cp-ep-dp-pp, tp varying fastest:
-//   rank = tp + TP * (cp + CP * (ep + EP * (dp + DP * pp)))
-// The data-parallel size is inferred: DP = world / (TP * CP * EP * PP). Each rank belongs to
-// one group per dimension and to the combined groups Megatron uses: model-parallel (tp-pp),
-// tp-dp, dp-cp (the gradient reduction group with context parallelism) and the embedding
-// group (first and last pipeline stage; null on the stages between).
+// Process groups (Megatron-Core's parallel_state): world rank -> (tp, cp, dp, pp) coordinates in
+// Megatron's default order tp-cp-ep-dp-pp, tp varying fastest:
+//   rank = tp + TP * (cp + CP * (dp + DP * pp)),   DP = world / (TP * CP * PP).
+// Expert parallelism splits the data-parallel ranks (Megatron's): dp = ep + EP * edp, so the EP
+// ranks of an expert layer are consecutive data-parallel ranks, and an expert's replicas are the
+// expert-data-parallel group (same tp, cp, ep, pp; size DP / EP). The dense layers are replicated
+// over all DP ranks. Each rank belongs to one group per dimension and to the combined groups
+// Megatron uses: model-parallel (tp-pp), expert-model-parallel (tp-ep-pp, over which the expert
+// gradients' norm is summed), tp-dp, dp-cp (the gradient reduction group with context
+// parallelism) and the embedding group (first and last pipeline stage; null on the stages between).
 #include <memory>
 #include <string>
 
@@ -18,13 +21,14 @@ struct ParallelSizes {
 };
 
 struct RankCoords {
-  int tp = 0, cp = 0, ep = 0, dp = 0, pp = 0;
+  int tp = 0, cp = 0, ep = 0, dp = 0, pp = 0;  // ep = dp % EP
 };
 
 // Pure functions of the layout (no communication), for groups, tests and messages.
 struct ParallelLayout {
   ParallelSizes sizes;
-  int dp = 1;
+  int dp = 1;         // data parallel: world / (TP * CP * PP)
+  int expert_dp = 1;  // expert data parallel: DP / EP
   int world = 1;
   // Throws UserError naming the problem when world is not a multiple of TP*CP*EP*PP.
   static ParallelLayout make(const ParallelSizes& s, int world);
@@ -48,7 +52,9 @@ class ProcessGroups {
   Communicator& tp() const { return *tp_; }
   Communicator& cp() const { return *cp_; }
   Communicator& ep() const { return *ep_; }
-  Communicator& dp() const { return *dp_; }
+  Communicator& dp() const { return *dp_; }                 // the dense layers' data parallelism
+  Communicator& expert_dp() const { return *expert_dp_; }   // an expert's replicas
+  Communicator& expert_mp() const { return *expert_mp_; }   // tp x ep x pp
   Communicator& pp() const { return *pp_; }
   Communicator& mp() const { return *mp_; }       // model parallel: tp x pp
   Communicator& tp_dp() const { return *tp_dp_; }
@@ -58,7 +64,7 @@ class ProcessGroups {
  private:
   ParallelLayout layout_;
   RankCoords coords_;
-  std::unique_ptr<Communicator> world_, tp_, cp_, ep_, dp_, pp_, mp_, tp_dp_, dp_cp_, embd_;
+  std::unique_ptr<Communicator> world_, tp_, cp_, ep_, dp_, expert_dp_, pp_, mp_, expert_mp_, tp_dp_, dp_cp_, embd_;
 };
 
 }  // namespace mt

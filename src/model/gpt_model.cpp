@@ -10,6 +10,7 @@
 #include "kernels/embedding.h"
 #include "kernels/gemm.h"
 #include "kernels/vocab_parallel_cross_entropy.h"
+#include "model/moe_metrics.h"
 #include "model/tensor_parallel.h"
 #include "model/weight_grad_store.h"
 
@@ -17,17 +18,21 @@ namespace mt {
 
 GPTModel::GPTModel(const TransformerConfig& cfg, Device device, const ModelParallelConfig& par,
                    const ModelChunkConfig& chunk)
-    : GPTModel(cfg, device, par, chunk, nullptr) {
+    : GPTModel(cfg, device, par, chunk, nullptr, nullptr) {
   buf_.set_bucketing(par.bucket_size, par.bucket_pad);
   buf_.allocate(cfg.params_dtype, device);
+  if (own_expert_buf_) {
+    own_expert_buf_->set_bucketing(par.bucket_size, par.expert_bucket_pad);
+    own_expert_buf_->allocate(cfg.params_dtype, device);
+  }
 }
 
 GPTModel::GPTModel(const TransformerConfig& cfg, Device device, const ModelParallelConfig& par,
-                   const ModelChunkConfig& chunk, ParamAndGradBuffer& buffer)
-    : GPTModel(cfg, device, par, chunk, &buffer) {}
+                   const ModelChunkConfig& chunk, ParamAndGradBuffer& buffer, ParamAndGradBuffer* expert_buffer)
+    : GPTModel(cfg, device, par, chunk, &buffer, expert_buffer) {}
 
 GPTModel::GPTModel(const TransformerConfig& cfg, Device device, const ModelParallelConfig& par,
-                   const ModelChunkConfig& chunk, ParamAndGradBuffer* shared)
+                   const ModelChunkConfig& chunk, ParamAndGradBuffer* shared, ParamAndGradBuffer* shared_experts)
     : cfg_(cfg),
       par_(par),
       chunk_(chunk),
@@ -60,12 +65,20 @@ GPTModel::GPTModel(const TransformerConfig& cfg, Device device, const ModelParal
       wpe_ = buf_.add("embedding.position_embeddings.weight", {cfg.max_position_embeddings, cfg.hidden_size}, false);
   }
   embedding_ids_ = {0, next_id()};
-  const TransformerLayerSpec spec = gpt_layer_spec(cfg);
+  bool any_moe = false;
+  for (int i = chunk_.first_layer; i < chunk_.first_layer + chunk_.num_layers; ++i) any_moe |= cfg.is_moe_layer(i);
+  if (any_moe) {
+    MT_CHECK(!shared || shared_experts, "an MoE chunk sharing a buffer needs the shared expert buffer too");
+    if (!shared) own_expert_buf_ = std::make_unique<ParamAndGradBuffer>();
+    expert_buf_ = shared ? shared_experts : own_expert_buf_.get();
+  }
+  const auto next_expert_id = [&] { return expert_buf_ ? int(expert_buf_->infos().size()) : 0; };
   for (int i = chunk_.first_layer; i < chunk_.first_layer + chunk_.num_layers; ++i) {
-    const int first = next_id();
-    layers_.push_back(
-        std::make_unique<TransformerLayer>(buf_, "decoder.layers." + std::to_string(i), cfg, spec, i, par));
+    const int first = next_id(), first_expert = next_expert_id();
+    layers_.push_back(std::make_unique<TransformerLayer>(buf_, "decoder.layers." + std::to_string(i), cfg,
+                                                         gpt_layer_spec(cfg, i), i, par, expert_buf_));
     layer_ids_.push_back({first, next_id()});
+    layer_expert_ids_.push_back({first_expert, next_expert_id()});
   }
   final_ln_ids_ = {next_id(), next_id()};
   if (chunk_.post_process) {
@@ -81,7 +94,7 @@ GPTModel::GPTModel(const TransformerConfig& cfg, Device device, const ModelParal
     }
     final_ln_ids_.end = next_id();
   }
-  if (spec.self_attention.rotary) rope_ = rope_tables(cfg, cfg.seq_length, device);
+  if (cfg.position_embedding_type == PositionEmbedding::Rope) rope_ = rope_tables(cfg, cfg.seq_length, device);
 }
 
 int64_t GPTModel::num_parameters() const {
@@ -92,7 +105,36 @@ int64_t GPTModel::num_parameters() const {
     const bool vocab_rows = p.name == "embedding.word_embeddings.weight" || p.name == "output_layer.weight";
     if (vocab_rows) n -= (cfg_.padded_vocab_size - cfg_.vocab_size) * cfg_.hidden_size;
   }
+  // Expert weights: this rank holds E / EP of each MoE layer's experts (all of one shape).
+  const int ep = par_.ep ? par_.ep->size() : 1;
+  if (expert_buf_)
+    for (const auto& p : expert_buf_->infos()) n += shape_numel(p.global_shape) * ep;
   return n;
+}
+
+int64_t GPTModel::num_active_parameters() const {
+  if (!expert_buf_) return num_parameters();
+  const int ep = par_.ep ? par_.ep->size() : 1;
+  int64_t experts = 0;
+  for (const auto& p : expert_buf_->infos()) experts += shape_numel(p.global_shape) * ep;
+  return num_parameters() - experts + experts / cfg_.num_moe_experts * cfg_.moe_router_topk;
+}
+
+std::vector<std::pair<std::string, Tensor>> GPTModel::persistent_buffers() const {
+  std::vector<std::pair<std::string, Tensor>> out;
+  for (const auto& l : layers_)
+    if (l->moe() && l->moe()->router().expert_bias().defined())
+      out.emplace_back(l->moe()->router().expert_bias_name(), l->moe()->router().expert_bias());
+  return out;
+}
+
+void GPTModel::update_expert_bias(const MoEMetrics& global) const {
+  for (size_t i = 0; i < layers_.size(); ++i) {
+    const MoELayer* moe = layers_[i]->moe();
+    const size_t number = size_t(chunk_.first_layer) + i;
+    if (!moe || !moe->router().expert_bias().defined() || number >= global.layers.size()) continue;
+    moe->router().update_expert_bias(global.layers[number].tokens_per_expert);
+  }
 }
 
 void GPTModel::init(uint64_t seed) {
@@ -154,7 +196,7 @@ Tensor GPTModel::hidden_states(const Tensor& input, const ForwardContext& ctx, S
   lctx.seq = s.seq;
   s.layers.resize(layers_.size());
   for (size_t i = 0; i < layers_.size(); ++i) {
-    before_forward(layer_ids_[i]);
+    before_forward_layer(i);
     x = layers_[i]->forward(x, lctx, rope_.cos.defined() ? &rope_ : nullptr, s.layers[i]);
   }
   if (!chunk_.post_process) return x;
@@ -278,7 +320,7 @@ Tensor GPTModel::backward_layers(Tensor dx, Saved& s) const {
   const int64_t C = cfg_.hidden_size;
   for (size_t i = layers_.size(); i-- > 0;) {
     dx = layers_[i]->backward(dx, s.layers[i]);
-    after_backward(layer_ids_[i]);
+    after_backward_layer(i);
   }
   if (!chunk_.pre_process) {
     s = Saved{};
@@ -294,6 +336,22 @@ Tensor GPTModel::backward_layers(Tensor dx, Saved& s) const {
   after_backward(embedding_ids_);
   s = Saved{};
   return Tensor();
+}
+
+void GPTModel::before_forward_layer(size_t i) const {
+  before_forward(layer_ids_[i]);
+  const IdRange e = layer_expert_ids_[i];
+  if (expert_hooks_ && e.end > e.first) expert_hooks_->before_forward(e.first, e.end);
+}
+
+void GPTModel::after_backward_layer(size_t i) const {
+  after_backward(layer_ids_[i]);
+  const IdRange e = layer_expert_ids_[i];
+  if (e.end > e.first)
+    run_or_defer_weight_grad([this, e] {
+      expert_buf_->zero_unwritten_grads(e.first, e.end);
+      if (expert_hooks_) expert_hooks_->after_backward(e.first, e.end);
+    });
 }
 
 void GPTModel::after_backward(IdRange r) const {
@@ -415,7 +473,7 @@ Tensor GPTModel::forward_inference(const Tensor& tokens, const std::vector<int32
     step.sin = step.sin.view({B * T, half});
   }
   for (size_t i = 0; i < layers_.size(); ++i) {
-    before_forward(layer_ids_[i]);
+    before_forward_layer(i);
     x = layers_[i]->forward_inference(x, step, cache.key[i], cache.value[i]);
   }
   Tensor h = x.view({B * T, C});

@@ -53,20 +53,31 @@ class GPTModel {
            const ModelChunkConfig& chunk = {});
   // A chunk whose parameters join `buffer`, shared with the rank's other chunks (virtual
   // pipeline stages: one buffer per rank, so data-parallel reduction, the optimizer and
-  // checkpoints see one flat layout). Registers only: the owner sets the bucketing and
-  // allocates the buffer after the last chunk, before init() or any pass.
+  // checkpoints see one flat layout), and its experts' weights `expert_buffer` (MoE models).
+  // Registers only: the owner sets the bucketing and allocates the buffers after the last chunk,
+  // before init() or any pass.
   GPTModel(const TransformerConfig& cfg, Device device, const ModelParallelConfig& par, const ModelChunkConfig& chunk,
-           ParamAndGradBuffer& buffer);
+           ParamAndGradBuffer& buffer, ParamAndGradBuffer* expert_buffer = nullptr);
   GPTModel(const GPTModel&) = delete;
   GPTModel& operator=(const GPTModel&) = delete;
 
   const TransformerConfig& config() const { return cfg_; }
   ParamAndGradBuffer& buffer() { return buf_; }
   const ParamAndGradBuffer& buffer() const { return buf_; }
+  // MoE models: the experts' weights, apart from the dense ones because they are reduced over
+  // the expert-data-parallel group (Megatron's expert ParamAndGradBuffer); null without experts.
+  ParamAndGradBuffer* expert_buffer() const { return expert_buf_; }
+  // Non-parameter state saved with the model (Megatron's persistent buffers): the MoE routers'
+  // expert biases, fp32 on the host, under their parameter-style names.
+  std::vector<std::pair<std::string, Tensor>> persistent_buffers() const;
+  // Aux-loss-free balancing: moves each router's expert bias by the step's global token counts
+  // (metrics reduced over the data-parallel group).
+  void update_expert_bias(const struct MoEMetrics& global) const;
   const ModelChunkConfig& chunk() const { return chunk_; }
   // Of the buffer (all shards; every chunk sharing it), excluding vocabulary padding rows and
-  // pipeline duplicates.
+  // pipeline duplicates; MoE models: every expert, and (active) the top-k experts a token uses.
   int64_t num_parameters() const;
+  int64_t num_active_parameters() const;
   // The tied word embeddings when the embedding and the output layer are in different chunks
   // (pipeline stages): the first chunk's weight or the last chunk's copy (a pipeline duplicate),
   // whose gradients the schedule sums over the embedding group; else -1.
@@ -125,6 +136,7 @@ class GPTModel {
   // Tells `hooks` (null: nobody) which parameters each pass is about to read and which grads it
   // has finished, module by module: embeddings, each layer, the final norm.
   void set_param_hooks(ParamHooks* hooks) { hooks_ = hooks; }
+  void set_expert_param_hooks(ParamHooks* hooks) { expert_hooks_ = hooks; }
 
  private:
   // Embedding (pre_process) and layers; with post_process the final norm too (its output gathered
@@ -138,13 +150,15 @@ class GPTModel {
                     const Tensor* dlogits) const;
 
   GPTModel(const TransformerConfig& cfg, Device device, const ModelParallelConfig& par, const ModelChunkConfig& chunk,
-           ParamAndGradBuffer* shared);
+           ParamAndGradBuffer* shared, ParamAndGradBuffer* shared_experts);
 
   TransformerConfig cfg_;
   ModelParallelConfig par_;
   ModelChunkConfig chunk_;
   std::unique_ptr<ParamAndGradBuffer> own_buf_;  // null when the buffer is shared
   ParamAndGradBuffer& buf_;
+  std::unique_ptr<ParamAndGradBuffer> own_expert_buf_;
+  ParamAndGradBuffer* expert_buf_ = nullptr;
   ParamAndGradBuffer::Id wte_ = -1, wpe_ = -1;
   ParamAndGradBuffer::Id output_ = -1;  // untied output layer (else wte_)
   ParamAndGradBuffer::Id output_weight() const { return output_ >= 0 ? output_ : wte_; }
@@ -158,10 +172,14 @@ class GPTModel {
   };
   IdRange embedding_ids_, final_ln_ids_;
   std::vector<IdRange> layer_ids_;
+  std::vector<IdRange> layer_expert_ids_;  // in the expert buffer (empty ranges for dense layers)
   ParamHooks* hooks_ = nullptr;
+  ParamHooks* expert_hooks_ = nullptr;
   void before_forward(IdRange r) const {
     if (hooks_) hooks_->before_forward(r.first, r.end);
   }
+  void before_forward_layer(size_t i) const;
+  void after_backward_layer(size_t i) const;
   // A module's grads are final: any a lazy round left unwritten are zeroed before anyone reads them.
   // With a WeightGradStore active this too waits for the module's deferred weight gradients.
   void after_backward(IdRange r) const;

@@ -10,6 +10,7 @@ namespace mt {
 
 struct ModelParallelConfig {
   Communicator* tp = nullptr;      // null or size 1: no tensor parallelism
+  Communicator* ep = nullptr;      // MoE layers' expert-parallel group (null or size 1: all experts local)
   bool sequence_parallel = false;  // tokens split across tp ranks outside the tp regions
   // Column-parallel backward: start the input gradient's TP all-reduce (reduce-scatter with
   // sequence parallelism) asynchronously and compute the weight gradient meanwhile
@@ -23,6 +24,7 @@ struct ModelParallelConfig {
   bool tp_comm_overlap = false;
   int64_t bucket_size = 0;         // ParamAndGradBuffer::set_bucketing (0: one bucket)
   int64_t bucket_pad = 16;
+  int64_t expert_bucket_pad = 16;  // the expert buffer's (its data-parallel group is expert-dp)
 
   int tp_size() const { return tp ? tp->size() : 1; }
   int tp_rank() const { return tp ? tp->rank() : 0; }

@@ -2,6 +2,7 @@
 
 #include <cmath>
 
+#include "core/error.h"
 #include "core/rng.h"
 #include "kernels/activation.h"
 #include "kernels/elementwise.h"
@@ -13,7 +14,8 @@ uint64_t hidden_element_offset(const ModelParallelConfig& par, int64_t local_num
 }
 
 TransformerLayer::TransformerLayer(ParamAndGradBuffer& buf, const std::string& prefix, const TransformerConfig& cfg,
-                                   const TransformerLayerSpec& spec, int layer_number, const ModelParallelConfig& par)
+                                   const TransformerLayerSpec& spec, int layer_number, const ModelParallelConfig& par,
+                                   ParamAndGradBuffer* expert_buf)
     : cfg_(cfg),
       par_(par),
       layer_number_(layer_number),
@@ -21,8 +23,14 @@ TransformerLayer::TransformerLayer(ParamAndGradBuffer& buf, const std::string& p
            par.sequence_parallel),
       attn_(buf, prefix + ".self_attention", cfg, spec.self_attention, par),
       ln2_(buf, prefix + ".pre_mlp_layernorm", cfg.hidden_size, spec.pre_mlp_layernorm, cfg.layernorm_epsilon,
-           par.sequence_parallel),
-      mlp_(buf, prefix + ".mlp", cfg, spec.mlp, par, cfg.layer_recomputes_gelu(layer_number)) {}
+           par.sequence_parallel) {
+  if (spec.moe) {
+    MT_CHECK(expert_buf, "{}: an MoE layer needs the model's expert buffer", prefix);
+    moe_ = std::make_unique<MoELayer>(buf, *expert_buf, prefix + ".mlp", cfg, layer_number, par);
+  } else {
+    mlp_ = std::make_unique<MLP>(buf, prefix + ".mlp", cfg, spec.mlp, par, cfg.layer_recomputes_gelu(layer_number));
+  }
+}
 
 void TransformerLayer::init(uint64_t seed) const {
   // Megatron: output projections scaled by 1/sqrt(2 * num_layers).
@@ -31,7 +39,10 @@ void TransformerLayer::init(uint64_t seed) const {
   ln1_.init();
   attn_.init(std, out_std, seed);
   ln2_.init();
-  mlp_.init(std, out_std, seed);
+  if (moe_)
+    moe_->init(std, out_std, seed);
+  else
+    mlp_->init(std, out_std, seed);
 }
 
 Tensor TransformerLayer::forward(const Tensor& x, const ForwardContext& ctx, const RotaryTables* rope,
@@ -47,7 +58,7 @@ Tensor TransformerLayer::forward(const Tensor& x, const ForwardContext& ctx, con
   dropout_forward(a, a, s.dropout_p, s.seed, s.attn_drop_stream, {}, s.drop_offset);
   Tensor x1;  // x + a, and ln2 of it, in one pass
   Tensor h = ln2_.forward_add(x, a, &x1, s.ln2);
-  Tensor m = mlp_.forward(h.view(x.shape()), s.mlp);
+  Tensor m = moe_ ? moe_->forward(h.view(x.shape()), ctx, s.moe) : mlp_->forward(h.view(x.shape()), s.mlp);
   dropout_forward(m, m, s.dropout_p, s.seed, s.mlp_drop_stream, {}, s.drop_offset);
   add(x1, m, m);
   return m;
@@ -64,7 +75,8 @@ Tensor TransformerLayer::backward(const Tensor& dy, Saved& s) const {
     return d;
   };
   // MLP branch; ln2's dx and the residual's dy are summed in its backward.
-  Tensor dx1 = ln2_.backward(mlp_.backward(dropout_grad(dy, s.mlp_drop_stream), s.mlp), s.ln2, &dy).view(shape);
+  const Tensor dm = dropout_grad(dy, s.mlp_drop_stream);
+  Tensor dx1 = ln2_.backward(moe_ ? moe_->backward(dm, s.moe) : mlp_->backward(dm, s.mlp), s.ln2, &dy).view(shape);
   // Attention branch, likewise.
   Tensor dx = ln1_.backward(attn_.backward(dropout_grad(dx1, s.attn_drop_stream), s.attn), s.ln1, &dx1).view(shape);
   s = Saved{};
@@ -75,10 +87,14 @@ Tensor TransformerLayer::forward_inference(const Tensor& x, const InferenceStep&
                                            const Tensor& v_cache) const {
   Norm::Saved ln1, ln2;
   MLP::Saved mlp;
+  MoELayer::Saved moe;
   Tensor a = attn_.forward_inference(ln1_.forward(x, ln1).view(x.shape()), step, k_cache, v_cache);
   Tensor x1;  // x + a, and ln2 of it, in one pass
   Tensor h = ln2_.forward_add(x, a, &x1, ln2);
-  Tensor m = mlp_.forward(h.view(x.shape()), mlp);
+  ForwardContext eval;
+  eval.training = false;
+  eval.seq = x.dim() == 3 ? x.size(1) : 0;
+  Tensor m = moe_ ? moe_->forward(h.view(x.shape()), eval, moe) : mlp_->forward(h.view(x.shape()), mlp);
   add(x1, m, m);
   return m;
 }

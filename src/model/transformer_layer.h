@@ -6,6 +6,7 @@
 
 #include "model/attention.h"
 #include "model/mlp.h"
+#include "model/moe_layer.h"
 #include "model/norm.h"
 #include "model/transformer_layer_spec.h"
 
@@ -17,13 +18,15 @@ class TransformerLayer {
     Norm::Saved ln1, ln2;
     SelfAttention::Saved attn;
     MLP::Saved mlp;
+    MoELayer::Saved moe;
     float dropout_p = 0.0f;
     uint64_t seed = 0, attn_drop_stream = 0, mlp_drop_stream = 0, drop_offset = 0;
   };
   // layer_number: the layer's global index (0-based), which names its parameters and keys its
-  // dropout masks and recomputation.
+  // dropout masks and recomputation. An MoE spec puts the experts' weights in expert_buf.
   TransformerLayer(ParamAndGradBuffer& buf, const std::string& prefix, const TransformerConfig& cfg,
-                   const TransformerLayerSpec& spec, int layer_number, const ModelParallelConfig& par = {});
+                   const TransformerLayerSpec& spec, int layer_number, const ModelParallelConfig& par = {},
+                   ParamAndGradBuffer* expert_buf = nullptr);
   void init(uint64_t seed) const;
   // ctx.batch/seq: the microbatch's token grid; rope: RoPE's tables when the spec has RoPE.
   Tensor forward(const Tensor& x, const ForwardContext& ctx, const RotaryTables* rope, Saved& saved) const;
@@ -32,6 +35,7 @@ class TransformerLayer {
   // keys and values go into this layer's cache (see SelfAttention::forward_inference).
   Tensor forward_inference(const Tensor& x, const InferenceStep& step, const Tensor& k_cache,
                            const Tensor& v_cache) const;
+  const MoELayer* moe() const { return moe_.get(); }  // null in a dense layer
 
  private:
   TransformerConfig cfg_;
@@ -40,7 +44,8 @@ class TransformerLayer {
   Norm ln1_;
   SelfAttention attn_;
   Norm ln2_;
-  MLP mlp_;
+  std::unique_ptr<MLP> mlp_;      // a dense layer's
+  std::unique_ptr<MoELayer> moe_;  // an MoE layer's
 };
 
 // Where a rank's hidden states [n, C] start in the microbatch's [B, T, C] element order: with

@@ -21,15 +21,18 @@ struct TransformerLayerSpec {
   Normalization input_layernorm = Normalization::LayerNorm;
   SelfAttentionSpec self_attention;
   Normalization pre_mlp_layernorm = Normalization::LayerNorm;
-  MlpKind mlp = MlpKind::Dense;
+  MlpKind mlp = MlpKind::Dense;  // the dense MLP's kind, or the experts' in an MoE layer
+  bool moe = false;              // MoELayer (router, experts, optional shared experts) in the MLP slot
 };
 
-inline TransformerLayerSpec gpt_layer_spec(const TransformerConfig& c) {
+// Layer `layer`'s spec (MoE models mix MoE and dense layers by moe_layer_pattern).
+inline TransformerLayerSpec gpt_layer_spec(const TransformerConfig& c, int layer = 0) {
   TransformerLayerSpec s;
   s.input_layernorm = s.pre_mlp_layernorm = c.normalization;
   s.self_attention.qk_layernorm = c.qk_layernorm;
   s.self_attention.rotary = c.position_embedding_type == PositionEmbedding::Rope;
   s.mlp = c.gated_linear_unit ? MlpKind::Gated : MlpKind::Dense;
+  s.moe = c.is_moe_layer(layer);
   return s;
 }
 

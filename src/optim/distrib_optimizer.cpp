@@ -39,8 +39,8 @@ int64_t DistributedOptimizer::state_bytes() const {
   return int64_t(m_.nbytes() + v_.nbytes() + (has_master_copy_ ? master_.nbytes() : 0));
 }
 
-StepStats DistributedOptimizer::step(double lr, double loss_scale) {
-  StepStats st;
+GradStats DistributedOptimizer::grad_stats(double loss_scale) {
+  GradStats gs;
   const Tensor& g = buf_.main_grads();
   Communicator& dp = ddp_.dp();
   Communicator* mp = groups_.model_parallel;
@@ -48,31 +48,38 @@ StepStats DistributedOptimizer::step(double lr, double loss_scale) {
     v = dp.all_reduce_scalar(v, op);
     return mp ? mp->all_reduce_scalar(v, op) : v;
   };
-  const double inv_scale = 1.0 / loss_scale;
   if (loss_scale != 1.0) {
     bool ok = true;
-    for (const auto& [lo, n] : shards_) ok = ok && all_finite(g.flat_slice(lo, n, {n}));
+    for (const auto& [lo, n] : shards_) ok = ok && (n == 0 || all_finite(g.flat_slice(lo, n, {n})));
     if (reduce_all(ok ? 0.0 : 1.0, ReduceOp::Max) != 0.0) {
-      st.skipped = true;
-      return st;
+      gs.finite = false;
+      return gs;
     }
   }
   double sq = 0;
   for (const auto& [lo, n] : shards_) sq += local_grad_sum_squares(buf_, lo, lo + n, groups_);
-  sq = reduce_all(sq, ReduceOp::Sum);
-  if (!std::isfinite(sq)) {
+  gs.sum_squares = reduce_all(sq, ReduceOp::Sum);
+  gs.finite = std::isfinite(gs.sum_squares);
+  return gs;
+}
+
+StepStats DistributedOptimizer::apply(double lr, double loss_scale, const GradStats& global) {
+  StepStats st;
+  const Tensor& g = buf_.main_grads();
+  if (!global.finite) {
     st.skipped = true;
     return st;
   }
-  AdamWParams ap = adamw_step_params(cfg_, lr, ++step_, inv_scale, sq, st);
+  AdamWParams ap = adamw_step_params(cfg_, lr, ++step_, 1.0 / loss_scale, global.sum_squares, st);
   ap.weight_decay = float(cfg_.weight_decay);
   std::vector<AdamWRange> ranges;
   ranges.reserve(pieces_.size());
   for (const Piece& pc : pieces_)  // fp32 params are their own master: the master offset is the param's
     ranges.push_back({pc.offset, has_master_copy_ ? pc.state : pc.offset, pc.state, pc.numel,
                       !buf_.info(pc.param).no_weight_decay});
-  adamw_step_ranges(has_master_copy_ ? master_ : buf_.params(), g, m_, v_, has_master_copy_ ? &buf_.params() : nullptr,
-                    ranges, ap);
+  if (!ranges.empty())
+    adamw_step_ranges(has_master_copy_ ? master_ : buf_.params(), g, m_, v_,
+                      has_master_copy_ ? &buf_.params() : nullptr, ranges, ap);
   ddp_.all_gather_params();
   return st;
 }

@@ -20,7 +20,8 @@ class DistributedOptimizer : public MegatronOptimizer {
  public:
   DistributedOptimizer(ParamAndGradBuffer& buf, DistributedDataParallel& ddp, const OptimizerConfig& cfg,
                        const GradNormGroups& groups);
-  StepStats step(double lr, double loss_scale) override;
+  GradStats grad_stats(double loss_scale) override;
+  StepStats apply(double lr, double loss_scale, const GradStats& global) override;
   int64_t state_bytes() const override;
   int64_t steps_taken() const override { return step_; }
   void set_steps_taken(int64_t steps) override { step_ = steps; }

@@ -56,32 +56,39 @@ AdamWOptimizer::AdamWOptimizer(ParamAndGradBuffer& buf, const OptimizerConfig& c
   v_ = Tensor::zeros(p.shape(), DType::F32, p.device());
 }
 
-StepStats AdamWOptimizer::step(double lr, double loss_scale) {
-  StepStats st;
+GradStats AdamWOptimizer::grad_stats(double loss_scale) {
+  GradStats gs;
   const Tensor& g = buf_.main_grads();
-  double inv_scale = 1.0 / loss_scale;
   Communicator* mp = groups_.model_parallel && groups_.model_parallel->size() > 1 ? groups_.model_parallel : nullptr;
   if (loss_scale != 1.0) {
-    double bad = all_finite(g) ? 0.0 : 1.0;
+    double bad = g.numel() == 0 || all_finite(g) ? 0.0 : 1.0;
     if (mp) bad = mp->all_reduce_scalar(bad, ReduceOp::Max);
     if (bad != 0.0) {
-      st.skipped = true;
-      return st;
+      gs.finite = false;
+      return gs;
     }
   }
   // One rank with the whole model: the norm of the whole flat buffer (padding is zero).
-  double sq = mp ? mp->all_reduce_scalar(local_grad_sum_squares(buf_, 0, buf_.numel(), groups_)) : sum_squares(g);
-  if (!std::isfinite(sq)) {
+  gs.sum_squares = mp ? mp->all_reduce_scalar(local_grad_sum_squares(buf_, 0, buf_.numel(), groups_))
+                      : g.numel() == 0 ? 0.0 : sum_squares(g);
+  gs.finite = std::isfinite(gs.sum_squares);
+  return gs;
+}
+
+StepStats AdamWOptimizer::apply(double lr, double loss_scale, const GradStats& global) {
+  StepStats st;
+  const Tensor& g = buf_.main_grads();
+  if (!global.finite) {
     st.skipped = true;
     return st;
   }
-  AdamWParams ap = adamw_step_params(cfg_, lr, ++step_, inv_scale, sq, st);
+  AdamWParams ap = adamw_step_params(cfg_, lr, ++step_, 1.0 / loss_scale, global.sum_squares, st);
   ap.weight_decay = float(cfg_.weight_decay);
   std::vector<AdamWRange> ranges;
   ranges.reserve(buf_.infos().size());
   for (const auto& info : buf_.infos())
     ranges.push_back({info.offset, info.offset, info.offset, info.numel, !info.no_weight_decay});
-  adamw_step_ranges(master_, g, m_, v_, has_master_copy_ ? &buf_.params() : nullptr, ranges, ap);
+  if (!ranges.empty()) adamw_step_ranges(master_, g, m_, v_, has_master_copy_ ? &buf_.params() : nullptr, ranges, ap);
   return st;
 }
 

@@ -47,12 +47,23 @@ struct OptimizerStateRange {
   int dp_replica = 0;
 };
 
+// A step's collective part: whether the grads are all finite (checked with a loss scale other
+// than 1) and the sum of squares of the (scaled) grads, reduced over the optimizer's groups.
+struct GradStats {
+  bool finite = true;
+  double sum_squares = 0;
+};
+
 // The interface the training loop steps (Megatron's MegatronOptimizer).
 class MegatronOptimizer {
  public:
   virtual ~MegatronOptimizer() = default;
-  // Grads in the main-grad buffer carry the loss scale `loss_scale`.
-  virtual StepStats step(double lr, double loss_scale) = 0;
+  // Grads in the main-grad buffer carry the loss scale `loss_scale`: grad_stats, then apply.
+  StepStats step(double lr, double loss_scale) { return apply(lr, loss_scale, grad_stats(loss_scale)); }
+  virtual GradStats grad_stats(double loss_scale) = 0;
+  // The update given the stats of every optimizer stepped together (ChainedOptimizer: their sum
+  // of squares makes one global norm and one clip coefficient); skipped when not finite.
+  virtual StepStats apply(double lr, double loss_scale, const GradStats& global) = 0;
   // Bytes of optimizer state this rank holds (fp32 master copy when separate, Adam m and v).
   virtual int64_t state_bytes() const = 0;
   // Checkpointing: the state this rank holds (views; loading writes into them), the step
@@ -79,7 +90,8 @@ AdamWParams adamw_step_params(const OptimizerConfig& cfg, double lr, int64_t ste
 class AdamWOptimizer : public MegatronOptimizer {
  public:
   AdamWOptimizer(ParamAndGradBuffer& buf, const OptimizerConfig& cfg, const GradNormGroups& groups = {});
-  StepStats step(double lr, double loss_scale) override;
+  GradStats grad_stats(double loss_scale) override;
+  StepStats apply(double lr, double loss_scale, const GradStats& global) override;
   int64_t state_bytes() const override;
 
   int64_t steps_taken() const override { return step_; }

@@ -1,4 +1,5 @@
 #include "train/arguments.h"
+#include "train/moe_args.h"
 
 #include "core/error.h"
 #include "comm/process_groups.h"
@@ -76,6 +77,7 @@ void validate_args(const TrainingArgs& a) {
     MT_USER_ERROR("--cross-entropy-chunks {} is more than a microbatch's {} tokens", a.cross_entropy_chunks,
                   int64_t(a.micro_batch_size) * a.seq_length);
   if (a.bf16 && a.fp16) MT_USER_ERROR("--bf16 and --fp16 are mutually exclusive");
+  validate_moe_args(a);
   if (a.overlap_param_gather && !a.use_distributed_optimizer)
     MT_USER_ERROR("--overlap-param-gather needs --use-distributed-optimizer");
   LrDecayStyle style;
@@ -129,7 +131,11 @@ int validate_parallel_args(const TrainingArgs& a, int world_size) {
                   a.pipeline_model_parallel_size};
   const ParallelLayout l = ParallelLayout::make(s, world_size);
   if (s.cp > 1) MT_USER_ERROR("--context-parallel-size {}: context parallelism is not implemented yet", s.cp);
-  if (s.ep > 1) MT_USER_ERROR("--expert-model-parallel-size {}: expert parallelism needs an MoE model", s.ep);
+  if (s.ep > 1 && a.num_experts == 0)
+    MT_USER_ERROR("--expert-model-parallel-size {}: expert parallelism needs an MoE model (--num-experts)", s.ep);
+  const int moe_ffn = a.moe_ffn_hidden_size > 0 ? a.moe_ffn_hidden_size : (a.ffn_hidden_size > 0 ? a.ffn_hidden_size : default_ffn_hidden_size(a));
+  if (a.num_experts > 0 && moe_ffn % s.tp != 0)
+    MT_USER_ERROR("--moe-ffn-hidden-size {} is not divisible by --tensor-model-parallel-size {}", moe_ffn, s.tp);
   const int tp = s.tp;
   const int ffn = a.ffn_hidden_size > 0 ? a.ffn_hidden_size : default_ffn_hidden_size(a);
   if (a.num_attention_heads % tp != 0)

@@ -45,6 +45,27 @@ struct TrainingArgs {
   bool recompute_gelu = false;  // recompute GeLU(fc1 out) in backward instead of keeping it
   int recompute_num_layers = 0;  // with recompute_gelu: only the first N layers (0: all)
   int cross_entropy_chunks = 1;  // output layer + loss over this many token chunks
+  // Mixture of Experts (Megatron's flags; num_experts 0: dense)
+  int num_experts = 0;
+  int moe_ffn_hidden_size = 0;                        // 0: --ffn-hidden-size
+  int moe_router_topk = 2;
+  std::string moe_router_score_function = "softmax";  // softmax | sigmoid
+  bool moe_router_pre_softmax = false;
+  double moe_router_topk_scaling_factor = 0;          // 0: none
+  std::string moe_layer_freq = "1";                   // N (every Nth layer) or a list "[1,0,1,1]"
+  int moe_shared_expert_intermediate_size = 0;
+  std::string moe_router_load_balancing_type = "aux_loss";  // aux_loss | seq_aux_loss | none
+  double moe_aux_loss_coeff = 0;
+  double moe_z_loss_coeff = 0;
+  bool moe_router_enable_expert_bias = false;
+  double moe_router_bias_update_rate = 1e-3;
+  double moe_expert_capacity_factor = -1;             // < 0: dropless
+  std::string moe_token_drop_policy = "probs";        // probs | position
+  bool moe_pad_expert_input_to_capacity = false;
+  std::string moe_token_dispatcher_type = "alltoall";
+  int expert_tensor_parallel_size = 0;                // 0: --tensor-model-parallel-size
+  bool moe_per_layer_logging = false;
+  bool moe_grouped_gemm = false;                      // accepted: experts always run as grouped GEMMs
   // batch and schedule
   int micro_batch_size = 8;
   int global_batch_size = 16;

@@ -65,6 +65,8 @@ nlohmann::json args_to_json(const TrainingArgs& a, const TransformerConfig& cfg)
   MT_ARG(merge_file); MT_ARG(tokenizer_model); MT_ARG(tensor_model_parallel_size);
   MT_ARG(pipeline_model_parallel_size); MT_ARG(context_parallel_size); MT_ARG(expert_model_parallel_size);
   MT_ARG(sequence_parallel); MT_ARG(use_distributed_optimizer); MT_ARG(save_interval);
+  MT_ARG(num_experts); MT_ARG(moe_router_topk); MT_ARG(moe_layer_freq); MT_ARG(moe_shared_expert_intermediate_size);
+  MT_ARG(moe_router_enable_expert_bias);
 #undef MT_ARG
   // The architecture as the model was built (a checkpoint of one family never loads into another).
   j["normalization"] = normalization_name(cfg.normalization);
@@ -85,16 +87,23 @@ nlohmann::json args_to_json(const TrainingArgs& a, const TransformerConfig& cfg)
   j["max_position_embeddings"] = cfg.max_position_embeddings;
   j["vocab_size"] = cfg.vocab_size;
   j["padded_vocab_size"] = cfg.padded_vocab_size;
+  if (cfg.is_moe()) j["moe_ffn_hidden_size"] = cfg.moe_ffn_size();
   return j;
 }
 
 TrainCheckpointer::TrainCheckpointer(const TrainingArgs& args, const TransformerConfig& cfg, ProcessGroups& groups,
-                                     ParamAndGradBuffer& buf, MegatronOptimizer& opt, GradScaler& scaler,
+                                     std::vector<CheckpointPart> parts,
+                                     std::vector<std::pair<std::string, Tensor>> persistent, GradScaler& scaler,
                                      std::FILE* log0)
-    : args_(args), cfg_(cfg), groups_(groups), buf_(buf), opt_(opt), scaler_(scaler), log0_(log0) {
-  for (const ParamInfo& p : buf.infos())
-    layout_.push_back(FlatTensorLayout{p.name, p.shape, p.offset, p.global_shape, p.shard_dim, p.shard_start,
-                                       vocab_padded(p, cfg) ? cfg.vocab_size : -1, p.pipeline_duplicate});
+    : args_(args), cfg_(cfg), groups_(groups), persistent_(std::move(persistent)), scaler_(scaler), log0_(log0) {
+  for (const CheckpointPart& cp : parts) {
+    Part part;
+    static_cast<CheckpointPart&>(part) = cp;
+    for (const ParamInfo& p : cp.buf->infos())
+      part.layout.push_back(FlatTensorLayout{p.name, p.shape, p.offset, p.global_shape, p.shard_dim, p.shard_start,
+                                             vocab_padded(p, cfg) ? cfg.vocab_size : -1, p.pipeline_duplicate});
+    parts_.push_back(std::move(part));
+  }
   if (args.async_save && !args.save.empty()) {
     async_ = std::make_unique<AsyncCheckpointSaver>();
     std::vector<ShardedTensor> pieces = model_pieces("");
@@ -107,7 +116,15 @@ TrainCheckpointer::~TrainCheckpointer() = default;
 
 std::vector<ShardedTensor> TrainCheckpointer::model_pieces(const std::string& prefix) const {
   const RankCoords c = groups_.coords();
-  return shard_flat_buffer(layout_, prefix, buf_.params(), 0, c.dp, c.tp);
+  std::vector<ShardedTensor> out;
+  for (const Part& p : parts_)
+    for (auto& t : shard_flat_buffer(p.layout, prefix, p.buf->params(), 0, p.dp_rank, c.tp)) out.push_back(std::move(t));
+  for (const auto& [name, t] : persistent_) {  // under their own names (no master copy)
+    ShardedTensor s = ShardedTensor::whole(name, t);
+    s.replica_id = c.dp != 0 || c.tp != 0 ? 1 : 0;
+    out.push_back(std::move(s));
+  }
+  return out;
 }
 
 std::vector<ShardedTensor> TrainCheckpointer::optimizer_pieces() const {
@@ -116,12 +133,13 @@ std::vector<ShardedTensor> TrainCheckpointer::optimizer_pieces() const {
   auto add = [&](std::vector<ShardedTensor> v) {
     for (auto& t : v) out.push_back(std::move(t));
   };
-  for (const OptimizerStateRange& r : opt_.state_ranges()) {
-    add(shard_flat_buffer(layout_, "optimizer.exp_avg.", r.exp_avg, r.offset, r.dp_replica, tp_rank));
-    add(shard_flat_buffer(layout_, "optimizer.exp_avg_sq.", r.exp_avg_sq, r.offset, r.dp_replica, tp_rank));
-    if (r.master.defined())
-      add(shard_flat_buffer(layout_, "optimizer.master.", r.master, r.offset, r.dp_replica, tp_rank));
-  }
+  for (const Part& p : parts_)
+    for (const OptimizerStateRange& r : p.opt->state_ranges()) {
+      add(shard_flat_buffer(p.layout, "optimizer.exp_avg.", r.exp_avg, r.offset, r.dp_replica, tp_rank));
+      add(shard_flat_buffer(p.layout, "optimizer.exp_avg_sq.", r.exp_avg_sq, r.offset, r.dp_replica, tp_rank));
+      if (r.master.defined())
+        add(shard_flat_buffer(p.layout, "optimizer.master.", r.master, r.offset, r.dp_replica, tp_rank));
+    }
   return out;
 }
 
@@ -132,7 +150,7 @@ void TrainCheckpointer::save(const TrainProgress& p) {
   common["iteration"] = p.iteration;
   common["consumed_train_samples"] = p.consumed_train_samples;
   common["consumed_valid_samples"] = p.consumed_valid_samples;
-  common["optimizer"] = {{"step", opt_.steps_taken()}};
+  common["optimizer"] = {{"step", parts_.front().opt->steps_taken()}};
   common["grad_scaler"] = {{"scale", scaler_.scale()},
                            {"growth_tracker", scaler_.growth_tracker()},
                            {"hysteresis_tracker", scaler_.hysteresis_tracker()}};
@@ -208,17 +226,20 @@ TrainProgress TrainCheckpointer::load(const TrainProgress& fresh) {
                       "max_position_embeddings", "normalization", "swiglu", "num_query_groups", "kv_channels",
                       "position_embedding_type", "rotary_base", "rotary_percent", "use_rope_scaling",
                       "rope_scaling_factor", "disable_bias_linear", "add_qkv_bias", "qk_layernorm",
-                      "untie_embeddings_and_output_weights"},
+                      "untie_embeddings_and_output_weights", "num_experts", "moe_ffn_hidden_size",
+                      "moe_layer_freq", "moe_shared_expert_intermediate_size", "moe_router_enable_expert_bias"},
                      ck.path());
   const bool load_optim = !args_.finetune && !args_.no_load_optim;
   // An fp32 model takes the fp32 master weights when the checkpoint has them (a bf16 run's).
-  const bool from_master = !opt_.has_master_copy() && !buf_.infos().empty() &&
-                           ck.contains("optimizer.master." + buf_.infos().front().name);
+  const ParamAndGradBuffer& buf = *parts_.front().buf;
+  MegatronOptimizer& opt = *parts_.front().opt;
+  const bool from_master = !opt.has_master_copy() && !buf.infos().empty() &&
+                           ck.contains("optimizer.master." + buf.infos().front().name);
   std::vector<ShardedTensor> requests = model_pieces(from_master ? "optimizer.master." : "");
   bool master_loaded = false;
   if (load_optim) {
-    master_loaded = opt_.has_master_copy() && !buf_.infos().empty() &&
-                    ck.contains("optimizer.master." + buf_.infos().front().name);
+    master_loaded = opt.has_master_copy() && !buf.infos().empty() &&
+                    ck.contains("optimizer.master." + buf.infos().front().name);
     for (auto& t : optimizer_pieces()) {
       if (!master_loaded && t.name.rfind("optimizer.master.", 0) == 0) continue;
       requests.push_back(std::move(t));
@@ -226,13 +247,15 @@ TrainProgress TrainCheckpointer::load(const TrainProgress& fresh) {
   }
   const uint64_t bytes_read = ck.load(requests);
   // The vocabulary padding rows the checkpoint does not hold: zero, as init leaves them.
-  zero_unstored_rows(layout_, buf_.params(), 0);
-  for (const OptimizerStateRange& r : opt_.state_ranges()) {
-    zero_unstored_rows(layout_, r.exp_avg, r.offset);
-    zero_unstored_rows(layout_, r.exp_avg_sq, r.offset);
-    if (r.master.defined()) zero_unstored_rows(layout_, r.master, r.offset);
+  for (const Part& p : parts_) {
+    zero_unstored_rows(p.layout, p.buf->params(), 0);
+    for (const OptimizerStateRange& r : p.opt->state_ranges()) {
+      zero_unstored_rows(p.layout, r.exp_avg, r.offset);
+      zero_unstored_rows(p.layout, r.exp_avg_sq, r.offset);
+      if (r.master.defined()) zero_unstored_rows(p.layout, r.master, r.offset);
+    }
+    if (!master_loaded) p.opt->reset_master_from_params();
   }
-  if (!master_loaded) opt_.reset_master_from_params();
 
   TrainProgress p = fresh;
   if (!args_.finetune) {
@@ -242,7 +265,8 @@ TrainProgress TrainCheckpointer::load(const TrainProgress& fresh) {
     if (!args_.no_load_rng && common.contains("rng")) p.seed = common["rng"].value("seed", fresh.seed);
   }
   if (load_optim) {
-    if (common.contains("optimizer")) opt_.set_steps_taken(common["optimizer"].value("step", int64_t(0)));
+    if (common.contains("optimizer"))
+      for (const Part& p : parts_) p.opt->set_steps_taken(common["optimizer"].value("step", int64_t(0)));
     if (common.contains("grad_scaler")) {
       const auto& s = common["grad_scaler"];
       scaler_.set_state(s.value("scale", scaler_.scale()), s.value("growth_tracker", int64_t(0)),

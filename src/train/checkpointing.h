@@ -47,10 +47,21 @@ struct TrainProgress {
 // (ffn_hidden_size, max_position_embeddings, vocab_size, padded_vocab_size) from `cfg`.
 nlohmann::json args_to_json(const TrainingArgs& a, const TransformerConfig& cfg);
 
+// One flat buffer and the optimizer over it (a model's dense parameters; an MoE model's experts,
+// whose copies are the expert-data-parallel ranks), and which data-parallel replica this rank is.
+struct CheckpointPart {
+  ParamAndGradBuffer* buf = nullptr;
+  MegatronOptimizer* opt = nullptr;
+  int dp_rank = 0;
+};
+
 class TrainCheckpointer {
  public:
-  TrainCheckpointer(const TrainingArgs& args, const TransformerConfig& cfg, ProcessGroups& groups, ParamAndGradBuffer& buf,
-                    MegatronOptimizer& opt, GradScaler& scaler, std::FILE* log0);
+  // parts: the dense buffer first. persistent: non-parameter state saved with the model (the MoE
+  // routers' expert biases), replicated on every rank that holds it.
+  TrainCheckpointer(const TrainingArgs& args, const TransformerConfig& cfg, ProcessGroups& groups,
+                    std::vector<CheckpointPart> parts, std::vector<std::pair<std::string, Tensor>> persistent,
+                    GradScaler& scaler, std::FILE* log0);
   ~TrainCheckpointer();
 
   // --load: restores weights (and, unless --finetune/--no-load-optim, optimizer state and
@@ -73,11 +84,13 @@ class TrainCheckpointer {
   const TrainingArgs& args_;
   TransformerConfig cfg_;
   ProcessGroups& groups_;
-  ParamAndGradBuffer& buf_;
-  MegatronOptimizer& opt_;
+  struct Part : CheckpointPart {
+    std::vector<FlatTensorLayout> layout;
+  };
+  std::vector<Part> parts_;
+  std::vector<std::pair<std::string, Tensor>> persistent_;
   GradScaler& scaler_;
   std::FILE* log0_;
-  std::vector<FlatTensorLayout> layout_;
   std::unique_ptr<AsyncCheckpointSaver> async_;
   int64_t last_saved_ = -1;
   std::string async_dir_;

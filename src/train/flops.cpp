@@ -9,12 +9,19 @@ namespace mt {
 //                              and Megatron-LM before 2025 do (its newer count halves it for the
 //                              causal mask)
 //   6 (2 h F) (3/2 if gated)   linear_fc1 (two halves when gated) and linear_fc2
-// and the output layer 6 h Vp.
+// and the output layer 6 h Vp. An MoE layer's MLP counts the experts a token uses: top-k experts
+// of width moe_ffn plus the shared experts, and the router 6 h E.
 double flops_per_token(const TransformerConfig& c) {
   const double h = c.hidden_size, s = c.seq_length, D = c.head_dim(), H = c.num_attention_heads,
                G = c.query_groups(), F = c.ffn_hidden_size, gated = c.gated_linear_unit ? 1.5 : 1.0;
-  const double layer = 12.0 * h * (H + G) * D + 12.0 * s * H * D + 12.0 * h * F * gated;
-  return c.num_layers * layer + 6.0 * h * double(c.padded_vocab_size);
+  const double attention = 12.0 * h * (H + G) * D + 12.0 * s * H * D;
+  const double dense_mlp = 12.0 * h * F * gated;
+  const double moe_mlp = 12.0 * h * gated *
+                             (double(c.moe_router_topk) * c.moe_ffn_size() + c.moe_shared_expert_intermediate_size) +
+                         6.0 * h * c.num_moe_experts;
+  double layers = 0;
+  for (int l = 0; l < c.num_layers; ++l) layers += attention + (c.is_moe_layer(l) ? moe_mlp : dense_mlp);
+  return layers + 6.0 * h * double(c.padded_vocab_size);
 }
 
 }  // namespace mt

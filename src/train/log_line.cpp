@@ -27,6 +27,7 @@ std::string format_iteration_line(const IterationLog& l) {
   s += fmt::format(" learning rate: {:.6E} |", l.learning_rate);
   s += fmt::format(" global batch size: {:5d} |", l.global_batch_size);
   s += fmt::format(" lm loss: {:.6E} |", l.lm_loss);
+  for (const auto& [name, v] : l.extra_losses) s += fmt::format(" {}: {:.6E} |", name, v);
   s += fmt::format(" loss scale: {:.1f} |", l.loss_scale);
   s += fmt::format(" grad norm: {:.3f} |", l.grad_norm);
   s += fmt::format(" number of skipped iterations: {:3d} |", l.skipped_iters);

@@ -14,6 +14,8 @@ struct IterationLog {
   int64_t global_batch_size = 0;
   double lm_loss = 0, loss_scale = 1, grad_norm = 0;
   int64_t skipped_iters = 0, nan_iters = 0;
+  // Printed after the lm loss as "name: value |" (MoE: load_balancing_loss, z_loss).
+  std::vector<std::pair<std::string, double>> extra_losses;
 };
 
 // " [2026-11-22 10:00:00] iteration       10/     100 | consumed samples: ... |"

@@ -19,6 +19,8 @@
 #include "kernels/elementwise.h"
 #include "kernels/gemm.h"
 #include "model/gpt_model.h"
+#include "model/moe_metrics.h"
+#include "optim/chained_optimizer.h"
 #include "optim/distrib_optimizer.h"
 #include "optim/grad_scaler.h"
 #include "optim/lr_schedule.h"
@@ -31,6 +33,8 @@
 #include "parallel/pipeline_layout.h"
 #include "parallel/schedules.h"
 #include "train/batch.h"
+#include "train/moe_args.h"
+#include "train/moe_logging.h"
 #include "train/checkpointing.h"
 #include "train/data_setup.h"
 #include "train/flops.h"
@@ -80,6 +84,7 @@ TransformerConfig model_config(const TrainingArgs& a, int64_t vocab, int tp) {
   c.recompute_num_layers = a.recompute_num_layers;
   c.cross_entropy_chunks = a.cross_entropy_chunks;
   c.params_dtype = a.bf16 ? DType::BF16 : a.fp16 ? DType::F16 : DType::F32;
+  apply_moe_args(a, c);
   return c;
 }
 
@@ -329,19 +334,29 @@ TrainResult pretrain_gpt(const TrainingArgs& args, std::FILE* log, const TrainOp
   par.bucket_size = dp_size > 1 ? (args.ddp_bucket_size > 0 ? args.ddp_bucket_size : default_ddp_bucket_size(dp_size))
                                 : 0;
   par.bucket_pad = ddp_bucket_pad_multiple(dp_size, args.use_distributed_optimizer);
+  // MoE: experts split over the expert-parallel group, their weights replicated over expert-dp.
+  Communicator& expert_dp = groups.expert_dp();
+  par.ep = &groups.ep();
+  par.expert_bucket_pad = ddp_bucket_pad_multiple(expert_dp.size(), args.use_distributed_optimizer);
   // This rank's model chunks: stage v P + (pipeline rank) for each virtual stage v, in one buffer.
   const std::vector<ModelChunkConfig> stages = pipeline_stages(args);
   const int pp_size = groups.pp().size(), pp_rank = groups.coords().pp;
   const int virtual_stages = int(stages.size()) / pp_size;
-  ParamAndGradBuffer buffer;
+  ParamAndGradBuffer buffer, expert_buffer;
+  const bool moe = cfg.is_moe();
   std::vector<std::unique_ptr<GPTModel>> owned_chunks;
   std::vector<const GPTModel*> chunks;
   for (int v = 0; v < virtual_stages; ++v) {
-    owned_chunks.push_back(std::make_unique<GPTModel>(cfg, dev, par, stages[size_t(v * pp_size + pp_rank)], buffer));
+    owned_chunks.push_back(std::make_unique<GPTModel>(cfg, dev, par, stages[size_t(v * pp_size + pp_rank)], buffer,
+                                                      moe ? &expert_buffer : nullptr));
     chunks.push_back(owned_chunks.back().get());
   }
   buffer.set_bucketing(par.bucket_size, par.bucket_pad);
   buffer.allocate(cfg.params_dtype, dev);
+  if (moe) {  // (a stage without MoE layers holds an empty one, so every rank steps the same optimizers)
+    expert_buffer.set_bucketing(expert_dp.size() > 1 ? par.bucket_size : 0, par.expert_bucket_pad);
+    expert_buffer.allocate(cfg.params_dtype, dev);
+  }
   for (auto& c : owned_chunks) c->init(args.seed);  // by name and seed: the same values in any layout
   // A Hugging Face start: every rank copies its part of each parameter (before the optimizer takes
   // its fp32 master copy). A checkpoint in --load, loaded later, wins.
@@ -365,6 +380,12 @@ TrainResult pretrain_gpt(const TrainingArgs& args, std::FILE* log, const TrainOp
                cfg.vocab_size, cfg.padded_vocab_size, dtype_name(cfg.params_dtype), dev.str());
     if (describes_non_gpt2(cfg)) fmt::print(log0, "> architecture: {}\n", describe_architecture(cfg));
     fmt::print(log0, "> number of parameters: {}\n", n_params);
+    if (moe)
+      fmt::print(log0, "> MoE: {} experts (top-{}) in {} of {} layers, expert parallel {}; active parameters: {}\n",
+                 cfg.num_moe_experts, cfg.moe_router_topk,
+                 [&] { int n = 0; for (int l = 0; l < cfg.num_layers; ++l) n += cfg.is_moe_layer(l); return n; }(),
+                 cfg.num_layers, groups.ep().size(),
+                 int64_t(groups.pp().all_reduce_scalar(double(chunks.front()->num_active_parameters()))));
     if (dev.is_cuda())
       fmt::print(log0, "{}\n", format_attention_choice({attention_has_cudnn(),
                                                         attention_backend() == AttentionBackend::Native,
@@ -397,18 +418,37 @@ TrainResult pretrain_gpt(const TrainingArgs& args, std::FILE* log, const TrainOp
   DistributedDataParallel ddp(buffer, dp, dcfg);
   if (dp_size > 1 && (args.overlap_grad_reduce || args.overlap_param_gather))
     for (auto& c : owned_chunks) c->set_param_hooks(&ddp);
+  // The experts' gradients are reduced over expert-dp after the backward (no overlap).
+  std::unique_ptr<DistributedDataParallel> expert_ddp;
+  if (moe) expert_ddp = std::make_unique<DistributedDataParallel>(expert_buffer, expert_dp,
+                                                                  DDPConfig{args.use_distributed_optimizer, false, false});
   dist::set_comm_timing(args.timing_log_level > 0);
   GradNormGroups norm_groups;
   norm_groups.model_parallel = groups.mp().size() > 1 ? &groups.mp() : nullptr;
   norm_groups.tp_rank = groups.coords().tp;
-  std::unique_ptr<MegatronOptimizer> optimizer_ptr;
+  std::unique_ptr<MegatronOptimizer> optimizer_ptr, expert_optimizer, chained;
   if (args.use_distributed_optimizer) {
     norm_groups.data_parallel = &dp;
     optimizer_ptr = std::make_unique<DistributedOptimizer>(buffer, ddp, ocfg, norm_groups);
   } else {
     optimizer_ptr = std::make_unique<AdamWOptimizer>(buffer, ocfg, norm_groups);
   }
-  MegatronOptimizer& optimizer = *optimizer_ptr;
+  if (moe) {
+    // Expert weights differ across tp, ep and pp: their norm sums over all three.
+    GradNormGroups expert_norm;
+    expert_norm.model_parallel = groups.expert_mp().size() > 1 ? &groups.expert_mp() : nullptr;
+    expert_norm.tp_rank = groups.coords().tp;
+    if (args.use_distributed_optimizer) {
+      expert_norm.data_parallel = &expert_dp;
+      expert_optimizer = std::make_unique<DistributedOptimizer>(expert_buffer, *expert_ddp, ocfg, expert_norm);
+    } else {
+      auto adam = std::make_unique<AdamWOptimizer>(expert_buffer, ocfg, expert_norm);
+      adam->set_dp_replica(expert_dp.rank());
+      expert_optimizer = std::move(adam);
+    }
+    chained = std::make_unique<ChainedOptimizer>(std::vector<MegatronOptimizer*>{optimizer_ptr.get(), expert_optimizer.get()});
+  }
+  MegatronOptimizer& optimizer = chained ? *chained : *optimizer_ptr;
   report_memory(log0, chunks, optimizer, args, groups);
   LrScheduleConfig lcfg;
   lcfg.max_lr = args.lr;
@@ -427,8 +467,13 @@ TrainResult pretrain_gpt(const TrainingArgs& args, std::FILE* log, const TrainOp
   GradScaler scaler(scfg);
   auto loss_scale = [&] { return args.fp16 ? scaler.scale() : 1.0; };
   // Optimizer shards and the replicas that do not write them (plain AdamW: every DP rank holds a copy).
-  if (auto* adam = dynamic_cast<AdamWOptimizer*>(&optimizer)) adam->set_dp_replica(dp_rank);
-  TrainCheckpointer ckpt(args, cfg, groups, buffer, optimizer, scaler, log0);
+  if (auto* adam = dynamic_cast<AdamWOptimizer*>(optimizer_ptr.get())) adam->set_dp_replica(dp_rank);
+  std::vector<CheckpointPart> ckpt_parts{{&buffer, optimizer_ptr.get(), dp_rank}};
+  if (moe) ckpt_parts.push_back({&expert_buffer, expert_optimizer.get(), expert_dp.rank()});
+  std::vector<std::pair<std::string, Tensor>> persistent;
+  for (const GPTModel* c : chunks)
+    for (auto& b : c->persistent_buffers()) persistent.push_back(b);
+  TrainCheckpointer ckpt(args, cfg, groups, ckpt_parts, persistent, scaler, log0);
   TrainProgress start;
   start.seed = args.seed;
   start = ckpt.load(start);
@@ -452,6 +497,8 @@ TrainResult pretrain_gpt(const TrainingArgs& args, std::FILE* log, const TrainOp
   int64_t consumed = start.consumed_train_samples, valid_consumed = start.consumed_valid_samples;
   int64_t skipped_total = 0, nan_total = 0;
   double interval_loss = 0, interval_norm = 0;
+  MoEMetrics moe_metrics;
+  std::vector<std::pair<std::string, double>> interval_moe;  // MoE losses summed over the log interval
   int64_t interval_iters = 0, interval_steps = 0, last_eval = -1;
   auto t_interval = Clock::now();
   int64_t iteration = start.iteration;
@@ -471,6 +518,8 @@ TrainResult pretrain_gpt(const TrainingArgs& args, std::FILE* log, const TrainOp
     if (profiling && iteration == args.profile_step_end) cuda_profiler_stop();
     ++iteration;
     buffer.begin_grad_accumulation();  // weight grads: overwritten by their first wgrad GEMM
+    if (moe) expert_buffer.begin_grad_accumulation();
+    moe_metrics.reset();
     double scale = loss_scale();
     ScheduleConfig sc;
     sc.num_microbatches = num_micro;
@@ -487,14 +536,29 @@ TrainResult pretrain_gpt(const TrainingArgs& args, std::FILE* log, const TrainOp
         // The global microbatch index (which fixes dropout masks) is the one a single rank would
         // give the same samples.
         [&](int m) {
-          return ForwardContext{true, rng_seed,
-                                uint64_t((iteration - 1) * num_micro * dp_size + m * dp_size + dp_rank)};
+          ForwardContext ctx{true, rng_seed, uint64_t((iteration - 1) * num_micro * dp_size + m * dp_size + dp_rank)};
+          ctx.moe_loss_scale = scale / double(num_micro * dp_size);  // as each token's loss weight
+          ctx.moe_metrics = &moe_metrics;
+          return ctx;
         },
         sc);
     double iter_loss = 0;
     for (double v : means) iter_loss += v / num_micro;
     finalize_model_grads(ddp, chunks, groups.embedding());
+    if (expert_ddp) expert_ddp->finish_grad_sync();
     if (dp_size > 1) iter_loss = dp.all_reduce_scalar(iter_loss) / dp_size;
+    MoEMetrics moe_global;
+    if (moe) {
+      moe_global = reduce_moe_metrics(moe_metrics, cfg, groups);
+      for (const GPTModel* c : chunks) c->update_expert_bias(moe_global);
+      for (const auto& [name, v] : moe_log_fields(moe_global, cfg, args.moe_per_layer_logging)) {
+        auto it = std::find_if(interval_moe.begin(), interval_moe.end(), [&](const auto& p) { return p.first == name; });
+        if (it == interval_moe.end())
+          interval_moe.emplace_back(name, v);
+        else
+          it->second += v;
+      }
+    }
     double lr = scheduler.lr(iteration);
     StepStats st = optimizer.step(lr, scale);
     if (args.fp16) scaler.update(st.skipped);
@@ -527,8 +591,11 @@ TrainResult pretrain_gpt(const TrainingArgs& args, std::FILE* log, const TrainOp
       l.grad_norm = interval_steps ? interval_norm / double(interval_steps) : 0.0;
       l.skipped_iters = skipped_total;
       l.nan_iters = nan_total;
+      for (auto& [name, v] : interval_moe) l.extra_losses.emplace_back(name, v / double(interval_iters));
+      interval_moe.clear();
       if (log_last) {
         fmt::print(log_last, "{}\n", format_iteration_line(l));
+        if (moe && args.moe_per_layer_logging) fmt::print(log_last, "{}", format_tokens_per_expert(moe_global, cfg));
         std::fflush(log_last);
       }
       if (args.timing_log_level > 0) {
@@ -608,13 +675,18 @@ TrainResult pretrain_gpt(const TrainingArgs& args, std::FILE* log, const TrainOp
                  double(cuda_peak_bytes(dev.index)) / 1073741824.0);
   }
   if (opts.return_final_params) {
-    for (int id = 0; id < int(buffer.infos().size()); ++id) {
-      if (buffer.info(id).pipeline_duplicate) continue;
-      Tensor full = gather_full_parameter(buffer, id, &groups.tp());
-      const float* p = full.data<float>();
-      result.final_params[buffer.info(id).name].assign(p, p + full.numel());
-      result.final_param_shapes[buffer.info(id).name] = full.shape();
-    }
+    for (const ParamAndGradBuffer* b : {&buffer, &expert_buffer})
+      for (int id = 0; id < int(b->infos().size()); ++id) {
+        if (b->info(id).pipeline_duplicate) continue;
+        Tensor full = gather_full_parameter(*b, id, &groups.tp());
+        const float* p = full.data<float>();
+        result.final_params[b->info(id).name].assign(p, p + full.numel());
+        result.final_param_shapes[b->info(id).name] = full.shape();
+      }
+    for (const GPTModel* c : chunks)
+      for (const auto& [name, t] : c->persistent_buffers())
+        result.final_params[name].assign(t.data<float>(), t.data<float>() + t.numel()), result.final_param_shapes[name] = t.shape();
+    if (groups.ep().size() > 1) share_over_pipeline(groups.ep(), result);  // each EP rank's experts
     if (pp_size > 1) share_over_pipeline(groups.pp(), result);
   }
   std::fflush(log);

@@ -42,6 +42,7 @@ class RecordingComm final : public Communicator {
     return std::make_unique<Done>();
   }
   void all_to_all(const Tensor&, const Tensor&) override {}
+  void all_to_all_v(const Tensor&, const std::vector<int64_t>&, const Tensor&, const std::vector<int64_t>&) override {}
   void barrier() override {}
   std::unique_ptr<Communicator> split(int, int, const std::string&) override { return nullptr; }
 

@@ -38,6 +38,28 @@ TEST(ParallelLayout, ContextAndExpertSitBetweenTensorAndData) {
   EXPECT_EQ(c.dp, 1);
 }
 
+// Megatron's expert parallelism splits the data-parallel ranks: with TP 2 and EP 2 on 8 ranks the
+// dense layers have DP 4, an expert layer's EP ranks are consecutive DP ranks, and each expert
+// has DP / EP = 2 replicas.
+TEST(ParallelLayout, ExpertParallelSplitsTheDataParallelRanks) {
+  ParallelLayout l = ParallelLayout::make({2, 1, 2, 1}, 8);
+  EXPECT_EQ(l.dp, 4);
+  EXPECT_EQ(l.expert_dp, 2);
+  for (int r = 0; r < 8; ++r) {
+    const RankCoords c = l.coords(r);
+    EXPECT_EQ(c.tp, r % 2);
+    EXPECT_EQ(c.dp, r / 2);
+    EXPECT_EQ(c.ep, (r / 2) % 2);
+    EXPECT_EQ(l.rank_of(c), r);
+  }
+  try {
+    ParallelLayout::make({1, 1, 4, 1}, 6);
+    FAIL() << "no error";
+  } catch (const UserError& e) {
+    EXPECT_NE(std::string(e.what()).find("expert (4)"), std::string::npos) << e.what();
+  }
+}
+
 TEST(ParallelLayout, WorldNotAMultipleOfModelParallelIsAUserError) {
   try {
     ParallelLayout::make({4, 1, 1, 1}, 6);
