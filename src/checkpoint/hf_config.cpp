@@ -66,6 +66,57 @@ TransformerConfig gpt2_to_ours(const nlohmann::json& j, const std::string& file)
   return c;
 }
 
+// An int key of one of several spellings (the first present); UserError naming the first when none is.
+int json_int(const nlohmann::json& j, std::initializer_list<const char*> keys, const std::string& file) {
+  for (const char* k : keys)
+    if (j.contains(k) && !j[k].is_null()) return hf_json_get<int>(j, k, file);
+  return hf_json_get<int>(j, *keys.begin(), file);
+}
+
+// Qwen 3 MoE's MoE layers: not in mlp_only_layers, and every decoder_sparse_step-th (1-based).
+std::vector<int> qwen3_moe_pattern(int layers, int step, const std::vector<int>& mlp_only) {
+  std::vector<int> p(size_t(std::max(layers, 0)), 0);
+  for (int l = 0; l < layers; ++l)
+    p[size_t(l)] = std::find(mlp_only.begin(), mlp_only.end(), l) == mlp_only.end() && step > 0 && (l + 1) % step == 0;
+  return p;
+}
+
+// The experts of Mixtral (num_local_experts; intermediate_size is each expert's width, every layer
+// MoE; the top-k probabilities renormalised) and Qwen 3 MoE (num_experts, or num_local_experts as
+// transformers 5 writes it; moe_intermediate_size; dense layers by mlp_only_layers and
+// decoder_sparse_step; norm_topk_prob false: probabilities of the softmax over all experts).
+void read_moe(const nlohmann::json& j, const std::string& file, HfFamily f, TransformerConfig& c) {
+  const bool qwen = f == HfFamily::Qwen3Moe;
+  c.num_moe_experts = qwen ? json_int(j, {"num_experts", "num_local_experts"}, file)
+                           : json_int(j, {"num_local_experts", "num_experts"}, file);
+  c.moe_router_topk = hf_json_get<int>(j, "num_experts_per_tok", file);
+  c.moe_ffn_hidden_size = qwen ? hf_json_get<int>(j, "moe_intermediate_size", file) : c.ffn_hidden_size;
+  c.moe_router_pre_softmax = qwen && !j.value("norm_topk_prob", false);
+  c.moe_aux_loss_coeff = float(j.value("router_aux_loss_coef", 0.001));
+  c.moe_router_load_balancing_type = MoeLoadBalancing::AuxLoss;
+  if (c.num_moe_experts <= 0)
+    MT_USER_ERROR("{}: {} {} must be positive", file, qwen ? "num_experts" : "num_local_experts", c.num_moe_experts);
+  if (c.moe_router_topk < 1 || c.moe_router_topk > c.num_moe_experts)
+    MT_USER_ERROR("{}: num_experts_per_tok {} must be between 1 and the {} experts", file, c.moe_router_topk,
+                  c.num_moe_experts);
+  if (c.moe_ffn_hidden_size <= 0) MT_USER_ERROR("{}: moe_intermediate_size must be positive", file);
+  if (!qwen) return;
+  std::vector<int> mlp_only;
+  if (j.contains("mlp_only_layers") && !j["mlp_only_layers"].is_null()) {
+    if (!j["mlp_only_layers"].is_array()) MT_USER_ERROR("{}: \"mlp_only_layers\" is not a list of layers", file);
+    for (const auto& v : j["mlp_only_layers"]) {
+      if (!v.is_number_integer()) MT_USER_ERROR("{}: \"mlp_only_layers\" is not a list of layers", file);
+      mlp_only.push_back(v.get<int>());
+    }
+  }
+  const int step = j.contains("decoder_sparse_step") && !j["decoder_sparse_step"].is_null()
+                       ? hf_json_get<int>(j, "decoder_sparse_step", file)
+                       : 1;
+  if (step < 1) MT_USER_ERROR("{}: decoder_sparse_step {} must be at least 1", file, step);
+  const std::vector<int> p = qwen3_moe_pattern(c.num_layers, step, mlp_only);
+  if (std::find(p.begin(), p.end(), 0) != p.end()) c.moe_layer_pattern = p;  // else every layer: empty
+}
+
 TransformerConfig llama_to_ours(const nlohmann::json& j, const std::string& file, HfFamily f) {
   TransformerConfig c;
   c.num_layers = hf_json_get<int>(j, "num_hidden_layers", file);
@@ -93,7 +144,7 @@ TransformerConfig llama_to_ours(const nlohmann::json& j, const std::string& file
   c.untie_embeddings_and_output_weights = !j.value("tie_word_embeddings", false);
   c.add_bias_linear = false;
   c.add_qkv_bias = f == HfFamily::Qwen2;  // Qwen 2: q, k and v biases, none elsewhere
-  c.qk_layernorm = f == HfFamily::Qwen3;
+  c.qk_layernorm = f == HfFamily::Qwen3 || f == HfFamily::Qwen3Moe;
   c.hidden_dropout = 0.0f;
   c.attention_dropout = j.value("attention_dropout", 0.0f);
   const std::string act = j.value("hidden_act", std::string("silu"));
@@ -105,6 +156,7 @@ TransformerConfig llama_to_ours(const nlohmann::json& j, const std::string& file
     MT_USER_ERROR("{}: num_key_value_heads {} does not divide num_attention_heads {}", file, c.num_query_groups,
                   c.num_attention_heads);
   read_rope(j, file, c);
+  if (hf_is_moe_family(f)) read_moe(j, file, f, c);
   return c;
 }
 
@@ -125,13 +177,53 @@ void write_rope(const TransformerConfig& c, const nlohmann::json& base, nlohmann
   }
 }
 
+// The MoE keys read_moe reads. Qwen 3 MoE: the expert count under the spelling(s) the base has
+// (both without one: transformers 4 reads num_experts, 5 maps it to num_local_experts), and the
+// base's decoder_sparse_step / mlp_only_layers when they give our layers, else step 1 and the list.
+void write_moe(const TransformerConfig& c, HfFamily f, nlohmann::json& j) {
+  j["num_experts_per_tok"] = c.moe_router_topk;
+  j["router_aux_loss_coef"] = clean(c.moe_aux_loss_coeff);
+  if (f == HfFamily::Mixtral) {
+    j["num_local_experts"] = c.num_moe_experts;
+    return;
+  }
+  const bool old_key = j.contains("num_experts"), new_key = j.contains("num_local_experts");
+  if (old_key || !new_key) j["num_experts"] = c.num_moe_experts;
+  if (new_key || !old_key) j["num_local_experts"] = c.num_moe_experts;
+  j["moe_intermediate_size"] = c.moe_ffn_size();
+  j["norm_topk_prob"] = !c.moe_router_pre_softmax;
+  std::vector<int> ours(size_t(c.num_layers));
+  for (int l = 0; l < c.num_layers; ++l) ours[size_t(l)] = c.is_moe_layer(l);
+  std::vector<int> mlp_only;
+  int step = 1;
+  try {
+    if (j.contains("mlp_only_layers") && j["mlp_only_layers"].is_array())
+      mlp_only = j["mlp_only_layers"].get<std::vector<int>>();
+    if (j.contains("decoder_sparse_step") && j["decoder_sparse_step"].is_number_integer())
+      step = j["decoder_sparse_step"].get<int>();
+  } catch (const nlohmann::json::exception&) {
+    mlp_only.clear();
+  }
+  if (qwen3_moe_pattern(c.num_layers, step, mlp_only) == ours) {
+    if (!j.contains("decoder_sparse_step")) j["decoder_sparse_step"] = step;
+    if (!j.contains("mlp_only_layers")) j["mlp_only_layers"] = mlp_only;
+    return;
+  }
+  mlp_only.clear();
+  for (int l = 0; l < c.num_layers; ++l)
+    if (!ours[size_t(l)]) mlp_only.push_back(l);
+  j["decoder_sparse_step"] = 1;
+  j["mlp_only_layers"] = mlp_only;
+}
+
 }  // namespace
 
 HfFamily hf_family_of(const nlohmann::json& j, const std::string& file) {
   const std::string type = j.value("model_type", std::string());
   HfFamily f;
   if (!hf_family_from_model_type(type, f))
-    MT_USER_ERROR("{}: model_type \"{}\" is not supported (gpt2, llama, mistral, qwen2, qwen3)", file, type);
+    MT_USER_ERROR("{}: model_type \"{}\" is not supported (gpt2, llama, mistral, qwen2, qwen3, mixtral, qwen3_moe)",
+                  file, type);
   return f;
 }
 
@@ -168,20 +260,23 @@ nlohmann::json hf_config_from_ours(const TransformerConfig& c, HfFamily f, DType
     return j;
   }
   j["hidden_size"] = c.hidden_size;
-  j["intermediate_size"] = c.ffn_hidden_size;
+  j["intermediate_size"] = f == HfFamily::Mixtral ? c.moe_ffn_size() : c.ffn_hidden_size;
   j["num_hidden_layers"] = c.num_layers;
   j["num_attention_heads"] = c.num_attention_heads;
   j["num_key_value_heads"] = c.query_groups();
-  j["head_dim"] = c.head_dim();
+  // Mixtral's config leaves head_dim null for hidden / heads: a base that does keeps it so.
+  const bool default_head_dim = c.head_dim() * c.num_attention_heads == c.hidden_size;
+  if (!(default_head_dim && j.contains("head_dim") && j["head_dim"].is_null())) j["head_dim"] = c.head_dim();
   j["max_position_embeddings"] = c.max_position_embeddings;
   j["rms_norm_eps"] = clean(c.layernorm_epsilon);
   j["hidden_act"] = "silu";
   j["attention_dropout"] = clean(c.attention_dropout);
-  if (f == HfFamily::Llama || f == HfFamily::Qwen3) j["attention_bias"] = false;
+  if (f == HfFamily::Llama || f == HfFamily::Qwen3 || f == HfFamily::Qwen3Moe) j["attention_bias"] = false;
   if (f == HfFamily::Llama) j["mlp_bias"] = false;
   if (c.rotary_percent != 1.0f) j["partial_rotary_factor"] = clean(c.rotary_percent);
   else j.erase("partial_rotary_factor");
   write_rope(c, base, j);
+  if (hf_is_moe_family(f)) write_moe(c, f, j);
   return j;
 }
 

@@ -1,6 +1,8 @@
 #pragma once
 // config.json of a Hugging Face model <-> TransformerConfig, both ways, for the families of
-// hf_mapping.h (GPT2LMHeadModel and the Llama family: Llama, Mistral, Qwen 2, Qwen 3).
+// hf_mapping.h (GPT2LMHeadModel and the Llama family: Llama, Mistral, Qwen 2, Qwen 3; with experts,
+// Mixtral and Qwen 3 MoE: num_local_experts / num_experts, num_experts_per_tok, the experts' width,
+// norm_topk_prob, mlp_only_layers and decoder_sparse_step, router_aux_loss_coef).
 #include <nlohmann/json.hpp>
 
 #include <string>

@@ -26,11 +26,11 @@ HfConvertStats convert_hf_to_checkpoint(const std::string& hf_dir, const std::st
   std::vector<SafetensorsSpec> specs;
   for (const HfTensorMap& m : maps) {
     DType dt = dtype.value_or(DType::F32);
-    for (size_t i = 0; i < m.hf_names.size(); ++i) {
-      const Tensor t = src.get(m.hf_names[i], m.hf_shapes[i]);
-      if (t.dtype() != DType::F32 && t.dtype() != DType::BF16 && t.dtype() != DType::F16)
-        MT_USER_ERROR("{}: tensor {} is {}, not a float type", hf_dir, m.hf_names[i], dtype_name(t.dtype()));
-      if (i == 0 && !dtype) dt = t.dtype();
+    const std::vector<Tensor> hf = read_hf_tensors(src, m);
+    for (size_t i = 0; i < hf.size(); ++i) {
+      if (hf[i].dtype() != DType::F32 && hf[i].dtype() != DType::BF16 && hf[i].dtype() != DType::F16)
+        MT_USER_ERROR("{}: tensor {} is {}, not a float type", hf_dir, m.hf_names[i], dtype_name(hf[i].dtype()));
+      if (i == 0 && !dtype) dt = hf[i].dtype();
     }
     specs.push_back({m.name, dt, m.shape});
   }
@@ -39,21 +39,17 @@ HfConvertStats convert_hf_to_checkpoint(const std::string& hf_dir, const std::st
   const std::vector<size_t>& order = out.order();
   // The writer works in the background: a tensor's mapped pages are dropped once the next write()
   // has returned (it waits for the previous tensor to be written), not before.
-  const std::vector<std::string>* written = nullptr;
-  auto release = [&](const std::vector<std::string>* names) {
-    if (names)
-      for (const std::string& n : *names) src.release(n);
+  const HfTensorMap* written = nullptr;
+  auto release = [&](const HfTensorMap* m) {
+    if (m) release_hf_tensors(src, *m);
   };
   for (size_t j = 0; j < order.size(); ++j) {
     const size_t k = order[j];
     const HfTensorMap& m = maps[k];
     if (j + 1 < order.size())  // read the next tensor from disk while this one is converted and written
-      for (const std::string& n : maps[order[j + 1]].hf_names) src.prefetch(n);
-    std::vector<Tensor> hf;
-    for (size_t i = 0; i < m.hf_names.size(); ++i) {
-      hf.push_back(src.get(m.hf_names[i], m.hf_shapes[i]));
-      stats.bytes_read += hf.back().nbytes();
-    }
+      prefetch_hf_tensors(src, maps[order[j + 1]]);
+    const std::vector<Tensor> hf = read_hf_tensors(src, m);
+    for (const Tensor& t : hf) stats.bytes_read += t.nbytes();
     Tensor ours = hf_to_ours(m, hf);
     if (ours.dtype() != specs[k].dtype) {
       Tensor c = Tensor::empty(m.shape, specs[k].dtype);
@@ -62,7 +58,7 @@ HfConvertStats convert_hf_to_checkpoint(const std::string& hf_dir, const std::st
     }
     out.write(ours);
     release(written);
-    written = &m.hf_names;
+    written = &m;
     ++stats.tensors;
   }
   stats.bytes_written = out.finish();

@@ -114,17 +114,18 @@ HfExportStats write_hf_model(const std::string& dir, const TransformerConfig& cf
 }
 
 HfExportStats save_hf_model(const GPTModel& model, const std::string& dir, const HfExportOptions& opt) {
-  MT_CHECK(model.parallel().tp_size() == 1 && model.chunk().pre_process && model.chunk().post_process &&
-               model.chunk().first_layer == 0 && model.chunk().num_layers == model.config().num_layers,
+  MT_CHECK(model.parallel().tp_size() == 1 && (!model.parallel().ep || model.parallel().ep->size() == 1) &&
+               model.chunk().pre_process && model.chunk().post_process && model.chunk().first_layer == 0 &&
+               model.chunk().num_layers == model.config().num_layers,
            "save_hf_model: a single-rank whole model");
   const TransformerConfig& c = model.config();
-  const ParamAndGradBuffer& buf = model.buffer();
   return write_hf_model(
       dir, c, c.params_dtype,
       [&](const HfTensorMap& m) {
-        const int id = buf.find(m.name);
+        const ParamAndGradBuffer* buf = m.expert ? model.expert_buffer() : &model.buffer();
+        const int id = buf ? buf->find(m.name) : -1;
         MT_CHECK(id >= 0, "no parameter {}", m.name);
-        Tensor p = buf.param(id);
+        Tensor p = buf->param(id);
         if (m.vocab_rows) p = p.narrow0(0, c.vocab_size);
         return p.device().is_cpu() ? p : p.to(Device::cpu());
       },

@@ -9,17 +9,22 @@ namespace mt {
 
 namespace {
 
-// Our tensor's shape, by the role it plays (C hidden, F ffn, H heads, G query groups, D head dim).
-enum class Role : uint8_t { Vocab, Positions, Hidden, QkvWeight, QkvBias, ProjWeight, Fc1Weight, Fc1Bias, Fc2Weight, HeadDim };
-// When the tensor exists.
-enum class Need : uint8_t { Always, LinearBias, QkvBias, QkNorm, Untied, LearnedPositions, NormBias };
+// Our tensor's shape, by the role it plays (C hidden, F ffn, H heads, G query groups, D head dim,
+// E experts, Fe each expert's ffn).
+enum class Role : uint8_t {
+  Vocab, Positions, Hidden, QkvWeight, QkvBias, ProjWeight, Fc1Weight, Fc1Bias, Fc2Weight, HeadDim,
+  Router, ExpertFc1, ExpertFc2
+};
+// When the tensor exists (the MLP ones: in which layers).
+enum class Need : uint8_t { Always, LinearBias, QkvBias, QkNorm, Untied, LearnedPositions, NormBias, DenseMlp, MoeLayer };
 
 struct Rule {
-  const char* ours;             // "{l}" stands for the layer number
-  std::vector<const char*> hf;  // likewise
+  std::string ours;             // "{l}" stands for the layer number, "{e}" for the expert's
+  std::vector<std::string> hf;  // likewise
   HfLayout layout;
   Role role;
   Need need = Need::Always;
+  std::string alt = {};  // HfTensorMap::alt_name ("{l}"); a 3-D tensor of every expert for the expert roles
 };
 
 // GPT2LMHeadModel. Conv1D weights are [in, out]; c_attn's columns are [q | k | v] x [head, dim].
@@ -52,11 +57,13 @@ const std::vector<Rule>& gpt2_rules() {
   return rules;
 }
 
-// LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM (q/k/v bias), Qwen3ForCausalLM (q/k norm).
-const std::vector<Rule>& llama_rules() {
+// LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM (q/k/v bias), Qwen3ForCausalLM (q/k norm),
+// and the attention and norms of MixtralForCausalLM and Qwen3MoeForCausalLM (q/k norm), whose MLPs
+// (`mlp`) are their families' own.
+std::vector<Rule> llama_rules(const std::vector<Rule>& mlp) {
   using L = HfLayout;
   using R = Role;
-  static const std::vector<Rule> rules = {
+  std::vector<Rule> rules = {
       {"embedding.word_embeddings.weight", {"model.embed_tokens.weight"}, L::Same, R::Vocab},
       {"decoder.layers.{l}.input_layernorm.weight", {"model.layers.{l}.input_layernorm.weight"}, L::Same, R::Hidden},
       {"decoder.layers.{l}.self_attention.linear_qkv.weight",
@@ -75,23 +82,60 @@ const std::vector<Rule>& llama_rules() {
        R::ProjWeight},
       {"decoder.layers.{l}.pre_mlp_layernorm.weight", {"model.layers.{l}.post_attention_layernorm.weight"}, L::Same,
        R::Hidden},
-      {"decoder.layers.{l}.mlp.linear_fc1.weight",
-       {"model.layers.{l}.mlp.gate_proj.weight", "model.layers.{l}.mlp.up_proj.weight"}, L::Stacked, R::Fc1Weight},
-      {"decoder.layers.{l}.mlp.linear_fc2.weight", {"model.layers.{l}.mlp.down_proj.weight"}, L::Same, R::Fc2Weight},
-      {"decoder.final_layernorm.weight", {"model.norm.weight"}, L::Same, R::Hidden},
-      {"output_layer.weight", {"lm_head.weight"}, L::Same, R::Vocab, Need::Untied},
   };
+  rules.insert(rules.end(), mlp.begin(), mlp.end());
+  rules.push_back({"decoder.final_layernorm.weight", {"model.norm.weight"}, L::Same, R::Hidden});
+  rules.push_back({"output_layer.weight", {"lm_head.weight"}, L::Same, R::Vocab, Need::Untied});
   return rules;
 }
 
-std::string with_layer(const char* pattern, int layer) {
-  std::string s = pattern;
-  const size_t at = s.find("{l}");
-  if (at != std::string::npos) s.replace(at, 3, std::to_string(layer));
+// The Llama family's dense SwiGLU MLP (Qwen 3 MoE's dense layers too).
+std::vector<Rule> dense_mlp_rules() {
+  return {{"decoder.layers.{l}.mlp.linear_fc1.weight",
+           {"model.layers.{l}.mlp.gate_proj.weight", "model.layers.{l}.mlp.up_proj.weight"}, HfLayout::Stacked,
+           Role::Fc1Weight, Need::DenseMlp},
+          {"decoder.layers.{l}.mlp.linear_fc2.weight", {"model.layers.{l}.mlp.down_proj.weight"}, HfLayout::Same,
+           Role::Fc2Weight, Need::DenseMlp}};
+}
+
+// An MoE layer: the router (HF's gate) and each expert's gate, up and down projections, under
+// `block` ("model.layers.{l}.block_sparse_moe" for Mixtral); transformers 5 holds them (in memory)
+// under "model.layers.{l}.mlp" with the experts fused.
+std::vector<Rule> moe_rules(const std::string& block, const char* gate, const char* up, const char* down) {
+  const std::string ours = "decoder.layers.{l}.mlp.", experts = block + ".experts.{e}.",
+                    fused = "model.layers.{l}.mlp.";
+  return {{ours + "router.weight", {block + ".gate.weight"}, HfLayout::Same, Role::Router, Need::MoeLayer,
+           fused + "gate.weight"},
+          {ours + "experts.local_experts.{e}.linear_fc1.weight",
+           {experts + gate + ".weight", experts + up + ".weight"}, HfLayout::Stacked, Role::ExpertFc1,
+           Need::MoeLayer, fused + "experts.gate_up_proj"},
+          {ours + "experts.local_experts.{e}.linear_fc2.weight", {experts + down + ".weight"}, HfLayout::Same,
+           Role::ExpertFc2, Need::MoeLayer, fused + "experts.down_proj"}};
+}
+
+const std::vector<Rule>& family_rules(HfFamily f) {
+  static const std::vector<Rule> llama = llama_rules(dense_mlp_rules());
+  static const std::vector<Rule> mixtral = llama_rules(moe_rules("model.layers.{l}.block_sparse_moe", "w1", "w3", "w2"));
+  static const std::vector<Rule> qwen3_moe = [] {
+    std::vector<Rule> mlp = dense_mlp_rules();
+    for (Rule& r : moe_rules("model.layers.{l}.mlp", "gate_proj", "up_proj", "down_proj")) mlp.push_back(r);
+    return llama_rules(mlp);
+  }();
+  switch (f) {
+    case HfFamily::Gpt2: return gpt2_rules();
+    case HfFamily::Mixtral: return mixtral;
+    case HfFamily::Qwen3Moe: return qwen3_moe;
+    default: return llama;
+  }
+}
+
+std::string substitute(std::string s, const char* key, int value) {
+  const size_t at = s.find(key);
+  if (at != std::string::npos) s.replace(at, std::strlen(key), std::to_string(value));
   return s;
 }
 
-bool needed(Need n, const TransformerConfig& c) {
+bool needed(Need n, const TransformerConfig& c, int layer) {
   switch (n) {
     case Need::Always: return true;
     case Need::LinearBias: return c.add_bias_linear;
@@ -100,13 +144,15 @@ bool needed(Need n, const TransformerConfig& c) {
     case Need::Untied: return c.untie_embeddings_and_output_weights;
     case Need::LearnedPositions: return c.learned_positions();
     case Need::NormBias: return c.normalization == Normalization::LayerNorm;
+    case Need::DenseMlp: return !c.is_moe_layer(layer);
+    case Need::MoeLayer: return c.is_moe_layer(layer);
   }
   return false;
 }
 
 Shape our_shape(Role r, const TransformerConfig& c) {
   const int64_t C = c.hidden_size, F = c.ffn_hidden_size, D = c.head_dim(), H = c.num_attention_heads,
-                G = c.query_groups();
+                G = c.query_groups(), E = c.num_moe_experts, Fe = c.moe_ffn_size();
   const bool gated = c.gated_linear_unit;
   switch (r) {
     case Role::Vocab: return {c.vocab_size, C};
@@ -119,6 +165,9 @@ Shape our_shape(Role r, const TransformerConfig& c) {
     case Role::Fc1Bias: return gated ? Shape{2, F} : Shape{F};
     case Role::Fc2Weight: return {C, F};
     case Role::HeadDim: return {D};
+    case Role::Router: return {E, C};
+    case Role::ExpertFc1: return gated ? Shape{2, Fe, C} : Shape{Fe, C};
+    case Role::ExpertFc2: return {C, Fe};
   }
   return {};
 }
@@ -134,6 +183,20 @@ void check_family(HfFamily f, const TransformerConfig& c) {
   auto no = [&](const std::string& what) {
     MT_USER_ERROR("a {} model ({}) cannot have {}", hf_architecture(f), describe_architecture(c), what);
   };
+  if (c.is_moe() && !hf_is_moe_family(f))
+    no(fmt::format("{} experts (MixtralForCausalLM and Qwen3MoeForCausalLM have them)", c.num_moe_experts));
+  if (!c.is_moe() && hf_is_moe_family(f)) no("no experts (--num-experts 0)");
+  if (c.is_moe()) {
+    const bool qwen = f == HfFamily::Qwen3Moe;
+    if (c.moe_shared_expert_intermediate_size > 0) no("shared experts");
+    if (c.moe_router_score_function != MoeScoreFunction::Softmax) no("a sigmoid router");
+    if (c.moe_router_topk_scaling_factor != 0.0f && c.moe_router_topk_scaling_factor != 1.0f)
+      no("a top-k scaling factor");
+    if (c.moe_router_pre_softmax && !qwen)
+      no("a pre-softmax router (Qwen3MoeForCausalLM with norm_topk_prob false has it)");
+    for (int l = 0; l < c.num_layers && !qwen; ++l)
+      if (!c.is_moe_layer(l)) no(fmt::format("a dense MLP in layer {} (Qwen3MoeForCausalLM has mlp_only_layers)", l));
+  }
   if (f == HfFamily::Gpt2) {
     if (c.normalization != Normalization::LayerNorm) no("RMSNorm");
     if (c.gated_linear_unit || c.activation != Activation::Gelu) no("a gated or SiLU MLP");
@@ -150,7 +213,10 @@ void check_family(HfFamily f, const TransformerConfig& c) {
   if (c.add_bias_linear) no("biases in every linear layer");
   if (c.add_qkv_bias && f != HfFamily::Qwen2) no("q/k/v biases (Qwen2ForCausalLM has them)");
   if (!c.add_qkv_bias && f == HfFamily::Qwen2) no("linear_qkv without biases");
-  if (c.qk_layernorm != (f == HfFamily::Qwen3)) no(c.qk_layernorm ? "q/k norm (Qwen3ForCausalLM has it)" : "no q/k norm");
+  const bool qk_norm = f == HfFamily::Qwen3 || f == HfFamily::Qwen3Moe;
+  if (c.qk_layernorm != qk_norm)
+    no(c.qk_layernorm ? (c.is_moe() ? "q/k norm (Qwen3MoeForCausalLM has it)" : "q/k norm (Qwen3ForCausalLM has it)")
+                      : "no q/k norm");
 }
 
 // The HF tensors' rows concatenated, cut into blocks of equal bytes; our tensor is the same blocks
@@ -227,6 +293,8 @@ const char* hf_model_type(HfFamily f) {
     case HfFamily::Mistral: return "mistral";
     case HfFamily::Qwen2: return "qwen2";
     case HfFamily::Qwen3: return "qwen3";
+    case HfFamily::Mixtral: return "mixtral";
+    case HfFamily::Qwen3Moe: return "qwen3_moe";
   }
   return "?";
 }
@@ -238,12 +306,15 @@ const char* hf_architecture(HfFamily f) {
     case HfFamily::Mistral: return "MistralForCausalLM";
     case HfFamily::Qwen2: return "Qwen2ForCausalLM";
     case HfFamily::Qwen3: return "Qwen3ForCausalLM";
+    case HfFamily::Mixtral: return "MixtralForCausalLM";
+    case HfFamily::Qwen3Moe: return "Qwen3MoeForCausalLM";
   }
   return "?";
 }
 
 bool hf_family_from_model_type(const std::string& t, HfFamily& out) {
-  for (HfFamily f : {HfFamily::Gpt2, HfFamily::Llama, HfFamily::Mistral, HfFamily::Qwen2, HfFamily::Qwen3})
+  for (HfFamily f : {HfFamily::Gpt2, HfFamily::Llama, HfFamily::Mistral, HfFamily::Qwen2, HfFamily::Qwen3,
+                     HfFamily::Mixtral, HfFamily::Qwen3Moe})
     if (t == hf_model_type(f)) {
       out = f;
       return true;
@@ -252,9 +323,11 @@ bool hf_family_from_model_type(const std::string& t, HfFamily& out) {
 }
 
 bool hf_is_llama_family(HfFamily f) { return f != HfFamily::Gpt2; }
+bool hf_is_moe_family(HfFamily f) { return f == HfFamily::Mixtral || f == HfFamily::Qwen3Moe; }
 
 HfFamily hf_family_for(const TransformerConfig& c) {
   const HfFamily f = c.normalization == Normalization::LayerNorm ? HfFamily::Gpt2
+                     : c.is_moe()                                ? (c.qk_layernorm ? HfFamily::Qwen3Moe : HfFamily::Mixtral)
                      : c.qk_layernorm                            ? HfFamily::Qwen3
                      : c.add_qkv_bias                            ? HfFamily::Qwen2
                                                                  : HfFamily::Llama;
@@ -264,19 +337,19 @@ HfFamily hf_family_for(const TransformerConfig& c) {
 
 std::vector<HfTensorMap> hf_tensor_maps(HfFamily f, const TransformerConfig& c) {
   check_family(f, c);
-  const std::vector<Rule>& rules = f == HfFamily::Gpt2 ? gpt2_rules() : llama_rules();
+  const std::vector<Rule>& rules = family_rules(f);
   std::vector<HfTensorMap> out;
-  auto add = [&](const Rule& r, int layer) {
-    if (!needed(r.need, c)) return;
+  auto add = [&](const Rule& r, int layer, int expert) {
     HfTensorMap m;
-    m.name = with_layer(r.ours, layer);
+    m.name = substitute(substitute(r.ours, "{l}", layer), "{e}", expert);
     m.shape = our_shape(r.role, c);
     m.vocab_rows = r.role == Role::Vocab;
     m.layout = r.layout;
-    for (const char* h : r.hf) m.hf_names.push_back(with_layer(h, layer));
+    for (const std::string& h : r.hf) m.hf_names.push_back(substitute(substitute(h, "{l}", layer), "{e}", expert));
     m.groups = c.query_groups();
     m.heads = c.num_attention_heads;
     m.head_dim = c.head_dim();
+    m.expert = expert >= 0;
     const Shape rest = rest_of(m.shape);
     switch (r.layout) {
       case HfLayout::Same:
@@ -289,20 +362,34 @@ std::vector<HfTensorMap> hf_tensor_maps(HfFamily f, const TransformerConfig& c) 
         break;
       case HfLayout::Stacked: m.hf_shapes = std::vector<Shape>(size_t(m.shape[0]), rest); break;
     }
+    if (!r.alt.empty()) {
+      m.alt_name = substitute(r.alt, "{l}", layer);
+      if (m.expert) {  // [E, the HF tensors' rows, ...]
+        int64_t rows = 0;
+        for (const Shape& s : m.hf_shapes) rows += s[0];
+        m.alt_shape = with_rows(rows, rest_of(m.hf_shapes[0]));
+        m.alt_shape.insert(m.alt_shape.begin(), c.num_moe_experts);
+        m.alt_index = expert;
+      } else {
+        m.alt_shape = m.hf_shapes[0];
+      }
+    }
     MT_CHECK(m.hf_shapes.size() == m.hf_names.size(), "{}: {} HF names for {} shapes", m.name, m.hf_names.size(),
              m.hf_shapes.size());
     out.push_back(std::move(m));
   };
-  for (const Rule& r : rules) {
-    if (std::string(r.ours).find("{l}") != std::string::npos) continue;
-    if (std::string(r.ours).rfind("embedding.", 0) == 0) add(r, 0);
-  }
-  for (int l = 0; l < c.num_layers; ++l)
-    for (const Rule& r : rules)
-      if (std::string(r.ours).find("{l}") != std::string::npos) add(r, l);
+  auto per_layer = [](const Rule& r) { return r.ours.find("{l}") != std::string::npos; };
   for (const Rule& r : rules)
-    if (std::string(r.ours).find("{l}") == std::string::npos && std::string(r.ours).rfind("embedding.", 0) != 0)
-      add(r, 0);
+    if (!per_layer(r) && r.ours.rfind("embedding.", 0) == 0 && needed(r.need, c, 0)) add(r, 0, -1);
+  for (int l = 0; l < c.num_layers; ++l)
+    for (const Rule& r : rules) {
+      if (!per_layer(r) || !needed(r.need, c, l)) continue;
+      if (r.ours.find("{e}") == std::string::npos) add(r, l, -1);
+      else  // every expert, named by its global index (the model's expert order: all fc1, then all fc2)
+        for (int e = 0; e < c.num_moe_experts; ++e) add(r, l, e);
+    }
+  for (const Rule& r : rules)
+    if (!per_layer(r) && r.ours.rfind("embedding.", 0) != 0 && needed(r.need, c, 0)) add(r, 0, -1);
   return out;
 }
 

@@ -3,6 +3,7 @@
 #include <filesystem>
 #include <fstream>
 
+#include "checkpoint/hf_mapping.h"
 #include "kernels/elementwise.h"
 
 namespace mt {
@@ -93,6 +94,48 @@ void HfWeights::release(const std::string& name) const {
 void HfWeights::prefetch(const std::string& name) const {
   const std::string key = key_of(name);
   if (const SafetensorsReader* r = reader_for(key)) r->prefetch(key);
+}
+
+namespace {
+
+// Whether m's tensors come from its alt_name: the per-expert names absent, the fused one there.
+bool from_alt(const HfWeights& src, const HfTensorMap& m) {
+  return !m.alt_name.empty() && !src.contains(m.hf_names[0]) && src.contains(m.alt_name);
+}
+
+}  // namespace
+
+std::vector<Tensor> read_hf_tensors(const HfWeights& src, const HfTensorMap& m) {
+  std::vector<Tensor> out;
+  if (!from_alt(src, m)) {
+    for (size_t i = 0; i < m.hf_names.size(); ++i) out.push_back(src.get(m.hf_names[i], m.hf_shapes[i]));
+    return out;
+  }
+  Tensor t = src.get(m.alt_name, m.alt_shape);
+  if (m.alt_index >= 0) t = t.narrow0(m.alt_index, 1);  // [1, rows of every HF tensor, ...]
+  int64_t at = 0;
+  for (const Shape& s : m.hf_shapes) {
+    out.push_back(t.flat_slice(at, shape_numel(s), s));
+    at += shape_numel(s);
+  }
+  MT_CHECK(at == t.numel(), "{}: {} elements of {} cut into {}", m.name, at, m.alt_name, t.numel());
+  return out;
+}
+
+void release_hf_tensors(const HfWeights& src, const HfTensorMap& m) {
+  if (from_alt(src, m)) {
+    src.release(m.alt_name);
+    return;
+  }
+  for (const std::string& n : m.hf_names) src.release(n);
+}
+
+void prefetch_hf_tensors(const HfWeights& src, const HfTensorMap& m) {
+  if (from_alt(src, m)) {
+    src.prefetch(m.alt_name);
+    return;
+  }
+  for (const std::string& n : m.hf_names) src.prefetch(n);
 }
 
 void assign_param(const Tensor& src, const Tensor& dst) {

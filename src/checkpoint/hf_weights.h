@@ -52,6 +52,16 @@ class HfWeights {
   mutable std::map<std::string, std::unique_ptr<SafetensorsReader>> readers_;
 };
 
+struct HfTensorMap;  // checkpoint/hf_mapping.h
+
+// The Hugging Face tensors of one of our tensors (m.hf_names, shaped m.hf_shapes, as views of the
+// files): by their names, or when those are absent and the files hold m.alt_name (transformers 5's
+// in-memory layout: experts fused), cut from it. UserError naming the tensor when neither is there.
+std::vector<Tensor> read_hf_tensors(const HfWeights& src, const HfTensorMap& m);
+// release() / prefetch() of the tensors read_hf_tensors reads.
+void release_hf_tensors(const HfWeights& src, const HfTensorMap& m);
+void prefetch_hf_tensors(const HfWeights& src, const HfTensorMap& m);
+
 // Writes a host tensor (any float dtype) into a parameter of any dtype on any device.
 void assign_param(const Tensor& src, const Tensor& dst);
 

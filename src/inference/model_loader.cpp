@@ -99,10 +99,16 @@ void recorded_tokenizer(LoadedModel& m, const nlohmann::json& a) {
 
 // Copies each parameter of `model` (one tensor-parallel rank's shard) from the same parameter of
 // `whole` (a single-rank host model of the same config): the slice [shard_start, + local size)
-// along the shard dimension of the whole tensor, or all of a replicated one.
+// along the shard dimension of the whole tensor, or all of a replicated one; the experts' too.
+void copy_buffer_shards(const ParamAndGradBuffer& src, ParamAndGradBuffer& dst);
+
 void copy_shards(const GPTModel& whole, GPTModel& model) {
-  const ParamAndGradBuffer& src = whole.buffer();
-  ParamAndGradBuffer& dst = model.buffer();
+  copy_buffer_shards(whole.buffer(), model.buffer());
+  MT_CHECK(!whole.expert_buffer() == !model.expert_buffer(), "copy_shards: experts on one side only");
+  if (model.expert_buffer()) copy_buffer_shards(*whole.expert_buffer(), *model.expert_buffer());
+}
+
+void copy_buffer_shards(const ParamAndGradBuffer& src, ParamAndGradBuffer& dst) {
   for (int id = 0; id < int(dst.infos().size()); ++id) {
     const ParamInfo& p = dst.info(id);
     const Tensor full = src.param(src.find(p.name));

@@ -12,6 +12,7 @@
 #include "core/error.h"
 #include "train/arguments.h"
 #include "train/checkpointing.h"
+#include "train/moe_args.h"
 
 namespace mt {
 
@@ -24,6 +25,7 @@ struct ArchFlag {
   const char* flag;  // Megatron's spelling
   Kind kind;
   bool shape;  // must agree with the checkpoint (train/checkpointing.cpp's check_args_match keys)
+  bool moe = false;  // only for a model with experts (recorded num_experts > 0)
 };
 
 // --num-query-groups and --group-query-attention are handled apart (one key, two flags).
@@ -50,6 +52,15 @@ const std::vector<ArchFlag>& arch_flags() {
       {"layernorm_epsilon", "--norm-epsilon", Kind::Float, false},
       {"hidden_dropout", "--hidden-dropout", Kind::Float, false},
       {"attention_dropout", "--attention-dropout", Kind::Float, false},
+      {"num_experts", "--num-experts", Kind::Int, true, true},
+      {"moe_ffn_hidden_size", "--moe-ffn-hidden-size", Kind::Int, true, true},
+      {"moe_layer_freq", "--moe-layer-freq", Kind::String, true, true},
+      {"moe_shared_expert_intermediate_size", "--moe-shared-expert-intermediate-size", Kind::Int, true, true},
+      {"moe_router_topk", "--moe-router-topk", Kind::Int, false, true},
+      {"moe_router_score_function", "--moe-router-score-function", Kind::String, false, true},
+      {"moe_router_pre_softmax", "--moe-router-pre-softmax", Kind::Switch, false, true},
+      {"moe_router_topk_scaling_factor", "--moe-router-topk-scaling-factor", Kind::Float, false, true},
+      {"moe_aux_loss_coeff", "--moe-aux-loss-coeff", Kind::Float, false, true},
   };
   return flags;
 }
@@ -88,6 +99,17 @@ nlohmann::json typed_value(const std::string& given, Kind k) {
   }
 }
 
+// --moe-layer-freq for the config's MoE layers: "1" when every layer is one, else the list.
+std::string moe_layer_freq_text(const TransformerConfig& c) {
+  std::string list;
+  bool all = true;
+  for (int l = 0; l < c.num_layers; ++l) {
+    all = all && c.is_moe_layer(l);
+    list += std::string(l ? "," : "[") + (c.is_moe_layer(l) ? "1" : "0");
+  }
+  return all ? "1" : list + "]";
+}
+
 }  // namespace
 
 nlohmann::json checkpoint_args_for(const TransformerConfig& c, int tp) {
@@ -120,6 +142,17 @@ nlohmann::json checkpoint_args_for(const TransformerConfig& c, int tp) {
   a.bf16 = c.params_dtype == DType::BF16;
   a.fp16 = c.params_dtype == DType::F16;
   a.tensor_model_parallel_size = tp;
+  if (c.is_moe()) {
+    a.num_experts = c.num_moe_experts;
+    a.moe_ffn_hidden_size = c.moe_ffn_size();
+    a.moe_router_topk = c.moe_router_topk;
+    a.moe_router_score_function = c.moe_router_score_function == MoeScoreFunction::Sigmoid ? "sigmoid" : "softmax";
+    a.moe_router_pre_softmax = c.moe_router_pre_softmax;
+    a.moe_router_topk_scaling_factor = c.moe_router_topk_scaling_factor;
+    a.moe_aux_loss_coeff = c.moe_aux_loss_coeff;
+    a.moe_shared_expert_intermediate_size = c.moe_shared_expert_intermediate_size;
+    a.moe_layer_freq = moe_layer_freq_text(c);
+  }
   return args_to_json(a, c);
 }
 
@@ -162,6 +195,21 @@ TransformerConfig config_from_checkpoint_args(const nlohmann::json& j, const std
     c.add_qkv_bias = get("add_qkv_bias").get<bool>();
     c.qk_layernorm = get("qk_layernorm").get<bool>();
     c.untie_embeddings_and_output_weights = get("untie_embeddings_and_output_weights").get<bool>();
+    // Experts (absent before MoE: none; the router's settings before they were recorded: defaults).
+    c.num_moe_experts = j.value("num_experts", 0);
+    if (c.is_moe()) {
+      c.moe_ffn_hidden_size = j.value("moe_ffn_hidden_size", 0);
+      c.moe_router_topk = get("moe_router_topk").get<int>();
+      c.moe_layer_pattern = parse_moe_layer_freq(j.value("moe_layer_freq", std::string("1")), c.num_layers);
+      c.moe_shared_expert_intermediate_size = j.value("moe_shared_expert_intermediate_size", 0);
+      c.moe_router_score_function = j.value("moe_router_score_function", std::string("softmax")) == "sigmoid"
+                                        ? MoeScoreFunction::Sigmoid
+                                        : MoeScoreFunction::Softmax;
+      c.moe_router_pre_softmax = j.value("moe_router_pre_softmax", false);
+      c.moe_router_topk_scaling_factor = j.value("moe_router_topk_scaling_factor", 0.0f);
+      c.moe_aux_loss_coeff = j.value("moe_aux_loss_coeff", 0.0f);
+      c.moe_router_enable_expert_bias = j.value("moe_router_enable_expert_bias", false);
+    }
   } catch (const nlohmann::json::exception& e) {
     MT_USER_ERROR("{}: the checkpoint's arguments are malformed ({})", where, e.what());
   }
@@ -170,8 +218,9 @@ TransformerConfig config_from_checkpoint_args(const nlohmann::json& j, const std
 
 std::vector<std::pair<std::string, std::string>> checkpoint_architecture_flags(const nlohmann::json& args) {
   std::vector<std::pair<std::string, std::string>> out;
+  const bool moe = args.contains("num_experts") && args["num_experts"].is_number() && args["num_experts"].get<int>() > 0;
   for (const ArchFlag& f : arch_flags()) {
-    if (!args.contains(f.key)) continue;
+    if (!args.contains(f.key) || (f.moe && !moe)) continue;
     const nlohmann::json& v = args[f.key];
     if (f.kind == Kind::Switch) {
       if (v.get<bool>()) out.emplace_back(f.flag, "");

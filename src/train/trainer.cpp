@@ -232,18 +232,29 @@ void share_over_pipeline(Communicator& pp, TrainResult& r) {
   }
 }
 
-// --save-hf: the whole model gathered (over tensor parallelism, then the pipeline stages) and
-// written by rank 0 as a Hugging Face directory, with --load-hf's config keys and tokenizer files.
-// Holds the model in fp32 on the first data-parallel rank of each stage while it writes.
+// --save-hf: the whole model gathered (over tensor parallelism, the experts over expert
+// parallelism, then the pipeline stages) and written by rank 0 as a Hugging Face directory, with
+// --load-hf's config keys and tokenizer files. Holds the model in fp32 on the first data-parallel
+// rank of each stage while it writes.
 void save_hf_directory(const TrainingArgs& args, const TransformerConfig& cfg, const ParamAndGradBuffer& buffer,
-                       ProcessGroups& groups, std::FILE* log0) {
+                       const ParamAndGradBuffer* expert_buffer, ProcessGroups& groups, std::FILE* log0) {
+  auto gather = [&](const ParamAndGradBuffer& b, TrainResult& into) {
+    for (int id = 0; id < int(b.infos().size()); ++id) {
+      if (b.info(id).pipeline_duplicate) continue;
+      Tensor full = gather_full_parameter(b, id, &groups.tp());
+      const float* p = full.data<float>();
+      into.final_params[b.info(id).name].assign(p, p + full.numel());
+      into.final_param_shapes[b.info(id).name] = full.shape();
+    }
+  };
   TrainResult whole;
-  for (int id = 0; id < int(buffer.infos().size()); ++id) {
-    if (buffer.info(id).pipeline_duplicate) continue;
-    Tensor full = gather_full_parameter(buffer, id, &groups.tp());
-    const float* p = full.data<float>();
-    whole.final_params[buffer.info(id).name].assign(p, p + full.numel());
-    whole.final_param_shapes[buffer.info(id).name] = full.shape();
+  gather(buffer, whole);
+  if (expert_buffer) {  // each expert-parallel rank holds E / EP of the experts
+    TrainResult experts;
+    gather(*expert_buffer, experts);
+    if (groups.ep().size() > 1) share_over_pipeline(groups.ep(), experts);
+    whole.final_params.merge(experts.final_params);
+    whole.final_param_shapes.merge(experts.final_param_shapes);
   }
   if (groups.pp().size() > 1) share_over_pipeline(groups.pp(), whole);
   if (groups.rank() == 0) {
@@ -360,7 +371,7 @@ TrainResult pretrain_gpt(const TrainingArgs& args, std::FILE* log, const TrainOp
   for (auto& c : owned_chunks) c->init(args.seed);  // by name and seed: the same values in any layout
   // A Hugging Face start: every rank copies its part of each parameter (before the optimizer takes
   // its fp32 master copy). A checkpoint in --load, loaded later, wins.
-  if (!args.load_hf.empty()) load_hf_weights_into(args.load_hf, cfg, buffer);
+  if (!args.load_hf.empty()) load_hf_weights_into(args.load_hf, cfg, buffer, moe ? &expert_buffer : nullptr);
   const int64_t n_params = int64_t(groups.pp().all_reduce_scalar(double(chunks.front()->num_parameters())));
   PipelineScheduleKind schedule_kind = PipelineScheduleKind::OneFOneB;
   parse_pipeline_schedule(args.pipeline_schedule, schedule_kind);
@@ -638,7 +649,7 @@ TrainResult pretrain_gpt(const TrainingArgs& args, std::FILE* log, const TrainOp
     ckpt.maybe_finalize();  // --async-save: complete a save in flight once written
     if (saving) ckpt.save(progress());
     if (!args.save_hf.empty() && args.save_interval > 0 && iteration % args.save_interval == 0)
-      save_hf_directory(args, cfg, buffer, groups, log0);
+      save_hf_directory(args, cfg, buffer, moe ? &expert_buffer : nullptr, groups, log0);
     // Exits (Megatron's): each saves a checkpoint with --save (after the loop) and ends with 0.
     std::string exit_reason;
     if (args.exit_signal_handler &&
@@ -662,7 +673,7 @@ TrainResult pretrain_gpt(const TrainingArgs& args, std::FILE* log, const TrainOp
   ckpt.finalize();
   if (!args.save_hf.empty() && iteration > start.iteration &&
       !(args.save_interval > 0 && iteration % args.save_interval == 0))
-    save_hf_directory(args, cfg, buffer, groups, log0);
+    save_hf_directory(args, cfg, buffer, moe ? &expert_buffer : nullptr, groups, log0);
   if (data.valid && args.eval_iters > 0 && last_eval != iteration) {
     double v = evaluate(chunks, pipeline, *data.valid, args, valid_consumed, dev, dp);
     result.valid_losses.push_back(v);
