@@ -26,6 +26,7 @@ struct ArchFlag {
   Kind kind;
   bool shape;  // must agree with the checkpoint (train/checkpointing.cpp's check_args_match keys)
   bool moe = false;  // only for a model with experts (recorded num_experts > 0)
+  const char* implied = nullptr;  // a value left out (the flag's default)
 };
 
 // --num-query-groups and --group-query-attention are handled apart (one key, two flags).
@@ -54,12 +55,12 @@ const std::vector<ArchFlag>& arch_flags() {
       {"attention_dropout", "--attention-dropout", Kind::Float, false},
       {"num_experts", "--num-experts", Kind::Int, true, true},
       {"moe_ffn_hidden_size", "--moe-ffn-hidden-size", Kind::Int, true, true},
-      {"moe_layer_freq", "--moe-layer-freq", Kind::String, true, true},
-      {"moe_shared_expert_intermediate_size", "--moe-shared-expert-intermediate-size", Kind::Int, true, true},
+      {"moe_layer_freq", "--moe-layer-freq", Kind::String, true, true, "1"},
+      {"moe_shared_expert_intermediate_size", "--moe-shared-expert-intermediate-size", Kind::Int, true, true, "0"},
       {"moe_router_topk", "--moe-router-topk", Kind::Int, false, true},
-      {"moe_router_score_function", "--moe-router-score-function", Kind::String, false, true},
+      {"moe_router_score_function", "--moe-router-score-function", Kind::String, false, true, "softmax"},
       {"moe_router_pre_softmax", "--moe-router-pre-softmax", Kind::Switch, false, true},
-      {"moe_router_topk_scaling_factor", "--moe-router-topk-scaling-factor", Kind::Float, false, true},
+      {"moe_router_topk_scaling_factor", "--moe-router-topk-scaling-factor", Kind::Float, false, true, "0"},
       {"moe_aux_loss_coeff", "--moe-aux-loss-coeff", Kind::Float, false, true},
   };
   return flags;
@@ -148,8 +149,9 @@ nlohmann::json checkpoint_args_for(const TransformerConfig& c, int tp) {
     a.moe_router_topk = c.moe_router_topk;
     a.moe_router_score_function = c.moe_router_score_function == MoeScoreFunction::Sigmoid ? "sigmoid" : "softmax";
     a.moe_router_pre_softmax = c.moe_router_pre_softmax;
-    a.moe_router_topk_scaling_factor = c.moe_router_topk_scaling_factor;
-    a.moe_aux_loss_coeff = c.moe_aux_loss_coeff;
+    // The floats as their shortest decimals (0.001, not 0.0010000000474974513).
+    a.moe_router_topk_scaling_factor = std::stod(fmt::format("{}", c.moe_router_topk_scaling_factor));
+    a.moe_aux_loss_coeff = std::stod(fmt::format("{}", c.moe_aux_loss_coeff));
     a.moe_shared_expert_intermediate_size = c.moe_shared_expert_intermediate_size;
     a.moe_layer_freq = moe_layer_freq_text(c);
   }
@@ -224,7 +226,7 @@ std::vector<std::pair<std::string, std::string>> checkpoint_architecture_flags(c
     const nlohmann::json& v = args[f.key];
     if (f.kind == Kind::Switch) {
       if (v.get<bool>()) out.emplace_back(f.flag, "");
-    } else {
+    } else if (!f.implied || value_text(v, f.kind) != f.implied) {
       out.emplace_back(f.flag, value_text(v, f.kind));
     }
   }
