@@ -10,6 +10,7 @@
 // fp32 weight gradient 1e-5 for every operand dtype. Groups without rows are exact: forward and
 // dgrad have no rows there, wgrad's dw_g is beta dw_g bit for bit (beta 0, 1, 0.5).
 #include <limits>
+#include <string>
 #include <vector>
 
 #include "kernels/gemm.h"
@@ -82,7 +83,8 @@ TEST_P(CudaGroupedGemm, UnalignedOperandsMatchCpu) {
   check(kCounts, 7, 13, GetParam(), 0);  // rows of 7 and 13 values: not 16-byte multiples
 }
 
-INSTANTIATE_TEST_SUITE_P(Dtypes, CudaGroupedGemm, ::testing::Values(DType::F32, DType::BF16, DType::F16));
+INSTANTIATE_TEST_SUITE_P(Dtypes, CudaGroupedGemm, ::testing::Values(DType::F32, DType::BF16, DType::F16),
+                         [](const auto& info) { return std::string(name_of(info.param)); });
 
 // 150 forward calls, more than the 64 pointer-table slots, with a different grouping each, queued
 // behind a long GEMM so the host runs ahead of the device and must wait for slots to come free;
@@ -102,7 +104,7 @@ TEST(CudaGroupedGemmRing, ManyQueuedCallsMatchCpu) {
     y_g[size_t(i)] = poisoned({M, N}, DType::BF16);
   }
   const int64_t big = 6144;  // an fp32 GEMM of some milliseconds ahead of the grouped ones
-  const Tensor a = poisoned({big, big}, DType::F32);
+  const Tensor a = Tensor::empty({big, big}, DType::F32, gpu());
   fill(a, 1.0f);
   Tensor c = Tensor::empty({big, big}, DType::F32, gpu());
   gemm(a, false, a, true, c);

@@ -10,6 +10,7 @@
 // (|p|, |y| <= 1), and then round to neighbouring values of the dtype: |got - want| <= that +
 // one ulp (2^-23, 2^-7, 2^-10 of |want| for fp32, bf16, fp16). dprobs (fp32) sums C products in
 // another order than the CPU: relative error (2-norm) below 1e-5.
+#include <string>
 #include <tuple>
 
 #include "kernels/moe_permute.h"
@@ -79,7 +80,11 @@ TEST_P(CudaMoePermute, LargePlanMatchesCpu) {
 
 INSTANTIATE_TEST_SUITE_P(DtypesAndTopk, CudaMoePermute,
                          ::testing::Combine(::testing::Values(DType::F32, DType::BF16, DType::F16),
-                                            ::testing::Values(1, 2, 4)));
+                                            ::testing::Values(1, 2, 4)),
+                         [](const auto& info) {  // e.g. bf16_k2
+                           return std::string(name_of(std::get<0>(info.param))) + "_k" +
+                                  std::to_string(std::get<1>(info.param));
+                         });
 
 // Launch to launch, the GPU results are the same bits (no atomics, fixed reduction order).
 TEST(CudaMoePermuteDeterminism, RepeatedCallsGiveTheSameBits) {

@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <string>
 
 #include "kernels/grouped_gemm.h"
 #include "kernels/kernel_testing.h"
@@ -112,7 +113,8 @@ TEST_P(GroupedGemm, WgradAccumulatesEachGroupsProductWithBeta) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(Dtypes, GroupedGemm, ::testing::Values(DType::F32, DType::BF16));
+INSTANTIATE_TEST_SUITE_P(Dtypes, GroupedGemm, ::testing::Values(DType::F32, DType::BF16),
+                         [](const auto& info) { return std::string(dtype_name(info.param)); });
 
 // No rows at all: forward and dgrad have nothing to write; wgrad with beta 0 zeroes every group.
 TEST(GroupedGemmEmpty, AllGroupsEmpty) {

@@ -8,6 +8,7 @@
 // final rounding to the output dtype adds at most half an ulp: 2^-24 |v| (fp32), 2^-8 |v| (bf16).
 // Copies (permute, padding rows) are exact.
 #include <cmath>
+#include <string>
 #include <tuple>
 
 #include "kernels/kernel_testing.h"
@@ -143,7 +144,11 @@ TEST_P(MoePermute, UnpermuteBackwardScalesRowsAndDotsDprobs) {
 }
 
 INSTANTIATE_TEST_SUITE_P(DtypesAndTopk, MoePermute,
-                         ::testing::Combine(::testing::Values(DType::F32, DType::BF16), ::testing::Values(1, 2, 4)));
+                         ::testing::Combine(::testing::Values(DType::F32, DType::BF16), ::testing::Values(1, 2, 4)),
+                         [](const auto& info) {  // e.g. bf16_k2
+                           return std::string(dtype_name(std::get<0>(info.param))) + "_k" +
+                                  std::to_string(std::get<1>(info.param));
+                         });
 
 // L(y, probs) = <g, unpermute(y, probs)> and L(x) = <h, permute(x)> in double; their gradients
 // are what the backwards compute from dout = g (h). Both are linear in each argument, so central

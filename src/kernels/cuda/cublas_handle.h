@@ -8,8 +8,9 @@
 
 namespace mt::cuda {
 
-// The handle of `device` bound to stream `st` and to the workspace, with the lock that guards
-// both: hold `lock` for as long as cuBLAS is called through `handle`.
+// The handle of `device` (which must be current: the first call makes the handle there) bound to
+// stream `st` and to the workspace, with the lock that guards both: hold `lock` for as long as
+// cuBLAS is called through `handle`.
 struct CublasOnStream {
   std::unique_lock<std::mutex> lock;
   cublasHandle_t handle = nullptr;
