@@ -6,13 +6,11 @@ biases), each MLP a token-choice top-k MoE: a linear router, softmax over the to
 outputs weighted by the probabilities and summed back with index_add_. Fused AdamW, bf16
 autocast, torch.compile. Where torch._grouped_mm is missing (an older torch), the experts run as a
 loop of matmuls over the same buffer and the report says so."""
-import time
-
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from torch_llama import rope_cos_sin, rotate_half
+from torch_llama import rope_cos_sin, rotate_half, train_tokens_per_second
 
 ALIGN = 16
 HAS_GROUPED_MM = hasattr(torch, "_grouped_mm")
@@ -108,30 +106,9 @@ class QwenMoE(nn.Module):
 
 
 def tokens_per_second(cfg, batch, iters, warmup, compile=True):
-    """Trains warmup + iters steps on random tokens on cuda in bf16 autocast; returns (tokens/s
-    over the timed steps, peak memory in bytes)."""
+    """Trains warmup + iters steps on random tokens on cuda in bf16 autocast (torch_llama's loop);
+    returns (tokens/s over the timed steps, peak memory in bytes)."""
     torch.manual_seed(0)
     L, C, H, G, E, k, F_, T, V, base = cfg
-    model = QwenMoE(L, C, H, G, E, k, F_, T, V, base).cuda()
-    opt = torch.optim.AdamW(model.parameters(), lr=3e-4, weight_decay=0.1, betas=(0.9, 0.95), fused=True)
-    fwd = torch.compile(model) if compile else model
-    idx = torch.randint(0, V, (batch, T), device="cuda")
-    tgt = torch.randint(0, V, (batch, T), device="cuda")
-
-    def step():
-        opt.zero_grad(set_to_none=True)
-        with torch.autocast(device_type="cuda", dtype=torch.bfloat16):
-            loss = fwd(idx, tgt)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-
-    for _ in range(warmup):
-        step()
-    torch.cuda.synchronize()
-    torch.cuda.reset_peak_memory_stats()
-    t0 = time.perf_counter()
-    for _ in range(iters):
-        step()
-    torch.cuda.synchronize()
-    return batch * T * iters / (time.perf_counter() - t0), torch.cuda.max_memory_allocated()
+    return train_tokens_per_second(QwenMoE(L, C, H, G, E, k, F_, T, V, base).cuda(), V, T, batch, iters, warmup,
+                                   compile)
