@@ -82,11 +82,17 @@ def tokens_per_second(cfg, batch, iters, warmup, compile=True, profile_iters=0):
     cudaProfilerStart and cudaProfilerStop, for a profiler started with capture off."""
     torch.manual_seed(0)
     L, C, H, G, F_, T, V, base, scaling, tied = cfg
-    model = Llama(L, C, H, G, F_, T, V, base, scaling, tied).cuda()
+    return train_tokens_per_second(Llama(L, C, H, G, F_, T, V, base, scaling, tied).cuda(), V, T, batch, iters,
+                                   warmup, compile, profile_iters)
+
+
+def train_tokens_per_second(model, vocab, seq, batch, iters, warmup, compile=True, profile_iters=0):
+    """The timed loop every PyTorch peer shares: fused AdamW, bf16 autocast, clip 1.0, optionally
+    torch.compile, on random tokens; (tokens/s over the timed steps, peak memory in bytes)."""
     opt = torch.optim.AdamW(model.parameters(), lr=3e-4, weight_decay=0.1, betas=(0.9, 0.95), fused=True)
     fwd = torch.compile(model) if compile else model
-    idx = torch.randint(0, V, (batch, T), device="cuda")
-    tgt = torch.randint(0, V, (batch, T), device="cuda")
+    idx = torch.randint(0, vocab, (batch, seq), device="cuda")
+    tgt = torch.randint(0, vocab, (batch, seq), device="cuda")
 
     def step():
         opt.zero_grad(set_to_none=True)
@@ -104,7 +110,7 @@ def tokens_per_second(cfg, batch, iters, warmup, compile=True, profile_iters=0):
     for _ in range(iters):
         step()
     torch.cuda.synchronize()
-    result = batch * T * iters / (time.perf_counter() - t0), torch.cuda.max_memory_allocated()
+    result = batch * seq * iters / (time.perf_counter() - t0), torch.cuda.max_memory_allocated()
     if profile_iters > 0:
         torch.cuda.cudart().cudaProfilerStart()
         for _ in range(profile_iters):

@@ -20,6 +20,9 @@
 #   SCALE_PARTS="dp grid reshard"              # which of the three (each takes minutes: split them over calls)
 #   PIPELINE_BUBBLE=1                          # bench/pipeline_bubble.py on the host's CPU cores (MPI ranks):
 #                                              # measured vs analytic bubble of 1F1B, interleaved and ZB-H1
+#   TRAIN_MOE=1                                # a small MoE (8 experts top-2, aux and z losses) GPU bf16 vs CPU fp32
+#   MOE_BENCH=1                                # bench/moe_gpu_vs_pytorch.py (Qwen3-MoE-style 3B vs torch._grouped_mm);
+#                                              # MOE_BENCH_ARGS: extra megatron train flags for it
 #   GENERATE=0                                 # skip the generation checks (megatron generate on the GPU vs
 #                                              # transformers) and, with BENCH, bench/generate_benchmark.py
 set -euo pipefail
@@ -113,6 +116,21 @@ if [[ "${TRAIN:-1}" == 1 ]]; then
   paste <(grep -oE "lm loss: [0-9.E+-]+" "$LOG_DIR/train_llama_cpu.log") \
     <(grep -oE "lm loss: [0-9.E+-]+" "$LOG_DIR/train_llama_gpu.log") \
     | awk '{printf "cpu %s   gpu %s   diff %+.4f\n", $3, $6, $6 - $3}' | tee "$LOG_DIR/train_llama_compare.txt"
+fi
+if [[ "${TRAIN_MOE:-0}" == 1 ]]; then
+  section "train: a small MoE (Mixtral-style, 8 experts top-2, aux and z losses), GPU bf16 vs CPU fp32"
+  moe=(--train-iters 100 --log-interval 20 --eval-iters 0 --normalization RMSNorm --swiglu --group-query-attention
+       --num-query-groups 2 --position-embedding-type rope --untie-embeddings-and-output-weights --disable-bias-linear
+       --num-experts 8 --moe-router-topk 2 --moe-ffn-hidden-size 512 --moe-aux-loss-coeff 0.01 --moe-z-loss-coeff 0.001)
+  "$bin" train --device cuda --bf16 "${moe[@]}" 2>&1 | tee "$LOG_DIR/train_moe_gpu.log" || status=1
+  OMP_NUM_THREADS=$(nproc) "$bin" train --device cpu "${moe[@]}" 2>&1 | tee "$LOG_DIR/train_moe_cpu.log" || status=1
+  paste <(grep -oE "lm loss: [0-9.E+-]+" "$LOG_DIR/train_moe_cpu.log") <(grep -oE "lm loss: [0-9.E+-]+" "$LOG_DIR/train_moe_gpu.log") \
+    | awk '{printf "cpu %s   gpu %s   diff %+.4f\n", $3, $6, $6 - $3}' | tee "$LOG_DIR/train_moe_compare.txt"
+fi
+if [[ "${MOE_BENCH:-0}" == 1 ]]; then
+  section "benchmark: Qwen3-MoE-style 3B (64 experts top-8), megatron.cpp vs PyTorch torch._grouped_mm + torch.compile"
+  python3 bench/moe_gpu_vs_pytorch.py --build-dir "$BUILD_DIR" --ours-args="${MOE_BENCH_ARGS:-}" 2>&1 \
+    | tee "$LOG_DIR/bench_moe.log" || status=1
 fi
 if [[ "${GENERATE:-1}" == 1 ]]; then
   section "generate: megatron generate on the GPU (fp32) gives transformers' greedy tokens; KV cache kernels vs CPU"

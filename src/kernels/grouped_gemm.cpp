@@ -5,6 +5,7 @@
 #include <numeric>
 
 #include "kernels/dispatch.h"
+#include "kernels/elementwise.h"
 #include "kernels/gemm.h"
 
 namespace mt {
@@ -80,7 +81,9 @@ void grouped_gemm_wgrad(const Tensor& dy, const Tensor& x, const std::vector<int
     if (counts[g] > 0)
       gemm(dy.narrow0(row, counts[g]), true, x.narrow0(row, counts[g]), false, dwg, 1.0f, beta, nullptr, s);
     else if (beta == 0.0f)
-      dwg.zero_();
+      fill(dwg, 0.0f, s);  // overwrites, NaN included
+    else if (beta != 1.0f)
+      scale_(dwg, beta, s);
     row += counts[g];
   }
 }

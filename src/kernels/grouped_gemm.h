@@ -10,7 +10,8 @@
 // counts live on the host (the dispatcher knows them: they sized the buffers), so no launch waits
 // on the device. Operands are contiguous, one float dtype (the weights' gradient fp32), fp32
 // accumulation. Cost: 2 M N K FLOPs each. CPU: one gemm per group; CUDA: one grouped launch per
-// call where cuBLAS has it, else one cuBLASLt GEMM per non-empty group.
+// call where cuBLAS has it (forward and dgrad; wgrad with fp32 operands: cuBLAS's grouped GEMM has
+// no bf16/fp16 x bf16/fp16 -> fp32), else one cuBLASLt GEMM per non-empty group.
 #include <cstdint>
 #include <vector>
 

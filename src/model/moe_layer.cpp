@@ -56,7 +56,6 @@ Tensor MoELayer::backward(const Tensor& dy, Saved& s) const {
   const int64_t C = cfg_.hidden_size;
   const bool tp = par_.tp_size() > 1, sp = tp && par_.sequence_parallel;
   Tensor dy2 = dy.view({dy.numel() / C, C});
-  Tensor dshared = shared_ ? shared_->backward(dy, s.shared) : Tensor();
   Tensor dout = sp ? gather_tokens(dy2, *par_.tp) : dy2;
   Tensor dprobs;
   Tensor drows = dispatcher_.combine_backward(dout, s.dispatcher, dprobs);
@@ -71,7 +70,7 @@ Tensor MoELayer::backward(const Tensor& dy, Saved& s) const {
   // The router saw every token: this rank's rows of its input gradient.
   if (sp) drouter = drouter.narrow0(int64_t(par_.tp_rank()) * dtokens.size(0), dtokens.size(0));
   add(dtokens, drouter, dtokens);
-  if (dshared.defined()) add(dtokens, dshared.view(dtokens.shape()), dtokens);
+  if (shared_) add(dtokens, shared_->backward(dy, s.shared).view(dtokens.shape()), dtokens);
   Shape shape = s.shape;
   s = Saved{};
   return dtokens.view(shape);

@@ -69,6 +69,19 @@ const std::vector<ModelPreset>& model_presets() {
               {"--kv-channels", "128"}, {"--seq-length", "4096"}, {"--max-position-embeddings", "40960"},
               {"--rotary-base", "1000000"}, {"--qk-layernorm", ""}, {"--norm-epsilon", "1e-6"},
               {"--untie-embeddings-and-output-weights", ""}})},
+      {"mixtral-8x7b", "Mixtral 8x7B (8 experts, top-2; full attention, no sliding window)",
+       llama({{"--num-layers", "32"}, {"--hidden-size", "4096"}, {"--ffn-hidden-size", "14336"},
+              {"--num-attention-heads", "32"}, {"--group-query-attention", ""}, {"--num-query-groups", "8"},
+              {"--seq-length", "4096"}, {"--max-position-embeddings", "32768"}, {"--rotary-base", "1000000"},
+              {"--norm-epsilon", "1e-5"}, {"--untie-embeddings-and-output-weights", ""}, {"--num-experts", "8"},
+              {"--moe-router-topk", "2"}, {"--moe-aux-loss-coeff", "0.02"}})},
+      {"qwen3-30b-a3b", "Qwen3-MoE 30B-A3B (128 experts, top-8)",
+       llama({{"--num-layers", "48"}, {"--hidden-size", "2048"}, {"--ffn-hidden-size", "6144"},
+              {"--moe-ffn-hidden-size", "768"}, {"--num-attention-heads", "32"}, {"--group-query-attention", ""},
+              {"--num-query-groups", "4"}, {"--kv-channels", "128"}, {"--seq-length", "4096"},
+              {"--max-position-embeddings", "40960"}, {"--rotary-base", "1000000"}, {"--qk-layernorm", ""},
+              {"--norm-epsilon", "1e-6"}, {"--untie-embeddings-and-output-weights", ""}, {"--num-experts", "128"},
+              {"--moe-router-topk", "8"}, {"--moe-aux-loss-coeff", "0.001"}})},
   };
   return presets;
 }

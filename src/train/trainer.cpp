@@ -373,6 +373,8 @@ TrainResult pretrain_gpt(const TrainingArgs& args, std::FILE* log, const TrainOp
   // its fp32 master copy). A checkpoint in --load, loaded later, wins.
   if (!args.load_hf.empty()) load_hf_weights_into(args.load_hf, cfg, buffer, moe ? &expert_buffer : nullptr);
   const int64_t n_params = int64_t(groups.pp().all_reduce_scalar(double(chunks.front()->num_parameters())));
+  const int64_t n_active =
+      moe ? int64_t(groups.pp().all_reduce_scalar(double(chunks.front()->num_active_parameters()))) : n_params;
   PipelineScheduleKind schedule_kind = PipelineScheduleKind::OneFOneB;
   parse_pipeline_schedule(args.pipeline_schedule, schedule_kind);
   PipelineSetup pipeline;
@@ -395,8 +397,7 @@ TrainResult pretrain_gpt(const TrainingArgs& args, std::FILE* log, const TrainOp
       fmt::print(log0, "> MoE: {} experts (top-{}) in {} of {} layers, expert parallel {}; active parameters: {}\n",
                  cfg.num_moe_experts, cfg.moe_router_topk,
                  [&] { int n = 0; for (int l = 0; l < cfg.num_layers; ++l) n += cfg.is_moe_layer(l); return n; }(),
-                 cfg.num_layers, groups.ep().size(),
-                 int64_t(groups.pp().all_reduce_scalar(double(chunks.front()->num_active_parameters()))));
+                 cfg.num_layers, groups.ep().size(), n_active);
     if (dev.is_cuda())
       fmt::print(log0, "{}\n", format_attention_choice({attention_has_cudnn(),
                                                         attention_backend() == AttentionBackend::Native,

@@ -95,8 +95,10 @@ TEST_P(AttentionCpu, MatchesDoublePrecisionForwardAndBackwardAcrossBlocks) {
 }
 
 std::string cpu_case_name(const ::testing::TestParamInfo<CpuCase>& info) {
-  return "H" + std::to_string(info.param.H) + "_G" + std::to_string(info.param.G) +
-         (info.param.dropout_p > 0 ? "_dropout" : "");
+  std::string name = "H";  // appended piecewise: GCC 12 warns (-Wrestrict) on "H" + std::string
+  name += std::to_string(info.param.H) + "_G" + std::to_string(info.param.G);
+  if (info.param.dropout_p > 0) name += "_dropout";
+  return name;
 }
 
 INSTANTIATE_TEST_SUITE_P(HeadsGroupsAndDropout, AttentionCpu,

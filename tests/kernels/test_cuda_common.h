@@ -32,6 +32,18 @@ inline Tensor poisoned(const Shape& shape, DType dtype) {
 }
 inline Tensor poisoned_like(const Tensor& t) { return poisoned(t.shape(), t.dtype()); }
 
+// The same, or a copy of a CPU tensor on the GPU, starting `shift` elements into its allocation
+// (shift = 1 breaks 16-byte alignment, which sends kernels to their per-element paths).
+inline Tensor poisoned_shifted(const Shape& shape, DType dtype, int64_t shift) {
+  Tensor buf = poisoned({shape_numel(shape) + shift}, dtype);
+  return buf.flat_slice(shift, shape_numel(shape), shape);
+}
+inline Tensor to_gpu_shifted(const Tensor& t, int64_t shift) {
+  Tensor v = poisoned_shifted(t.shape(), t.dtype(), shift);
+  v.copy_from(t);
+  return v;
+}
+
 // ||got - want|| / ||want|| in double; `got` may live on the GPU. NaN in got gives NaN (which
 // fails every EXPECT_LT). A zero reference compares the absolute norm instead.
 inline double rel_err(const Tensor& got, const Tensor& want) {

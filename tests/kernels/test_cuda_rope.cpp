@@ -32,16 +32,6 @@ std::pair<Tensor, Tensor> tables(int64_t rows, int rot_dim) {
   return {from_vec(c, {rows, half}), from_vec(s, {rows, half})};
 }
 
-// A copy of a CPU tensor on the GPU whose data starts `shift` elements past an allocation
-// (shift = 1 breaks 16-byte alignment).
-Tensor to_gpu_shifted(const Tensor& t, int64_t shift) {
-  if (shift == 0) return to_gpu(t);
-  Tensor buf = Tensor::empty({t.numel() + shift}, t.dtype(), gpu());
-  Tensor view = buf.flat_slice(shift, t.numel(), t.shape());
-  view.copy_from(t);
-  return view;
-}
-
 const Case kCases[] = {
     {2, 9, 2, 4, 128, 128, 16},  // Llama-like: packs for every dtype, grouped queries
     {1, 5, 4, 1, 64, 32, 5},     // partial rotation, packs for every dtype
@@ -73,7 +63,9 @@ void check_case(const Case& c, DType dt, int64_t qkv_shift, int64_t table_shift)
   const int64_t S = c.q_per_group + 2;
   for (size_t e = 0; e < got.size(); ++e) {
     const int64_t head = int64_t(e) / c.D, i = int64_t(e) % c.D;
-    if (head % S == S - 1 || i >= c.rot_dim) ASSERT_EQ(std::memcmp(&got[e], &in[e], 4), 0) << where << " e=" << e;
+    if (head % S == S - 1 || i >= c.rot_dim) {
+      ASSERT_EQ(std::memcmp(&got[e], &in[e], 4), 0) << where << " e=" << e;
+    }
   }
 
   const Tensor g = random_tensor(shape, dt, 2, -2, 2);

@@ -11,24 +11,12 @@ namespace {
 
 using namespace mt::cuda_testing;
 
-// A NaN-filled GPU tensor of `shape` starting `shift` elements into its allocation (shift = 1
-// breaks 16-byte alignment).
-Tensor poisoned_shifted(const Shape& shape, DType dt, int64_t shift) {
-  Tensor buf = poisoned({shape_numel(shape) + shift}, dt);
-  return buf.flat_slice(shift, shape_numel(shape), shape);
-}
-Tensor gpu_shifted(const Tensor& t, int64_t shift) {
-  Tensor v = poisoned_shifted(t.shape(), t.dtype(), shift);
-  v.copy_from(t);
-  return v;
-}
-
 void check(int64_t rows, int64_t F, DType dt, int64_t shift) {
   const Tensor x = random_tensor({rows, 2 * F}, dt, uint32_t(F), -6, 6), dy = random_tensor({rows, F}, dt, 2);
   Tensor y = Tensor::empty({rows, F}, dt), dx = Tensor::empty({rows, 2 * F}, dt);
   swiglu_forward(x, y);
   swiglu_backward(dy, x, dx);
-  const Tensor xg = gpu_shifted(x, shift), dyg = gpu_shifted(dy, shift);
+  const Tensor xg = to_gpu_shifted(x, shift), dyg = to_gpu_shifted(dy, shift);
   const Tensor yg = poisoned_shifted({rows, F}, dt, shift), dxg = poisoned_shifted({rows, 2 * F}, dt, shift);
   swiglu_forward(xg, yg);
   swiglu_backward(dyg, xg, dxg);

@@ -12,6 +12,9 @@
 //       the same from TP=2 x PP=2 (4 layers, distributed optimizer over nothing: DP=1) to
 //       1 rank (PP=1), PP=4 and TP=1 x PP=2 x DP=2: the stages' pieces are global names.
 //   resume:pp2 (2 ranks): resume bit for bit under a pipeline.
+//   :moe (resume:tp1:ep2:moe): the tiny Mixtral-style MoE with expert biases; reshard_ep (4 ranks)
+//       saves it under TP=2 x EP=2 with the distributed optimizer and continues under 1 rank,
+//       EP=4, EP=2 x DP=2 (expert data parallel 2) and TP=4: experts are stored by global index.
 //   :llama on either (resume:tp2:llama, reshard:llama): the tiny Llama instead of the GPT (RMSNorm,
 //       SwiGLU with its stacked [gate; up] linear_fc1, GQA, RoPE, untied output layer; 4 query
 //       groups for the reshard, so that TP=4 splits them).
@@ -34,7 +37,15 @@ namespace {
 TrainingArgs tiny(const std::string& spec) {
   // Vocabulary 250: padded to 256 under TP 1, 2 and 4 alike.
   const bool llama = spec.find(":llama") != std::string::npos;
-  TrainingArgs a = llama ? testing::tiny_llama_args(250, 32) : testing::tiny_training_args(250, 32);
+  const bool moe = spec.find(":moe") != std::string::npos || spec.rfind("reshard_ep", 0) == 0;
+  TrainingArgs a = moe     ? testing::tiny_mixtral_args(250, 32)
+                   : llama ? testing::tiny_llama_args(250, 32)
+                           : testing::tiny_training_args(250, 32);
+  if (moe && spec.rfind("reshard", 0) == 0) a.num_query_groups = 4;  // TP=4 splits them
+  if (moe) {  // the expert biases are saved and restored too
+    a.moe_router_enable_expert_bias = true;
+    a.moe_router_bias_update_rate = 0.01;
+  }
   if (llama && spec.rfind("reshard", 0) == 0) a.num_query_groups = 4;
   if (spec.find("pp") != std::string::npos) a.num_layers = 4;
   a.lr_warmup_iters = 2;
@@ -51,6 +62,8 @@ TrainingArgs with_layout(TrainingArgs a, const std::string& spec) {
   a.bf16 = spec.find(":bf16") != std::string::npos;
   const size_t pp = spec.find("pp");
   a.pipeline_model_parallel_size = pp == std::string::npos ? 1 : std::atoi(spec.c_str() + pp + 2);
+  const size_t ep = spec.find(":ep");
+  a.expert_model_parallel_size = ep == std::string::npos ? 1 : std::atoi(spec.c_str() + ep + 3);
   return a;
 }
 
@@ -98,7 +111,7 @@ int resume(const std::string& spec) {
 }
 
 int reshard(const std::string& spec) {
-  const bool pipeline = spec.rfind("reshard_pp", 0) == 0;
+  const bool pipeline = spec.rfind("reshard_pp", 0) == 0, experts = spec.rfind("reshard_ep", 0) == 0;
   auto w = dist::world();
   if (w->size() != 4) {
     std::fprintf(stderr, "reshard needs 4 ranks\n");
@@ -107,7 +120,7 @@ int reshard(const std::string& spec) {
   TrainingArgs base = tiny(spec);
   base.hidden_dropout = base.attention_dropout = 0.0f;
   const std::string dir = shared_dir("reshard");
-  const std::string from = pipeline ? "tp2:pp2:distopt" : "tp2:distopt";
+  const std::string from = pipeline ? "tp2:pp2:distopt" : experts ? "tp2:ep2:distopt" : "tp2:distopt";
   TrainingArgs save = with_layout(base, from);
   save.save = dir;
   save.exit_interval = 10;
@@ -142,8 +155,9 @@ int reshard(const std::string& spec) {
     one.load = dir;
     compare(spec + " " + from + " -> 1 rank", run(one, &self));
   }
-  for (const std::string to : pipeline ? std::vector<std::string>{"tp1:pp4", "tp1:pp2:distopt"}
-                                       : std::vector<std::string>{"tp4", "tp1"}) {
+  for (const std::string to : pipeline  ? std::vector<std::string>{"tp1:pp4", "tp1:pp2:distopt"}
+                              : experts ? std::vector<std::string>{"tp1:ep4", "tp1:ep2:distopt", "tp4"}
+                                        : std::vector<std::string>{"tp4", "tp1"}) {
     TrainingArgs next = with_layout(base, to);
     next.load = dir;
     compare(spec + " " + from + " -> " + to + " (rest data-parallel)", run(next));

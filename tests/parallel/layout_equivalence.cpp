@@ -21,7 +21,12 @@
 //                                                     :firstN / :lastN uneven stages;
 //                                                     :layout=STR Megatron's layout string;
 //                                                     :LN an N-layer model, also for the
-//                                                     single-rank reference)
+//                                                     single-rank reference; :epN expert-
+//                                                     parallel size N with an MoE model:
+//                                                     :mixtral or :qwenmoe (mpi_training.h),
+//                                                     :cap capacity factor 1 (dropping),
+//                                                     :position drop by position; :mbN
+//                                                     micro batch N, also for the reference)
 // A layout with :overlap must also give bit-identical losses and parameters to the same layout
 // without it (the host backend runs a started collective at once, in the same order).
 #include <cctype>
@@ -48,21 +53,36 @@ int option(const std::string& spec, const std::string& key) {
 
 // The model (and dropout) a layout spec names; the single-rank reference is trained per model.
 TrainingArgs model_for(const std::string& spec) {
-  TrainingArgs a = spec.find(":llama31") != std::string::npos ? testing::tiny_llama_args(300, 32, true)
+  TrainingArgs a = spec.find(":mixtral") != std::string::npos  ? testing::tiny_mixtral_args(300, 32)
+                   : spec.find(":qwenmoe") != std::string::npos ? testing::tiny_qwen_moe_args(300, 32)
+                   : spec.find(":llama31") != std::string::npos ? testing::tiny_llama_args(300, 32, true)
                    : spec.find(":llama") != std::string::npos ? testing::tiny_llama_args(300, 32)
                    : spec.find(":qwen") != std::string::npos  ? testing::tiny_qwen_args(300, 32)
                                                               : testing::tiny_training_args(300, 32);
   if (spec.find(":drop") != std::string::npos) a.hidden_dropout = a.attention_dropout = 0.1f;
+  // MoE capacity: each expert keeps ceil(tokens x k / E x 1.0) rows; the rest are dropped (the
+  // same tokens in every layout), by probability or (:position) by position.
+  if (spec.find(":cap") != std::string::npos) a.moe_expert_capacity_factor = 1.0;
+  if (spec.find(":position") != std::string::npos) a.moe_token_drop_policy = "position";
+  if (option(spec, ":mb") > 0) a.micro_batch_size = option(spec, ":mb");  // DP 8 needs micro batch 1
   const int layers = option(spec, ":L");
   if (layers > 0) a.num_layers = layers;
+  if (layers > 0 && a.moe_layer_freq != "1") {  // :qwenmoe: the first layer dense, the rest MoE
+    a.moe_layer_freq = "[0";
+    for (int l = 1; l < layers; ++l) a.moe_layer_freq += ",1";
+    a.moe_layer_freq += "]";
+  }
   return a;
 }
 
 std::string model_key(const std::string& spec) {
   const bool drop = spec.find(":drop") != std::string::npos;
   const int layers = option(spec, ":L");
-  const std::string tail = std::string(drop ? ":drop" : "") + (layers > 0 ? ":L" + std::to_string(layers) : "");
-  for (const char* m : {":llama31", ":llama", ":qwen"})
+  const std::string tail = std::string(drop ? ":drop" : "") + (layers > 0 ? ":L" + std::to_string(layers) : "") +
+                           (spec.find(":cap") != std::string::npos ? ":cap" : "") +
+                           (spec.find(":position") != std::string::npos ? ":position" : "") +
+                           (option(spec, ":mb") > 0 ? ":mb" + std::to_string(option(spec, ":mb")) : "");
+  for (const char* m : {":mixtral", ":qwenmoe", ":llama31", ":llama", ":qwen"})
     if (spec.find(m) != std::string::npos) return std::string(m) + tail;
   return tail;
 }
@@ -151,6 +171,7 @@ int main(int argc, char** argv) {
     a.tp_comm_overlap = spec.find(":tpoverlap") != std::string::npos;
     if (spec.find(":ce3") != std::string::npos) a.cross_entropy_chunks = 3;
     if (option(spec, ":pp") > 0) a.pipeline_model_parallel_size = option(spec, ":pp");
+    if (option(spec, ":ep") > 0) a.expert_model_parallel_size = option(spec, ":ep");
     if (option(spec, ":vp") > 0) a.num_virtual_stages_per_pipeline_rank = option(spec, ":vp");
     if (option(spec, ":first") >= 0) a.decoder_first_pipeline_num_layers = option(spec, ":first");
     if (option(spec, ":last") >= 0) a.decoder_last_pipeline_num_layers = option(spec, ":last");

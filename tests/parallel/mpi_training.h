@@ -69,6 +69,37 @@ inline TrainingArgs tiny_qwen_args(int64_t vocab, int64_t divisible_by) {
   return a;
 }
 
+// Mixtral-style MoE on the Llama budget: 8 experts of ffn 32, top-2 (softmax over the top-k
+// logits), load-balancing and z losses on.
+inline TrainingArgs tiny_mixtral_args(int64_t vocab, int64_t divisible_by) {
+  TrainingArgs a = tiny_llama_args(vocab, divisible_by);
+  a.num_experts = 8;
+  a.moe_router_topk = 2;
+  a.moe_ffn_hidden_size = 32;
+  a.moe_aux_loss_coeff = 0.01;
+  a.moe_z_loss_coeff = 0.001;
+  return a;
+}
+
+// Qwen3-MoE-style and the rest of the router's options: q/k norm, 8 experts top-4 with pre-softmax
+// scores, a dense first layer (--moe-layer-freq [0,1,1]), a shared expert, seq_aux_loss, and
+// aux-loss-free balancing (expert bias); 3 layers.
+inline TrainingArgs tiny_qwen_moe_args(int64_t vocab, int64_t divisible_by) {
+  TrainingArgs a = tiny_qwen_args(vocab, divisible_by);
+  a.num_layers = 3;
+  a.num_experts = 8;
+  a.moe_router_topk = 4;
+  a.moe_router_pre_softmax = true;
+  a.moe_ffn_hidden_size = 16;
+  a.moe_layer_freq = "[0,1,1]";
+  a.moe_shared_expert_intermediate_size = 32;
+  a.moe_router_load_balancing_type = "seq_aux_loss";
+  a.moe_aux_loss_coeff = 0.01;
+  a.moe_router_enable_expert_bias = true;
+  a.moe_router_bias_update_rate = 0.01;
+  return a;
+}
+
 // Trains with `groups` (null: the world's layout from the arguments), log lines to /dev/null.
 inline TrainResult run_training(const TrainingArgs& a, ProcessGroups* groups = nullptr) {
   static std::FILE* devnull = std::fopen("/dev/null", "w");

@@ -144,6 +144,17 @@ LLAMA = ["--normalization", "RMSNorm", "--swiglu", "--position-embedding-type", 
     (["--position-embedding-type", "alibi"], ["--position-embedding-type 'alibi'"]),
     (["--qk-layernorm", "--normalization", "LayerNorm"], ["--qk-layernorm", "RMSNorm"]),
     (["--model-preset", "llama9-1t"], ["--model-preset 'llama9-1t'", "llama3.2-1b"]),
+    (["--num-experts", "4", "--moe-router-topk", "5"], ["--moe-router-topk 5", "--num-experts 4"]),
+    (["--num-experts", "4", "--moe-router-score-function", "relu"], ["--moe-router-score-function 'relu'"]),
+    (["--num-experts", "4", "--moe-layer-freq", "[1,0,1]"], ["--moe-layer-freq '[1,0,1]'", "3 entries"]),
+    (["--num-experts", "4", "--moe-layer-freq", "every"], ["--moe-layer-freq 'every'"]),
+    (["--num-experts", "4", "--moe-router-load-balancing-type", "global_aux_loss"], ["global_aux_loss"]),
+    (["--num-experts", "4", "--moe-token-dispatcher-type", "allgather"], ["--moe-token-dispatcher-type 'allgather'"]),
+    (["--num-experts", "4", "--moe-pad-expert-input-to-capacity"], ["--moe-expert-capacity-factor"]),
+    (["--num-experts", "4", "--expert-tensor-parallel-size", "2"], ["--expert-tensor-parallel-size 2"]),
+    (["--num-experts", "3", "--expert-model-parallel-size", "2"], ["--num-experts 3", "--expert-model-parallel-size 2"]),
+    (["--expert-model-parallel-size", "2"], ["world size 1", "expert (2)"]),
+    (["--moe-expert-capacity-factor", "1.0"], ["--num-experts"]),
 ])
 def test_bad_architecture_is_one_line_exit_2(build_dir, flags, needles):
     base = [f for f in TINY + LLAMA + ["--ffn-hidden-size", "32"]]
@@ -186,3 +197,8 @@ def test_more_architecture_errors(build_dir, flags, needles):
         i = base.index("--hidden-size")
         del base[i:i + 2]
     assert_user_error(run(build_dir, *base, "--mock-data", "--vocab-size", "64", *flags), *needles)
+
+
+def test_moe_experts_need_no_bias_flag(build_dir):
+    assert_user_error(run(build_dir, *TINY, "--mock-data", "--vocab-size", "64", "--num-experts", "4"),
+                      "--num-experts", "--disable-bias-linear")

@@ -23,47 +23,37 @@ void moe_permute(const Tensor& x, const Tensor& row_source, int topk, const Tens
   }
 }
 
-void moe_permute_backward(const Tensor& dout, const Tensor& row_map, int topk, const Tensor& dx) {
-  const int64_t N = dx.size(0), C = dx.size(1);
-  const int32_t* map = row_map.data<int32_t>();
-  dispatch_float(dx.dtype(), [&](auto tag) {
-    using T = decltype(tag);
-    const T* d = dout.data<T>();
-    T* g = dx.data<T>();
-#pragma omp parallel for schedule(static)
-    for (int64_t t = 0; t < N; ++t) {
-      std::vector<float> acc(size_t(C), 0.0f);
-      for (int s = 0; s < topk; ++s) {
-        const int32_t r = map[t * topk + s];
-        if (r < 0) continue;
-        for (int64_t c = 0; c < C; ++c) acc[size_t(c)] += to_f32(d[r * C + c]);
-      }
-      for (int64_t c = 0; c < C; ++c) g[t * C + c] = from_f32<T>(acc[size_t(c)]);
-    }
-  });
-}
+namespace {
 
-void moe_unpermute(const Tensor& y, const Tensor& row_map, const Tensor& probs, const Tensor& out) {
+// out[t] = sum_s w[t k + s] src[map[t k + s]] over mapped slots (w null: weights 1), fp32 sums.
+void gather_sum(const Tensor& src, const int32_t* map, const float* w, int topk, const Tensor& out) {
   const int64_t N = out.size(0), C = out.size(1);
-  const int topk = int(probs.size(1));
-  const int32_t* map = row_map.data<int32_t>();
-  const float* p = probs.data<float>();
   dispatch_float(out.dtype(), [&](auto tag) {
     using T = decltype(tag);
-    const T* yp = y.data<T>();
+    const T* sp = src.data<T>();
     T* o = out.data<T>();
 #pragma omp parallel for schedule(static)
     for (int64_t t = 0; t < N; ++t) {
-      std::vector<float> acc(size_t(C), 0.0f);
+      std::vector<float> acc(static_cast<size_t>(C), 0.0f);
       for (int s = 0; s < topk; ++s) {
         const int32_t r = map[t * topk + s];
         if (r < 0) continue;
-        const float w = p[t * topk + s];
-        for (int64_t c = 0; c < C; ++c) acc[size_t(c)] += w * to_f32(yp[r * C + c]);
+        const float weight = w ? w[t * topk + s] : 1.0f;
+        for (int64_t c = 0; c < C; ++c) acc[size_t(c)] += weight * to_f32(sp[r * C + c]);
       }
       for (int64_t c = 0; c < C; ++c) o[t * C + c] = from_f32<T>(acc[size_t(c)]);
     }
   });
+}
+
+}  // namespace
+
+void moe_permute_backward(const Tensor& dout, const Tensor& row_map, int topk, const Tensor& dx) {
+  gather_sum(dout, row_map.data<int32_t>(), nullptr, topk, dx);
+}
+
+void moe_unpermute(const Tensor& y, const Tensor& row_map, const Tensor& probs, const Tensor& out) {
+  gather_sum(y, row_map.data<int32_t>(), probs.data<float>(), int(probs.size(1)), out);
 }
 
 void moe_unpermute_backward(const Tensor& dout, const Tensor& y, const Tensor& row_map, const Tensor& row_source,

@@ -5,6 +5,7 @@
 // Compiled only when the CUDA backend is built (MT_WITH_CUDA).
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "core/tensor.h"
 #include "kernels/attention.h"  // AttentionConfig
@@ -22,6 +23,16 @@ bool gemm_dgelu(const Tensor& a, bool trans_a, const Tensor& b, bool trans_b, co
                 const Tensor& dpre, const Tensor* db_accum, Stream s);
 bool gemm_wgrad_bgrad(const Tensor& dy, const Tensor& x, const Tensor& dw_accum, const Tensor& db_accum,
                       float dw_beta, Stream s);
+
+// grouped_gemm.h: one grouped launch per call. Each returns false, having launched nothing,
+// where it has no grouped kernel for the case (dtypes, alignment, sizes); the dispatcher then
+// runs one gemm per group.
+bool grouped_gemm_forward(const Tensor& x, const Tensor& w, const std::vector<int64_t>& counts, const Tensor& y,
+                          Stream s);
+bool grouped_gemm_dgrad(const Tensor& dy, const Tensor& w, const std::vector<int64_t>& counts, const Tensor& dx,
+                        Stream s);
+bool grouped_gemm_wgrad(const Tensor& dy, const Tensor& x, const std::vector<int64_t>& counts, const Tensor& dw,
+                        float beta, Stream s);
 
 // layernorm.h
 void layernorm_forward(const Tensor& x, const Tensor& w, const Tensor& b, float eps, const Tensor& y,
@@ -65,6 +76,13 @@ void rope_backward(const Tensor& dqkv, const Tensor& cos, const Tensor& sin, int
 // swiglu.h
 void swiglu_forward(const Tensor& x, const Tensor& y, Stream s);
 void swiglu_backward(const Tensor& dy, const Tensor& x, const Tensor& dx, Stream s);
+
+// moe_permute.h
+void moe_permute(const Tensor& x, const Tensor& row_source, int topk, const Tensor& out, Stream s);
+void moe_permute_backward(const Tensor& dout, const Tensor& row_map, int topk, const Tensor& dx, Stream s);
+void moe_unpermute(const Tensor& y, const Tensor& row_map, const Tensor& probs, const Tensor& out, Stream s);
+void moe_unpermute_backward(const Tensor& dout, const Tensor& y, const Tensor& row_map, const Tensor& row_source,
+                            const Tensor& probs, const Tensor& dy, const Tensor& dprobs, Stream s);
 
 // attention.h
 void attention_forward(const Tensor& qkv, const Tensor& out, const Tensor& lse, const AttentionConfig& cfg,

@@ -45,6 +45,7 @@
 #include "core/env.h"
 #include "kernels/cuda/autotune.h"
 #include "kernels/cuda/common.cuh"
+#include "kernels/cuda/cublas_handle.h"
 #include "kernels/cuda/cuda_ops.h"
 #include "kernels/cuda/per_device.h"
 
@@ -118,6 +119,13 @@ DeviceContext& context(int device) {
     MT_CUBLAS_CHECK(cublasSetWorkspace(ctx->blas, ctx->workspace, kWorkspaceBytes));
     return ctx;
   });
+}
+
+// Points the cuBLAS handle at stream `st`. cublasSetStream also drops the handle's workspace
+// for cuBLAS's default pool, so ours is set again. Holds ctx.mu.
+void bind_blas(DeviceContext& ctx, cudaStream_t st) {
+  MT_CUBLAS_CHECK(cublasSetStream(ctx.blas, st));
+  MT_CUBLAS_CHECK(cublasSetWorkspace(ctx.blas, ctx.workspace, kWorkspaceBytes));
 }
 
 bool force_fallback() {
@@ -354,7 +362,7 @@ void scale_add_bias(const Tensor& c, const Tensor* bias, float beta, cudaStream_
 
 void gemm_fallback(DeviceContext& ctx, const Tensor& a, bool trans_a, const Tensor& b, bool trans_b, const Tensor& c,
                    float alpha, float beta, const Tensor* bias, int64_t m, int64_t n, int64_t k, cudaStream_t st) {
-  MT_CUBLAS_CHECK(cublasSetStream(ctx.blas, st));
+  bind_blas(ctx, st);
   const cudaDataType_t ab = cuda_type(a.dtype()), ct = cuda_type(c.dtype());
   MT_CUBLAS_CHECK(cublasGemmEx(ctx.blas, trans_b ? CUBLAS_OP_T : CUBLAS_OP_N, trans_a ? CUBLAS_OP_T : CUBLAS_OP_N,
                                int(n), int(m), int(k), &alpha, b.raw(), ab, int(b.size(1)), a.raw(), ab,
@@ -387,6 +395,13 @@ bool gelu_fusable(const Tensor& a, int64_t m, int64_t n, int64_t k, bool backwar
 }
 
 }  // namespace
+
+CublasOnStream cublas_on_stream(int device, cudaStream_t st) {
+  DeviceContext& ctx = context(device);
+  CublasOnStream out{std::unique_lock<std::mutex>(ctx.mu), ctx.blas};
+  bind_blas(ctx, st);
+  return out;
+}
 
 void gemm(const Tensor& a, bool trans_a, const Tensor& b, bool trans_b, const Tensor& c, float alpha, float beta,
           const Tensor* bias, Stream s) {
