@@ -74,6 +74,7 @@ void check_target_tp(const TransformerConfig& c, int tp) {
   need(c.num_attention_heads, "attention heads");
   need(c.query_groups(), "query groups");
   need(c.ffn_hidden_size, "MLP hidden size");
+  if (c.is_moe()) need(c.moe_ffn_size(), "experts' hidden size");
 }
 
 }  // namespace

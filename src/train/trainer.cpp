@@ -337,6 +337,11 @@ TrainResult pretrain_gpt(const TrainingArgs& args, std::FILE* log, const TrainOp
     vocab = args.vocab_size;
   }
   TransformerConfig cfg = model_config(args, vocab, tp_size);
+  try {  // --save-hf: a Hugging Face class must hold the model (known now, not after training)
+    if (!args.save_hf.empty()) hf_family_for(cfg);
+  } catch (const UserError& e) {
+    throw ArgumentError(fmt::format("--save-hf {}: {}", args.save_hf, e.what()));
+  }
   ModelParallelConfig par;
   par.tp = &groups.tp();
   par.sequence_parallel = args.sequence_parallel;

@@ -115,3 +115,86 @@ TEST(HfMapping, ArchitecturesNoFamilyHoldsAreUserErrors) {
   EXPECT_THROW(hf_family_for(c), UserError);
   EXPECT_THROW(hf_tensor_maps(HfFamily::Gpt2, llama(HfFamily::Llama)), UserError);
 }
+
+namespace {
+
+// Mixtral (every layer MoE) or Qwen 3 MoE (q/k norm; layer 1 of 3 dense).
+TransformerConfig moe(HfFamily f) {
+  TransformerConfig c = llama(f == HfFamily::Mixtral ? HfFamily::Llama : HfFamily::Qwen3);
+  c.num_layers = 3;
+  c.num_moe_experts = 4, c.moe_router_topk = 2, c.moe_ffn_hidden_size = 16;
+  if (f == HfFamily::Qwen3Moe) c.moe_layer_pattern = {1, 0, 1};
+  return c;
+}
+
+}  // namespace
+
+TEST(HfMapping, ExpertsRouterAndDenseLayersOfMoeFamilies) {
+  for (HfFamily f : {HfFamily::Mixtral, HfFamily::Qwen3Moe}) {
+    const TransformerConfig c = moe(f);
+    EXPECT_EQ(hf_family_for(c), f);
+    GPTModel model(c, Device::cpu());
+    ASSERT_NE(model.expert_buffer(), nullptr);
+    size_t experts = 0;
+    std::set<std::string> hf_names;
+    for (const HfTensorMap& m : hf_tensor_maps(f, c)) {
+      for (const auto& h : m.hf_names) EXPECT_TRUE(hf_names.insert(h).second) << h;
+      const ParamAndGradBuffer& buf = m.expert ? *model.expert_buffer() : model.buffer();
+      const int id = buf.find(m.name);
+      ASSERT_GE(id, 0) << hf_model_type(f) << ": " << m.name;
+      Shape want = buf.infos()[size_t(id)].global_shape;
+      if (m.vocab_rows) want[0] = c.vocab_size;
+      EXPECT_EQ(m.shape, want) << m.name;
+      experts += m.expert;
+      // Conversions are exact inverses here too.
+      Tensor ours = iota(m.shape);
+      Tensor back = hf_to_ours(m, ours_to_hf(m, ours));
+      EXPECT_EQ(std::memcmp(back.raw(), ours.raw(), ours.nbytes()), 0) << m.name;
+    }
+    EXPECT_EQ(experts, model.expert_buffer()->infos().size());
+    const std::string block = f == HfFamily::Mixtral ? "block_sparse_moe" : "mlp";
+    EXPECT_TRUE(hf_names.count("model.layers.2." + block + ".gate.weight"));
+    EXPECT_TRUE(hf_names.count(f == HfFamily::Mixtral ? "model.layers.2.block_sparse_moe.experts.3.w3.weight"
+                                                      : "model.layers.2.mlp.experts.3.up_proj.weight"));
+    // Qwen 3 MoE's dense layer 1: the dense MLP's tensors, no router.
+    EXPECT_EQ(hf_names.count("model.layers.1.mlp.gate_proj.weight"), f == HfFamily::Qwen3Moe ? 1u : 0u);
+    EXPECT_EQ(hf_names.count("model.layers.1." + block + ".gate.weight"), f == HfFamily::Mixtral ? 1u : 0u);
+  }
+}
+
+TEST(HfMapping, ExpertsFusedSliceOfTransformers5) {
+  for (const HfTensorMap& m : hf_tensor_maps(HfFamily::Mixtral, moe(HfFamily::Mixtral))) {
+    if (m.name == "decoder.layers.0.mlp.experts.local_experts.3.linear_fc1.weight") {
+      EXPECT_EQ(m.hf_names, (std::vector<std::string>{"model.layers.0.block_sparse_moe.experts.3.w1.weight",
+                                                      "model.layers.0.block_sparse_moe.experts.3.w3.weight"}));
+      EXPECT_EQ(m.alt_name, "model.layers.0.mlp.experts.gate_up_proj");
+      EXPECT_EQ(m.alt_shape, (Shape{4, 32, 16}));
+      EXPECT_EQ(m.alt_index, 3);
+    }
+    if (m.name == "decoder.layers.0.mlp.experts.local_experts.1.linear_fc2.weight")
+      EXPECT_EQ(m.alt_shape, (Shape{4, 16, 16}));
+    if (m.name == "decoder.layers.0.mlp.router.weight") {
+      EXPECT_EQ(m.alt_name, "model.layers.0.mlp.gate.weight");
+      EXPECT_EQ(m.alt_index, -1);
+    }
+  }
+}
+
+TEST(HfMapping, MoeArchitecturesNoFamilyHoldsAreUserErrors) {
+  TransformerConfig c = moe(HfFamily::Mixtral);
+  c.moe_layer_pattern = {1, 0, 1};  // Mixtral has no dense layers
+  EXPECT_THROW(hf_family_for(c), UserError);
+  c = moe(HfFamily::Mixtral);
+  c.moe_router_pre_softmax = true;  // Mixtral renormalises the top-k
+  EXPECT_THROW(hf_family_for(c), UserError);
+  c = moe(HfFamily::Qwen3Moe);
+  c.moe_router_pre_softmax = true;  // Qwen 3 MoE with norm_topk_prob false
+  EXPECT_EQ(hf_family_for(c), HfFamily::Qwen3Moe);
+  c.moe_shared_expert_intermediate_size = 32;
+  EXPECT_THROW(hf_family_for(c), UserError);
+  c = moe(HfFamily::Mixtral);
+  c.moe_router_score_function = MoeScoreFunction::Sigmoid;
+  EXPECT_THROW(hf_family_for(c), UserError);
+  EXPECT_THROW(hf_tensor_maps(HfFamily::Llama, moe(HfFamily::Mixtral)), UserError);
+  EXPECT_THROW(hf_tensor_maps(HfFamily::Mixtral, llama(HfFamily::Llama)), UserError);
+}
