@@ -78,6 +78,20 @@ TransformerConfig config_from_args(const nlohmann::json& a, const std::string& f
   c.untie_embeddings_and_output_weights = a.value("untie_embeddings_and_output_weights", false);
   c.padded_vocab_size = pad_vocab_size(c.vocab_size, a.value("make_vocab_size_divisible_by", int64_t(128)) * tp);
   c.hidden_dropout = c.attention_dropout = 0.0f;
+  // Experts (the router's settings as the run recorded them; a checkpoint from before they were: defaults).
+  c.num_moe_experts = a.value("num_experts", 0);
+  if (c.is_moe()) {
+    c.moe_ffn_hidden_size = a.value("moe_ffn_hidden_size", 0);
+    c.moe_router_topk = a.value("moe_router_topk", c.moe_router_topk);
+    c.moe_layer_pattern = parse_moe_layer_freq(a.value("moe_layer_freq", std::string("1")), c.num_layers);
+    c.moe_shared_expert_intermediate_size = a.value("moe_shared_expert_intermediate_size", 0);
+    c.moe_router_score_function = a.value("moe_router_score_function", std::string("softmax")) == "sigmoid"
+                                      ? MoeScoreFunction::Sigmoid
+                                      : MoeScoreFunction::Softmax;
+    c.moe_router_pre_softmax = a.value("moe_router_pre_softmax", false);
+    c.moe_router_topk_scaling_factor = a.value("moe_router_topk_scaling_factor", 0.0f);
+    c.moe_router_enable_expert_bias = a.value("moe_router_enable_expert_bias", false);
+  }
   c.params_dtype = dtype;
   return c;
 }
@@ -185,14 +199,25 @@ LoadedModel load_checkpoint_model(const std::string& dir, DType dtype, Device de
   const TransformerConfig cfg = config_from_args(args, common_file, dtype, par.tp_size());
   m.model = std::make_unique<GPTModel>(cfg, device, par);
   ParamAndGradBuffer& buf = m.model->buffer();
-  std::vector<FlatTensorLayout> layout;
-  for (const ParamInfo& p : buf.infos())
-    layout.push_back(FlatTensorLayout{p.name, p.shape, p.offset, p.global_shape, p.shard_dim, p.shard_start,
-                                      vocab_rows(p) ? cfg.vocab_size : -1});
   // An fp32 model takes the fp32 master weights of a bf16/fp16 run when they are there.
   const bool from_master = dtype == DType::F32 && ck.contains("optimizer.master." + buf.infos().front().name);
-  ck.load(shard_flat_buffer(layout, from_master ? "optimizer.master." : "", buf.params(), 0, 0, par.tp_rank()));
-  zero_unstored_rows(layout, buf.params(), 0);
+  std::vector<ShardedTensor> requests;
+  std::vector<std::pair<std::vector<FlatTensorLayout>, ParamAndGradBuffer*>> layouts;
+  for (ParamAndGradBuffer* b : {&buf, m.model->expert_buffer()}) {  // the experts' too (MoE)
+    if (!b) continue;
+    std::vector<FlatTensorLayout> layout;
+    for (const ParamInfo& p : b->infos())
+      layout.push_back(FlatTensorLayout{p.name, p.shape, p.offset, p.global_shape, p.shard_dim, p.shard_start,
+                                        vocab_rows(p) ? cfg.vocab_size : -1});
+    for (auto& t : shard_flat_buffer(layout, from_master ? "optimizer.master." : "", b->params(), 0, 0, par.tp_rank()))
+      requests.push_back(std::move(t));
+    layouts.emplace_back(std::move(layout), b);
+  }
+  // The routers' expert biases (aux-loss-free balancing), which choose the experts.
+  for (const auto& [name, t] : m.model->persistent_buffers())
+    if (ck.contains(name)) requests.push_back(ShardedTensor::whole(name, t));
+  ck.load(requests);
+  for (const auto& [layout, b] : layouts) zero_unstored_rows(layout, b->params(), 0);
   m.max_sequence_length = cfg.max_position_embeddings;
   recorded_tokenizer(m, args);
   if (m.tokenizer) {

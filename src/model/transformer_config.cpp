@@ -2,7 +2,46 @@
 
 #include <fmt/format.h>
 
+#include <cctype>
+
+#include "core/error.h"
+
 namespace mt {
+
+std::vector<int> parse_moe_layer_freq(const std::string& v, int num_layers) {
+  const std::string flag = "--moe-layer-freq";
+  if (!v.empty() && v.front() == '[') {
+    if (v.back() != ']') MT_USER_ERROR("{} '{}': a list is [0 or 1, ...], one per layer", flag, v);
+    std::vector<int> out;
+    std::string item;
+    for (size_t i = 1; i < v.size(); ++i) {
+      const char c = v[i];
+      if (c == ',' || c == ']') {
+        if (item != "0" && item != "1") MT_USER_ERROR("{} '{}': entries must be 0 or 1, got '{}'", flag, v, item);
+        out.push_back(item == "1");
+        item.clear();
+      } else if (!std::isspace(static_cast<unsigned char>(c))) {
+        item += c;
+      }
+    }
+    if (int(out.size()) != num_layers)
+      MT_USER_ERROR("{} '{}' has {} entries for --num-layers {}", flag, v, out.size(), num_layers);
+    return out;
+  }
+  int n = 0;
+  try {
+    size_t used = 0;
+    n = std::stoi(v, &used);
+    if (used != v.size()) n = 0;
+  } catch (const std::exception&) {
+    n = 0;
+  }
+  if (n < 1) MT_USER_ERROR("{} '{}' must be a positive integer or a list such as [1,0,1,1]", flag, v);
+  if (n == 1) return {};
+  std::vector<int> out(static_cast<size_t>(n), 0);
+  out[0] = 1;
+  return out;
+}
 
 int64_t pad_vocab_size(int64_t vocab, int64_t divisible_by) {
   if (divisible_by <= 1) return vocab;

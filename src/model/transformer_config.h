@@ -104,6 +104,10 @@ struct TransformerConfig {
   bool has_qkv_bias() const { return add_bias_linear || add_qkv_bias; }
 };
 
+// --moe-layer-freq: N -> [1, 0, .., 0] (N entries; every Nth layer from layer 0), "1" -> every
+// layer (empty), a list "[1,0,1,1]" -> itself (num_layers entries). UserError naming the flag.
+std::vector<int> parse_moe_layer_freq(const std::string& value, int num_layers);
+
 // Megatron's --make-vocab-size-divisible-by (times the tensor-parallel size).
 int64_t pad_vocab_size(int64_t vocab, int64_t divisible_by);
 

@@ -195,6 +195,9 @@ TEST(HfMapping, MoeArchitecturesNoFamilyHoldsAreUserErrors) {
   c = moe(HfFamily::Mixtral);
   c.moe_router_score_function = MoeScoreFunction::Sigmoid;
   EXPECT_THROW(hf_family_for(c), UserError);
+  c = moe(HfFamily::Mixtral);
+  c.moe_router_enable_expert_bias = true;  // routes by biases Hugging Face has no place for
+  EXPECT_THROW(hf_family_for(c), UserError);
   EXPECT_THROW(hf_tensor_maps(HfFamily::Llama, moe(HfFamily::Mixtral)), UserError);
   EXPECT_THROW(hf_tensor_maps(HfFamily::Mixtral, llama(HfFamily::Llama)), UserError);
 }

@@ -6,7 +6,8 @@ within 1e-4; the model we built, exported, is the original tensor for tensor (bi
 config transformers reads as the same model; `megatron convert` there and back is bit-identical with
 every config key kept, also from transformers 5's fused expert tensors (gate_up_proj, down_proj, as
 its state_dict() holds them). `megatron generate --load-hf` gives `model.generate`'s greedy tokens
-(one process, and tensor parallelism 2). `megatron train --load-hf --save-hf` with lr 0 writes the
+(one process, and tensor parallelism 2), and so does `generate --load` of a checkpoint of ours against
+transformers on its conversion. `megatron train --load-hf --save-hf` with lr 0 writes the
 weights back bit-identical under one rank, EP=2, TP=2 x EP=2 and PP=2 x EP=2; the first loss equals
 the converted checkpoint's; a few real steps write a model transformers loads and generates with as
 we do. Bad input is one line and exit code 2."""
@@ -273,6 +274,25 @@ def test_trained_model_loads_in_transformers_and_generates_as_ours(build_dir, mi
     assert ours_ids(build_dir, tmp_path / "out", PROMPTS[:2]) == [theirs(trained, p) for p in PROMPTS[:2]]
 
 
+def test_our_trained_checkpoint_generates_as_transformers_on_its_export(build_dir, zoo, tmp_path):
+    """`megatron generate --load` of an MoE checkpoint of ours (the experts from its arguments), one
+    process and TP=2, against transformers on the same checkpoint converted to Hugging Face."""
+    _, _, tmp = zoo("qwen3_moe_dense_last")
+    megatron(build_dir, "train", "--load-hf", tmp / "hf", "--save", tmp_path / "ck", "--save-interval", "3",
+             "--train-iters", "3", "--lr", "1e-3", *TRAIN)
+    megatron(build_dir, "convert", "--from", "megatron", "--to", "hf", "--input", tmp_path / "ck", "--output",
+             tmp_path / "hf")
+    model = AutoModelForCausalLM.from_pretrained(tmp_path / "hf").eval()
+    want = [theirs(model, p) for p in PROMPTS]
+    args = ["generate", "--device", "cpu", "--load", tmp_path / "ck", "--output-token-ids", "--max-new-tokens", NEW]
+    for p in PROMPTS:
+        args += ["--prompt-token-ids", ",".join(map(str, p))]
+    got = [[int(t) for t in line.split(",")] for line in megatron(build_dir, *args).stdout.strip().splitlines()]
+    assert got == want
+    tp2 = megatron(build_dir, *args, "--tensor-model-parallel-size", "2", np=2).stdout.strip().splitlines()
+    assert [[int(t) for t in line.split(",")] for line in tp2] == want
+
+
 # ---- bad input ------------------------------------------------------------------------------------
 
 def test_missing_expert_tensor_is_one_line(build_dir, zoo, tmp_path):
@@ -302,10 +322,14 @@ def test_bad_moe_config_is_one_line(build_dir, zoo, tmp_path, key, value, needle
                                "--output", tmp_path / "ck", check=False), "config.json", needle)
 
 
-def test_save_hf_of_a_model_no_family_holds_fails_before_training(build_dir, tmp_path):
+@pytest.mark.parametrize("flag,needle", [
+    ("--moe-router-score-function=sigmoid", "cannot have a sigmoid router"),
+    ("--moe-router-enable-expert-bias", "cannot have expert biases in the router"),
+])
+def test_save_hf_of_a_model_no_family_holds_fails_before_training(build_dir, tmp_path, flag, needle):
     r = megatron(build_dir, "train", "--num-layers", "2", "--hidden-size", "64", "--num-attention-heads", "4",
                  "--ffn-hidden-size", "96", "--swiglu", "--normalization", "RMSNorm", "--position-embedding-type",
-                 "rope", "--disable-bias-linear", "--num-experts", "4", "--moe-router-score-function", "sigmoid",
-                 "--vocab-size", "300", "--train-iters", "1", *TRAIN, "--save-hf", tmp_path / "out", check=False)
-    assert_user_error(r, "--save-hf", "MixtralForCausalLM", "cannot have a sigmoid router")
+                 "rope", "--disable-bias-linear", "--num-experts", "4", flag, "--vocab-size", "300",
+                 "--train-iters", "1", *TRAIN, "--save-hf", tmp_path / "out", check=False)
+    assert_user_error(r, "--save-hf", "MixtralForCausalLM", needle)
     assert "iteration" not in r.stdout
