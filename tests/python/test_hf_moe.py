@@ -12,6 +12,7 @@ weights back bit-identical under one rank, EP=2, TP=2 x EP=2 and PP=2 x EP=2; th
 the converted checkpoint's; a few real steps write a model transformers loads and generates with as
 we do. Bad input is one line and exit code 2."""
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -29,8 +30,10 @@ PROMPTS = [[5, 17, 42, 7, 99], [3, 4], [250, 1, 8, 9, 10, 11, 12, 13, 14, 15, 16
 NEW = 16
 TRAIN = ["--mock-data", "--seq-length", "16", "--micro-batch-size", "2", "--global-batch-size", "8",
          "--log-interval", "1", "--eval-iters", "0", "--device", "cpu"]
+# MEGATRON_GENERATE_DEVICE=cuda: one process's generation on the GPU (fp32; scripts/device-test.sh).
+DEVICE = os.environ.get("MEGATRON_GENERATE_DEVICE", "cpu")
 MPI_FLAGS = ["--allow-run-as-root", "--oversubscribe", "--mca", "btl_vader_single_copy_mechanism", "none"]
-ENV = {"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin:/usr/local/bin"}
+ENV = dict(os.environ, OMP_NUM_THREADS="1")
 
 
 def megatron(build_dir, *args, np=1, check=True, timeout=300):
@@ -210,7 +213,8 @@ def test_fused_expert_tensors_import(build_dir, saved, tmp_path):
 
 
 def ours_ids(build_dir, model_dir, prompts, np=1):
-    args = ["generate", "--device", "cpu", "--load-hf", model_dir, "--output-token-ids", "--max-new-tokens", NEW]
+    device = DEVICE if np == 1 else "cpu"
+    args = ["generate", "--device", device, "--load-hf", model_dir, "--output-token-ids", "--max-new-tokens", NEW]
     if np > 1:
         args += ["--tensor-model-parallel-size", np]
     for p in prompts:
@@ -284,12 +288,12 @@ def test_our_trained_checkpoint_generates_as_transformers_on_its_export(build_di
              tmp_path / "hf")
     model = AutoModelForCausalLM.from_pretrained(tmp_path / "hf").eval()
     want = [theirs(model, p) for p in PROMPTS]
-    args = ["generate", "--device", "cpu", "--load", tmp_path / "ck", "--output-token-ids", "--max-new-tokens", NEW]
+    args = ["generate", "--load", tmp_path / "ck", "--output-token-ids", "--max-new-tokens", NEW]
     for p in PROMPTS:
         args += ["--prompt-token-ids", ",".join(map(str, p))]
-    got = [[int(t) for t in line.split(",")] for line in megatron(build_dir, *args).stdout.strip().splitlines()]
-    assert got == want
-    tp2 = megatron(build_dir, *args, "--tensor-model-parallel-size", "2", np=2).stdout.strip().splitlines()
+    got = megatron(build_dir, *args, "--device", DEVICE).stdout.strip().splitlines()
+    assert [[int(t) for t in line.split(",")] for line in got] == want
+    tp2 = megatron(build_dir, *args, "--device", "cpu", "--tensor-model-parallel-size", "2", np=2).stdout.strip().splitlines()
     assert [[int(t) for t in line.split(",")] for line in tp2] == want
 
 
