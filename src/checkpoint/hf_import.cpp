@@ -20,8 +20,8 @@ TransformerConfig read_hf_config(const std::string& dir, DType params_dtype, int
 }
 
 void load_hf_weights(const std::string& dir, GPTModel& model) {
-  MT_CHECK(model.parallel().tp_size() == 1 && (!model.parallel().ep || model.parallel().ep->size() == 1) && model.chunk().pre_process &&
-               model.chunk().post_process && model.chunk().first_layer == 0,
+  MT_CHECK(model.parallel().tp_size() == 1 && (!model.parallel().ep || model.parallel().ep->size() == 1) &&
+               model.chunk().pre_process && model.chunk().post_process && model.chunk().first_layer == 0,
            "load_hf_weights: a single-rank whole model");
   const HfFamily f = hf_family_of(read_hf_config_json(dir), (std::filesystem::path(dir) / "config.json").string());
   const TransformerConfig& c = model.config();

@@ -16,7 +16,9 @@ enum class Role : uint8_t {
   Router, ExpertFc1, ExpertFc2
 };
 // When the tensor exists (the MLP ones: in which layers).
-enum class Need : uint8_t { Always, LinearBias, QkvBias, QkNorm, Untied, LearnedPositions, NormBias, DenseMlp, MoeLayer };
+enum class Need : uint8_t {
+  Always, LinearBias, QkvBias, QkNorm, Untied, LearnedPositions, NormBias, DenseMlp, MoeLayer
+};
 
 struct Rule {
   std::string ours;             // "{l}" stands for the layer number, "{e}" for the expert's
@@ -115,7 +117,8 @@ std::vector<Rule> moe_rules(const std::string& block, const char* gate, const ch
 
 const std::vector<Rule>& family_rules(HfFamily f) {
   static const std::vector<Rule> llama = llama_rules(dense_mlp_rules());
-  static const std::vector<Rule> mixtral = llama_rules(moe_rules("model.layers.{l}.block_sparse_moe", "w1", "w3", "w2"));
+  static const std::vector<Rule> mixtral =
+      llama_rules(moe_rules("model.layers.{l}.block_sparse_moe", "w1", "w3", "w2"));
   static const std::vector<Rule> qwen3_moe = [] {
     std::vector<Rule> mlp = dense_mlp_rules();
     for (Rule& r : moe_rules("model.layers.{l}.mlp", "gate_proj", "up_proj", "down_proj")) mlp.push_back(r);
@@ -327,8 +330,9 @@ bool hf_is_llama_family(HfFamily f) { return f != HfFamily::Gpt2; }
 bool hf_is_moe_family(HfFamily f) { return f == HfFamily::Mixtral || f == HfFamily::Qwen3Moe; }
 
 HfFamily hf_family_for(const TransformerConfig& c) {
+  const HfFamily moe = c.qk_layernorm ? HfFamily::Qwen3Moe : HfFamily::Mixtral;
   const HfFamily f = c.normalization == Normalization::LayerNorm ? HfFamily::Gpt2
-                     : c.is_moe()                                ? (c.qk_layernorm ? HfFamily::Qwen3Moe : HfFamily::Mixtral)
+                     : c.is_moe()                                ? moe
                      : c.qk_layernorm                            ? HfFamily::Qwen3
                      : c.add_qkv_bias                            ? HfFamily::Qwen2
                                                                  : HfFamily::Llama;

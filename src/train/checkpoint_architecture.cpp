@@ -220,7 +220,8 @@ TransformerConfig config_from_checkpoint_args(const nlohmann::json& j, const std
 
 std::vector<std::pair<std::string, std::string>> checkpoint_architecture_flags(const nlohmann::json& args) {
   std::vector<std::pair<std::string, std::string>> out;
-  const bool moe = args.contains("num_experts") && args["num_experts"].is_number() && args["num_experts"].get<int>() > 0;
+  const bool moe =
+      args.contains("num_experts") && args["num_experts"].is_number() && args["num_experts"].get<int>() > 0;
   for (const ArchFlag& f : arch_flags()) {
     if (!args.contains(f.key) || (f.moe && !moe)) continue;
     const nlohmann::json& v = args[f.key];

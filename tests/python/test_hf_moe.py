@@ -293,7 +293,8 @@ def test_our_trained_checkpoint_generates_as_transformers_on_its_export(build_di
         args += ["--prompt-token-ids", ",".join(map(str, p))]
     got = megatron(build_dir, *args, "--device", DEVICE).stdout.strip().splitlines()
     assert [[int(t) for t in line.split(",")] for line in got] == want
-    tp2 = megatron(build_dir, *args, "--device", "cpu", "--tensor-model-parallel-size", "2", np=2).stdout.strip().splitlines()
+    tp2 = megatron(build_dir, *args, "--device", "cpu", "--tensor-model-parallel-size", "2", np=2)
+    tp2 = tp2.stdout.strip().splitlines()
     assert [[int(t) for t in line.split(",")] for line in tp2] == want
 
 
