@@ -85,7 +85,8 @@ void add_train_flags(CLI::App& app, TrainingArgs& a) {
                  "ffn width of the shared experts every token also goes through (0: none)")
       ->capture_default_str()->group(g);
   app.add_option("--moe-router-load-balancing-type", a.moe_router_load_balancing_type,
-                 "aux_loss (over each microbatch), seq_aux_loss (over each sequence) or none")
+                 "aux_loss (over each microbatch), seq_aux_loss (over each sequence), global_aux_loss (loads counted "
+                 "over the data-parallel ranks' microbatches) or none")
       ->capture_default_str()->group(g);
   app.add_option("--moe-aux-loss-coeff", a.moe_aux_loss_coeff, "Weight of the load-balancing loss")
       ->capture_default_str()->group(g);

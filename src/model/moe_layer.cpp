@@ -19,7 +19,7 @@ MoELayer::MoELayer(ParamAndGradBuffer& buf, ParamAndGradBuffer& expert_buf, cons
                    const TransformerConfig& cfg, int layer_number, const ModelParallelConfig& par)
     : cfg_(cfg),
       par_(par),
-      router_(buf, prefix + ".router", cfg, layer_number),
+      router_(buf, prefix + ".router", cfg, layer_number, par.dp),
       dispatcher_(cfg, par.ep),
       experts_(expert_buf, prefix + ".experts", cfg, dispatcher_.first_local_expert(), dispatcher_.num_local_experts(),
                par) {

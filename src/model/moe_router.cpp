@@ -132,8 +132,8 @@ void route_token_backward(const float* logits, const int32_t* indices, const flo
 }
 
 TopKRouter::TopKRouter(ParamAndGradBuffer& buf, const std::string& prefix, const TransformerConfig& cfg,
-                       int layer_number)
-    : cfg_(cfg), layer_number_(layer_number), buf_(buf) {
+                       int layer_number, Communicator* global_group)
+    : cfg_(cfg), layer_number_(layer_number), buf_(buf), global_(global_group && global_group->size() > 1 ? global_group : nullptr) {
   const int E = cfg.num_moe_experts;
   MT_CHECK(E >= 1 && cfg.moe_router_topk >= 1 && cfg.moe_router_topk <= E, "{}: top-{} of {} experts", prefix,
            cfg.moe_router_topk, E);
@@ -189,13 +189,17 @@ void TopKRouter::forward(const Tensor& x, int64_t seq_length, const ForwardConte
     for (int64_t t = 0; t < T; ++t) aux_scores(&s.logits[size_t(t * E)], E, sig, &scores[size_t(t * E)]);
     double loss = 0;
     for (int64_t g = 0; g < groups; ++g) {
-      std::vector<double> P(size_t(E), 0.0), f(size_t(E), 0.0);
+      std::vector<double> P(size_t(E), 0.0), f(size_t(E) + 1, 0.0);
       for (int64_t t = g * S; t < (g + 1) * S; ++t) {
         for (int e = 0; e < E; ++e) P[size_t(e)] += scores[size_t(t * E + e)];
         for (int j = 0; j < k; ++j) f[size_t(s.indices[size_t(t * k + j)])] += 1.0;
       }
+      // global_aux_loss: the loads and the token count over the data-parallel group.
+      f[size_t(E)] = double(S);
+      if (cfg_.moe_router_load_balancing_type == MoeLoadBalancing::GlobalAuxLoss && global_)
+        global_->all_reduce_f64(f.data(), E + 1);
       // The group's loss, averaged over groups: c_e = d loss / d score_te for every token t of the group.
-      const double w = double(cfg_.moe_aux_loss_coeff) * E / (double(k) * double(S) * double(S) * double(groups));
+      const double w = double(cfg_.moe_aux_loss_coeff) * E / (double(k) * double(S) * f[size_t(E)] * double(groups));
       std::vector<double> c(static_cast<size_t>(E));
       for (int e = 0; e < E; ++e) {
         loss += w * P[size_t(e)] * f[size_t(e)];

@@ -13,6 +13,9 @@
 //                  scores over all E (softmax, or sigmoid normalised exactly, without an epsilon
 //                  that lets tiny sigmoids pull the loss below its minimum — #1545). Minimum coeff.
 //   seq_aux_loss:  the same over each sequence, averaged over the microbatch's sequences.
+//   global_aux_loss: coeff E / (k T T_g) sum_e P_e F_e with F_e and T_g the choices and tokens
+//                  summed over the data-parallel group (arXiv 2501.11873; Megatron-LM #3769's scale):
+//                  aux_loss when the group is one rank.
 //   z_loss:        coeff mean_t logsumexp(logits_t)^2.
 // The routing math runs on the host in double precision on fp32 logits (one device-to-host copy
 // of [T, E] per layer and pass), so it is the same on every device and layout.
@@ -20,6 +23,7 @@
 #include <string>
 #include <vector>
 
+#include "comm/communicator.h"
 #include "model/param_buffer.h"
 #include "model/transformer_config.h"
 
@@ -35,7 +39,9 @@ class TopKRouter {
     std::vector<int32_t> indices;  // host [T, k], the chosen experts
     std::vector<float> dlogits_aux;  // host [T, E]: the auxiliary losses' gradient (empty: none)
   };
-  TopKRouter(ParamAndGradBuffer& buf, const std::string& prefix, const TransformerConfig& cfg, int layer_number);
+  // global_group: where global_aux_loss sums the loads (null: this rank alone).
+  TopKRouter(ParamAndGradBuffer& buf, const std::string& prefix, const TransformerConfig& cfg, int layer_number,
+             Communicator* global_group = nullptr);
   void init(float std, uint64_t seed) const;
 
   // x [T, C]: the tokens this rank routes (a whole microbatch; seq_length splits it into sequences
@@ -58,6 +64,7 @@ class TopKRouter {
   int layer_number_;
   ParamAndGradBuffer& buf_;
   ParamAndGradBuffer::Id w_;
+  Communicator* global_;
   Tensor expert_bias_;
   std::string bias_name_;
 };

@@ -11,6 +11,7 @@ namespace mt {
 struct ModelParallelConfig {
   Communicator* tp = nullptr;      // null or size 1: no tensor parallelism
   Communicator* ep = nullptr;      // MoE layers' expert-parallel group (null or size 1: all experts local)
+  Communicator* dp = nullptr;      // MoE global_aux_loss: the data-parallel group whose token counts it sums
   bool sequence_parallel = false;  // tokens split across tp ranks outside the tp regions
   // Column-parallel backward: start the input gradient's TP all-reduce (reduce-scatter with
   // sequence parallelism) asynchronously and compute the weight gradient meanwhile

@@ -19,8 +19,9 @@ enum class Activation : uint8_t { Gelu, Silu };  // GeLU: tanh approximation (GP
 enum class PositionEmbedding : uint8_t { LearnedAbsolute, Rope, None };
 enum class MoeScoreFunction : uint8_t { Softmax, Sigmoid };
 // --moe-router-load-balancing-type: the auxiliary loss over each microbatch's tokens (aux_loss),
-// over each sequence (seq_aux_loss), over the tokens of the data-parallel group's concurrent
-// microbatches (global_aux_loss), or none.
+// over each sequence (seq_aux_loss), with the expert loads counted over the data-parallel group's
+// concurrent microbatches (global_aux_loss; by definition it depends on the data-parallel size),
+// or none.
 enum class MoeLoadBalancing : uint8_t { AuxLoss, SeqAuxLoss, GlobalAuxLoss, None };
 enum class MoeTokenDropPolicy : uint8_t { Probs, Position };
 

@@ -22,11 +22,8 @@ void validate_moe_args(const TrainingArgs& a) {
   if (a.moe_router_pre_softmax && a.moe_router_score_function != "softmax")
     MT_USER_ERROR("--moe-router-pre-softmax needs --moe-router-score-function softmax");
   const std::string& lb = a.moe_router_load_balancing_type;
-  if (lb == "global_aux_loss")
-    MT_USER_ERROR("--moe-router-load-balancing-type global_aux_loss is not built (it depends on the data-parallel "
-                  "size by definition); use aux_loss or seq_aux_loss");
-  if (lb != "aux_loss" && lb != "seq_aux_loss" && lb != "none")
-    MT_USER_ERROR("--moe-router-load-balancing-type '{}' must be aux_loss, seq_aux_loss or none", lb);
+  if (lb != "aux_loss" && lb != "seq_aux_loss" && lb != "global_aux_loss" && lb != "none")
+    MT_USER_ERROR("--moe-router-load-balancing-type '{}' must be aux_loss, seq_aux_loss, global_aux_loss or none", lb);
   if (a.moe_aux_loss_coeff < 0 || a.moe_z_loss_coeff < 0)
     MT_USER_ERROR("--moe-aux-loss-coeff and --moe-z-loss-coeff must be >= 0");
   if (a.moe_ffn_hidden_size < 0 || a.moe_shared_expert_intermediate_size < 0)
@@ -60,9 +57,11 @@ void apply_moe_args(const TrainingArgs& a, TransformerConfig& c) {
   c.moe_router_topk_scaling_factor = float(a.moe_router_topk_scaling_factor);
   c.moe_layer_pattern = parse_moe_layer_freq(a.moe_layer_freq, a.num_layers);
   c.moe_shared_expert_intermediate_size = a.moe_shared_expert_intermediate_size;
-  c.moe_router_load_balancing_type = a.moe_router_load_balancing_type == "seq_aux_loss" ? MoeLoadBalancing::SeqAuxLoss
-                                     : a.moe_router_load_balancing_type == "none"       ? MoeLoadBalancing::None
-                                                                                        : MoeLoadBalancing::AuxLoss;
+  const std::string& lb = a.moe_router_load_balancing_type;
+  c.moe_router_load_balancing_type = lb == "seq_aux_loss"      ? MoeLoadBalancing::SeqAuxLoss
+                                     : lb == "global_aux_loss" ? MoeLoadBalancing::GlobalAuxLoss
+                                     : lb == "none"            ? MoeLoadBalancing::None
+                                                               : MoeLoadBalancing::AuxLoss;
   c.moe_aux_loss_coeff = float(a.moe_aux_loss_coeff);
   c.moe_z_loss_coeff = float(a.moe_z_loss_coeff);
   c.moe_router_enable_expert_bias = a.moe_router_enable_expert_bias;

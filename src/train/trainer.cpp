@@ -353,6 +353,7 @@ TrainResult pretrain_gpt(const TrainingArgs& args, std::FILE* log, const TrainOp
   // MoE: experts split over the expert-parallel group, their weights replicated over expert-dp.
   Communicator& expert_dp = groups.expert_dp();
   par.ep = &groups.ep();
+  par.dp = &dp;
   par.expert_bucket_pad = ddp_bucket_pad_multiple(expert_dp.size(), args.use_distributed_optimizer);
   // This rank's model chunks: stage v P + (pipeline rank) for each virtual stage v, in one buffer.
   const std::vector<ModelChunkConfig> stages = pipeline_stages(args);

@@ -26,7 +26,8 @@
 //                                                     :mixtral or :qwenmoe (mpi_training.h),
 //                                                     :cap capacity factor 1 (dropping),
 //                                                     :position drop by position; :mbN
-//                                                     micro batch N, also for the reference)
+//                                                     micro batch N, also for the reference;
+//                                                     :global global_aux_loss, DP 1 layouts)
 // A layout with :overlap must also give bit-identical losses and parameters to the same layout
 // without it (the host backend runs a started collective at once, in the same order).
 #include <cctype>
@@ -65,6 +66,8 @@ TrainingArgs model_for(const std::string& spec) {
   if (spec.find(":cap") != std::string::npos) a.moe_expert_capacity_factor = 1.0;
   if (spec.find(":position") != std::string::npos) a.moe_token_drop_policy = "position";
   if (option(spec, ":mb") > 0) a.micro_batch_size = option(spec, ":mb");  // DP 8 needs micro batch 1
+  // global_aux_loss: the same as one rank's when the layout has one data-parallel rank (TP only).
+  if (spec.find(":global") != std::string::npos) a.moe_router_load_balancing_type = "global_aux_loss";
   const int layers = option(spec, ":L");
   if (layers > 0) a.num_layers = layers;
   if (layers > 0 && a.moe_layer_freq != "1") {  // :qwenmoe: the first layer dense, the rest MoE
@@ -81,7 +84,8 @@ std::string model_key(const std::string& spec) {
   const std::string tail = std::string(drop ? ":drop" : "") + (layers > 0 ? ":L" + std::to_string(layers) : "") +
                            (spec.find(":cap") != std::string::npos ? ":cap" : "") +
                            (spec.find(":position") != std::string::npos ? ":position" : "") +
-                           (option(spec, ":mb") > 0 ? ":mb" + std::to_string(option(spec, ":mb")) : "");
+                           (option(spec, ":mb") > 0 ? ":mb" + std::to_string(option(spec, ":mb")) : "") +
+                           (spec.find(":global") != std::string::npos ? ":global" : "");
   for (const char* m : {":mixtral", ":qwenmoe", ":llama31", ":llama", ":qwen"})
     if (spec.find(m) != std::string::npos) return std::string(m) + tail;
   return tail;
