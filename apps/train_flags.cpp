@@ -105,7 +105,8 @@ void add_train_flags(CLI::App& app, TrainingArgs& a) {
   app.add_flag("--moe-pad-expert-input-to-capacity", a.moe_pad_expert_input_to_capacity,
                "With a capacity factor: pad every expert's input to the capacity")->group(g);
   app.add_option("--moe-token-dispatcher-type", a.moe_token_dispatcher_type,
-                 "alltoall (the token exchange over the expert-parallel group)")->capture_default_str()->group(g);
+                 "alltoall (rows exchanged with the ranks that hold their experts, counts first) or allgather (every "
+                 "expert-parallel rank gathers all tokens, outputs reduce-scattered back)")->capture_default_str()->group(g);
   app.add_option("--expert-tensor-parallel-size", a.expert_tensor_parallel_size,
                  "Tensor parallelism inside each expert (must equal --tensor-model-parallel-size; 0: that)")
       ->capture_default_str()->group(g);

@@ -20,9 +20,9 @@ MoELayer::MoELayer(ParamAndGradBuffer& buf, ParamAndGradBuffer& expert_buf, cons
     : cfg_(cfg),
       par_(par),
       router_(buf, prefix + ".router", cfg, layer_number, par.dp),
-      dispatcher_(cfg, par.ep),
-      experts_(expert_buf, prefix + ".experts", cfg, dispatcher_.first_local_expert(), dispatcher_.num_local_experts(),
-               par) {
+      dispatcher_(make_token_dispatcher(cfg, par.ep)),
+      experts_(expert_buf, prefix + ".experts", cfg, dispatcher_->first_local_expert(),
+               dispatcher_->num_local_experts(), par) {
   MT_CHECK(!cfg.add_bias_linear, "{}: MoE experts have no biases (--disable-bias-linear)", prefix);
   if (cfg.moe_shared_expert_intermediate_size > 0)
     shared_ = std::make_unique<MLP>(buf, prefix + ".shared_experts", shared_expert_config(cfg),
@@ -42,8 +42,8 @@ Tensor MoELayer::forward(const Tensor& x, const ForwardContext& ctx, Saved& s) c
   Tensor x2 = x.view({x.numel() / C, C});
   Tensor tokens = sp ? gather_tokens(x2, *par_.tp) : x2;  // the whole microbatch
   router_.forward(tokens, ctx.seq > 0 ? ctx.seq : tokens.size(0), ctx, s.router);
-  Tensor rows = dispatcher_.dispatch(tokens, s.router.indices, s.router.probs, s.dispatcher);
-  Tensor out = dispatcher_.combine(experts_.forward(rows, s.dispatcher.rows_per_local_expert, s.experts), s.dispatcher);
+  Tensor rows = dispatcher_->dispatch(tokens, s.router.indices, s.router.probs, s.dispatcher);
+  Tensor out = dispatcher_->combine(experts_.forward(rows, s.dispatcher.rows_per_local_expert, s.experts), s.dispatcher);
   if (sp)
     out = reduce_scatter_tokens(out, *par_.tp);
   else if (tp)
@@ -58,9 +58,9 @@ Tensor MoELayer::backward(const Tensor& dy, Saved& s) const {
   Tensor dy2 = dy.view({dy.numel() / C, C});
   Tensor dout = sp ? gather_tokens(dy2, *par_.tp) : dy2;
   Tensor dprobs;
-  Tensor drows = dispatcher_.combine_backward(dout, s.dispatcher, dprobs);
+  Tensor drows = dispatcher_->combine_backward(dout, s.dispatcher, dprobs);
   if (tp) par_.tp->all_reduce(dprobs);  // <dout, expert output> of partial outputs
-  Tensor dtokens = dispatcher_.dispatch_backward(experts_.backward(drows, s.experts), s.dispatcher);
+  Tensor dtokens = dispatcher_->dispatch_backward(experts_.backward(drows, s.experts), s.dispatcher);
   if (sp)
     dtokens = reduce_scatter_tokens(dtokens, *par_.tp);
   else if (tp)

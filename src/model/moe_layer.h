@@ -22,7 +22,7 @@ class MoELayer {
  public:
   struct Saved {
     TopKRouter::Saved router;
-    MoEAlltoAllTokenDispatcher::Saved dispatcher;
+    MoETokenDispatcher::Saved dispatcher;
     GroupedMLP::Saved experts;
     MLP::Saved shared;
     Shape shape;
@@ -42,7 +42,7 @@ class MoELayer {
   TransformerConfig cfg_;
   ModelParallelConfig par_;
   TopKRouter router_;
-  MoEAlltoAllTokenDispatcher dispatcher_;
+  std::unique_ptr<MoETokenDispatcher> dispatcher_;
   GroupedMLP experts_;
   std::unique_ptr<MLP> shared_;
 };

@@ -24,6 +24,7 @@ enum class MoeScoreFunction : uint8_t { Softmax, Sigmoid };
 // or none.
 enum class MoeLoadBalancing : uint8_t { AuxLoss, SeqAuxLoss, GlobalAuxLoss, None };
 enum class MoeTokenDropPolicy : uint8_t { Probs, Position };
+enum class MoeTokenDispatcher : uint8_t { AllToAll, AllGather };
 
 struct TransformerConfig {
   int num_layers = 2;
@@ -82,6 +83,7 @@ struct TransformerConfig {
   float moe_expert_capacity_factor = -1.0f;  // < 0: dropless
   MoeTokenDropPolicy moe_token_drop_policy = MoeTokenDropPolicy::Probs;
   bool moe_pad_expert_input_to_capacity = false;
+  MoeTokenDispatcher moe_token_dispatcher_type = MoeTokenDispatcher::AllToAll;
 
   bool is_moe() const { return num_moe_experts > 0; }
   bool is_moe_layer(int layer) const {

@@ -32,9 +32,8 @@ void validate_moe_args(const TrainingArgs& a) {
     MT_USER_ERROR("--moe-token-drop-policy '{}' must be probs or position", a.moe_token_drop_policy);
   if (a.moe_pad_expert_input_to_capacity && a.moe_expert_capacity_factor < 0)
     MT_USER_ERROR("--moe-pad-expert-input-to-capacity needs --moe-expert-capacity-factor");
-  if (a.moe_token_dispatcher_type != "alltoall")
-    MT_USER_ERROR("--moe-token-dispatcher-type '{}': megatron.cpp has alltoall (allgather is not built)",
-                  a.moe_token_dispatcher_type);
+  if (a.moe_token_dispatcher_type != "alltoall" && a.moe_token_dispatcher_type != "allgather")
+    MT_USER_ERROR("--moe-token-dispatcher-type '{}' must be alltoall or allgather", a.moe_token_dispatcher_type);
   if (a.expert_tensor_parallel_size != 0 && a.expert_tensor_parallel_size != a.tensor_model_parallel_size)
     MT_USER_ERROR("--expert-tensor-parallel-size {} must equal --tensor-model-parallel-size {} (other expert "
                   "tensor-parallel sizes are not built)",
@@ -69,6 +68,8 @@ void apply_moe_args(const TrainingArgs& a, TransformerConfig& c) {
   c.moe_expert_capacity_factor = float(a.moe_expert_capacity_factor);
   c.moe_token_drop_policy = a.moe_token_drop_policy == "position" ? MoeTokenDropPolicy::Position : MoeTokenDropPolicy::Probs;
   c.moe_pad_expert_input_to_capacity = a.moe_pad_expert_input_to_capacity;
+  c.moe_token_dispatcher_type =
+      a.moe_token_dispatcher_type == "allgather" ? MoeTokenDispatcher::AllGather : MoeTokenDispatcher::AllToAll;
 }
 
 }  // namespace mt

@@ -27,7 +27,8 @@
 //                                                     :cap capacity factor 1 (dropping),
 //                                                     :position drop by position; :mbN
 //                                                     micro batch N, also for the reference;
-//                                                     :global global_aux_loss, DP 1 layouts)
+//                                                     :global global_aux_loss, DP 1 layouts;
+//                                                     :allgather the allgather dispatcher)
 // A layout with :overlap must also give bit-identical losses and parameters to the same layout
 // without it (the host backend runs a started collective at once, in the same order).
 #include <cctype>
@@ -68,6 +69,7 @@ TrainingArgs model_for(const std::string& spec) {
   if (option(spec, ":mb") > 0) a.micro_batch_size = option(spec, ":mb");  // DP 8 needs micro batch 1
   // global_aux_loss: the same as one rank's when the layout has one data-parallel rank (TP only).
   if (spec.find(":global") != std::string::npos) a.moe_router_load_balancing_type = "global_aux_loss";
+  if (spec.find(":allgather") != std::string::npos) a.moe_token_dispatcher_type = "allgather";
   const int layers = option(spec, ":L");
   if (layers > 0) a.num_layers = layers;
   if (layers > 0 && a.moe_layer_freq != "1") {  // :qwenmoe: the first layer dense, the rest MoE
