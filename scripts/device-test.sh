@@ -136,6 +136,9 @@ if [[ "${GENERATE:-1}" == 1 ]]; then
   section "generate: megatron generate on the GPU (fp32) gives transformers' greedy tokens; KV cache kernels vs CPU"
   MEGATRON_GENERATE_DEVICE=cuda MEGATRON_BUILD_DIR="$BUILD_DIR" python3 -m pytest -q tests/python/test_generate_hf.py \
     -k "greedy or end_of_sequence or our_checkpoint" 2>&1 | tee "$LOG_DIR/generate_gpu.log" || status=1
+  # Mixtral and Qwen3-MoE (the MoE layer's eval path on the GPU: router, permutation, grouped GEMM)
+  MEGATRON_GENERATE_DEVICE=cuda MEGATRON_BUILD_DIR="$BUILD_DIR" python3 -m pytest -q tests/python/test_hf_moe.py \
+    -k "test_greedy_generation_matches_transformers" 2>&1 | tee -a "$LOG_DIR/generate_gpu.log" || status=1
   "$BUILD_DIR/tests/test_kernels" --gtest_filter='*KVCache*:*Argmax*' 2>&1 | tail -4 | tee -a "$LOG_DIR/generate_gpu.log" \
     || status=1
 fi
