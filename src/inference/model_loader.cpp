@@ -6,6 +6,7 @@
 
 #include "checkpoint/checkpoint.h"
 #include "checkpoint/hf_import.h"
+#include "checkpoint/recorded_moe_args.h"
 #include "core/error.h"
 #include "kernels/elementwise.h"
 
@@ -78,20 +79,7 @@ TransformerConfig config_from_args(const nlohmann::json& a, const std::string& f
   c.untie_embeddings_and_output_weights = a.value("untie_embeddings_and_output_weights", false);
   c.padded_vocab_size = pad_vocab_size(c.vocab_size, a.value("make_vocab_size_divisible_by", int64_t(128)) * tp);
   c.hidden_dropout = c.attention_dropout = 0.0f;
-  // Experts (the router's settings as the run recorded them; a checkpoint from before they were: defaults).
-  c.num_moe_experts = a.value("num_experts", 0);
-  if (c.is_moe()) {
-    c.moe_ffn_hidden_size = a.value("moe_ffn_hidden_size", 0);
-    c.moe_router_topk = a.value("moe_router_topk", c.moe_router_topk);
-    c.moe_layer_pattern = parse_moe_layer_freq(a.value("moe_layer_freq", std::string("1")), c.num_layers);
-    c.moe_shared_expert_intermediate_size = a.value("moe_shared_expert_intermediate_size", 0);
-    c.moe_router_score_function = a.value("moe_router_score_function", std::string("softmax")) == "sigmoid"
-                                      ? MoeScoreFunction::Sigmoid
-                                      : MoeScoreFunction::Softmax;
-    c.moe_router_pre_softmax = a.value("moe_router_pre_softmax", false);
-    c.moe_router_topk_scaling_factor = a.value("moe_router_topk_scaling_factor", 0.0f);
-    c.moe_router_enable_expert_bias = a.value("moe_router_enable_expert_bias", false);
-  }
+  read_recorded_moe_args(a, c);  // the experts, as the run recorded them
   c.params_dtype = dtype;
   return c;
 }

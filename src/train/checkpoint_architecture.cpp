@@ -8,6 +8,7 @@
 #include <set>
 
 #include "checkpoint/checkpoint.h"
+#include "checkpoint/recorded_moe_args.h"
 #include "checkpoint/hf_import.h"
 #include "core/error.h"
 #include "train/arguments.h"
@@ -197,21 +198,7 @@ TransformerConfig config_from_checkpoint_args(const nlohmann::json& j, const std
     c.add_qkv_bias = get("add_qkv_bias").get<bool>();
     c.qk_layernorm = get("qk_layernorm").get<bool>();
     c.untie_embeddings_and_output_weights = get("untie_embeddings_and_output_weights").get<bool>();
-    // Experts (absent before MoE: none; the router's settings before they were recorded: defaults).
-    c.num_moe_experts = j.value("num_experts", 0);
-    if (c.is_moe()) {
-      c.moe_ffn_hidden_size = j.value("moe_ffn_hidden_size", 0);
-      c.moe_router_topk = get("moe_router_topk").get<int>();
-      c.moe_layer_pattern = parse_moe_layer_freq(j.value("moe_layer_freq", std::string("1")), c.num_layers);
-      c.moe_shared_expert_intermediate_size = j.value("moe_shared_expert_intermediate_size", 0);
-      c.moe_router_score_function = j.value("moe_router_score_function", std::string("softmax")) == "sigmoid"
-                                        ? MoeScoreFunction::Sigmoid
-                                        : MoeScoreFunction::Softmax;
-      c.moe_router_pre_softmax = j.value("moe_router_pre_softmax", false);
-      c.moe_router_topk_scaling_factor = j.value("moe_router_topk_scaling_factor", 0.0f);
-      c.moe_aux_loss_coeff = j.value("moe_aux_loss_coeff", 0.0f);
-      c.moe_router_enable_expert_bias = j.value("moe_router_enable_expert_bias", false);
-    }
+    read_recorded_moe_args(j, c);  // the experts (none before MoE; defaults for settings not recorded)
   } catch (const nlohmann::json::exception& e) {
     MT_USER_ERROR("{}: the checkpoint's arguments are malformed ({})", where, e.what());
   }
