@@ -39,7 +39,9 @@ class MoE(nn.Module):
         sorted_e = experts[order]
         dest = pad_start[sorted_e] + torch.arange(n * self.k, device=x.device) - start[sorted_e]
         rows = n * self.k + ALIGN * self.E  # static upper bound of the padded total
-        buf = h.new_zeros(rows, C).index_copy(0, dest, h[order // self.k])
+        # torch._grouped_mm takes bf16 on the GPU; the RMSNorm before it leaves fp32 under autocast.
+        dt = torch.bfloat16 if h.is_cuda else h.dtype
+        buf = h.new_zeros(rows, C, dtype=dt).index_copy(0, dest, h[order // self.k].to(dt))
         offs = torch.cumsum(padded, 0).to(torch.int32)
         if HAS_GROUPED_MM:
             gu = torch._grouped_mm(buf, self.w13.to(buf.dtype), offs=offs)
@@ -55,7 +57,7 @@ class MoE(nn.Module):
                 s = ends[e]
             parts.append(buf.new_zeros(rows - s, C))
             y = torch.cat(parts)
-        out = y[dest] * probs.reshape(-1)[order, None].to(y.dtype)
+        out = (y[dest] * probs.reshape(-1)[order, None].to(y.dtype)).to(h.dtype)
         return h.new_zeros(n, C).index_add_(0, order // self.k, out).view(B, T, C)
 
 

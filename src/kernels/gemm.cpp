@@ -16,6 +16,8 @@ std::atomic<bool>& autotune_setting() {
   return on;
 }
 
+thread_local int t_heuristic_only = 0;  // GemmHeuristicOnly scopes open on this thread
+
 // Checks gemm's arguments (bias may be null) and returns k.
 int64_t check_gemm(const char* op, const Tensor& a, bool trans_a, const Tensor& b, bool trans_b, const Tensor& c,
                    const Tensor* bias) {
@@ -107,6 +109,9 @@ void bias_grad_accumulate(const Tensor& dy, const Tensor& db_accum, Stream s) {
 }
 
 void set_gemm_autotune(bool on) { autotune_setting().store(on); }
-bool gemm_autotune() { return autotune_setting().load(); }
+bool gemm_autotune() { return autotune_setting().load() && t_heuristic_only == 0; }
+
+GemmHeuristicOnly::GemmHeuristicOnly() { ++t_heuristic_only; }
+GemmHeuristicOnly::~GemmHeuristicOnly() { --t_heuristic_only; }
 
 }  // namespace mt

@@ -20,6 +20,17 @@ void gemm(const Tensor& a, bool trans_a, const Tensor& b, bool trans_b, const Te
 // not bit-reproducible. Read when a shape's plan is built: set it before the first GEMM.
 void set_gemm_autotune(bool on);
 bool gemm_autotune();
+// While one lives, GEMMs this thread plans take the heuristic's algorithm untimed: for shapes that
+// change from call to call (the experts' per-group GEMMs, whose rows per expert vary every step),
+// timing 16 candidates for a shape seen once costs far more than it can save (bench/RESULTS.md,
+// the MoE benchmark).
+class GemmHeuristicOnly {
+ public:
+  GemmHeuristicOnly();
+  ~GemmHeuristicOnly();
+  GemmHeuristicOnly(const GemmHeuristicOnly&) = delete;
+  GemmHeuristicOnly& operator=(const GemmHeuristicOnly&) = delete;
+};
 
 // db_accum[c] += sum_n dy[n, c]  (dy: [N, C] any float dtype; db_accum fp32 [C]).
 void bias_grad_accumulate(const Tensor& dy, const Tensor& db_accum, Stream s = {});

@@ -40,6 +40,7 @@ void grouped_gemm_forward(const Tensor& x, const Tensor& w, const std::vector<in
 #ifdef MT_WITH_CUDA
   if (on_cuda(op, {&x, &w, &y}) && cuda::grouped_gemm_forward(x, w, counts, y, s)) return;
 #endif
+  const GemmHeuristicOnly untimed;  // rows per group change every call
   int64_t row = 0;
   for (size_t g = 0; g < counts.size(); ++g) {
     if (counts[g] > 0) gemm(x.narrow0(row, counts[g]), false, w.narrow0(int64_t(g), 1).view({N, K}), true,
@@ -57,6 +58,7 @@ void grouped_gemm_dgrad(const Tensor& dy, const Tensor& w, const std::vector<int
 #ifdef MT_WITH_CUDA
   if (on_cuda(op, {&dy, &w, &dx}) && cuda::grouped_gemm_dgrad(dy, w, counts, dx, s)) return;
 #endif
+  const GemmHeuristicOnly untimed;  // rows per group change every call
   int64_t row = 0;
   for (size_t g = 0; g < counts.size(); ++g) {
     if (counts[g] > 0) gemm(dy.narrow0(row, counts[g]), false, w.narrow0(int64_t(g), 1).view({N, K}), false,
@@ -75,6 +77,7 @@ void grouped_gemm_wgrad(const Tensor& dy, const Tensor& x, const std::vector<int
 #ifdef MT_WITH_CUDA
   if (on_cuda(op, {&dy, &x, &dw}) && cuda::grouped_gemm_wgrad(dy, x, counts, dw, beta, s)) return;
 #endif
+  const GemmHeuristicOnly untimed;  // rows per group change every call
   int64_t row = 0;
   for (size_t g = 0; g < counts.size(); ++g) {
     Tensor dwg = dw.narrow0(int64_t(g), 1).view({N, K});

@@ -145,3 +145,21 @@ TEST(Gemm, IsBitIdenticalForOneAndTwoThreads) {
 
 }  // namespace
 }  // namespace mt
+
+// A heuristic-only scope turns autotuning off for this thread while it lives, nested too, and
+// leaves the setting as it was.
+TEST(GemmHeuristicOnly, ScopesTurnAutotuningOffAndRestoreIt) {
+  const bool before = mt::gemm_autotune();
+  mt::set_gemm_autotune(true);
+  {
+    mt::GemmHeuristicOnly outer;
+    EXPECT_FALSE(mt::gemm_autotune());
+    {
+      mt::GemmHeuristicOnly inner;
+      EXPECT_FALSE(mt::gemm_autotune());
+    }
+    EXPECT_FALSE(mt::gemm_autotune());
+  }
+  EXPECT_TRUE(mt::gemm_autotune());
+  mt::set_gemm_autotune(before);
+}
