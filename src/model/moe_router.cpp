@@ -13,6 +13,8 @@
 namespace mt {
 namespace {
 
+constexpr int kMaxTopK = 64;  // the per-token buffers' bound on --moe-router-topk
+
 bool is_sigmoid(const TransformerConfig& c) { return c.moe_router_score_function == MoeScoreFunction::Sigmoid; }
 double scaling(const TransformerConfig& c) {
   return c.moe_router_topk_scaling_factor != 0.0f ? double(c.moe_router_topk_scaling_factor) : 1.0;
@@ -51,44 +53,62 @@ void aux_scores_backward(const float* logits, const double* scores, const double
 
 }  // namespace
 
+namespace {
+
+// Per-thread buffers for the per-token routing (no allocation per token): E doubles twice, E indices.
+struct RouteScratch {
+  std::vector<double> a, b;
+  std::vector<int32_t> order;
+};
+RouteScratch& route_scratch(int E) {
+  thread_local RouteScratch s;
+  if (s.a.size() < size_t(E)) {
+    s.a.resize(size_t(E));
+    s.b.resize(size_t(E));
+    s.order.resize(size_t(E));
+  }
+  return s;
+}
+
+}  // namespace
+
 void route_token(const float* logits, const float* expert_bias, const TransformerConfig& cfg, int32_t* indices,
                  float* probs) {
   const int E = cfg.num_moe_experts, k = cfg.moe_router_topk;
   const bool sig = is_sigmoid(cfg);
-  std::vector<double> score(static_cast<size_t>(E));
+  RouteScratch& scr = route_scratch(E);
+  double* score = scr.a.data();
+  double* sel = scr.b.data();
   if (sig) {
-    for (int e = 0; e < E; ++e) score[size_t(e)] = sigmoid(logits[e]);
+    for (int e = 0; e < E; ++e) score[e] = sigmoid(logits[e]);
   } else if (cfg.moe_router_pre_softmax) {
-    std::vector<double> l(logits, logits + E);
-    softmax(l.data(), nullptr, E, score.data());
+    for (int e = 0; e < E; ++e) sel[e] = logits[e];
+    softmax(sel, nullptr, E, score);
   } else {
-    for (int e = 0; e < E; ++e) score[size_t(e)] = logits[e];
+    for (int e = 0; e < E; ++e) score[e] = logits[e];
   }
-  std::vector<double> sel(score);
-  if (expert_bias)
-    for (int e = 0; e < E; ++e) sel[size_t(e)] += expert_bias[e];
-  std::vector<int32_t> order(static_cast<size_t>(E));
-  std::iota(order.begin(), order.end(), 0);
-  std::partial_sort(order.begin(), order.begin() + k, order.end(), [&](int32_t a, int32_t b) {
-    return sel[size_t(a)] > sel[size_t(b)] || (sel[size_t(a)] == sel[size_t(b)] && a < b);
+  for (int e = 0; e < E; ++e) sel[e] = score[e] + (expert_bias ? double(expert_bias[e]) : 0.0);
+  int32_t* order = scr.order.data();
+  std::iota(order, order + E, 0);
+  std::partial_sort(order, order + k, order + E, [&](int32_t a, int32_t b) {
+    return sel[a] > sel[b] || (sel[a] == sel[b] && a < b);
   });
-  std::copy(order.begin(), order.begin() + k, indices);
-  std::vector<double> p(static_cast<size_t>(k));
+  std::copy(order, order + k, indices);
+  double p[kMaxTopK];
   if (sig) {
     if (k > 1) {
-      std::vector<double> ls(static_cast<size_t>(E));
-      for (int e = 0; e < E; ++e) ls[size_t(e)] = log_sigmoid(logits[e]);
-      softmax(ls.data(), indices, k, p.data());
+      for (int e = 0; e < E; ++e) sel[e] = log_sigmoid(logits[e]);
+      softmax(sel, indices, k, p);
     } else {
-      p[0] = score[size_t(indices[0])];
+      p[0] = score[indices[0]];
     }
   } else if (cfg.moe_router_pre_softmax) {
-    for (int j = 0; j < k; ++j) p[size_t(j)] = score[size_t(indices[j])];
+    for (int j = 0; j < k; ++j) p[j] = score[indices[j]];
   } else {
-    softmax(score.data(), indices, k, p.data());
+    softmax(score, indices, k, p);
   }
   const double sc = scaling(cfg);
-  for (int j = 0; j < k; ++j) probs[j] = float(p[size_t(j)] * sc);
+  for (int j = 0; j < k; ++j) probs[j] = float(p[j] * sc);
 }
 
 void route_token_backward(const float* logits, const int32_t* indices, const float* dprobs,
@@ -96,8 +116,10 @@ void route_token_backward(const float* logits, const int32_t* indices, const flo
   const int E = cfg.num_moe_experts, k = cfg.moe_router_topk;
   const double sc = scaling(cfg);
   std::fill(dlogits, dlogits + E, 0.0);
-  std::vector<double> g(static_cast<size_t>(k));
-  for (int j = 0; j < k; ++j) g[size_t(j)] = double(dprobs[j]) * sc;
+  double g[kMaxTopK], p[kMaxTopK];
+  for (int j = 0; j < k; ++j) g[j] = double(dprobs[j]) * sc;
+  RouteScratch& scr = route_scratch(E);
+  double* l = scr.a.data();
   if (is_sigmoid(cfg)) {
     if (k == 1) {
       const double s = sigmoid(logits[indices[0]]);
@@ -105,38 +127,36 @@ void route_token_backward(const float* logits, const int32_t* indices, const flo
       return;
     }
     // p_j = sigmoid_j / sum_i sigmoid_i over the chosen: dp_j / dl_i = p_j (delta_ij - p_i) (1 - sigmoid_i).
-    std::vector<double> ls(static_cast<size_t>(E)), p(static_cast<size_t>(k));
-    for (int e = 0; e < E; ++e) ls[size_t(e)] = log_sigmoid(logits[e]);
-    softmax(ls.data(), indices, k, p.data());
+    for (int e = 0; e < E; ++e) l[e] = log_sigmoid(logits[e]);
+    softmax(l, indices, k, p);
     double dot = 0;
-    for (int j = 0; j < k; ++j) dot += p[size_t(j)] * g[size_t(j)];
-    for (int j = 0; j < k; ++j)
-      dlogits[indices[j]] = p[size_t(j)] * (g[size_t(j)] - dot) * (1.0 - sigmoid(logits[indices[j]]));
+    for (int j = 0; j < k; ++j) dot += p[j] * g[j];
+    for (int j = 0; j < k; ++j) dlogits[indices[j]] = p[j] * (g[j] - dot) * (1.0 - sigmoid(logits[indices[j]]));
     return;
   }
-  std::vector<double> l(logits, logits + E);
+  for (int e = 0; e < E; ++e) l[e] = logits[e];
   if (cfg.moe_router_pre_softmax) {
-    std::vector<double> s(static_cast<size_t>(E)), ge(static_cast<size_t>(E), 0.0);
-    softmax(l.data(), nullptr, E, s.data());
-    for (int j = 0; j < k; ++j) ge[size_t(indices[j])] += g[size_t(j)];
+    double* s = scr.b.data();
+    softmax(l, nullptr, E, s);
+    // g spread over the experts: dlogits holds it first, then the softmax's backward in place.
+    for (int j = 0; j < k; ++j) dlogits[indices[j]] += g[j];
     double dot = 0;
-    for (int e = 0; e < E; ++e) dot += s[size_t(e)] * ge[size_t(e)];
-    for (int e = 0; e < E; ++e) dlogits[e] = s[size_t(e)] * (ge[size_t(e)] - dot);
+    for (int e = 0; e < E; ++e) dot += s[e] * dlogits[e];
+    for (int e = 0; e < E; ++e) dlogits[e] = s[e] * (dlogits[e] - dot);
     return;
   }
-  std::vector<double> q(static_cast<size_t>(k));
-  softmax(l.data(), indices, k, q.data());
+  softmax(l, indices, k, p);
   double dot = 0;
-  for (int j = 0; j < k; ++j) dot += q[size_t(j)] * g[size_t(j)];
-  for (int j = 0; j < k; ++j) dlogits[indices[j]] = q[size_t(j)] * (g[size_t(j)] - dot);
+  for (int j = 0; j < k; ++j) dot += p[j] * g[j];
+  for (int j = 0; j < k; ++j) dlogits[indices[j]] = p[j] * (g[j] - dot);
 }
 
 TopKRouter::TopKRouter(ParamAndGradBuffer& buf, const std::string& prefix, const TransformerConfig& cfg,
                        int layer_number, Communicator* global_group)
     : cfg_(cfg), layer_number_(layer_number), buf_(buf), global_(global_group && global_group->size() > 1 ? global_group : nullptr) {
   const int E = cfg.num_moe_experts;
-  MT_CHECK(E >= 1 && cfg.moe_router_topk >= 1 && cfg.moe_router_topk <= E, "{}: top-{} of {} experts", prefix,
-           cfg.moe_router_topk, E);
+  MT_CHECK(E >= 1 && cfg.moe_router_topk >= 1 && cfg.moe_router_topk <= E && cfg.moe_router_topk <= kMaxTopK,
+           "{}: top-{} of {} experts (at most {})", prefix, cfg.moe_router_topk, E, kMaxTopK);
   w_ = buf.add(prefix + ".weight", {E, cfg.hidden_size}, false);
   buf.set_overwrites_first_grad(w_);
   if (cfg.moe_router_enable_expert_bias) {
@@ -240,7 +260,8 @@ Tensor TopKRouter::backward(const std::vector<float>& dprobs, Saved& s) const {
   float* d = dl.data<float>();
 #pragma omp parallel for schedule(static)
   for (int64_t t = 0; t < T; ++t) {
-    std::vector<double> g(static_cast<size_t>(E));
+    thread_local std::vector<double> g;
+    g.resize(size_t(E));
     route_token_backward(&s.logits[size_t(t * E)], &s.indices[size_t(t * k)], &dprobs[size_t(t * k)], cfg_, g.data());
     for (int e = 0; e < E; ++e)
       d[t * E + e] = float(g[size_t(e)] + (s.dlogits_aux.empty() ? 0.0 : double(s.dlogits_aux[size_t(t * E + e)])));

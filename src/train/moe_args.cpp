@@ -15,8 +15,9 @@ void validate_moe_args(const TrainingArgs& a) {
       MT_USER_ERROR("MoE flags need --num-experts");
     return;
   }
-  if (a.moe_router_topk < 1 || a.moe_router_topk > a.num_experts)
-    MT_USER_ERROR("--moe-router-topk {} must be between 1 and --num-experts {}", a.moe_router_topk, a.num_experts);
+  if (a.moe_router_topk < 1 || a.moe_router_topk > a.num_experts || a.moe_router_topk > 64)
+    MT_USER_ERROR("--moe-router-topk {} must be between 1 and --num-experts {} (and at most 64)", a.moe_router_topk,
+                  a.num_experts);
   if (a.moe_router_score_function != "softmax" && a.moe_router_score_function != "sigmoid")
     MT_USER_ERROR("--moe-router-score-function '{}' must be softmax or sigmoid", a.moe_router_score_function);
   if (a.moe_router_pre_softmax && a.moe_router_score_function != "softmax")
