@@ -78,6 +78,15 @@ void add_train_flags(CLI::App& app, TrainingArgs& a) {
                "Softmax over all experts before the top-k (default: softmax over the top-k logits)")->group(g);
   app.add_option("--moe-router-topk-scaling-factor", a.moe_router_topk_scaling_factor,
                  "Multiply the top-k probabilities by this (0: no scaling)")->capture_default_str()->group(g);
+  app.add_option("--moe-router-num-groups", a.moe_router_num_groups,
+                 "Group-limited routing (DeepSeek-V3): the experts in this many equal groups (0: off)")
+      ->capture_default_str()->group(g);
+  app.add_option("--moe-router-group-topk", a.moe_router_group_topk,
+                 "With --moe-router-num-groups: each token chooses among the experts of this many groups, those "
+                 "whose best topk / group-topk scores sum highest")->capture_default_str()->group(g);
+  app.add_option("--moe-router-dtype", a.moe_router_dtype,
+                 "fp32 or fp64: accepted; the routing (softmax, top-k, losses) always runs in double precision on "
+                 "fp32 logits")->group(g);
   app.add_option("--moe-layer-freq", a.moe_layer_freq,
                  "MoE layers: N for every Nth layer (from layer 0), or a list of 0/1 per layer such as [0,1,1,1]")
       ->capture_default_str()->group(g);

@@ -194,6 +194,7 @@ void check_family(HfFamily f, const TransformerConfig& c) {
     if (c.moe_shared_expert_intermediate_size > 0) no("shared experts");
     if (c.moe_router_score_function != MoeScoreFunction::Softmax) no("a sigmoid router");
     if (c.moe_router_enable_expert_bias) no("expert biases in the router (--moe-router-enable-expert-bias)");
+    if (c.moe_router_num_groups > 0) no("group-limited routing (--moe-router-num-groups)");
     if (c.moe_router_topk_scaling_factor != 0.0f && c.moe_router_topk_scaling_factor != 1.0f)
       no("a top-k scaling factor");
     if (c.moe_router_pre_softmax && !qwen)

@@ -16,6 +16,8 @@ void read_recorded_moe_args(const nlohmann::json& a, TransformerConfig& c) {
                                     : MoeScoreFunction::Softmax;
   c.moe_router_pre_softmax = a.value("moe_router_pre_softmax", false);
   c.moe_router_topk_scaling_factor = a.value("moe_router_topk_scaling_factor", 0.0f);
+  c.moe_router_num_groups = a.value("moe_router_num_groups", 0);
+  c.moe_router_group_topk = a.value("moe_router_group_topk", 0);
   c.moe_aux_loss_coeff = a.value("moe_aux_loss_coeff", 0.0f);
   c.moe_router_enable_expert_bias = a.value("moe_router_enable_expert_bias", false);
 }

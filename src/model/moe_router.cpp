@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <functional>
 #include <numeric>
 
 #include "core/error.h"
@@ -13,7 +14,8 @@
 namespace mt {
 namespace {
 
-constexpr int kMaxTopK = 64;  // the per-token buffers' bound on --moe-router-topk
+constexpr int kMaxTopK = 64;    // the per-token buffers' bound on --moe-router-topk
+constexpr int kMaxGroups = 64;  // and on --moe-router-num-groups
 
 bool is_sigmoid(const TransformerConfig& c) { return c.moe_router_score_function == MoeScoreFunction::Sigmoid; }
 double scaling(const TransformerConfig& c) {
@@ -72,6 +74,30 @@ RouteScratch& route_scratch(int E) {
 
 }  // namespace
 
+// Group-limited routing (Megatron's group_limited_topk): each group's score is the sum of its best
+// k / group_topk selection scores; the experts outside the group_topk best groups (ties to the
+// lower group) get -inf, so the top-k can never pick them.
+static void limit_to_top_groups(double* sel, const TransformerConfig& cfg) {
+  const int E = cfg.num_moe_experts, G = cfg.moe_router_num_groups, per = E / G;
+  const int best = cfg.moe_router_topk / cfg.moe_router_group_topk;
+  double group[kMaxGroups], top[kMaxTopK];
+  for (int g = 0; g < G; ++g) {
+    std::partial_sort_copy(sel + g * per, sel + (g + 1) * per, top, top + best, std::greater<double>());
+    group[g] = 0;
+    for (int i = 0; i < best; ++i) group[g] += top[i];
+  }
+  int32_t order[kMaxGroups];
+  std::iota(order, order + G, 0);
+  std::partial_sort(order, order + cfg.moe_router_group_topk, order + G, [&](int32_t a, int32_t b) {
+    return group[a] > group[b] || (group[a] == group[b] && a < b);
+  });
+  bool keep[kMaxGroups] = {};
+  for (int i = 0; i < cfg.moe_router_group_topk; ++i) keep[order[i]] = true;
+  for (int g = 0; g < G; ++g)
+    if (!keep[g])
+      for (int e = g * per; e < (g + 1) * per; ++e) sel[e] = -INFINITY;
+}
+
 void route_token(const float* logits, const float* expert_bias, const TransformerConfig& cfg, int32_t* indices,
                  float* probs) {
   const int E = cfg.num_moe_experts, k = cfg.moe_router_topk;
@@ -88,6 +114,7 @@ void route_token(const float* logits, const float* expert_bias, const Transforme
     for (int e = 0; e < E; ++e) score[e] = logits[e];
   }
   for (int e = 0; e < E; ++e) sel[e] = score[e] + (expert_bias ? double(expert_bias[e]) : 0.0);
+  if (cfg.moe_router_num_groups > 0) limit_to_top_groups(sel, cfg);
   int32_t* order = scr.order.data();
   std::iota(order, order + E, 0);
   std::partial_sort(order, order + k, order + E, [&](int32_t a, int32_t b) {
@@ -157,6 +184,10 @@ TopKRouter::TopKRouter(ParamAndGradBuffer& buf, const std::string& prefix, const
   const int E = cfg.num_moe_experts;
   MT_CHECK(E >= 1 && cfg.moe_router_topk >= 1 && cfg.moe_router_topk <= E && cfg.moe_router_topk <= kMaxTopK,
            "{}: top-{} of {} experts (at most {})", prefix, cfg.moe_router_topk, E, kMaxTopK);
+  const int G = cfg.moe_router_num_groups, GK = cfg.moe_router_group_topk;
+  MT_CHECK(G == 0 || (G <= kMaxGroups && E % G == 0 && GK >= 1 && GK <= G && cfg.moe_router_topk % GK == 0 &&
+                      cfg.moe_router_topk / GK <= E / G),
+           "{}: top-{} of {} experts in {} groups, {} groups per token", prefix, cfg.moe_router_topk, E, G, GK);
   w_ = buf.add(prefix + ".weight", {E, cfg.hidden_size}, false);
   buf.set_overwrites_first_grad(w_);
   if (cfg.moe_router_enable_expert_bias) {

@@ -69,6 +69,10 @@ struct TransformerConfig {
   // takes the top-k logits first and normalises over them (Mixtral, Qwen3-MoE's norm_topk_prob).
   bool moe_router_pre_softmax = false;
   float moe_router_topk_scaling_factor = 0.0f;  // 0: none; else the top-k probabilities times this
+  // Group-limited routing (DeepSeek-V3): the experts form num_groups equal groups; a token may use
+  // only the group_topk groups whose best topk / group_topk routing scores sum highest (0: off).
+  int moe_router_num_groups = 0;
+  int moe_router_group_topk = 0;
   // Which layers are MoE: moe_layer_pattern[l] != 0 (--moe-layer-freq: N means every Nth layer,
   // starting with layer 0; a list gives the pattern). Empty: every layer.
   std::vector<int> moe_layer_pattern;

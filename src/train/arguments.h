@@ -52,6 +52,9 @@ struct TrainingArgs {
   std::string moe_router_score_function = "softmax";  // softmax | sigmoid
   bool moe_router_pre_softmax = false;
   double moe_router_topk_scaling_factor = 0;          // 0: none
+  int moe_router_num_groups = 0;                      // group-limited routing (DeepSeek-V3); 0: off
+  int moe_router_group_topk = 0;
+  std::string moe_router_dtype;                       // accepted: fp32 or fp64 (the router always computes in fp64)
   std::string moe_layer_freq = "1";                   // N (every Nth layer) or a list "[1,0,1,1]"
   int moe_shared_expert_intermediate_size = 0;
   std::string moe_router_load_balancing_type = "aux_loss";  // aux_loss | seq_aux_loss | none

@@ -63,6 +63,8 @@ const std::vector<ArchFlag>& arch_flags() {
       {"moe_router_pre_softmax", "--moe-router-pre-softmax", Kind::Switch, false, true},
       {"moe_router_topk_scaling_factor", "--moe-router-topk-scaling-factor", Kind::Float, false, true, "0"},
       {"moe_aux_loss_coeff", "--moe-aux-loss-coeff", Kind::Float, false, true},
+      {"moe_router_num_groups", "--moe-router-num-groups", Kind::Int, false, true, "0"},
+      {"moe_router_group_topk", "--moe-router-group-topk", Kind::Int, false, true, "0"},
   };
   return flags;
 }
@@ -155,6 +157,8 @@ nlohmann::json checkpoint_args_for(const TransformerConfig& c, int tp) {
     a.moe_aux_loss_coeff = std::stod(fmt::format("{}", c.moe_aux_loss_coeff));
     a.moe_shared_expert_intermediate_size = c.moe_shared_expert_intermediate_size;
     a.moe_layer_freq = moe_layer_freq_text(c);
+    a.moe_router_num_groups = c.moe_router_num_groups;
+    a.moe_router_group_topk = c.moe_router_group_topk;
   }
   return args_to_json(a, c);
 }

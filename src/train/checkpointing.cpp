@@ -67,7 +67,8 @@ nlohmann::json args_to_json(const TrainingArgs& a, const TransformerConfig& cfg)
   MT_ARG(sequence_parallel); MT_ARG(use_distributed_optimizer); MT_ARG(save_interval);
   MT_ARG(num_experts); MT_ARG(moe_router_topk); MT_ARG(moe_layer_freq); MT_ARG(moe_shared_expert_intermediate_size);
   MT_ARG(moe_router_enable_expert_bias); MT_ARG(moe_router_score_function); MT_ARG(moe_router_pre_softmax);
-  MT_ARG(moe_router_topk_scaling_factor); MT_ARG(moe_aux_loss_coeff);
+  MT_ARG(moe_router_topk_scaling_factor); MT_ARG(moe_aux_loss_coeff); MT_ARG(moe_router_num_groups);
+  MT_ARG(moe_router_group_topk);
 #undef MT_ARG
   // The architecture as the model was built (a checkpoint of one family never loads into another).
   j["normalization"] = normalization_name(cfg.normalization);

@@ -18,6 +18,18 @@ void validate_moe_args(const TrainingArgs& a) {
   if (a.moe_router_topk < 1 || a.moe_router_topk > a.num_experts || a.moe_router_topk > 64)
     MT_USER_ERROR("--moe-router-topk {} must be between 1 and --num-experts {} (and at most 64)", a.moe_router_topk,
                   a.num_experts);
+  const int G = a.moe_router_num_groups, GK = a.moe_router_group_topk;
+  if (G < 0 || GK < 0 || (G > 0) != (GK > 0))
+    MT_USER_ERROR("--moe-router-num-groups {} and --moe-router-group-topk {} go together (both positive, or both 0)",
+                  G, GK);
+  if (G > 0 && (a.num_experts % G != 0 || G > 64 || GK > G || a.moe_router_topk % GK != 0 ||
+                a.moe_router_topk / GK > a.num_experts / G))
+    MT_USER_ERROR("--moe-router-num-groups {} --moe-router-group-topk {}: the groups must split --num-experts {} "
+                  "evenly (at most 64 groups), group-topk <= groups, and --moe-router-topk {} must be a multiple of "
+                  "group-topk with topk / group-topk <= experts per group",
+                  G, GK, a.num_experts, a.moe_router_topk);
+  if (!a.moe_router_dtype.empty() && a.moe_router_dtype != "fp32" && a.moe_router_dtype != "fp64")
+    MT_USER_ERROR("--moe-router-dtype '{}' must be fp32 or fp64", a.moe_router_dtype);
   if (a.moe_router_score_function != "softmax" && a.moe_router_score_function != "sigmoid")
     MT_USER_ERROR("--moe-router-score-function '{}' must be softmax or sigmoid", a.moe_router_score_function);
   if (a.moe_router_pre_softmax && a.moe_router_score_function != "softmax")
@@ -55,6 +67,8 @@ void apply_moe_args(const TrainingArgs& a, TransformerConfig& c) {
       a.moe_router_score_function == "sigmoid" ? MoeScoreFunction::Sigmoid : MoeScoreFunction::Softmax;
   c.moe_router_pre_softmax = a.moe_router_pre_softmax;
   c.moe_router_topk_scaling_factor = float(a.moe_router_topk_scaling_factor);
+  c.moe_router_num_groups = a.moe_router_num_groups;
+  c.moe_router_group_topk = a.moe_router_group_topk;
   c.moe_layer_pattern = parse_moe_layer_freq(a.moe_layer_freq, a.num_layers);
   c.moe_shared_expert_intermediate_size = a.moe_shared_expert_intermediate_size;
   const std::string& lb = a.moe_router_load_balancing_type;

@@ -329,3 +329,32 @@ TEST(MoeLayer, GradientsWithEverythingOn) {
   c.moe_router_score_function = MoeScoreFunction::Sigmoid;
   check_moe_layer(c);
 }
+
+// Group-limited routing (DeepSeek-V3): 8 experts in 4 groups of 2, top-4 from the best 2 groups,
+// each group scored by the sum of its best 4 / 2 = 2 scores (here: the whole group). Expert 6 has
+// the highest single score, but its group {6, 7} sums lower than {0, 1} and {2, 3}.
+TEST(MoeRouter, GroupLimitedRoutingPicksOnlyFromTheBestGroups) {
+  TransformerConfig c = moe_config(8, 4);
+  c.moe_router_num_groups = 4;
+  c.moe_router_group_topk = 2;
+  const float logits[8] = {2.0f, 1.9f, 1.8f, 1.7f, 0.0f, 0.1f, 3.0f, -2.0f};
+  int32_t idx[4];
+  float p[4];
+  route_token(logits, nullptr, c, idx, p);
+  EXPECT_EQ(std::vector<int32_t>(idx, idx + 4), (std::vector<int32_t>{0, 1, 2, 3}));
+  // The same logits without groups take expert 6 first.
+  c.moe_router_num_groups = c.moe_router_group_topk = 0;
+  route_token(logits, nullptr, c, idx, p);
+  EXPECT_EQ(idx[0], 6);
+  // The expert bias enters the group scores and the choice (ties to the lower expert): group {4, 5}
+  // now beats {2, 3}; selection scores 2.1 (5), 2.0 (0), 2.0 (4), 1.9 (1).
+  c.moe_router_num_groups = 4;
+  c.moe_router_group_topk = 2;
+  const float bias[8] = {0, 0, 0, 0, 2.0f, 2.0f, 0, 0};
+  route_token(logits, bias, c, idx, p);
+  EXPECT_EQ(std::vector<int32_t>(idx, idx + 4), (std::vector<int32_t>{5, 0, 4, 1}));
+  double s = 0;
+  for (float v : p) s += v;
+  EXPECT_NEAR(s, 1.0, 1e-6);  // softmax over the chosen logits, without the bias
+  EXPECT_NEAR(p[0], std::exp(0.1) / (std::exp(0.1) + std::exp(2.0) + 1.0 + std::exp(1.9)), 1e-6);
+}

@@ -23,7 +23,8 @@
 //                                                     :LN an N-layer model, also for the
 //                                                     single-rank reference; :epN expert-
 //                                                     parallel size N with an MoE model:
-//                                                     :mixtral or :qwenmoe (mpi_training.h),
+//                                                     :mixtral, :qwenmoe or :dsmoe (DeepSeek-V3's
+//                                                     group-limited sigmoid router; mpi_training.h),
 //                                                     :cap capacity factor 1 (dropping),
 //                                                     :position drop by position; :mbN
 //                                                     micro batch N, also for the reference;
@@ -55,7 +56,8 @@ int option(const std::string& spec, const std::string& key) {
 
 // The model (and dropout) a layout spec names; the single-rank reference is trained per model.
 TrainingArgs model_for(const std::string& spec) {
-  TrainingArgs a = spec.find(":mixtral") != std::string::npos  ? testing::tiny_mixtral_args(300, 32)
+  TrainingArgs a = spec.find(":dsmoe") != std::string::npos    ? testing::tiny_deepseek_moe_args(300, 32)
+                   : spec.find(":mixtral") != std::string::npos ? testing::tiny_mixtral_args(300, 32)
                    : spec.find(":qwenmoe") != std::string::npos ? testing::tiny_qwen_moe_args(300, 32)
                    : spec.find(":llama31") != std::string::npos ? testing::tiny_llama_args(300, 32, true)
                    : spec.find(":llama") != std::string::npos ? testing::tiny_llama_args(300, 32)
@@ -88,7 +90,7 @@ std::string model_key(const std::string& spec) {
                            (spec.find(":position") != std::string::npos ? ":position" : "") +
                            (option(spec, ":mb") > 0 ? ":mb" + std::to_string(option(spec, ":mb")) : "") +
                            (spec.find(":global") != std::string::npos ? ":global" : "");
-  for (const char* m : {":mixtral", ":qwenmoe", ":llama31", ":llama", ":qwen"})
+  for (const char* m : {":dsmoe", ":mixtral", ":qwenmoe", ":llama31", ":llama", ":qwen"})
     if (spec.find(m) != std::string::npos) return std::string(m) + tail;
   return tail;
 }

@@ -100,6 +100,25 @@ inline TrainingArgs tiny_qwen_moe_args(int64_t vocab, int64_t divisible_by) {
   return a;
 }
 
+// DeepSeek-V3's router on the Mixtral budget: sigmoid scores over 8 experts in 4 groups, top-4 from
+// the best 2 groups, expert bias, top-k scaling 2.5, a shared expert, the first layer dense (3 layers).
+inline TrainingArgs tiny_deepseek_moe_args(int64_t vocab, int64_t divisible_by) {
+  TrainingArgs a = tiny_mixtral_args(vocab, divisible_by);
+  a.num_layers = 3;
+  a.moe_layer_freq = "[0,1,1]";
+  a.moe_router_topk = 4;
+  a.moe_router_score_function = "sigmoid";
+  a.moe_router_num_groups = 4;
+  a.moe_router_group_topk = 2;
+  a.moe_router_enable_expert_bias = true;
+  a.moe_router_bias_update_rate = 0.01;
+  a.moe_router_topk_scaling_factor = 2.5;
+  a.moe_shared_expert_intermediate_size = 32;
+  a.moe_router_load_balancing_type = "seq_aux_loss";
+  a.moe_aux_loss_coeff = 0.001;
+  return a;
+}
+
 // Trains with `groups` (null: the world's layout from the arguments), log lines to /dev/null.
 inline TrainResult run_training(const TrainingArgs& a, ProcessGroups* groups = nullptr) {
   static std::FILE* devnull = std::fopen("/dev/null", "w");

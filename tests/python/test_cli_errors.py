@@ -155,6 +155,9 @@ LLAMA = ["--normalization", "RMSNorm", "--swiglu", "--position-embedding-type", 
     (["--num-experts", "3", "--expert-model-parallel-size", "2"], ["--num-experts 3", "--expert-model-parallel-size 2"]),
     (["--expert-model-parallel-size", "2"], ["world size 1", "expert (2)"]),
     (["--moe-expert-capacity-factor", "1.0"], ["--num-experts"]),
+    (["--num-experts", "4", "--moe-router-num-groups", "2"], ["--moe-router-num-groups 2", "--moe-router-group-topk 0"]),
+    (["--num-experts", "4", "--moe-router-num-groups", "3", "--moe-router-group-topk", "1"], ["--moe-router-num-groups 3"]),
+    (["--num-experts", "4", "--moe-router-dtype", "bf16"], ["--moe-router-dtype 'bf16'"]),
 ])
 def test_bad_architecture_is_one_line_exit_2(build_dir, flags, needles):
     base = [f for f in TINY + LLAMA + ["--ffn-hidden-size", "32"]]
