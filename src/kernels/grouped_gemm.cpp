@@ -2,7 +2,7 @@
 // grouped kernel applies) is one gemm per group on row slices.
 #include "kernels/grouped_gemm.h"
 
-#include <numeric>
+#include <functional>
 
 #include "kernels/dispatch.h"
 #include "kernels/elementwise.h"
@@ -29,6 +29,17 @@ void check_2d(const char* op, const char* name, const Tensor& t, int64_t rows, i
   check_shape(op, name, t, {rows, cols});
 }
 
+// The per-group path: fn(g, first row, rows) for every group, its GEMMs untimed (the rows per
+// group change every call: see GemmHeuristicOnly).
+void for_each_group(const std::vector<int64_t>& counts, const std::function<void(int64_t, int64_t, int64_t)>& fn) {
+  const GemmHeuristicOnly untimed;
+  int64_t row = 0;
+  for (size_t g = 0; g < counts.size(); ++g) {
+    fn(int64_t(g), row, counts[g]);
+    row += counts[g];
+  }
+}
+
 }  // namespace
 
 void grouped_gemm_forward(const Tensor& x, const Tensor& w, const std::vector<int64_t>& counts, const Tensor& y,
@@ -40,13 +51,10 @@ void grouped_gemm_forward(const Tensor& x, const Tensor& w, const std::vector<in
 #ifdef MT_WITH_CUDA
   if (on_cuda(op, {&x, &w, &y}) && cuda::grouped_gemm_forward(x, w, counts, y, s)) return;
 #endif
-  const GemmHeuristicOnly untimed;  // rows per group change every call
-  int64_t row = 0;
-  for (size_t g = 0; g < counts.size(); ++g) {
-    if (counts[g] > 0) gemm(x.narrow0(row, counts[g]), false, w.narrow0(int64_t(g), 1).view({N, K}), true,
-                            y.narrow0(row, counts[g]), 1.0f, 0.0f, nullptr, s);
-    row += counts[g];
-  }
+  for_each_group(counts, [&](int64_t g, int64_t row, int64_t rows) {
+    if (rows > 0) gemm(x.narrow0(row, rows), false, w.narrow0(g, 1).view({N, K}), true, y.narrow0(row, rows), 1.0f, 0.0f,
+                       nullptr, s);
+  });
 }
 
 void grouped_gemm_dgrad(const Tensor& dy, const Tensor& w, const std::vector<int64_t>& counts, const Tensor& dx,
@@ -58,13 +66,10 @@ void grouped_gemm_dgrad(const Tensor& dy, const Tensor& w, const std::vector<int
 #ifdef MT_WITH_CUDA
   if (on_cuda(op, {&dy, &w, &dx}) && cuda::grouped_gemm_dgrad(dy, w, counts, dx, s)) return;
 #endif
-  const GemmHeuristicOnly untimed;  // rows per group change every call
-  int64_t row = 0;
-  for (size_t g = 0; g < counts.size(); ++g) {
-    if (counts[g] > 0) gemm(dy.narrow0(row, counts[g]), false, w.narrow0(int64_t(g), 1).view({N, K}), false,
-                            dx.narrow0(row, counts[g]), 1.0f, 0.0f, nullptr, s);
-    row += counts[g];
-  }
+  for_each_group(counts, [&](int64_t g, int64_t row, int64_t rows) {
+    if (rows > 0) gemm(dy.narrow0(row, rows), false, w.narrow0(g, 1).view({N, K}), false, dx.narrow0(row, rows), 1.0f,
+                       0.0f, nullptr, s);
+  });
 }
 
 void grouped_gemm_wgrad(const Tensor& dy, const Tensor& x, const std::vector<int64_t>& counts, const Tensor& dw,
@@ -77,18 +82,15 @@ void grouped_gemm_wgrad(const Tensor& dy, const Tensor& x, const std::vector<int
 #ifdef MT_WITH_CUDA
   if (on_cuda(op, {&dy, &x, &dw}) && cuda::grouped_gemm_wgrad(dy, x, counts, dw, beta, s)) return;
 #endif
-  const GemmHeuristicOnly untimed;  // rows per group change every call
-  int64_t row = 0;
-  for (size_t g = 0; g < counts.size(); ++g) {
-    Tensor dwg = dw.narrow0(int64_t(g), 1).view({N, K});
-    if (counts[g] > 0)
-      gemm(dy.narrow0(row, counts[g]), true, x.narrow0(row, counts[g]), false, dwg, 1.0f, beta, nullptr, s);
+  for_each_group(counts, [&](int64_t g, int64_t row, int64_t rows) {
+    Tensor dwg = dw.narrow0(g, 1).view({N, K});
+    if (rows > 0)
+      gemm(dy.narrow0(row, rows), true, x.narrow0(row, rows), false, dwg, 1.0f, beta, nullptr, s);
     else if (beta == 0.0f)
       fill(dwg, 0.0f, s);  // overwrites, NaN included
     else if (beta != 1.0f)
       scale_(dwg, beta, s);
-    row += counts[g];
-  }
+  });
 }
 
 }  // namespace mt

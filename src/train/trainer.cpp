@@ -188,9 +188,9 @@ void report_memory(std::FILE* log, const std::vector<const GPTModel*>& chunks, c
   }
 }
 
-// Tests: every pipeline rank ends with every stage's final parameters (each rank broadcasts its
-// own in turn: the name, the shape, the values).
-void share_over_pipeline(Communicator& pp, TrainResult& r) {
+// Every rank of `group` ends with every rank's final parameters (each rank broadcasts its own in
+// turn: the name, the shape, the values).
+void share_final_params(Communicator& pp, TrainResult& r) {
   for (int root = 0; root < pp.size(); ++root) {
     const bool mine = pp.rank() == root;
     Tensor count = Tensor::zeros({1}, DType::I64);
@@ -232,12 +232,11 @@ void share_over_pipeline(Communicator& pp, TrainResult& r) {
   }
 }
 
-// --save-hf: the whole model gathered (over tensor parallelism, the experts over expert
-// parallelism, then the pipeline stages) and written by rank 0 as a Hugging Face directory, with
-// --load-hf's config keys and tokenizer files. Holds the model in fp32 on the first data-parallel
-// rank of each stage while it writes.
-void save_hf_directory(const TrainingArgs& args, const TransformerConfig& cfg, const ParamAndGradBuffer& buffer,
-                       const ParamAndGradBuffer* expert_buffer, ProcessGroups& groups, std::FILE* log0) {
+// Every parameter at its global shape (vocabulary padding included) on every rank: gathered over
+// tensor parallelism, the experts over expert parallelism, then shared over the pipeline stages,
+// with `extra` (this stage's persistent buffers) beside them. Tests and --save-hf.
+TrainResult gather_model(const ParamAndGradBuffer& buffer, const ParamAndGradBuffer* expert_buffer,
+                         ProcessGroups& groups, const std::vector<std::pair<std::string, Tensor>>& extra = {}) {
   auto gather = [&](const ParamAndGradBuffer& b, TrainResult& into) {
     for (int id = 0; id < int(b.infos().size()); ++id) {
       if (b.info(id).pipeline_duplicate) continue;
@@ -252,11 +251,25 @@ void save_hf_directory(const TrainingArgs& args, const TransformerConfig& cfg, c
   if (expert_buffer) {  // each expert-parallel rank holds E / EP of the experts
     TrainResult experts;
     gather(*expert_buffer, experts);
-    if (groups.ep().size() > 1) share_over_pipeline(groups.ep(), experts);
+    if (groups.ep().size() > 1) share_final_params(groups.ep(), experts);
     whole.final_params.merge(experts.final_params);
     whole.final_param_shapes.merge(experts.final_param_shapes);
   }
-  if (groups.pp().size() > 1) share_over_pipeline(groups.pp(), whole);
+  for (const auto& [name, t] : extra) {
+    whole.final_params[name].assign(t.data<float>(), t.data<float>() + t.numel());
+    whole.final_param_shapes[name] = t.shape();
+  }
+  if (groups.pp().size() > 1) share_final_params(groups.pp(), whole);
+  return whole;
+}
+
+// --save-hf: the whole model gathered (over tensor parallelism, the experts over expert
+// parallelism, then the pipeline stages) and written by rank 0 as a Hugging Face directory, with
+// --load-hf's config keys and tokenizer files. Holds the model in fp32 on the first data-parallel
+// rank of each stage while it writes.
+void save_hf_directory(const TrainingArgs& args, const TransformerConfig& cfg, const ParamAndGradBuffer& buffer,
+                       const ParamAndGradBuffer* expert_buffer, ProcessGroups& groups, std::FILE* log0) {
+  const TrainResult whole = gather_model(buffer, expert_buffer, groups);
   if (groups.rank() == 0) {
     HfExportOptions opt;
     if (!args.load_hf.empty()) opt.base_config = read_hf_config_json(args.load_hf);
@@ -693,19 +706,9 @@ TrainResult pretrain_gpt(const TrainingArgs& args, std::FILE* log, const TrainOp
                  double(cuda_peak_bytes(dev.index)) / 1073741824.0);
   }
   if (opts.return_final_params) {
-    for (const ParamAndGradBuffer* b : {&buffer, &expert_buffer})
-      for (int id = 0; id < int(b->infos().size()); ++id) {
-        if (b->info(id).pipeline_duplicate) continue;
-        Tensor full = gather_full_parameter(*b, id, &groups.tp());
-        const float* p = full.data<float>();
-        result.final_params[b->info(id).name].assign(p, p + full.numel());
-        result.final_param_shapes[b->info(id).name] = full.shape();
-      }
-    for (const GPTModel* c : chunks)
-      for (const auto& [name, t] : c->persistent_buffers())
-        result.final_params[name].assign(t.data<float>(), t.data<float>() + t.numel()), result.final_param_shapes[name] = t.shape();
-    if (groups.ep().size() > 1) share_over_pipeline(groups.ep(), result);  // each EP rank's experts
-    if (pp_size > 1) share_over_pipeline(groups.pp(), result);
+    const TrainResult whole = gather_model(buffer, moe ? &expert_buffer : nullptr, groups, persistent);
+    result.final_params = whole.final_params;
+    result.final_param_shapes = whole.final_param_shapes;
   }
   std::fflush(log);
   return result;

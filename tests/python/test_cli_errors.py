@@ -5,6 +5,7 @@ import subprocess
 
 import numpy as np
 import pytest
+import user_errors
 
 
 def write_indexed(prefix, docs, dtype=np.uint16, magic=b"MMIDIDX\x00\x00", version=1):
@@ -35,12 +36,7 @@ def run(build_dir, *flags):
 
 
 def assert_user_error(r, *needles):
-    assert r.returncode == 2, (r.returncode, r.stdout, r.stderr)
-    lines = r.stderr.strip().splitlines()
-    assert len(lines) == 1, r.stderr
-    assert r.stdout == "", r.stdout
-    for n in needles:
-        assert n in lines[0], lines[0]
+    user_errors.assert_user_error(r, *needles, empty_stdout=True)
 
 
 @pytest.fixture

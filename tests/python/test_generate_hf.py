@@ -21,6 +21,7 @@ from transformers import LlamaConfig, LlamaForCausalLM
 
 from conftest import REPO
 from hf_tiny_models import common, tiny_hf_model
+import user_errors
 
 MODELS = ("llama_gqa_untied", "qwen3_qk_norm_tied", "gpt2")
 
@@ -233,10 +234,7 @@ def test_our_checkpoint_matches_transformers_on_its_weights(build_dir, tmp_path)
 # --- bad input ----------------------------------------------------------------------------------
 
 def assert_user_error(r, *needles):
-    assert r.returncode == 2, (r.returncode, r.stdout, r.stderr)
-    lines = r.stderr.strip().splitlines()
-    assert len(lines) == 1 and all(n in lines[0] for n in needles), r.stderr
-    assert r.stdout == ""
+    user_errors.assert_user_error(r, *needles, empty_stdout=True)
 
 
 @pytest.fixture(scope="module")

@@ -17,6 +17,7 @@ from safetensors.torch import load_file, save_file
 from transformers import AutoModelForCausalLM
 
 from hf_tiny_models import V, tiny_hf_model
+from user_errors import assert_user_error
 
 T = 16
 MODELS = ("gpt2", "llama_gqa_untied", "llama31_scaling", "qwen2_qkv_bias", "qwen3_qk_norm_tied", "mistral")
@@ -29,14 +30,6 @@ ASSETS = {"tokenizer.json": '{"version": "1.0", "model": {"type": "BPE"}}\n',
 def megatron(build_dir, *args, timeout=120):
     return subprocess.run([str(build_dir / "megatron"), *map(str, args)], capture_output=True, text=True,
                           timeout=timeout)
-
-
-def assert_user_error(r, *needles):
-    assert r.returncode == 2, (r.returncode, r.stdout, r.stderr)
-    lines = r.stderr.strip().splitlines()
-    assert len(lines) == 1, r.stderr
-    for n in needles:
-        assert n in lines[0], (n, lines[0])
 
 
 def make_model(name, dtype=torch.float32):

@@ -23,6 +23,7 @@ from safetensors.torch import load_file, save_file
 from transformers import AutoModelForCausalLM
 
 from hf_tiny_models import V, tiny_hf_model
+from user_errors import assert_user_error
 
 MODELS = ("mixtral", "qwen3_moe_dense_last", "qwen3_moe_no_norm_topk")
 T = 16
@@ -46,14 +47,6 @@ def megatron(build_dir, *args, np=1, check=True, timeout=300):
     if check:
         assert r.returncode == 0, (r.stdout[-3000:], r.stderr[-3000:])
     return r
-
-
-def assert_user_error(r, *needles):
-    assert r.returncode == 2, (r.returncode, r.stdout, r.stderr)
-    lines = r.stderr.strip().splitlines()
-    assert len(lines) == 1, r.stderr
-    for n in needles:
-        assert n in lines[0], (n, lines[0])
 
 
 def make_model(name, num_layers=2):

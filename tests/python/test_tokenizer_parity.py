@@ -184,7 +184,10 @@ def test_bad_merge_is_one_clear_error(tmp_path, gpt2_style):
 
 @pytest.mark.parametrize("broken", ['{"model": ', '[]', '{"model": {"type": "WordPiece"}}',
                                     '{"model": {"vocab": {"a": "x"}, "merges": []}}',
-                                    '{"model": {"vocab": {"a": 0}, "merges": ["a"]}, "pre_tokenizer": {"type": "ByteLevel"}}'])
+                                    '{"model": {"vocab": {"a": 0}, "merges": ["a"]}, "pre_tokenizer": {"type": "ByteLevel"}}',
+                                    # a sparse id far past the tokens defined (the fuzzer's out-of-memory input)
+                                    '{"model": {"vocab": {"a": 0, "b": 100000000}, "merges": []}, '
+                                    '"pre_tokenizer": {"type": "ByteLevel"}}'])
 def test_malformed_tokenizer_json_is_one_clear_error(tmp_path, broken):
     path = tmp_path / "tokenizer.json"
     path.write_text(broken)

@@ -51,6 +51,12 @@ ByteLevelBPETokenizer::ByteLevelBPETokenizer(std::string name, const ByteLevelBP
   }
   if (max_id < 0) MT_USER_ERROR("{}: empty vocabulary", c.source);
   if (max_id >= (int64_t(1) << 31) - 1) MT_USER_ERROR("{}: token id {} is too large", c.source, max_id);
+  // Ids index a table of vocab_size entries: a sparse id far past the number of tokens (a malformed
+  // file; the fuzzer's) would allocate gigabytes for nothing.
+  const int64_t tokens = int64_t(c.vocab.size() + c.added.size());
+  if (max_id >= 2 * tokens + 65536)
+    MT_USER_ERROR("{}: token id {} is far beyond the {} tokens the file defines (ids are expected dense from 0)",
+                  c.source, max_id, tokens);
   vocab_size_ = max_id + 1;
   id_bytes_.assign(size_t(vocab_size_), std::string());
   std::vector<uint8_t> seen(size_t(vocab_size_), 0);

@@ -6,6 +6,8 @@
 
 #include <mutex>
 
+#include "core/dtype.h"
+
 namespace mt::cuda {
 
 // The handle of `device` (which must be current: the first call makes the handle there) bound to
@@ -16,5 +18,7 @@ struct CublasOnStream {
   cublasHandle_t handle = nullptr;
 };
 CublasOnStream cublas_on_stream(int device, cudaStream_t st);
+// cuBLAS's type for a float dtype (fp32, bf16, fp16).
+cudaDataType_t cuda_data_type(DType t);
 
 }  // namespace mt::cuda

@@ -59,15 +59,6 @@ namespace {
 
 constexpr size_t kWorkspaceBytes = size_t(32) << 20;
 
-cudaDataType_t cuda_type(DType t) {
-  switch (t) {
-    case DType::F32: return CUDA_R_32F;
-    case DType::BF16: return CUDA_R_16BF;
-    case DType::F16: return CUDA_R_16F;
-    default: break;
-  }
-  fail_check(__FILE__, __LINE__, "is_floating(dtype)", std::string(dtype_name(t)));
-}
 
 // Largest power of two <= 256 dividing the address (what cuBLASLt's alignment preferences mean).
 int alignment_of(const void* p) {
@@ -199,8 +190,8 @@ PlanKey make_key(const Tensor& a, bool ta, const Tensor& b, bool tb, const Tenso
                  k,
                  ta,
                  tb,
-                 int(cuda_type(a.dtype())),
-                 int(cuda_type(c.dtype())),
+                 int(cuda_data_type(a.dtype())),
+                 int(cuda_data_type(c.dtype())),
                  int(epilogue),
                  bias_type,
                  alignment_of(a.raw()),
@@ -363,7 +354,7 @@ void scale_add_bias(const Tensor& c, const Tensor* bias, float beta, cudaStream_
 void gemm_fallback(DeviceContext& ctx, const Tensor& a, bool trans_a, const Tensor& b, bool trans_b, const Tensor& c,
                    float alpha, float beta, const Tensor* bias, int64_t m, int64_t n, int64_t k, cudaStream_t st) {
   bind_blas(ctx, st);
-  const cudaDataType_t ab = cuda_type(a.dtype()), ct = cuda_type(c.dtype());
+  const cudaDataType_t ab = cuda_data_type(a.dtype()), ct = cuda_data_type(c.dtype());
   MT_CUBLAS_CHECK(cublasGemmEx(ctx.blas, trans_b ? CUBLAS_OP_T : CUBLAS_OP_N, trans_a ? CUBLAS_OP_T : CUBLAS_OP_N,
                                int(n), int(m), int(k), &alpha, b.raw(), ab, int(b.size(1)), a.raw(), ab,
                                int(a.size(1)), &beta, c.raw(), ct, int(n), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
@@ -421,7 +412,7 @@ void gemm(const Tensor& a, bool trans_a, const Tensor& b, bool trans_b, const Te
     const void* bias_ptr = bias ? bias->raw() : nullptr;
     const PlanKey key = make_key(a, trans_a, b, trans_b, c, m, n, k,
                                  bias ? CUBLASLT_EPILOGUE_BIAS : CUBLASLT_EPILOGUE_DEFAULT,
-                                 bias ? int(cuda_type(bias->dtype())) : -1, bias_ptr, nullptr);
+                                 bias ? int(cuda_data_type(bias->dtype())) : -1, bias_ptr, nullptr);
     if (lt_matmul(ctx, key, a, b, c, alpha, beta, bias_ptr, nullptr, st, "using cublasGemmEx")) return;
   }
   gemm_fallback(ctx, a, trans_a, b, trans_b, c, alpha, beta, bias, m, n, k, st);
@@ -439,7 +430,7 @@ bool gemm_bias_gelu(const Tensor& a, bool trans_a, const Tensor& b, bool trans_b
     const void* bias_ptr = bias ? bias->raw() : nullptr;
     const PlanKey key = make_key(a, trans_a, b, trans_b, y, m, n, k,
                                  bias ? CUBLASLT_EPILOGUE_GELU_AUX_BIAS : CUBLASLT_EPILOGUE_GELU_AUX,
-                                 bias ? int(cuda_type(bias->dtype())) : -1, bias_ptr, pre.raw());
+                                 bias ? int(cuda_data_type(bias->dtype())) : -1, bias_ptr, pre.raw());
     if (lt_matmul(ctx, key, a, b, y, 1.0f, 0.0f, bias_ptr, pre.raw(), stream_of(s),
                   "running gemm and gelu_forward separately"))
       return true;
@@ -464,7 +455,7 @@ bool gemm_dgelu(const Tensor& a, bool trans_a, const Tensor& b, bool trans_b, co
       for (DType t : {DType::F32, a.dtype()}) {
         Tensor scratch = Tensor::empty({n}, t, dpre.device());
         const PlanKey key = make_key(a, trans_a, b, trans_b, dpre, m, n, k, CUBLASLT_EPILOGUE_DGELU_BGRAD,
-                                     int(cuda_type(t)), scratch.raw(), pre.raw());
+                                     int(cuda_data_type(t)), scratch.raw(), pre.raw());
         const char* instead = t == DType::F32 ? nullptr : "trying DGELU with bias_grad_accumulate";
         if (lt_matmul(ctx, key, a, b, dpre, 1.0f, 0.0f, scratch.raw(), pre.raw(), st, instead)) {
           lock.unlock();
@@ -514,6 +505,16 @@ bool gemm_wgrad_bgrad(const Tensor& dy, const Tensor& x, const Tensor& dw_accum,
   gemm(dy, true, x, false, dw_accum, 1.0f, dw_beta, nullptr, s);
   bias_grad_accumulate(dy, db_accum, s);
   return false;
+}
+
+cudaDataType_t cuda_data_type(DType t) {
+  switch (t) {
+    case DType::F32: return CUDA_R_32F;
+    case DType::BF16: return CUDA_R_16BF;
+    case DType::F16: return CUDA_R_16F;
+    default: break;
+  }
+  fail_check(__FILE__, __LINE__, "is_floating(dtype)", std::string(dtype_name(t)));
 }
 
 }  // namespace mt::cuda

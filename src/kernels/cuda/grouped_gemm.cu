@@ -75,15 +75,6 @@ void reserve(Slot& slot, size_t n) {
   slot.capacity = cap;
 }
 
-cudaDataType_t cuda_type(DType t) {
-  switch (t) {
-    case DType::F32: return CUDA_R_32F;
-    case DType::BF16: return CUDA_R_16BF;
-    case DType::F16: return CUDA_R_16F;
-    default: break;
-  }
-  fail_check(__FILE__, __LINE__, "is_floating(dtype)", std::string(dtype_name(t)));
-}
 
 // One problem of a grouped call: C (m x n) = op(A) (m x k) op(B) (k x n) + beta C, column-major.
 struct Problem {
@@ -146,7 +137,7 @@ bool run_grouped(int device, cudaStream_t st, const Layout& l, const std::vector
     n[i] = int(ps[i].n);
     k[i] = int(ps[i].k);
   }
-  const cudaDataType_t ab = cuda_type(l.ab), ct = cuda_type(l.c);
+  const cudaDataType_t ab = cuda_data_type(l.ab), ct = cuda_data_type(l.c);
   const cublasStatus_t status = cublasGemmGroupedBatchedEx(
       blas.handle, ta.data(), tb.data(), m.data(), n.data(), k.data(), alphas.data(), slot.dev, ab, lda.data(),
       slot.dev + P, ab, ldb.data(), betas.data(), slot.dev + 2 * P, ct, ldc.data(), int(P), size.data(),
