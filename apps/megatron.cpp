@@ -13,6 +13,7 @@
 #include "checkpoint_cmd.h"
 #include "generate_cmd.h"
 #include "convert_cmd.h"
+#include "finite_floats.h"
 #include "preprocess.h"
 #include "serve_cmd.h"
 #include "train_flags.h"
@@ -32,6 +33,7 @@ int main(int argc, char** argv) {
   mt::GenerateCommand generate = mt::add_generate_command(app);
   mt::ConvertCommand convert = mt::add_convert_command(app);
   mt::ServeCommand serve = mt::add_serve_command(app);
+  mt::require_finite_floats(app);
 
   // --model-preset NAME stands for its architecture flags (ones given explicitly win).
   std::vector<std::string> words;

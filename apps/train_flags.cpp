@@ -190,8 +190,13 @@ void add_train_flags(CLI::App& app, TrainingArgs& a) {
   app.add_option("--save-interval", a.save_interval,
                  "Iterations between checkpoints (0: only at the end of training)")->capture_default_str()->group(g);
   app.add_option("--load", a.load,
-                 "Directory to resume from (its latest complete iteration; any TP/DP layout); none there: start "
-                 "from scratch")->group(g);
+                 "Directory to resume from (its latest complete iteration, or DIR/iter_0000100 for that one; any "
+                 "TP/PP/DP layout). No checkpoint there is an error when --save holds checkpoints that training from "
+                 "scratch would overwrite (see --allow-start-from-scratch)")->group(g);
+  app.add_option("--ckpt-step", a.ckpt_step, "The iteration of --load to load (default: the latest)")->group(g);
+  app.add_flag("--allow-start-from-scratch", a.allow_start_from_scratch,
+               "Train from scratch, with a warning, when --load holds no checkpoint even though --save holds some "
+               "(megatron.cpp's guard against a mistyped --load; Megatron-LM always starts from scratch)")->group(g);
   app.add_option("--load-hf", a.load_hf,
                  "Start from a Hugging Face model directory (config.json + safetensors): its architecture (flags "
                  "given win) and weights, under any TP/PP/DP layout; a checkpoint in --load, when there, wins")

@@ -41,10 +41,7 @@ int64_t read_tracker(const std::string& dir) {
   const std::string path = tracker_path(dir);
   std::error_code ec;
   if (!fs::exists(path, ec)) return -1;
-  std::ifstream f(path);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  std::string s = ss.str();
+  std::string s = read_regular_file(path, "", 4096);
   while (!s.empty() && std::isspace(uint8_t(s.back()))) s.pop_back();
   size_t i = 0;
   while (i < s.size() && std::isspace(uint8_t(s[i]))) ++i;
@@ -120,6 +117,22 @@ uint32_t parse_crc(const nlohmann::json& j) {
   return v;
 }
 
+// DIR/NAME for a NAME read from metadata.json: a plain file name (no '/', not "." or ".."), and not
+// a symbolic link leading out of DIR. invalid_argument otherwise (the index is malformed).
+std::string confined_path(const std::string& dir, const std::string& name) {
+  if (name.empty() || name == "." || name == ".." || name.find('/') != std::string::npos ||
+      name.find('\0') != std::string::npos)
+    throw std::invalid_argument("file name \"" + name.substr(0, 80) + "\" is not a plain file name in the checkpoint");
+  const std::string path = join(dir, name);
+  std::error_code ec;
+  if (fs::is_symlink(path, ec)) {
+    const fs::path target = fs::weakly_canonical(path, ec), base = fs::weakly_canonical(dir, ec);
+    if (ec || target.parent_path() != base)
+      throw std::invalid_argument("file " + name + " is a symbolic link out of the checkpoint directory");
+  }
+  return path;
+}
+
 std::string read_small_file(const std::string& path) {
   MappedFile f(path);
   return std::string(reinterpret_cast<const char*>(f.data()), f.size());
@@ -160,7 +173,7 @@ CheckpointReader::CheckpointReader(const std::string& dir, int64_t iteration, st
     for (const auto& f : meta_.at("files")) {
       FileInfo fi;
       fi.name = f.at("name").get<std::string>();
-      if (fi.name.find('/') != std::string::npos) throw std::invalid_argument("file name with a '/'");
+      confined_path(path_, fi.name);
       fi.rank = f.at("rank").get<int>();
       fi.bytes = f.at("bytes").get<uint64_t>();
       fi.header_bytes = f.at("header_bytes").get<uint64_t>();
@@ -204,7 +217,7 @@ CheckpointReader::CheckpointReader(const std::string& dir, int64_t iteration, st
     }
     // common.json, checked against the index.
     const auto& c = meta_.at("common");
-    const std::string common_path = join(path_, c.at("name").get<std::string>());
+    const std::string common_path = confined_path(path_, c.at("name").get<std::string>());
     const std::string text = read_small_file(common_path);
     if (text.size() != c.at("bytes").get<uint64_t>() || crc32c(text.data(), text.size()) != parse_crc(c.at("crc32c")))
       MT_USER_ERROR("{}: checksum mismatch: the file is corrupt or was changed after the save", common_path);

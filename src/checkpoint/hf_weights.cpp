@@ -4,6 +4,7 @@
 #include <fstream>
 
 #include "checkpoint/hf_mapping.h"
+#include "core/file_io.h"
 #include "kernels/elementwise.h"
 
 namespace mt {
@@ -12,11 +13,12 @@ namespace fs = std::filesystem;
 
 nlohmann::json read_hf_config_json(const std::string& dir) {
   const std::string file = (fs::path(dir) / "config.json").string();
-  std::ifstream in(file);
-  if (!in) MT_USER_ERROR("{}: cannot open (expected a Hugging Face model directory)", file);
+  std::error_code ec;
+  if (!fs::exists(file, ec)) MT_USER_ERROR("{}: cannot open (expected a Hugging Face model directory)", file);
+  const std::string text = read_regular_file(file);
   nlohmann::json j;
   try {
-    in >> j;
+    j = nlohmann::json::parse(text);
   } catch (const std::exception& e) {
     MT_USER_ERROR("{}: invalid JSON: {}", file, e.what());
   }
@@ -29,10 +31,10 @@ HfWeights::HfWeights(const std::string& dir, std::string optional_prefix) : dir_
   if (fs::exists(single)) {
     readers_[single.filename().string()] = std::make_unique<SafetensorsReader>(single.string());
   } else if (fs::exists(index)) {
-    std::ifstream in(index);
+    const std::string text = read_regular_file(index.string());
     nlohmann::json j;
     try {
-      in >> j;
+      j = nlohmann::json::parse(text);
       for (const auto& [key, file] : j.at("weight_map").items()) file_of_[key] = file.get<std::string>();
     } catch (const std::exception& e) {
       MT_USER_ERROR("{}: not a safetensors index (a \"weight_map\" of tensor names to files): {}", index.string(),

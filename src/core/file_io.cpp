@@ -14,19 +14,57 @@
 
 namespace mt {
 
-MappedFile::MappedFile(const std::string& path) : path_(path) {
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) MT_USER_ERROR("cannot open {}: {}", path, std::strerror(errno));
-  struct stat st;
+namespace {
+
+// Opens `path` for reading without blocking on a FIFO (O_NONBLOCK; regular files ignore it) and
+// checks it is a regular file. Returns the descriptor and fills `st`.
+int open_regular(const std::string& path, const std::string& what, struct stat& st) {
+  const std::string name = what.empty() ? path : what + " " + path;
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+  if (fd < 0) MT_USER_ERROR("cannot open {}: {}", name, std::strerror(errno));
   if (::fstat(fd, &st) != 0) {
     int e = errno;
     ::close(fd);
-    MT_USER_ERROR("cannot stat {}: {}", path, std::strerror(e));
+    MT_USER_ERROR("cannot stat {}: {}", name, std::strerror(e));
   }
   if (!S_ISREG(st.st_mode)) {
     ::close(fd);
-    MT_USER_ERROR("{} is not a regular file", path);
+    MT_USER_ERROR("{} is not a regular file ({})", name,
+                  S_ISDIR(st.st_mode) ? "a directory" : S_ISFIFO(st.st_mode) ? "a FIFO" : "a device or socket");
   }
+  return fd;
+}
+
+}  // namespace
+
+std::string read_regular_file(const std::string& path, const std::string& what, size_t max_bytes) {
+  struct stat st;
+  const int fd = open_regular(path, what, st);
+  const std::string name = what.empty() ? path : what + " " + path;
+  if (size_t(st.st_size) > max_bytes) {
+    ::close(fd);
+    MT_USER_ERROR("{}: {} bytes, more than the {} this file may have", name, st.st_size, max_bytes);
+  }
+  std::string out(size_t(st.st_size), '\0');
+  size_t got = 0;
+  while (got < out.size()) {
+    const ssize_t n = ::read(fd, out.data() + got, out.size() - got);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      int e = n < 0 ? errno : 0;
+      ::close(fd);
+      MT_USER_ERROR("cannot read {}: {}", name, e ? std::strerror(e) : "the file shrank while being read");
+    }
+    got += size_t(n);
+  }
+  ::close(fd);
+  return out;
+}
+
+MappedFile::MappedFile(const std::string& path) : path_(path) {
+  struct stat st;
+  int fd = open_regular(path, "", st);
+  if (fd < 0) MT_USER_ERROR("cannot open {}: {}", path, std::strerror(errno));
   size_ = size_t(st.st_size);
   if (size_ > 0) {
     void* p = ::mmap(nullptr, size_, PROT_READ, MAP_SHARED, fd, 0);

@@ -31,6 +31,12 @@ class MappedFile {
   size_t size_ = 0;
 };
 
+// The whole of a regular file, for the small files we parse (JSON, trackers, descriptions).
+// UserError naming `path` (after `what`, e.g. "--tokenizer-model") when it cannot be opened, is
+// not a regular file (a FIFO or a device would block or never end) or is larger than `max_bytes`.
+std::string read_regular_file(const std::string& path, const std::string& what = "",
+                              size_t max_bytes = size_t(1) << 30);
+
 // Writes `path` through a temporary file beside it (`path.tmp.PID`). commit() flushes, fsyncs,
 // renames it into place and fsyncs the directory. Destroyed without commit(), it deletes the
 // temporary file, so a crash or an error leaves the previous file (if any) untouched.

@@ -160,11 +160,13 @@ std::string GPTDataset::description() const {
 }
 
 bool GPTDataset::load_cache() {
-  std::ifstream f(cache_prefix_ + "description.txt", std::ios::binary);
-  if (!f) return false;
-  std::stringstream ss;
-  ss << f.rdbuf();
-  if (ss.str() != description()) return false;
+  std::string text;
+  try {
+    text = read_regular_file(cache_prefix_ + "description.txt", "", 1 << 20);
+  } catch (const UserError&) {
+    return false;  // missing or unreadable: rebuilt
+  }
+  if (text != description()) return false;
   doc_file_ = read_npy_i32(cache_prefix_ + "document_index.npy");
   sample_file_ = read_npy_i64(cache_prefix_ + "sample_index.npy", 2);
   shuffle_file_ = read_npy_i64(cache_prefix_ + "shuffle_index.npy");

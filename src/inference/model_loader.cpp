@@ -8,6 +8,7 @@
 #include "checkpoint/hf_import.h"
 #include "checkpoint/recorded_moe_args.h"
 #include "core/error.h"
+#include "core/file_io.h"
 #include "kernels/elementwise.h"
 
 namespace mt {
@@ -27,10 +28,9 @@ std::vector<int32_t> token_ids(const nlohmann::json& j, const char* key) {
 }
 
 nlohmann::json read_json(const fs::path& file) {
-  std::ifstream in(file);
-  if (!in) MT_USER_ERROR("{}: cannot read", file.string());
+  const std::string text = read_regular_file(file.string());
   try {
-    return nlohmann::json::parse(in);
+    return nlohmann::json::parse(text);
   } catch (const std::exception& e) {
     MT_USER_ERROR("{}: not valid JSON ({})", file.string(), e.what());
   }

@@ -114,6 +114,8 @@ struct TrainingArgs {
   int ckpt_keep_last = 0;  // megatron.cpp extension: keep only the newest K iterations (0: all)
   bool no_load_optim = false, no_load_rng = false;
   bool finetune = false;  // --load weights only; iteration, samples and optimizer start fresh
+  int64_t ckpt_step = -1;                 // --load's iteration to load (-1: the latest)
+  bool allow_start_from_scratch = false;  // --load finding no checkpoint trains from scratch, --save or not
   // data
   std::vector<std::string> data_path;  // Megatron's blend: "[weight] prefix ...", split by --split
   std::vector<std::string> train_data_path, valid_data_path, test_data_path;  // a blend per split

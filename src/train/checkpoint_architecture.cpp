@@ -1,5 +1,6 @@
 #include "train/checkpoint_architecture.h"
 
+#include <charconv>
 #include <fmt/format.h>
 
 #include <cstdlib>
@@ -8,6 +9,7 @@
 #include <set>
 
 #include "checkpoint/checkpoint.h"
+#include "checkpoint/checkpoint_location.h"
 #include "checkpoint/recorded_moe_args.h"
 #include "checkpoint/hf_import.h"
 #include "core/error.h"
@@ -234,12 +236,22 @@ std::vector<std::string> expand_checkpoint_architecture(const std::vector<std::s
   if (args.empty() || args[0] != "train") return args;
   std::string dir;
   size_t load_end = 0;  // where the flags go: after --load DIR
+  std::string step_text;
   for (size_t i = 1; i < args.size(); ++i) {
     if (args[i] == "--load" && i + 1 < args.size()) dir = args[i + 1], load_end = i + 2;
     else if (args[i].rfind("--load=", 0) == 0) dir = args[i].substr(7), load_end = i + 1;
+    else if (args[i] == "--ckpt-step" && i + 1 < args.size()) step_text = args[i + 1];
+    else if (args[i].rfind("--ckpt-step=", 0) == 0) step_text = args[i].substr(12);
   }
-  if (dir.empty() || find_latest_checkpoint(dir, nullptr) < 0) return args;  // the trainer warns
-  const CheckpointReader reader(dir, -1, nullptr);
+  int64_t step = -1;
+  if (!step_text.empty()) {
+    auto r = std::from_chars(step_text.data(), step_text.data() + step_text.size(), step);
+    if (r.ec != std::errc() || r.ptr != step_text.data() + step_text.size()) return args;  // CLI11 says so
+  }
+  CheckpointLocation where;
+  // No checkpoint there: the trainer decides (an error, or a warning and training from scratch).
+  if (dir.empty() || !locate_checkpoint(dir, step, where, nullptr)) return args;
+  const CheckpointReader reader(where.dir, where.iteration, nullptr);
   const nlohmann::json& common = reader.common();
   if (!common.is_object() || !common.contains("args") || !common["args"].is_object()) return args;
   const nlohmann::json& saved = common["args"];

@@ -211,26 +211,54 @@ void TrainCheckpointer::maybe_finalize() {
   if (world.size() > 1 ? world.all_reduce_scalar(done ? 0.0 : 1.0, ReduceOp::Max) == 0 : done) finalize();
 }
 
-TrainProgress TrainCheckpointer::load(const TrainProgress& fresh) {
-  if (args_.load.empty()) return fresh;
-  const auto t0 = std::chrono::steady_clock::now();
-  const int64_t it = find_latest_checkpoint(args_.load, log0_ ? stderr : nullptr);
-  if (it < 0) {
-    if (log0_)
-      fmt::print(stderr, "WARNING: could not find a checkpoint in {}: training from scratch\n", args_.load);
-    return fresh;
+bool resolve_load(const TrainingArgs& a, CheckpointLocation& where, std::FILE* warn) {
+  if (a.load.empty()) {
+    if (a.ckpt_step >= 0) MT_USER_ERROR("--ckpt-step {}: needs --load (the directory to load it from)", a.ckpt_step);
+    return false;
   }
-  CheckpointReader ck(args_.load, it, log0_ ? stderr : nullptr);
+  if (locate_checkpoint(a.load, a.ckpt_step, where, warn)) return true;
+  const bool save_has = !a.save.empty() && holds_checkpoints(a.save);
+  if (save_has && !a.allow_start_from_scratch && !a.finetune)
+    MT_USER_ERROR("--load {}: no checkpoint there, and --save {} holds checkpoints that training from scratch would "
+                  "overwrite; check the path, or pass --allow-start-from-scratch", a.load, a.save);
+  if (warn) fmt::print(warn, "WARNING: could not find a checkpoint in {}: training from scratch\n", a.load);
+  return false;
+}
+
+std::unique_ptr<DirectoryLock> prepare_save_directory(const TrainingArgs& a, bool world_rank0, std::FILE* log0) {
+  if (a.save.empty() || !world_rank0) return nullptr;
+  auto lock = std::make_unique<DirectoryLock>(a.save, "--save");
+  const int removed = remove_stale_temporaries(a.save);
+  if (removed > 0 && log0)
+    fmt::print(log0, "> removed {} temporary file(s) that an interrupted save left in {}\n", removed, a.save);
+  return lock;
+}
+
+TrainProgress TrainCheckpointer::load(const TrainProgress& fresh) {
+  CheckpointLocation where;
+  if (!resolve_load(args_, where, log0_ ? stderr : nullptr)) return fresh;
+  const auto t0 = std::chrono::steady_clock::now();
+  CheckpointReader ck(where.dir, where.iteration, log0_ ? stderr : nullptr);
+  const int64_t it = ck.iteration();
   const nlohmann::json& common = ck.common();
-  if (common.contains("args"))
-    check_args_match(common["args"], args_to_json(args_, cfg_),
-                     {"num_layers", "hidden_size", "ffn_hidden_size", "num_attention_heads", "vocab_size",
-                      "max_position_embeddings", "normalization", "swiglu", "num_query_groups", "kv_channels",
-                      "position_embedding_type", "rotary_base", "rotary_percent", "use_rope_scaling",
-                      "rope_scaling_factor", "disable_bias_linear", "add_qkv_bias", "qk_layernorm",
-                      "untie_embeddings_and_output_weights", "num_experts", "moe_ffn_hidden_size",
-                      "moe_layer_freq", "moe_shared_expert_intermediate_size", "moe_router_enable_expert_bias"},
-                     ck.path());
+  // common.json is checksummed, but a hand-edited one (checksum updated) may hold any JSON.
+  auto malformed = [&](const std::exception& e) {
+    MT_USER_ERROR("{}/common.json: malformed ({})", ck.path(), e.what());
+  };
+  if (!common.is_object()) MT_USER_ERROR("{}/common.json: not a JSON object", ck.path());
+  try {
+    if (common.contains("args"))
+      check_args_match(common["args"], args_to_json(args_, cfg_),
+                       {"num_layers", "hidden_size", "ffn_hidden_size", "num_attention_heads", "vocab_size",
+                        "max_position_embeddings", "normalization", "swiglu", "num_query_groups", "kv_channels",
+                        "position_embedding_type", "rotary_base", "rotary_percent", "use_rope_scaling",
+                        "rope_scaling_factor", "disable_bias_linear", "add_qkv_bias", "qk_layernorm",
+                        "untie_embeddings_and_output_weights", "num_experts", "moe_ffn_hidden_size",
+                        "moe_layer_freq", "moe_shared_expert_intermediate_size", "moe_router_enable_expert_bias"},
+                       ck.path());
+  } catch (const nlohmann::json::exception& e) {
+    malformed(e);
+  }
   const bool load_optim = !args_.finetune && !args_.no_load_optim;
   // An fp32 model takes the fp32 master weights when the checkpoint has them (a bf16 run's).
   const ParamAndGradBuffer& buf = *parts_.front().buf;
@@ -260,20 +288,24 @@ TrainProgress TrainCheckpointer::load(const TrainProgress& fresh) {
   }
 
   TrainProgress p = fresh;
-  if (!args_.finetune) {
-    p.iteration = common.value("iteration", int64_t(0));
-    p.consumed_train_samples = common.value("consumed_train_samples", int64_t(0));
-    p.consumed_valid_samples = common.value("consumed_valid_samples", int64_t(0));
-    if (!args_.no_load_rng && common.contains("rng")) p.seed = common["rng"].value("seed", fresh.seed);
-  }
-  if (load_optim) {
-    if (common.contains("optimizer"))
-      for (const Part& p : parts_) p.opt->set_steps_taken(common["optimizer"].value("step", int64_t(0)));
-    if (common.contains("grad_scaler")) {
-      const auto& s = common["grad_scaler"];
-      scaler_.set_state(s.value("scale", scaler_.scale()), s.value("growth_tracker", int64_t(0)),
-                        s.value("hysteresis_tracker", scaler_.hysteresis_tracker()));
+  try {
+    if (!args_.finetune) {
+      p.iteration = common.value("iteration", int64_t(0));
+      p.consumed_train_samples = common.value("consumed_train_samples", int64_t(0));
+      p.consumed_valid_samples = common.value("consumed_valid_samples", int64_t(0));
+      if (!args_.no_load_rng && common.contains("rng")) p.seed = common["rng"].value("seed", fresh.seed);
     }
+    if (load_optim) {
+      if (common.contains("optimizer"))
+        for (const Part& p : parts_) p.opt->set_steps_taken(common["optimizer"].value("step", int64_t(0)));
+      if (common.contains("grad_scaler")) {
+        const auto& s = common["grad_scaler"];
+        scaler_.set_state(s.value("scale", scaler_.scale()), s.value("growth_tracker", int64_t(0)),
+                          s.value("hysteresis_tracker", scaler_.hysteresis_tracker()));
+      }
+    }
+  } catch (const nlohmann::json::exception& e) {
+    malformed(e);
   }
   Communicator& world = groups_.world();
   double seconds = seconds_since(t0), bytes = double(bytes_read);

@@ -27,6 +27,8 @@
 #include <vector>
 
 #include "checkpoint/checkpoint.h"
+#include "checkpoint/checkpoint_location.h"
+#include "core/file_lock.h"
 #include "model/transformer_config.h"
 #include "train/arguments.h"
 
@@ -55,6 +57,16 @@ struct CheckpointPart {
   int dp_rank = 0;
 };
 
+// --load [--ckpt-step]: the checkpoint to load (found: true), or none (false). No checkpoint
+// there is a UserError unless nothing is lost by training from scratch: no --save, a --save
+// holding no checkpoint, --finetune or --allow-start-from-scratch (a warning on `warn`, if any).
+bool resolve_load(const TrainingArgs& a, CheckpointLocation& where, std::FILE* warn);
+
+// --save on the world's rank 0 (null elsewhere, or without --save): the directory locked against a
+// second trainer for the life of the result, and the temporaries of killed saves removed (said on
+// `log0`). UserError when another process holds the lock.
+std::unique_ptr<DirectoryLock> prepare_save_directory(const TrainingArgs& a, bool world_rank0, std::FILE* log0);
+
 class TrainCheckpointer {
  public:
   // parts: the dense buffer first. persistent: non-parameter state saved with the model (the MoE
@@ -66,7 +78,7 @@ class TrainCheckpointer {
 
   // --load: restores weights (and, unless --finetune/--no-load-optim, optimizer state and
   // scaler) into the live buffers and returns where training continues. Without --load, or
-  // when the directory holds no checkpoint (a warning), `fresh` unchanged.
+  // when resolve_load allows starting from scratch (a warning), `fresh` unchanged.
   TrainProgress load(const TrainProgress& fresh);
   // A checkpoint of the current state at p.iteration into --save (async with --async-save).
   void save(const TrainProgress& p);

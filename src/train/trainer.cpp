@@ -306,6 +306,8 @@ TrainResult pretrain_gpt(const TrainingArgs& args, std::FILE* log, const TrainOp
   try {
     validate_args(args);
     validate_parallel_args(args, opts.groups ? opts.groups->world_size() : dist::world_size());
+    CheckpointLocation load_from;
+    resolve_load(args, load_from, nullptr);  // a mistyped --load fails here, before --save is touched
   } catch (const ArgumentError&) {
     throw;
   } catch (const UserError& e) {
@@ -333,6 +335,7 @@ TrainResult pretrain_gpt(const TrainingArgs& args, std::FILE* log, const TrainOp
   // Setup lines from rank 0, iteration lines from the last rank (as Megatron prints them).
   std::FILE* log0 = groups.is_first_rank() ? log : nullptr;
   std::FILE* log_last = groups.is_last_rank() ? log : nullptr;
+  const std::unique_ptr<DirectoryLock> save_lock = prepare_save_directory(args, groups.world().rank() == 0, log0);
 
   if (args.deterministic_mode) {  // else MT_ATTENTION_DETERMINISTIC, MT_GEMM_AUTOTUNE, MT_ATTENTION_AUTOTUNE or defaults
     set_attention_deterministic(true);

@@ -10,19 +10,14 @@
 #include <sstream>
 
 #include "core/error.h"
+#include "core/file_io.h"
 
 namespace mt {
 namespace {
 
 using json = nlohmann::json;
 
-std::string read_text_file(const std::string& path, const char* flag) {
-  std::ifstream f(path, std::ios::binary);
-  if (!f) MT_USER_ERROR("{} {}: cannot open the file", flag, path);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
+std::string read_text_file(const std::string& path, const char* flag) { return read_regular_file(path, flag); }
 
 json parse_json(const std::string& text, const std::string& source) {
   json j = json::parse(text, nullptr, /*allow_exceptions=*/false);
