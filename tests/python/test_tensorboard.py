@@ -5,6 +5,7 @@ import json
 import math
 import os
 import re
+import shutil
 import subprocess
 
 import pytest
@@ -156,6 +157,26 @@ def test_moe_losses(build_dir, tmp_path):
         # Per layer, under Megatron's "moe/" names.
         assert close(s["moe/load_balancing_loss_layer_0"][r["iteration"]], f["layer_0_load_balancing_loss"])
         assert close(r["layer_0_z_loss"], f["layer_0_z_loss"], rel=6e-7)
+
+
+def test_the_last_rank_writes_under_mpirun(build_dir, tmp_path):
+    """Two pipeline stages: the loss is on the last rank, which alone writes (as in Megatron)."""
+    if shutil.which("mpirun") is None:
+        pytest.skip("no mpirun")
+    tb, jl = tmp_path / "tb", tmp_path / "m.jsonl"
+    r = subprocess.run(["mpirun", "--allow-run-as-root", "--oversubscribe", "--mca", "btl_vader_single_copy_mechanism",
+                        "none", "-np", "2", str(build_dir / "megatron"), "train", *TINY[2:], "--num-layers", "2",
+                        "--pipeline-model-parallel-size", "2", "--train-iters", "3", "--log-interval", "1",
+                        "--eval-iters", "1", "--eval-interval", "3", "--tensorboard-dir", str(tb), "--log-jsonl", str(jl)],
+                       capture_output=True, text=True, timeout=180, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert r.returncode == 0, r.stderr
+    assert len(list(tb.iterdir())) == 1
+    logged, s = log_lines(r.stdout), scalars(tb)
+    assert sorted(logged) == [1, 2, 3]
+    for it, f in logged.items():
+        assert close(s["lm loss"][it], f["lm loss"]) and close(s["grad-norm"][it], f["grad norm"], abs_=5e-4)
+    assert close(s["lm loss validation"][3], validations(r.stdout, 3)[0][1])
+    assert [json.loads(x)["iteration"] for x in jl.read_text().splitlines()] == [1, 2, 3, 3]
 
 
 def test_json_lines_are_appended(build_dir, tmp_path):
