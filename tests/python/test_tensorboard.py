@@ -141,6 +141,19 @@ def test_tensorboard_takes_every_iteration_and_the_log_line_their_mean(build_dir
     assert all(v > 0 for v in s2["mem-max-allocated-bytes"].values())
 
 
+def test_skipped_steps_have_no_grad_norm(build_dir, tmp_path):
+    """fp16's first steps overflow at the initial loss scale 2^32 and are skipped: Megatron writes no
+    grad-norm for them; the loss scale follows the log line."""
+    tb = tmp_path / "tb"
+    out = train(build_dir, "--train-iters", "3", "--log-interval", "1", "--eval-iters", "0", "--fp16",
+                "--tensorboard-dir", str(tb))
+    logged, s = log_lines(out), scalars(tb)
+    assert all(f["number of skipped iterations"] == 1 for f in logged.values())
+    assert "grad-norm" not in s
+    assert s["loss-scale"] == {it: f["loss scale"] for it, f in logged.items()}
+    assert all(close(s["lm loss"][it], f["lm loss"]) for it, f in logged.items())
+
+
 def test_moe_losses(build_dir, tmp_path):
     tb, jl = tmp_path / "tb", tmp_path / "m.jsonl"
     out = train(build_dir, "--train-iters", "3", "--log-interval", "1", "--eval-iters", "0", "--num-experts", "4",
