@@ -1,5 +1,6 @@
 #include "train_flags.h"
 
+#include "metrics_flags.h"
 #include "train/model_presets.h"
 
 namespace mt {
@@ -293,6 +294,8 @@ void add_train_flags(CLI::App& app, TrainingArgs& a) {
   app.add_option("--distributed-timeout-minutes", a.distributed_timeout_minutes,
                  "A collective waiting longer than this aborts the job, naming the waiting rank")
       ->capture_default_str()->group(g);
+
+  add_metrics_flags(app, a);
 }
 
 }  // namespace mt

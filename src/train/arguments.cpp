@@ -1,5 +1,6 @@
 #include "train/arguments.h"
 #include "train/moe_args.h"
+#include "train/training_metrics.h"
 
 #include "core/error.h"
 #include "comm/process_groups.h"
@@ -78,6 +79,7 @@ void validate_args(const TrainingArgs& a) {
                   int64_t(a.micro_batch_size) * a.seq_length);
   if (a.bf16 && a.fp16) MT_USER_ERROR("--bf16 and --fp16 are mutually exclusive");
   validate_moe_args(a);
+  validate_metrics_args(a);
   if (a.overlap_param_gather && !a.use_distributed_optimizer)
     MT_USER_ERROR("--overlap-param-gather needs --use-distributed-optimizer");
   LrDecayStyle style;

@@ -107,6 +107,11 @@ struct TrainingArgs {
   bool profile = false;
   int64_t profile_step_start = 10, profile_step_end = 12;
   std::vector<int> profile_ranks{0};
+  // TensorBoard (Megatron's flags) and JSON-lines metrics (ours): train/training_metrics.h
+  std::string tensorboard_dir, log_jsonl;
+  int64_t tensorboard_log_interval = 1, tensorboard_queue_size = 1000;
+  bool log_timers_to_tensorboard = false, log_validation_ppl_to_tensorboard = false, log_memory_to_tensorboard = false;
+  bool log_loss_scale_to_tensorboard = true, log_learning_rate_to_tensorboard = true, log_world_size_to_tensorboard = false;
   // checkpointing
   std::string save, load;
   int64_t save_interval = 0;  // 0: save only at the end of training (and on exit)

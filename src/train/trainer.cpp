@@ -39,6 +39,7 @@
 #include "train/data_setup.h"
 #include "train/flops.h"
 #include "train/log_line.h"
+#include "train/training_metrics.h"
 
 namespace mt {
 namespace {
@@ -336,6 +337,7 @@ TrainResult pretrain_gpt(const TrainingArgs& args, std::FILE* log, const TrainOp
   std::FILE* log0 = groups.is_first_rank() ? log : nullptr;
   std::FILE* log_last = groups.is_last_rank() ? log : nullptr;
   const std::unique_ptr<DirectoryLock> save_lock = prepare_save_directory(args, groups.world().rank() == 0, log0);
+  TrainingMetrics metrics(args, groups.is_last_rank(), groups.world_size(), dev, log_last);  // TensorBoard, JSONL
 
   if (args.deterministic_mode) {  // else MT_ATTENTION_DETERMINISTIC, MT_GEMM_AUTOTUNE, MT_ATTENTION_AUTOTUNE or defaults
     set_attention_deterministic(true);
@@ -582,10 +584,12 @@ TrainResult pretrain_gpt(const TrainingArgs& args, std::FILE* log, const TrainOp
     if (expert_ddp) expert_ddp->finish_grad_sync();
     if (dp_size > 1) iter_loss = dp.all_reduce_scalar(iter_loss) / dp_size;
     MoEMetrics moe_global;
+    std::vector<std::pair<std::string, double>> moe_fields;  // this iteration's
     if (moe) {
       moe_global = reduce_moe_metrics(moe_metrics, cfg, groups);
       for (const GPTModel* c : chunks) c->update_expert_bias(moe_global);
-      for (const auto& [name, v] : moe_log_fields(moe_global, cfg, args.moe_per_layer_logging)) {
+      moe_fields = moe_log_fields(moe_global, cfg, args.moe_per_layer_logging);
+      for (const auto& [name, v] : moe_fields) {
         auto it = std::find_if(interval_moe.begin(), interval_moe.end(), [&](const auto& p) { return p.first == name; });
         if (it == interval_moe.end())
           interval_moe.emplace_back(name, v);
@@ -606,6 +610,9 @@ TrainResult pretrain_gpt(const TrainingArgs& args, std::FILE* log, const TrainOp
       ++interval_steps;
     }
     if (!std::isfinite(iter_loss)) ++nan_total;
+    metrics.iteration({.iteration = iteration, .consumed_samples = consumed, .learning_rate = lr,
+                       .global_batch_size = args.global_batch_size, .lm_loss = iter_loss, .loss_scale = loss_scale(),
+                       .grad_norm = st.grad_norm, .skipped_iters = st.skipped, .extra_losses = moe_fields});
     interval_loss += iter_loss;
     ++interval_iters;
 
@@ -634,6 +641,7 @@ TrainResult pretrain_gpt(const TrainingArgs& args, std::FILE* log, const TrainOp
       }
       if (args.timing_log_level > 0) {
         const auto times = dist::comm_time_take();
+        metrics.comm_times(iteration, times, interval_iters);
         if (log_last) {
           fmt::print(log_last, "{}\n", format_comm_times(times, interval_iters, 1000.0 * secs / double(interval_iters)));
           std::fflush(log_last);
@@ -653,6 +661,7 @@ TrainResult pretrain_gpt(const TrainingArgs& args, std::FILE* log, const TrainOp
           }
         }
       }
+      metrics.log_line(l);
       interval_loss = interval_norm = 0;
       interval_iters = interval_steps = skipped_total = nan_total = 0;
     }
@@ -662,6 +671,7 @@ TrainResult pretrain_gpt(const TrainingArgs& args, std::FILE* log, const TrainOp
     if (evaluating) {
       double v = evaluate(chunks, pipeline, *data.valid, args, valid_consumed, dev, dp);
       result.valid_losses.push_back(v);
+      metrics.validation(iteration, consumed, v);
       last_eval = iteration;
       if (log_last) {
         fmt::print(log_last, "{}\n", format_validation_block(fmt::format("at iteration {}", iteration), v));
@@ -700,6 +710,7 @@ TrainResult pretrain_gpt(const TrainingArgs& args, std::FILE* log, const TrainOp
   if (data.valid && args.eval_iters > 0 && last_eval != iteration) {
     double v = evaluate(chunks, pipeline, *data.valid, args, valid_consumed, dev, dp);
     result.valid_losses.push_back(v);
+    metrics.validation(iteration, consumed, v);
     if (log_last) fmt::print(log_last, "{}\n", format_validation_block("at the end of training", v));
   }
   if (log0) {
