@@ -87,6 +87,12 @@ int main(int argc, char** argv) {
     // Found identically on every rank before any of them diverged: said once, every rank exits 2.
     if (mt::dist::world_rank() == 0) std::fprintf(stderr, "megatron: error: %s\n", e.what());
     return 2;
+  } catch (const std::bad_alloc&) {
+    // An allocation outside our allocator (a std::vector sized from the input): this rank's alone.
+    std::fprintf(stderr, "megatron: error: [rank %d] out of host memory: make the model, micro batch or sequence "
+                 "smaller, or spread it over more ranks\n", mt::dist::world_rank());
+    if (mt::dist::world_size() > 1) mt::dist::abort_job(2);
+    return 2;
   } catch (const mt::UserError& e) {
     if (mt::dist::world_size() > 1) {
       // Possibly this rank alone (a file it cannot read): name it and take the job down now

@@ -13,6 +13,7 @@
 #include "checkpoint/crc32c.h"
 #include "checkpoint/safetensors.h"
 #include "core/error.h"
+#include "core/json_depth.h"
 
 namespace fs = std::filesystem;
 
@@ -157,7 +158,9 @@ CheckpointReader::CheckpointReader(const std::string& dir, int64_t iteration, st
   if (!fs::exists(meta_path, ec))
     MT_USER_ERROR("{}: missing: the checkpoint is incomplete (its save did not finish) or damaged", meta_path);
   try {
-    meta_ = nlohmann::json::parse(read_small_file(meta_path));
+    const std::string text = read_small_file(meta_path);
+    check_json_depth(text, meta_path);
+    meta_ = nlohmann::json::parse(text);
   } catch (const nlohmann::json::exception& e) {
     MT_USER_ERROR("{}: not valid JSON ({})", meta_path, e.what());
   }
@@ -221,6 +224,7 @@ CheckpointReader::CheckpointReader(const std::string& dir, int64_t iteration, st
     const std::string text = read_small_file(common_path);
     if (text.size() != c.at("bytes").get<uint64_t>() || crc32c(text.data(), text.size()) != parse_crc(c.at("crc32c")))
       MT_USER_ERROR("{}: checksum mismatch: the file is corrupt or was changed after the save", common_path);
+    check_json_depth(text, common_path);
     try {
       common_ = nlohmann::json::parse(text);
     } catch (const nlohmann::json::exception& e) {

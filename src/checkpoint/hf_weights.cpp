@@ -5,6 +5,7 @@
 
 #include "checkpoint/hf_mapping.h"
 #include "core/file_io.h"
+#include "core/json_depth.h"
 #include "kernels/elementwise.h"
 
 namespace mt {
@@ -16,6 +17,7 @@ nlohmann::json read_hf_config_json(const std::string& dir) {
   std::error_code ec;
   if (!fs::exists(file, ec)) MT_USER_ERROR("{}: cannot open (expected a Hugging Face model directory)", file);
   const std::string text = read_regular_file(file);
+  check_json_depth(text, file);
   nlohmann::json j;
   try {
     j = nlohmann::json::parse(text);
@@ -32,6 +34,7 @@ HfWeights::HfWeights(const std::string& dir, std::string optional_prefix) : dir_
     readers_[single.filename().string()] = std::make_unique<SafetensorsReader>(single.string());
   } else if (fs::exists(index)) {
     const std::string text = read_regular_file(index.string());
+    check_json_depth(text, index.string());
     nlohmann::json j;
     try {
       j = nlohmann::json::parse(text);

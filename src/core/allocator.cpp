@@ -1,5 +1,7 @@
 #include "core/allocator.h"
 
+#include <unistd.h>
+
 #include <cstdlib>
 #include <map>
 #include <mutex>
@@ -15,6 +17,7 @@ namespace {
 class CachingHostAllocator final : public Allocator {
  public:
   void* allocate(size_t bytes) override {
+    if (bytes > (size_t(1) << 56)) fail(bytes);  // no machine has 64 PiB; size_class would overflow
     size_t cls = size_class(bytes);
     std::lock_guard<std::mutex> lock(mu_);
     in_use_ += cls;
@@ -26,7 +29,10 @@ class CachingHostAllocator final : public Allocator {
       return p;
     }
     void* p = std::aligned_alloc(64, cls);
-    MT_CHECK(p != nullptr, "host allocation of {} bytes failed", cls);
+    if (!p) {
+      in_use_ -= cls;
+      fail(cls);
+    }
     return p;
   }
   void deallocate(void* p, size_t bytes) override {
@@ -40,6 +46,13 @@ class CachingHostAllocator final : public Allocator {
   size_t peak_bytes() const override { return peak_; }
 
  private:
+  [[noreturn]] void fail(size_t bytes) const {
+    const double gib = 1024.0 * 1024.0 * 1024.0;
+    const double total = double(::sysconf(_SC_PHYS_PAGES)) * double(::sysconf(_SC_PAGESIZE));
+    MT_USER_ERROR("cannot allocate {:.2f} GiB of host memory ({:.2f} GiB in use, {:.1f} GiB in the machine): make "
+                  "the model, micro batch or sequence smaller, or spread it over more ranks",
+                  double(bytes) / gib, double(in_use_) / gib, total / gib);
+  }
   static size_t size_class(size_t bytes) {
     if (bytes <= 256) return 256;
     size_t p = 256;

@@ -1,5 +1,7 @@
 #include "core/tensor.h"
 
+#include <limits>
+
 #include <cstring>
 
 #include "core/allocator.h"
@@ -27,8 +29,10 @@ Storage::~Storage() {
 }
 
 int64_t shape_numel(const Shape& s) {
+  // Saturates instead of overflowing: a shape from bad input then fails its allocation cleanly.
   int64_t n = 1;
-  for (auto d : s) n *= d;
+  for (auto d : s)
+    if (__builtin_mul_overflow(n, d, &n)) return std::numeric_limits<int64_t>::max();
   return n;
 }
 

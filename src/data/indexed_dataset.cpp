@@ -175,18 +175,31 @@ std::vector<int32_t> IndexedDataset::read(int64_t i) const {
   return v;
 }
 
-int64_t IndexedDataset::max_token_id() const {
-  std::call_once(max_once_, [&] {
-    std::vector<int32_t> buf;
-    int64_t mx = -1;
+IndexedDataset::TokenIdRange IndexedDataset::token_id_range() const {
+  std::lock_guard<std::mutex> lock(range_mu_);
+  if (!range_known_) {
+    std::vector<int32_t> buf(size_t(1) << 16);
+    TokenIdRange r{std::numeric_limits<int64_t>::max(), std::numeric_limits<int64_t>::min()};
     for (int64_t i = 0; i < num_sequences_; ++i) {
-      buf.resize(size_t(sequence_length(i)));
-      read(i, 0, int64_t(buf.size()), buf.data());
-      for (int32_t t : buf) mx = std::max<int64_t>(mx, t);
+      const int64_t len = sequence_length(i);
+      for (int64_t o = 0; o < len; o += int64_t(buf.size())) {
+        const int64_t n = std::min<int64_t>(int64_t(buf.size()), len - o);
+        read(i, o, n, buf.data());
+        const auto [lo, hi] = std::minmax_element(buf.data(), buf.data() + n);
+        r.min = std::min<int64_t>(r.min, *lo);
+        r.max = std::max<int64_t>(r.max, *hi);
+      }
     }
-    max_token_ = mx;
-  });
-  return max_token_;
+    range_ = num_tokens_ > 0 ? r : TokenIdRange{};
+    range_known_ = true;
+  }
+  return range_;
+}
+
+void IndexedDataset::set_token_id_range(TokenIdRange r) const {
+  std::lock_guard<std::mutex> lock(range_mu_);
+  range_ = r;
+  range_known_ = true;
 }
 
 IndexedDatasetWriter::IndexedDatasetWriter(const std::string& prefix, int64_t vocab_size)

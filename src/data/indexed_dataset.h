@@ -56,8 +56,15 @@ class IndexedDataset {
   // Tokens [offset, offset + n) of sequence i, converted to int32.
   void read(int64_t i, int64_t offset, int64_t n, int32_t* out) const;
   std::vector<int32_t> read(int64_t i) const;  // the whole sequence
-  // The largest token id in .bin (a full scan on first call, then cached; -1 if empty).
-  int64_t max_token_id() const;
+  // The smallest and largest token id of the sequences (one scan on first call, then kept;
+  // {0, -1} if there are no tokens). data/token_range.h caches them on disk across runs.
+  struct TokenIdRange {
+    int64_t min = 0, max = -1;
+  };
+  TokenIdRange token_id_range() const;
+  int64_t max_token_id() const { return token_id_range().max; }
+  // Seeds the range from a cache (data/token_range.h) instead of scanning.
+  void set_token_id_range(TokenIdRange r) const;
   // The whole .bin, as mapped.
   std::span<const uint8_t> bin_bytes() const { return {bin_.data(), bin_.size()}; }
 
@@ -69,8 +76,9 @@ class IndexedDataset {
   const uint8_t* lengths_ = nullptr;   // int32[S], possibly unaligned
   const uint8_t* pointers_ = nullptr;  // int64[S]
   const uint8_t* doc_idx_ = nullptr;   // int64[D]
-  mutable std::once_flag max_once_;
-  mutable int64_t max_token_ = -1;
+  mutable std::mutex range_mu_;
+  mutable bool range_known_ = false;
+  mutable TokenIdRange range_;
 };
 
 // Writes PREFIX.bin/.idx in the layout above (Megatron's IndexedDatasetBuilder), through

@@ -9,6 +9,7 @@
 #include "checkpoint/recorded_moe_args.h"
 #include "core/error.h"
 #include "core/file_io.h"
+#include "core/json_depth.h"
 #include "kernels/elementwise.h"
 
 namespace mt {
@@ -29,6 +30,7 @@ std::vector<int32_t> token_ids(const nlohmann::json& j, const char* key) {
 
 nlohmann::json read_json(const fs::path& file) {
   const std::string text = read_regular_file(file.string());
+  check_json_depth(text, file.string());
   try {
     return nlohmann::json::parse(text);
   } catch (const std::exception& e) {

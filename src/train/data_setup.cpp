@@ -7,6 +7,7 @@
 
 #include "core/error.h"
 #include "data/blended_dataset.h"
+#include "data/token_range.h"
 
 namespace mt {
 namespace {
@@ -139,14 +140,25 @@ Datasets build_datasets(const TrainingArgs& args) {
   }
   if (!d.train) MT_USER_ERROR("the train split is empty (check --split and the data paths)");
 
+  // Every token id must be a row of the embedding: checked now (one scan, cached beside the
+  // dataset indices) rather than at the first batch that holds a bad one, hours in.
+  int64_t max_id = -1;
+  std::string where;
+  for (const auto& ds : d.indexed) {
+    const IndexedDataset::TokenIdRange r = cached_token_id_range(*ds, b.cache_dir(ds->prefix()));
+    if (r.min < 0)
+      MT_USER_ERROR("{}.bin: token id {} is negative (the file is corrupt, or not token ids of type {})", ds->prefix(),
+                    r.min, index_dtype_name(ds->dtype()));
+    if (r.max > max_id) max_id = r.max, where = ds->prefix();
+  }
   if (d.tokenizer) {
     d.vocab_size = d.tokenizer->vocab_size();
     d.description += fmt::format(", {} with {} tokens", d.tokenizer->name(), d.vocab_size);
+    if (max_id >= d.vocab_size)
+      MT_USER_ERROR("{}.bin: token id {} is outside the vocabulary of the tokenizer ({}, {} tokens): the data was "
+                    "tokenized with another tokenizer, or the file is corrupt", where, max_id, d.tokenizer->name(),
+                    d.vocab_size);
   } else {
-    int64_t max_id = -1;
-    std::string where;
-    for (const auto& ds : d.indexed)
-      if (int64_t m = ds->max_token_id(); m > max_id) max_id = m, where = ds->prefix();
     if (args.vocab_size > 0) {
       if (args.vocab_size <= max_id)
         MT_USER_ERROR("--vocab-size {} is too small for {}: its largest token id is {}", args.vocab_size, where, max_id);

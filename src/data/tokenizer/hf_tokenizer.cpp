@@ -11,6 +11,7 @@
 
 #include "core/error.h"
 #include "core/file_io.h"
+#include "core/json_depth.h"
 
 namespace mt {
 namespace {
@@ -20,6 +21,7 @@ using json = nlohmann::json;
 std::string read_text_file(const std::string& path, const char* flag) { return read_regular_file(path, flag); }
 
 json parse_json(const std::string& text, const std::string& source) {
+  check_json_depth(text, source);
   json j = json::parse(text, nullptr, /*allow_exceptions=*/false);
   if (j.is_discarded()) MT_USER_ERROR("{}: not valid JSON", source);
   return j;

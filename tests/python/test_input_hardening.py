@@ -1,0 +1,104 @@
+"""Bad input found at start-up, named in one line with exit code 2 (issue 22): token ids outside
+the vocabulary (checked with one scan of the data, cached), NaN and infinite float flags, FIFOs
+given as files, allocation failures, and malformed JSON we parse."""
+import json
+import os
+import subprocess
+
+import numpy as np
+import pytest
+import user_errors
+from test_cli_errors import TINY, write_indexed
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+BUNDLED_TOKENIZER = os.path.join(ROOT, "data", "kjv_bpe4k_tokenizer.json")  # 4096 tokens
+
+
+def run(build_dir, *flags, timeout=60):
+    return subprocess.run([str(build_dir / "megatron"), "train", *flags], capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def hf_tokenizer_flags():
+    return ["--tokenizer-type", "HuggingFaceTokenizer", "--tokenizer-model", BUNDLED_TOKENIZER]
+
+
+def docs_with(value, dtype=np.uint16):
+    rng = np.random.default_rng(0)
+    docs = [rng.integers(0, 200, size=40).astype(np.int64) for _ in range(30)]
+    docs[17][5] = value  # one bad token deep in the data
+    return [d.astype(dtype) for d in docs]
+
+
+def test_token_id_past_the_tokenizer_vocabulary_is_named_at_start(build_dir, tmp_path):
+    write_indexed(tmp_path / "d", docs_with(5000))
+    r = run(build_dir, *TINY, "--data-path", str(tmp_path / "d"), *hf_tokenizer_flags(), "--split", "100,0,0")
+    user_errors.assert_user_error(r, "d.bin", "token id 5000", "4096 tokens")
+
+
+def test_negative_token_id_is_named_at_start(build_dir, tmp_path):
+    write_indexed(tmp_path / "d", docs_with(-3, np.int32), dtype=np.int32)
+    r = run(build_dir, *TINY, "--data-path", str(tmp_path / "d"), "--vocab-size", "300", "--split", "100,0,0")
+    user_errors.assert_user_error(r, "d.bin", "token id -3 is negative")
+
+
+def test_vocab_size_too_small_for_the_data_is_named(build_dir, tmp_path):
+    write_indexed(tmp_path / "d", docs_with(250))
+    r = run(build_dir, *TINY, "--data-path", str(tmp_path / "d"), "--vocab-size", "200", "--split", "100,0,0")
+    user_errors.assert_user_error(r, "--vocab-size 200", "largest token id is 250")
+
+
+def test_token_range_is_cached_beside_the_indices_and_rescanned_when_the_data_changes(build_dir, tmp_path):
+    write_indexed(tmp_path / "d", docs_with(150))
+    r = run(build_dir, *TINY, "--data-path", str(tmp_path / "d"), "--vocab-size", "200", "--split", "100,0,0")
+    assert r.returncode == 0, r.stderr
+    caches = list((tmp_path / "cache" / "GPTDataset_indices").glob("*-token_id_range.txt"))
+    assert len(caches) == 1 and caches[0].read_text() == "0 199\n"
+    # The data rewritten with a bad id (a new mtime and size): scanned again, not trusted from the cache.
+    docs = docs_with(900) + [np.arange(10, dtype=np.uint16)]
+    write_indexed(tmp_path / "d", docs)
+    r = run(build_dir, *TINY, "--data-path", str(tmp_path / "d"), "--vocab-size", "200", "--split", "100,0,0")
+    user_errors.assert_user_error(r, "--vocab-size 200", "largest token id is 900")
+
+
+@pytest.mark.parametrize("flag", ["--lr", "--hidden-dropout", "--clip-grad", "--init-method-std", "--adam-eps",
+                                  "--weight-decay"])
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf", "NaN"])
+def test_non_finite_float_flags_are_refused(build_dir, flag, value):
+    r = run(build_dir, *TINY, flag, value)
+    user_errors.assert_user_error(r, flag, "expected a finite number", value)
+
+
+@pytest.mark.parametrize("what", ["data", "tokenizer"])
+def test_a_fifo_given_as_a_file_is_refused_not_waited_on(build_dir, tmp_path, what):
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    if what == "data":
+        os.mkfifo(tmp_path / "fifo.idx")
+        flags = ["--data-path", str(fifo)]
+    else:
+        flags = ["--tokenizer-type", "HuggingFaceTokenizer", "--tokenizer-model", str(fifo)]
+    r = run(build_dir, *TINY, *flags, timeout=20)
+    user_errors.assert_user_error(r, "fifo", "not a regular file (a FIFO)")
+
+
+def test_a_model_too_large_for_memory_is_named_not_aborted(build_dir):
+    r = run(build_dir, "--num-layers", "1", "--hidden-size", "4000000",
+            "--num-attention-heads", "2", "--seq-length", "8", "--micro-batch-size", "1", "--global-batch-size", "1",
+            "--train-iters", "1", "--eval-iters", "0")
+    assert r.returncode == 2, (r.returncode, r.stderr[-2000:])
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "cannot allocate" in lines[0] and "host memory" in lines[0], r.stderr
+
+
+def test_deeply_nested_tokenizer_json_is_an_error_not_a_stack_overflow(build_dir, tmp_path):
+    tok = json.load(open(BUNDLED_TOKENIZER))
+    path = tmp_path / "tokenizer.json"
+    # The nesting written as text (json.dumps would recurse as deep).
+    head = '{"type": "Sequence", "pretokenizers": [' * 100000
+    tail = ']}' * 100000
+    tok["pre_tokenizer"] = "__X__"
+    text = json.dumps(tok).replace('"__X__"', head + '{"type": "ByteLevel", "add_prefix_space": false}' + tail)
+    path.write_text(text)
+    r = run(build_dir, *TINY, "--tokenizer-type", "HuggingFaceTokenizer", "--tokenizer-model", str(path))
+    user_errors.assert_user_error(r, "tokenizer.json", "nested")
