@@ -47,6 +47,10 @@ const std::vector<CompatFlag>& megatron_compat_flags() {
       {"--no-gradient-accumulation-fusion", 0, MAP,
        "Accepted: weight-gradient GEMMs accumulate straight into the fp32 main gradients (what Megatron's fusion "
        "does); the unfused path's separate add gives the same sums"},
+      {"--apply-layernorm-1p", 0, MAP,
+       "Accepted: Megatron's zero-centred norm weight (1 + w, w from 0) is the same function, and the same Adam "
+       "steps (norm weights are never decayed), as the ordinary weight from 1, which is what is stored (in bf16 "
+       "the stored weight rounds differently)"},
       {"--accumulate-allreduce-grads-in-fp32", 0, NA,
        "Accepted: gradients always accumulate and are reduced in fp32 (main grads)"},
       {"--grad-reduce-in-bf16", 0, MAP,
@@ -139,11 +143,11 @@ const std::vector<CompatFlag>& megatron_compat_flags() {
       {"--mtp-num-layers", 1, NO, "multi-token prediction"},
       {"--mtp-loss-scaling-factor", 1, NO, "multi-token prediction"},
       {"--recompute-granularity", 1, NO,
-       "full or selective activation recomputation (use --recompute-gelu; attention never keeps its probabilities)"},
+       "full or selective activation recomputation (use --recompute-gelu, attention never keeps its probabilities)"},
       {"--recompute-method", 1, NO, "full activation recomputation (use --recompute-gelu)"},
       {"--recompute-modules", -1, NO, "selective recomputation of chosen modules (use --recompute-gelu)"},
       {"--recompute-activations", 0, NO,
-       "selective activation recomputation (attention never keeps its probabilities; use --recompute-gelu for the "
+       "selective activation recomputation (attention never keeps its probabilities, use --recompute-gelu for the "
        "MLP)"},
       {"--squared-relu", 0, NO, "the squared-ReLU MLP activation (use the default GeLU or --swiglu)"},
       {"--rotary-interleaved", 0, NO, "interleaved RoPE (the rotate-half convention is built)"},
@@ -173,6 +177,7 @@ const std::vector<CompatFlag>& megatron_compat_flags() {
       {"--export-force-local-attention", 0, NO, "gpt-oss's local-attention export"},
       {"--step-batch-size-schedule", 1, NO, "a batch-size schedule (use a constant --global-batch-size)"},
       {"--rampup-batch-size", -1, NO, "batch-size ramp-up (use a constant --global-batch-size)"},
+      {"--eval-global-batch-size", 1, NO, "evaluation at its own global batch size (evaluation uses --global-batch-size)"},
       {"--save-retain-interval", 1, NO, "retaining checkpoints at an interval (use --ckpt-keep-last)"},
       {"--check-weight-hash-across-dp-replicas-interval", 1, NO, "weight-hash checks across data-parallel replicas"},
       {"--num-distributed-optimizer-instances", 1, NO,
@@ -215,6 +220,9 @@ std::vector<std::string> unsupported_features(const TrainingArgs& a) {
   }
   if (a.context_parallel_size > 1)
     out.push_back(fmt::format("--context-parallel-size {}: context parallelism (use 1)", a.context_parallel_size));
+  if (a.qk_layernorm && a.normalization != "RMSNorm")
+    out.push_back("--qk-layernorm with --normalization LayerNorm: a LayerNorm over each query and key head (q/k "
+                  "norms are RMSNorm: use --normalization RMSNorm)");
   if (a.moe_token_dispatcher_type == "flex")
     out.push_back("--moe-token-dispatcher-type flex: the flex token dispatcher (use alltoall or allgather)");
   return out;
