@@ -1,6 +1,7 @@
 // The megatron binary: subcommands and argument parsing only; the work is in src/.
 #include <CLI/CLI.hpp>
 
+#include <algorithm>
 #include <cstdio>
 #include <string>
 #include <vector>
@@ -8,6 +9,7 @@
 #include "core/error.h"
 #include "comm/mpi_communicator.h"
 #include "train/checkpoint_architecture.h"
+#include "train/megatron_compat_flags.h"
 #include "train/model_presets.h"
 #include "train/trainer.h"
 #include "checkpoint_cmd.h"
@@ -16,7 +18,25 @@
 #include "finite_floats.h"
 #include "preprocess.h"
 #include "serve_cmd.h"
+#include "train_cli.h"
 #include "train_flags.h"
+
+namespace {
+
+// A verdict every rank reaches alike (a bad command line): under a launcher, rank 0 says it and
+// flushes before the ranks pass a barrier, so the launcher cannot kill rank 0 (once another rank
+// has exited) before its message is out; every rank then exits with `code` together.
+int exit_together(int code, const std::string& message) {
+  const bool several = mt::dist::launched_by_mpi() && mt::dist::init();
+  if (!several || mt::dist::world_rank() == 0) {
+    std::fprintf(stderr, "%s\n", message.c_str());
+    std::fflush(stderr);
+  }
+  if (several) mt::dist::world()->barrier();
+  return code;
+}
+
+}  // namespace
 
 int main(int argc, char** argv) {
   CLI::App app{"megatron.cpp: train transformer language models, Megatron-LM style", "megatron"};
@@ -50,9 +70,17 @@ int main(int argc, char** argv) {
     words = mt::expand_hf_architecture(words, &from_hf);
     if (!from_hf.empty() && mt::dist::launcher_rank() == 0)
       std::printf("> architecture from the Hugging Face model to load: %s\n", from_hf.c_str());
+    // Megatron's reading: the last of a repeated flag wins; unknown flags named with their values.
+    const bool help = std::find_if(words.begin(), words.end(), [](const std::string& w) {
+                        return w == "--help" || w == "-h";
+                      }) != words.end();
+    if (!words.empty() && words[0] == "train" && !help) {
+      std::vector<std::string> rest = mt::megatron_argument_words(*train, {words.begin() + 1, words.end()});
+      rest.insert(rest.begin(), "train");
+      words = std::move(rest);
+    }
   } catch (const mt::UserError& e) {
-    if (mt::dist::launcher_rank() == 0) std::fprintf(stderr, "megatron train: error: %s\n", e.what());
-    return 2;
+    return exit_together(2, std::string("megatron train: error: ") + e.what() + " (see 'megatron train --help')");
   }
   try {
     std::vector<std::string> reversed(words.rbegin(), words.rend());  // CLI11 takes them last to first
@@ -70,13 +98,16 @@ int main(int argc, char** argv) {
                         : convert.app->parsed()    ? "megatron convert"
                         : serve.app->parsed()      ? "megatron serve"
                                                    : "megatron";
-    // Every rank parses the same command line: only the launcher's rank 0 (or a lone process) says so.
-    if (mt::dist::launcher_rank() == 0)
-      std::fprintf(stderr, "%s: error: %s (see '%s --help')\n", where.c_str(), e.what(), where.c_str());
-    return 2;
+    // Every rank parses the same command line: rank 0 says so, then every rank exits together.
+    return exit_together(2, where + ": error: " + e.what() + " (see '" + where + " --help')");
   }
   try {
-    if (train->parsed()) mt::pretrain_gpt(args);
+    if (train->parsed()) {
+      // Megatron's implied settings (e.g. --sequence-parallel off at TP=1), each with a warning.
+      for (const std::string& w : mt::apply_megatron_implications(args))
+        if (mt::dist::launcher_rank() == 0) std::printf("> warning: %s\n", w.c_str());
+      mt::pretrain_gpt(args);
+    }
     if (preprocess.app->parsed()) mt::run_preprocess(*preprocess.opts);
     if (merge.app->parsed()) mt::run_merge(merge);
     if (checkpoint.app->parsed()) mt::run_checkpoint(checkpoint);
@@ -85,8 +116,7 @@ int main(int argc, char** argv) {
     if (serve.app->parsed()) mt::run_serve(*serve.opts);
   } catch (const mt::ArgumentError& e) {
     // Found identically on every rank before any of them diverged: said once, every rank exits 2.
-    if (mt::dist::world_rank() == 0) std::fprintf(stderr, "megatron: error: %s\n", e.what());
-    return 2;
+    return exit_together(2, std::string("megatron: error: ") + e.what());
   } catch (const std::bad_alloc&) {
     // An allocation outside our allocator (a std::vector sized from the input): this rank's alone.
     std::fprintf(stderr, "megatron: error: [rank %d] out of host memory: make the model, micro batch or sequence "

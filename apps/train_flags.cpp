@@ -1,6 +1,7 @@
 #include "train_flags.h"
 
 #include "metrics_flags.h"
+#include "train/megatron_compat_flags.h"
 #include "train/model_presets.h"
 
 namespace mt {
@@ -47,6 +48,9 @@ void add_train_flags(CLI::App& app, TrainingArgs& a) {
   app.add_flag("--use-rope-scaling", a.use_rope_scaling, "Llama 3.1's RoPE frequency scaling")->group(g);
   app.add_option("--rope-scaling-factor", a.rope_scaling_factor, "The factor of --use-rope-scaling")
       ->capture_default_str()->group(g);
+  app.add_flag("--no-position-embedding", a.no_position_embedding,
+               "No learned absolute position embedding (with --position-embedding-type learned_absolute: none; rope "
+               "is unaffected), as Megatron's")->group(g);
   app.add_flag("--untie-embeddings-and-output-weights", a.untie_embeddings_and_output_weights,
                "A separate output layer (output_layer.weight) instead of the word embeddings'")->group(g);
   app.add_flag("--disable-bias-linear", a.disable_bias_linear, "No biases in the linear layers")->group(g);
@@ -129,8 +133,23 @@ void add_train_flags(CLI::App& app, TrainingArgs& a) {
   app.add_option("--micro-batch-size", a.micro_batch_size, "Samples per microbatch")->capture_default_str()->group(g);
   app.add_option("--global-batch-size", a.global_batch_size, "Samples per iteration (gradient accumulation)")
       ->capture_default_str()->group(g);
-  app.add_option("--train-iters", a.train_iters, "Iterations to train")->capture_default_str()->group(g);
+  app.add_option("--train-iters", a.train_iters, "Iterations to train")
+      ->each([&a](const std::string&) { a.train_iters_given = true; })
+      ->capture_default_str()->group(g);
+  app.add_option("--train-samples", a.train_samples,
+                 "Samples to train instead of --train-iters (Megatron's sample-based schedule: iterations = samples / "
+                 "global batch; the LR schedule counts samples)")->group(g);
+  app.add_flag("--calculate-per-token-loss", a.calculate_per_token_loss,
+               "The loss (and its gradient) is the sum over the global batch's loss tokens divided by their count, "
+               "not the mean of per-microbatch means (they differ where microbatches hold different numbers of loss "
+               "tokens, e.g. with --eod-mask-loss)")->group(g);
   app.add_option("--seed", a.seed, "Random seed")->capture_default_str()->group(g);
+  app.add_option("--attention-backend", a.attention_backend,
+                 "auto, flash or fused (GPU: cuDNN's fused attention where it applies), unfused or local (our own "
+                 "attention kernel); the CPU has one kernel")
+      ->check(CLI::IsMember({"auto", "flash", "fused", "unfused", "local"}))->capture_default_str()->group(g);
+  app.add_flag_callback("--use-flash-attn", [&a] { a.attention_backend = "flash"; },
+                        "Megatron's older spelling of --attention-backend flash")->group(g);
   app.add_flag("--deterministic-mode", a.deterministic_mode,
                "Bit-reproducible GPU runs: cuDNN's deterministic attention backward, and the heuristics' GEMM "
                "algorithms and attention plans instead of autotuned ones (~3% slower; default: cuDNN's "
@@ -155,6 +174,17 @@ void add_train_flags(CLI::App& app, TrainingArgs& a) {
   app.add_option("--lr-decay-iters", a.lr_decay_iters, "Iterations of decay (0: train iters)")
       ->capture_default_str()->group(g);
   app.add_option("--lr-warmup-iters", a.lr_warmup_iters, "Iterations of linear warmup")->capture_default_str()->group(g);
+  app.add_option("--lr-warmup-samples", a.lr_warmup_samples, "Samples of linear warmup (with --train-samples)")
+      ->group(g);
+  app.add_option("--lr-decay-samples", a.lr_decay_samples, "Samples of decay (with --train-samples; 0: train samples)")
+      ->group(g);
+  app.add_option("--lr-warmup-init", a.lr_warmup_init, "Learning rate the linear warmup starts from")
+      ->capture_default_str()->group(g);
+  app.add_option("--decoupled-lr", a.decoupled_lr,
+                 "Peak learning rate of the input embedding and the output layer (their own schedule, of the same "
+                 "shape; default: --lr)")->group(g);
+  app.add_option("--decoupled-min-lr", a.decoupled_min_lr,
+                 "Minimum learning rate of the input embedding and the output layer (default: --min-lr)")->group(g);
   app.add_option("--lr-warmup-fraction", a.lr_warmup_fraction, "Warmup as a fraction of decay iters (overrides iters)")
       ->group(g);
   app.add_option("--weight-decay", a.weight_decay, "Decoupled weight decay (not on biases and norms)")
@@ -166,6 +196,13 @@ void add_train_flags(CLI::App& app, TrainingArgs& a) {
 
   g = "Logging and evaluation";
   app.add_option("--log-interval", a.log_interval, "Iterations between log lines")->capture_default_str()->group(g);
+  app.add_flag("--log-params-norm", a.log_params_norm,
+               "Print the L2 norm of all parameters (\"params norm:\") in each iteration line")->group(g);
+  app.add_flag("--log-num-zeros-in-grad", a.log_num_zeros_in_grad,
+               "Print the number of gradient elements that are exactly zero (\"num zeros:\") in each iteration line")
+      ->group(g);
+  app.add_flag("--log-throughput", a.log_throughput,
+               "Accepted: the iteration line always shows the throughput (TFLOP/s/GPU and tokens/s/GPU)")->group(g);
   app.add_option("--timing-log-level", a.timing_log_level,
                  "1: after each log line, the time this rank spent in collectives per group (ms per iteration)")
       ->check(CLI::Range(0, 2))->capture_default_str()->group(g);
@@ -280,6 +317,9 @@ void add_train_flags(CLI::App& app, TrainingArgs& a) {
                "reduce-scatter the row-parallel output as one reduce per rank as soon as each block's GEMM is done; "
                "implies --async-tensor-model-parallel-allreduce. Measured slower than without on 4 H200s (7B-class "
                "GPT, TP=4: 34% vs 44% MFU): NCCL broadcasts/reduces per block cost more than they hide")->group(g);
+  app.add_flag("--use-tp-pp-dp-mapping", a.use_tp_pp_dp_mapping,
+               "Megatron's tp-pp-dp rank order: accepted where it orders ranks like the default tp-cp-ep-dp-pp (no "
+               "pipeline or no data parallelism); otherwise not supported yet")->group(g);
   app.add_flag("--use-distributed-optimizer", a.use_distributed_optimizer,
                "Shard fp32 master weights and Adam state across data-parallel ranks (ZeRO-1)")->group(g);
   app.add_flag("--overlap-grad-reduce", a.overlap_grad_reduce,
@@ -296,6 +336,23 @@ void add_train_flags(CLI::App& app, TrainingArgs& a) {
       ->capture_default_str()->group(g);
 
   add_metrics_flags(app, a);
+  // Megatron's flags without a meaning of their own here, each with what it does (its reason).
+  g = "Megatron-LM compatibility (accepted, mapped, or not supported yet)";
+  for (const CompatFlag& f : megatron_compat_flags()) {
+    std::string help = f.reason;
+    if (f.handling == CompatHandling::Unsupported) help = std::string("Not supported yet: ") + f.reason;
+    const std::string name = f.name;
+    if (f.arity == 0) {
+      app.add_flag_callback(name, [&a, name] { a.megatron_flags[name] = {}; }, help)->group(g);
+    } else if (f.arity == 1) {
+      app.add_option_function<std::string>(name, [&a, name](const std::string& v) { a.megatron_flags[name] = {v}; },
+                                           help)->group(g);
+    } else {
+      app.add_option_function<std::vector<std::string>>(
+             name, [&a, name](const std::vector<std::string>& v) { a.megatron_flags[name] = v; }, help)
+          ->group(g);
+    }
+  }
 }
 
 }  // namespace mt

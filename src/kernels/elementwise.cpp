@@ -37,6 +37,12 @@ bool all_finite(const Tensor& x, Stream s) {
   return cpu::all_finite(x);
 }
 
+int64_t count_zeros(const Tensor& x, Stream s) {
+  detail::check_float("count_zeros", "x", x);
+  if (detail::on_cuda("count_zeros", {&x})) MT_CUDA_CALL(count_zeros(x, s));
+  return cpu::count_zeros(x);
+}
+
 void cast(const Tensor& src, const Tensor& dst, Stream s) {
   detail::check_float("cast", "src", src);
   detail::check_float("cast", "dst", dst);

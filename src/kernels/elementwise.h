@@ -16,6 +16,8 @@ void scale_(const Tensor& x, float alpha, Stream s = {});
 double sum_squares(const Tensor& x, Stream s = {});
 // true when no element is inf or nan. Synchronises on CUDA.
 bool all_finite(const Tensor& x, Stream s = {});
+// Number of elements equal to zero (+0 or -0). Synchronises on CUDA.
+int64_t count_zeros(const Tensor& x, Stream s = {});
 // dst = src converted to dst's dtype (float dtypes; equal numel).
 void cast(const Tensor& src, const Tensor& dst, Stream s = {});
 // t[i] = std * N(0,1) drawn from philox(seed, stream, index_offset + i).

@@ -36,6 +36,16 @@ std::vector<OptimizerStateRange> ChainedOptimizer::state_ranges() const {
   return {};
 }
 
+void ChainedOptimizer::set_decoupled_lr(double lr) {
+  for (MegatronOptimizer* p : parts_) p->set_decoupled_lr(lr);
+}
+
+int64_t ChainedOptimizer::count_zeros_in_grads() {
+  int64_t n = 0;
+  for (MegatronOptimizer* p : parts_) n += p->count_zeros_in_grads();
+  return n;
+}
+
 void ChainedOptimizer::set_steps_taken(int64_t steps) {
   for (MegatronOptimizer* p : parts_) p->set_steps_taken(steps);
 }

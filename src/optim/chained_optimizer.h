@@ -22,6 +22,8 @@ class ChainedOptimizer : public MegatronOptimizer {
   void set_steps_taken(int64_t steps) override;
   void reset_master_from_params() override;
   bool has_master_copy() const override { return parts_.front()->has_master_copy(); }
+  void set_decoupled_lr(double lr) override;
+  int64_t count_zeros_in_grads() override;
   const std::vector<MegatronOptimizer*>& parts() const { return parts_; }
 
  private:

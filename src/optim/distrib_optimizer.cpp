@@ -63,6 +63,13 @@ GradStats DistributedOptimizer::grad_stats(double loss_scale) {
   return gs;
 }
 
+int64_t DistributedOptimizer::count_zeros_in_grads() {
+  double n = 0;
+  for (const auto& [lo, len] : shards_) n += double(local_grad_count_zeros(buf_, lo, lo + len, groups_));
+  n = ddp_.dp().all_reduce_scalar(n);
+  return int64_t(groups_.model_parallel ? groups_.model_parallel->all_reduce_scalar(n) : n);
+}
+
 StepStats DistributedOptimizer::apply(double lr, double loss_scale, const GradStats& global) {
   StepStats st;
   const Tensor& g = buf_.main_grads();
@@ -73,13 +80,15 @@ StepStats DistributedOptimizer::apply(double lr, double loss_scale, const GradSt
   AdamWParams ap = adamw_step_params(cfg_, lr, ++step_, 1.0 / loss_scale, global.sum_squares, st);
   ap.weight_decay = float(cfg_.weight_decay);
   std::vector<AdamWRange> ranges;
+  std::vector<bool> decoupled;
   ranges.reserve(pieces_.size());
-  for (const Piece& pc : pieces_)  // fp32 params are their own master: the master offset is the param's
+  for (const Piece& pc : pieces_) {  // fp32 params are their own master: the master offset is the param's
     ranges.push_back({pc.offset, has_master_copy_ ? pc.state : pc.offset, pc.state, pc.numel,
                       !buf_.info(pc.param).no_weight_decay});
-  if (!ranges.empty())
-    adamw_step_ranges(has_master_copy_ ? master_ : buf_.params(), g, m_, v_,
-                      has_master_copy_ ? &buf_.params() : nullptr, ranges, ap);
+    decoupled.push_back(is_embedding_or_output_parameter(buf_.info(pc.param).name));
+  }
+  adamw_step_ranges_decoupled(has_master_copy_ ? master_ : buf_.params(), g, m_, v_,
+                              has_master_copy_ ? &buf_.params() : nullptr, ranges, decoupled, ap, decoupled_lr_);
   ddp_.all_gather_params();
   return st;
 }

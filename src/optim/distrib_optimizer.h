@@ -29,6 +29,7 @@ class DistributedOptimizer : public MegatronOptimizer {
   std::vector<OptimizerStateRange> state_ranges() const override;
   void reset_master_from_params() override;
   bool has_master_copy() const override { return has_master_copy_; }
+  int64_t count_zeros_in_grads() override;
 
  private:
   struct Piece {  // one parameter's part of this rank's shard

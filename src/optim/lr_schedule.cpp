@@ -16,7 +16,8 @@ bool parse_lr_decay_style(const std::string& s, LrDecayStyle& out) {
 
 double OptimizerParamScheduler::lr(int64_t step) const {
   const auto& c = cfg_;
-  if (c.warmup_steps > 0 && step <= c.warmup_steps) return c.max_lr * double(step) / double(c.warmup_steps);
+  if (c.warmup_steps > 0 && step <= c.warmup_steps)
+    return c.warmup_init_lr + (c.max_lr - c.warmup_init_lr) * double(step) / double(c.warmup_steps);
   if (c.style == LrDecayStyle::Constant) return c.max_lr;
   if (c.style == LrDecayStyle::InverseSquareRoot) {
     double w = double(std::max<int64_t>(c.warmup_steps, 1));

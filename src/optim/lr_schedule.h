@@ -17,6 +17,7 @@ struct LrScheduleConfig {
   int64_t warmup_steps = 0;
   int64_t decay_steps = 0;  // iterations after which the LR stays at min_lr
   LrDecayStyle style = LrDecayStyle::Linear;
+  double warmup_init_lr = 0.0;  // the linear warmup starts here (Megatron's --lr-warmup-init)
 };
 
 class OptimizerParamScheduler {

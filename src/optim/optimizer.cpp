@@ -42,6 +42,43 @@ double local_grad_sum_squares(const ParamAndGradBuffer& buf, int64_t lo, int64_t
   return sq;
 }
 
+int64_t local_grad_count_zeros(const ParamAndGradBuffer& buf, int64_t lo, int64_t hi, const GradNormGroups& g) {
+  const Tensor& grads = buf.main_grads();
+  int64_t zeros = 0;
+  for (const auto& info : buf.infos()) {  // per parameter: the buckets' padding is not a gradient
+    if (!info.tensor_parallel() && g.tp_rank != 0) continue;
+    if (info.pipeline_duplicate) continue;
+    const int64_t a = std::max(lo, info.offset), b = std::min(hi, info.offset + info.numel);
+    if (a < b) zeros += count_zeros(grads.flat_slice(a, b - a, {b - a}));
+  }
+  return zeros;
+}
+
+bool is_embedding_or_output_parameter(const std::string& name) {
+  return name == "embedding.word_embeddings.weight" || name == "output_layer.weight";
+}
+
+void adamw_step_ranges_decoupled(const Tensor& master, const Tensor& grad, const Tensor& m, const Tensor& v,
+                                 const Tensor* param_out, const std::vector<AdamWRange>& ranges,
+                                 const std::vector<bool>& decoupled, const AdamWParams& p, double decoupled_lr) {
+  if (decoupled_lr < 0) {
+    if (!ranges.empty()) adamw_step_ranges(master, grad, m, v, param_out, ranges, p);
+    return;
+  }
+  std::vector<AdamWRange> rest, own;
+  for (size_t i = 0; i < ranges.size(); ++i) (decoupled[i] ? own : rest).push_back(ranges[i]);
+  if (!rest.empty()) adamw_step_ranges(master, grad, m, v, param_out, rest, p);
+  AdamWParams q = p;
+  q.lr = float(decoupled_lr);
+  if (!own.empty()) adamw_step_ranges(master, grad, m, v, param_out, own, q);
+}
+
+int64_t AdamWOptimizer::count_zeros_in_grads() {
+  Communicator* mp = groups_.model_parallel && groups_.model_parallel->size() > 1 ? groups_.model_parallel : nullptr;
+  const double n = double(local_grad_count_zeros(buf_, 0, buf_.numel(), groups_));
+  return int64_t(mp ? mp->all_reduce_scalar(n) : n);
+}
+
 AdamWOptimizer::AdamWOptimizer(ParamAndGradBuffer& buf, const OptimizerConfig& cfg, const GradNormGroups& groups)
     : buf_(buf), cfg_(cfg), groups_(groups) {
   const Tensor& p = buf.params();
@@ -85,10 +122,14 @@ StepStats AdamWOptimizer::apply(double lr, double loss_scale, const GradStats& g
   AdamWParams ap = adamw_step_params(cfg_, lr, ++step_, 1.0 / loss_scale, global.sum_squares, st);
   ap.weight_decay = float(cfg_.weight_decay);
   std::vector<AdamWRange> ranges;
+  std::vector<bool> decoupled;
   ranges.reserve(buf_.infos().size());
-  for (const auto& info : buf_.infos())
+  for (const auto& info : buf_.infos()) {
     ranges.push_back({info.offset, info.offset, info.offset, info.numel, !info.no_weight_decay});
-  if (!ranges.empty()) adamw_step_ranges(master_, g, m_, v_, has_master_copy_ ? &buf_.params() : nullptr, ranges, ap);
+    decoupled.push_back(is_embedding_or_output_parameter(info.name));
+  }
+  adamw_step_ranges_decoupled(master_, g, m_, v_, has_master_copy_ ? &buf_.params() : nullptr, ranges, decoupled, ap,
+                              decoupled_lr_);
   return st;
 }
 

@@ -8,6 +8,7 @@
 // (none on biases and LayerNorm weights). Unscale and clip are folded into AdamW's grad_scale.
 // The distributed optimizer (sharding this state across data-parallel ranks) builds on it.
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include "comm/communicator.h"
@@ -60,6 +61,12 @@ class MegatronOptimizer {
   virtual ~MegatronOptimizer() = default;
   // Grads in the main-grad buffer carry the loss scale `loss_scale`: grad_stats, then apply.
   StepStats step(double lr, double loss_scale) { return apply(lr, loss_scale, grad_stats(loss_scale)); }
+  // Megatron's --decoupled-lr: the word embeddings and the output layer step with this learning
+  // rate instead of apply's (negative: apply's). Set before each step.
+  virtual void set_decoupled_lr(double lr) { decoupled_lr_ = lr; }
+  // Gradient elements exactly zero, each counted once over the model (as the grad norm counts
+  // them; collective over the same groups): Megatron's --log-num-zeros-in-grad.
+  virtual int64_t count_zeros_in_grads() = 0;
   virtual GradStats grad_stats(double loss_scale) = 0;
   // The update given the stats of every optimizer stepped together (ChainedOptimizer: their sum
   // of squares makes one global norm and one clip coefficient); skipped when not finite.
@@ -74,7 +81,20 @@ class MegatronOptimizer {
   virtual void set_steps_taken(int64_t steps) = 0;
   virtual void reset_master_from_params() = 0;
   virtual bool has_master_copy() const = 0;
+
+ protected:
+  double decoupled_lr_ = -1;
 };
+
+// Megatron's is_embedding_or_output_parameter: the parameters --decoupled-lr applies to.
+bool is_embedding_or_output_parameter(const std::string& name);
+// adamw_step_ranges with the ranges of embedding/output parameters (flagged in `decoupled`) at
+// learning rate `decoupled_lr` when it is >= 0.
+void adamw_step_ranges_decoupled(const Tensor& master, const Tensor& grad, const Tensor& m, const Tensor& v,
+                                 const Tensor* param_out, const std::vector<AdamWRange>& ranges,
+                                 const std::vector<bool>& decoupled, const AdamWParams& p, double decoupled_lr);
+// Zero elements among the grads this rank contributes to the global norm (as local_grad_sum_squares).
+int64_t local_grad_count_zeros(const ParamAndGradBuffer& buf, int64_t lo, int64_t hi, const GradNormGroups& g);
 
 // Sum of squares of the grads this rank contributes to the global norm (shard [lo, hi) of the
 // flat buffer; duplicates of tensor-parallel replicated parameters skipped off tp rank 0), and
@@ -99,6 +119,7 @@ class AdamWOptimizer : public MegatronOptimizer {
   std::vector<OptimizerStateRange> state_ranges() const override;
   void reset_master_from_params() override;
   bool has_master_copy() const override { return has_master_copy_; }
+  int64_t count_zeros_in_grads() override;
   void set_dp_replica(int dp_rank) { dp_replica_ = dp_rank; }  // checkpointing: copies on other DP ranks
   const Tensor& master() const { return master_; }     // fp32 flat (aliases the params for fp32)
   const Tensor& exp_avg() const { return m_; }

@@ -24,6 +24,16 @@ inline double mean_loss(const float* losses, const float* mask, int64_t n) {
 // Each token's weight in the objective: scale / tokens / (M DP), or mask * scale / (M DP) / sum(mask).
 inline void fill_dloss(const Tensor& mask, int64_t n, const ScheduleConfig& cfg, Tensor& dloss) {
   const double share = double(cfg.num_microbatches * cfg.data_parallel_size);
+  if (cfg.loss_tokens > 0) {  // per-token loss: every loss token of the global batch weighs the same
+    if (!mask.defined()) {
+      fill(dloss, float(cfg.loss_scale / cfg.loss_tokens));
+      return;
+    }
+    Tensor g = Tensor::empty({n}, DType::F32);
+    for (int64_t i = 0; i < n; ++i) g.data<float>()[i] = float(mask.data<float>()[i] * cfg.loss_scale / cfg.loss_tokens);
+    dloss.copy_from(g);
+    return;
+  }
   if (!mask.defined()) {
     fill(dloss, float(cfg.loss_scale / double(n) / share));
     return;

@@ -35,6 +35,10 @@ struct ScheduleConfig {
   // the global batch's mean), times the loss scale.
   double loss_scale = 1.0;
   int data_parallel_size = 1;
+  // --calculate-per-token-loss: when > 0, the global batch's count of loss tokens (over every
+  // microbatch and data-parallel rank); each token's loss gradient is then loss_scale x its mask
+  // / loss_tokens (the sum over tokens divided by their count), not the mean of microbatch means.
+  double loss_tokens = 0;
 };
 
 using MicrobatchSource = std::function<Microbatch(int m)>;

@@ -1,6 +1,9 @@
 #include "train/arguments.h"
 #include "train/moe_args.h"
 #include "train/training_metrics.h"
+#include "train/megatron_compat_flags.h"
+
+#include <fmt/format.h>
 
 #include "core/error.h"
 #include "comm/process_groups.h"
@@ -11,6 +14,28 @@
 namespace mt {
 
 void validate_args(const TrainingArgs& a) {
+  // Features first (before any size or world-size check): every flag naming one we lack, at once.
+  if (const std::vector<std::string> missing = unsupported_features(a); !missing.empty())
+    MT_USER_ERROR("not supported yet: {}", fmt::join(missing, "; "));
+  validate_compat_flags(a);
+  if (a.train_samples > 0 && a.train_iters_given)
+    MT_USER_ERROR("--train-iters and --train-samples are mutually exclusive (give one)");
+  if (a.train_samples < 0 || a.lr_warmup_samples < 0 || a.lr_decay_samples < 0)
+    MT_USER_ERROR("--train-samples, --lr-warmup-samples and --lr-decay-samples must be >= 0");
+  if (a.train_samples == 0 && (a.lr_warmup_samples > 0 || a.lr_decay_samples > 0))
+    MT_USER_ERROR("--lr-warmup-samples and --lr-decay-samples need --train-samples (or use --lr-warmup-iters and "
+                  "--lr-decay-iters)");
+  if (a.train_samples > 0 && (a.lr_warmup_iters > 0 || a.lr_decay_iters > 0))
+    MT_USER_ERROR("with --train-samples, give --lr-warmup-samples and --lr-decay-samples instead of --lr-warmup-iters "
+                  "and --lr-decay-iters");
+  if (a.train_samples > 0 && a.train_samples < a.global_batch_size)
+    MT_USER_ERROR("--train-samples {} is less than one --global-batch-size {}", a.train_samples, a.global_batch_size);
+  if (a.decoupled_min_lr >= 0 && a.decoupled_lr < 0)
+    MT_USER_ERROR("--decoupled-min-lr needs --decoupled-lr");
+  if (a.decoupled_lr >= 0 && a.decoupled_min_lr > a.decoupled_lr)
+    MT_USER_ERROR("--decoupled-min-lr {} must be at most --decoupled-lr {}", a.decoupled_min_lr, a.decoupled_lr);
+  if (a.use_tp_pp_dp_mapping && (a.context_parallel_size > 1 || a.expert_model_parallel_size > 1))
+    MT_USER_ERROR("--use-tp-pp-dp-mapping with context or expert parallelism is not supported yet");
   auto positive = [](const char* flag, int64_t v) {
     if (v <= 0) MT_USER_ERROR("{} must be positive, got {}", flag, v);
   };

@@ -3,6 +3,7 @@
 // The model defaults are the embedded default: a small GPT that trains on the bundled corpus
 // in about two minutes on two CPU cores.
 #include <cstdint>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -73,6 +74,17 @@ struct TrainingArgs {
   int micro_batch_size = 8;
   int global_batch_size = 16;
   int64_t train_iters = 200;
+  bool train_iters_given = false;  // --train-iters on the command line (it excludes --train-samples)
+  // Megatron's sample-based schedule: train_iters = train_samples / global batch; the LR warmup
+  // and decay counted in samples (0: unset).
+  int64_t train_samples = 0, lr_warmup_samples = 0, lr_decay_samples = 0;
+  double lr_warmup_init = 0;  // the LR warmup starts here
+  // Megatron's --decoupled-lr: the input embedding and output layer on their own LR schedule
+  // (same shape, this peak and minimum; < 0: unset).
+  double decoupled_lr = -1, decoupled_min_lr = -1;
+  // The loss is a sum over tokens divided by the global batch's count of loss tokens (not a
+  // mean of per-microbatch means).
+  bool calculate_per_token_loss = false;
   double lr = 1e-3;
   double min_lr = 1e-4;
   std::string lr_decay_style = "cosine";
@@ -85,6 +97,8 @@ struct TrainingArgs {
   double adam_beta2 = 0.95;
   double adam_eps = 1e-8;
   uint64_t seed = 1234;
+  std::string attention_backend = "auto";  // Megatron's: flash|fused (cuDNN), unfused|local (ours), auto
+  bool no_position_embedding = false;      // Megatron's: no learned absolute positions
   bool deterministic_mode = false;  // bit-reproducible GPU kernels (cuDNN attention backward, no autotuning)
   // precision
   bool bf16 = false;
@@ -96,6 +110,9 @@ struct TrainingArgs {
   int64_t hysteresis = 2;
   // logging, evaluation, exit
   int64_t log_interval = 10;
+  bool log_params_norm = false;        // "params norm:" in the iteration line
+  bool log_num_zeros_in_grad = false;  // "num zeros:" in the iteration line
+  bool log_throughput = false;         // accepted: the throughput is always printed
   int timing_log_level = 0;  // 1: communication time per group after each log line
   int64_t eval_interval = 100;
   int64_t eval_iters = 10;
@@ -152,10 +169,13 @@ struct TrainingArgs {
   bool async_tensor_model_parallel_allreduce = false;
   bool tp_comm_overlap = false;  // needs sequence_parallel
   bool use_distributed_optimizer = false;
+  bool use_tp_pp_dp_mapping = false;  // Megatron's rank order tp-pp-dp (only where it equals tp-cp-ep-dp-pp)
   bool overlap_grad_reduce = false;
   bool overlap_param_gather = false;  // needs use_distributed_optimizer
   int64_t ddp_bucket_size = 0;        // elements; 0: Megatron's default max(40M, 1M * DP)
   double distributed_timeout_minutes = 10;
+  // Megatron flags without a field here (train/megatron_compat_flags.h): name -> values given.
+  std::map<std::string, std::vector<std::string>> megatron_flags;
 };
 
 // A bad layout or argument found identically on every rank (raised by validation before any

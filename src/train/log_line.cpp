@@ -30,6 +30,8 @@ std::string format_iteration_line(const IterationLog& l) {
   for (const auto& [name, v] : l.extra_losses) s += fmt::format(" {}: {:.6E} |", name, v);
   s += fmt::format(" loss scale: {:.1f} |", l.loss_scale);
   s += fmt::format(" grad norm: {:.3f} |", l.grad_norm);
+  if (l.num_zeros >= 0) s += fmt::format(" num zeros: {:.1f} |", l.num_zeros);
+  if (l.params_norm >= 0) s += fmt::format(" params norm: {:.3f} |", l.params_norm);
   s += fmt::format(" number of skipped iterations: {:3d} |", l.skipped_iters);
   s += fmt::format(" number of nan iterations: {:3d} |", l.nan_iters);
   return s;

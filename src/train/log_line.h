@@ -14,6 +14,8 @@ struct IterationLog {
   int64_t global_batch_size = 0;
   double lm_loss = 0, loss_scale = 1, grad_norm = 0;
   int64_t skipped_iters = 0, nan_iters = 0;
+  // --log-num-zeros-in-grad and --log-params-norm (< 0: not printed), after the grad norm.
+  double num_zeros = -1, params_norm = -1;
   // Printed after the lm loss as "name: value |" (MoE: load_balancing_loss, z_loss).
   std::vector<std::pair<std::string, double>> extra_losses;
 };

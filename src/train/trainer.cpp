@@ -40,6 +40,8 @@
 #include "train/flops.h"
 #include "train/log_line.h"
 #include "train/training_metrics.h"
+#include "train/sample_schedule.h"
+#include "train/training_stats.h"
 
 namespace mt {
 namespace {
@@ -486,14 +488,11 @@ TrainResult pretrain_gpt(const TrainingArgs& args, std::FILE* log, const TrainOp
   }
   MegatronOptimizer& optimizer = chained ? *chained : *optimizer_ptr;
   report_memory(log0, chunks, optimizer, args, groups);
-  LrScheduleConfig lcfg;
-  lcfg.max_lr = args.lr;
-  lcfg.min_lr = args.min_lr;
-  lcfg.decay_steps = args.lr_decay_iters > 0 ? args.lr_decay_iters : args.train_iters;
-  lcfg.warmup_steps = args.lr_warmup_fraction >= 0 ? int64_t(args.lr_warmup_fraction * double(lcfg.decay_steps))
-                                                   : args.lr_warmup_iters;
-  parse_lr_decay_style(args.lr_decay_style, lcfg.style);
-  OptimizerParamScheduler scheduler(lcfg);
+  // In iterations, or in samples with --train-samples; --decoupled-lr: the embedding and output layer's own.
+  OptimizerParamScheduler scheduler(lr_schedule_config(args, args.lr, args.min_lr));
+  LrScheduleConfig decoupled_cfg;
+  const bool decoupled = decoupled_lr_schedule(args, decoupled_cfg);
+  OptimizerParamScheduler decoupled_scheduler(decoupled_cfg);
   GradScalerConfig scfg;
   scfg.dynamic = args.loss_scale <= 0;
   scfg.initial_scale = scfg.dynamic ? args.initial_loss_scale : args.loss_scale;
@@ -561,6 +560,13 @@ TrainResult pretrain_gpt(const TrainingArgs& args, std::FILE* log, const TrainOp
     sc.num_microbatches = num_micro;
     sc.loss_scale = scale;
     sc.data_parallel_size = dp_size;
+    std::vector<double> loss_tokens;  // --calculate-per-token-loss: each microbatch's, then the global count
+    if (args.calculate_per_token_loss) {
+      loss_tokens = microbatch_loss_tokens(*data.train, args, consumed, num_micro, dp_size, dp_rank);
+      double local = 0;
+      for (double t : loss_tokens) local += t;
+      sc.loss_tokens = dp_size > 1 ? dp.all_reduce_scalar(local) : local;
+    }
     const auto means = forward_backward(
         chunks, &ddp, pipeline,
         [&](int m) {
@@ -579,10 +585,14 @@ TrainResult pretrain_gpt(const TrainingArgs& args, std::FILE* log, const TrainOp
         },
         sc);
     double iter_loss = 0;
-    for (double v : means) iter_loss += v / num_micro;
+    if (args.calculate_per_token_loss) {  // the sum over loss tokens over their count
+      for (size_t m = 0; m < means.size(); ++m) iter_loss += means[m] * loss_tokens[m] / sc.loss_tokens;
+    } else {
+      for (double v : means) iter_loss += v / num_micro;
+    }
     finalize_model_grads(ddp, chunks, groups.embedding());
     if (expert_ddp) expert_ddp->finish_grad_sync();
-    if (dp_size > 1) iter_loss = dp.all_reduce_scalar(iter_loss) / dp_size;
+    if (dp_size > 1) iter_loss = dp.all_reduce_scalar(iter_loss) / (args.calculate_per_token_loss ? 1 : dp_size);
     MoEMetrics moe_global;
     std::vector<std::pair<std::string, double>> moe_fields;  // this iteration's
     if (moe) {
@@ -597,7 +607,8 @@ TrainResult pretrain_gpt(const TrainingArgs& args, std::FILE* log, const TrainOp
           it->second += v;
       }
     }
-    double lr = scheduler.lr(iteration);
+    double lr = scheduler.lr(lr_schedule_step(args, iteration));
+    if (decoupled) optimizer.set_decoupled_lr(decoupled_scheduler.lr(lr_schedule_step(args, iteration)));
     StepStats st = optimizer.step(lr, scale);
     if (args.fp16) scaler.update(st.skipped);
     consumed += args.global_batch_size;
@@ -632,6 +643,11 @@ TrainResult pretrain_gpt(const TrainingArgs& args, std::FILE* log, const TrainOp
       l.grad_norm = interval_steps ? interval_norm / double(interval_steps) : 0.0;
       l.skipped_iters = skipped_total;
       l.nan_iters = nan_total;
+      if (args.log_num_zeros_in_grad) l.num_zeros = double(optimizer.count_zeros_in_grads());
+      if (args.log_params_norm) {
+        ddp.finish_param_gather();  // --overlap-param-gather: the step's parameters, all there
+        l.params_norm = params_norm(buffer, moe ? &expert_buffer : nullptr, groups);
+      }
       for (auto& [name, v] : interval_moe) l.extra_losses.emplace_back(name, v / double(interval_iters));
       interval_moe.clear();
       if (log_last) {

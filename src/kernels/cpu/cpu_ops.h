@@ -76,6 +76,7 @@ void add(const Tensor& a, const Tensor& b, const Tensor& out);
 void scale_(const Tensor& x, float alpha);
 double sum_squares(const Tensor& x);
 bool all_finite(const Tensor& x);
+int64_t count_zeros(const Tensor& x);
 void cast(const Tensor& src, const Tensor& dst);
 void fill_normal(const Tensor& t, float std, uint64_t seed, uint64_t stream, int64_t index_offset);
 void fill(const Tensor& t, float value);

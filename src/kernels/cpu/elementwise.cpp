@@ -73,6 +73,19 @@ double sum_squares(const Tensor& x) {
   return total;
 }
 
+int64_t count_zeros(const Tensor& x) {
+  const int64_t n = x.numel(), nc = chunks(n);
+  int64_t zeros = 0;
+  with_data(x, [&](auto* p) {
+#pragma omp parallel for schedule(static) reduction(+ : zeros)
+    for (int64_t c = 0; c < nc; ++c) {
+      const int64_t end = std::min(n, (c + 1) * kChunk);
+      for (int64_t i = c * kChunk; i < end; ++i) zeros += to_f32(p[i]) == 0.0f;
+    }
+  });
+  return zeros;
+}
+
 bool all_finite(const Tensor& x) {
   const int64_t n = x.numel(), nc = chunks(n);
   int bad = 0;

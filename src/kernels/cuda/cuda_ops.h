@@ -122,6 +122,7 @@ void add(const Tensor& a, const Tensor& b, const Tensor& out, Stream s);
 void scale_(const Tensor& x, float alpha, Stream s);
 double sum_squares(const Tensor& x, Stream s);
 bool all_finite(const Tensor& x, Stream s);
+int64_t count_zeros(const Tensor& x, Stream s);
 void cast(const Tensor& src, const Tensor& dst, Stream s);
 void fill_normal(const Tensor& t, float std, uint64_t seed, uint64_t stream, int64_t index_offset, Stream s);
 void fill(const Tensor& t, float value, Stream s);

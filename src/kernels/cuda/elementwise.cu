@@ -79,6 +79,16 @@ __global__ void all_finite_kernel(const T* x, int64_t n, int* bad) {
   if (!ok) *bad = 1;
 }
 
+// Each warp adds its count to the total once (an exact integer sum in any order).
+template <class T>
+__global__ void count_zeros_kernel(const T* x, int64_t n, unsigned long long* total) {
+  const int64_t stride = int64_t(gridDim.x) * blockDim.x;
+  unsigned long long c = 0;
+  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += stride) c += to_float(x[i]) == 0.0f;
+  for (int o = 16; o > 0; o /= 2) c += __shfl_down_sync(0xffffffffu, c, o);
+  if ((threadIdx.x & 31) == 0 && c) atomicAdd(total, c);
+}
+
 template <class S, class D>
 __global__ void cast_kernel(const S* src, D* dst, int64_t n) {
   const int64_t stride = int64_t(gridDim.x) * blockDim.x;
@@ -187,6 +197,24 @@ bool all_finite(const Tensor& x, Stream s) {
   MT_CUDA_CHECK(cudaMemcpyAsync(&host_bad, bad, sizeof(int), cudaMemcpyDeviceToHost, stream_of(s)));
   MT_CUDA_CHECK(cudaStreamSynchronize(stream_of(s)));
   return host_bad == 0;
+}
+
+int64_t count_zeros(const Tensor& x, Stream s) {
+  const int64_t n = x.numel();
+  if (n == 0) return 0;
+  CudaDeviceGuard guard(x.device().index);
+  Tensor count = Tensor::empty({1}, DType::I64, x.device());
+  auto* total = static_cast<unsigned long long*>(count.raw());
+  MT_CUDA_CHECK(cudaMemsetAsync(total, 0, sizeof(unsigned long long), stream_of(s)));
+  dispatch_float(x.dtype(), [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    count_zeros_kernel<T><<<grid_size(n, kBlock), kBlock, 0, stream_of(s)>>>(static_cast<const T*>(x.raw()), n, total);
+  });
+  MT_CUDA_CHECK_LAUNCH();
+  unsigned long long host = 0;
+  MT_CUDA_CHECK(cudaMemcpyAsync(&host, total, sizeof(host), cudaMemcpyDeviceToHost, stream_of(s)));
+  MT_CUDA_CHECK(cudaStreamSynchronize(stream_of(s)));
+  return int64_t(host);
 }
 
 void cast(const Tensor& src, const Tensor& dst, Stream s) {
