@@ -70,6 +70,20 @@ TEST_P(CudaElementwise, AllFiniteFindsInfAndNan) {
   }
 }
 
+TEST_P(CudaElementwise, CountZerosMatchesCpu) {
+  if (mt::cuda_device_count() == 0) GTEST_SKIP() << "no CUDA device";
+  const DType dt = GetParam();
+  for (int64_t n : kLengths) {
+    Tensor f = random_tensor({n}, DType::F32, 3);
+    for (int64_t i = 0; i < n; i += 5) f.data<float>()[i] = i % 2 ? -0.0f : 0.0f;  // both signs of zero
+    Tensor x = Tensor::empty({n}, dt);
+    cast(f, x);
+    const int64_t cpu = count_zeros(x);
+    EXPECT_EQ(cpu, (n + 4) / 5) << n;
+    EXPECT_EQ(count_zeros(to_gpu(x)), cpu) << n;
+  }
+}
+
 TEST_P(CudaElementwise, CastToEveryDtypeMatchesCpu) {
   if (mt::cuda_device_count() == 0) GTEST_SKIP() << "no CUDA device";
   const DType src = GetParam();
