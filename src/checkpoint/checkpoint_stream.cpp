@@ -7,7 +7,7 @@
 #include <cstring>
 
 #include "checkpoint/checkpoint_internal.h"
-#include "checkpoint/crc32c.h"
+#include "core/crc32c.h"
 #include "core/error.h"
 
 namespace mt {

@@ -10,6 +10,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "core/crc32c.h"
 #include "core/error.h"
 #include "core/file_io.h"
 #include "core/rng.h"
@@ -159,6 +160,17 @@ std::string GPTDataset::description() const {
       cfg_.add_extra_token, cfg_.drop_last_partial_sequence);
 }
 
+namespace {
+
+std::string index_checksums(std::span<const int32_t> doc, std::span<const int64_t> sample,
+                            std::span<const int64_t> shuffle) {
+  return fmt::format("index crc32c: {} {} {}\n", crc32c_hex(crc32c(doc.data(), doc.size_bytes())),
+                     crc32c_hex(crc32c(sample.data(), sample.size_bytes())),
+                     crc32c_hex(crc32c(shuffle.data(), shuffle.size_bytes())));
+}
+
+}  // namespace
+
 bool GPTDataset::load_cache() {
   std::string text;
   try {
@@ -166,7 +178,10 @@ bool GPTDataset::load_cache() {
   } catch (const UserError&) {
     return false;  // missing or unreadable: rebuilt
   }
-  if (text != description()) return false;
+  // description(), then the indices' checksums: a flipped bit that keeps an index in range would
+  // otherwise reorder the data silently.
+  const std::string desc = description();
+  if (text.compare(0, desc.size(), desc) != 0) return false;
   doc_file_ = read_npy_i32(cache_prefix_ + "document_index.npy");
   sample_file_ = read_npy_i64(cache_prefix_ + "sample_index.npy", 2);
   shuffle_file_ = read_npy_i64(cache_prefix_ + "shuffle_index.npy");
@@ -182,6 +197,8 @@ bool GPTDataset::load_cache() {
     if (sample_file_->data[size_t(2 * k)] < 0 || sample_file_->data[size_t(2 * k)] >= n_doc) return false;
   for (int64_t v : shuffle_file_->data)
     if (v < 0 || v >= n_sample - 1) return false;
+  if (text.substr(desc.size()) != index_checksums(doc_file_->data, sample_file_->data, shuffle_file_->data))
+    return false;
   document_index_ = doc_file_->data;
   sample_index_ = sample_file_->data;
   shuffle_index_ = shuffle_file_->data;
@@ -220,7 +237,7 @@ void GPTDataset::build() {
     write_npy(cache_prefix_ + "document_index.npy", std::span<const int32_t>(doc_owned_));
     write_npy(cache_prefix_ + "sample_index.npy", std::span<const int64_t>(sample_owned_), 2);
     write_npy(cache_prefix_ + "shuffle_index.npy", std::span<const int64_t>(shuffle_owned_));
-    const std::string desc = description();
+    const std::string desc = description() + index_checksums(doc_owned_, sample_owned_, shuffle_owned_);
     AtomicFileWriter w(cache_prefix_ + "description.txt");  // last: it marks the set complete
     w.write(desc.data(), desc.size());
     w.commit();

@@ -10,7 +10,7 @@
 
 #include <fmt/format.h>
 
-#include "checkpoint/crc32c.h"
+#include "core/crc32c.h"
 #include "core/error.h"
 
 namespace mt {

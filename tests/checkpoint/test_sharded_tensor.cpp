@@ -5,7 +5,7 @@
 
 #include <random>
 
-#include "checkpoint/crc32c.h"
+#include "core/crc32c.h"
 #include "checkpoint/sharded_tensor.h"
 #include "core/error.h"
 

@@ -102,3 +102,34 @@ def test_deeply_nested_tokenizer_json_is_an_error_not_a_stack_overflow(build_dir
     path.write_text(text)
     r = run(build_dir, *TINY, "--tokenizer-type", "HuggingFaceTokenizer", "--tokenizer-model", str(path))
     user_errors.assert_user_error(r, "tokenizer.json", "nested")
+
+
+def lm_losses(stdout):
+    return [line.split("lm loss:")[1].split("|")[0].strip() for line in stdout.splitlines() if "lm loss:" in line]
+
+
+@pytest.mark.parametrize("damage", ["flip_in_range", "flip_header", "truncate", "huge_value"])
+def test_corrupt_dataset_index_cache_is_rebuilt_and_training_is_unchanged(build_dir, tmp_path, damage):
+    rng = np.random.default_rng(1)
+    write_indexed(tmp_path / "d", [rng.integers(0, 200, size=int(rng.integers(5, 60))) for _ in range(50)])
+    flags = [*TINY[:-4], "--train-iters", "4", "--eval-iters", "0", "--log-interval", "1",
+             "--data-path", str(tmp_path / "d"), "--vocab-size", "200", "--split", "100,0,0"]
+    first = run(build_dir, *flags)
+    assert first.returncode == 0, first.stderr
+    cache = tmp_path / "cache" / "GPTDataset_indices"
+    shuffle = next(cache.glob("*-shuffle_index.npy"))
+    data = bytearray(shuffle.read_bytes())
+    if damage == "flip_in_range":  # two entries swapped: still a valid permutation, only the checksum tells
+        a, b = 128, 136
+        data[a:a + 8], data[b:b + 8] = data[b:b + 8], data[a:a + 8]
+    elif damage == "flip_header":
+        data[20] ^= 0x55
+    elif damage == "truncate":
+        data = data[:len(data) // 2]
+    else:
+        data[128:136] = np.int64(1 << 40).tobytes()
+    shuffle.write_bytes(bytes(data))
+    again = run(build_dir, *flags)
+    assert again.returncode == 0, again.stderr
+    assert lm_losses(again.stdout) == lm_losses(first.stdout) and len(lm_losses(first.stdout)) == 4
+    assert shuffle.read_bytes() != bytes(data)  # rewritten
