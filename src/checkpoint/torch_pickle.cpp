@@ -27,8 +27,8 @@ constexpr size_t kMaxStack = size_t(1) << 24;
 const PyObj* PyObj::get(std::string_view key) const {
   const PyObj* d = kind == Dict ? this : attrs();
   if (!d || d->kind != Dict) return nullptr;
-  for (const auto& [k, v] : d->dict)
-    if (k->kind == Str && k->s == key) return v;
+  for (auto it = d->dict.rbegin(); it != d->dict.rend(); ++it)
+    if (it->first->kind == Str && it->first->s == key) return it->second;
   return nullptr;
 }
 
@@ -128,16 +128,9 @@ Pickle::Pickle(std::string_view data, std::string what) : what_(std::move(what))
   auto set_items = [&](PyObj* d, const std::vector<PyObj*>& kv) {
     if (kv.size() % 2) fail("SETITEMS with an odd number of items");
     if (d->kind != PyObj::Dict && d->kind != PyObj::Object) fail("SETITEM on something not a dict");
-    for (size_t i = 0; i < kv.size(); i += 2) {
-      bool replaced = false;
-      if (kv[i]->kind == PyObj::Str)
-        for (auto& [k, v] : d->dict)
-          if (k->kind == PyObj::Str && k->s == kv[i]->s) {
-            v = kv[i + 1];
-            replaced = true;
-          }
-      if (!replaced) d->dict.emplace_back(kv[i], kv[i + 1]);
-    }
+    // A key set twice stays twice (get() takes the last): no search per item, so a dict of many
+    // keys decodes in linear time.
+    for (size_t i = 0; i < kv.size(); i += 2) d->dict.emplace_back(kv[i], kv[i + 1]);
   };
   auto append = [&](PyObj* l, const std::vector<PyObj*>& xs) {
     if (l->kind != PyObj::List && l->kind != PyObj::Object && l->kind != PyObj::Set) fail("APPEND to something not a list");

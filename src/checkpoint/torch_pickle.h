@@ -40,7 +40,7 @@ struct PyObj {
   double f = 0;
   std::string s;             // Str, Bytes; Global: "module.name"
   std::vector<PyObj*> items;  // Tuple, List, Set; Object: its arguments (and appended items)
-  std::vector<std::pair<PyObj*, PyObj*>> dict;  // Dict; Object: items set on it
+  std::vector<std::pair<PyObj*, PyObj*>> dict;  // Dict; Object: items set on it (in order, repeats kept)
   PyObj* callable = nullptr;  // Object: the Global it was made from
   PyObj* state = nullptr;     // Object: BUILD's argument
   std::unique_ptr<TorchTensorRef> tensor;  // Tensor, Storage (storage_key, storage_type, numel)
@@ -50,7 +50,7 @@ struct PyObj {
   bool is_number() const { return kind == Int || kind == Float || kind == Bool; }
   bool is_global(std::string_view name) const { return kind == Global && s == name; }
   // Dict (or an Object's BUILD state dict, e.g. argparse.Namespace, a dataclass) lookup by string
-  // key; null when absent.
+  // key (the last value set); null when absent.
   const PyObj* get(std::string_view key) const;
   // An Object's attributes: its BUILD state dict (or the dict of a (None, slots) state tuple).
   const PyObj* attrs() const;
