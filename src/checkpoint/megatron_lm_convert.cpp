@@ -3,6 +3,7 @@
 #include <filesystem>
 
 #include "checkpoint/checkpoint_stream.h"
+#include "checkpoint/hf_weights.h"
 #include "core/error.h"
 #include "kernels/elementwise.h"
 
@@ -30,6 +31,17 @@ MegatronLmConvertStats convert_megatron_lm_to_checkpoint(const MegatronLmCheckpo
   }
   st.bytes_written = out.finish();
   return st;
+}
+
+uint64_t load_megatron_lm_weights_into(const MegatronLmCheckpoint& in, ParamAndGradBuffer& buf) {
+  uint64_t bytes = 0;
+  for (int id = 0; id < int(buf.infos().size()); ++id) {
+    const ParamInfo& p = buf.info(id);
+    const Tensor whole = in.read(p.name);
+    bytes += whole.nbytes();
+    assign_param(param_box(whole, p), buf.param(id));
+  }
+  return bytes;
 }
 
 }  // namespace mt

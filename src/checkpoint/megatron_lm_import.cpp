@@ -565,7 +565,8 @@ void check_all_used(const MegatronLmCheckpoint::Impl& m);
 Tensor MegatronLmCheckpoint::read(const std::string& name) const {
   const Impl& m = *impl_;
   auto it = m.sources.find(name);
-  MT_CHECK(it != m.sources.end(), "no tensor {}", name);
+  if (it == m.sources.end())
+    MT_USER_ERROR("{}: no tensor for our {} (the checkpoint is a {} model)", m.path, name, describe_architecture(m.cfg));
   std::vector<Tensor> parts;
   for (const std::string& s : it->second) {
     parts.push_back(m.src->get(s));

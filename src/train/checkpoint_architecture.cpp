@@ -8,6 +8,7 @@
 #include <set>
 
 #include "checkpoint/checkpoint.h"
+#include "checkpoint/megatron_lm_import.h"
 #include "checkpoint/recorded_moe_args.h"
 #include "checkpoint/hf_import.h"
 #include "core/error.h"
@@ -238,9 +239,19 @@ std::vector<std::string> expand_checkpoint_architecture(const std::vector<std::s
     if (args[i] == "--load" && i + 1 < args.size()) dir = args[i + 1], load_end = i + 2;
     else if (args[i].rfind("--load=", 0) == 0) dir = args[i].substr(7), load_end = i + 1;
   }
-  if (dir.empty() || find_latest_checkpoint(dir, nullptr) < 0) return args;  // the trainer warns
-  const CheckpointReader reader(dir, -1, nullptr);
-  const nlohmann::json& common = reader.common();
+  if (dir.empty()) return args;
+  nlohmann::json common;
+  std::string path;
+  if (is_megatron_lm_checkpoint(dir)) {  // Megatron-LM's: its saved args, as ours (weights only)
+    const MegatronLmCheckpoint mlm(dir);
+    common = {{"args", checkpoint_args_for(mlm.config(), 1)}};
+    path = mlm.path();
+  } else {
+    if (find_latest_checkpoint(dir, nullptr) < 0) return args;  // the trainer warns
+    const CheckpointReader reader(dir, -1, nullptr);
+    common = reader.common();
+    path = reader.path();
+  }
   if (!common.is_object() || !common.contains("args") || !common["args"].is_object()) return args;
   const nlohmann::json& saved = common["args"];
 
@@ -262,7 +273,7 @@ std::vector<std::string> expand_checkpoint_architecture(const std::vector<std::s
   for (const ArchFlag& f : arch_flags())
     if (f.shape) note(f.key, f.flag, f.kind);
   note("num_query_groups", "--num-query-groups", Kind::Int);
-  check_args_match(saved, now, keys, reader.path());
+  check_args_match(saved, now, keys, path);
 
   std::vector<std::pair<std::string, std::string>> add;
   for (const auto& [flag, value] : checkpoint_architecture_flags(saved))

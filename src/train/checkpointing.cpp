@@ -4,6 +4,7 @@
 
 #include <chrono>
 
+#include "checkpoint/megatron_lm_convert.h"
 #include "core/error.h"
 #include "comm/process_groups.h"
 #include "model/param_buffer.h"
@@ -214,6 +215,23 @@ void TrainCheckpointer::maybe_finalize() {
 TrainProgress TrainCheckpointer::load(const TrainProgress& fresh) {
   if (args_.load.empty()) return fresh;
   const auto t0 = std::chrono::steady_clock::now();
+  if (is_megatron_lm_checkpoint(args_.load)) {
+    // Megatron-LM's (torch_dist or torch, any layout): its weights, converted on the fly; its
+    // optimizer state is not read, so training starts as from a converted checkpoint (iteration 0).
+    const MegatronLmCheckpoint mlm(args_.load);
+    mlm.check();
+    uint64_t bytes = 0;
+    for (const Part& p : parts_) {
+      bytes += load_megatron_lm_weights_into(mlm, *p.buf);
+      p.opt->reset_master_from_params();
+    }
+    if (log0_)
+      fmt::print(log0_,
+                 "> loaded Megatron-LM {} checkpoint {} (iteration {}, TP {} x PP {}): weights only, {} in {:.3f} s\n",
+                 mlm.format(), mlm.path(), mlm.iteration(), mlm.tp(), mlm.pp(), gb(bytes),
+                 std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+    return fresh;
+  }
   const int64_t it = find_latest_checkpoint(args_.load, log0_ ? stderr : nullptr);
   if (it < 0) {
     if (log0_)

@@ -1,7 +1,8 @@
 """Tiny Megatron-LM checkpoints written by Megatron-Core itself (CPU, fp32, gloo), for
 test_megatron_lm_checkpoint.py; run as a script: `python megatron_lm_fixtures.py OUT` writes
 
-  OUT/<model>/ref.pt                            the tokens and Megatron-Core's logits for them (TP 1)
+  OUT/<model>/ref.pt                            the tokens and Megatron-Core's logits for them (TP 1),
+                                                and a prompt with its greedy continuation
   OUT/<model>/<format>_<layout>/                a checkpoint directory as Megatron-LM writes it:
       latest_checkpointed_iteration.txt
       iter_0000007/ .metadata, __*_*.distcp, common.pt, metadata.json      (format torch_dist)
@@ -178,8 +179,14 @@ def reference(out, port):
         mask = torch.triu(torch.ones(1, 1, SEQ, SEQ, dtype=torch.bool), diagonal=1)
         with torch.no_grad():
             logits = m(tokens, pos, mask)
+            seq = tokens[0, : SEQ // 2].tolist()  # greedy decoding, one whole forward per token
+            while len(seq) < SEQ:
+                n = len(seq)
+                causal = torch.triu(torch.ones(1, 1, n, n, dtype=torch.bool), diagonal=1)
+                seq.append(int(m(torch.tensor([seq]), torch.arange(n).unsqueeze(0), causal)[0, -1].argmax()))
         os.makedirs(os.path.join(out, model), exist_ok=True)
-        torch.save({"tokens": tokens, "logits": logits.float()}, os.path.join(out, model, "ref.pt"))
+        torch.save({"tokens": tokens, "logits": logits.float(), "prompt": seq[: SEQ // 2], "greedy": seq[SEQ // 2:]},
+                   os.path.join(out, model, "ref.pt"))
         save_torch_dist(m, megatron_lm_args(model, 1, 1, "torch_dist"), os.path.join(out, model, "torch_dist_tp1"))
         save_torch(m, megatron_lm_args(model, 1, 1, "torch"), os.path.join(out, model, "torch_tp1"), 0, 0, 1)
         save_torch(m, megatron_lm_args(model, 1, 1, "torch"), os.path.join(out, model, "torch_te_tp1"), 0, 0, 1,

@@ -3,7 +3,9 @@ positions, GeLU, biases, tied) and a tiny Llama (RMSNorm, RoPE, SwiGLU, grouped-
 no biases) built and saved by Megatron-Core on the CPU (megatron_lm_fixtures.py: torch_dist and the legacy
 torch format, TP 1, TP 2 and PP 2, each saved by Megatron-Core's own parallel modules; the torch format
 also under Transformer Engine's names) convert to our checkpoint and give Megatron-Core's logits within
-1e-5 (fp32) and its loss; the result trains with no architecture flags. Malformed input (a truncated
+1e-5 (fp32) and its loss; the result trains with no architecture flags, and `train --load` / `generate
+--load` of the Megatron-LM directory itself convert on the fly (the same losses; TP 2 and PP 2 under
+mpirun; Megatron-Core's greedy tokens). Malformed input (a truncated
 zip, a bad pickle opcode, a truncated .distcp, tensors of other sizes than the args say, an unsupported
 architecture, no checkpoint at all) is one line, exit 2, and leaves no output directory."""
 import json
@@ -83,6 +85,48 @@ def test_converted_checkpoint_trains_without_architecture_flags(fixtures, build_
     assert r.returncode == 0, r.stderr
     assert "> architecture from the checkpoint to load: --num-layers 4" in r.stdout
     assert "iteration        2/       2" in r.stdout
+
+
+@pytest.mark.parametrize("model", ["gpt", "llama"])
+def test_train_loads_megatron_lm_directly(fixtures, build_dir, tmp_path, model):
+    """`megatron train --load` of the Megatron-LM directory itself: the losses of its converted copy."""
+    assert convert(build_dir, fixtures / model / "torch_tp2", tmp_path / "ck").returncode == 0
+    direct = megatron(build_dir, "train", "--load", fixtures / model / "torch_tp2", *TRAIN)
+    assert direct.returncode == 0, direct.stderr
+    assert "> loaded Megatron-LM torch checkpoint" in direct.stdout and "weights only" in direct.stdout
+    converted = megatron(build_dir, "train", "--load", tmp_path / "ck", *TRAIN)
+    assert converted.returncode == 0, converted.stderr
+    assert losses(direct.stdout) == losses(converted.stdout) and len(losses(direct.stdout)) == 2
+
+
+def losses(stdout):
+    return [line.split("lm loss:")[1].split("|")[0].strip() for line in stdout.splitlines() if "lm loss:" in line]
+
+
+@pytest.mark.skipif(shutil.which("mpirun") is None, reason="no mpirun")
+@pytest.mark.parametrize("layout", [["--tensor-model-parallel-size", "2"], ["--pipeline-model-parallel-size", "2"]],
+                         ids=["tp2", "pp2"])
+def test_train_loads_megatron_lm_under_another_layout(fixtures, build_dir, layout):
+    """Saved under PP 2, loaded under TP 2 or PP 2 (2 ranks): the single rank's losses."""
+    src = fixtures / "gpt" / "torch_dist_pp2"
+    one = megatron(build_dir, "train", "--load", src, *TRAIN)
+    assert one.returncode == 0, one.stderr
+    r = subprocess.run(["mpirun", "--allow-run-as-root", "--oversubscribe", "-np", "2", str(build_dir / "megatron"),
+                        "train", "--load", str(src), *layout, *TRAIN], capture_output=True, text=True, timeout=300,
+                       env=dict(os.environ, OMP_NUM_THREADS="1"))
+    assert r.returncode == 0, r.stderr
+    assert [float(x) for x in losses(r.stdout)] == pytest.approx([float(x) for x in losses(one.stdout)], rel=1e-5)
+
+
+@pytest.mark.parametrize("model", ["gpt", "llama"])
+def test_generate_loads_megatron_lm_directly(fixtures, build_dir, model):
+    """`megatron generate --load` of a Megatron-LM directory: Megatron-Core's greedy continuation."""
+    ref = torch.load(fixtures / model / "ref.pt")
+    r = megatron(build_dir, "generate", "--device", "cpu", "--load", fixtures / model / "torch_dist_tp2",
+                 "--prompt-token-ids", ",".join(map(str, ref["prompt"])), "--output-token-ids", "--max-new-tokens",
+                 len(ref["greedy"]), "--ignore-eos")
+    assert r.returncode == 0, r.stderr
+    assert [int(t) for t in r.stdout.strip().split(",")] == ref["greedy"]
 
 
 # --- malformed input: one line, exit 2, nothing written ---------------------------------------------------
