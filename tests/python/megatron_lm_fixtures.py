@@ -10,7 +10,8 @@ test_megatron_lm_checkpoint.py; run as a script: `python megatron_lm_fixtures.py
 
 for model gpt (LayerNorm, learned positions, GeLU, biases, tied) and llama (RMSNorm, RoPE, SwiGLU,
 grouped-query attention, untied, no biases), layout tp1, tp2 (tensor parallel) and pp2 (pipeline
-parallel): 2 processes under torch.multiprocessing with the gloo backend, each building its part
+parallel), plus torch_dist_singleton_tp2 (Megatron's singleton_local_shards: per-layer keys, fc1's
+gate and up halves apart) and torch_vpp2 (an interleaved pipeline, see save_torch_vpp_by_hand): 2 processes under torch.multiprocessing with the gloo backend, each building its part
 of the model with Megatron-Core's own tensor/pipeline-parallel modules and loading the TP 1
 checkpoint into it through dist_checkpointing (Megatron's resharding), then saving as Megatron-LM
 does: dist_checkpointing.save of the sharded state dict with args in the common state (torch_dist),
@@ -103,11 +104,12 @@ def write_tracker(d):
         f.write(str(ITER))
 
 
-def save_torch_dist(model_chunk, args, d):
+def save_torch_dist(model_chunk, args, d, metadata=None):
     from megatron.core import dist_checkpointing
     it = os.path.join(d, f"iter_{ITER:07d}")
     os.makedirs(it, exist_ok=True)
-    state = {"args": args, "checkpoint_version": 3.0, "iteration": ITER, "model": model_chunk.sharded_state_dict(),
+    state = {"args": args, "checkpoint_version": 3.0, "iteration": ITER,
+             "model": model_chunk.sharded_state_dict(metadata=metadata),
              "num_floating_point_operations_so_far": 1.0e9}
     dist_checkpointing.save(state, it)
     if torch.distributed.get_rank() == 0:
@@ -155,6 +157,40 @@ def save_torch(model_chunk, args, d, tp_rank, pp_rank, pp, te=False):
         write_tracker(d)
 
 
+def save_torch_vpp_by_hand(model_chunk, args, d, pp=2, vpp=2):
+    """The legacy format of an interleaved pipeline (PP 2 x 2 virtual stages, one layer per chunk),
+    cut from the TP 1 state dict by hand exactly as Megatron lays it out (Megatron-Core cannot build
+    virtual stages without CUDA here): stage p's file holds "model0", "model1", chunk v of stage p
+    holding global layer v * pp + p under local number 0; the first chunk has the embedding, the last
+    the final norm and output layer (its copy of tied word embeddings as output_layer.weight)."""
+    sd = model_chunk.state_dict_for_save_checkpoint()
+    args = argparse.Namespace(**vars(args))
+    args.pipeline_model_parallel_size, args.virtual_pipeline_model_parallel_size = pp, vpp
+    per = LAYERS // (pp * vpp)
+    for p in range(pp):
+        state = {"args": args, "checkpoint_version": 3.0, "iteration": ITER}
+        for v in range(vpp):
+            first, last = (v * pp + p) * per, (v * pp + p + 1) * per
+            chunk = {}
+            for k, t in sd.items():
+                if k.startswith("decoder.layers."):
+                    n = int(k.split(".")[2])
+                    if first <= n < last:
+                        chunk[k.replace(f"decoder.layers.{n}.", f"decoder.layers.{n - first}.", 1)] = t
+                elif k.startswith("embedding.") and p == 0 and v == 0:
+                    chunk[k] = t
+                elif (k.startswith("decoder.final_layernorm") or k.startswith("output_layer")) and \
+                        p == pp - 1 and v == vpp - 1:
+                    chunk[k] = t
+            if p == pp - 1 and v == vpp - 1 and "output_layer.weight" not in chunk:
+                chunk["output_layer.weight"] = sd["embedding.word_embeddings.weight"].clone()
+            state[f"model{v}"] = chunk
+        path = os.path.join(d, f"iter_{ITER:07d}", f"mp_rank_00_{p:03d}")
+        os.makedirs(path, exist_ok=True)
+        torch.save(state, os.path.join(path, "model_optim_rng.pt"))
+    write_tracker(d)
+
+
 def init_dist(rank, world, port, tp, pp):
     from megatron.core import parallel_state
     os.environ["MASTER_ADDR"], os.environ["MASTER_PORT"] = "127.0.0.1", str(port)
@@ -191,6 +227,7 @@ def reference(out, port):
         save_torch(m, megatron_lm_args(model, 1, 1, "torch"), os.path.join(out, model, "torch_tp1"), 0, 0, 1)
         save_torch(m, megatron_lm_args(model, 1, 1, "torch"), os.path.join(out, model, "torch_te_tp1"), 0, 0, 1,
                    te=True)
+        save_torch_vpp_by_hand(m, megatron_lm_args(model, 1, 1, "torch"), os.path.join(out, model, "torch_vpp2"))
     torch.distributed.destroy_process_group()
 
 
@@ -212,7 +249,10 @@ def reshard(rank, world, port, out, layout):
                         os.path.join(out, model, f"torch_dist_{layout}"))
         save_torch(m, megatron_lm_args(model, tp, pp, "torch"), os.path.join(out, model, f"torch_{layout}"),
                    ps.get_tensor_model_parallel_rank(), ps.get_pipeline_model_parallel_rank(), pp)
-        if layout == "tp2":
+        if layout == "tp2":  # per-layer keys, SwiGLU's fc1 as two tensors (key_w, key_v)
+            save_torch_dist(m, megatron_lm_args(model, tp, pp, "torch_dist"),
+                            os.path.join(out, model, f"torch_dist_singleton_{layout}"),
+                            metadata={"singleton_local_shards": True})
             save_torch(m, megatron_lm_args(model, tp, pp, "torch"), os.path.join(out, model, f"torch_te_{layout}"),
                        ps.get_tensor_model_parallel_rank(), ps.get_pipeline_model_parallel_rank(), pp, te=True)
         torch.distributed.barrier()

@@ -2,7 +2,8 @@
 positions, GeLU, biases, tied) and a tiny Llama (RMSNorm, RoPE, SwiGLU, grouped-query attention, untied,
 no biases) built and saved by Megatron-Core on the CPU (megatron_lm_fixtures.py: torch_dist and the legacy
 torch format, TP 1, TP 2 and PP 2, each saved by Megatron-Core's own parallel modules; the torch format
-also under Transformer Engine's names) convert to our checkpoint and give Megatron-Core's logits within
+also under Transformer Engine's names and as an interleaved pipeline; torch_dist also with per-layer
+keys and SwiGLU halves apart) convert to our checkpoint and give Megatron-Core's logits within
 1e-5 (fp32) and its loss; the result trains with no architecture flags, and `train --load` / `generate
 --load` of the Megatron-LM directory itself convert on the fly (the same losses; TP 2 and PP 2 under
 mpirun; Megatron-Core's greedy tokens). Malformed input (a truncated
@@ -29,6 +30,7 @@ pytest.importorskip("megatron.core", reason="megatron-core is not installed (scr
 HERE = pathlib.Path(__file__).resolve().parent
 CASES = [(m, f, l) for m in ("gpt", "llama") for f in ("torch_dist", "torch", "torch_te")
          for l in ("tp1", "tp2", "pp2") if not (f == "torch_te" and l == "pp2")]
+CASES += [(m, f, l) for m in ("gpt", "llama") for f, l in (("torch_dist_singleton", "tp2"), ("torch", "vpp2"))]
 
 
 def megatron(build_dir, *args, timeout=120):
@@ -55,10 +57,10 @@ def test_logits_match_megatron_core(fixtures, build_dir, tmp_path, model, fmt, l
     src = fixtures / model / f"{fmt}_{layout}"
     r = convert(build_dir, src, tmp_path / "ck")
     assert r.returncode == 0, r.stderr
-    assert f"(iteration 7, TP {2 if layout == 'tp2' else 1} x PP {2 if layout == 'pp2' else 1})" in r.stdout
+    assert f"(iteration 7, TP {2 if layout == 'tp2' else 1} x PP {1 if layout in ('tp1', 'tp2') else 2})" in r.stdout
     common = json.loads((tmp_path / "ck" / "iter_0000000" / "common.json").read_text())
     assert common["converted_from"]["format"] == "megatron-lm"
-    assert common["converted_from"]["ckpt_format"] == ("torch_dist" if fmt == "torch_dist" else "torch")
+    assert common["converted_from"]["ckpt_format"] == ("torch_dist" if fmt.startswith("torch_dist") else "torch")
     ref = torch.load(fixtures / model / "ref.pt")
     tokens, labels = ref["tokens"], torch.roll(ref["tokens"], -1, 1).contiguous()
     save_file({"input_ids": tokens, "labels": labels}, str(tmp_path / "in.safetensors"))
