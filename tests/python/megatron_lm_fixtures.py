@@ -3,6 +3,8 @@ test_megatron_lm_checkpoint.py; run as a script: `python megatron_lm_fixtures.py
 
   OUT/<model>/ref.pt                            the tokens and Megatron-Core's logits for them (TP 1),
                                                 and a prompt with its greedy continuation
+  OUT/<model>/ref_bf16.pt                       the same for the weights rounded to bf16 (fp32 compute),
+                                                saved as torch_dist_bf16_tp1 by a --bf16 run
   OUT/<model>/<format>_<layout>/                a checkpoint directory as Megatron-LM writes it:
       latest_checkpointed_iteration.txt
       iter_0000007/ .metadata, __*_*.distcp, common.pt, metadata.json      (format torch_dist)
@@ -228,6 +230,16 @@ def reference(out, port):
         save_torch(m, megatron_lm_args(model, 1, 1, "torch"), os.path.join(out, model, "torch_te_tp1"), 0, 0, 1,
                    te=True)
         save_torch_vpp_by_hand(m, megatron_lm_args(model, 1, 1, "torch"), os.path.join(out, model, "torch_vpp2"))
+        # A bf16 run's checkpoint: the weights rounded to bf16; its reference runs them in fp32.
+        mb = build(model).eval()
+        mb.load_state_dict({k: v.bfloat16().float() for k, v in m.state_dict().items() if torch.is_tensor(v)},
+                           strict=False)
+        with torch.no_grad():
+            logits_bf16 = mb(tokens, pos, mask)
+        torch.save({"tokens": tokens, "logits": logits_bf16.float()}, os.path.join(out, model, "ref_bf16.pt"))
+        args = megatron_lm_args(model, 1, 1, "torch_dist")
+        args.bf16, args.params_dtype = True, torch.bfloat16
+        save_torch_dist(mb.bfloat16(), args, os.path.join(out, model, "torch_dist_bf16_tp1"))
     torch.distributed.destroy_process_group()
 
 

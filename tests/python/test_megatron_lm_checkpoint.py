@@ -3,7 +3,7 @@ positions, GeLU, biases, tied) and a tiny Llama (RMSNorm, RoPE, SwiGLU, grouped-
 no biases) built and saved by Megatron-Core on the CPU (megatron_lm_fixtures.py: torch_dist and the legacy
 torch format, TP 1, TP 2 and PP 2, each saved by Megatron-Core's own parallel modules; the torch format
 also under Transformer Engine's names and as an interleaved pipeline; torch_dist also with per-layer
-keys and SwiGLU halves apart) convert to our checkpoint and give Megatron-Core's logits within
+keys and SwiGLU halves apart, and in bf16) convert to our checkpoint and give Megatron-Core's logits within
 1e-5 (fp32) and its loss; the result trains with no architecture flags, and `train --load` / `generate
 --load` of the Megatron-LM directory itself convert on the fly (the same losses; TP 2 and PP 2 under
 mpirun; Megatron-Core's greedy tokens). Malformed input (a truncated
@@ -30,7 +30,8 @@ pytest.importorskip("megatron.core", reason="megatron-core is not installed (scr
 HERE = pathlib.Path(__file__).resolve().parent
 CASES = [(m, f, l) for m in ("gpt", "llama") for f in ("torch_dist", "torch", "torch_te")
          for l in ("tp1", "tp2", "pp2") if not (f == "torch_te" and l == "pp2")]
-CASES += [(m, f, l) for m in ("gpt", "llama") for f, l in (("torch_dist_singleton", "tp2"), ("torch", "vpp2"))]
+CASES += [(m, f, l) for m in ("gpt", "llama")
+          for f, l in (("torch_dist_singleton", "tp2"), ("torch", "vpp2"), ("torch_dist_bf16", "tp1"))]
 
 
 def megatron(build_dir, *args, timeout=120):
@@ -61,7 +62,11 @@ def test_logits_match_megatron_core(fixtures, build_dir, tmp_path, model, fmt, l
     common = json.loads((tmp_path / "ck" / "iter_0000000" / "common.json").read_text())
     assert common["converted_from"]["format"] == "megatron-lm"
     assert common["converted_from"]["ckpt_format"] == ("torch_dist" if fmt.startswith("torch_dist") else "torch")
-    ref = torch.load(fixtures / model / "ref.pt")
+    if fmt.endswith("bf16"):  # kept in bf16 (the model's dtype), and recorded so
+        meta = json.loads((tmp_path / "ck" / "iter_0000000" / "metadata.json").read_text())
+        assert "BF16" in json.dumps(meta) and "F32" not in json.dumps(meta)
+        assert common["args"]["bf16"] is True
+    ref = torch.load(fixtures / model / ("ref_bf16.pt" if fmt.endswith("bf16") else "ref.pt"))
     tokens, labels = ref["tokens"], torch.roll(ref["tokens"], -1, 1).contiguous()
     save_file({"input_ids": tokens, "labels": labels}, str(tmp_path / "in.safetensors"))
     r = subprocess.run([str(build_dir / "tools" / "checkpoint_probe"), str(tmp_path / "ck"),
