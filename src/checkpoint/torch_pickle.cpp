@@ -450,19 +450,25 @@ Tensor TorchSaveFile::tensor(const PyObj* t, const std::string& name) const {
     MT_USER_ERROR("{}: tensor {} is a {} (expected FloatStorage, BFloat16Storage or HalfStorage)", what(), name,
                   r.storage_type);
   const std::string_view bytes = zip_.get(prefix_ + "data/" + r.storage_key);
-  if (r.storage_numel < 0 || uint64_t(r.storage_numel) * r.elem_size != bytes.size())
+  if (r.storage_numel < 0 || uint64_t(r.storage_numel) > bytes.size() ||
+      uint64_t(r.storage_numel) * r.elem_size != bytes.size())
     MT_USER_ERROR("{}: storage {} of tensor {} holds {} bytes, its pickle says {} elements of {} bytes", what(),
                   r.storage_key, name, bytes.size(), r.storage_numel, r.elem_size);
   // The elements the view reaches: [offset, offset + sum((size-1)*stride)] within the storage.
+  // Every product below stays under 2^62: sizes and strides are bounded by the storage (<= 2^40).
+  constexpr int64_t kMax = int64_t(1) << 40;
+  if (r.offset < 0 || r.offset > kMax) MT_USER_ERROR("{}: tensor {} has offset {}", what(), name, r.offset);
   int64_t numel = 1, last = r.offset;
   for (size_t d = 0; d < r.size.size(); ++d) {
-    if (r.size[d] < 0 || r.stride[d] < 0 || r.size[d] > (int64_t(1) << 40) || r.stride[d] > (int64_t(1) << 40))
+    if (r.size[d] < 0 || r.stride[d] < 0 || r.size[d] > kMax || r.stride[d] > kMax)
       MT_USER_ERROR("{}: tensor {} has size/stride {}/{} in dimension {}", what(), name, r.size[d], r.stride[d], d);
+    if (r.size[d] > 0 && numel > kMax / r.size[d]) MT_USER_ERROR("{}: tensor {} is too large", what(), name);
     numel *= r.size[d];
-    if (numel > (int64_t(1) << 40)) MT_USER_ERROR("{}: tensor {} is too large", what(), name);
+    if (r.size[d] > 0 && r.stride[d] > 0 && r.size[d] - 1 > (kMax - last) / r.stride[d])
+      MT_USER_ERROR("{}: tensor {} reaches past {} elements", what(), name, kMax);
     if (r.size[d] > 0) last += (r.size[d] - 1) * r.stride[d];
   }
-  if (r.offset < 0 || (numel > 0 && last >= r.storage_numel))
+  if (numel > 0 && last >= r.storage_numel)
     MT_USER_ERROR("{}: tensor {} ({} at offset {}) reaches past its storage of {} elements", what(), name,
                   shape_str(r.size), r.offset, r.storage_numel);
   Tensor out = Tensor::empty(r.size, dt);
