@@ -4,7 +4,7 @@ no biases) built and saved by Megatron-Core on the CPU (megatron_lm_fixtures.py:
 torch format, TP 1, TP 2 and PP 2, each saved by Megatron-Core's own parallel modules; the torch format
 also under Transformer Engine's names and as an interleaved pipeline; torch_dist also with per-layer
 keys and SwiGLU halves apart, and in bf16) convert to our checkpoint and give Megatron-Core's logits within
-1e-5 (fp32) and its loss; the result trains with no architecture flags, and `train --load` / `generate
+1e-5 (fp32) and its loss; so does transformers with `--to hf`; the result trains with no architecture flags, and `train --load` / `generate
 --load` of the Megatron-LM directory itself convert on the fly (the same losses; TP 2 and PP 2 under
 mpirun; Megatron-Core's greedy tokens). Malformed input (a truncated
 zip, a bad pickle opcode, a truncated .distcp, tensors of other sizes than the args say, an unsupported
@@ -79,6 +79,23 @@ def test_logits_match_megatron_core(fixtures, build_dir, tmp_path, model, fmt, l
     assert diff <= 1e-5, diff
     loss = F.cross_entropy(ref["logits"].reshape(-1, ref["logits"].shape[-1]), labels.reshape(-1)).item()
     assert abs(out["loss"].item() - loss) <= 1e-5 * abs(loss)
+
+
+@pytest.mark.parametrize("model", ["gpt", "llama"])
+def test_to_hugging_face_gives_megatron_core_logits(fixtures, build_dir, tmp_path, model):
+    """--to hf: GPT2LMHeadModel / LlamaForCausalLM that transformers loads, with Megatron-Core's logits."""
+    from transformers import AutoModelForCausalLM
+    r = megatron(build_dir, "convert", "--from", "megatron-lm", "--to", "hf", "--input",
+                 fixtures / model / "torch_dist_tp2", "--output", tmp_path / "hf")
+    assert r.returncode == 0, r.stderr
+    assert ("GPT2LMHeadModel" if model == "gpt" else "LlamaForCausalLM") in r.stdout
+    ref = torch.load(fixtures / model / "ref.pt")
+    hf = AutoModelForCausalLM.from_pretrained(tmp_path / "hf").float().eval()
+    with torch.no_grad():
+        logits = hf(ref["tokens"]).logits
+    diff = (logits - ref["logits"]).abs().max().item()
+    print(f"{model} -> transformers: max |logit difference| {diff:.3g}")
+    assert diff <= 1e-5, diff
 
 
 TRAIN = ["--mock-data", "--seq-length", "16", "--micro-batch-size", "2", "--global-batch-size", "2",
@@ -225,5 +242,3 @@ def test_not_a_checkpoint(build_dir, tmp_path):
     assert_rejected(build_dir, tmp_path / "empty", tmp_path, "not a Megatron-LM checkpoint")
     (tmp_path / "empty" / "latest_checkpointed_iteration.txt").write_text("12")
     assert_rejected(build_dir, tmp_path / "empty", tmp_path, "iter_0000012")
-    assert_user_error(megatron(build_dir, "convert", "--from", "megatron-lm", "--to", "hf", "--input", tmp_path,
-                               "--output", tmp_path / "hf"), "only --to megatron")
