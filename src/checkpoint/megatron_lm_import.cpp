@@ -502,6 +502,7 @@ MegatronLmCheckpoint::MegatronLmCheckpoint(const std::string& dir) : impl_(std::
       LegacySource::File lf;
       lf.map = std::make_unique<MappedFile>(f.string());
       lf.pt = std::make_unique<TorchSaveFile>(lf.map->data(), lf.map->size(), f.string());
+      lf.pt->drop_pages_after_read();
       if (lf.pt->root()->kind != PyObj::Dict)
         MT_USER_ERROR("{}: not a dict (expected Megatron-LM's model_optim_rng state)", f.string());
       opened.push_back(std::move(lf));

@@ -192,7 +192,8 @@ Tensor TorchDistReader::read(const std::string& name, const Shape& offsets, cons
                     shape_str(c.offsets), c.begin, c.begin + c.length, f.size());
     const std::string what = fmt::format("{} (tensor {}, chunk at {}, bytes {}..{})", f.path(), name,
                                          shape_str(c.offsets), c.begin, c.begin + c.length);
-    const TorchSaveFile item(f.data() + c.begin, c.length, what);
+    TorchSaveFile item(f.data() + c.begin, c.length, what);
+    item.drop_pages_after_read();
     if (item.root()->kind != PyObj::Tensor) MT_USER_ERROR("{}: the item is not a tensor", what);
     const Tensor t = item.tensor(item.root(), name);
     if (t.shape() != c.sizes || t.dtype() != dt)

@@ -1,5 +1,8 @@
 #include "checkpoint/torch_pickle.h"
 
+#include <sys/mman.h>
+#include <unistd.h>
+
 #include <cstring>
 #include <map>
 
@@ -488,6 +491,12 @@ Tensor TorchSaveFile::tensor(const PyObj* t, const std::string& name) const {
       if (++idx[size_t(d)] < r.size[size_t(d)]) break;
       idx[size_t(d)] = 0;
     }
+  }
+  if (drop_pages_) {  // whole pages inside the storage only: a neighbour on a shared page stays
+    const uintptr_t page = uintptr_t(::sysconf(_SC_PAGESIZE));
+    const uintptr_t a = (reinterpret_cast<uintptr_t>(src) + page - 1) / page * page;
+    const uintptr_t b = (reinterpret_cast<uintptr_t>(src) + bytes.size()) / page * page;
+    if (b > a) ::madvise(reinterpret_cast<void*>(a), b - a, MADV_DONTNEED);
   }
   return out;
 }

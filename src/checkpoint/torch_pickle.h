@@ -80,8 +80,13 @@ class TorchSaveFile {
   // The tensor `t` (a PyObj::Tensor of this file) as an owned contiguous host tensor; `name` is
   // used in errors. Float types only (fp32, bf16, fp16): another one is a UserError.
   Tensor tensor(const PyObj* t, const std::string& name) const;
+  // The bytes are a read-only file mapping: after tensor() has copied a storage, its whole pages
+  // are dropped from this process's resident memory (read again from the file if needed), so
+  // converting a checkpoint larger than memory keeps memory near the largest tensor.
+  void drop_pages_after_read() { drop_pages_ = true; }
 
  private:
+  bool drop_pages_ = false;
   ZipArchive zip_;
   std::string prefix_;  // "NAME/"
   std::unique_ptr<Pickle> pickle_;
