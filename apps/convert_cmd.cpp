@@ -12,6 +12,7 @@
 #include "checkpoint/hf_convert.h"
 #include "checkpoint/hf_import.h"
 #include "checkpoint/hf_weights.h"
+#include "checkpoint/megatron_lm_convert.h"
 #include "core/error.h"
 #include "train/checkpoint_architecture.h"
 
@@ -84,16 +85,19 @@ ConvertCommand add_convert_command(CLI::App& app) {
   c.opts = std::make_shared<ConvertCommand::Options>();
   auto& o = *c.opts;
   c.app = app.add_subcommand("convert",
-                             "Convert a Hugging Face model to a megatron.cpp checkpoint or back (CPU, streaming)");
-  c.app->add_option("--from", o.from, "The input's format: hf or megatron")
+                             "Convert a Hugging Face model to a megatron.cpp checkpoint or back, or a Megatron-LM "
+                             "checkpoint to ours (CPU, streaming)");
+  c.app->add_option("--from", o.from,
+                    "The input's format: hf, megatron, or megatron-lm (a Megatron-LM / Megatron-Core checkpoint, "
+                    "torch_dist or torch format, any tensor/pipeline layout)")
       ->required()
-      ->check(CLI::IsMember({"hf", "megatron"}));
+      ->check(CLI::IsMember({"hf", "megatron", "megatron-lm"}));
   c.app->add_option("--to", o.to, "The output's format: megatron or hf")
       ->required()
       ->check(CLI::IsMember({"hf", "megatron"}));
   c.app->add_option("--input", o.input,
                     "A Hugging Face model directory (config.json, model.safetensors or an index), or a checkpoint "
-                    "(a --save directory: its latest iteration; or an iter_* directory)")
+                    "(a --save directory: its latest iteration; or an iter_* directory; Megatron-LM's likewise)")
       ->required();
   c.app->add_option("--output", o.output, "The directory to write (new, or empty)")->required();
   c.app->add_option("--target-tensor-parallel-size", o.target_tp,
@@ -134,6 +138,69 @@ void run_convert(const ConvertCommand& c) {
     layout.tp = o.target_tp;
     st = convert_hf_to_checkpoint(o.input, o.output, cfg, common, layout, dtype);
     what = fmt::format("{} {} -> megatron checkpoint {}/iter_0000000", hf_architecture(st.family), o.input, o.output);
+  } else if (o.from == "megatron-lm") {
+    const MegatronLmCheckpoint in(o.input);
+    TransformerConfig cfg = in.config();
+    if (dtype) cfg.params_dtype = *dtype;
+    if (!cfg.gated_linear_unit && !in.args().value("openai_gelu", false) &&
+        !(in.args().value("bias_gelu_fusion", false) && cfg.add_bias_linear))
+      fmt::print(stderr, "warning: {}: Megatron computed this MLP's GeLU exactly (no bias_gelu_fusion, no "
+                         "openai_gelu); ours is the tanh approximation (logits differ by ~1e-3)\n",
+                 in.path());
+    if (o.to == "hf") {  // straight into the Hugging Face writer, one tensor at a time
+      hf_family_for(cfg);  // a class that holds the model, or the one-line error naming what none has
+      in.check();
+      HfExportOptions opt;
+      opt.max_shard_bytes = shard_bytes;
+      if (!o.hf_assets.empty()) opt.base_config = read_hf_config_json(o.hf_assets);
+      HfExportStats e;
+      try {
+        e = write_hf_model(o.output, cfg, dtype.value_or(in.tensors().front().dtype),
+                           [&](const HfTensorMap& m) {
+                             Tensor t = in.read(m.name);
+                             st.bytes_read += t.nbytes();
+                             ++st.tensors;
+                             return t;
+                           },
+                           opt);
+      } catch (const UserError&) {
+        std::error_code ec;
+        fs::remove_all(o.output, ec);
+        throw;
+      }
+      st.bytes_written = e.bytes;
+      st.family = e.family;
+      if (!o.hf_assets.empty()) copy_hf_assets(o.hf_assets, o.output);
+      what = fmt::format("Megatron-LM {} checkpoint {} (iteration {}, TP {} x PP {}) -> {} {}", in.format(), in.path(),
+                         in.iteration(), in.tp(), in.pp(), hf_architecture(st.family), o.output);
+    } else {
+      check_target_tp(cfg, o.target_tp);
+      nlohmann::json common = {{"iteration", 0},
+                               {"args", checkpoint_args_for(cfg, o.target_tp)},
+                               {"converted_from",
+                                {{"format", "megatron-lm"},
+                                 {"ckpt_format", in.format()},
+                                 {"path", fs::absolute(in.path()).string()},
+                                 {"iteration", in.iteration()},
+                                 {"tensor_model_parallel_size", in.tp()},
+                                 {"pipeline_model_parallel_size", in.pp()}}}};
+      CheckpointLayout layout;
+      layout.tp = o.target_tp;
+      MegatronLmConvertStats m;
+      try {
+        m = convert_megatron_lm_to_checkpoint(in, o.output, common, layout, dtype);
+      } catch (const UserError&) {
+        std::error_code ec;  // check_output() saw it new or empty: leave nothing half-written
+        fs::remove_all(o.output, ec);
+        throw;
+      }
+      st.tensors = m.tensors;
+      st.bytes_read = m.bytes_read;
+      st.bytes_written = m.bytes_written;
+      what = fmt::format("Megatron-LM {} checkpoint {} (iteration {}, TP {} x PP {}) -> megatron checkpoint "
+                         "{}/iter_0000000",
+                         in.format(), in.path(), in.iteration(), in.tp(), in.pp(), o.output);
+    }
   } else {
     const CheckpointReader reader(o.input, -1, nullptr);
     if (!reader.common().contains("args"))

@@ -10,7 +10,9 @@ namespace mt {
 
 void add_model_source_flags(CLI::App& app, ModelSourceOptions& o) {
   const char* g = "Model";
-  app.add_option("--load", o.load, "Our checkpoint: a --save directory (latest iteration) or an iter_* directory")
+  app.add_option("--load", o.load,
+                 "Our checkpoint: a --save directory (latest iteration) or an iter_* directory; or Megatron-LM's "
+                 "(torch_dist or torch format)")
       ->group(g);
   app.add_option("--load-hf", o.load_hf, "A Hugging Face model directory (config.json, *.safetensors, tokenizer.json)")
       ->group(g);

@@ -2,7 +2,8 @@
 # Installs what megatron.cpp needs on a Debian/Ubuntu machine: the C++ toolchain and libraries
 # from apt, and (with --python) a virtual environment .venv holding the test-only Python
 # packages (numpy, torch, transformers, safetensors, pytest, tokenizers,
-# sentencepiece, tensorboard). Safe to run again: it installs only
+# sentencepiece, tensorboard; megatron-core and psutil, its checkpoint writer's, for the Megatron-LM
+# checkpoint tests). Safe to run again: it installs only
 # what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -31,9 +32,9 @@ if [ "${1:-}" = "--python" ]; then
     echo "setup: creating .venv"
     "$PY" -m venv .venv
   fi
-  if ! .venv/bin/python -c "import numpy, torch, transformers, safetensors, pytest, tokenizers, sentencepiece, tensorboard" 2>/dev/null; then
+  if ! .venv/bin/python -c "import numpy, torch, transformers, safetensors, pytest, tokenizers, sentencepiece, tensorboard, psutil, megatron.core" 2>/dev/null; then
     echo "setup: installing Python test packages into .venv (torch is large; this takes a minute)"
     .venv/bin/pip install -q --disable-pip-version-check numpy torch transformers safetensors pytest tokenizers sentencepiece tensorboard \
-      nvidia-cudnn-frontend
+      nvidia-cudnn-frontend megatron-core psutil
   fi
 fi

@@ -46,29 +46,6 @@ void load_hf_weights(const std::string& dir, GPTModel& model) {
   }
 }
 
-namespace {
-
-// Rows [start, start + n) of dimension d of the host tensor g ([outer, g_d, inner] blocks),
-// zero where they run past g's rows (vocabulary padding).
-Tensor slice_dim(const Tensor& g, int d, int64_t start, int64_t n) {
-  const Shape& gs = g.shape();
-  int64_t outer = 1, inner = 1;
-  for (int i = 0; i < d; ++i) outer *= gs[size_t(i)];
-  for (size_t i = size_t(d) + 1; i < gs.size(); ++i) inner *= gs[i];
-  Shape ls = gs;
-  ls[size_t(d)] = n;
-  Tensor out = Tensor::zeros(ls, DType::F32);
-  const float* src = g.data<float>();
-  float* dst = out.data<float>();
-  const int64_t rows = std::max<int64_t>(0, std::min(n, gs[size_t(d)] - start));
-  for (int64_t o = 0; o < outer; ++o)
-    std::copy(src + (o * gs[size_t(d)] + start) * inner, src + (o * gs[size_t(d)] + start + rows) * inner,
-              dst + o * n * inner);
-  return out;
-}
-
-}  // namespace
-
 void load_hf_weights_into(const std::string& dir, const TransformerConfig& cfg, ParamAndGradBuffer& buf,
                           ParamAndGradBuffer* expert_buf) {
   const HfFamily f = hf_family_of(read_hf_config_json(dir), (std::filesystem::path(dir) / "config.json").string());
@@ -85,18 +62,7 @@ void load_hf_weights_into(const std::string& dir, const TransformerConfig& cfg, 
         MT_USER_ERROR("{}: the {} mapping has no tensor for our {}", dir, hf_architecture(f), p.name);
       const HfTensorMap& m = *it->second;
       Tensor whole = hf_to_ours(m, read_hf_tensors(src, m));  // [m.shape]: real vocabulary rows
-      if (whole.dtype() != DType::F32 || !whole.is_contiguous()) {
-        Tensor f32 = Tensor::empty(whole.shape(), DType::F32);
-        cast(whole, f32);
-        whole = f32;
-      }
-      // This rank's box: its shard along shard_dim (vocabulary rows past the real ones are zero).
-      Tensor mine = whole.view(m.shape);
-      if (p.shard_dim >= 0)
-        mine = slice_dim(mine, p.shard_dim, p.shard_start, p.shape[size_t(p.shard_dim)]);
-      else if (m.vocab_rows && p.shape[0] != m.shape[0])
-        mine = slice_dim(mine, 0, 0, p.shape[0]);
-      assign_param(mine.view(p.shape), b->param(id));
+      assign_param(param_box(whole.view(m.shape), p), b->param(id));
       release_hf_tensors(src, m);
     }
   }

@@ -1,5 +1,6 @@
 #include "checkpoint/hf_weights.h"
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 
@@ -151,6 +152,40 @@ void assign_param(const Tensor& src, const Tensor& dst) {
   Tensor tmp = Tensor::empty(dst.shape(), dst.dtype());
   cast(src, tmp);
   dst.copy_from(tmp);
+}
+
+namespace {
+
+// Rows [start, start + n) of dimension d of the fp32 host tensor g ([outer, g_d, inner] blocks),
+// zero where they run past g's rows (vocabulary padding).
+Tensor slice_dim(const Tensor& g, int d, int64_t start, int64_t n) {
+  const Shape& gs = g.shape();
+  int64_t outer = 1, inner = 1;
+  for (int i = 0; i < d; ++i) outer *= gs[size_t(i)];
+  for (size_t i = size_t(d) + 1; i < gs.size(); ++i) inner *= gs[i];
+  Shape ls = gs;
+  ls[size_t(d)] = n;
+  Tensor out = Tensor::zeros(ls, DType::F32);
+  const float* src = g.data<float>();
+  float* dst = out.data<float>();
+  const int64_t rows = std::max<int64_t>(0, std::min(n, gs[size_t(d)] - start));
+  for (int64_t o = 0; o < outer; ++o)
+    std::copy(src + (o * gs[size_t(d)] + start) * inner, src + (o * gs[size_t(d)] + start + rows) * inner,
+              dst + o * n * inner);
+  return out;
+}
+
+}  // namespace
+
+Tensor param_box(const Tensor& whole, const ParamInfo& p) {
+  Tensor g = whole;
+  if (g.dtype() != DType::F32 || !g.is_contiguous()) {
+    g = Tensor::empty(whole.shape(), DType::F32);
+    cast(whole, g);
+  }
+  if (p.shard_dim >= 0) g = slice_dim(g, p.shard_dim, p.shard_start, p.shape[size_t(p.shard_dim)]);
+  else if (!g.shape().empty() && g.shape()[0] != p.shape[0]) g = slice_dim(g, 0, 0, p.shape[0]);
+  return g.view(p.shape);
 }
 
 }  // namespace mt

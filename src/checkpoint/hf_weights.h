@@ -12,6 +12,7 @@
 #include "checkpoint/safetensors.h"
 #include "core/error.h"
 #include "core/tensor.h"
+#include "model/param_buffer.h"
 
 namespace mt {
 
@@ -64,5 +65,10 @@ void prefetch_hf_tensors(const HfWeights& src, const HfTensorMap& m);
 
 // Writes a host tensor (any float dtype) into a parameter of any dtype on any device.
 void assign_param(const Tensor& src, const Tensor& dst);
+
+// This rank's box of parameter p (its tensor-parallel shard along shard_dim, or all of it) from the
+// whole tensor (host, any float dtype, p's global shape but for vocabulary rows), as fp32: rows
+// past `whole`'s along dimension 0 (vocabulary padding) are zero.
+Tensor param_box(const Tensor& whole, const ParamInfo& p);
 
 }  // namespace mt

@@ -6,6 +6,7 @@
 
 #include "checkpoint/checkpoint.h"
 #include "checkpoint/hf_import.h"
+#include "checkpoint/megatron_lm_convert.h"
 #include "checkpoint/recorded_moe_args.h"
 #include "core/error.h"
 #include "core/file_io.h"
@@ -178,8 +179,39 @@ LoadedModel load_hf_model(const std::string& dir, DType dtype, Device device, co
   return m;
 }
 
+namespace {
+
+// A Megatron-LM checkpoint (megatron_lm_import.h), converted on the fly: every rank reads the
+// whole tensors and keeps its shard.
+LoadedModel load_megatron_lm_model(const std::string& dir, DType dtype, Device device, const ModelParallelConfig& par) {
+  const MegatronLmCheckpoint mlm(dir);
+  mlm.check();
+  TransformerConfig cfg = mlm.config();
+  cfg.params_dtype = dtype;
+  cfg.padded_vocab_size = pad_vocab_size(cfg.vocab_size, 128 * par.tp_size());
+  cfg.hidden_dropout = cfg.attention_dropout = 0.0f;
+  LoadedModel m;
+  m.model = std::make_unique<GPTModel>(cfg, device, par);
+  load_megatron_lm_weights_into(mlm, m.model->buffer());
+  m.max_sequence_length = cfg.max_position_embeddings;
+  nlohmann::json tok = nlohmann::json::object();  // the run's tokenizer, when its files are still there
+  for (const char* k : {"tokenizer_type", "vocab_file", "merge_file", "tokenizer_model"})
+    if (mlm.args().contains(k) && mlm.args()[k].is_string()) tok[k] = mlm.args()[k];
+  if (mlm.args().contains("vocab_size") && mlm.args()["vocab_size"].is_number_integer())
+    tok["vocab_size"] = mlm.args()["vocab_size"];
+  recorded_tokenizer(m, tok);
+  if (m.tokenizer) {
+    if (m.tokenizer->eod() >= 0) m.eos_ids.push_back(m.tokenizer->eod());
+    m.bos_id = m.tokenizer->bos();
+  }
+  return m;
+}
+
+}  // namespace
+
 LoadedModel load_checkpoint_model(const std::string& dir, DType dtype, Device device, const ModelParallelConfig& par) {
   if (!fs::exists(dir)) MT_USER_ERROR("--load {}: no such directory", dir);
+  if (is_megatron_lm_checkpoint(dir)) return load_megatron_lm_model(dir, dtype, device, par);
   CheckpointReader ck(dir);
   const std::string common_file = ck.path() + "/common.json";
   if (!ck.common().contains("args") || !ck.common()["args"].is_object())

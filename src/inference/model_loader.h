@@ -31,8 +31,10 @@ struct LoadedModel {
 // shard.
 LoadedModel load_hf_model(const std::string& dir, DType dtype, Device device, const ModelParallelConfig& par = {});
 
-// DIR: a --save directory (its latest checkpoint) or an iteration directory. The tokenizer is
-// the one the run recorded (--tokenizer-type and its files), when its files are still there.
+// DIR: a --save directory (its latest checkpoint) or an iteration directory; or Megatron-LM's
+// (torch_dist or torch format, checkpoint/megatron_lm_import.h), converted on the fly. The
+// tokenizer is the one the run recorded (--tokenizer-type and its files), when its files are
+// still there.
 LoadedModel load_checkpoint_model(const std::string& dir, DType dtype, Device device,
                                   const ModelParallelConfig& par = {});
 

@@ -10,6 +10,7 @@
 
 #include "checkpoint/checkpoint.h"
 #include "checkpoint/checkpoint_location.h"
+#include "checkpoint/megatron_lm_import.h"
 #include "checkpoint/recorded_moe_args.h"
 #include "checkpoint/hf_import.h"
 #include "core/error.h"
@@ -243,16 +244,26 @@ std::vector<std::string> expand_checkpoint_architecture(const std::vector<std::s
     else if (args[i] == "--ckpt-step" && i + 1 < args.size()) step_text = args[i + 1];
     else if (args[i].rfind("--ckpt-step=", 0) == 0) step_text = args[i].substr(12);
   }
-  int64_t step = -1;
-  if (!step_text.empty()) {
-    auto r = std::from_chars(step_text.data(), step_text.data() + step_text.size(), step);
-    if (r.ec != std::errc() || r.ptr != step_text.data() + step_text.size()) return args;  // CLI11 says so
+  if (dir.empty()) return args;
+  nlohmann::json common;
+  std::string path;
+  if (is_megatron_lm_checkpoint(dir)) {  // Megatron-LM's: its saved args, as ours (weights only)
+    const MegatronLmCheckpoint mlm(dir);
+    common = {{"args", checkpoint_args_for(mlm.config(), 1)}};
+    path = mlm.path();
+  } else {
+    int64_t step = -1;
+    if (!step_text.empty()) {
+      auto r = std::from_chars(step_text.data(), step_text.data() + step_text.size(), step);
+      if (r.ec != std::errc() || r.ptr != step_text.data() + step_text.size()) return args;  // CLI11 says so
+    }
+    CheckpointLocation where;
+    // No checkpoint there: the trainer decides (an error, or a warning and training from scratch).
+    if (!locate_checkpoint(dir, step, where, nullptr)) return args;
+    const CheckpointReader reader(where.dir, where.iteration, nullptr);
+    common = reader.common();
+    path = reader.path();
   }
-  CheckpointLocation where;
-  // No checkpoint there: the trainer decides (an error, or a warning and training from scratch).
-  if (dir.empty() || !locate_checkpoint(dir, step, where, nullptr)) return args;
-  const CheckpointReader reader(where.dir, where.iteration, nullptr);
-  const nlohmann::json& common = reader.common();
   if (!common.is_object() || !common.contains("args") || !common["args"].is_object()) return args;
   const nlohmann::json& saved = common["args"];
 
@@ -274,7 +285,7 @@ std::vector<std::string> expand_checkpoint_architecture(const std::vector<std::s
   for (const ArchFlag& f : arch_flags())
     if (f.shape) note(f.key, f.flag, f.kind);
   note("num_query_groups", "--num-query-groups", Kind::Int);
-  check_args_match(saved, now, keys, reader.path());
+  check_args_match(saved, now, keys, path);
 
   std::vector<std::pair<std::string, std::string>> add;
   for (const auto& [flag, value] : checkpoint_architecture_flags(saved))

@@ -4,6 +4,7 @@
 
 #include <chrono>
 
+#include "checkpoint/megatron_lm_convert.h"
 #include "core/error.h"
 #include "comm/process_groups.h"
 #include "model/param_buffer.h"
@@ -216,6 +217,13 @@ bool resolve_load(const TrainingArgs& a, CheckpointLocation& where, std::FILE* w
     if (a.ckpt_step >= 0) MT_USER_ERROR("--ckpt-step {}: needs --load (the directory to load it from)", a.ckpt_step);
     return false;
   }
+  if (is_megatron_lm_checkpoint(a.load)) {
+    if (a.ckpt_step >= 0)
+      MT_USER_ERROR("--ckpt-step {}: --load {} is a Megatron-LM checkpoint; give its iter_* directory instead",
+                    a.ckpt_step, a.load);
+    where = CheckpointLocation{a.load, -1};
+    return true;
+  }
   if (locate_checkpoint(a.load, a.ckpt_step, where, warn)) return true;
   const bool save_has = !a.save.empty() && holds_checkpoints(a.save);
   if (save_has && !a.allow_start_from_scratch && !a.finetune)
@@ -238,6 +246,23 @@ TrainProgress TrainCheckpointer::load(const TrainProgress& fresh) {
   CheckpointLocation where;
   if (!resolve_load(args_, where, log0_ ? stderr : nullptr)) return fresh;
   const auto t0 = std::chrono::steady_clock::now();
+  if (is_megatron_lm_checkpoint(args_.load)) {
+    // Megatron-LM's (torch_dist or torch, any layout): its weights, converted on the fly; its
+    // optimizer state is not read, so training starts as from a converted checkpoint (iteration 0).
+    const MegatronLmCheckpoint mlm(args_.load);
+    mlm.check();
+    uint64_t bytes = 0;
+    for (const Part& p : parts_) {
+      bytes += load_megatron_lm_weights_into(mlm, *p.buf);
+      p.opt->reset_master_from_params();
+    }
+    if (log0_)
+      fmt::print(log0_,
+                 "> loaded Megatron-LM {} checkpoint {} (iteration {}, TP {} x PP {}): weights only, {} in {:.3f} s\n",
+                 mlm.format(), mlm.path(), mlm.iteration(), mlm.tp(), mlm.pp(), gb(bytes),
+                 std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+    return fresh;
+  }
   CheckpointReader ck(where.dir, where.iteration, log0_ ? stderr : nullptr);
   const int64_t it = ck.iteration();
   const nlohmann::json& common = ck.common();
