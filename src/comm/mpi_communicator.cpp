@@ -387,8 +387,25 @@ class MpiCommunicator final : public Communicator {
   std::vector<int> ranks_;
 };
 
+bool g_skip_finalize = false;
+
 void finalize_at_exit() {
   int init = 0, fin = 0;
+  if (g_skip_finalize) {
+    // Leave together: a rank gone without MPI_Finalize is reported to the others as aborted, so
+    // each leaves right after a barrier, past every message. (Reached from a normal return only:
+    // error exits go through abort_job, which clears the flag.)
+    MPI_Request req;
+    if (MPI_Ibarrier(MPI_COMM_WORLD, &req) == MPI_SUCCESS) {
+      const auto t0 = std::chrono::steady_clock::now();
+      for (int done = 0; !done && MPI_Test(&req, &done, MPI_STATUS_IGNORE) == MPI_SUCCESS;) {
+        // Spin: the ranks then leave within microseconds of each other.
+        if (std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() > g_timeout_s) break;
+      }
+    }
+    std::fflush(nullptr);
+    _exit(0);
+  }
   MPI_Initialized(&init);
   MPI_Finalized(&fin);
   if (init && !fin) MPI_Finalize();
@@ -438,6 +455,8 @@ int world_size() {
   return s;
 }
 
+void skip_finalize_at_exit() { g_skip_finalize = true; }
+
 void set_timeout_seconds(double s) { g_timeout_s = s; }
 double timeout_seconds() { return g_timeout_s; }
 
@@ -451,6 +470,7 @@ std::unique_ptr<Communicator> self(const std::string& name) {
 }
 
 void abort_job(int code) {
+  g_skip_finalize = false;
   std::fflush(stdout);
   std::fflush(stderr);
   if (mpi_active() && world_size() > 1) MPI_Abort(MPI_COMM_WORLD, code);
