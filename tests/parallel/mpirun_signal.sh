@@ -51,6 +51,13 @@ for t in $(seq 0 "$tries"); do
   for _ in $(seq 50); do [ "$(grep -c exit "$STATUS_FILE" 2>/dev/null)" = 2 ] && break; sleep 0.1; done
   k=$(cat "$save/latest_checkpointed_iteration.txt" 2>/dev/null || echo none)
   ranks_ok=$(grep -c "exit 0" "$STATUS_FILE" 2>/dev/null)
+  # Known race (about 1 try in 10 under load): a rank leaving without MPI_Finalize after the save's
+  # barrier makes Open MPI end a slower peer with 195 (PMIx: lost connection) before its own _exit(0).
+  # The checkpoint is complete by then. STRICT_EXIT=0 counts such a rank as leaving cleanly.
+  if [ "${STRICT_EXIT:-1}" = 0 ] && [ $sig != USR1 ]; then
+    ranks_ok=$(grep -cE "exit (0|195)$" "$STATUS_FILE" 2>/dev/null)
+    grep -q "exit 195" "$STATUS_FILE" 2>/dev/null && echo "try $t: note: a rank ended with 195 after the save (lost PMIx connection)"
+  fi
   msg="try $t (SIG$sig): checkpoint at iteration $k, ranks exiting 0: ${ranks_ok:-0}/2, mpirun exit $mpirun_rc"
   if [ "$k" = none ] || [ "${ranks_ok:-0}" != 2 ] || { [ $sig = USR1 ] && [ $mpirun_rc -ne 0 ]; }; then
     echo "$msg: FAIL"; cat "$STATUS_FILE" 2>/dev/null; tail -n 5 "$out" | cut -c1-200; fail=1; continue
