@@ -2,6 +2,7 @@
 
 #include <mpi.h>
 #include <sched.h>
+#include <signal.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -387,8 +388,25 @@ class MpiCommunicator final : public Communicator {
   std::vector<int> ranks_;
 };
 
+bool g_skip_finalize = false;
+
 void finalize_at_exit() {
   int init = 0, fin = 0;
+  if (g_skip_finalize) {
+    // Leave together: a rank gone without MPI_Finalize is reported to the others as aborted, so
+    // each leaves right after a barrier, past every message. (Reached from a normal return only:
+    // error exits go through abort_job, which clears the flag.)
+    MPI_Request req;
+    if (MPI_Ibarrier(MPI_COMM_WORLD, &req) == MPI_SUCCESS) {
+      const auto t0 = std::chrono::steady_clock::now();
+      for (int done = 0; !done && MPI_Test(&req, &done, MPI_STATUS_IGNORE) == MPI_SUCCESS;) {
+        // Spin: the ranks then leave within microseconds of each other.
+        if (std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() > g_timeout_s) break;
+      }
+    }
+    std::fflush(nullptr);
+    _exit(0);
+  }
   MPI_Initialized(&init);
   MPI_Finalized(&fin);
   if (init && !fin) MPI_Finalize();
@@ -438,11 +456,82 @@ int world_size() {
   return s;
 }
 
+void skip_finalize_at_exit() { g_skip_finalize = true; }
+
 void set_timeout_seconds(double s) { g_timeout_s = s; }
 double timeout_seconds() { return g_timeout_s; }
 
+namespace {
+
+// Every rank reports to rank 0, which answers once all have: a rank that does not arrive within the
+// timeout is named by rank 0, which aborts the job (the others wait longer, so rank 0 speaks first;
+// if rank 0 is the one missing, they name it). Without this, the first collective would wait forever.
+// Test hook: MEGATRON_TEST_STALL_RANK=N stops rank N (SIGSTOP) just before it.
+void startup_rendezvous() {
+  static bool done = false;
+  if (done) return;
+  done = true;
+  int r = 0, n = 1;
+  MPI_Comm_rank(MPI_COMM_WORLD, &r);
+  MPI_Comm_size(MPI_COMM_WORLD, &n);
+  if (n == 1) return;
+  if (const char* s = std::getenv("MEGATRON_TEST_STALL_RANK"); s && std::atoi(s) == r) raise(SIGSTOP);
+  constexpr int kArrive = 0x5e71, kGo = 0x5e72;
+  using Clock = std::chrono::steady_clock;
+  const auto t0 = Clock::now();
+  auto elapsed = [&] { return std::chrono::duration<double>(Clock::now() - t0).count(); };
+  int token = r, go = 1;
+  if (r == 0) {
+    std::vector<int> got(size_t(n), 0);
+    std::vector<MPI_Request> reqs(size_t(n - 1));
+    for (int i = 1; i < n; ++i) MT_MPI(MPI_Irecv(&got[size_t(i)], 1, MPI_INT, i, kArrive, MPI_COMM_WORLD, &reqs[size_t(i - 1)]));
+    for (int all = 0;;) {
+      MT_MPI(MPI_Testall(n - 1, reqs.data(), &all, MPI_STATUSES_IGNORE));
+      if (all) break;
+      if (elapsed() > g_timeout_s) {
+        std::string missing;
+        for (int i = 1; i < n; ++i) {
+          int d = 0;
+          MPI_Test(&reqs[size_t(i - 1)], &d, MPI_STATUS_IGNORE);
+          if (!d) missing += (missing.empty() ? "" : ",") + std::to_string(i);
+        }
+        std::fprintf(stderr,
+                     "megatron: error: rank(s) %s did not arrive at start-up within --distributed-timeout-minutes "
+                     "(%.2f min): stopped, hung or not started; aborting the job\n",
+                     missing.c_str(), g_timeout_s / 60.0);
+        std::fflush(stderr);
+        MPI_Abort(MPI_COMM_WORLD, 3);
+      }
+      usleep(1000);
+    }
+    std::vector<MPI_Request> sends(size_t(n - 1));
+    for (int i = 1; i < n; ++i) MT_MPI(MPI_Isend(&go, 1, MPI_INT, i, kGo, MPI_COMM_WORLD, &sends[size_t(i - 1)]));
+    MT_MPI(MPI_Waitall(n - 1, sends.data(), MPI_STATUSES_IGNORE));
+    return;
+  }
+  MPI_Request reqs[2];
+  MT_MPI(MPI_Isend(&token, 1, MPI_INT, 0, kArrive, MPI_COMM_WORLD, &reqs[0]));
+  MT_MPI(MPI_Irecv(&go, 1, MPI_INT, 0, kGo, MPI_COMM_WORLD, &reqs[1]));
+  for (int all = 0;;) {
+    MT_MPI(MPI_Testall(2, reqs, &all, MPI_STATUSES_IGNORE));
+    if (all) return;
+    if (elapsed() > 1.5 * g_timeout_s + 5.0) {
+      std::fprintf(stderr,
+                   "megatron: error: rank %d: rank 0 did not complete start-up within --distributed-timeout-minutes "
+                   "(%.2f min): stopped, hung or not started; aborting the job\n",
+                   r, g_timeout_s / 60.0);
+      std::fflush(stderr);
+      MPI_Abort(MPI_COMM_WORLD, 3);
+    }
+    usleep(1000);
+  }
+}
+
+}  // namespace
+
 std::unique_ptr<Communicator> world() {
   if (!mpi_active()) return std::make_unique<SelfCommunicator>("world");
+  startup_rendezvous();
   return std::make_unique<MpiCommunicator>(MPI_COMM_WORLD, "world", false);
 }
 
@@ -451,6 +540,7 @@ std::unique_ptr<Communicator> self(const std::string& name) {
 }
 
 void abort_job(int code) {
+  g_skip_finalize = false;
   std::fflush(stdout);
   std::fflush(stderr);
   if (mpi_active() && world_size() > 1) MPI_Abort(MPI_COMM_WORLD, code);

@@ -23,6 +23,9 @@ int launcher_rank();
 // Returns whether MPI is initialised. MPI_Finalize is registered to run at exit.
 bool init(bool force = false);
 bool mpi_active();
+// The process exits without MPI_Finalize: for a job its launcher is already ending (Open MPI's
+// mpirun after SIGTERM, whose finalize handshake would only time out, past its SIGKILL).
+void skip_finalize_at_exit();
 int world_rank();  // 0 without MPI
 int world_size();  // 1 without MPI
 // Every collective issued afterwards waits at most this long (seconds) before aborting the job.

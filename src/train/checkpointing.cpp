@@ -14,21 +14,6 @@
 namespace mt {
 namespace {
 
-volatile std::sig_atomic_t g_exit_signal = 0;
-
-extern "C" void on_exit_signal(int) { g_exit_signal = 1; }
-
-}  // namespace
-
-void install_exit_signal_handler() {
-  std::signal(SIGTERM, on_exit_signal);
-  std::signal(SIGINT, on_exit_signal);
-}
-
-bool exit_signal_received() { return g_exit_signal != 0; }
-
-namespace {
-
 double seconds_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }

@@ -108,8 +108,4 @@ class TrainCheckpointer {
   std::string async_dir_;
 };
 
-// --exit-signal-handler: SIGTERM and SIGINT set a flag instead of killing the process.
-void install_exit_signal_handler();
-bool exit_signal_received();  // this process's flag (the trainer reduces it over the world)
-
 }  // namespace mt

@@ -37,6 +37,7 @@
 #include "train/moe_logging.h"
 #include "train/checkpointing.h"
 #include "train/data_setup.h"
+#include "train/exit_signal.h"
 #include "train/flops.h"
 #include "train/log_line.h"
 #include "train/training_metrics.h"
@@ -303,6 +304,8 @@ Device resolve_device(const std::string& name) {
 
 TrainResult pretrain_gpt(const TrainingArgs& args, std::FILE* log, const TrainOptions& opts) {
   const auto t_start = Clock::now();
+  // First: a signal during set-up is then acted on after the first iteration, not fatal.
+  if (args.exit_signal_handler) install_exit_signal_handler();
   dist::init();
   // Arguments and layout are checked identically on every rank before any communication, so a
   // bad one ends every rank the same way (ArgumentError: printed once, exit code 2).
@@ -513,7 +516,6 @@ TrainResult pretrain_gpt(const TrainingArgs& args, std::FILE* log, const TrainOp
   start.seed = args.seed;
   start = ckpt.load(start);
   const uint64_t rng_seed = start.seed;  // dropout masks: the seed and the global microbatch counter
-  if (args.exit_signal_handler) install_exit_signal_handler();
 
   // Microbatches per rank and iteration; the loss gradient carries 1/(tokens x microbatches x
   // DP), so summing grads over DP gives the mean over the global batch (Megatron's 1/DP
@@ -702,8 +704,10 @@ TrainResult pretrain_gpt(const TrainingArgs& args, std::FILE* log, const TrainOp
     // Exits (Megatron's): each saves a checkpoint with --save (after the loop) and ends with 0.
     std::string exit_reason;
     if (args.exit_signal_handler &&
-        groups.world().all_reduce_scalar(exit_signal_received() ? 1.0 : 0.0, ReduceOp::Max) > 0)
-      exit_reason = "a signal (--exit-signal-handler)";
+        groups.world().all_reduce_scalar(exit_signal_received() ? 1.0 : 0.0, ReduceOp::Max) > 0) {
+      exit_reason = fmt::format("{} (--exit-signal-handler)", *exit_signal_name() ? exit_signal_name() : "a signal on another rank");
+      if (launcher_is_ending_job()) dist::skip_finalize_at_exit();
+    }
     if (args.exit_duration_in_mins > 0 &&
         groups.world().all_reduce_scalar(seconds_since(t_start) / 60.0, ReduceOp::Max) > args.exit_duration_in_mins)
       exit_reason = fmt::format("--exit-duration-in-mins {}", args.exit_duration_in_mins);

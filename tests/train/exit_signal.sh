@@ -14,7 +14,7 @@ kill -TERM $pid
 wait $pid
 rc=$?
 it=$(cat "$dir/ck/latest_checkpointed_iteration.txt" 2>/dev/null)
-if [[ $rc -ne 0 || -z "$it" ]] || ! grep -q "exiting at iteration $it (a signal" "$dir/log"; then
+if [[ $rc -ne 0 || -z "$it" ]] || ! grep -q "exiting at iteration $it (SIGTERM" "$dir/log"; then
   echo "FAIL: rc $rc, tracker '$it'"; tail -5 "$dir/log"; exit 1
 fi
 "$bin" "${common[@]}" --train-iters $((it + 2)) --load "$dir/ck" > "$dir/log2" 2>&1 || { echo "FAIL: resume"; cat "$dir/log2"; exit 1; }
