@@ -55,6 +55,10 @@ int main(int argc, char** argv) {
   mt::ServeCommand serve = mt::add_serve_command(app);
   mt::require_finite_floats(app);
 
+  if (argc > 1) {
+    const std::string bad = mt::unknown_subcommand_message(app, argv[1]);
+    if (!bad.empty()) return exit_together(2, "megatron: error: " + bad + " (see 'megatron --help')");
+  }
   // --model-preset NAME stands for its architecture flags (ones given explicitly win).
   std::vector<std::string> words;
   try {

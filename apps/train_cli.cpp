@@ -39,6 +39,20 @@ std::string closest_flag(const CLI::App& app, const std::string& flag) {
   return best;
 }
 
+std::string unknown_subcommand_message(const CLI::App& app, const std::string& word) {
+  if (word.empty() || word[0] == '-') return "";
+  std::string all, best;
+  size_t best_d = word.size() / 2 + 1;  // a transposed pair costs 2
+  for (const CLI::App* sub : app.get_subcommands({})) {
+    if (sub->get_name() == word) return "";
+    all += (all.empty() ? "" : ", ") + sub->get_name();
+    const size_t d = edit_distance(word, sub->get_name());
+    if (d < best_d) best_d = d, best = sub->get_name();
+  }
+  return fmt::format("unknown subcommand '{}'{}; the subcommands are: {}", word,
+                     best.empty() ? "" : fmt::format(" (did you mean '{}'?)", best), all);
+}
+
 std::vector<std::string> megatron_argument_words(const CLI::App& app, const std::vector<std::string>& words) {
   struct Occurrence {
     const CLI::Option* opt;  // null: unknown

@@ -17,4 +17,8 @@ std::vector<std::string> megatron_argument_words(const CLI::App& app, const std:
 // The option of `app` whose long name is closest to `flag` (edit distance), or "" if none is close.
 std::string closest_flag(const CLI::App& app, const std::string& flag);
 
+// "" when `word` names a subcommand of `app` (or is a flag), else the error to print:
+// "unknown subcommand 'trian' (did you mean 'train'?); the subcommands are: train, preprocess, ...".
+std::string unknown_subcommand_message(const CLI::App& app, const std::string& word);
+
 }  // namespace mt

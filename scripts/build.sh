@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Configures and builds megatron.cpp into build/ (Release; the CUDA backend is compiled when
-# nvcc is found). Extra arguments go to cmake's configure step.
+# nvcc is found). Extra arguments go to cmake's configure step. MT_BUILD_TARGETS="megatron" builds
+# only those targets (scripts/run-default.sh: the trainer alone, not the tests and fuzzers).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v nvcc >/dev/null || { [ -x /usr/local/cuda/bin/nvcc ] && export PATH=/usr/local/cuda/bin:$PATH; } || true
@@ -8,4 +9,6 @@ BUILD=${BUILD_DIR:-build}
 if [ ! -f "$BUILD/build.ninja" ]; then
   cmake -S . -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release "$@" >/dev/null
 fi
-cmake --build "$BUILD" -j"$(nproc)"
+targets=()
+for t in ${MT_BUILD_TARGETS:-}; do targets+=(--target "$t"); done
+cmake --build "$BUILD" -j"$(nproc)" "${targets[@]}"

@@ -4,5 +4,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-bash scripts/build.sh
+MT_BUILD_TARGETS=megatron bash scripts/build.sh  # the trainer only: the tests build with scripts/test.sh
 exec ./build/megatron train "$@"

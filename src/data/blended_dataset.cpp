@@ -1,5 +1,6 @@
 #include "data/blended_dataset.h"
 
+#include <algorithm>
 #include <charconv>
 #include <cmath>
 
@@ -46,15 +47,20 @@ Blend parse_blend(const std::vector<std::string>& list, const std::string& flag)
       b.prefixes.push_back(s);
     }
   }
+  for (const auto& p : b.prefixes)
+    if (p.empty()) MT_USER_ERROR("{}: an empty dataset prefix (expected PREFIX of PREFIX.bin/.idx)", flag);
   return b;
 }
 
 std::vector<double> normalized_weights(const std::vector<double>& w) {
+  // Scaled by the largest first, so weights near the top of double's range do not sum to infinity.
+  double top = 0;
+  for (double x : w) top = std::max(top, x);
+  if (!(top > 0)) MT_USER_ERROR("the blend weights are all zero; at least one must be positive");
   double sum = 0;
-  for (double x : w) sum += x;
-  if (!(sum > 0)) MT_USER_ERROR("the blend weights sum to {}; at least one must be positive", sum);
+  for (double x : w) sum += x / top;
   std::vector<double> n(w.size());
-  for (size_t i = 0; i < w.size(); ++i) n[i] = w[i] / sum;
+  for (size_t i = 0; i < w.size(); ++i) n[i] = w[i] / top / sum;
   return n;
 }
 

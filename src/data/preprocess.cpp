@@ -195,6 +195,11 @@ PreprocessStats preprocess_data(const PreprocessOptions& o) {
   if (o.input.empty()) MT_USER_ERROR("--input is required (a .jsonl or .jsonl.gz file)");
   if (o.output_prefix.empty()) MT_USER_ERROR("--output-prefix is required");
   if (o.json_keys.empty()) MT_USER_ERROR("--json-keys needs at least one key");
+  for (size_t i = 0; i < o.json_keys.size(); ++i)
+    for (size_t k = 0; k < i; ++k)
+      if (o.json_keys[i] == o.json_keys[k])
+        MT_USER_ERROR("--json-keys: \"{}\" is given twice (each key writes its own {})", o.json_keys[i],
+                      preprocess_output_prefix(o.output_prefix, o.json_keys[i]) + ".bin/.idx");
   if (o.workers < 1) MT_USER_ERROR("--workers must be at least 1, got {}", o.workers);
   auto tok = build_tokenizer(o.tokenizer);
   if (o.append_eod && tok->eod() < 0)

@@ -286,6 +286,18 @@ std::vector<std::string> expand_checkpoint_architecture(const std::vector<std::s
     if (f.shape) note(f.key, f.flag, f.kind);
   note("num_query_groups", "--num-query-groups", Kind::Int);
   check_args_match(saved, now, keys, path);
+  // A longer --seq-length than the checkpoint's learned position table: say where the table's
+  // size comes from (the validation would otherwise blame a --max-position-embeddings never given).
+  if (given.count("--seq-length") && !given.count("--max-position-embeddings") &&
+      saved.value("position_embedding_type", std::string()) == "learned_absolute" &&
+      saved.contains("max_position_embeddings") && saved["max_position_embeddings"].is_number_integer()) {
+    const nlohmann::json seq = typed_value(given.at("--seq-length"), Kind::Int);
+    const int64_t table = saved["max_position_embeddings"].get<int64_t>();
+    if (seq.is_number_integer() && seq.get<int64_t>() > table)
+      MT_USER_ERROR("--seq-length {}: the checkpoint in {} has learned position embeddings for {} positions "
+                    "(--max-position-embeddings {}); train at --seq-length {} or less", seq.get<int64_t>(), path,
+                    table, table, table);
+  }
 
   std::vector<std::pair<std::string, std::string>> add;
   for (const auto& [flag, value] : checkpoint_architecture_flags(saved))

@@ -133,3 +133,42 @@ def test_corrupt_dataset_index_cache_is_rebuilt_and_training_is_unchanged(build_
     assert again.returncode == 0, again.stderr
     assert lm_losses(again.stdout) == lm_losses(first.stdout) and len(lm_losses(first.stdout)) == 4
     assert shuffle.read_bytes() != bytes(data)  # rewritten
+
+
+def megatron(build_dir, *words, cwd=None):
+    return subprocess.run([str(build_dir / "megatron"), *words], capture_output=True, text=True, timeout=60, cwd=cwd)
+
+
+def test_a_mistyped_subcommand_is_named_with_the_closest_one(build_dir):
+    r = megatron(build_dir, "trian", "--num-layers", "2")
+    user_errors.assert_user_error(r, "unknown subcommand 'trian'", "did you mean 'train'?", "preprocess")
+
+
+def test_an_empty_data_path_is_named(build_dir):
+    user_errors.assert_user_error(run(build_dir, *TINY, "--data-path", ""), "--data-path", "empty dataset prefix")
+
+
+def test_blend_weights_near_the_top_of_the_double_range_still_blend(build_dir, tmp_path):
+    write_indexed(tmp_path / "a", docs_with(1))
+    write_indexed(tmp_path / "b", docs_with(2))
+    r = run(build_dir, *TINY, "--data-path", "1e308", str(tmp_path / "a"), "1.7e308", str(tmp_path / "b"),
+            "--vocab-size", "200", "--split", "100,0,0")
+    assert r.returncode == 0, r.stderr
+
+
+def test_preprocess_with_a_json_key_given_twice_is_refused_before_writing(build_dir, tmp_path):
+    (tmp_path / "in.jsonl").write_text('{"text": "hello world"}\n')
+    r = megatron(build_dir, "preprocess", "--input", str(tmp_path / "in.jsonl"), "--output-prefix",
+                 str(tmp_path / "pp"), "--tokenizer-type", "HuggingFaceTokenizer", "--tokenizer-model",
+                 BUNDLED_TOKENIZER, "--json-keys", "text", "text")
+    user_errors.assert_user_error(r, "--json-keys", '"text" is given twice')
+    assert list(tmp_path.glob("pp*")) == []
+
+
+def test_a_longer_seq_length_than_the_checkpoints_position_table_names_the_checkpoint(build_dir, tmp_path):
+    base = ["--num-layers", "1", "--hidden-size", "16", "--num-attention-heads", "2", "--micro-batch-size", "1",
+            "--global-batch-size", "1", "--eval-iters", "0"]
+    r = run(build_dir, *base, "--seq-length", "16", "--train-iters", "1", "--save", str(tmp_path / "ck"))
+    assert r.returncode == 0, r.stderr
+    r = run(build_dir, *base, "--seq-length", "32", "--train-iters", "2", "--load", str(tmp_path / "ck"))
+    user_errors.assert_user_error(r, "--seq-length 32", "position embeddings for 16 positions", "iter_0000001")
