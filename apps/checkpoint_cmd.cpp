@@ -7,6 +7,7 @@
 
 #include "checkpoint/checkpoint.h"
 #include "core/error.h"
+#include "train/checkpointing.h"
 
 namespace mt {
 namespace {
@@ -64,6 +65,7 @@ void inspect(const CheckpointCommand::Options& o) {
   }
   fmt::print("total: {} elements\n", numel_total);
   if (o.verify) {
+    validate_common_json(r.common(), r.path());  // what --load reads of it
     r.verify_all();
     size_t pieces = 0;
     for (const auto& [name, t] : r.tensors()) pieces += t.pieces.size();

@@ -331,8 +331,16 @@ uint64_t CheckpointReader::load(const std::vector<ShardedTensor>& requests, int 
 
 void CheckpointReader::verify_all() const {
   std::vector<std::pair<const TensorInfo*, const Piece*>> all;
-  for (const auto& [name, t] : tensors_)
+  for (const auto& [name, t] : tensors_) {
+    // Our writer stores every element of a tensor exactly once (replica 0 only), so the pieces'
+    // sizes add up to the tensor's; anything else would fail a load that asks for the gap.
+    int64_t stored = 0;
+    for (const Piece& p : t.pieces) stored += p.box.flat_end - p.box.flat_begin;
+    if (stored != shape_numel(t.global_shape))
+      MT_USER_ERROR("{}/{}: tensor {} has {} elements in its pieces, but its shape {} holds {}", path_, kMetadataFile,
+                    name, stored, shape_str(t.global_shape), shape_numel(t.global_shape));
     for (const Piece& p : t.pieces) all.emplace_back(&t, &p);
+  }
   for (size_t i = 0; i < files_.size(); ++i) file(int(i));
   parallel_for(int64_t(all.size()), default_threads(), [&](int64_t i) { verify_piece(*all[size_t(i)].first, *all[size_t(i)].second); });
 }

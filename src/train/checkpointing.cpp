@@ -3,9 +3,11 @@
 #include <fmt/format.h>
 
 #include <chrono>
+#include <cmath>
 
 #include "checkpoint/megatron_lm_convert.h"
 #include "core/error.h"
+#include "train/checkpoint_architecture.h"
 #include "comm/process_groups.h"
 #include "model/param_buffer.h"
 #include "optim/grad_scaler.h"
@@ -197,6 +199,41 @@ void TrainCheckpointer::maybe_finalize() {
   if (world.size() > 1 ? world.all_reduce_scalar(done ? 0.0 : 1.0, ReduceOp::Max) == 0 : done) finalize();
 }
 
+void validate_common_json(const nlohmann::json& common, const std::string& path) {
+  const std::string where = path + "/common.json";
+  if (!common.is_object()) MT_USER_ERROR("{}: not a JSON object", where);
+  auto field = [](const nlohmann::json& obj, const char* key) -> const nlohmann::json* {
+    return obj.is_object() && obj.contains(key) ? &obj[key] : nullptr;
+  };
+  auto count = [&](const nlohmann::json& obj, const char* key, const std::string& name) {
+    if (const nlohmann::json* v = field(obj, key))
+      if (!v->is_number_integer() || v->get<int64_t>() < 0)
+        MT_USER_ERROR("{}: \"{}\" must be an integer >= 0, found {}", where, name, v->dump().substr(0, 40));
+  };
+  auto number = [&](const nlohmann::json& obj, const char* key, const std::string& name) {
+    if (const nlohmann::json* v = field(obj, key))
+      if (!v->is_number() || !std::isfinite(v->get<double>()))
+        MT_USER_ERROR("{}: \"{}\" must be a finite number, found {}", where, name, v->dump().substr(0, 40));
+  };
+  auto object = [&](const char* key) -> const nlohmann::json* {
+    const nlohmann::json* v = field(common, key);
+    if (v && !v->is_object()) MT_USER_ERROR("{}: \"{}\" must be an object, found {}", where, key, v->dump().substr(0, 40));
+    return v;
+  };
+  count(common, "iteration", "iteration");
+  count(common, "consumed_train_samples", "consumed_train_samples");
+  count(common, "consumed_valid_samples", "consumed_valid_samples");
+  if (const nlohmann::json* rng = object("rng")) count(*rng, "seed", "rng.seed");
+  if (const nlohmann::json* o = object("optimizer")) count(*o, "step", "optimizer.step");
+  if (const nlohmann::json* s = object("grad_scaler")) {
+    number(*s, "scale", "grad_scaler.scale");
+    count(*s, "growth_tracker", "grad_scaler.growth_tracker");
+    count(*s, "hysteresis_tracker", "grad_scaler.hysteresis_tracker");
+  }
+  if (const nlohmann::json* args = object("args"))
+    if (args->contains("num_layers")) (void)config_from_checkpoint_args(*args, where);
+}
+
 bool resolve_load(const TrainingArgs& a, CheckpointLocation& where, std::FILE* warn) {
   if (a.load.empty()) {
     if (a.ckpt_step >= 0) MT_USER_ERROR("--ckpt-step {}: needs --load (the directory to load it from)", a.ckpt_step);
@@ -255,7 +292,7 @@ TrainProgress TrainCheckpointer::load(const TrainProgress& fresh) {
   auto malformed = [&](const std::exception& e) {
     MT_USER_ERROR("{}/common.json: malformed ({})", ck.path(), e.what());
   };
-  if (!common.is_object()) MT_USER_ERROR("{}/common.json: not a JSON object", ck.path());
+  validate_common_json(common, ck.path());
   try {
     if (common.contains("args"))
       check_args_match(common["args"], args_to_json(args_, cfg_),

@@ -57,6 +57,12 @@ struct CheckpointPart {
   int dp_rank = 0;
 };
 
+// The fields of a checkpoint's common.json that --load reads, checked for type and range (one
+// UserError naming `path` and the field): iteration and consumed samples (integers >= 0), rng,
+// optimizer and grad_scaler state, and the recorded architecture ("args"). `megatron checkpoint
+// inspect --verify` runs the same check, so what it passes, --load reads.
+void validate_common_json(const nlohmann::json& common, const std::string& path);
+
 // --load [--ckpt-step]: the checkpoint to load (found: true), or none (false). No checkpoint
 // there is a UserError unless nothing is lost by training from scratch: no --save, a --save
 // holding no checkpoint, --finetune or --allow-start-from-scratch (a warning on `warn`, if any).

@@ -154,4 +154,34 @@ def test_a_common_field_of_the_wrong_type_is_named(build_dir, saved):
         c["iteration"] = "four"
     edit_checkpoint(saved / "iter_0000004", common_edit=edit)
     r = train(build_dir, "--load", str(saved), iters=6)
-    user_errors.assert_user_error(r, "common.json", "malformed")
+    user_errors.assert_user_error(r, "common.json", '"iteration" must be an integer >= 0')
+
+
+def inspect_verify(build_dir, path):
+    return subprocess.run([str(build_dir / "megatron"), "checkpoint", "inspect", str(path), "--verify"],
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_inspect_verify_rejects_what_load_rejects(build_dir, saved):
+    r = inspect_verify(build_dir, saved)
+    assert r.returncode == 0 and "verify: all" in r.stdout, r.stderr
+
+    def edit(c):
+        c["grad_scaler"] = {"scale": "big"}
+    edit_checkpoint(saved / "iter_0000004", common_edit=edit)
+    r = inspect_verify(build_dir, saved)
+    assert r.returncode == 2 and '"grad_scaler.scale" must be a finite number' in r.stderr, r.stderr
+    r = train(build_dir, "--load", str(saved), iters=6)
+    user_errors.assert_user_error(r, '"grad_scaler.scale" must be a finite number')
+
+
+def test_inspect_verify_rejects_a_tensor_with_a_missing_piece(build_dir, saved):
+    it = saved / "iter_0000004"
+    meta = json.loads((it / "metadata.json").read_text())
+    name = next(n for n, t in meta["tensors"].items() if n.startswith("decoder.") and n.endswith("weight"))
+    meta["tensors"][name]["pieces"] = []
+    (it / "metadata.json").write_text(json.dumps(meta))
+    r = inspect_verify(build_dir, saved)
+    assert r.returncode == 2 and f"tensor {name} has 0 elements in its pieces" in r.stderr, r.stderr
+    r = train(build_dir, "--load", str(saved), iters=6)
+    assert r.returncode == 2 and name in r.stderr, r.stderr
