@@ -20,6 +20,7 @@
 #include "serve_cmd.h"
 #include "train_cli.h"
 #include "train_flags.h"
+#include "train/rerun_state_machine.h"
 
 namespace {
 
@@ -118,6 +119,10 @@ int main(int argc, char** argv) {
     if (generate.app->parsed()) mt::run_generate(*generate.opts);
     if (convert.app->parsed()) mt::run_convert(convert);
     if (serve.app->parsed()) mt::run_serve(*serve.opts);
+  } catch (const mt::TrainingStopped& e) {
+    // NaN/Inf in the loss or grad norm (train/rerun_state_machine.h): a verdict every rank reached
+    // together. Exit 1: the run failed, as opposed to 2, a rejected input.
+    return exit_together(1, std::string("megatron: error: ") + e.what());
   } catch (const mt::ArgumentError& e) {
     // Found identically on every rank before any of them diverged: said once, every rank exits 2.
     return exit_together(2, std::string("megatron: error: ") + e.what());

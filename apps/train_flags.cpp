@@ -214,6 +214,37 @@ void add_train_flags(CLI::App& app, TrainingArgs& a) {
                  "Save (with --save) and exit after this many minutes of training (0: off)")->group(g);
   app.add_flag("--exit-signal-handler", a.exit_signal_handler,
                "On SIGTERM/SIGINT save a checkpoint (with --save) at the end of the iteration and exit 0")->group(g);
+  app.add_flag("--check-for-nan-in-loss-and-grad,!--no-check-for-nan-in-loss-and-grad", a.check_for_nan_in_loss_and_grad,
+               "Stop when the loss or the grad norm is NaN/Inf (fp16: the loss only; the loss scaler skips "
+               "overflowing steps), naming the iteration and the rank(s), before the optimizer step. Exit code 1: "
+               "the run failed, unlike 2 (a rejected command line or input) (default: on)")
+      ->capture_default_str()->group(g);
+  app.add_option("--rerun-mode", a.rerun_mode,
+                 "With the NaN check: validate_results re-runs a failing iteration once from the same state (same "
+                 "data, dropout and parameters): finite then, a transient fault (said on stderr, training goes on "
+                 "with the re-run's result); NaN again, training stops. report_stats runs every iteration twice "
+                 "and reports how often the loss and grad norm differed (non-determinism). disabled: stop at once")
+      ->check(CLI::IsMember({"disabled", "validate_results", "report_stats"}))->capture_default_str()->group(g);
+  app.add_option("--error-injection-rate", a.error_injection_rate,
+                 "Testing the NaN handling: make the loss NaN on about one iteration in N on a rank (0: off)")
+      ->check(CLI::NonNegativeNumber)->capture_default_str()->group(g);
+  app.add_option("--error-injection-type", a.error_injection_type,
+                 "transient_error: the re-run is clean; persistent_error, correct_result: NaN again (one re-run "
+                 "on the same device cannot tell these two apart)")
+      ->check(CLI::IsMember({"transient_error", "persistent_error", "correct_result"}))->capture_default_str()->group(g);
+  app.add_flag("--log-straggler", a.log_straggler,
+               "Every log interval, rank 0 prints each rank's compute time (the iteration time less the time "
+               "waiting in collectives): min, median, max, the --straggler-minmax-count slowest and fastest, and "
+               "ranks slower than 1.10 x the median (and by 5 ms) by name")->group(g);
+  app.add_option("--straggler-minmax-count", a.straggler_minmax_count,
+                 "How many of the slowest and fastest ranks --log-straggler names")
+      ->check(CLI::PositiveNumber)->capture_default_str()->group(g);
+  app.add_flag("--disable-straggler-on-startup", a.disable_straggler_on_startup,
+               "Accepted (Megatron's: the detector starts off until toggled); there is no run-time toggle here, "
+               "so --log-straggler stays off with it")->group(g);
+  app.add_option("--straggler-ctrlr-port", a.straggler_ctrlr_port,
+                 "Accepted: Megatron's port to toggle the detector at run time (not served here)")
+      ->check(CLI::Range(1, 65535))->capture_default_str()->group(g);
   app.add_flag("--profile", a.profile,
                "GPU: cudaProfilerStart/Stop around iterations (profile-step-start, profile-step-end] for a profiler "
                "started with capture off (ncu --profile-from-start off)")->group(g);

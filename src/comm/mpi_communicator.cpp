@@ -433,6 +433,41 @@ bool mpi_active() {
   return init && !fin;
 }
 
+namespace {
+int env_int(const char* name, int fallback) {
+  const char* s = std::getenv(name);
+  return s && *s ? std::atoi(s) : fallback;
+}
+bool slurm_task() { return std::getenv("SLURM_PROCID") != nullptr; }
+int slurm_size() { return env_int("SLURM_STEP_NUM_TASKS", env_int("SLURM_NTASKS", 1)); }
+}  // namespace
+
+int launcher_size() {
+  for (const char* v : {"OMPI_COMM_WORLD_SIZE", "PMIX_SIZE", "PMI_SIZE"})
+    if (std::getenv(v)) return env_int(v, 1);
+  return slurm_task() ? slurm_size() : 1;
+}
+
+int local_rank() {
+  for (const char* v : {"OMPI_COMM_WORLD_LOCAL_RANK", "MPI_LOCALRANKID", "SLURM_LOCALID", "LOCAL_RANK"})
+    if (std::getenv(v)) return env_int(v, 0);
+  return 0;
+}
+
+const char* launcher_name() {
+  if (std::getenv("OMPI_COMM_WORLD_SIZE")) return "mpirun";
+  if (slurm_task()) return "srun";
+  return launched_by_mpi() ? "MPI" : "none";
+}
+
+void check_launch() {
+  if (world_size() > 1 || !slurm_task() || slurm_size() <= 1) return;
+  MT_USER_ERROR("Slurm started this process as task {} of {} (SLURM_PROCID, SLURM_NTASKS) but MPI sees a world "
+                "of 1: srun has no PMI here, so each task would train alone; launch with 'srun --mpi=pmix' (or "
+                "pmi2: see 'srun --mpi=list'), or with mpirun",
+                env_int("SLURM_PROCID", 0), slurm_size());
+}
+
 bool init(bool force) {
   if (mpi_active()) return true;
   if (!force && !launched_by_mpi()) return false;

@@ -19,6 +19,18 @@ namespace mt::dist {
 bool launched_by_mpi();
 // This process's world rank as the launcher's environment gives it (before MPI_Init; 0 alone).
 int launcher_rank();
+// The number of processes the launcher started (before MPI_Init; 1 alone): Open MPI's, PMI's, or
+// Slurm's (SLURM_STEP_NUM_TASKS, else SLURM_NTASKS, with SLURM_PROCID set: a task of srun).
+int launcher_size();
+// This process's rank on its node (one process per GPU chooses GPU local_rank % GPUs): mpirun's,
+// MPICH's, Slurm's SLURM_LOCALID, or torchrun-style LOCAL_RANK; 0 alone.
+int local_rank();
+// "mpirun", "srun", "MPI" (another PMI launcher) or "none": for the start-up line.
+const char* launcher_name();
+// srun without a PMI (srun --mpi=none, or a Slurm built without PMIx): every task would be an
+// MPI world of its own and train alone. UserError naming --mpi=pmix when Slurm says several
+// tasks and MPI sees one. Call after init().
+void check_launch();
 // MPI_Init_thread (FUNNELED) if not yet initialised and launched_by_mpi() or force; idempotent.
 // Returns whether MPI is initialised. MPI_Finalize is registered to run at exit.
 bool init(bool force = false);

@@ -119,6 +119,17 @@ struct TrainingArgs {
   int64_t exit_interval = 0;
   double exit_duration_in_mins = 0;  // > 0: save (with --save) and exit after this long
   bool exit_signal_handler = false;  // SIGTERM/SIGINT: save (with --save) at the end of the iteration, exit 0
+  // NaN/Inf in the loss or grad norm (train/rerun_state_machine.h): stop naming the iteration and
+  // rank(s), after re-running the iteration once (validate_results) to tell a transient fault.
+  bool check_for_nan_in_loss_and_grad = true;
+  std::string rerun_mode = "validate_results";  // Megatron's: disabled | validate_results | report_stats
+  int64_t error_injection_rate = 0;              // Megatron's: inject a NaN loss once in about N iterations
+  std::string error_injection_type = "transient_error";  // | persistent_error | correct_result
+  // --log-straggler (train/straggler.h): per-rank compute time every log interval on rank 0.
+  bool log_straggler = false;
+  int straggler_minmax_count = 1;
+  bool disable_straggler_on_startup = false;
+  int straggler_ctrlr_port = 65535;  // accepted: no run-time toggle server
   // --profile: cudaProfilerStart before iteration profile_step_start + 1 and cudaProfilerStop
   // after iteration profile_step_end (Megatron's counting), on the ranks listed.
   bool profile = false;

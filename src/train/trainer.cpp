@@ -40,8 +40,10 @@
 #include "train/exit_signal.h"
 #include "train/flops.h"
 #include "train/log_line.h"
+#include "train/rerun_state_machine.h"
 #include "train/training_metrics.h"
 #include "train/sample_schedule.h"
+#include "train/straggler.h"
 #include "train/training_stats.h"
 
 namespace mt {
@@ -131,13 +133,6 @@ double evaluate(const std::vector<const GPTModel*>& chunks, const PipelineSetup&
   }
   double mean = n ? total / double(n) : 0.0;
   return dp.size() > 1 ? dp.all_reduce_scalar(mean) / dp.size() : mean;
-}
-
-// The local rank on this node (one process per GPU), from the launcher's environment.
-int local_rank() {
-  for (const char* v : {"OMPI_COMM_WORLD_LOCAL_RANK", "MPI_LOCALRANKID", "SLURM_LOCALID", "LOCAL_RANK"})
-    if (const char* s = std::getenv(v)) return std::atoi(s);
-  return 0;
 }
 
 // Megatron's theoretical memory report, per rank: weights and grads of this rank's model
@@ -297,7 +292,7 @@ Device resolve_device(const std::string& name) {
   if (name == "cuda" && n == 0) MT_USER_ERROR("--device cuda: no CUDA device is available (use --device cpu)");
   if (n == 0) return Device::cpu();
   cuda_init_backend();
-  return Device::cuda(local_rank() % n);  // one process per GPU
+  return Device::cuda(dist::local_rank() % n);  // one process per GPU
 }
 
 }  // namespace
@@ -310,6 +305,7 @@ TrainResult pretrain_gpt(const TrainingArgs& args, std::FILE* log, const TrainOp
   // Arguments and layout are checked identically on every rank before any communication, so a
   // bad one ends every rank the same way (ArgumentError: printed once, exit code 2).
   try {
+    if (!opts.groups) dist::check_launch();  // srun without a PMI: N single-rank trainings otherwise
     validate_args(args);
     validate_parallel_args(args, opts.groups ? opts.groups->world_size() : dist::world_size());
     CheckpointLocation load_from;
@@ -416,6 +412,8 @@ TrainResult pretrain_gpt(const TrainingArgs& args, std::FILE* log, const TrainOp
   if (log0) {
     if (!args.model_preset_flags.empty())
       fmt::print(log0, "> model preset {}: {}\n", args.model_preset, args.model_preset_flags);
+    fmt::print(log0, "> launcher: {}, world size {}; rank 0: local rank {}, device {}\n", dist::launcher_name(),
+               groups.world_size(), dist::local_rank(), dev.str());
     fmt::print(log0, "> data: {}\n", data.description);
     fmt::print(log0, "> GPT: {} layers, hidden {}, ffn {}, heads {}, seq {}, vocab {} (padded {}), {}, device {}\n",
                cfg.num_layers, cfg.hidden_size, cfg.ffn_hidden_size, cfg.num_attention_heads, cfg.seq_length,
@@ -463,7 +461,8 @@ TrainResult pretrain_gpt(const TrainingArgs& args, std::FILE* log, const TrainOp
   std::unique_ptr<DistributedDataParallel> expert_ddp;
   if (moe) expert_ddp = std::make_unique<DistributedDataParallel>(expert_buffer, expert_dp,
                                                                   DDPConfig{args.use_distributed_optimizer, false, false});
-  dist::set_comm_timing(args.timing_log_level > 0);
+  const bool log_straggler = args.log_straggler && !args.disable_straggler_on_startup;
+  dist::set_comm_timing(args.timing_log_level > 0 || log_straggler);
   GradNormGroups norm_groups;
   norm_groups.model_parallel = groups.mp().size() > 1 ? &groups.mp() : nullptr;
   norm_groups.tp_rank = groups.coords().tp;
@@ -550,13 +549,15 @@ TrainResult pretrain_gpt(const TrainingArgs& args, std::FILE* log, const TrainOp
   // --profile (Megatron's): the profiler's capture range covers iterations (start, end].
   const bool profiling = args.profile && std::find(args.profile_ranks.begin(), args.profile_ranks.end(),
                                                    groups.rank()) != args.profile_ranks.end();
+  RerunStateMachine rerun(args.check_for_nan_in_loss_and_grad, parse_rerun_mode(args.rerun_mode), !args.fp16,
+                          nan_injection(args.error_injection_rate, args.error_injection_type, rng_seed), groups.world(),
+                          log0);
+  StragglerDetector straggler(groups.world(), args.straggler_minmax_count);
   while (iteration < args.train_iters) {
+    if (log_straggler) straggler.maybe_slow_down();  // the test hook
     if (profiling && iteration == args.profile_step_start) cuda_profiler_start();
     if (profiling && iteration == args.profile_step_end) cuda_profiler_stop();
     ++iteration;
-    buffer.begin_grad_accumulation();  // weight grads: overwritten by their first wgrad GEMM
-    if (moe) expert_buffer.begin_grad_accumulation();
-    moe_metrics.reset();
     double scale = loss_scale();
     ScheduleConfig sc;
     sc.num_microbatches = num_micro;
@@ -569,32 +570,43 @@ TrainResult pretrain_gpt(const TrainingArgs& args, std::FILE* log, const TrainOp
       for (double t : loss_tokens) local += t;
       sc.loss_tokens = dp_size > 1 ? dp.all_reduce_scalar(local) : local;
     }
-    const auto means = forward_backward(
-        chunks, &ddp, pipeline,
-        [&](int m) {
-          return microbatch_of(get_batch(*data.train, microbatch_start(consumed, m, args.micro_batch_size, dp_size,
-                                                                       dp_rank),
-                                         args.micro_batch_size, args.seq_length, dev),
-                               args.eod_mask_loss);
-        },
-        // The global microbatch index (which fixes dropout masks) is the one a single rank would
-        // give the same samples.
-        [&](int m) {
-          ForwardContext ctx{true, rng_seed, uint64_t((iteration - 1) * num_micro * dp_size + m * dp_size + dp_rank)};
-          ctx.moe_loss_scale = scale / double(num_micro * dp_size);  // as each token's loss weight
-          ctx.moe_metrics = &moe_metrics;
-          return ctx;
-        },
-        sc);
-    double iter_loss = 0;
-    if (args.calculate_per_token_loss) {  // the sum over loss tokens over their count
-      for (size_t m = 0; m < means.size(); ++m) iter_loss += means[m] * loss_tokens[m] / sc.loss_tokens;
-    } else {
-      for (double v : means) iter_loss += v / num_micro;
-    }
-    finalize_model_grads(ddp, chunks, groups.embedding());
-    if (expert_ddp) expert_ddp->finish_grad_sync();
-    if (dp_size > 1) iter_loss = dp.all_reduce_scalar(iter_loss) / (args.calculate_per_token_loss ? 1 : dp_size);
+    // Forward, backward and gradient reduction up to the optimizer step; run again from the same
+    // state when rerun_state_machine.h says so (the grads are overwritten, the masks fixed).
+    const IterationResult ir = rerun.run(iteration, [&] {
+      buffer.begin_grad_accumulation();  // weight grads: overwritten by their first wgrad GEMM
+      if (moe) expert_buffer.begin_grad_accumulation();
+      moe_metrics.reset();
+      const auto means = forward_backward(
+          chunks, &ddp, pipeline,
+          [&](int m) {
+            return microbatch_of(get_batch(*data.train, microbatch_start(consumed, m, args.micro_batch_size, dp_size,
+                                                                         dp_rank),
+                                           args.micro_batch_size, args.seq_length, dev),
+                                 args.eod_mask_loss);
+          },
+          // The global microbatch index (which fixes dropout masks) is the one a single rank would
+          // give the same samples.
+          [&](int m) {
+            ForwardContext ctx{true, rng_seed, uint64_t((iteration - 1) * num_micro * dp_size + m * dp_size + dp_rank)};
+            ctx.moe_loss_scale = scale / double(num_micro * dp_size);  // as each token's loss weight
+            ctx.moe_metrics = &moe_metrics;
+            return ctx;
+          },
+          sc);
+      double iter_loss = 0;
+      if (args.calculate_per_token_loss) {  // the sum over loss tokens over their count
+        for (size_t m = 0; m < means.size(); ++m) iter_loss += means[m] * loss_tokens[m] / sc.loss_tokens;
+      } else {
+        for (double v : means) iter_loss += v / num_micro;
+      }
+      finalize_model_grads(ddp, chunks, groups.embedding());
+      if (expert_ddp) expert_ddp->finish_grad_sync();
+      if (rerun.poison(iteration)) iter_loss = std::nan("");  // the test hook
+      const double local_loss = iter_loss;
+      if (dp_size > 1) iter_loss = dp.all_reduce_scalar(iter_loss) / (args.calculate_per_token_loss ? 1 : dp_size);
+      return IterationResult{local_loss, iter_loss, optimizer.grad_stats(scale)};
+    });
+    const double iter_loss = ir.loss;
     MoEMetrics moe_global;
     std::vector<std::pair<std::string, double>> moe_fields;  // this iteration's
     if (moe) {
@@ -611,7 +623,7 @@ TrainResult pretrain_gpt(const TrainingArgs& args, std::FILE* log, const TrainOp
     }
     double lr = scheduler.lr(lr_schedule_step(args, iteration));
     if (decoupled) optimizer.set_decoupled_lr(decoupled_scheduler.lr(lr_schedule_step(args, iteration)));
-    StepStats st = optimizer.step(lr, scale);
+    StepStats st = optimizer.apply(lr, scale, ir.grads);
     if (args.fp16) scaler.update(st.skipped);
     consumed += args.global_batch_size;
     result.train_losses.push_back(iter_loss);
@@ -655,10 +667,20 @@ TrainResult pretrain_gpt(const TrainingArgs& args, std::FILE* log, const TrainOp
       if (log_last) {
         fmt::print(log_last, "{}\n", format_iteration_line(l));
         if (moe && args.moe_per_layer_logging) fmt::print(log_last, "{}", format_tokens_per_expert(moe_global, cfg));
+        if (const std::string stats = rerun.take_stats(); !stats.empty()) fmt::print(log_last, "{}\n", stats);
         std::fflush(log_last);
       }
+      const auto times = dist::comm_timing() ? dist::comm_time_take() : std::vector<std::pair<std::string, double>>{};
+      if (log_straggler) {  // compute: the interval's time less the time waiting in collectives
+        double waited = 0;
+        for (const auto& [group, t] : times) waited += t;
+        const std::string line = straggler.report(std::max(0.0, secs - waited) / double(interval_iters));
+        if (log0) {
+          fmt::print(log0, "{}\n", line);
+          std::fflush(log0);
+        }
+      }
       if (args.timing_log_level > 0) {
-        const auto times = dist::comm_time_take();
         metrics.comm_times(iteration, times, interval_iters);
         if (log_last) {
           fmt::print(log_last, "{}\n", format_comm_times(times, interval_iters, 1000.0 * secs / double(interval_iters)));

@@ -28,8 +28,7 @@ import time
 # Issue 22 (operations) adds these; until it lands a config that needs only them still counts.
 PENDING = ["--tensorboard-dir", "--tensorboard-log-interval", "--log-timers-to-tensorboard",
            "--log-validation-ppl-to-tensorboard", "--log-memory-to-tensorboard", "--log-jsonl",
-           "--check-for-nan-in-loss-and-grad", "--no-check-for-nan-in-loss-and-grad", "--rerun-mode",
-           "--log-straggler"]
+           ]
 
 
 def split_flags(words):
