@@ -4,16 +4,14 @@ extract_configs.py) through `megatron train` and says, per config, whether it ra
 (and which flags) or crashed, then one summary line.
 
     run_compat.py MEGATRON [--as-written --mpirun "mpirun -np"] [--max-world 4] [--floor N] [--jobs 2]
-                  [--only REGEX] [--pending-file FILE]
+                  [--only REGEX]
 
 Single-rank (default): each config's single-rank variant (parallel sizes 1, the flags that only
 describe a multi-rank layout left out). --as-written: the config's own layout under mpirun with
 tensor x context x expert x pipeline ranks (data parallel 1, or the expert-parallel size for MoE),
 for those that fit in --max-world ranks.
 
-Flags that another open issue is adding (issue 22's, listed in PENDING) and that this binary does
-not know yet are left out and the config is counted as "ran without pending flags"; the count
-that must not drop below --floor is of configs that ran either way.
+The count of configs that ran must not drop below --floor (ctest passes the last recorded count).
 """
 import argparse
 import concurrent.futures
@@ -24,11 +22,6 @@ import subprocess
 import sys
 import tempfile
 import time
-
-# Issue 22 (operations) adds these; until it lands a config that needs only them still counts.
-PENDING = ["--tensorboard-dir", "--tensorboard-log-interval", "--log-timers-to-tensorboard",
-           "--log-validation-ppl-to-tensorboard", "--log-memory-to-tensorboard", "--log-jsonl",
-           ]
 
 
 def split_flags(words):
@@ -69,12 +62,10 @@ def run_one(binary, launcher, name, flags, tmp):
     return rc, out, err, time.time() - t0
 
 
-def classify(binary, launcher, name, flags, known, tmp):
-    pending = [f[0] for f in flags if f[0] in PENDING and f[0] not in known]
-    flags = [f for f in flags if f[0] not in pending]
+def classify(binary, launcher, name, flags, tmp):
     rc, out, err, secs = run_one(binary, launcher, name, flags, tmp)
     if rc == 0:
-        return ("ran-pending" if pending else "ran"), pending, "", secs
+        return "ran", [], "", secs
     if rc == 2 and (named := named_flags(err)):
         # Collect every rejected flag: leave the named ones out and ask again (rejections are immediate).
         rejected = list(named)
@@ -107,8 +98,6 @@ def main():
     p.add_argument("--verbose", action="store_true")
     a = p.parse_args()
 
-    help_text = subprocess.run([a.megatron, "--help"], capture_output=True, text=True).stdout
-    known = set(re.findall(r"(--[A-Za-z0-9_-]+)", help_text))
     configs = []
     for line in open(a.configs):
         if not line.strip() or line.startswith("#"):
@@ -132,21 +121,17 @@ def main():
     t0 = time.time()
     with tempfile.TemporaryDirectory(prefix="mt-compat-") as tmp:
         with concurrent.futures.ThreadPoolExecutor(max_workers=a.jobs) as ex:
-            futs = {ex.submit(classify, a.megatron, launcher, name, flags, known, os.path.join(tmp, name)): name
+            futs = {ex.submit(classify, a.megatron, launcher, name, flags, os.path.join(tmp, name)): name
                     for name, launcher, flags in jobs}
             for f in concurrent.futures.as_completed(futs):
                 results[futs[f]] = f.result()
-    counts = {"ran": 0, "ran-pending": 0, "rejected": 0, "crashed": 0}
+    counts = {"ran": 0, "rejected": 0, "crashed": 0}
     by_flag = {}
-    pending_seen = set()
     for name, _, _ in jobs:
         verdict, flags, msg, secs = results[name]
         counts[verdict] += 1
         if verdict == "ran":
             print(f"ran       {name} ({secs:.1f} s)")
-        elif verdict == "ran-pending":
-            pending_seen.update(flags)
-            print(f"ran       {name} ({secs:.1f} s; without issue 22's pending {' '.join(flags)})")
         elif verdict == "rejected":
             for fl in flags:
                 by_flag[fl] = by_flag.get(fl, 0) + 1
@@ -158,11 +143,9 @@ def main():
     if by_flag:
         print("rejected flags (configs): " + ", ".join(f"{k} ({v})" for k, v in
                                                         sorted(by_flag.items(), key=lambda kv: (-kv[1], kv[0]))))
-    ran = counts["ran"] + counts["ran-pending"]
+    ran = counts["ran"]
     mode = f"as written (<= {a.max_world} ranks)" if a.as_written else "single-rank"
-    print(f"megatron-lm compatibility, {mode}: {ran} of {len(jobs)} configs ran "
-          f"({counts['ran']} as written, {counts['ran-pending']} without issue 22's pending flags"
-          f"{': ' + ' '.join(sorted(pending_seen)) if pending_seen else ''}), {counts['rejected']} rejected, "
+    print(f"megatron-lm compatibility, {mode}: {ran} of {len(jobs)} configs ran, {counts['rejected']} rejected, "
           f"{counts['crashed']} crashed" + (f", {skipped} need more ranks" if skipped else "") +
           f"; floor {a.floor}; {time.time() - t0:.0f} s")
     if counts["crashed"]:
