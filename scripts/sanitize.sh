@@ -33,7 +33,7 @@ echo "sanitize: train, save, resume"
 "$bin" train "${tiny[@]}" --train-iters 3 --save "$tmp/ck" >"$tmp/a.log" 2>&1 || { status=1; tail -40 "$tmp/a.log"; }
 "$bin" train "${tiny[@]}" --train-iters 5 --load "$tmp/ck" --save "$tmp/ck" --swiglu --normalization RMSNorm \
   --position-embedding-type rope >"$tmp/b.log" 2>&1 && { echo "sanitize: expected an architecture mismatch"; status=1; }
-grep -q "runtime error\|AddressSanitizer" "$tmp/b.log" && { status=1; tail -40 "$tmp/b.log"; }
+grep -q "runtime error\|ERROR: AddressSanitizer" "$tmp/b.log" && { status=1; tail -40 "$tmp/b.log"; }
 "$bin" train "${tiny[@]}" --train-iters 5 --load "$tmp/ck" --save "$tmp/ck" >"$tmp/c.log" 2>&1 \
   || { status=1; tail -40 "$tmp/c.log"; }
 echo "sanitize: bad input exits 2 without a report"
@@ -41,7 +41,7 @@ for bad in "--lr nan" "--data-path $tmp/nothing" "--load $tmp/ckk --save $tmp/ck
            "--tokenizer-type HuggingFaceTokenizer --tokenizer-model $tmp/a.log"; do
   # shellcheck disable=SC2086  # the flags split on purpose
   rc=0; "$bin" train "${tiny[@]}" --train-iters 1 $bad >"$tmp/bad.log" 2>&1 || rc=$?
-  if [ "$rc" -ne 2 ] || grep -q "runtime error\|AddressSanitizer" "$tmp/bad.log"; then
+  if [ "$rc" -ne 2 ] || grep -q "runtime error\|ERROR: AddressSanitizer" "$tmp/bad.log"; then
     echo "sanitize: '$bad' gave exit $rc"; tail -20 "$tmp/bad.log"; status=1
   fi
 done
