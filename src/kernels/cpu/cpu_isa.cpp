@@ -11,10 +11,12 @@ namespace {
 
 CpuIsa supported() {
 #if defined(__x86_64__)
+  // The AVX-512 path also runs AVX2 code (swiglu_avx2.h), which every AVX-512 CPU has.
+  if (!__builtin_cpu_supports("avx2") || !__builtin_cpu_supports("fma")) return CpuIsa::kPortable;
   if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512bw") &&
       __builtin_cpu_supports("avx512dq"))
     return CpuIsa::kAvx512;
-  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return CpuIsa::kAvx2;
+  return CpuIsa::kAvx2;
 #endif
   return CpuIsa::kPortable;
 }
