@@ -79,25 +79,31 @@ void transpose(const float* src, int64_t lds, int64_t rows, int64_t cols, float*
 constexpr int64_t kGroup = 8;
 
 // Panels q0 .. q1 of op(A) for the k block at pc (kc deep): panel q holds dst[q * kc * 8 + p * 8
-// + r] = op(A)[q * 6 + r, pc + p] for r < 6 (lanes past the rows hold zeros or are unread).
+// + r] = op(A)[q * 6 + r, pc + p] for r < 6 (lanes 6, 7 hold whatever; the kernel reads r < 6).
 // With row_sums (trans_a only), also adds each packed value to row_sums[row], in k order.
+// The copy reads 8 floats where they lie inside the row (masked loads only for the last panel)
+// and keeps the row sums of a group of panels in registers over the kc rows: a masked store per
+// row and panel (vmaskmovps) is slow on AMD and made this pack ~4x its memory time.
 void pack_a_block(bool ta, const float* a, int64_t lda, int64_t m, int64_t pc, int64_t kc, int64_t q0, int64_t q1,
                   float* dst, float* row_sums) {
   if (ta) {  // column p of op(A) is row pc + p of A
     for (int64_t g = q0; g < q1; g += kGroup) {
-      const int64_t g1 = min64(g + kGroup, q1);
+      const int g_n = int(min64(kGroup, q1 - g));
+      __m256 sums[kGroup];
+      if (row_sums)
+        for (int i = 0; i < g_n; ++i) sums[i] = _mm256_maskload_ps(row_sums + (g + i) * kMR, lanes(m - (g + i) * kMR));
       for (int64_t p = 0; p < kc; ++p) {
         const float* src = a + (pc + p) * lda;
-        for (int64_t q = g; q < g1; ++q) {
-          const __m256i mr = lanes(min64(kMR, m - q * kMR));
-          const __m256 v = _mm256_maskload_ps(src + q * kMR, mr);
-          _mm256_store_ps(dst + q * kc * kAStep + p * kAStep, v);
-          if (row_sums) {
-            float* sums = row_sums + q * kMR;
-            _mm256_maskstore_ps(sums, mr, _mm256_add_ps(_mm256_maskload_ps(sums, mr), v));
-          }
+        for (int i = 0; i < g_n; ++i) {
+          const int64_t r0 = (g + i) * kMR;
+          const __m256 v = r0 + 8 <= m ? _mm256_loadu_ps(src + r0) : _mm256_maskload_ps(src + r0, lanes(m - r0));
+          _mm256_store_ps(dst + (g + i) * kc * kAStep + p * kAStep, v);
+          if (row_sums) sums[i] = _mm256_add_ps(sums[i], v);
         }
       }
+      if (row_sums)
+        for (int i = 0; i < g_n; ++i)
+          _mm256_maskstore_ps(row_sums + (g + i) * kMR, lanes(min64(kMR, m - (g + i) * kMR)), sums[i]);
     }
   } else {
     for (int64_t q = q0; q < q1; ++q)
