@@ -16,6 +16,7 @@
 #include "comm/nccl_communicator.h"
 #include "comm/process_groups.h"
 #include "kernels/attention.h"
+#include "kernels/cpu_isa.h"
 #include "kernels/elementwise.h"
 #include "kernels/gemm.h"
 #include "model/gpt_model.h"
@@ -415,9 +416,10 @@ TrainResult pretrain_gpt(const TrainingArgs& args, std::FILE* log, const TrainOp
     fmt::print(log0, "> launcher: {}, world size {}; rank 0: local rank {}, device {}\n", dist::launcher_name(),
                groups.world_size(), dist::local_rank(), dev.str());
     fmt::print(log0, "> data: {}\n", data.description);
-    fmt::print(log0, "> GPT: {} layers, hidden {}, ffn {}, heads {}, seq {}, vocab {} (padded {}), {}, device {}\n",
+    fmt::print(log0, "> GPT: {} layers, hidden {}, ffn {}, heads {}, seq {}, vocab {} (padded {}), {}, device {}{}\n",
                cfg.num_layers, cfg.hidden_size, cfg.ffn_hidden_size, cfg.num_attention_heads, cfg.seq_length,
-               cfg.vocab_size, cfg.padded_vocab_size, dtype_name(cfg.params_dtype), dev.str());
+               cfg.vocab_size, cfg.padded_vocab_size, dtype_name(cfg.params_dtype), dev.str(),
+               dev.is_cuda() ? "" : fmt::format(" ({} kernels)", cpu_isa_name()));
     if (describes_non_gpt2(cfg)) fmt::print(log0, "> architecture: {}\n", describe_architecture(cfg));
     fmt::print(log0, "> number of parameters: {}\n", n_params);
     if (moe)

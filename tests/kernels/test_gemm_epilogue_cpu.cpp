@@ -1,7 +1,7 @@
-// The CPU GEMM's fused epilogues and the AVX-512 GeLU behind them: gemm with a bias,
+// The CPU GEMM's fused epilogues and the SIMD GeLU behind them: gemm with a bias,
 // gemm_bias_gelu, gemm_dgelu and gemm_wgrad_bgrad give the very bits of the unfused sequences
-// gemm.h defines them by, at the model's shapes and at odd ones; and the AVX-512 GeLU (forward and derivative)
-// matches the tanh approximation in double, including tails of every length and inf/NaN.
+// gemm.h defines them by, at the model's shapes and at odd ones; and the GeLU of the path that
+// runs (AVX-512 or AVX2, forward and derivative) matches the tanh approximation in double, including tails of every length and inf/NaN.
 #include <cmath>
 #include <limits>
 
@@ -11,6 +11,7 @@
 #include "kernels/gemm.h"
 #include "kernels/kernel_testing.h"
 #if defined(__x86_64__)
+#include "kernels/cpu/gelu_avx2.h"
 #include "kernels/cpu/gelu_avx512.h"
 #endif
 
@@ -92,6 +93,17 @@ TEST(GemmEpilogueCpu, BiasIsAddedOnceAfterTheProduct) {
 }
 
 #if defined(__x86_64__)
+// The path's GeLU (AVX-512 or AVX2); null on the portable path.
+struct SimdGelu {
+  void (*forward)(const float*, float*, int64_t) = nullptr;
+  void (*backward)(const float*, const float*, float*, int64_t) = nullptr;
+};
+SimdGelu simd_gelu() {
+  if (cpu::sgemm_avx512_available()) return {&cpu::avx512::gelu_forward, &cpu::avx512::gelu_backward};
+  if (cpu::sgemm_avx2_available()) return {&cpu::avx2::gelu_forward, &cpu::avx2::gelu_backward};
+  return {};
+}
+
 double gelu_ref(double x) { return 0.5 * x * (1 + std::tanh(std::sqrt(2 / M_PI) * (x + 0.044715 * x * x * x))); }
 double dgelu_ref(double x) {
   const double u = std::sqrt(2 / M_PI) * (x + 0.044715 * x * x * x), t = std::tanh(u);
@@ -101,13 +113,14 @@ double dgelu_ref(double x) {
 // Tolerance: 2e-6 relative, plus the formula's own conditioning in fp32: tanh(u) = 1 - 2/(e^2u + 1)
 // carries an absolute error of a few u = 2^-24, which 1 + tanh (negative x) and 1 - tanh^2 (large
 // |x|) turn into absolute errors of ~|x| u in gelu and ~|x| u'(x) u in gelu'; we allow 7 u each.
-TEST(GeluAvx512, MatchesTheTanhApproximationInDoubleForEveryTailLength) {
-  if (!cpu::sgemm_avx512_available()) GTEST_SKIP() << "no AVX-512F on this CPU";
+TEST(GeluSimd, MatchesTheTanhApproximationInDoubleForEveryTailLength) {
+  const SimdGelu gelu = simd_gelu();
+  if (!gelu.forward) GTEST_SKIP() << "the portable path has no SIMD GeLU";
   for (int64_t n = 1; n <= 40; ++n) {
     const auto x = random_vec(size_t(n), uint32_t(100 + n), -12.0f, 12.0f), dy = random_vec(size_t(n), uint32_t(n));
     std::vector<float> y(size_t(n) + 1, -7.0f), dx(size_t(n) + 1, -7.0f);
-    cpu::avx512::gelu_forward(x.data(), y.data(), n);
-    cpu::avx512::gelu_backward(dy.data(), x.data(), dx.data(), n);
+    gelu.forward(x.data(), y.data(), n);
+    gelu.backward(dy.data(), x.data(), dx.data(), n);
     for (int64_t i = 0; i < n; ++i) {
       const double xi = x[i], u = 1.0 / (1 << 24), du = std::sqrt(2 / M_PI) * (1 + 3 * 0.044715 * xi * xi);
       const double want = gelu_ref(xi), g = dy[i] * dgelu_ref(xi);
@@ -120,13 +133,14 @@ TEST(GeluAvx512, MatchesTheTanhApproximationInDoubleForEveryTailLength) {
   }
 }
 
-TEST(GeluAvx512, HandlesInfinitiesNanAndExtremes) {
-  if (!cpu::sgemm_avx512_available()) GTEST_SKIP() << "no AVX-512F on this CPU";
+TEST(GeluSimd, HandlesInfinitiesNanAndExtremes) {
+  const SimdGelu gelu = simd_gelu();
+  if (!gelu.forward) GTEST_SKIP() << "the portable path has no SIMD GeLU";
   const float inf = std::numeric_limits<float>::infinity(), nan = std::numeric_limits<float>::quiet_NaN();
   const std::vector<float> x = {inf, -inf, nan, 1e30f, -1e30f, 100.0f, -100.0f, 0.0f, -0.0f, 1e-30f};
   std::vector<float> y(x.size()), dx(x.size()), ones(x.size(), 1.0f);
-  cpu::avx512::gelu_forward(x.data(), y.data(), int64_t(x.size()));
-  cpu::avx512::gelu_backward(ones.data(), x.data(), dx.data(), int64_t(x.size()));
+  gelu.forward(x.data(), y.data(), int64_t(x.size()));
+  gelu.backward(ones.data(), x.data(), dx.data(), int64_t(x.size()));
   EXPECT_EQ(y[0], inf);
   EXPECT_TRUE(std::isnan(y[1]));  // 0.5 x (1 + tanh) = -inf * 0, as the reference formula gives
   EXPECT_TRUE(std::isnan(y[2]));

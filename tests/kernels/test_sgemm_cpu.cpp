@@ -1,5 +1,5 @@
-// The CPU sgemm door (kernels/cpu/blas.h): sgemm_serial, and the AVX-512 kernel and OpenBLAS
-// behind it, against a double-precision triple loop over odd shapes, both transposes, several
+// The CPU sgemm door (kernels/cpu/blas.h): sgemm_serial, and the kernel of the path that runs
+// (AVX-512 or AVX2, kernels/cpu_isa.h) and OpenBLAS behind it, against a double-precision triple loop over odd shapes, both transposes, several
 // alpha/beta, and leading dimensions wider than the matrices.
 //
 // Tolerance: a k-term fp32 dot product is within gamma_k = k u / (1 - k u) of the exact value
@@ -87,6 +87,19 @@ struct Case {
 
 class SgemmCpu : public ::testing::TestWithParam<Case> {};
 
+// Our kernel on the path that runs (AVX-512 or AVX2), with its name; null on the portable path.
+struct Simd {
+  Sgemm fn = nullptr;
+  const char* name = "";
+};
+Simd simd_sgemm() {
+#if defined(__x86_64__)
+  if (cpu::sgemm_avx512_available()) return {&cpu::sgemm_avx512, "AVX-512"};
+  if (cpu::sgemm_avx2_available()) return {&cpu::sgemm_avx2, "AVX2"};
+#endif
+  return {};
+}
+
 const int64_t kSizes[] = {1, 7, 33, 130};
 
 TEST_P(SgemmCpu, MatchesDoublePrecisionReferenceOverOddShapes) {
@@ -99,9 +112,7 @@ TEST_P(SgemmCpu, MatchesDoublePrecisionReferenceOverOddShapes) {
         SCOPED_TRACE(::testing::Message() << "m " << m << " n " << n << " k " << k);
         pr.check(pr.run(&sgemm_serial), "sgemm_serial");
         pr.check(pr.run(&cpu::sgemm_openblas), "OpenBLAS");
-#if defined(__x86_64__)
-        if (cpu::sgemm_avx512_available()) pr.check(pr.run(&cpu::sgemm_avx512), "AVX-512");
-#endif
+        if (const Simd x = simd_sgemm(); x.fn) pr.check(pr.run(x.fn), x.name);
       }
 }
 
@@ -117,9 +128,7 @@ TEST(SgemmCpu, MatchesReferenceAcrossBlockBoundaries) {
                             Problem(true, false, 20, 40, 513, 1.0f, 0.0f, 8)};
   for (const Problem& pr : shapes) {
     pr.check(pr.run(&sgemm_serial), "sgemm_serial");
-#if defined(__x86_64__)
-    if (cpu::sgemm_avx512_available()) pr.check(pr.run(&cpu::sgemm_avx512), "AVX-512");
-#endif
+    if (const Simd x = simd_sgemm(); x.fn) pr.check(pr.run(x.fn), x.name);
   }
 }
 
@@ -138,17 +147,17 @@ TEST(SgemmCpu, BetaZeroDoesNotReadC) {
     for (int64_t j = 0; j < pr.n; ++j) ASSERT_FALSE(std::isnan(got[i * pr.ldc + j])) << i << "," << j;
 }
 
-#if defined(__x86_64__)
-// The AVX-512 kernel and the OpenBLAS fallback compute the same products within the bound
-// (each is checked against the reference above); here on the model's shapes, where
-// they must agree within 2 (k + 2) u (sum_p |a b| + |beta c|) of each other.
-TEST(SgemmCpu, Avx512AndOpenBlasAgree) {
-  if (!cpu::sgemm_avx512_available()) GTEST_SKIP() << "no AVX-512F on this CPU";
+// Our kernel (AVX-512 or AVX2) and OpenBLAS compute the same products within the bound (each is
+// checked against the reference above); here on the model's shapes, where they must agree
+// within 2 (k + 2) u (sum_p |a b| + |beta c|) of each other.
+TEST(SgemmCpu, OwnKernelAndOpenBlasAgree) {
+  const Simd simd = simd_sgemm();
+  if (!simd.fn) GTEST_SKIP() << "the portable path runs OpenBLAS only";
   const Problem shapes[] = {Problem(false, true, 96, 384, 384, 1.0f, 0.0f, 21),
                             Problem(false, false, 64, 384, 1536, 1.0f, 0.0f, 22),
                             Problem(true, false, 384, 96, 256, 1.0f, 1.0f, 23)};
   for (const Problem& pr : shapes) {
-    const std::vector<float> x = pr.run(&cpu::sgemm_avx512), y = pr.run(&cpu::sgemm_openblas);
+    const std::vector<float> x = pr.run(simd.fn), y = pr.run(&cpu::sgemm_openblas);
     double worst = 0;
     for (int64_t i = 0; i < pr.m; ++i)
       for (int64_t j = 0; j < pr.n; ++j) {
@@ -162,12 +171,13 @@ TEST(SgemmCpu, Avx512AndOpenBlasAgree) {
 
 // Each C element's arithmetic depends on k only, so computing C in tiles gives the very bits
 // of computing it whole: the caller may tile C any way it likes.
-TEST(SgemmCpu, Avx512ResultDoesNotDependOnTiling) {
-  if (!cpu::sgemm_avx512_available()) GTEST_SKIP() << "no AVX-512F on this CPU";
+TEST(SgemmCpu, OwnKernelResultDoesNotDependOnTiling) {
+  const Simd simd = simd_sgemm();
+  if (!simd.fn) GTEST_SKIP() << "the portable path runs OpenBLAS only";
   for (bool ta : {false, true})
     for (bool tb : {false, true}) {
       const Problem pr(ta, tb, 130, 100, 300, 1.5f, 0.5f, 31);
-      const std::vector<float> whole = pr.run(&cpu::sgemm_avx512);
+      const std::vector<float> whole = pr.run(simd.fn);
       std::vector<float> tiled = pr.c;
       const int64_t rows[] = {0, 5, 61, 130}, cols[] = {0, 33, 47, 100};
       for (int ri = 0; ri < 3; ++ri)
@@ -175,13 +185,12 @@ TEST(SgemmCpu, Avx512ResultDoesNotDependOnTiling) {
           const int64_t i0 = rows[ri], j0 = cols[ci], mm = rows[ri + 1] - i0, nn = cols[ci + 1] - j0;
           const float* a = ta ? pr.a.data() + i0 : pr.a.data() + i0 * pr.lda;
           const float* b = tb ? pr.b.data() + j0 * pr.ldb : pr.b.data() + j0;
-          cpu::sgemm_avx512(ta, tb, mm, nn, pr.k, pr.alpha, a, pr.lda, b, pr.ldb, pr.beta,
-                            tiled.data() + i0 * pr.ldc + j0, pr.ldc);
+          simd.fn(ta, tb, mm, nn, pr.k, pr.alpha, a, pr.lda, b, pr.ldb, pr.beta, tiled.data() + i0 * pr.ldc + j0,
+                  pr.ldc);
         }
       EXPECT_EQ(0, std::memcmp(whole.data(), tiled.data(), whole.size() * sizeof(float))) << ta << tb;
     }
 }
-#endif
 
 }  // namespace
 }  // namespace mt

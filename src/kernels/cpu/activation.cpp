@@ -10,11 +10,12 @@
 #include <type_traits>
 
 #include "core/rng.h"
-#include "kernels/cpu/blas.h"
 #include "kernels/cpu/cpu_ops.h"
 #include "kernels/cpu/fast_math.h"
 #include "kernels/cpu/load_store.h"
+#include "kernels/cpu_isa.h"
 #if defined(__x86_64__)
+#include "kernels/cpu/gelu_avx2.h"
 #include "kernels/cpu/gelu_avx512.h"
 #endif
 
@@ -104,33 +105,37 @@ void dropout(const Tensor& x, const Tensor& y, float p, uint64_t seed, uint64_t 
   });
 }
 
-// fp32 GeLU with AVX-512 (16 lanes, 4x the 4-lane loops above) when the CPU has it; chunks of
-// kGeluChunk elements in parallel. Returns false when it did not run.
+// fp32 GeLU on the AVX-512 (16 lanes) or AVX2 (8 lanes) path, 4x / 2x the 4-lane loops above;
+// chunks of kGeluChunk elements in parallel. Returns false when it did not run (portable path,
+// half storage).
 constexpr int64_t kGeluChunk = 4096;
 
-bool gelu_forward_avx512(const Tensor& x, const Tensor& y) {
+bool gelu_forward_simd(const Tensor& x, const Tensor& y) {
 #if defined(__x86_64__)
-  if (x.dtype() != DType::F32 || !sgemm_avx512_available()) return false;
+  const CpuIsa isa = cpu_isa();
+  if (x.dtype() != DType::F32 || isa == CpuIsa::kPortable) return false;
+  const auto fn = isa == CpuIsa::kAvx512 ? &avx512::gelu_forward : &avx2::gelu_forward;
   const float* px = x.data<float>();
   float* py = y.data<float>();
   const int64_t n = x.numel();
 #pragma omp parallel for schedule(static)
-  for (int64_t i = 0; i < n; i += kGeluChunk) avx512::gelu_forward(px + i, py + i, std::min(kGeluChunk, n - i));
+  for (int64_t i = 0; i < n; i += kGeluChunk) fn(px + i, py + i, std::min(kGeluChunk, n - i));
   return true;
 #else
   return false;
 #endif
 }
 
-bool gelu_backward_avx512(const Tensor& dy, const Tensor& x, const Tensor& dx) {
+bool gelu_backward_simd(const Tensor& dy, const Tensor& x, const Tensor& dx) {
 #if defined(__x86_64__)
-  if (x.dtype() != DType::F32 || !sgemm_avx512_available()) return false;
+  const CpuIsa isa = cpu_isa();
+  if (x.dtype() != DType::F32 || isa == CpuIsa::kPortable) return false;
+  const auto fn = isa == CpuIsa::kAvx512 ? &avx512::gelu_backward : &avx2::gelu_backward;
   const float *pdy = dy.data<float>(), *px = x.data<float>();
   float* pdx = dx.data<float>();
   const int64_t n = x.numel();
 #pragma omp parallel for schedule(static)
-  for (int64_t i = 0; i < n; i += kGeluChunk)
-    avx512::gelu_backward(pdy + i, px + i, pdx + i, std::min(kGeluChunk, n - i));
+  for (int64_t i = 0; i < n; i += kGeluChunk) fn(pdy + i, px + i, pdx + i, std::min(kGeluChunk, n - i));
   return true;
 #else
   return false;
@@ -140,7 +145,7 @@ bool gelu_backward_avx512(const Tensor& dy, const Tensor& x, const Tensor& dx) {
 }  // namespace
 
 void gelu_forward(const Tensor& x, const Tensor& y) {
-  if (gelu_forward_avx512(x, y)) return;
+  if (gelu_forward_simd(x, y)) return;
   dispatch_float(x.dtype(), [&](auto tag) {
     using T = decltype(tag);
     gelu_forward_t(x.data<T>(), y.data<T>(), x.numel());
@@ -148,7 +153,7 @@ void gelu_forward(const Tensor& x, const Tensor& y) {
 }
 
 void gelu_backward(const Tensor& dy, const Tensor& x, const Tensor& dx) {
-  if (gelu_backward_avx512(dy, x, dx)) return;
+  if (gelu_backward_simd(dy, x, dx)) return;
   dispatch_float(x.dtype(), [&](auto tag) {
     using T = decltype(tag);
     gelu_backward_t(dy.data<T>(), x.data<T>(), dx.data<T>(), x.numel());

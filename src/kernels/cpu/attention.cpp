@@ -29,7 +29,9 @@
 #include "kernels/cpu/fast_math.h"
 #include "kernels/cpu/load_store.h"
 #if defined(__x86_64__)
+#include "kernels/cpu/attention_avx2.h"
 #include "kernels/cpu/attention_avx512.h"
+#include "kernels/cpu_isa.h"
 #endif
 
 namespace mt::cpu {
@@ -103,16 +105,16 @@ void add_rows(float* x, const float* y, int64_t n) {
 }
 
 #if defined(__x86_64__)
-// With AVX-512 the block loop of one head runs in attention_avx512.cpp (transposed scores,
-// column softmax, the GEMM micro-kernel on operands packed once per head); threads take heads
-// in forward and (b, group)s in backward.
+// On the AVX-512 and AVX2 paths the block loop of one head runs in attention_avx512.cpp /
+// attention_avx2.cpp (transposed scores, column softmax, the GEMM micro-kernel on operands packed
+// once per head); threads take heads in forward and (b, group)s in backward.
 struct HeadDrop {
   const DropMask* drop;
   const Dims* d;
   uint64_t row;  // Dims::mask_row of the head
 };
 
-// zt[(j - j0) * ldz + (i - i0)] = the dropout factor of query i, key j (attention_avx512.h).
+// zt[(j - j0) * ldz + (i - i0)] = the dropout factor of query i, key j (attention_head.h).
 void head_dropout(const void* ctx, int64_t i0, int64_t rows, int64_t j0, int64_t cols, float* zt, int64_t ldz) {
   const auto& h = *static_cast<const HeadDrop*>(ctx);
   float z[kBlock];
@@ -122,8 +124,8 @@ void head_dropout(const void* ctx, int64_t i0, int64_t rows, int64_t j0, int64_t
   }
 }
 
-avx512::AttentionHead head_of(const Dims& d, const DropMask& drop, const HeadDrop& hd) {
-  avx512::AttentionHead h;
+AttentionHead head_of(const Dims& d, const DropMask& drop, const HeadDrop& hd) {
+  AttentionHead h;
   h.T = d.T;
   h.D = d.D;
   h.scale = 1.0f / std::sqrt(float(d.D));
@@ -137,14 +139,40 @@ avx512::AttentionHead head_of(const Dims& d, const DropMask& drop, const HeadDro
 // Each thread gathers its head's rows into fp32 [T, D] buffers first, for every dtype: reading
 // an fp32 head in place (rows qkv_token apart, each on its own page) was measured no faster
 // than the gather (a token's k, v are adjacent, one 2 D run) plus packing from [T, D].
+// One path's per-head kernels (attention_avx512.h, attention_avx2.h).
+struct HeadKernels {
+  int64_t (*forward_scratch)(int64_t T, int64_t D);
+  int64_t (*backward_scratch)(int64_t T, int64_t D);
+  void (*forward)(const AttentionHead&, const float*, const float*, const float*, float*, float*, float*);
+  void (*backward)(const AttentionHead&, const float*, const float*, const float*, const float*, const float*,
+                   const float*, float*, float*, float*, float*);
+};
+constexpr HeadKernels kAvx512Heads{&avx512::attention_forward_scratch, &avx512::attention_backward_scratch,
+                                   &avx512::attention_forward, &avx512::attention_backward};
+constexpr HeadKernels kAvx2Heads{&avx2::attention_forward_scratch, &avx2::attention_backward_scratch,
+                                 &avx2::attention_forward, &avx2::attention_backward};
+
+// The path's head kernels, or null on the portable path.
+const HeadKernels* head_kernels() {
+  switch (cpu_isa()) {
+    case CpuIsa::kAvx512:
+      return &kAvx512Heads;
+    case CpuIsa::kAvx2:
+      return &kAvx2Heads;
+    case CpuIsa::kPortable:
+      break;
+  }
+  return nullptr;
+}
+
 template <class T>
-void forward_avx512_t(const T* qkv, T* out, float* lse, const Dims& d, const DropMask& drop) {
+void forward_simd_t(const HeadKernels& x, const T* qkv, T* out, float* lse, const Dims& d, const DropMask& drop) {
 #pragma omp parallel
   {
     // One cached block per thread (no zero-fill): q, k, v, o [T, D] and the kernel's scratch,
     // each starting on a 64-byte boundary.
     const int64_t td = (d.T * d.D + 15) / 16 * 16;
-    Tensor buf = Tensor::empty({4 * td + avx512::attention_forward_scratch(d.T, d.D)}, DType::F32);
+    Tensor buf = Tensor::empty({4 * td + x.forward_scratch(d.T, d.D)}, DType::F32);
     float *q = buf.data<float>(), *k = q + td, *v = k + td, *o = v + td, *scratch = o + td;
 #pragma omp for schedule(dynamic, 1)
     for (int64_t bh = 0; bh < d.B * d.H; ++bh) {
@@ -152,21 +180,21 @@ void forward_avx512_t(const T* qkv, T* out, float* lse, const Dims& d, const Dro
       const HeadDrop hd{&drop, &d, d.mask_row(b, h)};
       gather_q(qkv, d, b, h, q);
       gather_kv(qkv, d, b, h / d.per_group(), k, v);
-      avx512::attention_forward(head_of(d, drop, hd), q, k, v, o, lse + bh * d.T, scratch);
+      x.forward(head_of(d, drop, hd), q, k, v, o, lse + bh * d.T, scratch);
       for (int64_t t = 0; t < d.T; ++t) store_row(o + t * d.D, out + (b * d.T + t) * d.out_token() + h * d.D, d.D);
     }
   }
 }
 
 template <class T>
-void backward_avx512_t(const T* dout, const T* qkv, const T* out, const float* lse, T* dqkv, const Dims& d,
-                       const DropMask& drop) {
+void backward_simd_t(const HeadKernels& x, const T* dout, const T* qkv, const T* out, const float* lse, T* dqkv,
+                     const Dims& d, const DropMask& drop) {
   const int64_t D = d.D, hpg = d.per_group();
 #pragma omp parallel
   {
     // As in forward: q, k, v, o, dO, dq, dk, dv [T, D], the group's dK, dV sums, and the scratch.
     const int64_t td = (d.T * D + 15) / 16 * 16;
-    Tensor buf = Tensor::empty({10 * td + avx512::attention_backward_scratch(d.T, D)}, DType::F32);
+    Tensor buf = Tensor::empty({10 * td + x.backward_scratch(d.T, D)}, DType::F32);
     float *q = buf.data<float>(), *k = q + td, *v = k + td, *o = v + td, *dO = o + td, *dq = dO + td, *dk = dq + td,
           *dv = dk + td, *dk_sum = dv + td, *dv_sum = dk_sum + td, *scratch = dv_sum + td;
 #pragma omp for schedule(dynamic, 1)
@@ -184,8 +212,8 @@ void backward_avx512_t(const T* dout, const T* qkv, const T* out, const float* l
         }
         // The group's first head writes the sums, later ones add, in head order (one head: dk, dv as they are).
         const bool first = h == g * hpg;
-        avx512::attention_backward(head_of(d, drop, hd), q, k, v, o, dO, lse + bh * d.T, dq, first ? dk_sum : dk,
-                                   first ? dv_sum : dv, scratch);
+        x.backward(head_of(d, drop, hd), q, k, v, o, dO, lse + bh * d.T, dq, first ? dk_sum : dk, first ? dv_sum : dv,
+                   scratch);
         if (!first) {
           add_rows(dk_sum, dk, d.T * D);
           add_rows(dv_sum, dv, d.T * D);
@@ -202,7 +230,7 @@ void backward_avx512_t(const T* dout, const T* qkv, const T* out, const float* l
 template <class T>
 void forward_t(const T* qkv, T* out, float* lse, const Dims& d, const DropMask& drop) {
 #if defined(__x86_64__)
-  if (sgemm_avx512_available()) return forward_avx512_t(qkv, out, lse, d, drop);
+  if (const HeadKernels* x = head_kernels()) return forward_simd_t(*x, qkv, out, lse, d, drop);
 #endif
   const int64_t D = d.D;
   const float scale = 1.0f / std::sqrt(float(D));
@@ -258,7 +286,7 @@ template <class T>
 void backward_t(const T* dout, const T* qkv, const T* out, const float* lse, T* dqkv, const Dims& d,
                 const DropMask& drop) {
 #if defined(__x86_64__)
-  if (sgemm_avx512_available()) return backward_avx512_t(dout, qkv, out, lse, dqkv, d, drop);
+  if (const HeadKernels* x = head_kernels()) return backward_simd_t(*x, dout, qkv, out, lse, dqkv, d, drop);
 #endif
   const int64_t D = d.D, hpg = d.per_group();
   const float scale = 1.0f / std::sqrt(float(D));

@@ -13,6 +13,8 @@
 //   backward, per block pair: S^T as above, P^T = e^(S^T - lse), dP^T = V_j dO_i^T,
 //     dV_j += (P Z)^T dO_i, dS^T = scale P^T (dP^T Z - D), dQ_i += dS K_j, dK_j += dS^T Q_i.
 // The blocks are walked in a fixed order by one thread, so results do not depend on threads.
+// The block loop itself is attention_block_loop.h's, shared with attention_avx2.cpp; this file
+// has the AVX-512 steps it calls.
 // Built with AVX-512 flags, with sgemm_avx512.cpp's rules (no C++ library templates, internal
 // linkage but for the entry points).
 #include "kernels/cpu/attention_avx512.h"
@@ -21,70 +23,16 @@
 
 #include <cstdint>
 
+#include "kernels/cpu/attention_block_loop.h"
 #include "kernels/cpu/exp_avx512.h"
 #include "kernels/cpu/sgemm_avx512.h"
 
 namespace mt::cpu::avx512 {
 namespace {
 
-constexpr int64_t kB = 64;  // queries and keys per block: a multiple of 32, so Q strips line up
+using attention_blocks::kB;
 
-inline int64_t div_up(int64_t a, int64_t b) { return (a + b - 1) / b; }
-inline int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
-inline int64_t round16(int64_t n) { return div_up(n, 16) * 16; }  // keeps carved pieces 64-byte aligned
 inline __mmask16 lanes(int64_t n) { return n >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << n) - 1u); }
-
-// Carves the scratch into pieces; with base = null it only counts.
-struct Carver {
-  float* base;
-  int64_t used = 0;
-  float* take(int64_t n) {
-    float* p = base ? base + used : nullptr;
-    used += round16(n);
-    return p;
-  }
-};
-
-struct ForwardScratch {
-  float *kpan, *vstr, *qstr, *st, *zt, *ppan, *m, *l, *corr;
-  int64_t kpan_stride, vstr_stride;
-  ForwardScratch(Carver& c, int64_t T, int64_t D) {
-    const int64_t nb = div_up(T, kB);
-    kpan_stride = round16(panel_floats(kB, D));
-    vstr_stride = round16(strip_floats(kB, D));
-    kpan = c.take(nb * kpan_stride);
-    vstr = c.take(nb * vstr_stride);
-    qstr = c.take(strip_floats(D, kB));
-    st = c.take(kB * kB);
-    zt = c.take(kB * kB);
-    ppan = c.take(panel_floats(kB, kB));
-    m = c.take(kB);
-    l = c.take(kB);
-    corr = c.take(kB);
-  }
-};
-
-struct BackwardScratch {
-  float *kpan, *vpan, *kstr, *qstr, *dostr, *qrow, *dorow, *st, *dpt, *zt, *apan, *delta;
-  int64_t pan_stride, str_stride;
-  BackwardScratch(Carver& c, int64_t T, int64_t D) {
-    const int64_t nb = div_up(T, kB);
-    pan_stride = round16(panel_floats(kB, D));
-    str_stride = round16(strip_floats(kB, D));
-    kpan = c.take(nb * pan_stride);
-    vpan = c.take(nb * pan_stride);
-    kstr = c.take(nb * str_stride);
-    qstr = c.take(strip_floats(D, kB));
-    dostr = c.take(strip_floats(D, kB));
-    qrow = c.take(strip_floats(kB, D));
-    dorow = c.take(strip_floats(kB, D));
-    st = c.take(kB * kB);
-    dpt = c.take(kB * kB);
-    zt = c.take(kB * kB);
-    apan = c.take(panel_floats(kB, kB));
-    delta = c.take(T);
-  }
-};
 
 // Lanes of the 16 queries i = i0 + c0 + lane whose key j is causal (j <= i), within `valid`.
 inline __mmask16 causal(__m512i query, int64_t j, __mmask16 valid) {
@@ -176,92 +124,34 @@ void dsoftmax_block(float* st, float* dpt, const float* zt, const float* lse, co
   }
 }
 
+
+// This path's pieces for attention_block_loop.h.
+struct Path {
+  static constexpr auto panel_floats = &avx512::panel_floats;
+  static constexpr auto strip_floats = &avx512::strip_floats;
+  static constexpr auto pack_panels = &avx512::pack_panels;
+  static constexpr auto pack_strips = &avx512::pack_strips;
+  static constexpr auto gemm_block = &avx512::gemm_block;
+  static constexpr auto softmax_block = &avx512::softmax_block;
+  static constexpr auto dsoftmax_block = &avx512::dsoftmax_block;
+  static constexpr auto dot = &avx512::dot;
+  static constexpr auto zero_row = &avx512::zero_row;
+  static constexpr auto scale_row = &avx512::scale_row;
+};
+
 }  // namespace
 
-int64_t attention_forward_scratch(int64_t T, int64_t D) {
-  Carver c{nullptr};
-  ForwardScratch s(c, T, D);
-  return c.used;
-}
-
-int64_t attention_backward_scratch(int64_t T, int64_t D) {
-  Carver c{nullptr};
-  BackwardScratch s(c, T, D);
-  return c.used;
-}
+int64_t attention_forward_scratch(int64_t T, int64_t D) { return attention_blocks::forward_scratch<Path>(T, D); }
+int64_t attention_backward_scratch(int64_t T, int64_t D) { return attention_blocks::backward_scratch<Path>(T, D); }
 
 void attention_forward(const AttentionHead& h, const float* q, const float* k, const float* v, float* o, float* lse,
                        float* scratch) {
-  const int64_t T = h.T, D = h.D;
-  Carver carver{scratch};
-  ForwardScratch s(carver, T, D);
-  for (int64_t j0 = 0; j0 < T; j0 += kB) {  // K_j as the A of S^T, V_j as the B of P V_j
-    const int64_t nk = min64(kB, T - j0);
-    pack_panels(false, k + j0 * D, D, nk, D, s.kpan + (j0 / kB) * s.kpan_stride);
-    pack_strips(false, v + j0 * D, D, nk, D, s.vstr + (j0 / kB) * s.vstr_stride);
-  }
-  for (int64_t i0 = 0; i0 < T; i0 += kB) {
-    const int64_t mq = min64(kB, T - i0);
-    float* oi = o + i0 * D;
-    pack_strips(true, q + i0 * D, D, D, mq, s.qstr);  // Q_i^T as the B of S^T
-    for (int64_t r = 0; r < mq; ++r) {
-      s.m[r] = -__builtin_inff();
-      s.l[r] = 0.0f;
-      zero_row(oi + r * D, D);
-    }
-    for (int64_t j0 = 0; j0 <= i0; j0 += kB) {
-      const int64_t nk = min64(kB, T - j0);
-      gemm_block(D, s.kpan + (j0 / kB) * s.kpan_stride, nk, s.qstr, mq, h.scale, 0.0f, s.st, kB);
-      if (h.dropout) h.dropout(h.dropout_ctx, i0, mq, j0, nk, s.zt, kB);
-      softmax_block(s.st, h.dropout ? s.zt : nullptr, i0, mq, j0, nk, s.m, s.l, s.corr);
-      for (int64_t r = 0; r < mq; ++r) scale_row(oi + r * D, D, s.corr[r]);
-      pack_panels(true, s.st, kB, mq, nk, s.ppan);  // P = (P^T)^T as the A of P V_j
-      gemm_block(nk, s.ppan, mq, s.vstr + (j0 / kB) * s.vstr_stride, D, 1.0f, 1.0f, oi, D);
-    }
-    for (int64_t r = 0; r < mq; ++r) {
-      scale_row(oi + r * D, D, 1.0f / s.l[r]);
-      lse[i0 + r] = s.m[r] + __builtin_logf(s.l[r]);
-    }
-  }
+  attention_blocks::forward<Path>(h, q, k, v, o, lse, scratch);
 }
 
 void attention_backward(const AttentionHead& h, const float* q, const float* k, const float* v, const float* o,
                         const float* dout, const float* lse, float* dq, float* dk, float* dv, float* scratch) {
-  const int64_t T = h.T, D = h.D;
-  Carver carver{scratch};
-  BackwardScratch s(carver, T, D);
-  for (int64_t t = 0; t < T; ++t) {
-    s.delta[t] = dot(dout + t * D, o + t * D, D);  // D_i = dO_i . O_i
-    zero_row(dq + t * D, D);
-    zero_row(dk + t * D, D);
-    zero_row(dv + t * D, D);
-  }
-  for (int64_t j0 = 0; j0 < T; j0 += kB) {
-    const int64_t nk = min64(kB, T - j0), jb = j0 / kB;
-    pack_panels(false, k + j0 * D, D, nk, D, s.kpan + jb * s.pan_stride);  // A of S^T
-    pack_panels(false, v + j0 * D, D, nk, D, s.vpan + jb * s.pan_stride);  // A of dP^T
-    pack_strips(false, k + j0 * D, D, nk, D, s.kstr + jb * s.str_stride);  // B of dS K_j
-  }
-  for (int64_t i0 = 0; i0 < T; i0 += kB) {
-    const int64_t mq = min64(kB, T - i0);
-    pack_strips(true, q + i0 * D, D, D, mq, s.qstr);       // B of S^T
-    pack_strips(true, dout + i0 * D, D, D, mq, s.dostr);   // B of dP^T
-    pack_strips(false, q + i0 * D, D, mq, D, s.qrow);      // B of dS^T Q_i
-    pack_strips(false, dout + i0 * D, D, mq, D, s.dorow);  // B of (P Z)^T dO_i
-    for (int64_t j0 = 0; j0 <= i0; j0 += kB) {
-      const int64_t nk = min64(kB, T - j0), jb = j0 / kB;
-      gemm_block(D, s.kpan + jb * s.pan_stride, nk, s.qstr, mq, h.scale, 0.0f, s.st, kB);
-      gemm_block(D, s.vpan + jb * s.pan_stride, nk, s.dostr, mq, 1.0f, 0.0f, s.dpt, kB);
-      if (h.dropout) h.dropout(h.dropout_ctx, i0, mq, j0, nk, s.zt, kB);
-      dsoftmax_block(s.st, s.dpt, h.dropout ? s.zt : nullptr, lse, s.delta, h.scale, i0, mq, j0, nk);
-      pack_panels(false, s.st, kB, nk, mq, s.apan);  // (P Z)^T
-      gemm_block(mq, s.apan, nk, s.dorow, D, 1.0f, 1.0f, dv + j0 * D, D);
-      pack_panels(true, s.dpt, kB, mq, nk, s.apan);  // dS
-      gemm_block(nk, s.apan, mq, s.kstr + jb * s.str_stride, D, 1.0f, 1.0f, dq + i0 * D, D);
-      pack_panels(false, s.dpt, kB, nk, mq, s.apan);  // dS^T
-      gemm_block(mq, s.apan, nk, s.qrow, D, 1.0f, 1.0f, dk + j0 * D, D);
-    }
-  }
+  attention_blocks::backward<Path>(h, q, k, v, o, dout, lse, dq, dk, dv, scratch);
 }
 
 }  // namespace mt::cpu::avx512

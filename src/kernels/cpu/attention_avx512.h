@@ -1,21 +1,14 @@
 #pragma once
 // Causal attention of one (batch, head) with AVX-512 (see attention_avx512.cpp), on fp32 rows
 // that attention.cpp has gathered: q, k, v, o, dO, dq, dk, dv are [T, D] contiguous. x86-64
-// only; call only when sgemm_avx512_available() (blas.h).
+// only; call only when cpu_isa() is CpuIsa::kAvx512 (kernels/cpu_isa.h).
 #include <cstdint>
+
+#include "kernels/cpu/attention_head.h"
 
 namespace mt::cpu::avx512 {
 
-struct AttentionHead {
-  int64_t T = 0, D = 0;
-  float scale = 1.0f;
-  // Dropout, or null: fills zt[(j - j0) * ldz + (i - i0)] with the factor (0 or 1/(1-p)) of query
-  // i and key j, for i0 <= i < i0 + rows, j0 <= j < j0 + cols.
-  using DropoutFn = void (*)(const void* ctx, int64_t i0, int64_t rows, int64_t j0, int64_t cols, float* zt,
-                             int64_t ldz);
-  DropoutFn dropout = nullptr;
-  const void* dropout_ctx = nullptr;
-};
+using cpu::AttentionHead;
 
 // Floats of scratch the two functions need (64-byte aligned).
 int64_t attention_forward_scratch(int64_t T, int64_t D);

@@ -2,9 +2,9 @@
 
 #include <cblas.h>
 
-#include <cstdlib>
 #include <mutex>
-#include <string_view>
+
+#include "kernels/cpu_isa.h"
 
 namespace mt::cpu {
 
@@ -16,23 +16,15 @@ void sgemm_openblas(bool ta, bool tb, int64_t m, int64_t n, int64_t k, float alp
               alpha, a, int(lda), b, int(ldb), beta, c, int(ldc));
 }
 
-bool sgemm_avx512_available() {
-#if defined(__x86_64__)
-  static const bool ok = [] {
-    const char* e = std::getenv("MT_CPU_AVX512");
-    return __builtin_cpu_supports("avx512f") && !(e && std::string_view(e) == "0");
-  }();
-  return ok;
-#else
-  return false;
-#endif
-}
+bool sgemm_avx512_available() { return cpu_isa() == CpuIsa::kAvx512; }
+bool sgemm_avx2_available() { return cpu_isa() == CpuIsa::kAvx2; }
 
 void sgemm_serial(bool ta, bool tb, int64_t m, int64_t n, int64_t k, float alpha, const float* a, int64_t lda,
                   const float* b, int64_t ldb, float beta, float* c, int64_t ldc) {
 #if defined(__x86_64__)
-  static const bool avx512 = sgemm_avx512_available();
-  if (avx512) return sgemm_avx512(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+  static const CpuIsa isa = cpu_isa();
+  if (isa == CpuIsa::kAvx512) return sgemm_avx512(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+  if (isa == CpuIsa::kAvx2) return sgemm_avx2(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
 #endif
   sgemm_openblas(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
 }

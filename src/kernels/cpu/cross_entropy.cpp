@@ -7,8 +7,8 @@
 // Reads each logit once per pass (twice with the gradient) and writes each gradient once; a
 // chunk is widened to fp32 in a stack buffer and exponentiated four lanes at a time. Pass 2
 // reads a chunk before writing the gradient over it, so dlogits may alias logits. fp32 rows on
-// an AVX-512 CPU go through cross_entropy_avx512.h instead (the same math, 16 lanes, two-pass
-// max then sum, 4.4x faster at 1024 x 4096).
+// the AVX-512 or AVX2 path go through cross_entropy_avx512.h / cross_entropy_avx2.h instead (the
+// same math in 16 or 8 lanes, two-pass max then sum; AVX-512 was 4.4x faster at 1024 x 4096).
 #include <algorithm>
 #include <cmath>
 #include <limits>
@@ -19,8 +19,9 @@
 #include "kernels/cpu/fast_math.h"
 #include "kernels/cpu/load_store.h"
 #if defined(__x86_64__)
-#include "kernels/cpu/blas.h"
+#include "kernels/cpu/cross_entropy_avx2.h"
 #include "kernels/cpu/cross_entropy_avx512.h"
+#include "kernels/cpu_isa.h"
 #endif
 
 namespace mt::cpu {
@@ -32,7 +33,8 @@ template <class T>
 void xent_t(const T* logits, const int32_t* targets, int64_t N, int64_t Vp, int64_t vocab, float* losses,
             const float* dloss, T* dlogits) {
 #if defined(__x86_64__)
-  const bool avx512 = sgemm_avx512_available();
+  const CpuIsa isa = cpu_isa();
+  const auto row = isa == CpuIsa::kAvx512 ? &avx512::xent_row : &avx2::xent_row;
 #endif
 #pragma omp parallel
   {
@@ -44,10 +46,10 @@ void xent_t(const T* logits, const int32_t* targets, int64_t N, int64_t Vp, int6
       MT_CHECK(target >= 0 && target < vocab, "cross_entropy: target {} of row {} outside [0, {})", target, n, vocab);
 #if defined(__x86_64__)
       if constexpr (std::is_same_v<T, float>) {
-        if (avx512) {  // fp32 rows in 16 lanes (cross_entropy_avx512.h)
+        if (isa != CpuIsa::kPortable) {  // fp32 rows in 16 or 8 lanes
           T* g = dlogits ? dlogits + n * Vp : nullptr;
           const float x_target = x[target];  // before g, which may be x, overwrites it
-          losses[n] = avx512::xent_row(x, vocab, target, dlogits ? dloss[n] : 0.0f, g) - x_target;
+          losses[n] = row(x, vocab, target, dlogits ? dloss[n] : 0.0f, g) - x_target;
           if (g)
             for (int64_t v = vocab; v < Vp; ++v) g[v] = 0.0f;
           continue;

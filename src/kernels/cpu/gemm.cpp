@@ -3,11 +3,12 @@
 // of their fp32 copies), and a half C goes through fp32 scratch too (read if beta != 0, written
 // back once with the bias fused). fp32 C is updated in place.
 //
-// With AVX-512: our kernel through its multi-threaded driver (gemm_tiles.h), which packs each
-// operand once and shares it between tiles; each element's arithmetic depends on k only, so
-// the thread count cannot change the result, and an fp32 C gets its bias in the tile epilogue.
+// On the AVX-512 and AVX2 paths (kernels/cpu_isa.h): our kernel through its multi-threaded
+// driver (gemm_tiles.h), which packs each operand once and shares it between tiles; each
+// element's arithmetic depends on k only, so the thread count cannot change the result, and an
+// fp32 C gets its bias in the tile epilogue.
 //
-// Otherwise OpenBLAS, whose own threading is not bit-reproducible across thread counts (how it
+// On the portable path OpenBLAS, whose own threading is not bit-reproducible across thread counts (how it
 // splits C moves rows between its edge and main micro-kernels). So C is cut into tiles whose
 // size depends only on the shape, and each tile is one single-threaded sgemm (OpenBLAS runs
 // single-threaded inside an OpenMP parallel region): every element sees the same arithmetic
@@ -15,10 +16,10 @@
 // extra traffic.
 //
 // gemm_bias_gelu / gemm_dgelu / gemm_wgrad_bgrad are by definition the unfused sequences gemm.h
-// gives. On the AVX-512 path with fp32 C the bias and the GeLU (or GeLU') run on each tile of C
-// as soon as it is done, while it is in cache (gemm_tiles.h), and the bias gradient of
+// gives. On our kernels' paths with fp32 C the bias and the GeLU (or GeLU') run on each tile of
+// C as soon as it is done, while it is in cache (gemm_tiles.h), and the bias gradient of
 // gemm_wgrad_bgrad is summed while dy^T is packed; all with the same bits as the separate ops
-// (gelu_forward / gelu_backward use the same AVX-512 code). Elsewhere the sequence runs op by op.
+// (gelu_forward / gelu_backward use the same path's code). Elsewhere the sequence runs op by op.
 //
 // bias_grad_accumulate: db[c] += sum_n dy[n, c]. Threads own blocks of columns and walk the
 // rows in order, so every column is summed in the same order for any thread count.
@@ -28,6 +29,7 @@
 #include "kernels/cpu/blas.h"
 #include "kernels/cpu/cpu_ops.h"
 #include "kernels/cpu/load_store.h"
+#include "kernels/cpu_isa.h"
 #if defined(__x86_64__)
 #include "kernels/cpu/gemm_tiles.h"
 #endif
@@ -85,17 +87,26 @@ void tiled_sgemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, float alpha,
   }
 }
 
-// The fp32 product on the AVX-512 path with the epilogue fused, when that path applies (an
-// AVX-512 CPU, fp32 C, k > 0); returns whether it ran.
-bool fused_avx512(const Tensor& a, bool ta, const Tensor& b, bool tb, const Tensor& c, float alpha, float beta,
+// Whether our packed kernels (AVX-512 or AVX2) run GEMMs.
+bool packed_path() {
+#if defined(__x86_64__)
+  return cpu_isa() != CpuIsa::kPortable;
+#else
+  return false;
+#endif
+}
+
+// The fp32 product through our kernels with the epilogue fused, when that applies (the AVX-512
+// or AVX2 path, fp32 C, k > 0); returns whether it ran.
+bool fused_packed(const Tensor& a, bool ta, const Tensor& b, bool tb, const Tensor& c, float alpha, float beta,
                   const TileEpilogue& ep) {
 #if defined(__x86_64__)
   const int64_t m = c.size(0), n = c.size(1), k = ta ? a.size(0) : a.size(1);
-  if (c.dtype() != DType::F32 || k == 0 || !sgemm_avx512_available()) return false;
+  if (c.dtype() != DType::F32 || k == 0 || !packed_path()) return false;
   if (m == 0 || n == 0) return true;
   Tensor af = as_f32(a), bf = as_f32(b);
-  parallel_sgemm_avx512(ta, tb, m, n, k, alpha, af.data<float>(), a.size(1), bf.data<float>(), b.size(1), beta,
-                        c.data<float>(), ep);
+  parallel_sgemm(ta, tb, m, n, k, alpha, af.data<float>(), a.size(1), bf.data<float>(), b.size(1), beta,
+                 c.data<float>(), ep);
   return true;
 #else
   return false;
@@ -111,7 +122,7 @@ void gemm(const Tensor& a, bool trans_a, const Tensor& b, bool trans_b, const Te
   const std::vector<float> bias_f32 = to_f32_vector(bias);
   TileEpilogue ep;
   ep.bias = bias_f32.empty() ? nullptr : bias_f32.data();
-  if (fused_avx512(a, trans_a, b, trans_b, c, alpha, beta, ep)) return;
+  if (fused_packed(a, trans_a, b, trans_b, c, alpha, beta, ep)) return;
   const bool c_is_f32 = c.dtype() == DType::F32;
   Tensor cf = c_is_f32 ? c : (beta != 0.0f ? as_f32(c) : Tensor::empty({m, n}, DType::F32));
   float* cp = cf.data<float>();
@@ -121,9 +132,9 @@ void gemm(const Tensor& a, bool trans_a, const Tensor& b, bool trans_b, const Te
   } else {
     Tensor af = as_f32(a), bf = as_f32(b);
 #if defined(__x86_64__)
-    if (sgemm_avx512_available()) {
-      parallel_sgemm_avx512(trans_a, trans_b, m, n, k, alpha, af.data<float>(), a.size(1), bf.data<float>(),
-                            b.size(1), beta, cp);
+    if (packed_path()) {
+      parallel_sgemm(trans_a, trans_b, m, n, k, alpha, af.data<float>(), a.size(1), bf.data<float>(), b.size(1),
+                     beta, cp);
     } else
 #endif
     {
@@ -166,7 +177,7 @@ void gemm_bias_gelu(const Tensor& a, bool trans_a, const Tensor& b, bool trans_b
   TileEpilogue ep;
   ep.bias = bias_f32.empty() ? nullptr : bias_f32.data();
   ep.gelu_out = y.dtype() == DType::F32 ? y.data<float>() : nullptr;
-  if (ep.gelu_out && fused_avx512(a, trans_a, b, trans_b, pre, 1.0f, 0.0f, ep)) return;
+  if (ep.gelu_out && fused_packed(a, trans_a, b, trans_b, pre, 1.0f, 0.0f, ep)) return;
   gemm(a, trans_a, b, trans_b, pre, 1.0f, 0.0f, bias);
   gelu_forward(pre, y);
 }
@@ -175,7 +186,7 @@ void gemm_dgelu(const Tensor& a, bool trans_a, const Tensor& b, bool trans_b, co
                 const Tensor* db_accum) {
   TileEpilogue ep;
   ep.dgelu_pre = pre.dtype() == DType::F32 ? pre.data<float>() : nullptr;
-  if (!ep.dgelu_pre || !fused_avx512(a, trans_a, b, trans_b, dpre, 1.0f, 0.0f, ep)) {
+  if (!ep.dgelu_pre || !fused_packed(a, trans_a, b, trans_b, dpre, 1.0f, 0.0f, ep)) {
     gemm(a, trans_a, b, trans_b, dpre, 1.0f, 0.0f, nullptr);
     gelu_backward(dpre, pre, dpre);
   }
@@ -185,13 +196,13 @@ void gemm_dgelu(const Tensor& a, bool trans_a, const Tensor& b, bool trans_b, co
 void gemm_wgrad_bgrad(const Tensor& dy, const Tensor& x, const Tensor& dw_accum, const Tensor& db_accum,
                       float dw_beta) {
 #if defined(__x86_64__)
-  // fp32 on the AVX-512 path: dy's column sums are taken while dy^T is packed, in row order from
+  // fp32 on our kernels' paths: dy's column sums are taken while dy^T is packed, in row order from
   // zero and then added to db, which is bias_grad_t's arithmetic: the same bits, one read fewer.
   const int64_t out = dw_accum.size(0), in = dw_accum.size(1), N = dy.size(0);
-  if (dy.dtype() == DType::F32 && N > 0 && out > 0 && in > 0 && sgemm_avx512_available()) {
+  if (dy.dtype() == DType::F32 && N > 0 && out > 0 && in > 0 && packed_path()) {
     std::vector<float> sums(size_t(out), 0.0f);
-    parallel_sgemm_avx512(true, false, out, in, N, 1.0f, dy.data<float>(), out, x.data<float>(), in, dw_beta,
-                          dw_accum.data<float>(), {}, sums.data());
+    parallel_sgemm(true, false, out, in, N, 1.0f, dy.data<float>(), out, x.data<float>(), in, dw_beta,
+                   dw_accum.data<float>(), {}, sums.data());
     float* db = db_accum.data<float>();
     for (int64_t i = 0; i < out; ++i) db[i] += sums[size_t(i)];
     return;

@@ -96,24 +96,31 @@ constexpr int64_t kGroup = 8;
 // Packs panels q0 .. q1 of op(A) for the k block at pc (kc deep) at dst: panel q holds
 // dst[q * kc * kAStep + p * kAStep + r] = op(A)[q * 14 + r, pc + p] for r < 14 (rows past m are
 // not written; the kernel for the last panel does not read them).
-// With row_sums (trans_a only), also adds each packed value to row_sums[row], in k order.
+// With row_sums (trans_a only), also adds each packed value to row_sums[row], in k order; the
+// sums of a group of panels stay in registers over the kc rows (a masked store and reload per
+// row and panel waited on the store each time: no store forwarding for masked accesses).
 void pack_a_block(bool ta, const float* a, int64_t lda, int64_t m, int64_t pc, int64_t kc, int64_t q0, int64_t q1,
                   float* dst, float* row_sums) {
   if (ta) {  // column p of op(A) is row pc + p of A: a plain copy, kGroup panels at a time
     for (int64_t g = q0; g < q1; g += kGroup) {
-      const int64_t g1 = min64(g + kGroup, q1);
+      const int g_n = int(min64(kGroup, q1 - g));
+      __m512 sums[kGroup];
+      if (row_sums)
+        for (int i = 0; i < g_n; ++i)
+          sums[i] = _mm512_maskz_loadu_ps(lanes(min64(kMR, m - (g + i) * kMR)), row_sums + (g + i) * kMR);
       for (int64_t p = 0; p < kc; ++p) {
         const float* src = a + (pc + p) * lda;
-        for (int64_t q = g; q < g1; ++q) {
+        for (int i = 0; i < g_n; ++i) {
+          const int64_t q = g + i;
           const __mmask16 mr = lanes(min64(kMR, m - q * kMR));
           const __m512 v = _mm512_maskz_loadu_ps(mr, src + q * kMR);
           _mm512_store_ps(dst + q * kc * kAStep + p * kAStep, v);
-          if (row_sums) {
-            float* sums = row_sums + q * kMR;
-            _mm512_mask_storeu_ps(sums, mr, _mm512_add_ps(_mm512_maskz_loadu_ps(mr, sums), v));
-          }
+          if (row_sums) sums[i] = _mm512_add_ps(sums[i], v);
         }
       }
+      if (row_sums)
+        for (int i = 0; i < g_n; ++i)
+          _mm512_mask_storeu_ps(row_sums + (g + i) * kMR, lanes(min64(kMR, m - (g + i) * kMR)), sums[i]);
     }
   } else {
     for (int64_t q = q0; q < q1; ++q)
