@@ -23,7 +23,7 @@
 #include <limits>
 #include <vector>
 
-#include "core/rng.h"
+#include "kernels/cpu/attention_dropout.h"
 #include "kernels/cpu/blas.h"
 #include "kernels/cpu/cpu_ops.h"
 #include "kernels/cpu/fast_math.h"
@@ -54,20 +54,6 @@ struct Dims {
   }
   uint64_t mask_index(uint64_t row, int64_t i, int64_t j) const {
     return (row * uint64_t(T) + uint64_t(i)) * uint64_t(T) + uint64_t(j);
-  }
-};
-
-// Dropout factors z[0..n) = keep ? 1/(1-p) : 0 for mask indices first, first+1, ...
-struct DropMask {
-  float p, inv_keep;
-  uint64_t seed, stream;
-  void factors(uint64_t first, int64_t n, float* z) const {
-    uint32_t r[4];
-    for (int64_t j = 0; j < n; ++j) {
-      const uint64_t idx = first + uint64_t(j);
-      if (j == 0 || (idx & 3) == 0) philox_block(seed, stream, idx >> 2, r);
-      z[j] = u32_to_uniform(r[idx & 3]) > p ? inv_keep : 0.0f;
-    }
   }
 };
 
