@@ -6,6 +6,7 @@
 
 #include "core/tensor.h"
 #include "kernels/attention.h"
+#include "kernels/attention_block.h"
 #include "kernels/optimizer.h"
 
 namespace mt::cpu {
@@ -61,6 +62,14 @@ void swiglu_backward(const Tensor& dy, const Tensor& x, const Tensor& dx);
 void attention_forward(const Tensor& qkv, const Tensor& out, const Tensor& lse, const AttentionConfig& cfg);
 void attention_backward(const Tensor& dout, const Tensor& qkv, const Tensor& out, const Tensor& lse, const Tensor& dqkv,
                         const AttentionConfig& cfg);
+void attention_block_forward(const Tensor& qkv, const Tensor& kv, const AttentionMask& mask, const Tensor& out,
+                             const Tensor& lse, const AttentionConfig& cfg);
+void attention_block_backward(const Tensor& dout, const Tensor& qkv, const Tensor& kv, const Tensor& out,
+                              const Tensor& lse, const AttentionMask& mask, const Tensor& dq_acc,
+                              const Tensor& dkv_acc, const AttentionConfig& cfg);
+void attention_lse_merge(const Tensor& out_acc, const Tensor& lse_acc, const Tensor& out_blk, const Tensor& lse_blk);
+void attention_split_kv(const Tensor& qkv, const Tensor& kv);
+void attention_pack_grads(const Tensor& dq, const Tensor& dkv, const Tensor& dqkv);
 
 void embedding_forward(const Tensor& ids, const Tensor& wte, const Tensor* wpe, int64_t vocab_start, const Tensor& out);
 void embedding_backward(const Tensor& dout, const Tensor& ids, int64_t vocab_start, const Tensor& dwte_accum,
