@@ -67,7 +67,7 @@ void attention_block_forward(const Tensor& qkv, const Tensor& kv, const Attentio
   check_shape(op, "out", out, {d.B, d.Tq, cfg.n_heads, cfg.head_dim});
   check_shape(op, "lse", lse, {d.B, cfg.n_heads, d.Tq});
   if (on_cuda(op, {&qkv, &kv, &mask.q_pos, &mask.k_pos, &mask.q_doc, &mask.k_doc, &out, &lse}))
-    MT_CHECK(false, "{}: CUDA tensors, but the CUDA kernels are not written yet", op);
+    MT_CUDA_CALL(attention_block_forward(qkv, kv, mask, out, lse, cfg, s));
   cpu::attention_block_forward(qkv, kv, mask, out, lse, cfg);
 }
 
@@ -91,7 +91,7 @@ void attention_block_backward(const Tensor& dout, const Tensor& qkv, const Tenso
   check_shape(op, "dkv_acc", dkv_acc, kv.shape());
   if (on_cuda(op, {&dout, &qkv, &kv, &out, &lse, &mask.q_pos, &mask.k_pos, &mask.q_doc, &mask.k_doc, &dq_acc,
                    &dkv_acc}))
-    MT_CHECK(false, "{}: CUDA tensors, but the CUDA kernels are not written yet", op);
+    MT_CUDA_CALL(attention_block_backward(dout, qkv, kv, out, lse, mask, dq_acc, dkv_acc, cfg, s));
   cpu::attention_block_backward(dout, qkv, kv, out, lse, mask, dq_acc, dkv_acc, cfg);
 }
 
@@ -107,7 +107,8 @@ void attention_lse_merge(const Tensor& out_acc, const Tensor& lse_acc, const Ten
   check_shape(op, "out_blk", out_blk, out_acc.shape());
   check_shape(op, "lse_acc", lse_acc, {B, H, Tq});
   check_shape(op, "lse_blk", lse_blk, {B, H, Tq});
-  if (on_cuda(op, {&out_acc, &lse_acc, &out_blk, &lse_blk})) MT_CHECK(false, "{}: CUDA tensors, but the CUDA kernels are not written yet", op);
+  if (on_cuda(op, {&out_acc, &lse_acc, &out_blk, &lse_blk}))
+    MT_CUDA_CALL(attention_lse_merge(out_acc, lse_acc, out_blk, lse_blk, s));
   cpu::attention_lse_merge(out_acc, lse_acc, out_blk, lse_blk);
 }
 
@@ -118,7 +119,7 @@ void attention_split_kv(const Tensor& qkv, const Tensor& kv, Stream s) {
   MT_CHECK(qkv.dim() == 5 && qkv.size(3) >= 3, "{}: qkv {} must be [B, T, G, H/G + 2, D]", op, qkv.str());
   MT_CHECK(kv.dtype() == qkv.dtype(), "{}: kv {} must have qkv's dtype {}", op, kv.str(), qkv.str());
   check_shape(op, "kv", kv, {qkv.size(0), qkv.size(1), qkv.size(2), 2, qkv.size(4)});
-  if (on_cuda(op, {&qkv, &kv})) MT_CHECK(false, "{}: CUDA tensors, but the CUDA kernels are not written yet", op);
+  if (on_cuda(op, {&qkv, &kv})) MT_CUDA_CALL(attention_split_kv(qkv, kv, s));
   cpu::attention_split_kv(qkv, kv);
 }
 
@@ -131,7 +132,7 @@ void attention_pack_grads(const Tensor& dq, const Tensor& dkv, const Tensor& dqk
   const int64_t B = dqkv.size(0), T = dqkv.size(1), G = dqkv.size(2), D = dqkv.size(4);
   check_shape(op, "dq", dq, {B, T, G * (dqkv.size(3) - 2), D});
   check_shape(op, "dkv", dkv, {B, T, G, 2, D});
-  if (on_cuda(op, {&dq, &dkv, &dqkv})) MT_CHECK(false, "{}: CUDA tensors, but the CUDA kernels are not written yet", op);
+  if (on_cuda(op, {&dq, &dkv, &dqkv})) MT_CUDA_CALL(attention_pack_grads(dq, dkv, dqkv, s));
   cpu::attention_pack_grads(dq, dkv, dqkv);
 }
 

@@ -8,8 +8,9 @@
 #include <vector>
 
 #include "core/tensor.h"
-#include "kernels/attention.h"  // AttentionConfig
-#include "kernels/optimizer.h"  // AdamWParams
+#include "kernels/attention.h"        // AttentionConfig
+#include "kernels/attention_block.h"  // AttentionMask
+#include "kernels/optimizer.h"        // AdamWParams
 
 namespace mt::cuda {
 
@@ -89,6 +90,16 @@ void attention_forward(const Tensor& qkv, const Tensor& out, const Tensor& lse, 
                        Stream s);
 void attention_backward(const Tensor& dout, const Tensor& qkv, const Tensor& out, const Tensor& lse,
                         const Tensor& dqkv, const AttentionConfig& cfg, Stream s);
+// attention_block.h (attention_block.cu)
+void attention_block_forward(const Tensor& qkv, const Tensor& kv, const AttentionMask& mask, const Tensor& out,
+                             const Tensor& lse, const AttentionConfig& cfg, Stream s);
+void attention_block_backward(const Tensor& dout, const Tensor& qkv, const Tensor& kv, const Tensor& out,
+                              const Tensor& lse, const AttentionMask& mask, const Tensor& dq_acc,
+                              const Tensor& dkv_acc, const AttentionConfig& cfg, Stream s);
+void attention_lse_merge(const Tensor& out_acc, const Tensor& lse_acc, const Tensor& out_blk, const Tensor& lse_blk,
+                         Stream s);
+void attention_split_kv(const Tensor& qkv, const Tensor& kv, Stream s);
+void attention_pack_grads(const Tensor& dq, const Tensor& dkv, const Tensor& dqkv, Stream s);
 #ifdef MT_WITH_CUDNN
 // attention_cudnn.cpp: cuDNN's fused flash attention for the same contract (lse included). Each
 // returns false, having done nothing and said why in *why, where cuDNN does not apply (fp32,
