@@ -190,7 +190,7 @@ Reference reference(const std::vector<double>& qkv, const std::vector<double>& k
   r.dq.assign(r.out.size(), 0);
   r.lse.assign(size_t(shape_numel(d.lse())), -INFINITY);
   r.dkv.assign(size_t(shape_numel(d.kv())), 0);
-  std::vector<double> pz(size_t(d.Tk)), pr(size_t(d.Tk));
+  std::vector<double> pr(size_t(d.Tk)), z(size_t(d.Tk));  // P and the dropout factor of each key
   for (int64_t b = 0; b < d.B; ++b)
     for (int64_t h = 0; h < d.H; ++h) {
       const int64_t g = h / hpg;
@@ -218,17 +218,17 @@ Reference reference(const std::vector<double>& qkv, const std::vector<double>& k
         const uint64_t row = uint64_t((cfg.batch_offset + b) * cfg.mask_heads() + cfg.head_offset + h);
         for (int64_t j = 0; j < d.Tk; ++j) {
           if (!sees(j)) {
-            pr[size_t(j)] = pz[size_t(j)] = 0;
+            pr[size_t(j)] = z[size_t(j)] = 0;
             continue;
           }
-          const uint64_t idx =
-              (row * uint64_t(mask.seq) + uint64_t(qp)) * uint64_t(mask.seq) + uint64_t(mask.k_pos.data<int32_t>()[b * d.Tk + j]);
-          const double z = cfg.dropout_p == 0                                          ? 1.0
-                           : philox_uniform(cfg.seed, cfg.stream, idx) > cfg.dropout_p ? 1.0 / (1.0 - cfg.dropout_p)
-                                                                                       : 0.0;
+          const uint64_t kp = uint64_t(mask.k_pos.data<int32_t>()[b * d.Tk + j]);
+          const uint64_t idx = (row * uint64_t(mask.seq) + uint64_t(qp)) * uint64_t(mask.seq) + kp;
+          z[size_t(j)] = cfg.dropout_p == 0                                          ? 1.0
+                         : philox_uniform(cfg.seed, cfg.stream, idx) > cfg.dropout_p ? 1.0 / (1.0 - cfg.dropout_p)
+                                                                                     : 0.0;
           pr[size_t(j)] = std::exp(pr[size_t(j)] - lse);
-          pz[size_t(j)] = pr[size_t(j)] * z;
-          for (int64_t c = 0; c < D; ++c) r.out[row_at(b, i, h, c)] += pz[size_t(j)] * kv[kv_at(b, j, g, 1, c)];
+          for (int64_t c = 0; c < D; ++c)
+            r.out[row_at(b, i, h, c)] += pr[size_t(j)] * z[size_t(j)] * kv[kv_at(b, j, g, 1, c)];
         }
         double delta = 0;
         for (int64_t c = 0; c < D; ++c) delta += dout[row_at(b, i, h, c)] * r.out[row_at(b, i, h, c)];
@@ -236,12 +236,11 @@ Reference reference(const std::vector<double>& qkv, const std::vector<double>& k
           if (pr[size_t(j)] == 0) continue;
           double dov = 0;
           for (int64_t c = 0; c < D; ++c) dov += dout[row_at(b, i, h, c)] * kv[kv_at(b, j, g, 1, c)];
-          const double z = pz[size_t(j)] / pr[size_t(j)];
-          const double ds = pr[size_t(j)] * (z * dov - delta) * scale;
+          const double ds = pr[size_t(j)] * (z[size_t(j)] * dov - delta) * scale;
           for (int64_t c = 0; c < D; ++c) {
             r.dq[row_at(b, i, h, c)] += ds * kv[kv_at(b, j, g, 0, c)];
             r.dkv[kv_at(b, j, g, 0, c)] += ds * qkv[q_at(b, i, h, c)];
-            r.dkv[kv_at(b, j, g, 1, c)] += pz[size_t(j)] * dout[row_at(b, i, h, c)];
+            r.dkv[kv_at(b, j, g, 1, c)] += pr[size_t(j)] * z[size_t(j)] * dout[row_at(b, i, h, c)];
           }
         }
       }
@@ -266,7 +265,8 @@ TEST_P(AttentionBlockReference, MatchesMaskedSoftmaxAndItsGradientInDouble) {
   cfg.total_heads = 8;
   const auto q_tok = random_positions(d.Tq, S, 5), k_tok = random_positions(d.Tk, S, 6);
   const AttentionMask mask = block_mask(d.B, q_tok, k_tok, random_documents(d.B, S, 5, 7), S);
-  const auto x = random_vec(size_t(shape_numel(d.qkv())), 8, -2, 2), y = random_vec(size_t(shape_numel(d.kv())), 9, -2, 2);
+  const auto x = random_vec(size_t(shape_numel(d.qkv())), 8, -2, 2);
+  const auto y = random_vec(size_t(shape_numel(d.kv())), 9, -2, 2);
   const auto g = random_vec(size_t(shape_numel(d.out())), 10);
   Tensor qkv = from_vec(x, d.qkv()), kv = from_vec(y, d.kv()), dout = from_vec(g, d.out());
   const Reference want = reference(to_double(x), to_double(y), to_double(g), mask, d, cfg);

@@ -272,7 +272,8 @@ constexpr size_t dq_smem_bytes() {
 template <int DPL>
 constexpr size_t dkdv_smem_bytes() {
   constexpr int DMAX = 32 * DPL, LDK = DMAX + 4, BK = kDkdvWarps<DPL> * kRowsPerWarp;
-  return sizeof(float) * (2 * size_t(BK) * DMAX + 2 * size_t(kTile) * LDK + 2 * size_t(BK) * kTile + 2 * size_t(kTile)) +
+  return sizeof(float) *
+             (2 * size_t(BK) * DMAX + 2 * size_t(kTile) * LDK + 2 * size_t(BK) * kTile + 2 * size_t(kTile)) +
          sizeof(int) * 2 * (BK + kTile);
 }
 
