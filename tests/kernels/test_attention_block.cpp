@@ -14,6 +14,7 @@
 
 #include <cmath>
 #include <limits>
+#include <ostream>
 #include <string>
 
 #include "attention_block_testing.h"
@@ -64,6 +65,10 @@ struct CausalCase {
   float dropout_p;
 };
 
+void PrintTo(const CausalCase& c, std::ostream* os) {
+  *os << "H=" << c.H << " G=" << c.G << " T=" << c.T << " dropout=" << c.dropout_p;
+}
+
 class AttentionBlockCausal : public ::testing::TestWithParam<CausalCase> {};
 
 TEST_P(AttentionBlockCausal, EqualsAttentionForwardAndBackward) {
@@ -105,6 +110,8 @@ struct RingCase {
   int64_t C;
   float dropout_p;
 };
+
+void PrintTo(const RingCase& c, std::ostream* os) { *os << "C=" << c.C << " dropout=" << c.dropout_p; }
 
 class AttentionBlockRing : public ::testing::TestWithParam<RingCase> {};
 

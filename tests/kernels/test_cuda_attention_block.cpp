@@ -9,6 +9,7 @@
 #include "kernels/attention_block.h"
 
 #include <limits>
+#include <ostream>
 #include <string>
 
 #include "attention_block_testing.h"
@@ -58,11 +59,12 @@ struct BlockCase {
   bool docs;
 };
 
-std::string block_name(const ::testing::TestParamInfo<BlockCase>& info) {
-  const BlockCase& c = info.param;
+std::string block_case_name(const BlockCase& c) {
   return std::string(name_of(c.dt)) + "_G" + std::to_string(c.G) + "_D" + std::to_string(c.D) +
          (c.p > 0 ? "_dropout" : "") + (c.docs ? "_docs" : "");
 }
+std::string block_name(const ::testing::TestParamInfo<BlockCase>& info) { return block_case_name(info.param); }
+void PrintTo(const BlockCase& c, std::ostream* os) { *os << block_case_name(c); }
 
 class CudaAttentionBlock : public ::testing::TestWithParam<BlockCase> {};
 
