@@ -102,6 +102,9 @@ def peer_child(spec):
     res = {"torch": torch.__version__, "device": dev, "checkpoint": spec["checkpoint"], "compile": spec["compile"]}
     code = 0
     try:
+        # one compiled graph serves every block (parameters are graph inputs); should a PyTorch
+        # guard on each block instead, let all of them compile rather than fall back to eager
+        torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 2 * L + 8)
         if dev == "cuda":
             torch.backends.cuda.enable_math_sdp(False)  # never the T x T score matrix
             res["gpu"] = torch.cuda.get_device_name()
