@@ -13,14 +13,10 @@ import argparse
 import os
 import sys
 
-# layers, hidden, heads, groups, ffn, seq, vocab, rope base, rope scaling factor (0: none), tied, micro batch
-MODELS = {
-    "llama3.2-1b": (16, 2048, 32, 8, 8192, 2048, 128256, 500000.0, 32.0, True, 4),
-}
-
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import megatron_run  # noqa: E402
-from megatron_run import train_throughput  # noqa: E402
+from megatron_run import LLAMA_MODELS as MODELS  # noqa: E402
+from megatron_run import llama_flops_per_token, train_throughput  # noqa: E402
 
 ap = argparse.ArgumentParser()
 ap.add_argument("--model", choices=MODELS, default="llama3.2-1b")
@@ -32,8 +28,7 @@ ap.add_argument("--pytorch-eager", action="store_true", help="also time PyTorch 
 ap.add_argument("--ours-args", default="", help="extra megatron train flags (same model and batch)")
 args = ap.parse_args()
 L, C, H, G, FF, T, V, BASE, SCALE, TIED, B = MODELS[args.model]
-D = C // H
-flops_per_token = L * (12 * C * (H + G) * D + 12 * T * H * D + 18 * C * FF) + 6 * C * V
+flops_per_token = llama_flops_per_token(L, C, H, G, FF, T, V)
 
 
 def ours():

@@ -25,6 +25,19 @@
 #                                              # MOE_BENCH_ARGS: extra megatron train flags for it
 #   GENERATE=0                                 # skip the generation checks (megatron generate on the GPU vs
 #                                              # transformers) and, with BENCH, bench/generate_benchmark.py
+#   CTEST=0                                    # skip the test suite (a benchmark-only call, with BUILD_TARGET=megatron)
+#   LONG_CONTEXT_BENCH=1                       # issue 20's long-context benchmark (bench/long_context_gpu_vs_pytorch.py):
+#                                              # Llama-3.2-1B at 16k-128k, recompute picked per length, vs PyTorch full
+#                                              # activation checkpointing + torch.compile; JSON to $OUT/long_context.json.
+#                                              # LONG_CONTEXT_BUDGET: its seconds (default: what is left of 580 s since
+#                                              # this script started); LONG_CONTEXT_MEMORY_CAP_GIB: a run peaking above
+#                                              # it does not fit (default: the card's own memory); LONG_CONTEXT_ARGS:
+#                                              # more flags for it ("--seqs 65536,131072", "--reach-seqs 262144", ...);
+#                                              # LONG_CONTEXT_RECOMPUTE: our recompute ladder, ';'-separated flag strings
+#                                              # ("none;--recompute-gelu;..."); LONG_CONTEXT_OURS_ARGS: extra train flags.
+#                                              # Alone, in one 600 s call:
+#                                              #   LONG_CONTEXT_BENCH=1 CTEST=0 TRAIN=0 SANITIZE=0 BENCH=0 GENERATE=0 \
+#                                              #   BUILD_TARGET=megatron scripts/device-test.sh
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -68,35 +81,38 @@ start=$(date +%s)
 cmake "${build_args[@]}" 2>&1 | tee "$LOG_DIR/build.log"
 echo "build: $(( $(date +%s) - start )) s"
 
-section "test"
-ctest_args=(--test-dir "$BUILD_DIR" --output-on-failure -j "$CTEST_JOBS" --timeout 600
-            --output-junit "$(realpath "$LOG_DIR")/ctest.xml")
-[[ -n "${TEST_REGEX:-}" ]] && ctest_args+=(-R "$TEST_REGEX")
-set +e
-ctest "${ctest_args[@]}" 2>&1 | tee "$LOG_DIR/ctest.log"
-ctest_rc=${PIPESTATUS[0]}
-set -e
+ctest_rc=0
+if [[ "${CTEST:-1}" == 1 ]]; then
+  section "test"
+  ctest_args=(--test-dir "$BUILD_DIR" --output-on-failure -j "$CTEST_JOBS" --timeout 600
+              --output-junit "$(realpath "$LOG_DIR")/ctest.xml")
+  [[ -n "${TEST_REGEX:-}" ]] && ctest_args+=(-R "$TEST_REGEX")
+  set +e
+  ctest "${ctest_args[@]}" 2>&1 | tee "$LOG_DIR/ctest.log"
+  ctest_rc=${PIPESTATUS[0]}
+  set -e
 
-section "summary"
-# ctest lines look like: "  12/340 Test  #12: CudaGemm/CudaGemm.MatchesCpu/bf16_cf32_NN_beta0 ...   Passed    0.41 sec"
-awk '
-  /Test +#[0-9]+: / {
-    name = $0; sub(/.*Test +#[0-9]+: /, "", name); sub(/ .*/, "", name)
-    suite = name; sub(/\..*/, "", suite); sub(/.*\//, "", suite)
-    if ($0 ~ /Passed/) pass[suite]++
-    else if ($0 ~ /Skipped|Not Run.*Disabled/) skip[suite]++
-    else { fail[suite]++; failed[++nf] = name }
-    if (!(suite in seen)) { seen[suite] = 1; order[++ns] = suite }
-  }
-  END {
-    printf "%-40s %7s %7s %7s\n", "suite", "passed", "failed", "skipped"
-    for (i = 1; i <= ns; i++) {
-      s = order[i]; tp += pass[s]; tf += fail[s]; ts += skip[s]
-      printf "%-40s %7d %7d %7d\n", s, pass[s], fail[s], skip[s]
+  section "summary"
+  # ctest lines look like: "  12/340 Test  #12: CudaGemm/CudaGemm.MatchesCpu/bf16_cf32_NN_beta0 ...   Passed    0.41 sec"
+  awk '
+    /Test +#[0-9]+: / {
+      name = $0; sub(/.*Test +#[0-9]+: /, "", name); sub(/ .*/, "", name)
+      suite = name; sub(/\..*/, "", suite); sub(/.*\//, "", suite)
+      if ($0 ~ /Passed/) pass[suite]++
+      else if ($0 ~ /Skipped|Not Run.*Disabled/) skip[suite]++
+      else { fail[suite]++; failed[++nf] = name }
+      if (!(suite in seen)) { seen[suite] = 1; order[++ns] = suite }
     }
-    printf "%-40s %7d %7d %7d\n", "TOTAL", tp, tf, ts
-    if (nf) { print "\nfailed:"; for (i = 1; i <= nf; i++) print "  " failed[i] }
-  }' "$LOG_DIR/ctest.log" | tee "$LOG_DIR/summary.txt"
+    END {
+      printf "%-40s %7s %7s %7s\n", "suite", "passed", "failed", "skipped"
+      for (i = 1; i <= ns; i++) {
+        s = order[i]; tp += pass[s]; tf += fail[s]; ts += skip[s]
+        printf "%-40s %7d %7d %7d\n", s, pass[s], fail[s], skip[s]
+      }
+      printf "%-40s %7d %7d %7d\n", "TOTAL", tp, tf, ts
+      if (nf) { print "\nfailed:"; for (i = 1; i <= nf; i++) print "  " failed[i] }
+    }' "$LOG_DIR/ctest.log" | tee "$LOG_DIR/summary.txt"
+fi
 
 bin="$BUILD_DIR/megatron"
 status=$ctest_rc
@@ -131,6 +147,19 @@ if [[ "${MOE_BENCH:-0}" == 1 ]]; then
   section "benchmark: Qwen3-MoE-style 3B (64 experts top-8), megatron.cpp vs PyTorch torch._grouped_mm + torch.compile"
   python3 bench/moe_gpu_vs_pytorch.py --build-dir "$BUILD_DIR" --ours-args="${MOE_BENCH_ARGS:-}" 2>&1 \
     | tee "$LOG_DIR/bench_moe.log" || status=1
+fi
+if [[ "${LONG_CONTEXT_BENCH:-0}" == 1 ]]; then
+  section "benchmark: long context (issue 20), Llama-3.2-1B at 16k-128k, megatron.cpp vs PyTorch full AC + torch.compile"
+  # The device allows 600 s a command: the benchmark gets what is left of 580 s (at least 60) unless told.
+  lc_budget=${LONG_CONTEXT_BUDGET:-$(( 580 - SECONDS > 60 ? 580 - SECONDS : 60 ))}
+  lc_args=(--build-dir "$BUILD_DIR" --time-budget "$lc_budget" --out "$LOG_DIR/long_context.json")
+  [[ -n "${LONG_CONTEXT_MEMORY_CAP_GIB:-}" ]] && lc_args+=(--memory-cap-gib "$LONG_CONTEXT_MEMORY_CAP_GIB")
+  [[ -n "${LONG_CONTEXT_RECOMPUTE:-}" ]] && lc_args+=("--recompute-options=$LONG_CONTEXT_RECOMPUTE")
+  [[ -n "${LONG_CONTEXT_OURS_ARGS:-}" ]] && lc_args+=("--ours-args=$LONG_CONTEXT_OURS_ARGS")
+  # shellcheck disable=SC2206  # several flags, space-separated
+  [[ -n "${LONG_CONTEXT_ARGS:-}" ]] && lc_args+=(${LONG_CONTEXT_ARGS})
+  PYTHONUNBUFFERED=1 python3 bench/long_context_gpu_vs_pytorch.py "${lc_args[@]}" 2>&1 \
+    | tee "$LOG_DIR/bench_long_context.log" || status=1
 fi
 if [[ "${GENERATE:-1}" == 1 ]]; then
   section "generate: megatron generate on the GPU (fp32) gives transformers' greedy tokens; KV cache kernels vs CPU"
