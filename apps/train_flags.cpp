@@ -296,6 +296,11 @@ void add_train_flags(CLI::App& app, TrainingArgs& a) {
       ->group(g);
   app.add_flag("--mock-data", a.mock_data, "Synthetic data (needs --vocab-size)")->group(g);
   app.add_flag("--eod-mask-loss", a.eod_mask_loss, "No loss on the token that follows an end of document")->group(g);
+  app.add_flag("--reset-position-ids", a.reset_position_ids,
+               "Position ids restart at 0 after each end-of-document token")->group(g);
+  app.add_flag("--reset-attention-mask", a.reset_attention_mask,
+               "Attention stays inside each document: a token after an end of document sees nothing up to it "
+               "(attention then runs the block kernel with document masks, not cuDNN)")->group(g);
   app.add_option("--tokenizer-type", a.tokenizer_type,
                  "GPT2BPETokenizer, HuggingFaceTokenizer, SentencePieceTokenizer, GPTSentencePieceTokenizer, "
                  "Llama2Tokenizer or NullTokenizer")
@@ -332,7 +337,16 @@ void add_train_flags(CLI::App& app, TrainingArgs& a) {
   app.add_flag("--overlap-p2p-communication", a.overlap_p2p_communication,
                "Accepted for Megatron compatibility: pipeline transfers are always posted as one batch per step and "
                "waited for only before the next forward or backward pass")->group(g);
-  app.add_option("--context-parallel-size", a.context_parallel_size, "Context-parallel ranks (only 1 for now)")
+  app.add_option("--context-parallel-size", a.context_parallel_size,
+                 "Context-parallel ranks: each sequence is cut into 2 CP chunks and rank r holds chunks r and "
+                 "2 CP - 1 - r (causal load balancing); attention runs over the whole sequence (--cp-comm-type)")
+      ->capture_default_str()->group(g);
+  app.add_option("--cp-comm-type", a.cp_comm_type,
+                 "Context parallelism's exchange: p2p (ring attention: key/value blocks passed around the ranks, "
+                 "partial outputs merged by their log-sum-exp) or a2a (Ulysses: all-to-all from tokens to heads and "
+                 "back; the heads and query groups per tensor-parallel rank must divide by CP); Megatron's allgather "
+                 "and a2a+p2p are accepted with --context-parallel-size 1 only")
+      ->check(CLI::IsMember({"p2p", "a2a", "allgather", "a2a+p2p"}))
       ->capture_default_str()->group(g);
   app.add_option("--expert-model-parallel-size", a.expert_model_parallel_size, "Expert-parallel ranks (only 1 for now)")
       ->capture_default_str()->group(g);

@@ -73,4 +73,19 @@ void zero_ranges(const Tensor& t, const Tensor& ranges, Stream s) {
   cpu::zero_ranges(t, ranges);
 }
 
+void copy_2d(const Tensor& src, int64_t src_offset, int64_t src_pitch, const Tensor& dst, int64_t dst_offset,
+             int64_t dst_pitch, int64_t width, int64_t rows, Stream s) {
+  MT_CHECK(src.dtype() == dst.dtype(), "copy_2d: {} -> {} must share a dtype", src.str(), dst.str());
+  MT_CHECK(src.is_contiguous() && dst.is_contiguous(), "copy_2d: contiguous tensors, got {} and {}", src.str(),
+           dst.str());
+  MT_CHECK(width >= 0 && rows >= 0 && src_offset >= 0 && dst_offset >= 0 && src_pitch >= width && dst_pitch >= width,
+           "copy_2d: {} rows of {} elements, pitches {} and {}", rows, width, src_pitch, dst_pitch);
+  if (rows == 0 || width == 0) return;
+  MT_CHECK(src_offset + (rows - 1) * src_pitch + width <= src.numel(), "copy_2d: rows outside src {}", src.str());
+  MT_CHECK(dst_offset + (rows - 1) * dst_pitch + width <= dst.numel(), "copy_2d: rows outside dst {}", dst.str());
+  if (detail::on_cuda("copy_2d", {&src, &dst}))
+    MT_CUDA_CALL(copy_2d(src, src_offset, src_pitch, dst, dst_offset, dst_pitch, width, rows, s));
+  cpu::copy_2d(src, src_offset, src_pitch, dst, dst_offset, dst_pitch, width, rows);
+}
+
 }  // namespace mt

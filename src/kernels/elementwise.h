@@ -28,5 +28,11 @@ void fill(const Tensor& t, float value, Stream s = {});
 // Zeroes t[offset, offset + length) for each row (offset, length) of ranges: int64 [R, 2] on t's
 // device (one launch for all of them on CUDA). Ranges must lie inside t; t is fp32.
 void zero_ranges(const Tensor& t, const Tensor& ranges, Stream s = {});
+// A strided block copy (cudaMemcpy2D's shape), in elements of the tensors' common dtype:
+//   dst[dst_offset + r dst_pitch + c] = src[src_offset + r src_pitch + c],  r < rows, c < width.
+// Packs and unpacks the chunks of context parallelism's all-to-all (heads <-> tokens). Every row
+// must lie inside both tensors; src and dst must not overlap.
+void copy_2d(const Tensor& src, int64_t src_offset, int64_t src_pitch, const Tensor& dst, int64_t dst_offset,
+             int64_t dst_pitch, int64_t width, int64_t rows, Stream s = {});
 
 }  // namespace mt

@@ -7,12 +7,23 @@
 #include "kernels/rope.h"
 
 namespace mt {
+namespace {
+
+// RoPE's tables are per position ([S, R/2], applied to every sample's token t) or, with explicit
+// positions, per token ([B T, R/2]): then qkv is rotated as one row of B T tokens.
+Tensor rope_view(const Tensor& qkv, const RotaryTables& rope) {
+  if (!rope.per_token) return qkv;
+  return qkv.view({1, qkv.size(0) * qkv.size(1), qkv.size(2), qkv.size(3), qkv.size(4)});
+}
+
+}  // namespace
 
 SelfAttention::SelfAttention(ParamAndGradBuffer& buf, const std::string& prefix, const TransformerConfig& cfg,
                              const SelfAttentionSpec& spec, const ModelParallelConfig& par)
     : cfg_(cfg),
       spec_(spec),
       buf_(buf),
+      par_(par),
       heads_(cfg.num_attention_heads / par.tp_size()),
       groups_(cfg.query_groups() / par.tp_size()),
       head_offset_(par.tp_rank() * heads_),
@@ -53,10 +64,9 @@ Tensor SelfAttention::forward(const Tensor& x, const ForwardContext& ctx, uint64
   if (spec_.rotary) {
     MT_CHECK(rope && rope->cos.defined(), "SelfAttention: RoPE without angle tables");
     s.rope = *rope;
-    rope_forward(s.qkv, s.rope.cos, s.rope.sin, G, cfg_.rotary_dim());
+    rope_forward(rope_view(s.qkv, s.rope), s.rope.cos, s.rope.sin, G, cfg_.rotary_dim());
   }
   s.out = Tensor::empty({B, T, H, D}, x.dtype(), x.device());
-  s.lse = Tensor::empty({B, H, T}, DType::F32, x.device());
   s.core = AttentionConfig{};
   s.core.n_heads = H;
   s.core.head_dim = D;
@@ -67,15 +77,25 @@ Tensor SelfAttention::forward(const Tensor& x, const ForwardContext& ctx, uint64
   // The dropout mask in global head coordinates: every tensor-parallel layout draws one rank's mask.
   s.core.head_offset = head_offset_;
   s.core.total_heads = cfg_.num_attention_heads;
-  attention_forward(s.qkv, s.out, s.lse, s.core);
+  if (ctx.positions && (par_.cp_size() > 1 || ctx.positions->document.defined())) {
+    s.positions = *ctx.positions;
+    context_parallel_attention_forward(s.qkv, s.out, s.core, s.positions, par_, s.cp);
+  } else {
+    s.lse = Tensor::empty({B, H, T}, DType::F32, x.device());
+    attention_forward(s.qkv, s.out, s.lse, s.core);
+  }
   return proj_.forward(s.out, s.proj_in).view(x.shape());
 }
 
 Tensor SelfAttention::backward(const Tensor& dy, Saved& s) const {
   Tensor dout = proj_.backward(dy, s.proj_in).view(s.out.shape());
   Tensor dqkv = Tensor::empty(s.qkv.shape(), s.qkv.dtype(), s.qkv.device());
-  attention_backward(dout, s.qkv, s.out, s.lse, dqkv, s.core);
-  if (spec_.rotary) rope_backward(dqkv, s.rope.cos, s.rope.sin, groups_, cfg_.rotary_dim());
+  if (s.positions.defined()) {
+    context_parallel_attention_backward(dout, s.qkv, s.out, dqkv, s.core, s.positions, par_, s.cp);
+  } else {
+    attention_backward(dout, s.qkv, s.out, s.lse, dqkv, s.core);
+  }
+  if (spec_.rotary) rope_backward(rope_view(dqkv, s.rope), s.rope.cos, s.rope.sin, groups_, cfg_.rotary_dim());
   if (spec_.qk_layernorm) {
     Tensor d = Tensor::empty(dqkv.shape(), dqkv.dtype(), dqkv.device());
     qk_rmsnorm_backward(dqkv, s.qkv_pre_norm, buf_.param(q_norm_), buf_.param(k_norm_), groups_, s.qk_rstd, d,

@@ -8,6 +8,7 @@
 #include <string>
 
 #include "kernels/attention.h"
+#include "model/context_parallel_attention.h"
 #include "model/kv_cache.h"
 #include "model/rotary.h"
 #include "model/tensor_parallel.h"
@@ -25,12 +26,18 @@ class SelfAttention {
     Tensor qkv, out, lse;          // qkv: core attention's input (normed, rotated)
     AttentionConfig core;
     RotaryTables rope;
+    // Context parallelism or document masks (ctx.positions): the tokens' places, and what the
+    // exchange around core attention keeps for backward.
+    TokenPositions positions;
+    ContextParallelSaved cp;
   };
   SelfAttention(ParamAndGradBuffer& buf, const std::string& prefix, const TransformerConfig& cfg,
                 const SelfAttentionSpec& spec, const ModelParallelConfig& par = {});
   void init(float std, float out_std, uint64_t seed) const;
   // x: [B, T, C] (with sequence parallelism this rank's tokens, [B T / TP, C]) -> same shape.
-  // rope: the angle tables when the spec has RoPE.
+  // rope: the angle tables when the spec has RoPE. With context parallelism (ctx.positions and a
+  // context-parallel group) or documents (ctx.positions->document) core attention runs over the
+  // whole sequence through context_parallel_attention.h.
   Tensor forward(const Tensor& x, const ForwardContext& ctx, uint64_t site, const RotaryTables* rope,
                  Saved& saved) const;
   Tensor backward(const Tensor& dy, Saved& saved) const;
@@ -44,6 +51,7 @@ class SelfAttention {
   TransformerConfig cfg_;
   SelfAttentionSpec spec_;
   ParamAndGradBuffer& buf_;
+  ModelParallelConfig par_;
   int heads_, groups_;  // local: num_attention_heads / TP, query groups / TP
   int head_offset_;     // this rank's first query head
   ColumnParallelLinear qkv_;

@@ -168,10 +168,18 @@ Tensor GPTModel::hidden_states(const Tensor& input, const ForwardContext& ctx, S
     Tensor wpe = wpe_ >= 0 ? buf_.param(wpe_) : Tensor();
     x = Tensor::empty({s.batch, s.seq, cfg_.hidden_size}, cfg_.params_dtype, tokens.device());
     // Each tp rank embeds the tokens of its vocabulary shard (zero elsewhere); the position
-    // embedding joins on tp rank 0 only, and the sum over TP completes every row.
+    // embedding joins on tp rank 0 only, and the sum over TP completes every row. With explicit
+    // positions its rows are gathered per token (the embedding kernel as a row gather).
     before_forward(embedding_ids_);
-    embedding_forward(tokens, buf_.param(wte_), par_.tp_rank() == 0 && wpe.defined() ? &wpe : nullptr, vocab_start_,
-                      x);
+    const bool gather_positions = ctx.positions && wpe.defined();
+    embedding_forward(tokens, buf_.param(wte_), par_.tp_rank() == 0 && wpe.defined() && !gather_positions ? &wpe : nullptr,
+                      vocab_start_, x);
+    if (gather_positions && par_.tp_rank() == 0) {
+      const int64_t n = s.batch * s.seq, C = cfg_.hidden_size;
+      Tensor pe = Tensor::empty({1, n, C}, cfg_.params_dtype, tokens.device());
+      embedding_forward(ctx.positions->positions().view({1, n}), wpe, nullptr, 0, pe);
+      add(x.view({1, n, C}), pe, x.view({1, n, C}));
+    }
     if (tp > 1) {
       if (par_.sequence_parallel)
         x = reduce_scatter_tokens(x.view({s.batch * s.seq, cfg_.hidden_size}), *par_.tp);  // [B T / tp, C]
@@ -181,23 +189,38 @@ Tensor GPTModel::hidden_states(const Tensor& input, const ForwardContext& ctx, S
     s.emb_dropout_p = ctx.training ? cfg_.hidden_dropout : 0.0f;
     s.seed = ctx.seed;
     s.emb_drop_stream = ctx.dropout_stream(rng_stream("dropout/embedding"));
-    s.emb_drop_offset = hidden_element_offset(par_, x.numel());
-    dropout_forward(x, x, s.emb_dropout_p, s.seed, s.emb_drop_stream, {}, s.emb_drop_offset);
+    s.emb_drop_runs = hidden_element_runs(par_, x.numel(), cfg_.hidden_size, ctx.positions);
+    hidden_dropout_forward(x, s.emb_dropout_p, s.seed, s.emb_drop_stream, s.emb_drop_runs);
   } else {
     MT_CHECK(ctx.batch > 0 && ctx.seq > 0, "a chunk without the embedding needs the token grid in ctx");
     s.batch = ctx.batch;
     s.seq = ctx.seq;
     x = input;
   }
-  MT_CHECK(!rope_.cos.defined() || s.seq <= rope_.cos.size(0), "sequence {} > RoPE's {} positions", s.seq,
+  if (ctx.positions) s.positions = *ctx.positions;
+  const int64_t full_seq = ctx.positions ? ctx.positions->seq : s.seq;
+  MT_CHECK(!rope_.cos.defined() || full_seq <= rope_.cos.size(0), "sequence {} > RoPE's {} positions", full_seq,
            rope_.cos.size(0));
+  const RotaryTables* rope = rope_.cos.defined() ? &rope_ : nullptr;
+  if (rope && ctx.positions) {  // the tables' rows of each token's position
+    const int64_t n = s.batch * s.seq, half = rope_.cos.size(1);
+    const Tensor ids = ctx.positions->positions().view({1, n});
+    s.rope.cos = Tensor::empty({1, n, half}, DType::F32, rope_.cos.device());
+    s.rope.sin = Tensor::empty({1, n, half}, DType::F32, rope_.cos.device());
+    embedding_forward(ids, rope_.cos, nullptr, 0, s.rope.cos);
+    embedding_forward(ids, rope_.sin, nullptr, 0, s.rope.sin);
+    s.rope.cos = s.rope.cos.view({n, half});
+    s.rope.sin = s.rope.sin.view({n, half});
+    s.rope.per_token = true;
+    rope = &s.rope;
+  }
   ForwardContext lctx = ctx;
   lctx.batch = s.batch;
   lctx.seq = s.seq;
   s.layers.resize(layers_.size());
   for (size_t i = 0; i < layers_.size(); ++i) {
     before_forward_layer(i);
-    x = layers_[i]->forward(x, lctx, rope_.cos.defined() ? &rope_ : nullptr, s.layers[i]);
+    x = layers_[i]->forward(x, lctx, rope, s.layers[i]);
   }
   if (!chunk_.post_process) return x;
   before_forward(final_ln_ids_);
@@ -326,13 +349,18 @@ Tensor GPTModel::backward_layers(Tensor dx, Saved& s) const {
     s = Saved{};
     return dx;
   }
-  dropout_backward(dx, dx, s.emb_dropout_p, s.seed, s.emb_drop_stream, {}, s.emb_drop_offset);
+  hidden_dropout_backward(dx, dx, s.emb_dropout_p, s.seed, s.emb_drop_stream, s.emb_drop_runs);
   if (par_.tp_size() > 1 && par_.sequence_parallel) dx = gather_tokens(dx, *par_.tp).view({s.batch, s.seq, C});
   // Every tp rank has the full dx: its word-embedding shard's rows, and the whole (replicated)
-  // position-embedding grad.
+  // position-embedding grad (scattered by the tokens' positions when they are explicit).
   Tensor dwpe = wpe_ >= 0 ? buf_.grad(wpe_) : Tensor();
   buf_.zero_unwritten_grads(embedding_ids_.first, embedding_ids_.end);  // the embedding adds to them
-  embedding_backward(dx, s.tokens, vocab_start_, buf_.grad(wte_), dwpe.defined() ? &dwpe : nullptr);
+  const bool scatter_positions = dwpe.defined() && s.positions.defined();
+  embedding_backward(dx, s.tokens, vocab_start_, buf_.grad(wte_), dwpe.defined() && !scatter_positions ? &dwpe : nullptr);
+  if (scatter_positions) {
+    const int64_t n = s.batch * s.seq;
+    embedding_backward(dx.view({1, n, C}), s.positions.positions().view({1, n}), 0, dwpe, nullptr);
+  }
   after_backward(embedding_ids_);
   s = Saved{};
   return Tensor();

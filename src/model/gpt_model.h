@@ -41,7 +41,10 @@ class GPTModel {
     Tensor tokens;  // int32 [B, T] (pre-process chunks)
     int64_t batch = 0, seq = 0;  // the microbatch's token grid
     float emb_dropout_p = 0.0f;
-    uint64_t seed = 0, emb_drop_stream = 0, emb_drop_offset = 0;
+    uint64_t seed = 0, emb_drop_stream = 0;
+    std::vector<HiddenRun> emb_drop_runs;
+    TokenPositions positions;  // ctx.positions' (context parallelism, document masks)
+    RotaryTables rope;         // then RoPE's tables per token
     std::vector<TransformerLayer::Saved> layers;
     Norm::Saved final_ln;
     Tensor final_hidden;  // [B*T, C], input of the output layer (all tokens)

@@ -8,8 +8,15 @@
 
 namespace mt {
 
+// Context parallelism's exchange around core attention (--cp-comm-type): p2p passes key/value
+// blocks around the ring of context-parallel ranks (ring attention), a2a exchanges tokens for
+// heads with an all-to-all before attention and back after it (Ulysses).
+enum class CpCommType : uint8_t { P2P, A2A };
+
 struct ModelParallelConfig {
   Communicator* tp = nullptr;      // null or size 1: no tensor parallelism
+  Communicator* cp = nullptr;      // null or size 1: no context parallelism
+  CpCommType cp_comm_type = CpCommType::P2P;
   Communicator* ep = nullptr;      // MoE layers' expert-parallel group (null or size 1: all experts local)
   Communicator* dp = nullptr;      // MoE global_aux_loss: the data-parallel group whose token counts it sums
   bool sequence_parallel = false;  // tokens split across tp ranks outside the tp regions
@@ -29,6 +36,8 @@ struct ModelParallelConfig {
 
   int tp_size() const { return tp ? tp->size() : 1; }
   int tp_rank() const { return tp ? tp->rank() : 0; }
+  int cp_size() const { return cp ? cp->size() : 1; }
+  int cp_rank() const { return cp ? cp->rank() : 0; }
 };
 
 }  // namespace mt

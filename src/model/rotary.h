@@ -19,7 +19,8 @@ namespace mt {
 std::vector<float> rope_frequencies(const TransformerConfig& cfg);
 
 struct RotaryTables {
-  Tensor cos, sin;  // fp32 [seq, R/2]
+  Tensor cos, sin;         // fp32 [seq, R/2]
+  bool per_token = false;  // cos, sin are [B T, R/2]: one row per token of a microbatch (explicit positions)
 };
 RotaryTables rope_tables(const TransformerConfig& cfg, int64_t seq, Device device);
 

@@ -132,9 +132,13 @@ struct ForwardContext {
   bool training = true;
   uint64_t seed = 1234;
   uint64_t microbatch = 0;  // global microbatch index: iteration * num_microbatches + m
-  // Set by the model for its layers: the microbatch's full [batch, seq] token grid (with
-  // sequence parallelism a layer's input holds only this rank's share of the tokens).
+  // Set by the model for its layers: the microbatch's [batch, seq] token grid on this rank (with
+  // context parallelism seq is this rank's S / CP tokens of each sample; with sequence
+  // parallelism a layer's input holds only this rank's share of the grid's tokens).
   int64_t batch = 0, seq = 0;
+  // The tokens' places in their sequences under context parallelism or document masks
+  // (model/token_positions.h); null: positions 0..seq-1, one document per sample.
+  const struct TokenPositions* positions = nullptr;
   // MoE: the weight of this microbatch's auxiliary losses in the objective, the same factor the
   // language-model loss's per-token gradient carries beyond 1/tokens (loss_scale / (M DP)), and
   // where MoE layers add their losses and token counts (null: not tracked).

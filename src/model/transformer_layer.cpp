@@ -1,5 +1,6 @@
 #include "model/transformer_layer.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include "core/error.h"
@@ -9,8 +10,38 @@
 
 namespace mt {
 
-uint64_t hidden_element_offset(const ModelParallelConfig& par, int64_t local_numel) {
-  return par.sequence_parallel && par.tp_size() > 1 ? uint64_t(par.tp_rank()) * uint64_t(local_numel) : 0;
+std::vector<HiddenRun> hidden_element_runs(const ModelParallelConfig& par, int64_t local_numel, int64_t hidden,
+                                           const TokenPositions* positions) {
+  const bool split = par.sequence_parallel && par.tp_size() > 1;
+  if (!positions || par.cp_size() == 1)
+    return {{0, local_numel, split ? uint64_t(par.tp_rank()) * uint64_t(local_numel) : 0}};
+  // This rank's tokens [lo, lo + n) of the context-parallel rank's tokens, as runs of the sequence.
+  const int64_t n = local_numel / hidden, lo = split ? par.tp_rank() * n : 0;
+  std::vector<HiddenRun> runs;
+  for (const TokenRun& r : positions->runs) {
+    const int64_t a = std::max(r.local, lo), b = std::min(r.local + r.count, lo + n);
+    if (a < b) runs.push_back({(a - lo) * hidden, (b - a) * hidden, uint64_t(r.global + (a - r.local)) * uint64_t(hidden)});
+  }
+  return runs;
+}
+
+void hidden_dropout_forward(const Tensor& x, float p, uint64_t seed, uint64_t stream, const std::vector<HiddenRun>& runs) {
+  for (const HiddenRun& r : runs) {
+    const Tensor part = runs.size() == 1 ? x : x.flat_slice(r.offset, r.count, {r.count});
+    dropout_forward(part, part, p, seed, stream, {}, r.index);
+  }
+}
+
+void hidden_dropout_backward(const Tensor& dy, const Tensor& dx, float p, uint64_t seed, uint64_t stream,
+                             const std::vector<HiddenRun>& runs) {
+  for (const HiddenRun& r : runs) {
+    if (runs.size() == 1) {
+      dropout_backward(dy, dx, p, seed, stream, {}, r.index);
+    } else {
+      dropout_backward(dy.flat_slice(r.offset, r.count, {r.count}), dx.flat_slice(r.offset, r.count, {r.count}), p,
+                       seed, stream, {}, r.index);
+    }
+  }
 }
 
 TransformerLayer::TransformerLayer(ParamAndGradBuffer& buf, const std::string& prefix, const TransformerConfig& cfg,
@@ -52,14 +83,14 @@ Tensor TransformerLayer::forward(const Tensor& x, const ForwardContext& ctx, con
   s.seed = ctx.seed;
   s.attn_drop_stream = ctx.dropout_stream(site + 1);
   s.mlp_drop_stream = ctx.dropout_stream(site + 2);
-  s.drop_offset = hidden_element_offset(par_, x.numel());
+  s.drop_runs = hidden_element_runs(par_, x.numel(), cfg_.hidden_size, ctx.positions);
 
   Tensor a = attn_.forward(ln1_.forward(x, s.ln1).view(x.shape()), ctx, site, rope, s.attn);
-  dropout_forward(a, a, s.dropout_p, s.seed, s.attn_drop_stream, {}, s.drop_offset);
+  hidden_dropout_forward(a, s.dropout_p, s.seed, s.attn_drop_stream, s.drop_runs);
   Tensor x1;  // x + a, and ln2 of it, in one pass
   Tensor h = ln2_.forward_add(x, a, &x1, s.ln2);
   Tensor m = moe_ ? moe_->forward(h.view(x.shape()), ctx, s.moe) : mlp_->forward(h.view(x.shape()), s.mlp);
-  dropout_forward(m, m, s.dropout_p, s.seed, s.mlp_drop_stream, {}, s.drop_offset);
+  hidden_dropout_forward(m, s.dropout_p, s.seed, s.mlp_drop_stream, s.drop_runs);
   add(x1, m, m);
   return m;
 }
@@ -71,7 +102,7 @@ Tensor TransformerLayer::backward(const Tensor& dy, Saved& s) const {
   auto dropout_grad = [&](const Tensor& g, uint64_t stream) {
     if (s.dropout_p == 0.0f) return g;
     Tensor d = Tensor::empty(shape, g.dtype(), g.device());
-    dropout_backward(g, d, s.dropout_p, s.seed, stream, {}, s.drop_offset);
+    hidden_dropout_backward(g, d, s.dropout_p, s.seed, stream, s.drop_runs);
     return d;
   };
   // MLP branch; ln2's dx and the residual's dy are summed in its backward.

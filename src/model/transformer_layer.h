@@ -3,14 +3,34 @@
 //   x1 = x  + dropout(self_attention(input_layernorm(x)))
 //   y  = x1 + dropout(mlp(pre_mlp_layernorm(x1)))
 #include <string>
+#include <vector>
 
 #include "model/attention.h"
 #include "model/mlp.h"
 #include "model/moe_layer.h"
 #include "model/norm.h"
+#include "model/token_positions.h"
 #include "model/transformer_layer_spec.h"
 
 namespace mt {
+
+// Where a rank's hidden states [n, C] sit in the microbatch's [B, S, C] element order, as runs:
+// elements [offset, offset + count) of the rank's tensor are elements [index, index + count) of
+// the whole. Hidden dropout draws its mask at those indices, so every layout drops the same
+// elements. One run without context parallelism: with sequence parallelism tensor-parallel rank
+// r holds tokens [r n, (r + 1) n), else all of them; with context parallelism (positions) the
+// rank's tokens are runs of each sample's sequence (token_positions.h), cut again by sequence
+// parallelism.
+struct HiddenRun {
+  int64_t offset = 0, count = 0;
+  uint64_t index = 0;
+};
+std::vector<HiddenRun> hidden_element_runs(const ModelParallelConfig& par, int64_t local_numel, int64_t hidden,
+                                           const TokenPositions* positions);
+// Dropout of the hidden states x (contiguous) in place, and its backward dy -> dx (may alias), run by run.
+void hidden_dropout_forward(const Tensor& x, float p, uint64_t seed, uint64_t stream, const std::vector<HiddenRun>& runs);
+void hidden_dropout_backward(const Tensor& dy, const Tensor& dx, float p, uint64_t seed, uint64_t stream,
+                             const std::vector<HiddenRun>& runs);
 
 class TransformerLayer {
  public:
@@ -20,7 +40,8 @@ class TransformerLayer {
     MLP::Saved mlp;
     MoELayer::Saved moe;
     float dropout_p = 0.0f;
-    uint64_t seed = 0, attn_drop_stream = 0, mlp_drop_stream = 0, drop_offset = 0;
+    uint64_t seed = 0, attn_drop_stream = 0, mlp_drop_stream = 0;
+    std::vector<HiddenRun> drop_runs;
   };
   // layer_number: the layer's global index (0-based), which names its parameters and keys its
   // dropout masks and recomputation. An MoE spec puts the experts' weights in expert_buf.
@@ -47,10 +68,5 @@ class TransformerLayer {
   std::unique_ptr<MLP> mlp_;      // a dense layer's
   std::unique_ptr<MoELayer> moe_;  // an MoE layer's
 };
-
-// Where a rank's hidden states [n, C] start in the microbatch's [B, T, C] element order: with
-// sequence parallelism, tensor-parallel rank r holds tokens [r n, (r + 1) n); else all of them.
-// Hidden dropout draws its mask at this offset, so every layout drops the same elements.
-uint64_t hidden_element_offset(const ModelParallelConfig& par, int64_t local_numel);
 
 }  // namespace mt

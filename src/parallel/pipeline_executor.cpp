@@ -123,6 +123,7 @@ std::vector<double> forward_backward_pipelining(const std::vector<const GPTModel
         ForwardContext ctx = context(m);
         ctx.batch = B;
         ctx.seq = T;
+        if (setup.explicit_positions && batch_of(m).positions.defined()) ctx.positions = &batch_of(m).positions;
         const Tensor input = chunk.chunk().pre_process ? batch_of(m).tokens : s.input;
         if (chunk.chunk().post_process) {
           Microbatch& mb = batch_of(m);
@@ -179,15 +180,9 @@ std::vector<double> forward_backward_pipelining(const std::vector<const GPTModel
   MT_CHECK(cfg.forward_only || slots.empty(), "pipeline rank {}: {} microbatch passes left unfinished", rank,
            slots.size());
 
-  // The losses, on the last stage, then on every pipeline rank.
+  // The losses, on the last stage (summed over its context-parallel group), then on every pipeline rank.
   std::vector<double> means(size_t(M), 0.0);
-  if (last_stage_here)
-    for (int m = 0; m < M; ++m) {
-      const Tensor& l = losses[size_t(m)];
-      const Tensor host = l.is_cuda() ? l.to(Device::cpu()) : l;
-      const Tensor& k = masks[size_t(m)];
-      means[size_t(m)] = mean_loss(host.data<float>(), k.defined() ? k.data<float>() : nullptr, host.numel());
-    }
+  if (last_stage_here) means = microbatch_means(losses, masks, cfg);
   pp.all_reduce_f64(means.data(), M);
   return means;
 }

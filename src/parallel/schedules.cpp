@@ -19,27 +19,22 @@ std::vector<double> forward_backward_no_pipelining(const GPTModel& model, Distri
     Microbatch mb = microbatch(m);
     const int64_t n = mb.tokens.numel();
     GPTModel::Saved saved;
+    ForwardContext ctx = context(m);
+    if (mb.positions.defined()) ctx.positions = &mb.positions;
     if (cfg.forward_only) {
-      losses[size_t(m)] = model.forward_loss(mb.tokens, mb.labels, context(m), nullptr, saved);
+      losses[size_t(m)] = model.forward_loss(mb.tokens, mb.labels, ctx, nullptr, saved);
     } else {
       if (!dloss.defined() || dloss.numel() != n) dloss = Tensor::empty({n}, DType::F32, mb.tokens.device());
       // The fused loss needs dloss in the same pass: from the mask, known before the forward.
       fill_dloss(mb.loss_mask, n, cfg, dloss);
       if (ddp) ddp->set_last_microbatch(m == M - 1);
-      losses[size_t(m)] = model.forward_loss(mb.tokens, mb.labels, context(m), &dloss, saved);
+      losses[size_t(m)] = model.forward_loss(mb.tokens, mb.labels, ctx, &dloss, saved);
       model.backward(saved);
     }
     masks[size_t(m)] = mb.loss_mask;
   }
   // The losses, read after every microbatch is enqueued.
-  std::vector<double> means;
-  for (int m = 0; m < M; ++m) {
-    const Tensor& l = losses[size_t(m)];
-    const Tensor host = l.is_cuda() ? l.to(Device::cpu()) : l;
-    const Tensor& k = masks[size_t(m)];
-    means.push_back(mean_loss(host.data<float>(), k.defined() ? k.data<float>() : nullptr, host.numel()));
-  }
-  return means;
+  return microbatch_means(losses, masks, cfg);
 }
 
 std::vector<double> forward_backward(const std::vector<const GPTModel*>& chunks, DistributedDataParallel* ddp,

@@ -24,6 +24,7 @@ namespace mt {
 struct Microbatch {
   Tensor tokens, labels;  // int32 [B, T] on the model's device
   Tensor loss_mask;       // fp32 [B, T] on the host (undefined: every token counts)
+  TokenPositions positions;  // context parallelism, document masks (model/token_positions.h)
 };
 
 struct ScheduleConfig {
@@ -39,6 +40,11 @@ struct ScheduleConfig {
   // microbatch and data-parallel rank); each token's loss gradient is then loss_scale x its mask
   // / loss_tokens (the sum over tokens divided by their count), not the mean of microbatch means.
   double loss_tokens = 0;
+  // Context parallelism: the group over which each microbatch's tokens are spread. A
+  // microbatch's mean is over all of its tokens (the counts summed over the group), and each
+  // rank's token weights are its share of that mean (the gradients are then summed over the
+  // data- and context-parallel group).
+  Communicator* context_parallel = nullptr;
 };
 
 using MicrobatchSource = std::function<Microbatch(int m)>;
@@ -46,7 +52,8 @@ using MicrobatchContext = std::function<ForwardContext(int m)>;
 
 // Megatron's forward_backward_no_pipelining. With ddp, the last microbatch's backward is marked
 // so that overlapped gradient reduction starts during it. Returns each microbatch's mean token
-// loss (masked mean where a mask is given), summed in double on the host in token order.
+// loss (masked mean where a mask is given), summed in double on the host in token order (and
+// over the context-parallel group).
 std::vector<double> forward_backward_no_pipelining(const GPTModel& model, DistributedDataParallel* ddp,
                                       const MicrobatchSource& microbatch, const MicrobatchContext& context,
                                       const ScheduleConfig& cfg);
@@ -63,8 +70,11 @@ struct PipelineTimes {
 struct PipelineSetup {
   Communicator* pp = nullptr;
   PipelineScheduleKind kind = PipelineScheduleKind::OneFOneB;
-  int64_t micro_batch_size = 1, seq_length = 1;
+  int64_t micro_batch_size = 1, seq_length = 1;  // seq_length: the rank's tokens per sample (S / CP)
   PipelineTimes* times = nullptr;  // accumulates when given
+  // Every stage's layers need the microbatch's token positions (context parallelism, document
+  // masks): each stage fetches the microbatch, not only the first and the last.
+  bool explicit_positions = false;
 };
 
 // The pipeline executor: runs this rank's action list of `kind`'s schedule (pp.size() ranks,

@@ -157,7 +157,24 @@ int validate_parallel_args(const TrainingArgs& a, int world_size) {
   ParallelSizes s{a.tensor_model_parallel_size, a.context_parallel_size, a.expert_model_parallel_size,
                   a.pipeline_model_parallel_size};
   const ParallelLayout l = ParallelLayout::make(s, world_size);
-  if (s.cp > 1) MT_USER_ERROR("--context-parallel-size {}: context parallelism is not implemented yet", s.cp);
+  if (s.cp > 1) {
+    if (a.seq_length % (2 * s.cp) != 0)
+      MT_USER_ERROR("--seq-length {} is not divisible by 2 x --context-parallel-size {} (each sequence is cut into {} "
+                    "chunks)", a.seq_length, s.cp, 2 * s.cp);
+    if (a.num_experts > 0)
+      MT_USER_ERROR("--context-parallel-size {} with --num-experts: context parallelism of MoE models is not built yet "
+                    "(the experts' gradients would need the context-parallel ranks in their data-parallel group)", s.cp);
+    if (a.cp_comm_type != "p2p" && a.cp_comm_type != "a2a")
+      MT_USER_ERROR("--cp-comm-type {} with --context-parallel-size {}: not built (use p2p or a2a)", a.cp_comm_type,
+                    s.cp);
+    if (a.cp_comm_type == "a2a") {
+      const int groups = a.group_query_attention ? a.num_query_groups : a.num_attention_heads;
+      if ((a.num_attention_heads / s.tp) % s.cp != 0 || (groups / s.tp) % s.cp != 0)
+        MT_USER_ERROR("--cp-comm-type a2a: the {} heads in {} query groups of each of the {} tensor-parallel ranks do "
+                      "not divide by --context-parallel-size {} (use --cp-comm-type p2p)",
+                      a.num_attention_heads / s.tp, groups / s.tp, s.tp, s.cp);
+    }
+  }
   if (s.ep > 1 && a.num_experts == 0)
     MT_USER_ERROR("--expert-model-parallel-size {}: expert parallelism needs an MoE model (--num-experts)", s.ep);
   const int moe_ffn = a.moe_ffn_hidden_size > 0 ? a.moe_ffn_hidden_size : (a.ffn_hidden_size > 0 ? a.ffn_hidden_size : default_ffn_hidden_size(a));

@@ -156,6 +156,8 @@ struct TrainingArgs {
   std::string data_cache_path;  // where dataset indices are cached (default: beside the data)
   bool mock_data = false;
   bool eod_mask_loss = false;  // no loss on the token after an end of document
+  bool reset_position_ids = false;    // positions restart after each end of document
+  bool reset_attention_mask = false;  // attention stays inside each document
   // tokenizer (Megatron's names; empty type: none, or the bundled corpus's tokenizer.json)
   std::string tokenizer_type, vocab_file, merge_file, tokenizer_model;
   // device
@@ -175,6 +177,7 @@ struct TrainingArgs {
   std::string pipeline_schedule = "1f1b";         // 1f1b (interleaved with virtual stages), zb-h1
   bool overlap_p2p_communication = false;
   int context_parallel_size = 1;
+  std::string cp_comm_type = "p2p";  // p2p (ring attention) or a2a (Ulysses)
   int expert_model_parallel_size = 1;
   bool sequence_parallel = false;
   bool async_tensor_model_parallel_allreduce = false;

@@ -118,6 +118,10 @@ Datasets build_datasets(const TrainingArgs& args) {
   d.eod = d.tokenizer ? d.tokenizer->eod() : -1;
   if (args.eod_mask_loss && d.eod < 0)
     MT_USER_ERROR("--eod-mask-loss needs a tokenizer with an end-of-document token: give --tokenizer-type and its files");
+  for (const auto& [on, flag] : {std::pair{args.reset_position_ids, "--reset-position-ids"},
+                                 std::pair{args.reset_attention_mask, "--reset-attention-mask"}})
+    if (on && d.eod < 0)
+      MT_USER_ERROR("{} needs a tokenizer with an end-of-document token: give --tokenizer-type and its files", flag);
 
   SplitBuilder b{args, d, {}, bundled, {}};
   b.cfg.seq_length = args.seq_length;

@@ -129,8 +129,8 @@ const std::vector<CompatFlag>& megatron_compat_flags() {
       {"--fp8-amax-history-len", 1, NO, "fp8 training (train in --bf16)"},
       {"--fp8-amax-compute-algo", 1, NO, "fp8 training (train in --bf16)"},
       {"--fp8-margin", 1, NO, "fp8 training (train in --bf16)"},
-      {"--cp-comm-type", -1, NO, "context parallelism (only --context-parallel-size 1)"},
-      {"--hierarchical-context-parallel-sizes", -1, NO, "context parallelism (only --context-parallel-size 1)"},
+      {"--hierarchical-context-parallel-sizes", -1, NO,
+       "hierarchical context parallelism (a2a+p2p; use --cp-comm-type p2p or a2a)"},
       {"--multi-latent-attention", 0, NO, "multi-latent attention (use grouped-query attention)"},
       {"--q-lora-rank", 1, NO, "multi-latent attention (use grouped-query attention)"},
       {"--kv-lora-rank", 1, NO, "multi-latent attention (use grouped-query attention)"},
@@ -218,8 +218,6 @@ std::vector<std::string> unsupported_features(const TrainingArgs& a) {
     for (const std::string& v : it->second) given += " " + v;
     out.push_back(fmt::format("{}: {}", given, f.reason));
   }
-  if (a.context_parallel_size > 1)
-    out.push_back(fmt::format("--context-parallel-size {}: context parallelism (use 1)", a.context_parallel_size));
   if (a.qk_layernorm && a.normalization != "RMSNorm")
     out.push_back("--qk-layernorm with --normalization LayerNorm: a LayerNorm over each query and key head (q/k "
                   "norms are RMSNorm: use --normalization RMSNorm)");

@@ -96,7 +96,7 @@ TransformerConfig model_config(const TrainingArgs& a, int64_t vocab, int tp) {
 }
 
 Microbatch microbatch_of(const Batch& b, bool masked) {
-  return Microbatch{b.tokens, b.labels, masked ? b.loss_mask : Tensor()};
+  return Microbatch{b.tokens, b.labels, masked ? b.loss_mask : Tensor(), b.positions};
 }
 
 // Where this data-parallel rank's microbatch m of a global batch starts (Megatron's
@@ -110,10 +110,12 @@ int64_t microbatch_start(int64_t consumed, int m, int mbs, int dp, int dp_rank) 
 // previous evaluation stopped (as Megatron's validation iterator does); each data-parallel rank
 // evaluates its share and the mean is taken over DP.
 double evaluate(const std::vector<const GPTModel*>& chunks, const PipelineSetup& pipeline, const SampleSource& valid,
-                const TrainingArgs& a, int64_t& consumed, Device dev, Communicator& dp) {
+                const TrainingArgs& a, const BatchLayout& layout, int64_t& consumed, Device dev, Communicator& dp,
+                Communicator& cp) {
   double total = 0;
   int64_t n = 0;
   ScheduleConfig sc;
+  sc.context_parallel = &cp;
   sc.num_microbatches = a.global_batch_size / (a.micro_batch_size * dp.size());
   sc.forward_only = true;
   for (int64_t it = 0; it < a.eval_iters; ++it) {
@@ -122,7 +124,7 @@ double evaluate(const std::vector<const GPTModel*>& chunks, const PipelineSetup&
         [&](int m) {
           return microbatch_of(
               get_batch(valid, microbatch_start(consumed, m, a.micro_batch_size, dp.size(), dp.rank()),
-                        a.micro_batch_size, a.seq_length, dev),
+                        a.micro_batch_size, a.seq_length, dev, layout),
               a.eod_mask_loss);
         },
         [&](int) { return ForwardContext{false, a.seed, 0}; }, sc);
@@ -335,6 +337,10 @@ TrainResult pretrain_gpt(const TrainingArgs& args, std::FILE* log, const TrainOp
   ProcessGroups& groups = opts.groups ? *opts.groups : *own_groups;
   Communicator& dp = groups.dp();
   const int dp_size = dp.size(), dp_rank = dp.rank(), tp_size = groups.tp().size();
+  // Gradients are reduced (and the distributed optimizer sharded) over the data- and
+  // context-parallel ranks together: the context-parallel ranks of a sample hold the same weights.
+  Communicator& grad_dp = groups.dp_cp();
+  const int cp_size = groups.cp().size();
   // Setup lines from rank 0, iteration lines from the last rank (as Megatron prints them).
   std::FILE* log0 = groups.is_first_rank() ? log : nullptr;
   std::FILE* log_last = groups.is_last_rank() ? log : nullptr;
@@ -367,9 +373,13 @@ TrainResult pretrain_gpt(const TrainingArgs& args, std::FILE* log, const TrainOp
   par.sequence_parallel = args.sequence_parallel;
   par.async_tp_allreduce = args.async_tensor_model_parallel_allreduce;
   par.tp_comm_overlap = args.tp_comm_overlap;
-  par.bucket_size = dp_size > 1 ? (args.ddp_bucket_size > 0 ? args.ddp_bucket_size : default_ddp_bucket_size(dp_size))
-                                : 0;
-  par.bucket_pad = ddp_bucket_pad_multiple(dp_size, args.use_distributed_optimizer);
+  par.cp = &groups.cp();
+  par.cp_comm_type = args.cp_comm_type == "a2a" ? CpCommType::A2A : CpCommType::P2P;
+  const int grad_dp_size = grad_dp.size();
+  par.bucket_size = grad_dp_size > 1 ? (args.ddp_bucket_size > 0 ? args.ddp_bucket_size
+                                                                 : default_ddp_bucket_size(grad_dp_size))
+                                     : 0;
+  par.bucket_pad = ddp_bucket_pad_multiple(grad_dp_size, args.use_distributed_optimizer);
   // MoE: experts split over the expert-parallel group, their weights replicated over expert-dp.
   Communicator& expert_dp = groups.expert_dp();
   par.ep = &groups.ep();
@@ -403,11 +413,18 @@ TrainResult pretrain_gpt(const TrainingArgs& args, std::FILE* log, const TrainOp
       moe ? int64_t(groups.pp().all_reduce_scalar(double(chunks.front()->num_active_parameters()))) : n_params;
   PipelineScheduleKind schedule_kind = PipelineScheduleKind::OneFOneB;
   parse_pipeline_schedule(args.pipeline_schedule, schedule_kind);
+  BatchLayout batch_layout;
+  batch_layout.reset_position_ids = args.reset_position_ids;
+  batch_layout.reset_attention_mask = args.reset_attention_mask;
+  batch_layout.eod = data.eod;
+  batch_layout.cp_size = cp_size;
+  batch_layout.cp_rank = groups.cp().rank();
   PipelineSetup pipeline;
   pipeline.pp = &groups.pp();
   pipeline.kind = schedule_kind;
   pipeline.micro_batch_size = args.micro_batch_size;
-  pipeline.seq_length = args.seq_length;
+  pipeline.seq_length = args.seq_length / cp_size;
+  pipeline.explicit_positions = batch_layout.explicit_positions();
   PipelineTimes pipeline_times;
   if (args.timing_log_level > 0) pipeline.times = &pipeline_times;
   if (log0) {
@@ -456,8 +473,8 @@ TrainResult pretrain_gpt(const TrainingArgs& args, std::FILE* log, const TrainOp
 
   OptimizerConfig ocfg{args.weight_decay, args.adam_beta1, args.adam_beta2, args.adam_eps, args.clip_grad};
   DDPConfig dcfg{args.use_distributed_optimizer, args.overlap_grad_reduce, args.overlap_param_gather};
-  DistributedDataParallel ddp(buffer, dp, dcfg);
-  if (dp_size > 1 && (args.overlap_grad_reduce || args.overlap_param_gather))
+  DistributedDataParallel ddp(buffer, grad_dp, dcfg);
+  if (grad_dp_size > 1 && (args.overlap_grad_reduce || args.overlap_param_gather))
     for (auto& c : owned_chunks) c->set_param_hooks(&ddp);
   // The experts' gradients are reduced over expert-dp after the backward (no overlap).
   std::unique_ptr<DistributedDataParallel> expert_ddp;
@@ -470,7 +487,7 @@ TrainResult pretrain_gpt(const TrainingArgs& args, std::FILE* log, const TrainOp
   norm_groups.tp_rank = groups.coords().tp;
   std::unique_ptr<MegatronOptimizer> optimizer_ptr, expert_optimizer, chained;
   if (args.use_distributed_optimizer) {
-    norm_groups.data_parallel = &dp;
+    norm_groups.data_parallel = &grad_dp;
     optimizer_ptr = std::make_unique<DistributedOptimizer>(buffer, ddp, ocfg, norm_groups);
   } else {
     optimizer_ptr = std::make_unique<AdamWOptimizer>(buffer, ocfg, norm_groups);
@@ -565,6 +582,7 @@ TrainResult pretrain_gpt(const TrainingArgs& args, std::FILE* log, const TrainOp
     sc.num_microbatches = num_micro;
     sc.loss_scale = scale;
     sc.data_parallel_size = dp_size;
+    sc.context_parallel = &groups.cp();
     std::vector<double> loss_tokens;  // --calculate-per-token-loss: each microbatch's, then the global count
     if (args.calculate_per_token_loss) {
       loss_tokens = microbatch_loss_tokens(*data.train, args, consumed, num_micro, dp_size, dp_rank);
@@ -583,7 +601,7 @@ TrainResult pretrain_gpt(const TrainingArgs& args, std::FILE* log, const TrainOp
           [&](int m) {
             return microbatch_of(get_batch(*data.train, microbatch_start(consumed, m, args.micro_batch_size, dp_size,
                                                                          dp_rank),
-                                           args.micro_batch_size, args.seq_length, dev),
+                                           args.micro_batch_size, args.seq_length, dev, batch_layout),
                                  args.eod_mask_loss);
           },
           // The global microbatch index (which fixes dropout masks) is the one a single rank would
@@ -711,7 +729,7 @@ TrainResult pretrain_gpt(const TrainingArgs& args, std::FILE* log, const TrainOp
     const bool saving = !args.save.empty() && args.save_interval > 0 && iteration % args.save_interval == 0;
     if (evaluating || saving) ddp.finish_param_gather();
     if (evaluating) {
-      double v = evaluate(chunks, pipeline, *data.valid, args, valid_consumed, dev, dp);
+      double v = evaluate(chunks, pipeline, *data.valid, args, batch_layout, valid_consumed, dev, dp, groups.cp());
       result.valid_losses.push_back(v);
       metrics.validation(iteration, consumed, v);
       last_eval = iteration;
@@ -752,7 +770,7 @@ TrainResult pretrain_gpt(const TrainingArgs& args, std::FILE* log, const TrainOp
       !(args.save_interval > 0 && iteration % args.save_interval == 0))
     save_hf_directory(args, cfg, buffer, moe ? &expert_buffer : nullptr, groups, log0);
   if (data.valid && args.eval_iters > 0 && last_eval != iteration) {
-    double v = evaluate(chunks, pipeline, *data.valid, args, valid_consumed, dev, dp);
+    double v = evaluate(chunks, pipeline, *data.valid, args, batch_layout, valid_consumed, dev, dp, groups.cp());
     result.valid_losses.push_back(v);
     metrics.validation(iteration, consumed, v);
     if (log_last) fmt::print(log_last, "{}\n", format_validation_block("at the end of training", v));

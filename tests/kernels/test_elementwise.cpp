@@ -91,6 +91,21 @@ TEST(ZeroRanges, ZeroesExactlyTheRanges) {
   EXPECT_DEATH(zero_ranges(t, r), "range \\[9, 21\\) outside 20 elements");
 }
 
+// Rows of `width` elements move between pitched layouts; what is outside the rows stays; a row past
+// the end is refused.
+TEST(Copy2d, MovesPitchedRowsAndLeavesTheRest) {
+  Tensor src = Tensor::empty({24}, DType::I32), dst = Tensor::empty({30}, DType::I32);
+  for (int i = 0; i < 24; ++i) src.data<int32_t>()[i] = i;
+  for (int i = 0; i < 30; ++i) dst.data<int32_t>()[i] = -1;
+  copy_2d(src, 1, 6, dst, 2, 10, 3, 3);  // rows [1, 4), [7, 10), [13, 16) -> [2, 5), [12, 15), [22, 25)
+  std::vector<int32_t> want(30, -1);
+  for (int r = 0; r < 3; ++r)
+    for (int c = 0; c < 3; ++c) want[size_t(2 + 10 * r + c)] = 1 + 6 * r + c;
+  EXPECT_EQ(std::vector<int32_t>(dst.data<int32_t>(), dst.data<int32_t>() + 30), want);
+  EXPECT_DEATH(copy_2d(src, 1, 8, dst, 0, 3, 3, 4), "rows outside src");  // src row 3 ends at 28 > 24
+  EXPECT_DEATH(copy_2d(src, 1, 6, dst, 2, 10, 3, 4), "rows outside dst");  // dst row 3 ends at 35 > 30
+}
+
 TEST(FillNormal, IsPhiloxNormalScaledAndOffsetsSelectTheSameDraws) {
   const int64_t n = 20000;
   const uint64_t seed = 7, stream = rng_stream("init/test");

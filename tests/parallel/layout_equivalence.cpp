@@ -29,7 +29,13 @@
 //                                                     :position drop by position; :mbN
 //                                                     micro batch N, also for the reference;
 //                                                     :global global_aux_loss, DP 1 layouts;
-//                                                     :allgather the allgather dispatcher)
+//                                                     :allgather the allgather dispatcher;
+//                                                     :cpN context-parallel size N, :a2a its
+//                                                     all-to-all exchange (else the p2p ring);
+//                                                     :reset --reset-attention-mask and
+//                                                     --reset-position-ids, :seqN sequence
+//                                                     length N, :gqa4 four query groups, all
+//                                                     also for the reference)
 // A layout with :overlap must also give bit-identical losses and parameters to the same layout
 // without it (the host backend runs a started collective at once, in the same order).
 #include <cctype>
@@ -72,6 +78,9 @@ TrainingArgs model_for(const std::string& spec) {
   // global_aux_loss: the same as one rank's when the layout has one data-parallel rank (TP only).
   if (spec.find(":global") != std::string::npos) a.moe_router_load_balancing_type = "global_aux_loss";
   if (spec.find(":allgather") != std::string::npos) a.moe_token_dispatcher_type = "allgather";
+  if (spec.find(":reset") != std::string::npos) a.reset_attention_mask = a.reset_position_ids = true;
+  if (option(spec, ":seq") > 0) a.seq_length = a.max_position_embeddings = option(spec, ":seq");
+  if (spec.find(":gqa4") != std::string::npos) a.num_query_groups = 4;
   const int layers = option(spec, ":L");
   if (layers > 0) a.num_layers = layers;
   if (layers > 0 && a.moe_layer_freq != "1") {  // :qwenmoe: the first layer dense, the rest MoE
@@ -89,7 +98,10 @@ std::string model_key(const std::string& spec) {
                            (spec.find(":cap") != std::string::npos ? ":cap" : "") +
                            (spec.find(":position") != std::string::npos ? ":position" : "") +
                            (option(spec, ":mb") > 0 ? ":mb" + std::to_string(option(spec, ":mb")) : "") +
-                           (spec.find(":global") != std::string::npos ? ":global" : "");
+                           (spec.find(":global") != std::string::npos ? ":global" : "") +
+                           (spec.find(":reset") != std::string::npos ? ":reset" : "") +
+                           (option(spec, ":seq") > 0 ? ":seq" + std::to_string(option(spec, ":seq")) : "") +
+                           (spec.find(":gqa4") != std::string::npos ? ":gqa4" : "");
   for (const char* m : {":dsmoe", ":mixtral", ":qwenmoe", ":llama31", ":llama", ":qwen"})
     if (spec.find(m) != std::string::npos) return std::string(m) + tail;
   return tail;
@@ -180,6 +192,8 @@ int main(int argc, char** argv) {
     if (spec.find(":ce3") != std::string::npos) a.cross_entropy_chunks = 3;
     if (option(spec, ":pp") > 0) a.pipeline_model_parallel_size = option(spec, ":pp");
     if (option(spec, ":ep") > 0) a.expert_model_parallel_size = option(spec, ":ep");
+    if (option(spec, ":cp") > 0) a.context_parallel_size = option(spec, ":cp");
+    if (spec.find(":a2a") != std::string::npos) a.cp_comm_type = "a2a";
     if (option(spec, ":vp") > 0) a.num_virtual_stages_per_pipeline_rank = option(spec, ":vp");
     if (option(spec, ":first") >= 0) a.decoder_first_pipeline_num_layers = option(spec, ":first");
     if (option(spec, ":last") >= 0) a.decoder_last_pipeline_num_layers = option(spec, ":last");

@@ -90,5 +90,7 @@ void cast(const Tensor& src, const Tensor& dst);
 void fill_normal(const Tensor& t, float std, uint64_t seed, uint64_t stream, int64_t index_offset);
 void fill(const Tensor& t, float value);
 void zero_ranges(const Tensor& t, const Tensor& ranges);
+void copy_2d(const Tensor& src, int64_t src_offset, int64_t src_pitch, const Tensor& dst, int64_t dst_offset,
+             int64_t dst_pitch, int64_t width, int64_t rows);
 
 }  // namespace mt::cpu

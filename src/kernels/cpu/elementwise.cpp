@@ -5,6 +5,7 @@
 // depend on the thread count.
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <type_traits>
 #include <vector>
 
@@ -128,6 +129,16 @@ void zero_ranges(const Tensor& t, const Tensor& ranges) {
              off + len, t.numel());
     std::fill(p + off, p + off + len, 0.0f);
   }
+}
+
+void copy_2d(const Tensor& src, int64_t src_offset, int64_t src_pitch, const Tensor& dst, int64_t dst_offset,
+             int64_t dst_pitch, int64_t width, int64_t rows) {
+  const size_t e = dtype_size(src.dtype());
+  const auto* from = static_cast<const char*>(src.raw()) + size_t(src_offset) * e;
+  auto* to = static_cast<char*>(dst.raw()) + size_t(dst_offset) * e;
+#pragma omp parallel for schedule(static) if (rows * width > (1 << 16))
+  for (int64_t r = 0; r < rows; ++r)
+    std::memcpy(to + size_t(r * dst_pitch) * e, from + size_t(r * src_pitch) * e, size_t(width) * e);
 }
 
 void fill(const Tensor& t, float value) {

@@ -138,5 +138,7 @@ void cast(const Tensor& src, const Tensor& dst, Stream s);
 void fill_normal(const Tensor& t, float std, uint64_t seed, uint64_t stream, int64_t index_offset, Stream s);
 void fill(const Tensor& t, float value, Stream s);
 void zero_ranges(const Tensor& t, const Tensor& ranges, Stream s);
+void copy_2d(const Tensor& src, int64_t src_offset, int64_t src_pitch, const Tensor& dst, int64_t dst_offset,
+             int64_t dst_pitch, int64_t width, int64_t rows, Stream s);
 
 }  // namespace mt::cuda

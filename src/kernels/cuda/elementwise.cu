@@ -128,6 +128,16 @@ void zero_ranges(const Tensor& t, const Tensor& ranges, Stream s) {
   MT_CUDA_CHECK_LAUNCH();
 }
 
+void copy_2d(const Tensor& src, int64_t src_offset, int64_t src_pitch, const Tensor& dst, int64_t dst_offset,
+             int64_t dst_pitch, int64_t width, int64_t rows, Stream s) {
+  if (width == 0 || rows == 0) return;
+  CudaDeviceGuard guard(dst.device().index);
+  const size_t e = dtype_size(src.dtype());
+  MT_CUDA_CHECK(cudaMemcpy2DAsync(static_cast<char*>(dst.raw()) + size_t(dst_offset) * e, size_t(dst_pitch) * e,
+                                  static_cast<const char*>(src.raw()) + size_t(src_offset) * e, size_t(src_pitch) * e,
+                                  size_t(width) * e, size_t(rows), cudaMemcpyDeviceToDevice, stream_of(s)));
+}
+
 void add(const Tensor& a, const Tensor& b, const Tensor& out, Stream s) {
   const int64_t n = out.numel();
   if (n == 0) return;
