@@ -132,6 +132,13 @@ if [[ "${TRAIN:-1}" == 1 ]]; then
   paste <(grep -oE "lm loss: [0-9.E+-]+" "$LOG_DIR/train_llama_cpu.log") \
     <(grep -oE "lm loss: [0-9.E+-]+" "$LOG_DIR/train_llama_gpu.log") \
     | awk '{printf "cpu %s   gpu %s   diff %+.4f\n", $3, $6, $6 - $3}' | tee "$LOG_DIR/train_llama_compare.txt"
+  section "train: document masks (--reset-attention-mask --reset-position-ids: the block attention kernel), GPU bf16 vs CPU fp32"
+  docs=(--train-iters 60 --log-interval 20 --eval-iters 0 "${llama[@]}" --reset-attention-mask --reset-position-ids)
+  "$bin" train --device cuda --bf16 "${docs[@]}" 2>&1 | tee "$LOG_DIR/train_docs_gpu.log" || status=1
+  OMP_NUM_THREADS=$(nproc) "$bin" train --device cpu "${docs[@]}" 2>&1 | tee "$LOG_DIR/train_docs_cpu.log" || status=1
+  paste <(grep -oE "lm loss: [0-9.E+-]+" "$LOG_DIR/train_docs_cpu.log") \
+    <(grep -oE "lm loss: [0-9.E+-]+" "$LOG_DIR/train_docs_gpu.log") \
+    | awk '{printf "cpu %s   gpu %s   diff %+.4f\n", $3, $6, $6 - $3}' | tee "$LOG_DIR/train_docs_compare.txt"
 fi
 if [[ "${TRAIN_MOE:-0}" == 1 ]]; then
   section "train: a small MoE (Mixtral-style, 8 experts top-2, aux and z losses), GPU bf16 vs CPU fp32"
