@@ -16,6 +16,7 @@ SelfAttention::SelfAttention(ParamAndGradBuffer& buf, const std::string& prefix,
       heads_(cfg.num_attention_heads / par.tp_size()),
       groups_(cfg.query_groups() / par.tp_size()),
       head_offset_(par.tp_rank() * heads_),
+      recompute_core_(cfg.selective_recompute().core_attn),
       qkv_(buf, prefix + ".linear_qkv", cfg.hidden_size, cfg.query_projection_size() + 2 * cfg.kv_projection_size(),
            par, cfg.has_qkv_bias()),
       proj_(buf, prefix + ".linear_proj", cfg.query_projection_size(), cfg.hidden_size, par, cfg.add_bias_linear) {
@@ -68,10 +69,24 @@ Tensor SelfAttention::forward(const Tensor& x, const ForwardContext& ctx, uint64
   s.core.head_offset = head_offset_;
   s.core.total_heads = cfg_.num_attention_heads;
   attention_forward(s.qkv, s.out, s.lse, s.core);
-  return proj_.forward(s.out, s.proj_in).view(x.shape());
+  Tensor y = proj_.forward(s.out, s.proj_in).view(x.shape());
+  if (recompute_core_) {  // rerun in backward (same config, so the same dropout mask)
+    s.out = Tensor();
+    s.lse = Tensor();
+    s.proj_in = RowParallelLinear::Saved{};
+  }
+  return y;
 }
 
 Tensor SelfAttention::backward(const Tensor& dy, Saved& s) const {
+  if (recompute_core_) {
+    const int64_t B = s.qkv.size(0), T = s.qkv.size(1);
+    const int H = heads_, D = cfg_.head_dim();
+    s.out = Tensor::empty({B, T, H, D}, s.qkv.dtype(), s.qkv.device());
+    s.lse = Tensor::empty({B, H, T}, DType::F32, s.qkv.device());
+    attention_forward(s.qkv, s.out, s.lse, s.core);
+    s.proj_in.x = s.out.view({B * T, int64_t(H) * D});
+  }
   Tensor dout = proj_.backward(dy, s.proj_in).view(s.out.shape());
   Tensor dqkv = Tensor::empty(s.qkv.shape(), s.qkv.dtype(), s.qkv.device());
   attention_backward(dout, s.qkv, s.out, s.lse, dqkv, s.core);

@@ -35,6 +35,7 @@
 #include "parallel/schedules.h"
 #include "train/batch.h"
 #include "train/moe_args.h"
+#include "train/recompute_args.h"
 #include "train/moe_logging.h"
 #include "train/checkpointing.h"
 #include "train/data_setup.h"
@@ -87,8 +88,7 @@ TransformerConfig model_config(const TrainingArgs& a, int64_t vocab, int tp) {
   c.hidden_dropout = a.hidden_dropout;
   c.attention_dropout = a.attention_dropout;
   c.layernorm_epsilon = a.layernorm_epsilon;
-  c.recompute_gelu = a.recompute_gelu;
-  c.recompute_num_layers = a.recompute_num_layers;
+  apply_recompute_args(a, c);
   c.cross_entropy_chunks = a.cross_entropy_chunks;
   c.params_dtype = a.bf16 ? DType::BF16 : a.fp16 ? DType::F16 : DType::F32;
   apply_moe_args(a, c);
