@@ -5,6 +5,7 @@
 
 #include <cstdio>
 #include <string>
+#include <vector>
 
 #include "train/memory_report.h"
 #include "train/trainer.h"
@@ -35,7 +36,7 @@ MemoryLayout one_rank(const TransformerConfig& c) {
   return l;
 }
 
-TrainingArgs tiny(bool llama) {
+TrainingArgs tiny(bool llama, bool moe = false) {
   TrainingArgs a;
   a.mock_data = true;
   a.vocab_size = 300;
@@ -58,6 +59,12 @@ TrainingArgs tiny(bool llama) {
     a.num_query_groups = 2;
     a.disable_bias_linear = true;
     a.untie_embeddings_and_output_weights = true;
+  }
+  if (moe) {  // Mixtral-like: every MLP four SwiGLU experts, top-2
+    a.num_experts = 4;
+    a.moe_router_topk = 2;
+    a.moe_aux_loss_coeff = 0.01;
+    a.ffn_hidden_size = 128;
   }
   return a;
 }
@@ -156,6 +163,22 @@ TEST(MemoryReport, PredictedPeakIsWithinTenPercentOfTheMeasuredHostPeak) {
       EXPECT_NEAR(ratio, 1.0, 0.10) << name << ": predicted " << r.predicted_peak_bytes << ", measured "
                                     << r.measured_peak_bytes;
     }
+  }
+  // MoE, with and without recomputation.
+  for (const std::vector<std::string>& modules : std::vector<std::vector<std::string>>{{}, {"moe"}, {"moe_act", "layernorm"}}) {
+    TrainingArgs a = tiny(true, true);
+    std::string name = "moe";
+    for (const auto& m : modules) name += " " + m;
+    if (!modules.empty()) {
+      a.recompute_granularity = "selective";
+      a.recompute_modules = modules;
+    }
+    const TrainResult r = pretrain_gpt(a, devnull);
+    const double ratio = double(r.predicted_peak_bytes) / double(r.measured_peak_bytes);
+    std::printf("%-24s predicted %.2f MiB, measured %.2f MiB (%+.1f%%)\n", name.c_str(),
+                double(r.predicted_peak_bytes) / 1048576.0, double(r.measured_peak_bytes) / 1048576.0,
+                100.0 * (ratio - 1.0));
+    EXPECT_NEAR(ratio, 1.0, 0.10) << name;
   }
   std::fclose(devnull);
 }
