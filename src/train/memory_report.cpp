@@ -141,10 +141,10 @@ MemoryEstimate estimate_memory(const TransformerConfig& c, const MemoryLayout& l
   m.weights = k.t(dense * e) + k.t(experts * e);
   m.grads = k.t(dense * 4) + k.t(experts * 4);  // fp32 main grads
   // fp32 optimizer state: Adam's two moments (SGD's momentum) and the master weights of
-  // bf16/fp16 parameters, sharded over the data-parallel ranks by the distributed optimizer
-  // (the experts' over the expert-data-parallel ranks).
+  // bf16/fp16 parameters, sharded by the distributed optimizer over the data- and
+  // context-parallel ranks (which hold the same weights), the experts' over expert-DP.
   const int states = (l.adam ? 2 : 1) + (c.params_dtype == DType::F32 ? 0 : 1);
-  const int64_t dp = l.distributed_optimizer ? std::max(l.dp, 1) : 1;
+  const int64_t dp = l.distributed_optimizer ? int64_t(std::max(l.dp, 1)) * std::max(l.cp, 1) : 1;
   const int64_t edp = l.distributed_optimizer ? std::max<int64_t>(int64_t(l.dp) * std::max(l.cp, 1) / ep, 1) : 1;
   m.optimizer = states * (k.t(dense / dp * 4) + k.t(experts / edp * 4));
 
