@@ -59,13 +59,32 @@ void add_train_flags(CLI::App& app, TrainingArgs& a) {
   app.add_flag("--qk-layernorm", a.qk_layernorm,
                "RMSNorm over each query and key head before RoPE (Qwen 3; needs --normalization RMSNorm)")->group(g);
   app.add_flag("--recompute-gelu", a.recompute_gelu,
-               "Keep only the MLP's pre-activation and recompute its activation (GeLU, or SwiGLU with --swiglu) in "
-               "backward for linear_fc2's weight gradient: tokens x ffn-hidden elements less per layer (6.4 GB for GPT "
-               "1.3B at 8 x 2048) for one elementwise pass (megatron.cpp's own flag; default: keep the activation's "
-               "output)")->group(g);
+               "Keep only the dense MLP's pre-activation and recompute its activation (GeLU, or SwiGLU with --swiglu) "
+               "in backward for linear_fc2's weight gradient: tokens x ffn-hidden elements less per layer (6.4 GB for "
+               "GPT 1.3B at 8 x 2048) for one elementwise pass (megatron.cpp's own flag, the module mlp_act of "
+               "--recompute-modules; default: keep the activation's output)")->group(g);
+  app.add_option("--recompute-granularity", a.recompute_granularity,
+                 "Activation recomputation: full (whole transformer layers rerun in backward; needs "
+                 "--recompute-method and --recompute-num-layers) or selective (the --recompute-modules). Bit-identical "
+                 "results on CPU")->group(g);
+  app.add_option("--recompute-method", a.recompute_method,
+                 "With --recompute-granularity full: uniform (each model chunk's layers in groups of "
+                 "--recompute-num-layers, only each group's input kept) or block (the first --recompute-num-layers "
+                 "layers of each pipeline stage / virtual chunk recomputed, one by one, the others kept)")->group(g);
   app.add_option("--recompute-num-layers", a.recompute_num_layers,
-                 "With --recompute-gelu: recompute in the first N transformer layers only and keep GeLU's output "
-                 "in the others (Megatron's block method; 0: all layers)")->capture_default_str()->group(g);
+                 "With --recompute-granularity full: Megatron's N (see --recompute-method). With --recompute-gelu: "
+                 "recompute the activation in the first N transformer layers only (0: all layers)")
+      ->capture_default_str()->group(g);
+  app.add_option("--recompute-modules", a.recompute_modules,
+                 "With --recompute-granularity selective (default: core_attn): core_attn (keep qkv, rerun the "
+                 "flash-style core attention for its output and log-sum-exp: the [T, T] probabilities are never "
+                 "stored anyway, so this saves the attention output), layernorm (keep the norms' inputs, rerun them "
+                 "before the consuming linear's backward), mlp (dense MLP: keep its input), mlp_act (ours, = "
+                 "--recompute-gelu), moe (the MoE layer, routing included: keep its input), moe_act (the experts' "
+                 "activation), shared_experts (keep their input); mla_up_proj: multi-latent attention does not exist "
+                 "yet")->group(g);
+  app.add_flag("--recompute-activations", a.recompute_activations,
+               "Megatron's shorthand for --recompute-granularity selective")->group(g);
   app.add_option("--cross-entropy-chunks", a.cross_entropy_chunks,
                  "Run the output layer and the fused cross-entropy, with the output layer's backward, over this "
                  "many chunks of a microbatch's tokens: the logits take 1/N of their memory (1.65 GB at 16,384 "

@@ -44,15 +44,11 @@ class CachingHostAllocator final : public Allocator {
   }
   size_t bytes_in_use() const override { return in_use_; }
   size_t peak_bytes() const override { return peak_; }
-
- private:
-  [[noreturn]] void fail(size_t bytes) const {
-    const double gib = 1024.0 * 1024.0 * 1024.0;
-    const double total = double(::sysconf(_SC_PHYS_PAGES)) * double(::sysconf(_SC_PAGESIZE));
-    MT_USER_ERROR("cannot allocate {:.2f} GiB of host memory ({:.2f} GiB in use, {:.1f} GiB in the machine): make "
-                  "the model, micro batch or sequence smaller, or spread it over more ranks",
-                  double(bytes) / gib, double(in_use_) / gib, total / gib);
+  void reset_peak() {
+    std::lock_guard<std::mutex> lock(mu_);
+    peak_ = in_use_;
   }
+
   static size_t size_class(size_t bytes) {
     if (bytes <= 256) return 256;
     size_t p = 256;
@@ -61,6 +57,15 @@ class CachingHostAllocator final : public Allocator {
     size_t c = p >> 1;
     while (c < bytes) c += q;
     return c;
+  }
+
+ private:
+  [[noreturn]] void fail(size_t bytes) const {
+    const double gib = 1024.0 * 1024.0 * 1024.0;
+    const double total = double(::sysconf(_SC_PHYS_PAGES)) * double(::sysconf(_SC_PAGESIZE));
+    MT_USER_ERROR("cannot allocate {:.2f} GiB of host memory ({:.2f} GiB in use, {:.1f} GiB in the machine): make "
+                  "the model, micro batch or sequence smaller, or spread it over more ranks",
+                  double(bytes) / gib, double(in_use_) / gib, total / gib);
   }
   std::mutex mu_;
   std::map<size_t, std::vector<void*>> free_;
@@ -71,8 +76,18 @@ Allocator* (*g_device_factory)(int) = nullptr;
 
 }  // namespace
 
-Allocator& host_allocator() {
+namespace {
+CachingHostAllocator& caching_host_allocator() {
   static CachingHostAllocator* a = new CachingHostAllocator();  // never destroyed: outlives tensors
+  return *a;
+}
+}  // namespace
+
+size_t host_block_bytes(size_t bytes) { return bytes == 0 ? 0 : CachingHostAllocator::size_class(bytes); }
+void reset_host_peak_bytes() { caching_host_allocator().reset_peak(); }
+
+Allocator& host_allocator() {
+  static CachingHostAllocator* a = &caching_host_allocator();
   return *a;
 }
 

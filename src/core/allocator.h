@@ -16,6 +16,11 @@ struct Allocator {
 };
 
 Allocator& host_allocator();
+// The block the host allocator hands out for a request of `bytes` (its size class), so that
+// memory estimates can be compared with what it measures.
+size_t host_block_bytes(size_t bytes);
+// Starts a new peak at the bytes in use now, so that a run (a test in a longer process) measures its own.
+void reset_host_peak_bytes();
 // The allocator for a device; CUDA devices are served by the CUDA backend when it is built
 // (register_device_allocator), otherwise asking for one is an error.
 Allocator& allocator_for(Device d);

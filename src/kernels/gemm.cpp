@@ -54,6 +54,10 @@ void check_gelu_pair(const char* op, const char* c_name, const Tensor& c, const 
 
 }  // namespace
 
+std::vector<int64_t> cpu_gemm_workspace(int64_t m, int64_t n, int64_t k, DType in, DType out) {
+  return cpu::gemm_workspace(m, n, k, in, out);
+}
+
 void gemm(const Tensor& a, bool trans_a, const Tensor& b, bool trans_b, const Tensor& c, float alpha, float beta,
           const Tensor* bias, Stream s) {
   check_gemm("gemm", a, trans_a, b, trans_b, c, bias);

@@ -4,12 +4,19 @@
 //   C is fp32 or A's dtype; bias (optional) is A's dtype or fp32. Accumulation is fp32.
 //   beta = 1 with an fp32 C accumulates weight gradients into main grads.
 // Cost: 2*m*n*k FLOPs; bytes (m*k + k*n) * sizeof(A) + m*n * sizeof(C) * (1 + (beta != 0)).
+#include <vector>
+
 #include "core/tensor.h"
 
 namespace mt {
 
 void gemm(const Tensor& a, bool trans_a, const Tensor& b, bool trans_b, const Tensor& c,
           float alpha = 1.0f, float beta = 0.0f, const Tensor* bias = nullptr, Stream s = {});
+
+// The host tensors one CPU gemm of op(A) [m, k] x op(B) [k, n] (inputs in `in`, C in `out`)
+// allocates while it runs, in bytes each: fp32 copies of inputs and output in another dtype and
+// the packing buffers of our AVX-512/AVX2 kernels. For memory estimates (train/memory_report.h).
+std::vector<int64_t> cpu_gemm_workspace(int64_t m, int64_t n, int64_t k, DType in, DType out);
 
 // Whether a CUDA GEMM times the cuBLASLt heuristic's first 16 algorithms on its first call of
 // each shape and keeps the fastest (on by default; MT_GEMM_AUTOTUNE=0 or set_gemm_autotune(false),

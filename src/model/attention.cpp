@@ -27,6 +27,7 @@ SelfAttention::SelfAttention(ParamAndGradBuffer& buf, const std::string& prefix,
       heads_(cfg.num_attention_heads / par.tp_size()),
       groups_(cfg.query_groups() / par.tp_size()),
       head_offset_(par.tp_rank() * heads_),
+      recompute_core_(cfg.selective_recompute().core_attn),
       qkv_(buf, prefix + ".linear_qkv", cfg.hidden_size, cfg.query_projection_size() + 2 * cfg.kv_projection_size(),
            par, cfg.has_qkv_bias()),
       proj_(buf, prefix + ".linear_proj", cfg.query_projection_size(), cfg.hidden_size, par, cfg.add_bias_linear) {
@@ -66,7 +67,6 @@ Tensor SelfAttention::forward(const Tensor& x, const ForwardContext& ctx, uint64
     s.rope = *rope;
     rope_forward(rope_view(s.qkv, s.rope), s.rope.cos, s.rope.sin, G, cfg_.rotary_dim());
   }
-  s.out = Tensor::empty({B, T, H, D}, x.dtype(), x.device());
   s.core = AttentionConfig{};
   s.core.n_heads = H;
   s.core.head_dim = D;
@@ -77,17 +77,36 @@ Tensor SelfAttention::forward(const Tensor& x, const ForwardContext& ctx, uint64
   // The dropout mask in global head coordinates: every tensor-parallel layout draws one rank's mask.
   s.core.head_offset = head_offset_;
   s.core.total_heads = cfg_.num_attention_heads;
-  if (ctx.positions && (par_.cp_size() > 1 || ctx.positions->document.defined())) {
-    s.positions = *ctx.positions;
+  if (ctx.positions && (par_.cp_size() > 1 || ctx.positions->document.defined())) s.positions = *ctx.positions;
+  core_forward(s);
+  Tensor y = proj_.forward(s.out, s.proj_in).view(x.shape());
+  if (recompute_core_) {  // rerun in backward (same config, so the same dropout mask)
+    s.out = Tensor();
+    s.lse = Tensor();
+    s.cp = ContextParallelSaved{};
+    s.proj_in = RowParallelLinear::Saved{};
+  }
+  return y;
+}
+
+// Core attention from s.qkv into s.out (and what its backward needs): the whole-sequence kernel,
+// or through context_parallel_attention.h when the tokens' positions are explicit.
+void SelfAttention::core_forward(Saved& s) const {
+  const int64_t B = s.qkv.size(0), T = s.qkv.size(1);
+  s.out = Tensor::empty({B, T, heads_, cfg_.head_dim()}, s.qkv.dtype(), s.qkv.device());
+  if (s.positions.defined()) {
     context_parallel_attention_forward(s.qkv, s.out, s.core, s.positions, par_, s.cp);
   } else {
-    s.lse = Tensor::empty({B, H, T}, DType::F32, x.device());
+    s.lse = Tensor::empty({B, heads_, T}, DType::F32, s.qkv.device());
     attention_forward(s.qkv, s.out, s.lse, s.core);
   }
-  return proj_.forward(s.out, s.proj_in).view(x.shape());
 }
 
 Tensor SelfAttention::backward(const Tensor& dy, Saved& s) const {
+  if (recompute_core_) {
+    core_forward(s);
+    s.proj_in.x = s.out.view({s.qkv.size(0) * s.qkv.size(1), int64_t(heads_) * cfg_.head_dim()});
+  }
   Tensor dout = proj_.backward(dy, s.proj_in).view(s.out.shape());
   Tensor dqkv = Tensor::empty(s.qkv.shape(), s.qkv.dtype(), s.qkv.device());
   if (s.positions.defined()) {

@@ -41,6 +41,10 @@ class SelfAttention {
   Tensor forward(const Tensor& x, const ForwardContext& ctx, uint64_t site, const RotaryTables* rope,
                  Saved& saved) const;
   Tensor backward(const Tensor& dy, Saved& saved) const;
+  // Selective recomputation of the layernorm before it: forward's input (the norm's output) is
+  // dropped from saved, and put back from the recomputed norm before backward.
+  void drop_input(Saved& saved) const { saved.qkv_in = {}; }
+  void restore_input(const Tensor& x, Saved& saved) const { qkv_.restore_input(x, saved.qkv_in); }
   // Generation: x [B, T, C] holds T new tokens of each sequence (positions step.start[b] + t).
   // Their keys and values go into the layer's cache (k_cache, v_cache [B, S, G/TP, D]) and each
   // token attends to its sequence's cached prefix and itself. No dropout; nothing is saved.
@@ -54,6 +58,11 @@ class SelfAttention {
   ModelParallelConfig par_;
   int heads_, groups_;  // local: num_attention_heads / TP, query groups / TP
   int head_offset_;     // this rank's first query head
+  // --recompute-modules core_attn: out and lse are dropped after forward and the core attention
+  // reruns from the kept qkv before backward (the kernel is flash-style: it never stores the
+  // [T, T] probabilities, so out, the projection's input, is what there is to save).
+  bool recompute_core_;
+  void core_forward(Saved& s) const;
   ColumnParallelLinear qkv_;
   ParamAndGradBuffer::Id q_norm_ = -1, k_norm_ = -1;
   RowParallelLinear proj_;

@@ -217,11 +217,7 @@ Tensor GPTModel::hidden_states(const Tensor& input, const ForwardContext& ctx, S
   ForwardContext lctx = ctx;
   lctx.batch = s.batch;
   lctx.seq = s.seq;
-  s.layers.resize(layers_.size());
-  for (size_t i = 0; i < layers_.size(); ++i) {
-    before_forward_layer(i);
-    x = layers_[i]->forward(x, lctx, rope, s.layers[i]);
-  }
+  x = forward_layers(x, lctx, rope, s);
   if (!chunk_.post_process) return x;
   before_forward(final_ln_ids_);
   s.final_hidden = final_ln_->forward(x, s.final_ln);
@@ -339,9 +335,41 @@ Tensor GPTModel::backward(const Tensor& doutput, Saved& s) const {
   return backward_layers(doutput, s);
 }
 
+// Full recomputation (Megatron's TransformerBlock._checkpointed_forward): a recomputed group's
+// layers run forward with throw-away Saved, keeping only the group's input; backward reruns the
+// group's forward from it, with the same context (dropout masks are keyed by site and
+// microbatch, so they come out the same), just before the group's backward.
+Tensor GPTModel::forward_layers(Tensor x, const ForwardContext& lctx, const RotaryTables* rope, Saved& s) const {
+  const int n = int(layers_.size());
+  s.layers.resize(size_t(n));
+  s.recompute_inputs.assign(size_t(n), Tensor());
+  s.recompute_ctx = lctx;
+  s.recompute_ctx.moe_metrics = nullptr;
+  for (int i = 0; i < n; ++i) {
+    before_forward_layer(size_t(i));
+    int first = 0, last = 0;
+    if (!cfg_.full_recompute_group(i, n, &first, &last)) {
+      x = layers_[size_t(i)]->forward(x, lctx, rope, s.layers[size_t(i)]);
+      continue;
+    }
+    if (i == first) s.recompute_inputs[size_t(i)] = x;
+    TransformerLayer::Saved dropped;
+    x = layers_[size_t(i)]->forward(x, lctx, rope, dropped);
+  }
+  return x;
+}
+
 Tensor GPTModel::backward_layers(Tensor dx, Saved& s) const {
   const int64_t C = cfg_.hidden_size;
+  const int n = int(layers_.size());
   for (size_t i = layers_.size(); i-- > 0;) {
+    int first = 0, last = 0;
+    if (cfg_.full_recompute_group(int(i), n, &first, &last) && int(i) == last) {
+      Tensor x = s.recompute_inputs[size_t(first)];
+      s.recompute_inputs[size_t(first)] = Tensor();
+      const RotaryTables* rope = s.rope.per_token ? &s.rope : rope_.cos.defined() ? &rope_ : nullptr;
+      for (int j = first; j <= last; ++j) x = layers_[size_t(j)]->forward(x, s.recompute_ctx, rope, s.layers[size_t(j)]);
+    }
     dx = layers_[i]->backward(dx, s.layers[i]);
     after_backward_layer(i);
   }

@@ -46,6 +46,10 @@ class GPTModel {
     TokenPositions positions;  // ctx.positions' (context parallelism, document masks)
     RotaryTables rope;         // then RoPE's tables per token
     std::vector<TransformerLayer::Saved> layers;
+    // Full recomputation: each recomputed group's input (at its first layer's index), and the
+    // layers' forward context without its MoE metrics sink (the rerun must not count twice).
+    std::vector<Tensor> recompute_inputs;
+    ForwardContext recompute_ctx;
     Norm::Saved final_ln;
     Tensor final_hidden;  // [B*T, C], input of the output layer (all tokens)
     Tensor dlogits;       // [B*T, Vp / TP], written by the fused loss
@@ -145,6 +149,8 @@ class GPTModel {
   // Embedding (pre_process) and layers; with post_process the final norm too (its output gathered
   // over TP under sequence parallelism, as the output layer needs every token).
   Tensor hidden_states(const Tensor& input, const ForwardContext& ctx, Saved& saved) const;
+  // The transformer layers' forward (with full recomputation: only each group's input kept).
+  Tensor forward_layers(Tensor x, const ForwardContext& lctx, const RotaryTables* rope, Saved& saved) const;
   // From the gradient of the layers' output down to the chunk's input.
   Tensor backward_layers(Tensor dx, Saved& saved) const;
   // The fused loss over some rows of logits (any tensor parallelism): losses, and with dloss

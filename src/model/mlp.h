@@ -25,6 +25,9 @@ class MLP {
   void init(float std, float out_std, uint64_t seed) const;
   Tensor forward(const Tensor& x, Saved& saved) const;   // [B, T, C] -> [B, T, C]
   Tensor backward(const Tensor& dy, Saved& saved) const;
+  // Selective recomputation of the layernorm before it (see SelfAttention::drop_input).
+  void drop_input(Saved& saved) const { saved.fc1_in = {}; }
+  void restore_input(const Tensor& x, Saved& saved) const { fc1_.restore_input(x, saved.fc1_in); }
 
  private:
   MlpKind kind_;

@@ -10,7 +10,8 @@ namespace mt {
 
 GroupedMLP::GroupedMLP(ParamAndGradBuffer& buf, const std::string& prefix, const TransformerConfig& cfg,
                        int first_expert, int num_local_experts, const ModelParallelConfig& par)
-    : buf_(buf), gated_(cfg.gated_linear_unit), hidden_(cfg.hidden_size) {
+    : buf_(buf), gated_(cfg.gated_linear_unit), recompute_act_(cfg.selective_recompute().moe_act),
+      hidden_(cfg.hidden_size) {
   const int tp = par.tp_size(), r = par.tp_rank(), F = cfg.moe_ffn_size(), C = cfg.hidden_size;
   MT_CHECK(F % tp == 0, "{}: expert ffn {} does not split over {} tensor-parallel ranks", prefix, F, tp);
   MT_CHECK((cfg.activation == Activation::Silu) == gated_, "{}: experts are SwiGLU (--swiglu) or GeLU MLPs", prefix);
@@ -58,11 +59,19 @@ Tensor GroupedMLP::forward(const Tensor& x, const std::vector<int64_t>& counts, 
     gelu_forward(s.pre, s.act);
   Tensor y = Tensor::empty({M, hidden_}, x.dtype(), x.device());
   grouped_gemm_forward(s.act, stacked(fc2_, false, hidden_, ffn_local_), counts, y);
+  if (recompute_act_) s.act = Tensor();
   return y;
 }
 
 Tensor GroupedMLP::backward(const Tensor& dy, Saved& s) const {
   const int64_t M = dy.size(0), f1 = (gated_ ? 2 : 1) * int64_t(ffn_local_);
+  if (!s.act.defined()) {  // moe_act recomputation: the same kernel on the same input
+    s.act = Tensor::empty({M, ffn_local_}, dy.dtype(), dy.device());
+    if (gated_)
+      swiglu_forward(s.pre, s.act);
+    else
+      gelu_forward(s.pre, s.act);
+  }
   Tensor dact = Tensor::empty({M, ffn_local_}, dy.dtype(), dy.device());
   grouped_gemm_dgrad(dy, stacked(fc2_, false, hidden_, ffn_local_), s.counts, dact);
   grouped_gemm_wgrad(dy, s.act, s.counts, stacked(fc2_, true, hidden_, ffn_local_), 1.0f);

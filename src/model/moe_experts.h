@@ -40,6 +40,7 @@ class GroupedMLP {
 
   ParamAndGradBuffer& buf_;
   bool gated_;
+  bool recompute_act_;  // --recompute-modules moe_act: act is dropped after forward, rerun from pre
   int hidden_, ffn_local_;  // C, F / TP
   std::vector<ParamAndGradBuffer::Id> fc1_, fc2_;
 };

@@ -22,7 +22,9 @@ MoELayer::MoELayer(ParamAndGradBuffer& buf, ParamAndGradBuffer& expert_buf, cons
       router_(buf, prefix + ".router", cfg, layer_number, par.dp),
       dispatcher_(make_token_dispatcher(cfg, par.ep)),
       experts_(expert_buf, prefix + ".experts", cfg, dispatcher_->first_local_expert(),
-               dispatcher_->num_local_experts(), par) {
+               dispatcher_->num_local_experts(), par),
+      recompute_moe_(cfg.selective_recompute().moe),
+      recompute_shared_(cfg.selective_recompute().shared_experts && cfg.moe_shared_expert_intermediate_size > 0) {
   MT_CHECK(!cfg.add_bias_linear, "{}: MoE experts have no biases (--disable-bias-linear)", prefix);
   if (cfg.moe_shared_expert_intermediate_size > 0)
     shared_ = std::make_unique<MLP>(buf, prefix + ".shared_experts", shared_expert_config(cfg),
@@ -35,7 +37,8 @@ void MoELayer::init(float std, float out_std, uint64_t seed) const {
   if (shared_) shared_->init(std, out_std, seed);
 }
 
-Tensor MoELayer::forward(const Tensor& x, const ForwardContext& ctx, Saved& s) const {
+// The routed experts' part of forward: router, dispatch, experts, combine, the TP reduction.
+Tensor MoELayer::forward_routed(const Tensor& x, const ForwardContext& ctx, Saved& s) const {
   const int64_t C = cfg_.hidden_size;
   const bool tp = par_.tp_size() > 1, sp = tp && par_.sequence_parallel;
   s.shape = x.shape();
@@ -48,11 +51,50 @@ Tensor MoELayer::forward(const Tensor& x, const ForwardContext& ctx, Saved& s) c
     out = reduce_scatter_tokens(out, *par_.tp);
   else if (tp)
     par_.tp->all_reduce(out);
+  return out;
+}
+
+// Recomputation keeps x and a copy of ctx without its metrics sink: the rerun routes the same
+// tokens the same way (the expert bias only moves after the step) and recomputes the auxiliary
+// losses' gradient (weighted by ctx.moe_loss_scale) without counting the losses again.
+Tensor MoELayer::forward(const Tensor& x, const ForwardContext& ctx, Saved& s) const {
+  Tensor out = forward_routed(x, ctx, s);
   if (shared_) add(out, shared_->forward(x, s.shared).view(out.shape()), out);
+  if (recompute_moe_ || recompute_shared_) {
+    s.x = x;
+    s.ctx = ctx;
+    s.ctx.moe_metrics = nullptr;
+  }
+  if (recompute_moe_) {
+    s.router = {};
+    s.dispatcher = {};
+    s.experts = {};
+    s.shared = {};
+  } else if (recompute_shared_) {
+    s.shared = {};
+  }
   return out.view(s.shape);
 }
 
+void MoELayer::drop_input(Saved& s) const {
+  s.router.x = Tensor();
+  if (shared_) shared_->drop_input(s.shared);
+  s.x = Tensor();
+}
+
+void MoELayer::restore_input(const Tensor& x, Saved& s) const {
+  if (recompute_moe_ || recompute_shared_) s.x = x;
+  if (recompute_moe_) return;  // everything is rerun from s.x
+  const int64_t C = cfg_.hidden_size;
+  const bool sp = par_.tp_size() > 1 && par_.sequence_parallel;
+  Tensor x2 = x.view({x.numel() / C, C});
+  s.router.x = sp ? gather_tokens(x2, *par_.tp) : x2;
+  if (shared_ && !recompute_shared_) shared_->restore_input(x, s.shared);
+}
+
 Tensor MoELayer::backward(const Tensor& dy, Saved& s) const {
+  if (recompute_moe_) forward_routed(s.x, s.ctx, s);
+  if (shared_ && (recompute_moe_ || recompute_shared_)) shared_->forward(s.x, s.shared);
   const int64_t C = cfg_.hidden_size;
   const bool tp = par_.tp_size() > 1, sp = tp && par_.sequence_parallel;
   Tensor dy2 = dy.view({dy.numel() / C, C});

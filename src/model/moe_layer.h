@@ -26,6 +26,10 @@ class MoELayer {
     GroupedMLP::Saved experts;
     MLP::Saved shared;
     Shape shape;
+    // Recomputation (--recompute-modules moe / shared_experts): the layer's input, and the
+    // forward's context with its metrics sink removed (a rerun must not count twice).
+    Tensor x;
+    ForwardContext ctx;
   };
   // buf: the dense buffer (router, shared experts); expert_buf: the experts' weights.
   MoELayer(ParamAndGradBuffer& buf, ParamAndGradBuffer& expert_buf, const std::string& prefix,
@@ -35,6 +39,10 @@ class MoELayer {
   // sequence length (seq_aux_loss).
   Tensor forward(const Tensor& x, const ForwardContext& ctx, Saved& saved) const;
   Tensor backward(const Tensor& dy, Saved& saved) const;
+  // Selective recomputation of the layernorm before it: every saved reference to the input
+  // (the router's, the shared experts', the kept input) is dropped, and put back before backward.
+  void drop_input(Saved& saved) const;
+  void restore_input(const Tensor& x, Saved& saved) const;
   const TopKRouter& router() const { return router_; }
   const GroupedMLP& experts() const { return experts_; }
 
@@ -45,6 +53,9 @@ class MoELayer {
   std::unique_ptr<MoETokenDispatcher> dispatcher_;
   GroupedMLP experts_;
   std::unique_ptr<MLP> shared_;
+  bool recompute_moe_, recompute_shared_;
+
+  Tensor forward_routed(const Tensor& x, const ForwardContext& ctx, Saved& saved) const;
 };
 
 }  // namespace mt

@@ -97,6 +97,11 @@ void ColumnParallelLinear::for_input_rows(const Tensor& x, Saved& s,
   rows(0, s.x.size(0));
 }
 
+void ColumnParallelLinear::restore_input(const Tensor& x, Saved& s) const {
+  Tensor x2 = x.view({x.numel() / in_, in_});
+  s.x = par_.sequence_parallel && par_.tp_size() > 1 ? gather_tokens(x2, *par_.tp) : x2;
+}
+
 Tensor ColumnParallelLinear::forward(const Tensor& x, Saved& s, Epilogue epilogue, Tensor* pre) const {
   const int64_t n = input_rows(x);
   if (epilogue != Epilogue::None) {

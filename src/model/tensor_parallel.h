@@ -58,6 +58,9 @@ class ColumnParallelLinear {
   Tensor forward(const Tensor& x, Saved& saved, Epilogue epilogue = Epilogue::None, Tensor* pre = nullptr) const;
   // -> dx like forward's x; accumulates dW, and db unless `bias_grad` is false.
   Tensor backward(const Tensor& dy, Saved& saved, bool bias_grad = true) const;
+  // Recomputation: saves x as forward would have (gathered over TP under sequence parallelism),
+  // without the GEMM, when the input was dropped after forward and has been recomputed.
+  void restore_input(const Tensor& x, Saved& saved) const;
   int out_local() const { return out_; }
   Tensor bias_grad() const;  // the bias's main grad [out/tp] (undefined without a bias)
 

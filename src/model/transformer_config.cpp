@@ -2,11 +2,43 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <cctype>
 
 #include "core/error.h"
 
 namespace mt {
+
+bool TransformerConfig::full_recompute_group(int i, int n, int* first, int* last) const {
+  const int k = recompute_num_layers;
+  if (recompute_granularity != RecomputeGranularity::Full || k <= 0) return false;
+  if (recompute_method == RecomputeMethod::Block) {  // Megatron: the first k layers, one by one
+    *first = *last = i;
+    return i < k;
+  }
+  *first = i / k * k;  // uniform: groups of k (the last one may be shorter)
+  *last = std::min(*first + k, n) - 1;
+  return true;
+}
+
+RecomputeModules parse_recompute_modules(const std::vector<std::string>& names) {
+  RecomputeModules m;
+  for (const std::string& n : names) {
+    if (n == "core_attn") m.core_attn = true;
+    else if (n == "layernorm") m.layernorm = true;
+    else if (n == "mlp") m.mlp = true;
+    else if (n == "moe") m.moe = true;
+    else if (n == "moe_act") m.moe_act = true;
+    else if (n == "shared_experts") m.shared_experts = true;
+    else if (n == "mlp_act") m.mlp_act = true;
+    else if (n == "mla_up_proj")
+      MT_USER_ERROR("--recompute-modules mla_up_proj: multi-latent attention does not exist in megatron.cpp yet");
+    else
+      MT_USER_ERROR("--recompute-modules {}: expected core_attn, layernorm, mlp, mlp_act, moe, moe_act or "
+                    "shared_experts", n);
+  }
+  return m;
+}
 
 std::vector<int> parse_moe_layer_freq(const std::string& v, int num_layers) {
   const std::string flag = "--moe-layer-freq";

@@ -25,6 +25,22 @@ enum class MoeScoreFunction : uint8_t { Softmax, Sigmoid };
 enum class MoeLoadBalancing : uint8_t { AuxLoss, SeqAuxLoss, GlobalAuxLoss, None };
 enum class MoeTokenDropPolicy : uint8_t { Probs, Position };
 enum class MoeTokenDispatcher : uint8_t { AllToAll, AllGather };
+// Activation recomputation (Megatron's --recompute-granularity / --recompute-method).
+// Full: whole layers are rerun (GPTModel's layer loop); selective: chosen modules inside a layer.
+enum class RecomputeGranularity : uint8_t { None, Full, Selective };
+// Full only. Uniform: a chunk's layers in groups of recompute_num_layers, only each group's input
+// kept; block: the first recompute_num_layers layers of each chunk, each its own group.
+enum class RecomputeMethod : uint8_t { None, Uniform, Block };
+// --recompute-modules (selective): what each module keeps and reruns here (transformer_layer.cpp).
+struct RecomputeModules {
+  bool core_attn = false;       // keep qkv; rerun the flash-style core attention for out and lse
+  bool layernorm = false;       // keep the norms' inputs; rerun them before their consumers' backward
+  bool mlp = false;             // dense MLP: keep its input; rerun it before its backward
+  bool moe = false;             // MoE layer: keep its input; rerun it (routing too) before its backward
+  bool moe_act = false;         // experts: keep fc1's output; rerun the activation
+  bool shared_experts = false;  // MoE's shared experts: keep their input; rerun them
+  bool mlp_act = false;         // ours (= --recompute-gelu): dense MLP's activation
+};
 
 struct TransformerConfig {
   int num_layers = 2;
@@ -55,7 +71,12 @@ struct TransformerConfig {
   bool untie_embeddings_and_output_weights = false;
   DType params_dtype = DType::F32;  // bf16/fp16 under --bf16/--fp16
   bool recompute_gelu = false;      // MLP: keep only fc1's output, recompute GeLU in backward
-  int recompute_num_layers = 0;     // with recompute_gelu: only the first N layers recompute (0: all)
+  // With recompute_gelu: only the first N layers recompute (0: all). With full recomputation:
+  // Megatron's N (the group size of uniform, the recomputed layers per chunk of block).
+  int recompute_num_layers = 0;
+  RecomputeGranularity recompute_granularity = RecomputeGranularity::None;
+  RecomputeMethod recompute_method = RecomputeMethod::None;
+  RecomputeModules recompute_modules;  // read only with Selective
   // The output layer and the fused loss, with the output layer's backward, run over this many
   // chunks of tokens: the logits take 1/N of their memory (see GPTModel::forward_loss).
   int cross_entropy_chunks = 1;
@@ -98,8 +119,16 @@ struct TransformerConfig {
   int moe_ffn_size() const { return moe_ffn_hidden_size > 0 ? moe_ffn_hidden_size : ffn_hidden_size; }
 
   bool layer_recomputes_gelu(int layer) const {
+    if (recompute_granularity == RecomputeGranularity::Selective && recompute_modules.mlp_act) return true;
     return recompute_gelu && (recompute_num_layers <= 0 || layer < recompute_num_layers);
   }
+  // The selective modules in force (none unless granularity is selective).
+  RecomputeModules selective_recompute() const {
+    return recompute_granularity == RecomputeGranularity::Selective ? recompute_modules : RecomputeModules{};
+  }
+  // Full recomputation of a chunk of n layers: the group [first, last] holding chunk-local layer i,
+  // or false when layer i keeps its activations.
+  bool full_recompute_group(int i, int n, int* first, int* last) const;
 
   int head_dim() const { return kv_channels > 0 ? kv_channels : hidden_size / num_attention_heads; }
   int query_groups() const { return num_query_groups > 0 ? num_query_groups : num_attention_heads; }
@@ -114,6 +143,10 @@ struct TransformerConfig {
 // --moe-layer-freq: N -> [1, 0, .., 0] (N entries; every Nth layer from layer 0), "1" -> every
 // layer (empty), a list "[1,0,1,1]" -> itself (num_layers entries). UserError naming the flag.
 std::vector<int> parse_moe_layer_freq(const std::string& value, int num_layers);
+
+// --recompute-modules: Megatron's names (core_attn, moe_act, layernorm, mla_up_proj, mlp, moe,
+// shared_experts) and ours (mlp_act); UserError naming the flag on an unknown or unbuilt one.
+RecomputeModules parse_recompute_modules(const std::vector<std::string>& names);
 
 // Megatron's --make-vocab-size-divisible-by (times the tensor-parallel size).
 int64_t pad_vocab_size(int64_t vocab, int64_t divisible_by);

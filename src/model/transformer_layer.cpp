@@ -54,7 +54,9 @@ TransformerLayer::TransformerLayer(ParamAndGradBuffer& buf, const std::string& p
            par.sequence_parallel),
       attn_(buf, prefix + ".self_attention", cfg, spec.self_attention, par),
       ln2_(buf, prefix + ".pre_mlp_layernorm", cfg.hidden_size, spec.pre_mlp_layernorm, cfg.layernorm_epsilon,
-           par.sequence_parallel) {
+           par.sequence_parallel),
+      recompute_norms_(cfg.selective_recompute().layernorm),
+      recompute_mlp_(cfg.selective_recompute().mlp && !spec.moe) {
   if (spec.moe) {
     MT_CHECK(expert_buf, "{}: an MoE layer needs the model's expert buffer", prefix);
     moe_ = std::make_unique<MoELayer>(buf, *expert_buf, prefix + ".mlp", cfg, layer_number, par);
@@ -90,6 +92,18 @@ Tensor TransformerLayer::forward(const Tensor& x, const ForwardContext& ctx, con
   Tensor x1;  // x + a, and ln2 of it, in one pass
   Tensor h = ln2_.forward_add(x, a, &x1, s.ln2);
   Tensor m = moe_ ? moe_->forward(h.view(x.shape()), ctx, s.moe) : mlp_->forward(h.view(x.shape()), s.mlp);
+  // Selective recomputation: what backward rebuilds is let go here (see backward).
+  if (recompute_norms_) {
+    attn_.drop_input(s.attn);
+    if (moe_)
+      moe_->drop_input(s.moe);
+    else
+      mlp_->drop_input(s.mlp);
+  }
+  if (recompute_mlp_) {
+    s.mlp = MLP::Saved{};
+    if (!recompute_norms_) s.mlp_in = h.view(x.shape());
+  }
   hidden_dropout_forward(m, s.dropout_p, s.seed, s.mlp_drop_stream, s.drop_runs);
   add(x1, m, m);
   return m;
@@ -105,10 +119,30 @@ Tensor TransformerLayer::backward(const Tensor& dy, Saved& s) const {
     hidden_dropout_backward(g, d, s.dropout_p, s.seed, stream, s.drop_runs);
     return d;
   };
+  // Selective recomputation: each branch's dropped activations are rebuilt by rerunning its
+  // forward steps on the kept inputs (the same kernels on the same values: the same bits).
+  if (recompute_norms_ || recompute_mlp_) {
+    Tensor h = s.mlp_in;
+    if (recompute_norms_) {
+      Norm::Saved again;
+      h = ln2_.forward(s.ln2.x, again).view(shape);
+    }
+    if (recompute_mlp_)
+      mlp_->forward(h, s.mlp);
+    else if (moe_)
+      moe_->restore_input(h, s.moe);
+    else
+      mlp_->restore_input(h, s.mlp);
+    s.mlp_in = Tensor();
+  }
   // MLP branch; ln2's dx and the residual's dy are summed in its backward.
   const Tensor dm = dropout_grad(dy, s.mlp_drop_stream);
   Tensor dx1 = ln2_.backward(moe_ ? moe_->backward(dm, s.moe) : mlp_->backward(dm, s.mlp), s.ln2, &dy).view(shape);
   // Attention branch, likewise.
+  if (recompute_norms_) {
+    Norm::Saved again;
+    attn_.restore_input(ln1_.forward(s.ln1.x, again).view(shape), s.attn);
+  }
   Tensor dx = ln1_.backward(attn_.backward(dropout_grad(dx1, s.attn_drop_stream), s.attn), s.ln1, &dx1).view(shape);
   s = Saved{};
   return dx;

@@ -42,6 +42,7 @@ class TransformerLayer {
     float dropout_p = 0.0f;
     uint64_t seed = 0, attn_drop_stream = 0, mlp_drop_stream = 0;
     std::vector<HiddenRun> drop_runs;
+    Tensor mlp_in;  // --recompute-modules mlp (without layernorm): the dense MLP's input
   };
   // layer_number: the layer's global index (0-based), which names its parameters and keys its
   // dropout masks and recomputation. An MoE spec puts the experts' weights in expert_buf.
@@ -67,6 +68,9 @@ class TransformerLayer {
   Norm ln2_;
   std::unique_ptr<MLP> mlp_;      // a dense layer's
   std::unique_ptr<MoELayer> moe_;  // an MoE layer's
+  // Selective recomputation done at this level (the modules' own flags do the rest): the norms'
+  // outputs (layernorm) and the dense MLP (mlp), rerun at the start of their branch's backward.
+  bool recompute_norms_ = false, recompute_mlp_ = false;
 };
 
 }  // namespace mt

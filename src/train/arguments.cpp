@@ -1,5 +1,6 @@
 #include "train/arguments.h"
 #include "train/moe_args.h"
+#include "train/recompute_args.h"
 #include "train/training_metrics.h"
 #include "train/megatron_compat_flags.h"
 
@@ -92,12 +93,7 @@ void validate_args(const TrainingArgs& a) {
   if (a.max_position_embeddings != 0 && a.max_position_embeddings < a.seq_length)
     MT_USER_ERROR("--max-position-embeddings {} is smaller than --seq-length {}", a.max_position_embeddings,
                   a.seq_length);
-  if (a.recompute_num_layers < 0 || a.recompute_num_layers > a.num_layers)
-    MT_USER_ERROR("--recompute-num-layers {} must be between 0 and --num-layers {}", a.recompute_num_layers,
-                  a.num_layers);
-  if (a.recompute_num_layers > 0 && !a.recompute_gelu)
-    MT_USER_ERROR("--recompute-num-layers {} needs --recompute-gelu (the recomputation megatron.cpp has)",
-                  a.recompute_num_layers);
+  validate_recompute_args(a);
   positive("--cross-entropy-chunks", a.cross_entropy_chunks);
   if (int64_t(a.micro_batch_size) * a.seq_length < a.cross_entropy_chunks)
     MT_USER_ERROR("--cross-entropy-chunks {} is more than a microbatch's {} tokens", a.cross_entropy_chunks,

@@ -44,7 +44,11 @@ struct TrainingArgs {
   std::string model_preset;                 // --model-preset NAME (ours), expanded by the app:
   std::string model_preset_flags;           // the flags it stood for (printed at start)
   bool recompute_gelu = false;  // recompute GeLU(fc1 out) in backward instead of keeping it
-  int recompute_num_layers = 0;  // with recompute_gelu: only the first N layers (0: all)
+  int recompute_num_layers = 0;  // full: Megatron's N; with recompute_gelu: only the first N layers (0: all)
+  std::string recompute_granularity;            // "" | full | selective (Megatron's; see recompute_args.h)
+  std::string recompute_method;                 // "" | uniform | block (full only)
+  std::vector<std::string> recompute_modules;   // selective; empty: Megatron's default [core_attn]
+  bool recompute_activations = false;           // = --recompute-granularity selective
   int cross_entropy_chunks = 1;  // output layer + loss over this many token chunks
   // Mixture of Experts (Megatron's flags; num_experts 0: dense)
   int num_experts = 0;

@@ -142,13 +142,6 @@ const std::vector<CompatFlag>& megatron_compat_flags() {
       {"--mscale-all-dim", 1, NO, "YaRN RoPE scaling of multi-latent attention"},
       {"--mtp-num-layers", 1, NO, "multi-token prediction"},
       {"--mtp-loss-scaling-factor", 1, NO, "multi-token prediction"},
-      {"--recompute-granularity", 1, NO,
-       "full or selective activation recomputation (use --recompute-gelu, attention never keeps its probabilities)"},
-      {"--recompute-method", 1, NO, "full activation recomputation (use --recompute-gelu)"},
-      {"--recompute-modules", -1, NO, "selective recomputation of chosen modules (use --recompute-gelu)"},
-      {"--recompute-activations", 0, NO,
-       "selective activation recomputation (attention never keeps its probabilities, use --recompute-gelu for the "
-       "MLP)"},
       {"--squared-relu", 0, NO, "the squared-ReLU MLP activation (use the default GeLU or --swiglu)"},
       {"--rotary-interleaved", 0, NO, "interleaved RoPE (the rotate-half convention is built)"},
       {"--apply-wd-to-qk-layernorm", 0, NO, "weight decay on the q/k norm weights (norms are never decayed)"},

@@ -34,7 +34,9 @@
 #include "parallel/pipeline_layout.h"
 #include "parallel/schedules.h"
 #include "train/batch.h"
+#include "train/memory_report.h"
 #include "train/moe_args.h"
+#include "train/recompute_args.h"
 #include "train/moe_logging.h"
 #include "train/checkpointing.h"
 #include "train/data_setup.h"
@@ -87,8 +89,7 @@ TransformerConfig model_config(const TrainingArgs& a, int64_t vocab, int tp) {
   c.hidden_dropout = a.hidden_dropout;
   c.attention_dropout = a.attention_dropout;
   c.layernorm_epsilon = a.layernorm_epsilon;
-  c.recompute_gelu = a.recompute_gelu;
-  c.recompute_num_layers = a.recompute_num_layers;
+  apply_recompute_args(a, c);
   c.cross_entropy_chunks = a.cross_entropy_chunks;
   c.params_dtype = a.bf16 ? DType::BF16 : a.fp16 ? DType::F16 : DType::F32;
   apply_moe_args(a, c);
@@ -138,56 +139,32 @@ double evaluate(const std::vector<const GPTModel*>& chunks, const PipelineSetup&
   return dp.size() > 1 ? dp.all_reduce_scalar(mean) / dp.size() : mean;
 }
 
-// Megatron's theoretical memory report, per rank: weights and grads of this rank's model
-// chunk, optimizer state (sharded over DP with the distributed optimizer) and an estimate of
-// one microbatch's saved activations. Gathered to rank 0, one line per rank.
-void report_memory(std::FILE* log, const std::vector<const GPTModel*>& chunks, const MegatronOptimizer& opt,
-                   const TrainingArgs& a, ProcessGroups& g) {
-  const TransformerConfig& c = chunks.front()->config();
-  const ParamAndGradBuffer& buf = chunks.front()->buffer();
-  const double mib = 1048576.0;
-  const double weights = double(buf.params().nbytes()) / mib;
-  const double grads = double(buf.main_grads().nbytes()) / mib;
-  const double optim = double(opt.state_bytes()) / mib;
-  // Saved per layer and token (elements): norm inputs 2h (split by sequence parallelism); the
-  // QKV and MLP inputs h each (kept all-gathered under sequence parallelism); QKV (q + 2 kv
-  // projection; twice with q/k norm), attention output (also the projection input), fc1 output
-  // (2 ffn when gated) and the activation's output ffn (none where it is recomputed), over tp.
-  // Then the logits, or one chunk of them.
-  const int tp = g.tp().size();
-  const double sp = a.sequence_parallel ? double(tp) : 1.0;
-  const double qkv = double(c.query_projection_size() + 2 * c.kv_projection_size()) * (c.qk_layernorm ? 2 : 1);
-  const double fc1 = double(c.ffn_hidden_size) * (c.gated_linear_unit ? 2 : 1);
-  double per_token_layers = 0;
-  // This rank's layers; a pipeline rank holds up to P microbatches' activations at 1F1B's peak
-  // (counted here as one microbatch, like the other layouts).
-  std::vector<int> layers;
-  for (const GPTModel* ch : chunks)
-    for (int l = ch->chunk().first_layer; l < ch->chunk().first_layer + ch->chunk().num_layers; ++l) layers.push_back(l);
-  for (int l : layers)
-    per_token_layers += (2.0 * c.hidden_size) / sp + 2.0 * c.hidden_size +
-                        (qkv + c.query_projection_size() + fc1 + (c.layer_recomputes_gelu(l) ? 0.0 : c.ffn_hidden_size)) / tp;
-  const double tokens = double(a.micro_batch_size) * c.seq_length;
-  const double logit_rows = std::ceil(tokens / double(c.cross_entropy_chunks));
-  const bool loss_here = chunks.back()->chunk().post_process;
-  const double act = (per_token_layers * tokens * dtype_size(c.params_dtype) +
-                      (loss_here ? logit_rows * double(c.padded_vocab_size) / tp * dtype_size(c.params_dtype) : 0.0)) /
-                     mib;
-  Tensor mine = Tensor::empty({4}, DType::F32);
-  float* m = mine.data<float>();
-  m[0] = float(weights), m[1] = float(grads), m[2] = float(optim), m[3] = float(act);
-  Tensor all = Tensor::empty({4 * int64_t(g.world_size())}, DType::F32);
-  g.world().all_gather(mine, all);
-  if (!log || !g.is_first_rank()) return;
-  fmt::print(log, "> theoretical memory footprint per rank (MiB; activations: one microbatch, estimated):\n");
+// The memory report's view of this rank (train/memory_report.h).
+MemoryLayout memory_layout(const std::vector<const GPTModel*>& chunks, const TrainingArgs& a, ProcessGroups& g,
+                           bool host) {
+  MemoryLayout l;
+  l.tp = g.tp().size();
+  l.cp = g.cp().size();
+  l.dp = g.dp().size();
+  l.ep = g.ep().size();
+  l.pp = g.pp().size();
+  l.pp_rank = g.coords().pp;
+  l.sequence_parallel = a.sequence_parallel;
+  l.distributed_optimizer = a.use_distributed_optimizer;
+  l.micro_batch_size = a.micro_batch_size;
+  l.num_microbatches = a.global_batch_size / (a.micro_batch_size * l.dp);
+  for (const GPTModel* ch : chunks) l.chunks.push_back(ch->chunk());
+  l.host_blocks = host;
+  return l;
+}
+
+void report_memory(std::FILE* log, const MemoryEstimate& mine, ProcessGroups& g) {
+  std::vector<std::string> names;
   for (int r = 0; r < g.world_size(); ++r) {
-    const float* x = all.data<float>() + 4 * r;
-    RankCoords co = g.layout().coords(r);
-    fmt::print(log,
-               ">   [rank {} tp {} pp {} dp {}] weights {:.2f} | grads {:.2f} | optimizer state {:.2f} | activations "
-               "{:.2f} | total {:.2f}\n",
-               r, co.tp, co.pp, co.dp, x[0], x[1], x[2], x[3], x[0] + x[1] + x[2] + x[3]);
+    const RankCoords co = g.layout().coords(r);
+    names.push_back(fmt::format("rank {} tp {} pp {} dp {}", r, co.tp, co.pp, co.dp));
   }
+  print_memory_report(log, mine, g.world(), g.is_first_rank(), names);
 }
 
 // Every rank of `group` ends with every rank's final parameters (each rank broadcasts its own in
@@ -320,6 +297,7 @@ TrainResult pretrain_gpt(const TrainingArgs& args, std::FILE* log, const TrainOp
   }
   dist::set_timeout_seconds(args.distributed_timeout_minutes * 60.0);
   Device dev = resolve_device(args.device);
+  reset_host_peak_bytes();  // this run's peak, even in a longer process (tests)
   if (args.profile && !dev.is_cuda())
     throw ArgumentError("--profile needs --device cuda (it marks the iterations a GPU profiler captures)");
   std::unique_ptr<ProcessGroups> own_groups;
@@ -508,7 +486,8 @@ TrainResult pretrain_gpt(const TrainingArgs& args, std::FILE* log, const TrainOp
     chained = std::make_unique<ChainedOptimizer>(std::vector<MegatronOptimizer*>{optimizer_ptr.get(), expert_optimizer.get()});
   }
   MegatronOptimizer& optimizer = chained ? *chained : *optimizer_ptr;
-  report_memory(log0, chunks, optimizer, args, groups);
+  const MemoryEstimate predicted = estimate_memory(chunks.front()->config(), memory_layout(chunks, args, groups, !dev.is_cuda()));
+  report_memory(log0, predicted, groups);
   // In iterations, or in samples with --train-samples; --decoupled-lr: the embedding and output layer's own.
   OptimizerParamScheduler scheduler(lr_schedule_config(args, args.lr, args.min_lr));
   LrScheduleConfig decoupled_cfg;
@@ -775,11 +754,19 @@ TrainResult pretrain_gpt(const TrainingArgs& args, std::FILE* log, const TrainOp
     metrics.validation(iteration, consumed, v);
     if (log_last) fmt::print(log_last, "{}\n", format_validation_block("at the end of training", v));
   }
+  // This rank's prediction is of the device that holds the model.
+  result.predicted_peak_bytes = predicted.peak();
+  result.measured_peak_bytes = int64_t(dev.is_cuda() ? cuda_peak_bytes(dev.index) : host_allocator().peak_bytes());
   if (log0) {
-    fmt::print(log0, "> peak host memory in tensors: {:.1f} MiB\n", double(host_allocator().peak_bytes()) / 1048576.0);
+    const double pred = double(predicted.peak());
     if (dev.is_cuda())
-      fmt::print(log0, "> peak device memory in tensors: {:.2f} GiB\n",
-                 double(cuda_peak_bytes(dev.index)) / 1073741824.0);
+      fmt::print(log0, "> peak host memory in tensors: {:.1f} MiB\n", double(host_allocator().peak_bytes()) / 1048576.0);
+    else
+      fmt::print(log0, "> peak host memory in tensors: {:.1f} MiB (predicted {:.1f} MiB)\n",
+                 double(host_allocator().peak_bytes()) / 1048576.0, pred / 1048576.0);
+    if (dev.is_cuda())
+      fmt::print(log0, "> peak device memory in tensors: {:.2f} GiB (predicted {:.2f} GiB)\n",
+                 double(cuda_peak_bytes(dev.index)) / 1073741824.0, pred / 1073741824.0);
   }
   if (opts.return_final_params) {
     const TrainResult whole = gather_model(buffer, moe ? &expert_buffer : nullptr, groups, persistent);
@@ -791,3 +778,4 @@ TrainResult pretrain_gpt(const TrainingArgs& args, std::FILE* log, const TrainOp
 }
 
 }  // namespace mt
+

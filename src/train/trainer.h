@@ -25,6 +25,9 @@ struct TrainResult {
   std::vector<double> valid_losses;  // per evaluation
   std::vector<double> grad_norms;    // per iteration (0 when skipped)
   int64_t iterations = 0;
+  // Rank 0's memory: the report's predicted peak and the measured peak of tensors on the
+  // model's device (train/memory_report.h), in bytes.
+  int64_t predicted_peak_bytes = 0, measured_peak_bytes = 0;
   // With TrainOptions::return_final_params: every parameter after training, gathered across
   // tensor parallelism to its global shape (fp32, row-major), by global name.
   std::map<std::string, std::vector<float>> final_params;

@@ -108,12 +108,14 @@ std::string model_key(const std::string& spec) {
 }
 
 // Exact equality of two runs of one layout: same losses, same parameters, bit for bit.
-int compare_exact(const TrainResult& a, const TrainResult& b, const std::string& layout) {
+int compare_exact(const TrainResult& a, const TrainResult& b, const std::string& layout,
+                  const char* without = "overlap") {
   int bad = a.train_losses != b.train_losses ? 1 : 0;
   for (const auto& [name, pa] : a.final_params)
     if (!b.final_params.count(name) || b.final_params.at(name) != pa) ++bad;
   if (dist::world_rank() == 0)
-    std::printf("%-16s vs the same layout without overlap: %s\n", layout.c_str(), bad ? "DIFFERENT (FAIL)" : "bit-identical");
+    std::printf("%-16s vs the same layout without %s: %s\n", layout.c_str(), without,
+                bad ? "DIFFERENT (FAIL)" : "bit-identical");
   return bad;
 }
 
@@ -207,9 +209,22 @@ int main(int argc, char** argv) {
     a.overlap_grad_reduce = overlap;
     a.overlap_param_gather = overlap && a.use_distributed_optimizer;
     a.async_tensor_model_parallel_allreduce = overlap && a.tensor_model_parallel_size > 1;
+    // Activation recomputation (:rcfull full uniform 1, :rcblock full block 1, :rcsel selective with
+    // every module) must reproduce the same layout without it bit for bit.
+    const TrainingArgs kept = a;
+    if (spec.find(":rcfull") != std::string::npos || spec.find(":rcblock") != std::string::npos) {
+      a.recompute_granularity = "full";
+      a.recompute_method = spec.find(":rcfull") != std::string::npos ? "uniform" : "block";
+      a.recompute_num_layers = 1;
+    }
+    if (spec.find(":rcsel") != std::string::npos) {
+      a.recompute_granularity = "selective";
+      a.recompute_modules = {"core_attn", "layernorm", "mlp", "mlp_act", "moe", "moe_act", "shared_experts"};
+    }
     const TrainResult got = testing::run_training(a);
     int bad = compare(ref, got, spec, a.vocab_size);
     if (overlap) bad += compare_exact(testing::run_training(plain), got, spec);
+    if (spec.find(":rc") != std::string::npos) bad += compare_exact(testing::run_training(kept), got, spec, "recompute");
     auto w = dist::world();
     if (w->all_reduce_scalar(double(bad)) > 0) ++failures;
   }

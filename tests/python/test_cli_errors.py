@@ -75,6 +75,25 @@ def test_recompute_num_layers_needs_recompute_gelu_and_a_layer_count(build_dir):
                       "--recompute-num-layers 3", "--num-layers 1")
 
 
+@pytest.mark.parametrize("flags,needles", [
+    (["--recompute-granularity", "full"], ["--recompute-granularity full", "--recompute-method"]),
+    (["--recompute-granularity", "full", "--recompute-method", "uniform"],
+     ["--recompute-granularity full", "--recompute-num-layers"]),
+    (["--recompute-granularity", "selective", "--recompute-method", "block"], ["--recompute-method block", "full"]),
+    (["--recompute-activations", "--recompute-method", "uniform"], ["--recompute-method uniform", "full"]),
+    (["--recompute-granularity", "everything"], ["--recompute-granularity everything", "full or selective"]),
+    (["--recompute-granularity", "full", "--recompute-method", "zigzag", "--recompute-num-layers", "1"],
+     ["--recompute-method zigzag", "uniform or block"]),
+    (["--recompute-modules", "mlp"], ["--recompute-modules", "selective"]),
+    (["--recompute-activations", "--recompute-modules", "mla_up_proj"], ["mla_up_proj", "multi-latent attention"]),
+    (["--recompute-granularity", "selective", "--recompute-modules", "attn"], ["--recompute-modules attn"]),
+    (["--recompute-granularity", "full", "--recompute-method", "block", "--recompute-num-layers", "1",
+      "--recompute-gelu"], ["--recompute-gelu", "full"]),
+])
+def test_recompute_flags_follow_megatrons_rules(build_dir, flags, needles):
+    assert_user_error(run(build_dir, *TINY, *flags), *needles)
+
+
 def test_cross_entropy_chunks_must_fit_a_microbatch(build_dir):
     assert_user_error(run(build_dir, *TINY, "--cross-entropy-chunks", "0"), "--cross-entropy-chunks")
     assert_user_error(run(build_dir, *TINY, "--cross-entropy-chunks", "9"), "--cross-entropy-chunks 9", "8 tokens")

@@ -3,6 +3,7 @@
 // dispatchers have checked the arguments; these only compute. OpenMP-parallel over independent
 // outputs, so results are bit-identical for any thread count.
 #include <cstdint>
+#include <vector>
 
 #include "core/tensor.h"
 #include "kernels/attention.h"
@@ -13,6 +14,7 @@ namespace mt::cpu {
 
 void gemm(const Tensor& a, bool trans_a, const Tensor& b, bool trans_b, const Tensor& c, float alpha, float beta,
           const Tensor* bias);
+std::vector<int64_t> gemm_workspace(int64_t m, int64_t n, int64_t k, DType in, DType out);
 void bias_grad_accumulate(const Tensor& dy, const Tensor& db_accum);
 void gemm_bias_gelu(const Tensor& a, bool trans_a, const Tensor& b, bool trans_b, const Tensor* bias, const Tensor& pre,
                     const Tensor& y);

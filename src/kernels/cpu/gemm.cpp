@@ -146,6 +146,20 @@ void gemm(const Tensor& a, bool trans_a, const Tensor& b, bool trans_b, const Te
   dispatch_float(c.dtype(), [&](auto tag) { finish(cp, bias_f32, c.data<decltype(tag)>(), m, n); });
 }
 
+std::vector<int64_t> gemm_workspace(int64_t m, int64_t n, int64_t k, DType in, DType out) {
+  std::vector<int64_t> w;
+  if (m == 0 || n == 0 || k == 0) return w;
+  if (in != DType::F32) w = {4 * m * k, 4 * k * n};  // as_f32 of A and B
+  if (out != DType::F32) w.push_back(4 * m * n);     // C accumulated in fp32
+#if defined(__x86_64__)
+  if (packed_path()) {
+    w.push_back(4 * packed_a_floats(m, k));
+    w.push_back(4 * packed_b_floats(k, n));
+  }
+#endif
+  return w;
+}
+
 namespace {
 
 template <class T>

@@ -76,6 +76,9 @@ void finish_tile(const PackedGemm& x, float* c, int64_t n, int64_t i0, int64_t r
 
 }  // namespace
 
+int64_t packed_a_floats(int64_t m, int64_t k) { return packed_gemm().packed_a_floats(m, k); }
+int64_t packed_b_floats(int64_t k, int64_t n) { return packed_gemm().packed_b_floats(k, n); }
+
 void parallel_sgemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, float alpha, const float* a, int64_t lda,
                     const float* b, int64_t ldb, float beta, float* c, const TileEpilogue& ep, float* a_row_sums) {
   const PackedGemm& x = packed_gemm();

@@ -23,4 +23,8 @@ void parallel_sgemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k,
                      int64_t lda, const float* b, int64_t ldb, float beta, float* c, const TileEpilogue& epilogue = {},
                      float* a_row_sums = nullptr);
 
+// parallel_sgemm's packing buffers for op(A) [m, k] and op(B) [k, n], in floats.
+int64_t packed_a_floats(int64_t m, int64_t k);
+int64_t packed_b_floats(int64_t k, int64_t n);
+
 }  // namespace mt::cpu
