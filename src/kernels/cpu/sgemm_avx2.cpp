@@ -42,15 +42,20 @@ inline __m256i lanes(int64_t n) {
   return _mm256_cmpgt_epi32(_mm256_set1_epi32(c), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
 }
 
-
 // dst[c * ldd + r] = src[r * lds + c] for r < 8, c < cols (cols <= 8), rows past `rows` (<= 8)
 // read as 0: one 8 x 8 transpose in registers. Always stores whole 8-float lines of dst.
-void transpose8(const float* src, int64_t lds, int rows, int cols, float* dst, int64_t ldd) {
+// R > 0 is the common block, R rows and all 8 columns (a 6-row A panel, an 8-row half of a B
+// strip), known at compile time: no masks and no per-row tests; R = 0 handles the edges.
+template <int R>
+inline void transpose8(const float* src, int64_t lds, int rows, int cols, float* dst, int64_t ldd) {
+  if (R > 0) rows = R, cols = 8;
   const __m256i cm = lanes(cols);
   __m256 r[8], t[8];
+#pragma GCC unroll 8
   for (int i = 0; i < 8; ++i)
     r[i] = i >= rows ? _mm256_setzero_ps() : (cols == 8 ? _mm256_loadu_ps(src + i * lds) : _mm256_maskload_ps(src + i * lds, cm));
   // t[2i], per 128-bit half H: r[2i][4H], r[2i+1][4H], r[2i][4H+1], r[2i+1][4H+1]; t[2i+1] the next two columns.
+#pragma GCC unroll 4
   for (int i = 0; i < 8; i += 2) {
     t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);
     t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
@@ -62,6 +67,7 @@ void transpose8(const float* src, int64_t lds, int rows, int cols, float* dst, i
     r[g + 2] = _mm256_shuffle_ps(t[g + 1], t[g + 3], 0x44);
     r[g + 3] = _mm256_shuffle_ps(t[g + 1], t[g + 3], 0xEE);
   }
+#pragma GCC unroll 4
   for (int c = 0; c < 4; ++c) {
     if (c < cols) _mm256_storeu_ps(dst + c * ldd, _mm256_permute2f128_ps(r[c], r[4 + c], 0x20));
     if (c + 4 < cols) _mm256_storeu_ps(dst + (c + 4) * ldd, _mm256_permute2f128_ps(r[c], r[4 + c], 0x31));
@@ -72,40 +78,65 @@ void transpose8(const float* src, int64_t lds, int rows, int cols, float* dst, i
 // whole lines (zeros past `rows` up to the next multiple of 8; the packed forms have room).
 void transpose(const float* src, int64_t lds, int64_t rows, int64_t cols, float* dst, int64_t ldd) {
   for (int64_t j = 0; j < rows; j += 8)
-    for (int64_t p = 0; p < cols; p += 8)
-      transpose8(src + j * lds + p, lds, int(min64(8, rows - j)), int(min64(8, cols - p)), dst + p * ldd + j, ldd);
+    for (int64_t p = 0; p < cols; p += 8) {
+      const int nr = int(min64(8, rows - j)), nc = int(min64(8, cols - p));
+      const float* s = src + j * lds + p;
+      float* d = dst + p * ldd + j;
+      if (nc == 8 && nr == 8) {
+        transpose8<8>(s, lds, nr, nc, d, ldd);
+      } else if (nc == 8 && nr == kMR) {
+        transpose8<kMR>(s, lds, nr, nc, d, ldd);
+      } else {
+        transpose8<0>(s, lds, nr, nc, d, ldd);
+      }
+    }
 }
 
 // As sgemm_avx512.cpp: copying packs walk kGroup panels (strips) at a time down the kc rows.
 constexpr int64_t kGroup = 8;
 
+// Panels g .. g + G of op(A) = A^T for the k block at pc, copied down the kc rows of A (column p
+// of op(A) is row pc + p of A); the 8 floats read where they lie inside the row, the last panel
+// (rows past m) with masked loads. With row_sums, the G panels' sums stay in registers over
+// the kc rows: a masked store per row and panel (vmaskmovps) is slow on AMD and made this pack
+// ~4x its memory time. G is a compile-time count so that the group's loop unrolls with its sums
+// in registers (with a run-time count the compiler kept the loop state on the stack).
+template <int G, bool kSums>
+void copy_panels(const float* a, int64_t lda, int64_t m, int64_t pc, int64_t kc, int64_t g, float* dst,
+                 float* row_sums) {
+  __m256 sums[G];
+  const bool tail = (g + G) * kMR + 2 > m;  // the group's last load would read past row m
+  if (kSums)
+    for (int i = 0; i < G; ++i) sums[i] = _mm256_maskload_ps(row_sums + (g + i) * kMR, lanes(m - (g + i) * kMR));
+  for (int64_t p = 0; p < kc; ++p) {
+    const float* src = a + (pc + p) * lda + g * kMR;
+    float* d = dst + g * kc * kAStep + p * kAStep;
+#pragma GCC unroll 8
+    for (int i = 0; i < G; ++i) {
+      const int64_t r0 = (g + i) * kMR;
+      const __m256 v = tail && r0 + 8 > m ? _mm256_maskload_ps(src + i * kMR, lanes(m - r0)) : _mm256_loadu_ps(src + i * kMR);
+      _mm256_store_ps(d + i * kc * kAStep, v);
+      if (kSums) sums[i] = _mm256_add_ps(sums[i], v);
+    }
+  }
+  if (kSums)
+    for (int i = 0; i < G; ++i)
+      _mm256_maskstore_ps(row_sums + (g + i) * kMR, lanes(min64(kMR, m - (g + i) * kMR)), sums[i]);
+}
+
 // Panels q0 .. q1 of op(A) for the k block at pc (kc deep): panel q holds dst[q * kc * 8 + p * 8
 // + r] = op(A)[q * 6 + r, pc + p] for r < 6 (lanes 6, 7 hold whatever; the kernel reads r < 6).
 // With row_sums (trans_a only), also adds each packed value to row_sums[row], in k order.
-// The copy reads 8 floats where they lie inside the row (masked loads only for the last panel)
-// and keeps the row sums of a group of panels in registers over the kc rows: a masked store per
-// row and panel (vmaskmovps) is slow on AMD and made this pack ~4x its memory time.
 void pack_a_block(bool ta, const float* a, int64_t lda, int64_t m, int64_t pc, int64_t kc, int64_t q0, int64_t q1,
                   float* dst, float* row_sums) {
-  if (ta) {  // column p of op(A) is row pc + p of A
-    for (int64_t g = q0; g < q1; g += kGroup) {
-      const int g_n = int(min64(kGroup, q1 - g));
-      __m256 sums[kGroup];
-      if (row_sums)
-        for (int i = 0; i < g_n; ++i) sums[i] = _mm256_maskload_ps(row_sums + (g + i) * kMR, lanes(m - (g + i) * kMR));
-      for (int64_t p = 0; p < kc; ++p) {
-        const float* src = a + (pc + p) * lda;
-        for (int i = 0; i < g_n; ++i) {
-          const int64_t r0 = (g + i) * kMR;
-          const __m256 v = r0 + 8 <= m ? _mm256_loadu_ps(src + r0) : _mm256_maskload_ps(src + r0, lanes(m - r0));
-          _mm256_store_ps(dst + (g + i) * kc * kAStep + p * kAStep, v);
-          if (row_sums) sums[i] = _mm256_add_ps(sums[i], v);
-        }
-      }
-      if (row_sums)
-        for (int i = 0; i < g_n; ++i)
-          _mm256_maskstore_ps(row_sums + (g + i) * kMR, lanes(min64(kMR, m - (g + i) * kMR)), sums[i]);
-    }
+  if (ta) {  // kGroup panels at a time, the rest one by one
+    int64_t g = q0;
+    for (; g + kGroup <= q1; g += kGroup)
+      row_sums ? copy_panels<kGroup, true>(a, lda, m, pc, kc, g, dst, row_sums)
+               : copy_panels<kGroup, false>(a, lda, m, pc, kc, g, dst, row_sums);
+    for (; g < q1; ++g)
+      row_sums ? copy_panels<1, true>(a, lda, m, pc, kc, g, dst, row_sums)
+               : copy_panels<1, false>(a, lda, m, pc, kc, g, dst, row_sums);
   } else {
     for (int64_t q = q0; q < q1; ++q)
       transpose(a + q * kMR * lda + pc, lda, min64(kMR, m - q * kMR), kc, dst + q * kc * kAStep, kAStep);
