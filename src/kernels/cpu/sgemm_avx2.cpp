@@ -36,6 +36,7 @@ constexpr int64_t kNC = 512;     // columns per block in gemm_packed: a kc x nc 
 using sgemm_driver::Beta;
 using sgemm_driver::div_up;
 using sgemm_driver::min64;
+
 // Lanes < n all ones (n <= 0: none), for maskload / maskstore.
 inline __m256i lanes(int64_t n) {
   const int c = n >= 8 ? 8 : (n < 0 ? 0 : int(n));
@@ -98,9 +99,9 @@ constexpr int64_t kGroup = 8;
 // Panels g .. g + G of op(A) = A^T for the k block at pc, copied down the kc rows of A (column p
 // of op(A) is row pc + p of A); the 8 floats read where they lie inside the row, the last panel
 // (rows past m) with masked loads. With row_sums, the G panels' sums stay in registers over
-// the kc rows: a masked store per row and panel (vmaskmovps) is slow on AMD and made this pack
-// ~4x its memory time. G is a compile-time count so that the group's loop unrolls with its sums
-// in registers (with a run-time count the compiler kept the loop state on the stack).
+// the kc rows (a masked store per row and panel, vmaskmovps, is slow on AMD). G is a
+// compile-time count so that the group's loop unrolls with its sums in registers (with a
+// run-time count the compiler kept the loop state on the stack).
 template <int G, bool kSums>
 void copy_panels(const float* a, int64_t lda, int64_t m, int64_t pc, int64_t kc, int64_t g, float* dst,
                  float* row_sums) {

@@ -47,6 +47,7 @@ constexpr int64_t kNC = 512;     // columns per block in gemm_packed: a kc x nc 
 using sgemm_driver::Beta;
 using sgemm_driver::div_up;
 using sgemm_driver::min64;
+
 inline __mmask16 lanes(int64_t n) { return n >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << n) - 1u); }
 
 
