@@ -10,6 +10,9 @@
 #include "core/error.h"
 #include "data/npy.h"
 
+// A volatile store the optimiser must keep, so the reads of every element stay in the binary.
+static volatile int64_t sink;
+
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   static const std::string path = "/tmp/mt_fuzz_npy_" + std::to_string(::getpid()) + ".npy";
   FILE* f = std::fopen(path.c_str(), "wb");
@@ -21,5 +24,6 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   for (int64_t cols : {0, 2})
     if (auto a = mt::read_npy_i64(path, cols))
       for (int64_t v : a->data) sum ^= v;
-  return sum == 42 ? 0 : 0;
+  sink = sum;  // every element read: the loads cannot be dropped
+  return 0;
 }

@@ -1,6 +1,7 @@
 // Single-threaded fp32 GEMM with AVX2 + FMA: C[m, n] = alpha op(A) op(B) + beta C, row-major.
 // sgemm_avx512.cpp's design in 8 lanes (see there for the why of packing, blocking and order);
-// what differs is the register tile.
+// what differs is the register tile. This file holds the micro-kernel and the packing; the loops
+// around them are sgemm_driver.h's, shared with sgemm_avx512.cpp.
 //
 // The micro-kernel keeps a 6 x 16 block of C in 12 ymm accumulators; per step p it loads 16
 // floats of row p of op(B) (two ymm) and broadcasts 6 floats of column p of op(A): 12 FMAs per
@@ -19,9 +20,9 @@
 #include <immintrin.h>
 
 #include <cstdint>
-#include <cstdlib>
 
 #include "kernels/cpu/blas.h"
+#include "kernels/cpu/sgemm_driver.h"
 
 namespace mt::cpu {
 namespace avx2 {
@@ -32,24 +33,30 @@ constexpr int kNR = int(kCols);  // columns of C per micro-kernel: two ymm
 constexpr int64_t kAStep = 8;    // floats per p in an A micro-panel: 6 used, one aligned line
 constexpr int64_t kNC = 512;     // columns per block in gemm_packed: a kc x nc block of B is 512 KiB
 
-inline int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
-inline int64_t div_up(int64_t a, int64_t b) { return (a + b - 1) / b; }
+using sgemm_driver::Beta;
+using sgemm_driver::div_up;
+using sgemm_driver::min64;
+
 // Lanes < n all ones (n <= 0: none), for maskload / maskstore.
 inline __m256i lanes(int64_t n) {
   const int c = n >= 8 ? 8 : (n < 0 ? 0 : int(n));
   return _mm256_cmpgt_epi32(_mm256_set1_epi32(c), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
 }
 
-inline int64_t k_block(int64_t k) { return k > 0 ? div_up(k, div_up(k, kKC)) : 1; }
-
 // dst[c * ldd + r] = src[r * lds + c] for r < 8, c < cols (cols <= 8), rows past `rows` (<= 8)
 // read as 0: one 8 x 8 transpose in registers. Always stores whole 8-float lines of dst.
-void transpose8(const float* src, int64_t lds, int rows, int cols, float* dst, int64_t ldd) {
+// R > 0 is the common block, R rows and all 8 columns (a 6-row A panel, an 8-row half of a B
+// strip), known at compile time: no masks and no per-row tests; R = 0 handles the edges.
+template <int R>
+inline void transpose8(const float* src, int64_t lds, int rows, int cols, float* dst, int64_t ldd) {
+  if (R > 0) rows = R, cols = 8;
   const __m256i cm = lanes(cols);
   __m256 r[8], t[8];
+#pragma GCC unroll 8
   for (int i = 0; i < 8; ++i)
     r[i] = i >= rows ? _mm256_setzero_ps() : (cols == 8 ? _mm256_loadu_ps(src + i * lds) : _mm256_maskload_ps(src + i * lds, cm));
   // t[2i], per 128-bit half H: r[2i][4H], r[2i+1][4H], r[2i][4H+1], r[2i+1][4H+1]; t[2i+1] the next two columns.
+#pragma GCC unroll 4
   for (int i = 0; i < 8; i += 2) {
     t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);
     t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
@@ -61,6 +68,7 @@ void transpose8(const float* src, int64_t lds, int rows, int cols, float* dst, i
     r[g + 2] = _mm256_shuffle_ps(t[g + 1], t[g + 3], 0x44);
     r[g + 3] = _mm256_shuffle_ps(t[g + 1], t[g + 3], 0xEE);
   }
+#pragma GCC unroll 4
   for (int c = 0; c < 4; ++c) {
     if (c < cols) _mm256_storeu_ps(dst + c * ldd, _mm256_permute2f128_ps(r[c], r[4 + c], 0x20));
     if (c + 4 < cols) _mm256_storeu_ps(dst + (c + 4) * ldd, _mm256_permute2f128_ps(r[c], r[4 + c], 0x31));
@@ -71,40 +79,65 @@ void transpose8(const float* src, int64_t lds, int rows, int cols, float* dst, i
 // whole lines (zeros past `rows` up to the next multiple of 8; the packed forms have room).
 void transpose(const float* src, int64_t lds, int64_t rows, int64_t cols, float* dst, int64_t ldd) {
   for (int64_t j = 0; j < rows; j += 8)
-    for (int64_t p = 0; p < cols; p += 8)
-      transpose8(src + j * lds + p, lds, int(min64(8, rows - j)), int(min64(8, cols - p)), dst + p * ldd + j, ldd);
+    for (int64_t p = 0; p < cols; p += 8) {
+      const int nr = int(min64(8, rows - j)), nc = int(min64(8, cols - p));
+      const float* s = src + j * lds + p;
+      float* d = dst + p * ldd + j;
+      if (nc == 8 && nr == 8) {
+        transpose8<8>(s, lds, nr, nc, d, ldd);
+      } else if (nc == 8 && nr == kMR) {
+        transpose8<kMR>(s, lds, nr, nc, d, ldd);
+      } else {
+        transpose8<0>(s, lds, nr, nc, d, ldd);
+      }
+    }
 }
 
 // As sgemm_avx512.cpp: copying packs walk kGroup panels (strips) at a time down the kc rows.
 constexpr int64_t kGroup = 8;
 
+// Panels g .. g + G of op(A) = A^T for the k block at pc, copied down the kc rows of A (column p
+// of op(A) is row pc + p of A); the 8 floats read where they lie inside the row, the last panel
+// (rows past m) with masked loads. With row_sums, the G panels' sums stay in registers over
+// the kc rows (a masked store per row and panel, vmaskmovps, is slow on AMD). G is a
+// compile-time count so that the group's loop unrolls with its sums in registers (with a
+// run-time count the compiler kept the loop state on the stack).
+template <int G, bool kSums>
+void copy_panels(const float* a, int64_t lda, int64_t m, int64_t pc, int64_t kc, int64_t g, float* dst,
+                 float* row_sums) {
+  __m256 sums[G];
+  const bool tail = (g + G) * kMR + 2 > m;  // the group's last load would read past row m
+  if (kSums)
+    for (int i = 0; i < G; ++i) sums[i] = _mm256_maskload_ps(row_sums + (g + i) * kMR, lanes(m - (g + i) * kMR));
+  for (int64_t p = 0; p < kc; ++p) {
+    const float* src = a + (pc + p) * lda + g * kMR;
+    float* d = dst + g * kc * kAStep + p * kAStep;
+#pragma GCC unroll 8
+    for (int i = 0; i < G; ++i) {
+      const int64_t r0 = (g + i) * kMR;
+      const __m256 v = tail && r0 + 8 > m ? _mm256_maskload_ps(src + i * kMR, lanes(m - r0)) : _mm256_loadu_ps(src + i * kMR);
+      _mm256_store_ps(d + i * kc * kAStep, v);
+      if (kSums) sums[i] = _mm256_add_ps(sums[i], v);
+    }
+  }
+  if (kSums)
+    for (int i = 0; i < G; ++i)
+      _mm256_maskstore_ps(row_sums + (g + i) * kMR, lanes(min64(kMR, m - (g + i) * kMR)), sums[i]);
+}
+
 // Panels q0 .. q1 of op(A) for the k block at pc (kc deep): panel q holds dst[q * kc * 8 + p * 8
 // + r] = op(A)[q * 6 + r, pc + p] for r < 6 (lanes 6, 7 hold whatever; the kernel reads r < 6).
 // With row_sums (trans_a only), also adds each packed value to row_sums[row], in k order.
-// The copy reads 8 floats where they lie inside the row (masked loads only for the last panel)
-// and keeps the row sums of a group of panels in registers over the kc rows: a masked store per
-// row and panel (vmaskmovps) is slow on AMD and made this pack ~4x its memory time.
 void pack_a_block(bool ta, const float* a, int64_t lda, int64_t m, int64_t pc, int64_t kc, int64_t q0, int64_t q1,
                   float* dst, float* row_sums) {
-  if (ta) {  // column p of op(A) is row pc + p of A
-    for (int64_t g = q0; g < q1; g += kGroup) {
-      const int g_n = int(min64(kGroup, q1 - g));
-      __m256 sums[kGroup];
-      if (row_sums)
-        for (int i = 0; i < g_n; ++i) sums[i] = _mm256_maskload_ps(row_sums + (g + i) * kMR, lanes(m - (g + i) * kMR));
-      for (int64_t p = 0; p < kc; ++p) {
-        const float* src = a + (pc + p) * lda;
-        for (int i = 0; i < g_n; ++i) {
-          const int64_t r0 = (g + i) * kMR;
-          const __m256 v = r0 + 8 <= m ? _mm256_loadu_ps(src + r0) : _mm256_maskload_ps(src + r0, lanes(m - r0));
-          _mm256_store_ps(dst + (g + i) * kc * kAStep + p * kAStep, v);
-          if (row_sums) sums[i] = _mm256_add_ps(sums[i], v);
-        }
-      }
-      if (row_sums)
-        for (int i = 0; i < g_n; ++i)
-          _mm256_maskstore_ps(row_sums + (g + i) * kMR, lanes(min64(kMR, m - (g + i) * kMR)), sums[i]);
-    }
+  if (ta) {  // kGroup panels at a time, the rest one by one
+    int64_t g = q0;
+    for (; g + kGroup <= q1; g += kGroup)
+      row_sums ? copy_panels<kGroup, true>(a, lda, m, pc, kc, g, dst, row_sums)
+               : copy_panels<kGroup, false>(a, lda, m, pc, kc, g, dst, row_sums);
+    for (; g < q1; ++g)
+      row_sums ? copy_panels<1, true>(a, lda, m, pc, kc, g, dst, row_sums)
+               : copy_panels<1, false>(a, lda, m, pc, kc, g, dst, row_sums);
   } else {
     for (int64_t q = q0; q < q1; ++q)
       transpose(a + q * kMR * lda + pc, lda, min64(kMR, m - q * kMR), kc, dst + q * kc * kAStep, kAStep);
@@ -143,8 +176,6 @@ void pack_b_block(bool tb, const float* b, int64_t ldb, int64_t n, int64_t pc, i
     }
   }
 }
-
-enum class Beta { kZero, kOne, kOther };
 
 // C[0..MR, 0..nr) = alpha sum_p a[p * 8 + r] b[p * 16 + j] + beta C (nr <= 16), with
 // sgemm_avx512.cpp's explicit FMAs and beta cases.
@@ -192,7 +223,7 @@ void micro_kernel(int64_t kc, const float* a, const float* b, float* c, int64_t 
   }
 }
 
-using Kernel = void (*)(int64_t, const float*, const float*, float*, int64_t, int64_t, float, Beta, float);
+using sgemm_driver::Kernel;
 
 template <int... MR>
 struct KernelTable {
@@ -201,107 +232,49 @@ struct KernelTable {
 constexpr auto& kKernels = KernelTable<0, 1, 2, 3, 4, 5>::table;
 static_assert(sizeof(kKernels) / sizeof(kKernels[0]) == kMR);
 
+// The register tile and its packing, for the shared driver (sgemm_driver.h).
+struct Tile {
+  static constexpr int kMR = avx2::kMR, kNR = avx2::kNR;
+  static constexpr int64_t kAStep = avx2::kAStep, kKC = avx2::kKC, kNC = avx2::kNC;
+  static constexpr auto pack_a_block = &avx2::pack_a_block;
+  static constexpr auto pack_b_block = &avx2::pack_b_block;
+  static Kernel kernel(int64_t mr, bool full_n) { return kKernels[mr - 1][full_n]; }
+};
+using Driver = sgemm_driver::Driver<Tile>;
+
 }  // namespace
 
-int64_t packed_a_floats(int64_t m, int64_t k) { return div_up(m, kMR) * kAStep * k; }
-int64_t packed_b_floats(int64_t k, int64_t n) { return div_up(n, kNR) * kNR * k; }
-
+int64_t packed_a_floats(int64_t m, int64_t k) { return Driver::packed_a_floats(m, k); }
+int64_t packed_b_floats(int64_t k, int64_t n) { return Driver::packed_b_floats(k, n); }
 void pack_a(bool ta, const float* a, int64_t lda, int64_t m, int64_t k, int64_t i0, int64_t rows, float* pa,
             float* row_sums) {
-  const int64_t kc_even = k_block(k), panels = div_up(m, kMR);
-  for (int64_t pc = 0; pc < k; pc += kc_even)
-    pack_a_block(ta, a, lda, m, pc, min64(kc_even, k - pc), i0 / kMR, div_up(i0 + rows, kMR),
-                 pa + pc * panels * kAStep, row_sums);
+  Driver::pack_a(ta, a, lda, m, k, i0, rows, pa, row_sums);
 }
-
 void pack_b(bool tb, const float* b, int64_t ldb, int64_t k, int64_t n, int64_t j0, int64_t cols, float* pb) {
-  const int64_t kc_even = k_block(k), strips = div_up(n, kNR);
-  for (int64_t pc = 0; pc < k; pc += kc_even)
-    pack_b_block(tb, b, ldb, n, pc, min64(kc_even, k - pc), j0 / kNR, div_up(j0 + cols, kNR), pb + pc * strips * kNR);
+  Driver::pack_b(tb, b, ldb, k, n, j0, cols, pb);
 }
-
 void gemm_packed(int64_t m, int64_t n, int64_t k, float alpha, const float* pa, const float* pb, float beta, float* c,
                  int64_t ldc, int64_t i0, int64_t rows, int64_t j0, int64_t cols) {
-  if (k <= 0) {
-    for (int64_t i = i0; i < i0 + rows; ++i)
-      for (int64_t j = j0; j < j0 + cols; ++j) c[i * ldc + j] = beta == 0.0f ? 0.0f : beta * c[i * ldc + j];
-    return;
-  }
-  const int64_t kc_even = k_block(k), panels = div_up(m, kMR), strips = div_up(n, kNR);
-  for (int64_t jc = j0; jc < j0 + cols; jc += kNC) {
-    const int64_t jc_end = min64(jc + kNC, j0 + cols);
-    for (int64_t pc = 0; pc < k; pc += kc_even) {
-      const int64_t kc = min64(kc_even, k - pc);
-      const Beta kind = pc > 0 || beta == 1.0f ? Beta::kOne : (beta == 0.0f ? Beta::kZero : Beta::kOther);
-      const float* a_block = pa + pc * panels * kAStep;
-      const float* b_block = pb + pc * strips * kNR;
-      for (int64_t i = i0; i < i0 + rows; i += kMR) {
-        const int64_t mr = min64(kMR, min64(m, i0 + rows) - i);
-        const float* ap = a_block + (i / kMR) * kc * kAStep;
-        for (int64_t j = jc; j < jc_end; j += kNR) {
-          const int64_t nr = min64(kNR, jc_end - j);
-          kKernels[mr - 1][nr == kNR](kc, ap, b_block + (j / kNR) * kc * kNR, c + i * ldc + j, ldc, nr, alpha, kind,
-                                      beta);
-        }
-      }
-    }
-  }
+  Driver::gemm_packed(m, n, k, alpha, pa, pb, beta, c, ldc, i0, rows, j0, cols);
 }
-
-int64_t panel_floats(int64_t rows, int64_t kc) { return div_up(rows, kMR) * kAStep * kc; }
-int64_t strip_floats(int64_t kc, int64_t cols) { return div_up(cols, kNR) * kNR * kc; }
-
+int64_t panel_floats(int64_t rows, int64_t kc) { return Driver::panel_floats(rows, kc); }
+int64_t strip_floats(int64_t kc, int64_t cols) { return Driver::strip_floats(kc, cols); }
 void pack_panels(bool ta, const float* a, int64_t lda, int64_t rows, int64_t kc, float* dst) {
-  pack_a_block(ta, a, lda, rows, 0, kc, 0, div_up(rows, kMR), dst, nullptr);
+  Driver::pack_panels(ta, a, lda, rows, kc, dst);
 }
-
 void pack_strips(bool tb, const float* b, int64_t ldb, int64_t kc, int64_t cols, float* dst) {
-  pack_b_block(tb, b, ldb, cols, 0, kc, 0, div_up(cols, kNR), dst);
+  Driver::pack_strips(tb, b, ldb, kc, cols, dst);
 }
-
 void gemm_block(int64_t kc, const float* panels, int64_t rows, const float* strips, int64_t cols, float alpha,
                 float beta, float* c, int64_t ldc) {
-  const Beta kind = beta == 1.0f ? Beta::kOne : (beta == 0.0f ? Beta::kZero : Beta::kOther);
-  for (int64_t i = 0; i < rows; i += kMR) {
-    const int64_t mr = min64(kMR, rows - i);
-    for (int64_t j = 0; j < cols; j += kNR) {
-      const int64_t nr = min64(kNR, cols - j);
-      kKernels[mr - 1][nr == kNR](kc, panels + (i / kMR) * kc * kAStep, strips + (j / kNR) * kc * kNR, c + i * ldc + j,
-                                  ldc, nr, alpha, kind, beta);
-    }
-  }
+  Driver::gemm_block(kc, panels, rows, strips, cols, alpha, beta, c, ldc);
 }
 
 }  // namespace avx2
 
-namespace {
-
-// The serial door's packed operands, one pair per thread (sgemm_avx512.cpp has its own pair).
-struct Scratch {
-  float* p = nullptr;
-  int64_t cap = 0;
-  float* get(int64_t n) {
-    if (n > cap) {
-      std::free(p);
-      p = static_cast<float*>(std::aligned_alloc(64, size_t((n + 15) / 16 * 16) * sizeof(float)));
-      cap = n;
-    }
-    return p;
-  }
-  ~Scratch() { std::free(p); }
-};
-thread_local Scratch a_scratch, b_scratch;
-
-}  // namespace
-
 void sgemm_avx2(bool ta, bool tb, int64_t m, int64_t n, int64_t k, float alpha, const float* a, int64_t lda,
                 const float* b, int64_t ldb, float beta, float* c, int64_t ldc) {
-  if (m <= 0 || n <= 0) return;
-  float* pa = a_scratch.get(avx2::packed_a_floats(m, k));
-  float* pb = b_scratch.get(avx2::packed_b_floats(k, n));
-  avx2::pack_a(ta, a, lda, m, k, 0, m, pa);
-  avx2::pack_b(tb, b, ldb, k, n, 0, n, pb);
-  avx2::gemm_packed(m, n, k, alpha, pa, pb, beta, c, ldc, 0, m, 0, n);
+  avx2::Driver::sgemm(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
 }
 
 }  // namespace mt::cpu

@@ -11,28 +11,29 @@
 // dimension apart, each on its own 4 KiB page (TLB misses) and, for power-of-two dimensions, in
 // one L1 set. Transposed operands are packed through 16 x 16 in-register transposes, the others
 // by plain copies. Packing each operand once per product (not once per tile) is what lets a
-// multi-threaded caller share it: gemm.cpp packs in parallel, then hands out tiles of C.
+// multi-threaded caller share it: gemm_tiles.cpp packs in parallel, then hands out tiles of C.
 //
-// gemm_packed's loops, outer to inner: columns in kNC blocks, k in kc blocks (kc <= kKC, as
-// equal as possible), rows in 14-row micro-panels (one stays in L1), columns in 32-wide strips
-// (the kc x nc block of B stays in L2). Every C element is summed in the same order, p = 0, 1,
-// ... k - 1 within a kc block, blocks added to C in order: that order depends on k only, never
-// on where the element sits in a tile or on m, n. So the caller's tiling (and hence the thread
-// count) cannot change a bit of the result.
+// The driver's loops (sgemm_driver.h, shared with sgemm_avx2.cpp), outer to inner: columns in
+// kNC blocks, k in kc blocks (kc <= kKC, as equal as possible), rows in 14-row micro-panels (one
+// stays in L1), columns in 32-wide strips (the kc x nc block of B stays in L2). Every C element
+// is summed in the same order, p = 0, 1, ... k - 1 within a kc block, blocks added to C in order:
+// that order depends on k only, never on where the element sits in a tile or on m, n. So the
+// caller's tiling (and hence the thread count) cannot change a bit of the result.
 //
-// This file is compiled with AVX-512 flags (src/kernels/CMakeLists.txt, x86-64 only) and must
-// only be entered after sgemm_avx512_available() (blas.cpp, built for the baseline). It includes
-// no C++ library templates and keeps everything but its entry points at internal linkage, so no
-// AVX-512 instance of a shared inline function can be picked by the linker for code that runs
-// on AVX2-only machines.
+// This file holds the micro-kernel and the packing, sgemm_driver.h the rest. It is compiled with
+// AVX-512 flags (src/kernels/CMakeLists.txt, x86-64 only) and must only be entered after
+// sgemm_avx512_available() (blas.cpp, built for the baseline). It includes no C++ library
+// templates and keeps everything but its entry points at internal linkage, so no AVX-512 instance
+// of a shared inline function can be picked by the linker for code that runs on AVX2-only
+// machines.
 #include "kernels/cpu/sgemm_avx512.h"
 
 #include <immintrin.h>
 
 #include <cstdint>
-#include <cstdlib>
 
 #include "kernels/cpu/blas.h"
+#include "kernels/cpu/sgemm_driver.h"
 
 namespace mt::cpu {
 namespace avx512 {
@@ -43,12 +44,12 @@ constexpr int kNR = int(kCols);  // columns of C per micro-kernel: two zmm
 constexpr int64_t kAStep = 16;   // floats per p in an A micro-panel: 14 used, one aligned line
 constexpr int64_t kNC = 512;     // columns per block in gemm_packed: a kc x nc block of B is 512 KiB
 
-inline int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
-inline int64_t div_up(int64_t a, int64_t b) { return (a + b - 1) / b; }
+using sgemm_driver::Beta;
+using sgemm_driver::div_up;
+using sgemm_driver::min64;
+
 inline __mmask16 lanes(int64_t n) { return n >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << n) - 1u); }
 
-// k is cut into blocks of kc = k_block(k) rows (the last may be shorter).
-inline int64_t k_block(int64_t k) { return k > 0 ? div_up(k, div_up(k, kKC)) : 1; }
 
 // dst[c * ldd + r] = src[r * lds + c] for r < rows, c < cols (both <= 16): one 16 x 16
 // transpose in registers (within-lane unpacks, then lane shuffles); rows past `rows` read as 0.
@@ -160,8 +161,6 @@ void pack_b_block(bool tb, const float* b, int64_t ldb, int64_t n, int64_t pc, i
   }
 }
 
-enum class Beta { kZero, kOne, kOther };
-
 // C[0..MR, 0..nr) = alpha sum_p a[p * kAStep + r] b[p * 32 + j] + beta C (nr <= 32; beta C read
 // only for Beta::kOther, C read for Beta::kOne). Packed operands, so only C needs masks.
 template <int MR, bool kFullN>
@@ -211,7 +210,7 @@ void micro_kernel(int64_t kc, const float* a, const float* b, float* c, int64_t 
   }
 }
 
-using Kernel = void (*)(int64_t, const float*, const float*, float*, int64_t, int64_t, float, Beta, float);
+using sgemm_driver::Kernel;
 
 // kKernels[mr - 1][full]: one instance per row count, so edge rows cost no wasted FMAs.
 template <int... MR>
@@ -221,107 +220,49 @@ struct KernelTable {
 constexpr auto& kKernels = KernelTable<0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13>::table;
 static_assert(sizeof(kKernels) / sizeof(kKernels[0]) == kMR);
 
+// The register tile and its packing, for the shared driver (sgemm_driver.h).
+struct Tile {
+  static constexpr int kMR = avx512::kMR, kNR = avx512::kNR;
+  static constexpr int64_t kAStep = avx512::kAStep, kKC = avx512::kKC, kNC = avx512::kNC;
+  static constexpr auto pack_a_block = &avx512::pack_a_block;
+  static constexpr auto pack_b_block = &avx512::pack_b_block;
+  static Kernel kernel(int64_t mr, bool full_n) { return kKernels[mr - 1][full_n]; }
+};
+using Driver = sgemm_driver::Driver<Tile>;
+
 }  // namespace
 
-int64_t packed_a_floats(int64_t m, int64_t k) { return div_up(m, kMR) * kAStep * k; }
-int64_t packed_b_floats(int64_t k, int64_t n) { return div_up(n, kNR) * kNR * k; }
-
+int64_t packed_a_floats(int64_t m, int64_t k) { return Driver::packed_a_floats(m, k); }
+int64_t packed_b_floats(int64_t k, int64_t n) { return Driver::packed_b_floats(k, n); }
 void pack_a(bool ta, const float* a, int64_t lda, int64_t m, int64_t k, int64_t i0, int64_t rows, float* pa,
             float* row_sums) {
-  const int64_t kc_even = k_block(k), panels = div_up(m, kMR);
-  for (int64_t pc = 0; pc < k; pc += kc_even)
-    pack_a_block(ta, a, lda, m, pc, min64(kc_even, k - pc), i0 / kMR, div_up(i0 + rows, kMR),
-                 pa + pc * panels * kAStep, row_sums);
+  Driver::pack_a(ta, a, lda, m, k, i0, rows, pa, row_sums);
 }
-
 void pack_b(bool tb, const float* b, int64_t ldb, int64_t k, int64_t n, int64_t j0, int64_t cols, float* pb) {
-  const int64_t kc_even = k_block(k), strips = div_up(n, kNR);
-  for (int64_t pc = 0; pc < k; pc += kc_even)
-    pack_b_block(tb, b, ldb, n, pc, min64(kc_even, k - pc), j0 / kNR, div_up(j0 + cols, kNR), pb + pc * strips * kNR);
+  Driver::pack_b(tb, b, ldb, k, n, j0, cols, pb);
 }
-
 void gemm_packed(int64_t m, int64_t n, int64_t k, float alpha, const float* pa, const float* pb, float beta, float* c,
                  int64_t ldc, int64_t i0, int64_t rows, int64_t j0, int64_t cols) {
-  if (k <= 0) {  // C = beta C
-    for (int64_t i = i0; i < i0 + rows; ++i)
-      for (int64_t j = j0; j < j0 + cols; ++j) c[i * ldc + j] = beta == 0.0f ? 0.0f : beta * c[i * ldc + j];
-    return;
-  }
-  const int64_t kc_even = k_block(k), panels = div_up(m, kMR), strips = div_up(n, kNR);
-  for (int64_t jc = j0; jc < j0 + cols; jc += kNC) {
-    const int64_t jc_end = min64(jc + kNC, j0 + cols);
-    for (int64_t pc = 0; pc < k; pc += kc_even) {
-      const int64_t kc = min64(kc_even, k - pc);
-      const Beta kind = pc > 0 || beta == 1.0f ? Beta::kOne : (beta == 0.0f ? Beta::kZero : Beta::kOther);
-      const float* a_block = pa + pc * panels * kAStep;
-      const float* b_block = pb + pc * strips * kNR;
-      for (int64_t i = i0; i < i0 + rows; i += kMR) {
-        const int64_t mr = min64(kMR, min64(m, i0 + rows) - i);
-        const float* ap = a_block + (i / kMR) * kc * kAStep;
-        for (int64_t j = jc; j < jc_end; j += kNR) {
-          const int64_t nr = min64(kNR, jc_end - j);
-          kKernels[mr - 1][nr == kNR](kc, ap, b_block + (j / kNR) * kc * kNR, c + i * ldc + j, ldc, nr, alpha, kind,
-                                      beta);
-        }
-      }
-    }
-  }
+  Driver::gemm_packed(m, n, k, alpha, pa, pb, beta, c, ldc, i0, rows, j0, cols);
 }
-
-int64_t panel_floats(int64_t rows, int64_t kc) { return div_up(rows, kMR) * kAStep * kc; }
-int64_t strip_floats(int64_t kc, int64_t cols) { return div_up(cols, kNR) * kNR * kc; }
-
+int64_t panel_floats(int64_t rows, int64_t kc) { return Driver::panel_floats(rows, kc); }
+int64_t strip_floats(int64_t kc, int64_t cols) { return Driver::strip_floats(kc, cols); }
 void pack_panels(bool ta, const float* a, int64_t lda, int64_t rows, int64_t kc, float* dst) {
-  pack_a_block(ta, a, lda, rows, 0, kc, 0, div_up(rows, kMR), dst, nullptr);
+  Driver::pack_panels(ta, a, lda, rows, kc, dst);
 }
-
 void pack_strips(bool tb, const float* b, int64_t ldb, int64_t kc, int64_t cols, float* dst) {
-  pack_b_block(tb, b, ldb, cols, 0, kc, 0, div_up(cols, kNR), dst);
+  Driver::pack_strips(tb, b, ldb, kc, cols, dst);
 }
-
 void gemm_block(int64_t kc, const float* panels, int64_t rows, const float* strips, int64_t cols, float alpha,
                 float beta, float* c, int64_t ldc) {
-  const Beta kind = beta == 1.0f ? Beta::kOne : (beta == 0.0f ? Beta::kZero : Beta::kOther);
-  for (int64_t i = 0; i < rows; i += kMR) {
-    const int64_t mr = min64(kMR, rows - i);
-    for (int64_t j = 0; j < cols; j += kNR) {
-      const int64_t nr = min64(kNR, cols - j);
-      kKernels[mr - 1][nr == kNR](kc, panels + (i / kMR) * kc * kAStep, strips + (j / kNR) * kc * kNR, c + i * ldc + j,
-                                  ldc, nr, alpha, kind, beta);
-    }
-  }
+  Driver::gemm_block(kc, panels, rows, strips, cols, alpha, beta, c, ldc);
 }
 
 }  // namespace avx512
 
-namespace {
-
-// The serial door's packed operands, one pair per thread, grown on demand, freed at thread exit.
-struct Scratch {
-  float* p = nullptr;
-  int64_t cap = 0;
-  float* get(int64_t n) {
-    if (n > cap) {
-      std::free(p);
-      p = static_cast<float*>(std::aligned_alloc(64, size_t((n + 15) / 16 * 16) * sizeof(float)));
-      cap = n;
-    }
-    return p;
-  }
-  ~Scratch() { std::free(p); }
-};
-thread_local Scratch a_scratch, b_scratch;
-
-}  // namespace
-
 void sgemm_avx512(bool ta, bool tb, int64_t m, int64_t n, int64_t k, float alpha, const float* a, int64_t lda,
                   const float* b, int64_t ldb, float beta, float* c, int64_t ldc) {
-  if (m <= 0 || n <= 0) return;
-  float* pa = a_scratch.get(avx512::packed_a_floats(m, k));
-  float* pb = b_scratch.get(avx512::packed_b_floats(k, n));
-  avx512::pack_a(ta, a, lda, m, k, 0, m, pa);
-  avx512::pack_b(tb, b, ldb, k, n, 0, n, pb);
-  avx512::gemm_packed(m, n, k, alpha, pa, pb, beta, c, ldc, 0, m, 0, n);
+  avx512::Driver::sgemm(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
 }
 
 }  // namespace mt::cpu
