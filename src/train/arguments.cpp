@@ -152,7 +152,7 @@ std::vector<ModelChunkConfig> pipeline_stages(const TrainingArgs& a) {
 int validate_parallel_args(const TrainingArgs& a, int world_size) {
   ParallelSizes s{a.tensor_model_parallel_size, a.context_parallel_size, a.expert_model_parallel_size,
                   a.pipeline_model_parallel_size};
-  const ParallelLayout l = ParallelLayout::make(s, world_size);
+  // Context parallelism's own requirements first: they hold for any world size.
   if (s.cp > 1) {
     if (a.seq_length % (2 * s.cp) != 0)
       MT_USER_ERROR("--seq-length {} is not divisible by 2 x --context-parallel-size {} (each sequence is cut into {} "
@@ -171,6 +171,7 @@ int validate_parallel_args(const TrainingArgs& a, int world_size) {
                       a.num_attention_heads / s.tp, groups / s.tp, s.tp, s.cp);
     }
   }
+  const ParallelLayout l = ParallelLayout::make(s, world_size);
   if (s.ep > 1 && a.num_experts == 0)
     MT_USER_ERROR("--expert-model-parallel-size {}: expert parallelism needs an MoE model (--num-experts)", s.ep);
   const int moe_ffn = a.moe_ffn_hidden_size > 0 ? a.moe_ffn_hidden_size : (a.ffn_hidden_size > 0 ? a.ffn_hidden_size : default_ffn_hidden_size(a));

@@ -440,8 +440,10 @@ TrainResult pretrain_gpt(const TrainingArgs& args, std::FILE* log, const TrainOp
     }
     if (groups.world_size() > 1)
       fmt::print(log0,
-                 "> parallel layout: world {} = tensor {} x pipeline {} x data {}{}{}; {} gradient bucket(s)\n",
-                 groups.world_size(), tp_size, pp_size, dp_size, args.sequence_parallel ? ", sequence parallel" : "",
+                 "> parallel layout: world {} = tensor {} x {}pipeline {} x data {}{}{}; {} gradient bucket(s)\n",
+                 groups.world_size(), tp_size,
+                 cp_size > 1 ? fmt::format("context {} ({}) x ", cp_size, args.cp_comm_type) : std::string(), pp_size,
+                 dp_size, args.sequence_parallel ? ", sequence parallel" : "",
                  args.use_distributed_optimizer ? ", distributed optimizer" : "", buffer.buckets().size());
     if (stages.size() > 1)
       fmt::print(log0, "> pipeline: {} schedule, {} virtual stage(s) per rank; {}\n",

@@ -220,3 +220,18 @@ def test_more_architecture_errors(build_dir, flags, needles):
 def test_moe_experts_need_no_bias_flag(build_dir):
     assert_user_error(run(build_dir, *TINY, "--mock-data", "--vocab-size", "64", "--num-experts", "4"),
                       "--num-experts", "--disable-bias-linear")
+
+
+def test_context_parallel_requirements_name_the_flags(build_dir):
+    # The sequence is cut into 2 CP chunks.
+    assert_user_error(run(build_dir, *TINY, "--context-parallel-size", "3"), "--seq-length 8",
+                      "--context-parallel-size 3")
+    # a2a gives each rank whole heads and query groups.
+    assert_user_error(run(build_dir, *TINY, "--context-parallel-size", "4", "--cp-comm-type", "a2a"),
+                      "--cp-comm-type a2a", "--context-parallel-size 4")
+    # Megatron's other exchanges are not built (accepted with one context-parallel rank only).
+    assert_user_error(run(build_dir, *TINY, "--context-parallel-size", "2", "--cp-comm-type", "a2a+p2p"),
+                      "--cp-comm-type a2a+p2p", "p2p or a2a")
+    assert_user_error(run(build_dir, *TINY, "--context-parallel-size", "2", "--num-experts", "2", "--disable-bias-linear"),
+                      "--context-parallel-size 2", "--num-experts")
+    assert_user_error(run(build_dir, *TINY, "--cp-comm-type", "ring"), "--cp-comm-type")
