@@ -111,7 +111,7 @@ std::vector<ShardedTensor> TrainCheckpointer::model_pieces(const std::string& pr
     for (auto& t : shard_flat_buffer(p.layout, prefix, p.buf->params(), 0, p.dp_rank, c.tp)) out.push_back(std::move(t));
   for (const auto& [name, t] : persistent_) {  // under their own names (no master copy)
     ShardedTensor s = ShardedTensor::whole(name, t);
-    s.replica_id = c.dp != 0 || c.tp != 0 ? 1 : 0;
+    s.replica_id = c.dp != 0 || c.cp != 0 || c.tp != 0 ? 1 : 0;
     out.push_back(std::move(s));
   }
   return out;

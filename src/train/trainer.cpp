@@ -503,9 +503,10 @@ TrainResult pretrain_gpt(const TrainingArgs& args, std::FILE* log, const TrainOp
   scfg.hysteresis = args.hysteresis;
   GradScaler scaler(scfg);
   auto loss_scale = [&] { return args.fp16 ? scaler.scale() : 1.0; };
-  // Optimizer shards and the replicas that do not write them (plain AdamW: every DP rank holds a copy).
-  if (auto* adam = dynamic_cast<AdamWOptimizer*>(optimizer_ptr.get())) adam->set_dp_replica(dp_rank);
-  std::vector<CheckpointPart> ckpt_parts{{&buffer, optimizer_ptr.get(), dp_rank}};
+  // Optimizer shards and the replicas that do not write them (plain AdamW: every DP rank holds a
+  // copy; so does every context-parallel rank, hence the dp-cp group's rank).
+  if (auto* adam = dynamic_cast<AdamWOptimizer*>(optimizer_ptr.get())) adam->set_dp_replica(grad_dp.rank());
+  std::vector<CheckpointPart> ckpt_parts{{&buffer, optimizer_ptr.get(), grad_dp.rank()}};
   if (moe) ckpt_parts.push_back({&expert_buffer, expert_optimizer.get(), expert_dp.rank()});
   std::vector<std::pair<std::string, Tensor>> persistent;
   for (const GPTModel* c : chunks)

@@ -11,7 +11,8 @@
 //   checkpoint_resume reshard_pp   (4 ranks)
 //       the same from TP=2 x PP=2 (4 layers, distributed optimizer over nothing: DP=1) to
 //       1 rank (PP=1), PP=4 and TP=1 x PP=2 x DP=2: the stages' pieces are global names.
-//   resume:pp2 (2 ranks): resume bit for bit under a pipeline.
+//   resume:pp2 (2 ranks): resume bit for bit under a pipeline; :cpN under context parallelism (the
+//       context-parallel ranks hold replicas, as data-parallel ones do).
 //   :moe (resume:tp1:ep2:moe): the tiny Mixtral-style MoE with expert biases; reshard_ep (4 ranks)
 //       saves it under TP=2 x EP=2 with the distributed optimizer and continues under 1 rank,
 //       EP=4, EP=2 x DP=2 (expert data parallel 2) and TP=4: experts are stored by global index.
@@ -64,6 +65,8 @@ TrainingArgs with_layout(TrainingArgs a, const std::string& spec) {
   a.pipeline_model_parallel_size = pp == std::string::npos ? 1 : std::atoi(spec.c_str() + pp + 2);
   const size_t ep = spec.find(":ep");
   a.expert_model_parallel_size = ep == std::string::npos ? 1 : std::atoi(spec.c_str() + ep + 3);
+  const size_t cp = spec.find(":cp");
+  a.context_parallel_size = cp == std::string::npos ? 1 : std::atoi(spec.c_str() + cp + 3);
   return a;
 }
 
