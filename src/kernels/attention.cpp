@@ -6,10 +6,24 @@
 #include <cstring>
 
 #include "core/env.h"
+#include "kernels/attention_checks.h"
 #include "kernels/cpu/cpu_ops.h"
 #include "kernels/dispatch.h"
 
 namespace mt {
+
+void detail::check_attention_config(const char* op, const AttentionConfig& cfg) {
+  MT_CHECK(cfg.n_heads > 0 && cfg.head_dim > 0, "{}: n_heads {} and head_dim {} must be positive", op, cfg.n_heads,
+           cfg.head_dim);
+  MT_CHECK(cfg.n_query_groups >= 0 && cfg.n_query_groups <= cfg.n_heads && cfg.n_heads % cfg.groups() == 0,
+           "{}: n_query_groups {} must divide n_heads {} (0: n_heads)", op, cfg.n_query_groups, cfg.n_heads);
+  MT_CHECK(cfg.dropout_p >= 0.0f && cfg.dropout_p < 1.0f, "{}: dropout_p = {} must be in [0, 1)", op, cfg.dropout_p);
+  MT_CHECK(cfg.batch_offset >= 0 && cfg.head_offset >= 0 && cfg.total_heads >= 0 &&
+               cfg.head_offset + cfg.n_heads <= cfg.mask_heads(),
+           "{}: the dropout mask's heads [{}, {}) must lie in total_heads {} (0: n_heads), batch_offset {} >= 0", op,
+           cfg.head_offset, cfg.head_offset + cfg.n_heads, cfg.total_heads, cfg.batch_offset);
+}
+
 namespace {
 
 // qkv [B, T, G, H/G + 2, D] (G = H: [B, T, H, 3, D]), out [B, T, H, D] of one float dtype; lse
@@ -20,15 +34,7 @@ void check_attention(const char* op, const Tensor& qkv, const Tensor& out, const
   check_float(op, "qkv", qkv);
   check_float(op, "out", out);
   check_dtype(op, "lse", lse, DType::F32);
-  MT_CHECK(cfg.n_heads > 0 && cfg.head_dim > 0, "{}: n_heads {} and head_dim {} must be positive", op, cfg.n_heads,
-           cfg.head_dim);
-  MT_CHECK(cfg.n_query_groups >= 0 && cfg.n_query_groups <= cfg.n_heads && cfg.n_heads % cfg.groups() == 0,
-           "{}: n_query_groups {} must divide n_heads {} (0: n_heads)", op, cfg.n_query_groups, cfg.n_heads);
-  MT_CHECK(cfg.dropout_p >= 0.0f && cfg.dropout_p < 1.0f, "{}: dropout_p = {} must be in [0, 1)", op, cfg.dropout_p);
-  MT_CHECK(cfg.batch_offset >= 0 && cfg.head_offset >= 0 && cfg.total_heads >= 0 &&
-               cfg.head_offset + cfg.n_heads <= cfg.mask_heads(),
-           "{}: the dropout mask's heads [{}, {}) must lie in total_heads {} (0: n_heads), batch_offset {} >= 0", op,
-           cfg.head_offset, cfg.head_offset + cfg.n_heads, cfg.total_heads, cfg.batch_offset);
+  check_attention_config(op, cfg);
   const int64_t H = cfg.n_heads, G = cfg.groups(), D = cfg.head_dim;
   MT_CHECK(qkv.dim() == 5, "{}: qkv {} must be [B, T, G, H/G + 2, D] = [B, T, {}, {}, {}]", op, qkv.str(), G, H / G + 2,
            D);

@@ -1,6 +1,7 @@
 // Dispatch and argument checks for attention_block.h.
 #include "kernels/attention_block.h"
 
+#include "kernels/attention_checks.h"
 #include "kernels/cpu/cpu_ops.h"
 #include "kernels/dispatch.h"
 
@@ -9,19 +10,6 @@ namespace {
 
 using namespace detail;
 
-// The head layout of cfg (heads, groups, head size, dropout and its coordinates), as attention.h's.
-void check_config(const char* op, const AttentionConfig& cfg) {
-  MT_CHECK(cfg.n_heads > 0 && cfg.head_dim > 0, "{}: n_heads {} and head_dim {} must be positive", op, cfg.n_heads,
-           cfg.head_dim);
-  MT_CHECK(cfg.n_query_groups >= 0 && cfg.n_query_groups <= cfg.n_heads && cfg.n_heads % cfg.groups() == 0,
-           "{}: n_query_groups {} must divide n_heads {} (0: n_heads)", op, cfg.n_query_groups, cfg.n_heads);
-  MT_CHECK(cfg.dropout_p >= 0.0f && cfg.dropout_p < 1.0f, "{}: dropout_p = {} must be in [0, 1)", op, cfg.dropout_p);
-  MT_CHECK(cfg.batch_offset >= 0 && cfg.head_offset >= 0 && cfg.total_heads >= 0 &&
-               cfg.head_offset + cfg.n_heads <= cfg.mask_heads(),
-           "{}: the dropout mask's heads [{}, {}) must lie in total_heads {} (0: n_heads), batch_offset {} >= 0", op,
-           cfg.head_offset, cfg.head_offset + cfg.n_heads, cfg.total_heads, cfg.batch_offset);
-}
-
 // qkv [B, Tq, G, H/G + 2, D] and kv [B, Tk, G, 2, D] of one float dtype; the mask's positions
 // int32 [B, Tq] / [B, Tk], its documents the same or both undefined, S > 0. Returns {B, Tq, Tk}.
 struct BlockDims {
@@ -29,7 +17,7 @@ struct BlockDims {
 };
 BlockDims check_block(const char* op, const Tensor& qkv, const Tensor& kv, const AttentionMask& mask,
                       const AttentionConfig& cfg) {
-  check_config(op, cfg);
+  check_attention_config(op, cfg);  // the head layout, as attention.h's
   check_float(op, "qkv", qkv);
   check_float(op, "kv", kv);
   MT_CHECK(kv.dtype() == qkv.dtype(), "{}: kv {} must have qkv's dtype {}", op, kv.str(), qkv.str());

@@ -15,6 +15,7 @@
 // reads Q, dO once and K, V per tile visited; dkdv reads K, V once and Q, dO per tile visited
 // (mostly L2 hits).
 #include "kernels/cuda/attention_common.cuh"
+#include "kernels/cuda/attention_tiles.cuh"
 #include "kernels/cuda/cuda_ops.h"
 
 namespace mt::cuda {
@@ -44,19 +45,7 @@ constexpr size_t dkdv_smem_bytes() {
 // delta[bh, i] = dO_i . O_i; a warp per (token, head) row.
 template <class T>
 __global__ void attention_delta_kernel(const T* dout, const T* out, float* delta, int64_t rows, int Tn, int H, int D) {
-  const int64_t row = int64_t(blockIdx.x) * (blockDim.x >> 5) + (threadIdx.x >> 5);
-  if (row >= rows) return;
-  const int lane = threadIdx.x & 31;
-  const T* g = dout + row * D;
-  const T* o = out + row * D;
-  float acc = 0.0f;
-  for (int d = lane; d < D; d += 32) acc += to_float(g[d]) * to_float(o[d]);
-  acc = warp_sum(acc);
-  if (lane == 0) {
-    const int64_t bt = row / H;  // row = (b T + t) H + h
-    const int h = int(row - bt * H), b = int(bt / Tn), t = int(bt - int64_t(b) * Tn);
-    delta[(int64_t(b) * H + h) * Tn + t] = acc;
-  }
+  delta_rows(dout, out, delta, rows, Tn, H, D);
 }
 
 template <class T, int DPL>
@@ -86,11 +75,7 @@ __global__ void __launch_bounds__(kDqWarps * 32)
 
   load_rows(sQ, DMAX, kDqRows, DMAX, qkv + tokens + q_at(p, h), tok, q0, Tn, D, p.qk_mul);
   load_rows(sdO, DMAX, kDqRows, DMAX, dout + (int64_t(b) * Tn * H + h) * D, otok, q0, Tn, D, 1.0f);
-  for (int r = threadIdx.x; r < kDqRows; r += blockDim.x) {
-    const bool ok = q0 + r < Tn;
-    sL[r] = ok ? lse[int64_t(bh) * Tn + q0 + r] * kLog2e : 0.0f;
-    sD[r] = ok ? delta[int64_t(bh) * Tn + q0 + r] : 0.0f;
-  }
+  load_lse_delta(sL, sD, lse, delta, bh, Tn, q0, kDqRows, 0.0f);
 
   float dq[R][DPL];
 #pragma unroll
@@ -109,19 +94,7 @@ __global__ void __launch_bounds__(kDqWarps * 32)
     if (row0 >= Tn || row0 + R - 1 < k0) continue;
 
     float s[R], dp[R];
-#pragma unroll
-    for (int r = 0; r < R; ++r) s[r] = dp[r] = 0.0f;
-    const float* krow = sK + lane * LDK;
-    const float* vrow = sV + lane * LDK;
-    for (int d = 0; d < D; d += 4) {
-      const float4 kv = lds4(krow + d), vv = lds4(vrow + d);
-#pragma unroll
-      for (int r = 0; r < R; ++r) {
-        const int lr = warp * R + r;
-        s[r] += dot4(lds4(sQ + lr * DMAX + d), kv);
-        dp[r] += dot4(lds4(sdO + lr * DMAX + d), vv);
-      }
-    }
+    tile_dots2<R, DMAX>(s, dp, sQ, sdO, warp * R, sK + lane * LDK, sV + lane * LDK, D);
     const int j = k0 + lane;
 #pragma unroll
     for (int r = 0; r < R; ++r) {
@@ -131,21 +104,7 @@ __global__ void __launch_bounds__(kDqWarps * 32)
       myS[r * kTile + lane] = pr * (dp[r] * z - sD[lr]);
     }
     __syncwarp();
-    for (int jj = 0; jj < kTile; jj += 4) {
-      float kk[4][DPL];
-#pragma unroll
-      for (int u = 0; u < 4; ++u)
-#pragma unroll
-        for (int k = 0; k < DPL; ++k) kk[u][k] = sK[(jj + u) * LDK + lane + 32 * k];
-#pragma unroll
-      for (int r = 0; r < R; ++r) {
-        const float4 sv = lds4(myS + r * kTile + jj);
-#pragma unroll
-        for (int u = 0; u < 4; ++u)
-#pragma unroll
-          for (int k = 0; k < DPL; ++k) dq[r][k] += comp(sv, u) * kk[u][k];
-      }
-    }
+    tile_accumulate<R, DPL, LDK>(dq, myS, sK, lane);  // dq[r, d] += sum_j ds[r, j] k_j[d]
     __syncwarp();
   }
 
@@ -207,28 +166,12 @@ __global__ void __launch_bounds__(kDkdvWarps<DPL> * 32)
       __syncthreads();  // the previous tile (or head) is no longer read
       load_rows(sQ, LDK, kTile, DMAX, qbase, tok, q0, Tn, D, 1.0f);
       load_rows(sdO, LDK, kTile, DMAX, obase, otok, q0, Tn, D, 1.0f);
-      for (int r = threadIdx.x; r < kTile; r += blockDim.x) {
-        const bool ok = q0 + r < Tn;
-        sL[r] = ok ? lse[int64_t(bh) * Tn + q0 + r] * kLog2e : 0.0f;
-        sD[r] = ok ? delta[int64_t(bh) * Tn + q0 + r] : 0.0f;
-      }
+      load_lse_delta(sL, sD, lse, delta, bh, Tn, q0, kTile, 0.0f);
       __syncthreads();
       if (row0 >= Tn || row0 > q0 + kTile - 1) continue;  // no valid key, or every query of the tile precedes them
 
       float s[R], dp[R];
-#pragma unroll
-      for (int r = 0; r < R; ++r) s[r] = dp[r] = 0.0f;
-      const float* qrow = sQ + lane * LDK;
-      const float* grow = sdO + lane * LDK;
-      for (int d = 0; d < D; d += 4) {
-        const float4 qv = lds4(qrow + d), gv = lds4(grow + d);
-#pragma unroll
-        for (int r = 0; r < R; ++r) {
-          const int lr = warp * R + r;
-          s[r] += dot4(lds4(sK + lr * DMAX + d), qv);
-          dp[r] += dot4(lds4(sV + lr * DMAX + d), gv);
-        }
-      }
+      tile_dots2<R, DMAX>(s, dp, sK, sV, warp * R, sQ + lane * LDK, sdO + lane * LDK, D);
       const int i = q0 + lane;
 #pragma unroll
       for (int r = 0; r < R; ++r) {
@@ -239,27 +182,7 @@ __global__ void __launch_bounds__(kDkdvWarps<DPL> * 32)
         myS[r * kTile + lane] = pr * (dp[r] * z - sD[lane]);
       }
       __syncwarp();
-      for (int ii = 0; ii < kTile; ii += 4) {
-        float qq[4][DPL], gg[4][DPL];
-#pragma unroll
-        for (int u = 0; u < 4; ++u)
-#pragma unroll
-          for (int k = 0; k < DPL; ++k) {
-            qq[u][k] = sQ[(ii + u) * LDK + lane + 32 * k];
-            gg[u][k] = sdO[(ii + u) * LDK + lane + 32 * k];
-          }
-#pragma unroll
-        for (int r = 0; r < R; ++r) {
-          const float4 pv = lds4(myP + r * kTile + ii), sv = lds4(myS + r * kTile + ii);
-#pragma unroll
-          for (int u = 0; u < 4; ++u)
-#pragma unroll
-            for (int k = 0; k < DPL; ++k) {
-              dv[r][k] += comp(pv, u) * gg[u][k];
-              dk[r][k] += comp(sv, u) * qq[u][k];
-            }
-        }
-      }
+      tile_accumulate_dkdv<R, DPL, LDK>(dk, dv, sQ, sdO, myP, myS, lane);
       __syncwarp();
     }
   }

@@ -25,6 +25,7 @@
 #include <climits>
 
 #include "kernels/cuda/attention_common.cuh"
+#include "kernels/cuda/attention_tiles.cuh"
 #include "kernels/cuda/cuda_ops.h"
 
 namespace mt::cuda {
@@ -71,14 +72,6 @@ BlockParams make_block_params(const Tensor& qkv, const Tensor& kv, const Attenti
   p.q_doc = mask.q_doc.defined() ? mask.q_doc.data<int32_t>() : nullptr;
   p.k_doc = mask.k_doc.defined() ? mask.k_doc.data<int32_t>() : nullptr;
   return p;
-}
-
-__device__ __forceinline__ int64_t q_offset(const BlockParams& p, int h) {
-  return (int64_t(h / p.per_group) * (p.per_group + 2) + h % p.per_group) * p.D;
-}
-
-__device__ __forceinline__ uint64_t drop_row(const BlockParams& p, int b, int h) {
-  return uint64_t(p.batch_offset + b) * uint64_t(p.mask_heads) + uint64_t(p.head_offset + h);
 }
 
 // The dropout factor (0 or 1/(1-p)) of the query at q_pos and the key at k_pos of mask row `row`.
@@ -146,21 +139,15 @@ __global__ void __launch_bounds__(kWarps * 32)
   const int q0 = int(blockIdx.x) * kBR;
   const int bh = blockIdx.y, b = bh / H, h = bh % H;
   const T* kbase = kv + int64_t(b) * Tk * p.ktok + int64_t(h / p.per_group) * 2 * D;
-  const uint64_t mrow = drop_row(p, b, h);
+  const uint64_t mrow = mask_row(p, b, h);
   const int lr0 = warp * R;  // the warp's first row in the block
   float* myP = sP + warp * R * kTile;
 
-  load_rows(sQ, DMAX, kBR, DMAX, qkv + int64_t(b) * Tq * p.qtok + q_offset(p, h), p.qtok, q0, Tq, D, p.qk_mul);
+  load_rows(sQ, DMAX, kBR, DMAX, qkv + int64_t(b) * Tq * p.qtok + q_at(p, h), p.qtok, q0, Tq, D, p.qk_mul);
   load_mask_rows(sQpos, sQdoc, p.q_pos, p.q_doc, b, Tq, q0, kBR, INT_MIN);
 
   float o[R][DPL], m[R], l[R];
-#pragma unroll
-  for (int r = 0; r < R; ++r) {
-    m[r] = -INFINITY;
-    l[r] = 0.0f;
-#pragma unroll
-    for (int k = 0; k < DPL; ++k) o[r][k] = 0.0f;
-  }
+  softmax_init(o, m, l);
 
   for (int k0 = 0; k0 < Tk; k0 += kTile) {
     __syncthreads();  // the previous tile is no longer read (and the query rows are staged)
@@ -181,47 +168,22 @@ __global__ void __launch_bounds__(kWarps * 32)
 
     // Scores of key k0 + lane against the warp's R rows.
     float s[R];
-#pragma unroll
-    for (int r = 0; r < R; ++r) s[r] = 0.0f;
-    const float* krow = sK + lane * LDK;
-    for (int d = 0; d < D; d += 4) {
-      const float4 kk = lds4(krow + d);
-#pragma unroll
-      for (int r = 0; r < R; ++r) s[r] += dot4(lds4(sQ + (lr0 + r) * DMAX + d), kk);
-    }
+    tile_dots<R, DMAX>(s, sQ, lr0, sK + lane * LDK, D);
 #pragma unroll
     for (int r = 0; r < R; ++r) {
       const float sr = vis[r] ? s[r] : -INFINITY;
       const float m_new = fmaxf(m[r], warp_max(sr));
       float pr = 0.0f;
       if (m_new != -INFINITY) {  // warp-uniform; -inf: the row has seen no key yet, nothing to add
-        const float corr = exp2f(m[r] - m_new);  // 0 on the row's first visible tile
-        pr = exp2f(sr - m_new);                  // 0 where masked
-        l[r] = l[r] * corr + pr;
-        m[r] = m_new;
-#pragma unroll
-        for (int k = 0; k < DPL; ++k) o[r][k] *= corr;
+        // corr = exp2(m - m_new) is 0 on the row's first visible tile; pr is 0 where masked
+        pr = softmax_update(m[r], l[r], o[r], sr, m_new);
         if (p.p_drop > 0.0f && vis[r]) pr *= drop_factor(p, mrow, sQpos[lr0 + r], sKpos[lane]);
       }
       myP[r * kTile + lane] = pr;
     }
     __syncwarp();
     // o[r, d] += sum_j P[r, j] V[j, d] for the lane's dims d = lane + 32 k.
-    for (int jj = 0; jj < kTile; jj += 4) {
-      float vv[4][DPL];
-#pragma unroll
-      for (int u = 0; u < 4; ++u)
-#pragma unroll
-        for (int k = 0; k < DPL; ++k) vv[u][k] = sV[(jj + u) * DMAX + lane + 32 * k];
-#pragma unroll
-      for (int r = 0; r < R; ++r) {
-        const float4 pv = lds4(myP + r * kTile + jj);
-#pragma unroll
-        for (int u = 0; u < 4; ++u)
-#pragma unroll
-          for (int k = 0; k < DPL; ++k) o[r][k] += comp(pv, u) * vv[u][k];
-      }
-    }
+    tile_accumulate<R, DPL, DMAX>(o, myP, sV, lane);
     __syncwarp();
   }
 
@@ -246,17 +208,7 @@ __global__ void __launch_bounds__(kWarps * 32)
 // delta[b, h, i] = dO_i . O_i; a warp per (token, head) row of [B, Tq, H, D].
 template <class T>
 __global__ void block_delta_kernel(const T* dout, const T* out, float* delta, int64_t rows, int Tq, int H, int D) {
-  const int64_t row = int64_t(blockIdx.x) * (blockDim.x >> 5) + (threadIdx.x >> 5);
-  if (row >= rows) return;
-  const int lane = threadIdx.x & 31;
-  float acc = 0.0f;
-  for (int d = lane; d < D; d += 32) acc += to_float(dout[row * D + d]) * to_float(out[row * D + d]);
-  acc = warp_sum(acc);
-  if (lane == 0) {
-    const int64_t bt = row / H;
-    const int h = int(row - bt * H), b = int(bt / Tq), t = int(bt - int64_t(b) * Tq);
-    delta[(int64_t(b) * H + h) * Tq + t] = acc;
-  }
+  delta_rows(dout, out, delta, rows, Tq, H, D);
 }
 
 template <int DPL>
@@ -302,18 +254,14 @@ __global__ void __launch_bounds__(kWarps * 32)
   const int bh = blockIdx.y, b = bh / H, h = bh % H;
   const int64_t otok = int64_t(H) * D;
   const T* kbase = kv + int64_t(b) * Tk * p.ktok + int64_t(h / p.per_group) * 2 * D;
-  const uint64_t mrow = drop_row(p, b, h);
+  const uint64_t mrow = mask_row(p, b, h);
   const int lr0 = warp * R;
   float* myS = sS + warp * R * kTile;
 
-  load_rows(sQ, DMAX, kBR, DMAX, qkv + int64_t(b) * Tq * p.qtok + q_offset(p, h), p.qtok, q0, Tq, D, p.qk_mul);
+  load_rows(sQ, DMAX, kBR, DMAX, qkv + int64_t(b) * Tq * p.qtok + q_at(p, h), p.qtok, q0, Tq, D, p.qk_mul);
   load_rows(sdO, DMAX, kBR, DMAX, dout + int64_t(b) * Tq * otok + int64_t(h) * D, otok, q0, Tq, D, 1.0f);
   load_mask_rows(sQpos, sQdoc, p.q_pos, p.q_doc, b, Tq, q0, kBR, INT_MIN);
-  for (int r = threadIdx.x; r < kBR; r += blockDim.x) {
-    const bool ok = q0 + r < Tq;
-    sL[r] = ok ? lse[int64_t(bh) * Tq + q0 + r] * kLog2e : -INFINITY;
-    sD[r] = ok ? delta[int64_t(bh) * Tq + q0 + r] : 0.0f;
-  }
+  load_lse_delta(sL, sD, lse, delta, bh, Tq, q0, kBR, -INFINITY);
 
   float dq[R][DPL];
 #pragma unroll
@@ -340,18 +288,7 @@ __global__ void __launch_bounds__(kWarps * 32)
     if (!__any_sync(0xffffffffu, any)) continue;
 
     float s[R], dp[R];
-#pragma unroll
-    for (int r = 0; r < R; ++r) s[r] = dp[r] = 0.0f;
-    const float* krow = sK + lane * LDK;
-    const float* vrow = sV + lane * LDK;
-    for (int d = 0; d < D; d += 4) {
-      const float4 kk = lds4(krow + d), vv = lds4(vrow + d);
-#pragma unroll
-      for (int r = 0; r < R; ++r) {
-        s[r] += dot4(lds4(sQ + (lr0 + r) * DMAX + d), kk);
-        dp[r] += dot4(lds4(sdO + (lr0 + r) * DMAX + d), vv);
-      }
-    }
+    tile_dots2<R, DMAX>(s, dp, sQ, sdO, lr0, sK + lane * LDK, sV + lane * LDK, D);
 #pragma unroll
     for (int r = 0; r < R; ++r) {
       const int lr = lr0 + r;
@@ -364,21 +301,7 @@ __global__ void __launch_bounds__(kWarps * 32)
       myS[r * kTile + lane] = ds;
     }
     __syncwarp();
-    for (int jj = 0; jj < kTile; jj += 4) {
-      float kk[4][DPL];
-#pragma unroll
-      for (int u = 0; u < 4; ++u)
-#pragma unroll
-        for (int k = 0; k < DPL; ++k) kk[u][k] = sK[(jj + u) * LDK + lane + 32 * k];
-#pragma unroll
-      for (int r = 0; r < R; ++r) {
-        const float4 sv = lds4(myS + r * kTile + jj);
-#pragma unroll
-        for (int u = 0; u < 4; ++u)
-#pragma unroll
-          for (int k = 0; k < DPL; ++k) dq[r][k] += comp(sv, u) * kk[u][k];
-      }
-    }
+    tile_accumulate<R, DPL, LDK>(dq, myS, sK, lane);  // dq[r, d] += sum_j ds[r, j] k_j[d]
     __syncwarp();
   }
 
@@ -438,9 +361,9 @@ __global__ void __launch_bounds__(kDkdvWarps<DPL> * 32)
 
   for (int h = g * p.per_group; h < (g + 1) * p.per_group; ++h) {  // the group's query heads, in order
     const int bh = b * H + h;
-    const T* qbase = qkv + int64_t(b) * Tq * p.qtok + q_offset(p, h);
+    const T* qbase = qkv + int64_t(b) * Tq * p.qtok + q_at(p, h);
     const T* obase = dout + int64_t(b) * Tq * otok + int64_t(h) * D;
-    const uint64_t mrow = drop_row(p, b, h);
+    const uint64_t mrow = mask_row(p, b, h);
     for (int q0 = 0; q0 < Tq; q0 += kTile) {
       __syncthreads();  // the previous tile (or head) is no longer read
       load_mask_rows(sQpos, sQdoc, p.q_pos, p.q_doc, b, Tq, q0, kTile, INT_MIN);
@@ -448,11 +371,7 @@ __global__ void __launch_bounds__(kDkdvWarps<DPL> * 32)
       if (!block_any_visible(sQpos, sQdoc, kTile, sKpos, sKdoc, BK)) continue;
       load_rows(sQ, LDK, kTile, DMAX, qbase, p.qtok, q0, Tq, D, 1.0f);
       load_rows(sdO, LDK, kTile, DMAX, obase, otok, q0, Tq, D, 1.0f);
-      for (int r = threadIdx.x; r < kTile; r += blockDim.x) {
-        const bool ok = q0 + r < Tq;
-        sL[r] = ok ? lse[int64_t(bh) * Tq + q0 + r] * kLog2e : -INFINITY;
-        sD[r] = ok ? delta[int64_t(bh) * Tq + q0 + r] : 0.0f;
-      }
+      load_lse_delta(sL, sD, lse, delta, bh, Tq, q0, kTile, -INFINITY);
       __syncthreads();
       bool vis[R];
       bool any = false;
@@ -464,18 +383,7 @@ __global__ void __launch_bounds__(kDkdvWarps<DPL> * 32)
       if (!__any_sync(0xffffffffu, any)) continue;
 
       float s[R], dp[R];
-#pragma unroll
-      for (int r = 0; r < R; ++r) s[r] = dp[r] = 0.0f;
-      const float* qrow = sQ + lane * LDK;
-      const float* grow = sdO + lane * LDK;
-      for (int d = 0; d < D; d += 4) {
-        const float4 qv = lds4(qrow + d), gv = lds4(grow + d);
-#pragma unroll
-        for (int r = 0; r < R; ++r) {
-          s[r] += dot4(lds4(sK + (lr0 + r) * DMAX + d), qv);
-          dp[r] += dot4(lds4(sV + (lr0 + r) * DMAX + d), gv);
-        }
-      }
+      tile_dots2<R, DMAX>(s, dp, sK, sV, lr0, sQ + lane * LDK, sdO + lane * LDK, D);
 #pragma unroll
       for (int r = 0; r < R; ++r) {
         float pz = 0.0f, ds = 0.0f;
@@ -489,27 +397,7 @@ __global__ void __launch_bounds__(kDkdvWarps<DPL> * 32)
         myS[r * kTile + lane] = ds;
       }
       __syncwarp();
-      for (int ii = 0; ii < kTile; ii += 4) {
-        float qq[4][DPL], gg[4][DPL];
-#pragma unroll
-        for (int u = 0; u < 4; ++u)
-#pragma unroll
-          for (int k = 0; k < DPL; ++k) {
-            qq[u][k] = sQ[(ii + u) * LDK + lane + 32 * k];
-            gg[u][k] = sdO[(ii + u) * LDK + lane + 32 * k];
-          }
-#pragma unroll
-        for (int r = 0; r < R; ++r) {
-          const float4 pv = lds4(myP + r * kTile + ii), sv = lds4(myS + r * kTile + ii);
-#pragma unroll
-          for (int u = 0; u < 4; ++u)
-#pragma unroll
-            for (int k = 0; k < DPL; ++k) {
-              dv[r][k] += comp(pv, u) * gg[u][k];
-              dk[r][k] += comp(sv, u) * qq[u][k];
-            }
-        }
-      }
+      tile_accumulate_dkdv<R, DPL, LDK>(dk, dv, sQ, sdO, myP, myS, lane);
       __syncwarp();
     }
   }

@@ -1,5 +1,6 @@
 #pragma once
-// Shared by the flash-attention kernels (attention_forward.cu, attention_backward.cu).
+// Shared by the flash-attention kernels (attention_forward.cu, attention_backward.cu,
+// attention_block.cu; their shared tile loops: attention_tiles.cuh).
 // Layouts (attention.h): qkv [B, T, G, H/G + 2, D] (query head h reads the key and value heads
 // of group h / (H/G)), out/dout [B, T, H, D], lse fp32 [B, H, T].
 // The kernels compute in fp32 on CUDA cores (SIMT): tiles of rows are staged in shared memory
@@ -51,7 +52,9 @@ inline Params make_params(int64_t Tn, const AttentionConfig& cfg) {
 }
 
 // Offsets within a token of qkv of query head h, and of group g's key head (its value head follows).
-__device__ __forceinline__ int64_t q_at(const Params& p, int h) {
+// P: Params or attention_block.cu's BlockParams (the same field names).
+template <class P>
+__device__ __forceinline__ int64_t q_at(const P& p, int h) {
   return (int64_t(h / p.per_group) * (p.per_group + 2) + h % p.per_group) * p.D;
 }
 __device__ __forceinline__ int64_t k_at(const Params& p, int g) {
@@ -59,7 +62,8 @@ __device__ __forceinline__ int64_t k_at(const Params& p, int g) {
 }
 
 // Row b' H' + h' of head (b, h) in the dropout mask's counter ((b' H' + h') T + i) T + j.
-__device__ __forceinline__ uint64_t mask_row(const Params& p, int b, int h) {
+template <class P>
+__device__ __forceinline__ uint64_t mask_row(const P& p, int b, int h) {
   return uint64_t(p.batch_offset + b) * uint64_t(p.mask_heads) + uint64_t(p.head_offset + h);
 }
 

@@ -12,6 +12,7 @@
 // once and K, V of the tiles it visits (mostly L2 hits across the blocks of one head).
 // Blocks are launched heaviest (last query tile) first.
 #include "kernels/cuda/attention_common.cuh"
+#include "kernels/cuda/attention_tiles.cuh"
 #include "kernels/cuda/cuda_ops.h"
 
 namespace mt::cuda {
@@ -54,13 +55,7 @@ __global__ void __launch_bounds__(kWarps * 32) attention_forward_kernel(const T*
   load_rows(sQ, DMAX, kBR, DMAX, tokens + q_at(p, h), tok, q0, Tn, D, p.qk_mul);
 
   float o[R][DPL], m[R], l[R];
-#pragma unroll
-  for (int r = 0; r < R; ++r) {
-    m[r] = -INFINITY;
-    l[r] = 0.0f;
-#pragma unroll
-    for (int k = 0; k < DPL; ++k) o[r][k] = 0.0f;
-  }
+  softmax_init(o, m, l);
 
   const int q_end = min(q0 + kBR, Tn);
   const int n_kt = (q_end + kTile - 1) / kTile;
@@ -74,46 +69,20 @@ __global__ void __launch_bounds__(kWarps * 32) attention_forward_kernel(const T*
 
     // Scores of key j = k0 + lane against the warp's R rows.
     float s[R];
-#pragma unroll
-    for (int r = 0; r < R; ++r) s[r] = 0.0f;
-    const float* krow = sK + lane * LDK;
-    for (int d = 0; d < D; d += 4) {
-      const float4 kv = lds4(krow + d);
-#pragma unroll
-      for (int r = 0; r < R; ++r) s[r] += dot4(lds4(myQ + r * DMAX + d), kv);
-    }
+    tile_dots<R, DMAX>(s, myQ, 0, sK + lane * LDK, D);
     const int j = k0 + lane;
 #pragma unroll
     for (int r = 0; r < R; ++r) {
       const int i = row0 + r;
       const float sr = (j <= i && j < Tn) ? s[r] : -INFINITY;
       const float m_new = fmaxf(m[r], warp_max(sr));  // finite: key 0 is in every row's first tile
-      const float corr = exp2f(m[r] - m_new);
-      float pr = exp2f(sr - m_new);
-      l[r] = l[r] * corr + pr;
-      m[r] = m_new;
-#pragma unroll
-      for (int k = 0; k < DPL; ++k) o[r][k] *= corr;
+      float pr = softmax_update(m[r], l[r], o[r], sr, m_new);
       if (p.p_drop > 0.0f) pr *= drop_factor(p, mrow, i, j);
       myP[r * kTile + lane] = pr;
     }
     __syncwarp();
     // o[r, d] += sum_j P[r, j] V[j, d] for the lane's dims d = lane + 32 k.
-    for (int jj = 0; jj < kTile; jj += 4) {
-      float vv[4][DPL];
-#pragma unroll
-      for (int u = 0; u < 4; ++u)
-#pragma unroll
-        for (int k = 0; k < DPL; ++k) vv[u][k] = sV[(jj + u) * DMAX + lane + 32 * k];
-#pragma unroll
-      for (int r = 0; r < R; ++r) {
-        const float4 pv = lds4(myP + r * kTile + jj);
-#pragma unroll
-        for (int u = 0; u < 4; ++u)
-#pragma unroll
-          for (int k = 0; k < DPL; ++k) o[r][k] += comp(pv, u) * vv[u][k];
-      }
-    }
+    tile_accumulate<R, DPL, DMAX>(o, myP, sV, lane);
     __syncwarp();
   }
 
