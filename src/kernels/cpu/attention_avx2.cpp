@@ -26,8 +26,23 @@ inline __m256i lanes(int64_t n) {
   return _mm256_cmpgt_epi32(_mm256_set1_epi32(c), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
 }
 inline __m256 as_ps(__m256i m) { return _mm256_castsi256_ps(m); }
-inline __m256 load(const float* p, __m256i m) { return _mm256_maskload_ps(p, m); }
-inline void store(float* p, __m256i m, __m256 v) { _mm256_maskstore_ps(p, m, v); }
+
+// 8 floats of a row, all lanes (kFull) or those in m (the others read as 0, not written). Only a
+// row's tail takes the masked forms: vmaskmovps is slow, its store most of all (microcoded on
+// AMD), and used on every vector it was most of this file's own time in a profile. Both forms give
+// the same values in the lanes that count, so results do not change.
+template <bool kFull>
+inline __m256 load(const float* p, __m256i m) {
+  return kFull ? _mm256_loadu_ps(p) : _mm256_maskload_ps(p, m);
+}
+template <bool kFull>
+inline void store(float* p, __m256i m, __m256 v) {
+  if (kFull) {
+    _mm256_storeu_ps(p, v);
+  } else {
+    _mm256_maskstore_ps(p, m, v);
+  }
+}
 
 // Lanes of the 8 queries i = first + lane (query) whose key j is causal (j <= i), within `valid`.
 inline __m256i causal(__m256i query, int64_t j, __m256i valid) {
@@ -41,9 +56,11 @@ inline __m256i queries(int64_t first) {
 // x . y over n floats, in 8 lanes added in a fixed order.
 inline float dot(const float* x, const float* y, int64_t n) {
   __m256 acc = _mm256_setzero_ps();
-  for (int64_t c = 0; c < n; c += 8) {
+  int64_t c = 0;
+  for (; c + 8 <= n; c += 8) acc = _mm256_fmadd_ps(_mm256_loadu_ps(x + c), _mm256_loadu_ps(y + c), acc);
+  if (c < n) {
     const __m256i m = lanes(n - c);
-    acc = _mm256_fmadd_ps(load(x + c, m), load(y + c, m), acc);
+    acc = _mm256_fmadd_ps(load<false>(x + c, m), load<false>(y + c, m), acc);
   }
   alignas(32) float part[8];
   _mm256_store_ps(part, acc);
@@ -52,16 +69,47 @@ inline float dot(const float* x, const float* y, int64_t n) {
 
 // x[0..n) = 0.
 inline void zero_row(float* x, int64_t n) {
-  for (int64_t c = 0; c < n; c += 8) store(x + c, lanes(n - c), _mm256_setzero_ps());
+  int64_t c = 0;
+  for (; c + 8 <= n; c += 8) _mm256_storeu_ps(x + c, _mm256_setzero_ps());
+  if (c < n) store<false>(x + c, lanes(n - c), _mm256_setzero_ps());
 }
 
 // x[0..n) *= f.
 inline void scale_row(float* x, int64_t n, float f) {
   const __m256 vf = _mm256_set1_ps(f);
-  for (int64_t c = 0; c < n; c += 8) {
+  int64_t c = 0;
+  for (; c + 8 <= n; c += 8) _mm256_storeu_ps(x + c, _mm256_mul_ps(_mm256_loadu_ps(x + c), vf));
+  if (c < n) {
     const __m256i m = lanes(n - c);
-    store(x + c, m, _mm256_mul_ps(load(x + c, m), vf));
+    store<false>(x + c, m, _mm256_mul_ps(load<false>(x + c, m), vf));
   }
+}
+
+// softmax_block on the 8 queries i0 + c0 .. (all in the block: kFull, else those in cm). On a
+// block below the diagonal (!kMasked) every lane sees every key, so the causal selects drop out.
+template <bool kFull, bool kMasked>
+inline void softmax_cols(float* st, const float* zt, int64_t i0, int64_t c0, __m256i cm, int64_t j0, int64_t nk,
+                         float* m, float* l, float* corr) {
+  const __m256i qi = queries(i0 + c0);
+  const __m256 m_old = load<kFull>(m + c0, cm);
+  __m256 mx = m_old;
+  for (int64_t jj = 0; jj < nk; ++jj) {
+    const __m256 s = load<kFull>(st + jj * kB + c0, cm);
+    mx = kMasked ? _mm256_blendv_ps(mx, _mm256_max_ps(mx, s), as_ps(causal(qi, j0 + jj, cm))) : _mm256_max_ps(mx, s);
+  }
+  const __m256 co = exp8(_mm256_sub_ps(m_old, mx));  // 0 on the first block (m = -inf)
+  __m256 sum = _mm256_setzero_ps();
+  for (int64_t jj = 0; jj < nk; ++jj) {
+    float* row = st + jj * kB + c0;
+    __m256 p = exp8(_mm256_sub_ps(load<kFull>(row, cm), mx));
+    if (kMasked) p = _mm256_and_ps(p, as_ps(causal(qi, j0 + jj, cm)));
+    sum = _mm256_add_ps(sum, p);
+    if (zt) p = _mm256_mul_ps(p, load<kFull>(zt + jj * kB + c0, cm));
+    store<kFull>(row, cm, p);
+  }
+  store<kFull>(l + c0, cm, _mm256_fmadd_ps(load<kFull>(l + c0, cm), co, sum));
+  store<kFull>(m + c0, cm, mx);
+  store<kFull>(corr + c0, cm, co);
 }
 
 // The forward's online softmax on one block of S^T (nk keys x mq queries, row stride kB) for
@@ -71,26 +119,33 @@ void softmax_block(float* st, const float* zt, int64_t i0, int64_t mq, int64_t j
   const bool masked = j0 + nk - 1 > i0;  // some key after some query: only the diagonal block
   for (int64_t c0 = 0; c0 < mq; c0 += 8) {
     const __m256i cm = lanes(mq - c0);
-    const __m256i qi = queries(i0 + c0);
-    const __m256 m_old = load(m + c0, cm);
-    __m256 mx = m_old;
-    for (int64_t jj = 0; jj < nk; ++jj) {
-      const __m256i ok = masked ? causal(qi, j0 + jj, cm) : cm;
-      mx = _mm256_blendv_ps(mx, _mm256_max_ps(mx, load(st + jj * kB + c0, cm)), as_ps(ok));
+    if (c0 + 8 <= mq) {
+      masked ? softmax_cols<true, true>(st, zt, i0, c0, cm, j0, nk, m, l, corr)
+             : softmax_cols<true, false>(st, zt, i0, c0, cm, j0, nk, m, l, corr);
+    } else {
+      softmax_cols<false, true>(st, zt, i0, c0, cm, j0, nk, m, l, corr);
     }
-    const __m256 co = exp8(_mm256_sub_ps(m_old, mx));  // 0 on the first block (m = -inf)
-    __m256 sum = _mm256_setzero_ps();
-    for (int64_t jj = 0; jj < nk; ++jj) {
-      const __m256i ok = masked ? causal(qi, j0 + jj, cm) : cm;
-      float* row = st + jj * kB + c0;
-      __m256 p = _mm256_and_ps(exp8(_mm256_sub_ps(load(row, cm), mx)), as_ps(ok));
-      sum = _mm256_add_ps(sum, p);
-      if (zt) p = _mm256_mul_ps(p, load(zt + jj * kB + c0, cm));
-      store(row, cm, p);
+  }
+}
+
+// dsoftmax_block on the 8 queries i0 + c0 .. (kFull and kMasked as in softmax_cols).
+template <bool kFull, bool kMasked>
+inline void dsoftmax_cols(float* st, float* dpt, const float* zt, const float* lse, const float* delta, __m256 vscale,
+                          int64_t i0, int64_t c0, __m256i cm, int64_t j0, int64_t nk) {
+  const __m256i qi = queries(i0 + c0);
+  const __m256 lv = load<kFull>(lse + i0 + c0, cm), dv = load<kFull>(delta + i0 + c0, cm);
+  for (int64_t jj = 0; jj < nk; ++jj) {
+    float *srow = st + jj * kB + c0, *drow = dpt + jj * kB + c0;
+    __m256 p = exp8(_mm256_sub_ps(load<kFull>(srow, cm), lv));
+    if (kMasked) p = _mm256_and_ps(p, as_ps(causal(qi, j0 + jj, cm)));
+    __m256 dp = load<kFull>(drow, cm), pz = p;
+    if (zt) {
+      const __m256 z = load<kFull>(zt + jj * kB + c0, cm);
+      pz = _mm256_mul_ps(p, z);
+      dp = _mm256_mul_ps(dp, z);
     }
-    store(l + c0, cm, _mm256_fmadd_ps(load(l + c0, cm), co, sum));
-    store(m + c0, cm, mx);
-    store(corr + c0, cm, co);
+    store<kFull>(srow, cm, pz);
+    store<kFull>(drow, cm, _mm256_mul_ps(_mm256_mul_ps(vscale, p), _mm256_sub_ps(dp, dv)));
   }
 }
 
@@ -102,24 +157,14 @@ void dsoftmax_block(float* st, float* dpt, const float* zt, const float* lse, co
   const __m256 vscale = _mm256_set1_ps(scale);
   for (int64_t c0 = 0; c0 < mq; c0 += 8) {
     const __m256i cm = lanes(mq - c0);
-    const __m256i qi = queries(i0 + c0);
-    const __m256 lv = load(lse + i0 + c0, cm), dv = load(delta + i0 + c0, cm);
-    for (int64_t jj = 0; jj < nk; ++jj) {
-      const __m256i ok = masked ? causal(qi, j0 + jj, cm) : cm;
-      float *srow = st + jj * kB + c0, *drow = dpt + jj * kB + c0;
-      const __m256 p = _mm256_and_ps(exp8(_mm256_sub_ps(load(srow, cm), lv)), as_ps(ok));
-      __m256 dp = load(drow, cm), pz = p;
-      if (zt) {
-        const __m256 z = load(zt + jj * kB + c0, cm);
-        pz = _mm256_mul_ps(p, z);
-        dp = _mm256_mul_ps(dp, z);
-      }
-      store(srow, cm, pz);
-      store(drow, cm, _mm256_mul_ps(_mm256_mul_ps(vscale, p), _mm256_sub_ps(dp, dv)));
+    if (c0 + 8 <= mq) {
+      masked ? dsoftmax_cols<true, true>(st, dpt, zt, lse, delta, vscale, i0, c0, cm, j0, nk)
+             : dsoftmax_cols<true, false>(st, dpt, zt, lse, delta, vscale, i0, c0, cm, j0, nk);
+    } else {
+      dsoftmax_cols<false, true>(st, dpt, zt, lse, delta, vscale, i0, c0, cm, j0, nk);
     }
   }
 }
-
 
 // This path's pieces for attention_block_loop.h.
 struct Path {
