@@ -47,3 +47,12 @@ def test_mla_checkpoint_refuses_another_shape(build_dir, tmp_path):
     assert first.returncode == 0, first.stderr
     r = train(build_dir, *RUN, "--train-iters", "2", "--load", ck, "--kv-lora-rank", "8")
     user_errors.assert_user_error(r, "--kv-lora-rank", "12", "8")
+
+
+def test_generation_refuses_mla_in_one_line(build_dir, tmp_path):
+    ck = str(tmp_path / "ck")
+    first = train(build_dir, *MLA, *RUN, "--train-iters", "1", "--save", ck, "--save-interval", "1")
+    assert first.returncode == 0, first.stderr
+    r = subprocess.run([str(build_dir / "megatron"), "generate", "--load", ck, "--prompt-token-ids", "1,2,3",
+                        "--max-new-tokens", "2", "--output-token-ids"], capture_output=True, text=True, timeout=60)
+    user_errors.assert_user_error(r, "multi-latent attention", "not supported yet")
