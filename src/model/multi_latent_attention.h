@@ -19,9 +19,15 @@
 //
 // Tensor parallelism splits heads: linear_q_proj / linear_q_up_proj / linear_kv_up_proj are
 // column-parallel, linear_proj row-parallel; the down projections and norms are replicated and run
-// on the layer's input tokens (with sequence parallelism this rank's share: their grads are then
-// partial sums over TP, reduced like the layer norms'; k_pe is all-gathered, its grad
-// reduce-scattered). Context parallelism and document masks run core attention through
+// on the layer's input tokens. Without sequence parallelism the up projections' backward all-reduces
+// the latents' gradients, so the replicated grads are whole on every rank; with it each rank holds
+// its share of the tokens, so their grads are partial sums over TP, reduced like the layer norms'.
+// k_pe (no up projection) is all-gathered under sequence parallelism, and its gradient, each rank's
+// heads' share, all-reduced (reduce-scattered) over TP.
+//
+// Costs of this first version: the value heads padded to D spend (D - Dv) / D of the P V product on
+// zeros (cuDNN can take Dv != Dq directly), and k_pe is copied into, and its gradient summed out
+// of, each head with one small copy per head. Context parallelism and document masks run core attention through
 // context_parallel_attention.h, as SelfAttention does.
 #include <memory>
 #include <string>

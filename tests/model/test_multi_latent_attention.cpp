@@ -182,12 +182,15 @@ TEST_P(MultiLatentAttention, ForwardMatchesTheMathAndBackwardMatchesFiniteDiffer
       [&](const Tensor& dy) { return attn.backward(dy, s); }, GradCheckOptions{1e-2f, 2e-2, 1e-3, 12});
 }
 
-std::string mla_name(const ::testing::TestParamInfo<MlaCase>& info) {
-  std::string n = info.param.q_lora > 0 ? "QLora" : "QProj";
-  n += "_V" + std::to_string(info.param.v_head);
-  if (info.param.yarn) n += "_Yarn";
+std::string mla_case_name(const MlaCase& c) {
+  std::string n = c.q_lora > 0 ? "QLora" : "QProj";
+  n += "_V" + std::to_string(c.v_head);
+  if (c.yarn) n += "_Yarn";
   return n;
 }
+std::string mla_name(const ::testing::TestParamInfo<MlaCase>& info) { return mla_case_name(info.param); }
+// Readable parameters: ctest's discovered names then carry no padding bytes.
+void PrintTo(const MlaCase& c, std::ostream* os) { *os << mla_case_name(c); }
 
 INSTANTIATE_TEST_SUITE_P(Shapes, MultiLatentAttention,
                          ::testing::Values(MlaCase{8, 6, false}, MlaCase{0, 10, false}, MlaCase{8, 8, true},
