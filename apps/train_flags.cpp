@@ -48,6 +48,30 @@ void add_train_flags(CLI::App& app, TrainingArgs& a) {
   app.add_flag("--use-rope-scaling", a.use_rope_scaling, "Llama 3.1's RoPE frequency scaling")->group(g);
   app.add_option("--rope-scaling-factor", a.rope_scaling_factor, "The factor of --use-rope-scaling")
       ->capture_default_str()->group(g);
+  app.add_option("--rope-type", a.rope_type,
+                 "rope or yarn (YaRN frequencies and mscale, DeepSeek-V3; default: yarn with "
+                 "--multi-latent-attention, else rope, as Megatron)")->group(g);
+  app.add_option("--rotary-scaling-factor", a.rotary_scaling_factor, "YaRN's scaling factor")
+      ->capture_default_str()->group(g);
+  app.add_option("--mscale", a.mscale, "YaRN's mscale (the cos/sin tables' numerator)")->capture_default_str()->group(g);
+  app.add_option("--mscale-all-dim", a.mscale_all_dim,
+                 "YaRN's mscale_all_dim (the tables' denominator; multi-latent attention's softmax scale takes its "
+                 "square)")->capture_default_str()->group(g);
+  app.add_option("--original-max-position-embeddings", a.original_max_position_embeddings,
+                 "YaRN's original context length")->capture_default_str()->group(g);
+  app.add_flag("--multi-latent-attention", a.multi_latent_attention,
+               "Multi-latent attention (DeepSeek-V2/V3): low-rank query and key/value latents, a RoPE key part "
+               "shared by the heads (--qk-layernorm: RMSNorms over the latents)")->group(g);
+  app.add_option("--q-lora-rank", a.q_lora_rank, "Multi-latent attention's query latent (0: one linear_q_proj)")
+      ->capture_default_str()->group(g);
+  app.add_option("--kv-lora-rank", a.kv_lora_rank, "Multi-latent attention's key/value latent")
+      ->capture_default_str()->group(g);
+  app.add_option("--qk-head-dim", a.qk_head_dim, "Multi-latent attention's query/key head size without RoPE")
+      ->capture_default_str()->group(g);
+  app.add_option("--qk-pos-emb-head-dim", a.qk_pos_emb_head_dim,
+                 "Multi-latent attention's RoPE part of each query/key head")->capture_default_str()->group(g);
+  app.add_option("--v-head-dim", a.v_head_dim, "Multi-latent attention's value head size")
+      ->capture_default_str()->group(g);
   app.add_flag("--no-position-embedding", a.no_position_embedding,
                "No learned absolute position embedding (with --position-embedding-type learned_absolute: none; rope "
                "is unaffected), as Megatron's")->group(g);
@@ -81,8 +105,8 @@ void add_train_flags(CLI::App& app, TrainingArgs& a) {
                  "stored anyway, so this saves the attention output), layernorm (keep the norms' inputs, rerun them "
                  "before the consuming linear's backward), mlp (dense MLP: keep its input), mlp_act (ours, = "
                  "--recompute-gelu), moe (the MoE layer, routing included: keep its input), moe_act (the experts' "
-                 "activation), shared_experts (keep their input); mla_up_proj: multi-latent attention does not exist "
-                 "yet")->group(g);
+                 "activation), shared_experts (keep their input); with --multi-latent-attention core_attn and layernorm "
+                 "apply to MLA, mla_up_proj is not built yet")->group(g);
   app.add_flag("--recompute-activations", a.recompute_activations,
                "Megatron's shorthand for --recompute-granularity selective")->group(g);
   app.add_option("--cross-entropy-chunks", a.cross_entropy_chunks,

@@ -52,6 +52,9 @@ TransformerConfig config_from_args(const nlohmann::json& a, const std::string& f
     if (!a.contains(key) || !a[key].is_number()) MT_USER_ERROR("{}: args has no \"{}\"", file, key);
     return a[key];
   };
+  // Multi-latent attention trains but has no KV cache yet (TransformerLayer::forward_inference).
+  if (a.value("multi_latent_attention", false))
+    MT_USER_ERROR("{}: generation with multi-latent attention (--multi-latent-attention) is not supported yet", file);
   TransformerConfig c;
   c.num_layers = need("num_layers").get<int>();
   c.hidden_size = need("hidden_size").get<int>();

@@ -10,7 +10,9 @@
 //                        attention; G = H is multi-head attention, [B, T, H, 3, D]). K and V are
 //                        never repeated in memory.
 // out : [B, T, H, D]
-// lse : fp32 [B, H, T]   logsumexp_j (q_i . k_j * scale), scale = 1/sqrt(D)
+// lse : fp32 [B, H, T]   logsumexp_j (q_i . k_j * scale), scale = cfg.scale() (1/sqrt(D) unless
+//                        cfg.softmax_scale is set: multi-latent attention's zero-padded heads and
+//                        YaRN's mscale^2 correction)
 // FLOPs (causal): forward 2 * B*H*T*T*D, backward 5 * B*H*T*T*D (half of the dense 4 and 10).
 //
 // Attention dropout (p > 0) drops probabilities with the mask
@@ -19,6 +21,7 @@
 // in the sample's and head's global coordinates, so a data- or tensor-parallel rank draws the
 // same mask as one rank holding everything (the same mask in forward and backward, regenerated,
 // never stored).
+#include <cmath>
 #include <cstdint>
 
 #include "core/tensor.h"
@@ -38,7 +41,12 @@ struct AttentionConfig {
   int64_t batch_offset = 0;
   int head_offset = 0;
   int total_heads = 0;
+  // The scores' factor, q . k * scale; 0: 1/sqrt(head_dim). Multi-latent attention sets it: its
+  // q/k heads are zero-padded to the packed head size D, and YaRN multiplies it by mscale^2.
+  float softmax_scale = 0.0f;
 
+  // The exact expression every kernel used before softmax_scale existed (bit-identical default).
+  float scale() const { return softmax_scale > 0.0f ? softmax_scale : 1.0f / std::sqrt(float(head_dim)); }
   int groups() const { return n_query_groups > 0 ? n_query_groups : n_heads; }
   int heads_per_group() const { return n_heads / groups(); }
   int mask_heads() const { return total_heads > 0 ? total_heads : n_heads; }

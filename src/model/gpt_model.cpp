@@ -94,7 +94,7 @@ GPTModel::GPTModel(const TransformerConfig& cfg, Device device, const ModelParal
     }
     final_ln_ids_.end = next_id();
   }
-  if (cfg.position_embedding_type == PositionEmbedding::Rope) rope_ = rope_tables(cfg, cfg.seq_length, device);
+  if (cfg.uses_rope()) rope_ = rope_tables(cfg, cfg.seq_length, device);
 }
 
 int64_t GPTModel::num_parameters() const {

@@ -1,10 +1,43 @@
 #include "model/rotary.h"
 
+#include <algorithm>
 #include <cmath>
 
 namespace mt {
 
+namespace {
+
+// YaRN's frequencies (rotary.h), in fp32 where the references are.
+std::vector<float> yarn_frequencies(const TransformerConfig& cfg) {
+  const int R = cfg.rotary_dim();
+  const double pi = std::acos(-1.0), base = cfg.rotary_base, L = cfg.original_max_position_embeddings;
+  auto correction_dim = [&](double rotations) { return R * std::log(L / (rotations * 2 * pi)) / (2 * std::log(base)); };
+  const double lo = std::max(std::floor(correction_dim(cfg.beta_fast)), 0.0);
+  double hi = std::min(std::ceil(correction_dim(cfg.beta_slow)), double(R - 1));
+  if (lo == hi) hi += 0.001;
+  std::vector<float> f(size_t(R / 2));
+  for (int i = 0; i < R / 2; ++i) {
+    const float pos = std::pow(cfg.rotary_base, float(2 * i) / float(R));
+    const float extra = 1.0f / pos, inter = 1.0f / (cfg.rotary_scaling_factor * pos);
+    const float ramp = std::clamp((float(i) - float(lo)) / float(hi - lo), 0.0f, 1.0f);
+    const float keep = 1.0f - ramp;
+    f[size_t(i)] = inter * (1.0f - keep) + extra * keep;
+  }
+  return f;
+}
+
+}  // namespace
+
+double yarn_get_mscale(double scale, double mscale) { return scale <= 1 ? 1.0 : 0.1 * mscale * std::log(scale) + 1.0; }
+
+float rope_table_scale(const TransformerConfig& cfg) {
+  if (cfg.rope_type != RopeType::Yarn) return 1.0f;
+  return float(yarn_get_mscale(cfg.rotary_scaling_factor, cfg.mscale) /
+               yarn_get_mscale(cfg.rotary_scaling_factor, cfg.mscale_all_dim));
+}
+
 std::vector<float> rope_frequencies(const TransformerConfig& cfg) {
+  if (cfg.rope_type == RopeType::Yarn) return yarn_frequencies(cfg);
   const int R = cfg.rotary_dim();
   std::vector<float> f(size_t(R / 2));
   for (int i = 0; i < R / 2; ++i) {
@@ -32,13 +65,14 @@ std::vector<float> rope_frequencies(const TransformerConfig& cfg) {
 RotaryTables rope_tables(const TransformerConfig& cfg, int64_t seq, Device device) {
   const std::vector<float> f = rope_frequencies(cfg);
   const int64_t half = int64_t(f.size());
+  const float m = rope_table_scale(cfg);  // 1 but for YaRN (a product by 1 changes no bits)
   Tensor c = Tensor::empty({seq, half}, DType::F32), s = Tensor::empty({seq, half}, DType::F32);
   for (int64_t t = 0; t < seq; ++t)
     for (int64_t i = 0; i < half; ++i) {
       // The angle as Hugging Face forms it (fp32 position x fp32 frequency), then cos/sin in double.
       const float angle = float(t) * f[size_t(i)];
-      c.data<float>()[t * half + i] = float(std::cos(double(angle)));
-      s.data<float>()[t * half + i] = float(std::sin(double(angle)));
+      c.data<float>()[t * half + i] = float(std::cos(double(angle))) * m;
+      s.data<float>()[t * half + i] = float(std::sin(double(angle))) * m;
     }
   return {c.to(device), s.to(device)};
 }

@@ -8,6 +8,17 @@
 // original context of 8192, as Megatron and Hugging Face's "llama3" rope type): wavelengths
 // 2 pi / f shorter than 8192 / 4 keep f, longer than 8192 / 1 become f / s, and those between
 // interpolate smoothly between the two.
+//
+// YaRN (--rope-type yarn: DeepSeek-V3, Megatron's YarnRotaryEmbedding, Hugging Face's "yarn"), with
+// scaling factor s over an original context L (--original-max-position-embeddings), R channels:
+//   extra_i = base^(-2i/R),  inter_i = extra_i / s,
+//   d(n) = R ln(L / (2 pi n)) / (2 ln base)   (the channel index completing n rotations over L),
+//   lo = max(floor(d(beta_fast)), 0),  hi = min(ceil(d(beta_slow)), R - 1)  (hi += 0.001 when equal),
+//   ramp_i = clamp((i - lo) / (hi - lo), 0, 1),  keep_i = 1 - ramp_i,
+//   f_i = inter_i (1 - keep_i) + extra_i keep_i          (fp32, as both references compute it)
+// and the tables cos, sin times m = mscale(s, --mscale) / mscale(s, --mscale-all-dim), where
+// mscale(s, k) = 0.1 k ln(s) + 1 for s > 1, else 1 (multi-latent attention's softmax scale takes
+// mscale(s, --mscale-all-dim)^2 in turn; see multi_latent_attention.h).
 #include <vector>
 
 #include "core/tensor.h"
@@ -17,6 +28,10 @@ namespace mt {
 
 // The R/2 frequencies f_i in fp32, as Hugging Face's inv_freq (the Llama 3.1 rescaling in double).
 std::vector<float> rope_frequencies(const TransformerConfig& cfg);
+// YaRN's mscale(s, k) above (DeepSeek's yarn_get_mscale), in double.
+double yarn_get_mscale(double scale, double mscale);
+// The factor m on the cos/sin tables (1 unless rope_type is Yarn).
+float rope_table_scale(const TransformerConfig& cfg);
 
 struct RotaryTables {
   Tensor cos, sin;         // fp32 [seq, R/2]

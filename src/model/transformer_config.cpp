@@ -32,7 +32,8 @@ RecomputeModules parse_recompute_modules(const std::vector<std::string>& names) 
     else if (n == "shared_experts") m.shared_experts = true;
     else if (n == "mlp_act") m.mlp_act = true;
     else if (n == "mla_up_proj")
-      MT_USER_ERROR("--recompute-modules mla_up_proj: multi-latent attention does not exist in megatron.cpp yet");
+      MT_USER_ERROR("--recompute-modules mla_up_proj: not built yet for multi-latent attention (core_attn and "
+                    "layernorm recompute it)");
     else
       MT_USER_ERROR("--recompute-modules {}: expected core_attn, layernorm, mlp, mlp_act, moe, moe_act or "
                     "shared_experts", n);
@@ -95,13 +96,20 @@ bool describes_non_gpt2(const TransformerConfig& c) {
   return c.normalization != Normalization::LayerNorm || c.gated_linear_unit || c.activation != Activation::Gelu ||
          c.query_groups() != c.num_attention_heads || c.head_dim() * c.num_attention_heads != c.hidden_size ||
          !c.add_bias_linear || c.add_qkv_bias || c.qk_layernorm || !c.learned_positions() ||
-         c.untie_embeddings_and_output_weights;
+         c.untie_embeddings_and_output_weights || c.multi_latent_attention;
 }
 
 std::string describe_architecture(const TransformerConfig& c) {
-  std::string s = fmt::format("{}, {} MLP, {} heads in {} query groups of dim {}", normalization_name(c.normalization),
-                              c.gated_linear_unit ? "SwiGLU" : "GeLU", c.num_attention_heads, c.query_groups(),
-                              c.head_dim());
+  std::string s = fmt::format("{}, {} MLP, ", normalization_name(c.normalization), c.gated_linear_unit ? "SwiGLU" : "GeLU");
+  if (c.multi_latent_attention)
+    s += fmt::format("{} heads of multi-latent attention (q LoRA {}, kv LoRA {}, q/k dim {} + RoPE {}, v dim {})",
+                     c.num_attention_heads, c.q_lora_rank, c.kv_lora_rank, c.qk_head_dim, c.qk_pos_emb_head_dim,
+                     c.v_head_dim);
+  else
+    s += fmt::format("{} heads in {} query groups of dim {}", c.num_attention_heads, c.query_groups(), c.head_dim());
+  if (c.rope_type == RopeType::Yarn)
+    s += fmt::format(", YaRN x{:g} over {} (mscale {:g}, all-dim {:g})", c.rotary_scaling_factor,
+                     c.original_max_position_embeddings, c.mscale, c.mscale_all_dim);
   s += fmt::format(", position embedding {}", position_embedding_name(c.position_embedding_type));
   if (c.position_embedding_type == PositionEmbedding::Rope) {
     s += fmt::format(" (base {:g}, {} of {} channels", c.rotary_base, c.rotary_dim(), c.head_dim());

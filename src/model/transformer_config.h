@@ -41,6 +41,8 @@ struct RecomputeModules {
   bool shared_experts = false;  // MoE's shared experts: keep their input; rerun them
   bool mlp_act = false;         // ours (= --recompute-gelu): dense MLP's activation
 };
+// --rope-type: plain RoPE frequencies, or YaRN's (DeepSeek-V3; rotary.h states the math).
+enum class RopeType : uint8_t { Rope, Yarn };
 
 struct TransformerConfig {
   int num_layers = 2;
@@ -68,6 +70,26 @@ struct TransformerConfig {
   float rotary_percent = 1.0f;     // the share of each head's channels RoPE rotates
   bool rope_scaling = false;       // Llama 3.1's frequency scaling (--use-rope-scaling)
   float rope_scaling_factor = 8.0f;
+  // YaRN (rope_type Yarn; Megatron's MLATransformerConfig fields, DeepSeek-V3's rope_scaling):
+  // frequencies interpolated by rotary_scaling_factor below the wavelength band set by
+  // beta_fast/beta_slow over original_max_position_embeddings, and the mscale corrections.
+  RopeType rope_type = RopeType::Rope;
+  float rotary_scaling_factor = 1.0f;
+  float mscale = 1.0f;
+  float mscale_all_dim = 0.0f;
+  int original_max_position_embeddings = 4096;
+  float beta_fast = 32.0f;
+  float beta_slow = 1.0f;
+  // Multi-latent attention (DeepSeek-V2/V3, Megatron's MLASelfAttention): queries through a
+  // low-rank q_lora_rank latent (0: one linear_q_proj), keys and values through a kv_lora_rank
+  // latent, heads of qk_head_dim + qk_pos_emb_head_dim (query/key) and v_head_dim (value), the
+  // RoPE part of the key (qk_pos_emb_head_dim) shared by all heads.
+  bool multi_latent_attention = false;
+  int q_lora_rank = 0;
+  int kv_lora_rank = 32;
+  int qk_head_dim = 128;
+  int qk_pos_emb_head_dim = 64;
+  int v_head_dim = 128;
   bool untie_embeddings_and_output_weights = false;
   DType params_dtype = DType::F32;  // bf16/fp16 under --bf16/--fp16
   bool recompute_gelu = false;      // MLP: keep only fc1's output, recompute GeLU in backward
@@ -134,8 +156,13 @@ struct TransformerConfig {
   int query_groups() const { return num_query_groups > 0 ? num_query_groups : num_attention_heads; }
   int query_projection_size() const { return head_dim() * num_attention_heads; }
   int kv_projection_size() const { return head_dim() * query_groups(); }
-  // RoPE's rotated channels per head (rotary_percent of head_dim).
-  int rotary_dim() const { return int(float(head_dim()) * rotary_percent); }
+  // RoPE's rotated channels per head (rotary_percent of head_dim; multi-latent attention's
+  // decoupled qk_pos_emb_head_dim).
+  int rotary_dim() const {
+    return multi_latent_attention ? qk_pos_emb_head_dim : int(float(head_dim()) * rotary_percent);
+  }
+  // Whether the model computes RoPE tables (multi-latent attention always rotates its RoPE part).
+  bool uses_rope() const { return position_embedding_type == PositionEmbedding::Rope || multi_latent_attention; }
   bool learned_positions() const { return position_embedding_type == PositionEmbedding::LearnedAbsolute; }
   bool has_qkv_bias() const { return add_bias_linear || add_qkv_bias; }
 };

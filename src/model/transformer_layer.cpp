@@ -52,7 +52,13 @@ TransformerLayer::TransformerLayer(ParamAndGradBuffer& buf, const std::string& p
       layer_number_(layer_number),
       ln1_(buf, prefix + ".input_layernorm", cfg.hidden_size, spec.input_layernorm, cfg.layernorm_epsilon,
            par.sequence_parallel),
-      attn_(buf, prefix + ".self_attention", cfg, spec.self_attention, par),
+      // In the initialiser list, between the norms: the buffer keeps its parameter order.
+      attn_(spec.self_attention.multi_latent
+                ? nullptr
+                : std::make_unique<SelfAttention>(buf, prefix + ".self_attention", cfg, spec.self_attention, par)),
+      mla_(spec.self_attention.multi_latent
+               ? std::make_unique<MLASelfAttention>(buf, prefix + ".self_attention", cfg, spec.self_attention, par)
+               : nullptr),
       ln2_(buf, prefix + ".pre_mlp_layernorm", cfg.hidden_size, spec.pre_mlp_layernorm, cfg.layernorm_epsilon,
            par.sequence_parallel),
       recompute_norms_(cfg.selective_recompute().layernorm),
@@ -70,7 +76,10 @@ void TransformerLayer::init(uint64_t seed) const {
   float std = cfg_.init_method_std;
   float out_std = std / std::sqrt(2.0f * float(cfg_.num_layers));
   ln1_.init();
-  attn_.init(std, out_std, seed);
+  if (mla_)
+    mla_->init(std, out_std, seed);
+  else
+    attn_->init(std, out_std, seed);
   ln2_.init();
   if (moe_)
     moe_->init(std, out_std, seed);
@@ -87,14 +96,18 @@ Tensor TransformerLayer::forward(const Tensor& x, const ForwardContext& ctx, con
   s.mlp_drop_stream = ctx.dropout_stream(site + 2);
   s.drop_runs = hidden_element_runs(par_, x.numel(), cfg_.hidden_size, ctx.positions);
 
-  Tensor a = attn_.forward(ln1_.forward(x, s.ln1).view(x.shape()), ctx, site, rope, s.attn);
+  const Tensor xn = ln1_.forward(x, s.ln1).view(x.shape());
+  Tensor a = mla_ ? mla_->forward(xn, ctx, site, rope, s.mla) : attn_->forward(xn, ctx, site, rope, s.attn);
   hidden_dropout_forward(a, s.dropout_p, s.seed, s.attn_drop_stream, s.drop_runs);
   Tensor x1;  // x + a, and ln2 of it, in one pass
   Tensor h = ln2_.forward_add(x, a, &x1, s.ln2);
   Tensor m = moe_ ? moe_->forward(h.view(x.shape()), ctx, s.moe) : mlp_->forward(h.view(x.shape()), s.mlp);
   // Selective recomputation: what backward rebuilds is let go here (see backward).
   if (recompute_norms_) {
-    attn_.drop_input(s.attn);
+    if (mla_)
+      mla_->drop_input(s.mla);
+    else
+      attn_->drop_input(s.attn);
     if (moe_)
       moe_->drop_input(s.moe);
     else
@@ -141,9 +154,14 @@ Tensor TransformerLayer::backward(const Tensor& dy, Saved& s) const {
   // Attention branch, likewise.
   if (recompute_norms_) {
     Norm::Saved again;
-    attn_.restore_input(ln1_.forward(s.ln1.x, again).view(shape), s.attn);
+    const Tensor xn = ln1_.forward(s.ln1.x, again).view(shape);
+    if (mla_)
+      mla_->restore_input(xn, s.mla);
+    else
+      attn_->restore_input(xn, s.attn);
   }
-  Tensor dx = ln1_.backward(attn_.backward(dropout_grad(dx1, s.attn_drop_stream), s.attn), s.ln1, &dx1).view(shape);
+  const Tensor da = dropout_grad(dx1, s.attn_drop_stream);
+  Tensor dx = ln1_.backward(mla_ ? mla_->backward(da, s.mla) : attn_->backward(da, s.attn), s.ln1, &dx1).view(shape);
   s = Saved{};
   return dx;
 }
@@ -153,7 +171,8 @@ Tensor TransformerLayer::forward_inference(const Tensor& x, const InferenceStep&
   Norm::Saved ln1, ln2;
   MLP::Saved mlp;
   MoELayer::Saved moe;
-  Tensor a = attn_.forward_inference(ln1_.forward(x, ln1).view(x.shape()), step, k_cache, v_cache);
+  if (mla_) MT_USER_ERROR("generation with multi-latent attention is not supported yet (its KV cache)");
+  Tensor a = attn_->forward_inference(ln1_.forward(x, ln1).view(x.shape()), step, k_cache, v_cache);
   Tensor x1;  // x + a, and ln2 of it, in one pass
   Tensor h = ln2_.forward_add(x, a, &x1, ln2);
   ForwardContext eval;

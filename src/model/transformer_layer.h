@@ -8,6 +8,7 @@
 #include "model/attention.h"
 #include "model/mlp.h"
 #include "model/moe_layer.h"
+#include "model/multi_latent_attention.h"
 #include "model/norm.h"
 #include "model/token_positions.h"
 #include "model/transformer_layer_spec.h"
@@ -37,6 +38,7 @@ class TransformerLayer {
   struct Saved {
     Norm::Saved ln1, ln2;
     SelfAttention::Saved attn;
+    MLASelfAttention::Saved mla;
     MLP::Saved mlp;
     MoELayer::Saved moe;
     float dropout_p = 0.0f;
@@ -64,7 +66,8 @@ class TransformerLayer {
   ModelParallelConfig par_;
   int layer_number_;
   Norm ln1_;
-  SelfAttention attn_;
+  std::unique_ptr<SelfAttention> attn_;     // the spec's attention: one of the two
+  std::unique_ptr<MLASelfAttention> mla_;
   Norm ln2_;
   std::unique_ptr<MLP> mlp_;      // a dense layer's
   std::unique_ptr<MoELayer> moe_;  // an MoE layer's

@@ -15,6 +15,9 @@ enum class MlpKind : uint8_t {
 struct SelfAttentionSpec {
   bool qk_layernorm = false;  // q_layernorm, k_layernorm (RMSNorm over each head) after linear_qkv
   bool rotary = false;        // RoPE on queries and keys before core attention
+  // MLASelfAttention (multi_latent_attention.h) instead of SelfAttention; qk_layernorm then
+  // means its q_layernorm / kv_layernorm over the latents, and RoPE is always on.
+  bool multi_latent = false;
 };
 
 struct TransformerLayerSpec {
@@ -31,6 +34,7 @@ inline TransformerLayerSpec gpt_layer_spec(const TransformerConfig& c, int layer
   s.input_layernorm = s.pre_mlp_layernorm = c.normalization;
   s.self_attention.qk_layernorm = c.qk_layernorm;
   s.self_attention.rotary = c.position_embedding_type == PositionEmbedding::Rope;
+  s.self_attention.multi_latent = c.multi_latent_attention;
   s.mlp = c.gated_linear_unit ? MlpKind::Gated : MlpKind::Dense;
   s.moe = c.is_moe_layer(layer);
   return s;

@@ -85,6 +85,29 @@ void validate_args(const TrainingArgs& a) {
     MT_USER_ERROR("--use-rope-scaling needs --position-embedding-type rope");
   if (a.use_rope_scaling && !(a.rope_scaling_factor >= 1))
     MT_USER_ERROR("--rope-scaling-factor {} must be at least 1", a.rope_scaling_factor);
+  if (a.multi_latent_attention) {
+    if (a.q_lora_rank < 0) MT_USER_ERROR("--q-lora-rank {} must be 0 (no query latent) or positive", a.q_lora_rank);
+    positive("--kv-lora-rank", a.kv_lora_rank);
+    positive("--qk-head-dim", a.qk_head_dim);
+    positive("--v-head-dim", a.v_head_dim);
+    if (a.qk_pos_emb_head_dim < 2 || a.qk_pos_emb_head_dim % 2 != 0)
+      MT_USER_ERROR("--qk-pos-emb-head-dim {} must be a positive even number (RoPE's channels)", a.qk_pos_emb_head_dim);
+    if (a.group_query_attention)
+      MT_USER_ERROR("--group-query-attention does not apply to --multi-latent-attention (its keys and values come "
+                    "from one latent); drop it");
+    if (a.use_rope_scaling) MT_USER_ERROR("--use-rope-scaling does not apply to --multi-latent-attention (use --rope-type yarn)");
+    if (!(a.rotary_base > 0)) MT_USER_ERROR("--rotary-base must be positive, got {}", a.rotary_base);
+  }
+  if (!a.rope_type.empty() && a.rope_type != "rope" && a.rope_type != "yarn")
+    MT_USER_ERROR("--rope-type '{}' must be rope or yarn", a.rope_type);
+  if (a.rope_type == "yarn" && !a.multi_latent_attention && a.position_embedding_type != "rope")
+    MT_USER_ERROR("--rope-type yarn needs --position-embedding-type rope or --multi-latent-attention");
+  if (a.rope_type == "yarn" && a.use_rope_scaling)
+    MT_USER_ERROR("--rope-type yarn and --use-rope-scaling are two RoPE scalings; pick one");
+  if (!(a.rotary_scaling_factor > 0))
+    MT_USER_ERROR("--rotary-scaling-factor {} must be positive", a.rotary_scaling_factor);
+  if (a.original_max_position_embeddings <= 0)
+    MT_USER_ERROR("--original-max-position-embeddings {} must be positive", a.original_max_position_embeddings);
   if (a.qk_layernorm && a.normalization != "RMSNorm")
     MT_USER_ERROR("--qk-layernorm needs --normalization RMSNorm (megatron.cpp's q/k norm is an RMSNorm)");
   if (a.global_batch_size % a.micro_batch_size != 0)

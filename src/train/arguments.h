@@ -37,6 +37,19 @@ struct TrainingArgs {
   double rotary_percent = 1.0;
   bool use_rope_scaling = false;            // Llama 3.1's RoPE frequency scaling
   double rope_scaling_factor = 8.0;
+  // Multi-latent attention (Megatron's flags; q_lora_rank 0: no q LoRA, Megatron's None)
+  bool multi_latent_attention = false;
+  int q_lora_rank = 0;
+  int kv_lora_rank = 32;
+  int qk_head_dim = 128;
+  int qk_pos_emb_head_dim = 64;
+  int v_head_dim = 128;
+  // --rope-type rope | yarn ("": yarn with multi-latent attention, else rope, as Megatron) and YaRN's knobs
+  std::string rope_type;
+  double rotary_scaling_factor = 1.0;
+  double mscale = 1.0;
+  double mscale_all_dim = 0.0;
+  int original_max_position_embeddings = 4096;
   bool untie_embeddings_and_output_weights = false;
   bool disable_bias_linear = false;
   bool add_qkv_bias = false;

@@ -54,6 +54,17 @@ const std::vector<ArchFlag>& arch_flags() {
       {"disable_bias_linear", "--disable-bias-linear", Kind::Switch, true},
       {"add_qkv_bias", "--add-qkv-bias", Kind::Switch, true},
       {"qk_layernorm", "--qk-layernorm", Kind::Switch, true},
+      {"multi_latent_attention", "--multi-latent-attention", Kind::Switch, true},
+      {"q_lora_rank", "--q-lora-rank", Kind::Int, true},
+      {"kv_lora_rank", "--kv-lora-rank", Kind::Int, true},
+      {"qk_head_dim", "--qk-head-dim", Kind::Int, true},
+      {"qk_pos_emb_head_dim", "--qk-pos-emb-head-dim", Kind::Int, true},
+      {"v_head_dim", "--v-head-dim", Kind::Int, true},
+      {"rope_type", "--rope-type", Kind::String, true},
+      {"rotary_scaling_factor", "--rotary-scaling-factor", Kind::Float, true},
+      {"mscale", "--mscale", Kind::Float, true},
+      {"mscale_all_dim", "--mscale-all-dim", Kind::Float, true},
+      {"original_max_position_embeddings", "--original-max-position-embeddings", Kind::Int, true},
       {"layernorm_epsilon", "--norm-epsilon", Kind::Float, false},
       {"hidden_dropout", "--hidden-dropout", Kind::Float, false},
       {"attention_dropout", "--attention-dropout", Kind::Float, false},
@@ -146,6 +157,17 @@ nlohmann::json checkpoint_args_for(const TransformerConfig& c, int tp) {
   a.disable_bias_linear = !c.add_bias_linear;
   a.add_qkv_bias = c.add_qkv_bias;
   a.qk_layernorm = c.qk_layernorm;
+  a.multi_latent_attention = c.multi_latent_attention;
+  a.q_lora_rank = c.q_lora_rank;
+  a.kv_lora_rank = c.kv_lora_rank;
+  a.qk_head_dim = c.qk_head_dim;
+  a.qk_pos_emb_head_dim = c.qk_pos_emb_head_dim;
+  a.v_head_dim = c.v_head_dim;
+  a.rope_type = c.rope_type == RopeType::Yarn ? "yarn" : c.multi_latent_attention ? "rope" : "";
+  a.rotary_scaling_factor = c.rotary_scaling_factor;
+  a.mscale = c.mscale;
+  a.mscale_all_dim = c.mscale_all_dim;
+  a.original_max_position_embeddings = c.original_max_position_embeddings;
   a.bf16 = c.params_dtype == DType::BF16;
   a.fp16 = c.params_dtype == DType::F16;
   a.tensor_model_parallel_size = tp;
@@ -205,6 +227,18 @@ TransformerConfig config_from_checkpoint_args(const nlohmann::json& j, const std
     c.add_qkv_bias = get("add_qkv_bias").get<bool>();
     c.qk_layernorm = get("qk_layernorm").get<bool>();
     c.untie_embeddings_and_output_weights = get("untie_embeddings_and_output_weights").get<bool>();
+    // Multi-latent attention and YaRN (recorded only where used).
+    c.multi_latent_attention = j.value("multi_latent_attention", false);
+    c.q_lora_rank = j.value("q_lora_rank", c.q_lora_rank);
+    c.kv_lora_rank = j.value("kv_lora_rank", c.kv_lora_rank);
+    c.qk_head_dim = j.value("qk_head_dim", c.qk_head_dim);
+    c.qk_pos_emb_head_dim = j.value("qk_pos_emb_head_dim", c.qk_pos_emb_head_dim);
+    c.v_head_dim = j.value("v_head_dim", c.v_head_dim);
+    c.rope_type = j.value("rope_type", std::string("rope")) == "yarn" ? RopeType::Yarn : RopeType::Rope;
+    c.rotary_scaling_factor = j.value("rotary_scaling_factor", c.rotary_scaling_factor);
+    c.mscale = j.value("mscale", c.mscale);
+    c.mscale_all_dim = j.value("mscale_all_dim", c.mscale_all_dim);
+    c.original_max_position_embeddings = j.value("original_max_position_embeddings", c.original_max_position_embeddings);
     read_recorded_moe_args(j, c);  // the experts (none before MoE; defaults for settings not recorded)
   } catch (const nlohmann::json::exception& e) {
     MT_USER_ERROR("{}: the checkpoint's arguments are malformed ({})", where, e.what());

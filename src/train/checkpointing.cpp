@@ -78,6 +78,23 @@ nlohmann::json args_to_json(const TrainingArgs& a, const TransformerConfig& cfg)
   j["vocab_size"] = cfg.vocab_size;
   j["padded_vocab_size"] = cfg.padded_vocab_size;
   if (cfg.is_moe()) j["moe_ffn_hidden_size"] = cfg.moe_ffn_size();
+  // Multi-latent attention and YaRN: recorded only where used (other checkpoints keep their args).
+  if (cfg.multi_latent_attention) {
+    j["multi_latent_attention"] = true;
+    j["q_lora_rank"] = cfg.q_lora_rank;
+    j["kv_lora_rank"] = cfg.kv_lora_rank;
+    j["qk_head_dim"] = cfg.qk_head_dim;
+    j["qk_pos_emb_head_dim"] = cfg.qk_pos_emb_head_dim;
+    j["v_head_dim"] = cfg.v_head_dim;
+  }
+  if (cfg.multi_latent_attention || cfg.rope_type == RopeType::Yarn)
+    j["rope_type"] = cfg.rope_type == RopeType::Yarn ? "yarn" : "rope";
+  if (cfg.rope_type == RopeType::Yarn) {
+    j["rotary_scaling_factor"] = cfg.rotary_scaling_factor;
+    j["mscale"] = cfg.mscale;
+    j["mscale_all_dim"] = cfg.mscale_all_dim;
+    j["original_max_position_embeddings"] = cfg.original_max_position_embeddings;
+  }
   return j;
 }
 
@@ -301,7 +318,10 @@ TrainProgress TrainCheckpointer::load(const TrainProgress& fresh) {
                         "position_embedding_type", "rotary_base", "rotary_percent", "use_rope_scaling",
                         "rope_scaling_factor", "disable_bias_linear", "add_qkv_bias", "qk_layernorm",
                         "untie_embeddings_and_output_weights", "num_experts", "moe_ffn_hidden_size",
-                        "moe_layer_freq", "moe_shared_expert_intermediate_size", "moe_router_enable_expert_bias"},
+                        "moe_layer_freq", "moe_shared_expert_intermediate_size", "moe_router_enable_expert_bias",
+                        "multi_latent_attention", "q_lora_rank", "kv_lora_rank", "qk_head_dim", "qk_pos_emb_head_dim",
+                        "v_head_dim", "rope_type", "rotary_scaling_factor", "mscale", "mscale_all_dim",
+                        "original_max_position_embeddings"},
                        ck.path());
   } catch (const nlohmann::json::exception& e) {
     malformed(e);

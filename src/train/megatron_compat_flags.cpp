@@ -135,15 +135,6 @@ const std::vector<CompatFlag>& megatron_compat_flags() {
       {"--cpu-offloading-weights", 0, NO, "activation offloading to host memory (use --recompute-granularity)"},
       {"--hierarchical-context-parallel-sizes", -1, NO,
        "hierarchical context parallelism (a2a+p2p; use --cp-comm-type p2p or a2a)"},
-      {"--multi-latent-attention", 0, NO, "multi-latent attention (use grouped-query attention)"},
-      {"--q-lora-rank", 1, NO, "multi-latent attention (use grouped-query attention)"},
-      {"--kv-lora-rank", 1, NO, "multi-latent attention (use grouped-query attention)"},
-      {"--qk-head-dim", 1, NO, "multi-latent attention (use --kv-channels)"},
-      {"--qk-pos-emb-head-dim", 1, NO, "multi-latent attention (use --kv-channels)"},
-      {"--v-head-dim", 1, NO, "multi-latent attention (use --kv-channels)"},
-      {"--rotary-scaling-factor", 1, NO, "YaRN RoPE scaling of multi-latent attention (use --use-rope-scaling)"},
-      {"--mscale", 1, NO, "YaRN RoPE scaling of multi-latent attention"},
-      {"--mscale-all-dim", 1, NO, "YaRN RoPE scaling of multi-latent attention"},
       {"--mtp-num-layers", 1, NO, "multi-token prediction"},
       {"--mtp-loss-scaling-factor", 1, NO, "multi-token prediction"},
       {"--squared-relu", 0, NO, "the squared-ReLU MLP activation (use the default GeLU or --swiglu)"},
@@ -196,7 +187,6 @@ const std::vector<CompatFlag>& megatron_compat_flags() {
       {"--export-te-mcore-model", 0, NO, "knowledge distillation (ModelOpt)"},
       {"--export-kd-teacher-load", 1, NO, "knowledge distillation (ModelOpt)"},
       {"--export-kd-cfg", 1, NO, "knowledge distillation (ModelOpt)"},
-      {"--rope-type", 1, NO, "YaRN RoPE (rope is built)", {"rope"}},
   };
   return flags;
 }

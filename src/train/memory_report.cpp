@@ -47,15 +47,41 @@ struct Counter {
     return (input ? act(N, C) : 0) + act(N, f1 / tp) + (act_recomputed ? 0 : act(N, f / tp));
   }
 
-  // What layer `l` (global number) keeps from forward to backward, without full recomputation.
-  int64_t layer(int number) const {
-    const RecomputeModules rm = c.selective_recompute();
-    int64_t b = act(n, C) + norm_stats();  // the input (ln1's x) and ln1's statistics
-    if (!rm.layernorm) b += act(N, C);     // ln1's output, linear_qkv's input
+  // SelfAttention's Saved: linear_qkv's input (ln1's output, gathered under SP), qkv (and its
+  // pre-norm copy and statistics with q/k norm), core attention's output (linear_proj's input) and
+  // log-sum-exp.
+  int64_t attention(const RecomputeModules& rm) const {
+    int64_t b = rm.layernorm ? 0 : act(N, C);
     const int64_t qkv = int64_t(c.query_projection_size() + 2 * c.kv_projection_size()) / tp;
     b += act(N, qkv);
     if (c.qk_layernorm) b += act(N, qkv) + f32(N * (c.num_attention_heads + c.query_groups()) / tp);
     if (!rm.core_attn) b += act(N, c.query_projection_size() / tp) + f32(N * c.num_attention_heads / tp);  // out, lse
+    return b;
+  }
+
+  // MLASelfAttention's Saved (multi_latent_attention.h), H = heads / TP, D = max(Dn + R, Dv):
+  // the down projections' input (ln1's output, this rank's n rows: they are replicated; without q
+  // LoRA linear_q_proj's is it too, or its own gathered copy under SP); the latents' norms' inputs
+  // and statistics (with --qk-layernorm, n rows); the up projections' inputs (gathered: N rows);
+  // the packed [N, H, 3, D] core-attention input, its output [N, H, D], lse and linear_proj's input
+  // (the output's first Dv columns, a copy) unless core_attn is recomputed.
+  int64_t mla(const RecomputeModules& rm) const {
+    const int64_t H = c.num_attention_heads / tp, L = c.kv_lora_rank, Lq = c.q_lora_rank;
+    const int64_t D = std::max(c.qk_head_dim + c.qk_pos_emb_head_dim, c.v_head_dim);
+    int64_t b = 0;
+    if (!rm.layernorm) b += act(n, C) + (Lq == 0 && sp() ? act(N, C) : 0);
+    if (Lq > 0) b += act(N, Lq) + (c.qk_layernorm ? act(n, Lq) + f32(n) : 0);
+    b += act(N, L) + (c.qk_layernorm ? act(n, L) + f32(n) : 0);
+    b += act(N, H * 3 * D);
+    if (!rm.core_attn) b += act(N, H * D) + f32(N * H) + act(N, H * c.v_head_dim);
+    return b;
+  }
+
+  // What layer `l` (global number) keeps from forward to backward, without full recomputation.
+  int64_t layer(int number) const {
+    const RecomputeModules rm = c.selective_recompute();
+    int64_t b = act(n, C) + norm_stats();  // the input (ln1's x) and ln1's statistics
+    b += c.multi_latent_attention ? mla(rm) : attention(rm);
     b += act(n, C) + norm_stats();  // x1 = x + attention (ln2's x) and ln2's statistics
     if (!c.is_moe_layer(number)) {
       if (rm.mlp) return b + (rm.layernorm ? 0 : act(n, C));  // the MLP's input only
@@ -116,12 +142,25 @@ MemoryEstimate estimate_memory(const TransformerConfig& c, const MemoryLayout& l
     const int64_t f1 = (c.gated_linear_unit ? 2 : 1) * f;
     return (f1 * C + f * C) / tp + (c.add_bias_linear ? f1 / tp + C : 0);
   };
+  const int64_t attn_params = qkv * C / tp + (c.has_qkv_bias() ? qkv / tp : 0) +
+                              (c.qk_layernorm ? 2 * c.head_dim() : 0) + int64_t(c.query_projection_size()) * C / tp +
+                              (c.add_bias_linear ? C : 0);
+  // Multi-latent attention: the down projections and the latents' RMSNorms replicated, the up
+  // projections and linear_proj split over TP (multi_latent_attention.h).
+  int64_t mla_params = 0;
+  if (c.multi_latent_attention) {
+    const int64_t H = c.num_attention_heads, Lq = c.q_lora_rank, L = c.kv_lora_rank, R = c.qk_pos_emb_head_dim;
+    const int64_t b = c.add_bias_linear ? 1 : 0, q_out = H * (c.qk_head_dim + R);
+    auto linear = [&](int64_t in, int64_t out, int64_t split) { return (in * out + b * out) / split; };
+    mla_params = (Lq > 0 ? linear(C, Lq, 1) + (c.qk_layernorm ? Lq : 0) + linear(Lq, q_out, tp) : linear(C, q_out, tp)) +
+                 linear(C, L + R, 1) + (c.qk_layernorm ? L : 0) + linear(L, H * (c.qk_head_dim + c.v_head_dim), tp) +
+                 H * c.v_head_dim * C / tp + b * C;
+  }
   for (const ModelChunkConfig& ch : l.chunks) {
     if (ch.pre_process)
       dense += c.padded_vocab_size / tp * C + (c.learned_positions() ? int64_t(c.max_position_embeddings) * C : 0);
     for (int i = ch.first_layer; i < ch.first_layer + ch.num_layers; ++i) {
-      dense += 2 * ln + qkv * C / tp + (c.has_qkv_bias() ? qkv / tp : 0) + (c.qk_layernorm ? 2 * c.head_dim() : 0) +
-               int64_t(c.query_projection_size()) * C / tp + (c.add_bias_linear ? C : 0);
+      dense += 2 * ln + (c.multi_latent_attention ? mla_params : attn_params);
       if (!c.is_moe_layer(i)) {
         dense += mlp_params(c.ffn_hidden_size);
         continue;

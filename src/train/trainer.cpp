@@ -79,6 +79,19 @@ TransformerConfig model_config(const TrainingArgs& a, int64_t vocab, int tp) {
   c.rotary_percent = float(a.rotary_percent);
   c.rope_scaling = a.use_rope_scaling;
   c.rope_scaling_factor = float(a.rope_scaling_factor);
+  c.multi_latent_attention = a.multi_latent_attention;
+  c.q_lora_rank = a.q_lora_rank;
+  c.kv_lora_rank = a.kv_lora_rank;
+  c.qk_head_dim = a.qk_head_dim;
+  c.qk_pos_emb_head_dim = a.qk_pos_emb_head_dim;
+  c.v_head_dim = a.v_head_dim;
+  // Megatron: MLA takes YaRN unless --rope-type rope says otherwise.
+  c.rope_type = a.rope_type == "yarn" || (a.rope_type.empty() && a.multi_latent_attention) ? RopeType::Yarn
+                                                                                          : RopeType::Rope;
+  c.rotary_scaling_factor = float(a.rotary_scaling_factor);
+  c.mscale = float(a.mscale);
+  c.mscale_all_dim = float(a.mscale_all_dim);
+  c.original_max_position_embeddings = a.original_max_position_embeddings;
   c.untie_embeddings_and_output_weights = a.untie_embeddings_and_output_weights;
   c.seq_length = a.seq_length;
   c.max_position_embeddings = a.max_position_embeddings > 0 ? a.max_position_embeddings : a.seq_length;

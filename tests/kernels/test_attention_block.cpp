@@ -177,13 +177,13 @@ struct Reference {
 };
 
 // out, lse and the analytic gradients of L = <out, dout> in double, with the kernel's layouts:
-// s_ij = q_i.k_j / sqrt(D) over the visible keys, P = softmax_j(s), out_i = sum_j P_ij z_ij v_j;
+// s_ij = q_i.k_j / sqrt(D) (or times cfg.softmax_scale when set) over the visible keys, P = softmax_j(s), out_i = sum_j P_ij z_ij v_j;
 // dv_j = sum_i P_ij z_ij dO_i, dP_ij = z_ij dO_i.v_j, dS_ij = P_ij (dP_ij - dO_i.out_i),
 // dq_i = sum_j dS_ij k_j / sqrt(D), dk_j = sum_i dS_ij q_i / sqrt(D) (over the group's heads).
 Reference reference(const std::vector<double>& qkv, const std::vector<double>& kv, const std::vector<double>& dout,
                     const AttentionMask& mask, const BlockDims& d, const AttentionConfig& cfg) {
   const int64_t hpg = d.per_group(), D = d.D;
-  const double scale = 1 / std::sqrt(double(D));
+  const double scale = cfg.softmax_scale > 0 ? double(cfg.softmax_scale) : 1 / std::sqrt(double(D));
   const bool docs = mask.q_doc.defined();
   auto q_at = [&](int64_t b, int64_t i, int64_t h, int64_t c) {
     return size_t((((b * d.Tq + i) * d.G + h / hpg) * (hpg + 2) + h % hpg) * D + c);
@@ -260,13 +260,11 @@ Reference reference(const std::vector<double>& qkv, const std::vector<double>& k
 // fp32 kernel is held to |got - want| <= 1e-5 (1 + |want|) of the double reference: its sums
 // run over <= 90 keys and D = 16 in fp32 (errors of a few 1e-7 relative), far below any
 // masking or dropout mistake (O(0.1)).
-class AttentionBlockReference : public ::testing::TestWithParam<float> {};
-
-TEST_P(AttentionBlockReference, MatchesMaskedSoftmaxAndItsGradientInDouble) {
-  const float p = GetParam();
+void check_against_reference(float p, float softmax_scale) {
   const int64_t S = 160;
   const BlockDims d{2, 100, 90, 4, 2, 16};
   AttentionConfig cfg = block_config(d, p);
+  cfg.softmax_scale = softmax_scale;
   cfg.batch_offset = 1;  // as a data-parallel rank's samples [1, 3) and a tensor-parallel rank's heads [4, 8) of 8
   cfg.head_offset = 4;
   cfg.total_heads = 8;
@@ -286,6 +284,13 @@ TEST_P(AttentionBlockReference, MatchesMaskedSoftmaxAndItsGradientInDouble) {
   expect_close(to_vec(dq), want.dq, 1e-5, 1e-5, "dq");
   expect_close(to_vec(dkv), want.dkv, 1e-5, 1e-5, "dkv");
 }
+
+class AttentionBlockReference : public ::testing::TestWithParam<float> {};
+
+TEST_P(AttentionBlockReference, MatchesMaskedSoftmaxAndItsGradientInDouble) { check_against_reference(GetParam(), 0.0f); }
+
+// Multi-latent attention's explicit softmax scale (context parallelism runs MLA through this kernel).
+TEST(AttentionBlockReferenceScaled, AnExplicitSoftmaxScaleIsApplied) { check_against_reference(0.25f, 0.4f); }
 
 INSTANTIATE_TEST_SUITE_P(WithAndWithoutDropout, AttentionBlockReference, ::testing::Values(0.0f, 0.25f),
                          [](const auto& info) { return info.param > 0 ? "dropout" : "no_dropout"; });

@@ -5,7 +5,8 @@
 // dS = P (dP Z - rowsum(dO O)), dQ = scale dS K, dK = scale dS^T Q, where a shared key or value
 // head sums the dK, dV of its group's query heads. (test_attention.cpp checks the small shapes
 // against finite differences.) Tolerance 2e-5 relative + absolute: fp32 products of length
-// <= 200 over values of order 1.
+// <= 200 over values of order 1. A set softmax_scale (multi-latent attention's) replaces 1/sqrt(D)
+// as `scale` everywhere above.
 #include "core/rng.h"
 #include "kernels/attention.h"
 #include "kernels/kernel_testing.h"
@@ -18,15 +19,17 @@ using namespace mt::testing;
 struct CpuCase {
   int64_t H, G;
   float dropout_p;
+  float softmax_scale = 0.0f;  // 0: 1/sqrt(D)
 };
 
 class AttentionCpu : public ::testing::TestWithParam<CpuCase> {};
 
 TEST_P(AttentionCpu, MatchesDoublePrecisionForwardAndBackwardAcrossBlocks) {
-  const auto [H, G, p] = GetParam();
+  const auto [H, G, p, softmax_scale] = GetParam();
   const int64_t B = 1, T = 200, D = 64, hpg = H / G;
   AttentionConfig cfg{int(H), int(D), p, /*seed=*/7, /*stream=*/rng_stream("test/attention_cpu")};
   cfg.n_query_groups = int(G);
+  cfg.softmax_scale = softmax_scale;
   const Shape qkv_shape{B, T, G, hpg + 2, D};
   const auto x = random_vec(size_t(B * T * (H + 2 * G) * D), 1, -1, 1), g = random_vec(size_t(B * T * H * D), 2);
   Tensor qkv = from_vec(x, qkv_shape), out = Tensor::empty({B, T, H, D}, DType::F32);
@@ -35,7 +38,7 @@ TEST_P(AttentionCpu, MatchesDoublePrecisionForwardAndBackwardAcrossBlocks) {
   attention_backward(from_vec(g, {B, T, H, D}), qkv, out, lse, dqkv, cfg);
 
   std::vector<double> want_out(size_t(B * T * H * D)), want_lse(size_t(B * H * T)), want_d(x.size(), 0.0);
-  const double scale = 1 / std::sqrt(double(D));
+  const double scale = softmax_scale > 0 ? double(softmax_scale) : 1 / std::sqrt(double(D));
   // Element (t, c) of query head h (which = 0) or of its group's key (1) or value (2) head.
   auto index = [&](int64_t t, int64_t h, int64_t which, int64_t c) {
     const int64_t slot = which == 0 ? h % hpg : hpg + which - 1;
@@ -98,12 +101,14 @@ std::string cpu_case_name(const ::testing::TestParamInfo<CpuCase>& info) {
   std::string name = "H";  // appended piecewise: GCC 12 warns (-Wrestrict) on "H" + std::string
   name += std::to_string(info.param.H) + "_G" + std::to_string(info.param.G);
   if (info.param.dropout_p > 0) name += "_dropout";
+  if (info.param.softmax_scale > 0) name += "_scaled";
   return name;
 }
 
 INSTANTIATE_TEST_SUITE_P(HeadsGroupsAndDropout, AttentionCpu,
                          ::testing::Values(CpuCase{2, 2, 0.0f}, CpuCase{2, 2, 0.2f}, CpuCase{8, 2, 0.0f},
-                                           CpuCase{8, 2, 0.2f}, CpuCase{8, 1, 0.0f}, CpuCase{8, 1, 0.2f}),
+                                           CpuCase{8, 2, 0.2f}, CpuCase{8, 1, 0.0f}, CpuCase{8, 1, 0.2f},
+                                           CpuCase{2, 2, 0.0f, 0.3f}, CpuCase{8, 2, 0.2f, 0.3f}),
                          cpu_case_name);
 
 }  // namespace

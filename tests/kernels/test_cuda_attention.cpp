@@ -267,5 +267,35 @@ INSTANTIATE_TEST_SUITE_P(
                       GqaCase{DType::F16, 4, 64, 0.0f}),
     gqa_name);
 
+// An explicit softmax_scale (multi-latent attention's 1/sqrt(qk dim) x mscale^2 on zero-padded
+// heads): the native kernel (fp32 with and without dropout) and cuDNN (bf16, its attn_scale) both
+// apply it as the CPU does, and it is not the default 1/sqrt(D) (the CPU result differs).
+TEST(CudaAttentionSoftmaxScale, NativeAndCudnnApplyTheScaleAsTheCpu) {
+  if (mt::cuda_device_count() == 0) GTEST_SKIP() << "no CUDA device";
+  for (const float p : {0.0f, 0.1f}) {
+    AttentionConfig cfg{4, 64, p, 77, rng_stream("test/cuda_attention_scale")};
+    cfg.n_query_groups = 4;
+    cfg.softmax_scale = 0.37f;
+    BackendScope scope(AttentionBackend::Native);
+    check_config_matches_cpu(cfg, DType::F32, 2, false, {37, 130});
+  }
+  if (attention_has_cudnn()) {
+    AttentionConfig cfg{4, 64, 0.0f, 0, 0};
+    cfg.softmax_scale = 0.37f;
+    BackendScope scope(AttentionBackend::Cudnn);
+    EXPECT_NO_THROW(check_config_matches_cpu(cfg, DType::BF16, 2, true, {37, 130}));
+  }
+  // The scale is applied at all: lse differs from the default's.
+  const int64_t B = 1, T = 9, H = 2, D = 16;
+  Tensor qkv = to_gpu(random_tensor({B, T, H, 3, D}, DType::F32, 5));
+  AttentionConfig def{int(H), int(D), 0.0f, 0, 0}, scaled = def;
+  scaled.softmax_scale = 0.9f;
+  Tensor out = poisoned({B, T, H, D}, DType::F32), lse_def = poisoned({B, H, T}, DType::F32);
+  Tensor lse_scaled = poisoned({B, H, T}, DType::F32);
+  attention_forward(qkv, out, lse_def, def);
+  attention_forward(qkv, out, lse_scaled, scaled);
+  EXPECT_GT(rel_err(lse_scaled, lse_def), 1e-3);
+}
+
 }  // namespace
 }  // namespace mt

@@ -57,11 +57,12 @@ struct BlockCase {
   int64_t G, D;
   float p;
   bool docs;
+  float softmax_scale = 0.0f;  // multi-latent attention's explicit scale (0: 1/sqrt(D))
 };
 
 std::string block_case_name(const BlockCase& c) {
   return std::string(name_of(c.dt)) + "_G" + std::to_string(c.G) + "_D" + std::to_string(c.D) +
-         (c.p > 0 ? "_dropout" : "") + (c.docs ? "_docs" : "");
+         (c.p > 0 ? "_dropout" : "") + (c.docs ? "_docs" : "") + (c.softmax_scale > 0 ? "_scaled" : "");
 }
 std::string block_name(const ::testing::TestParamInfo<BlockCase>& info) { return block_case_name(info.param); }
 void PrintTo(const BlockCase& c, std::ostream* os) { *os << block_case_name(c); }
@@ -79,6 +80,7 @@ TEST_P(CudaAttentionBlock, AllOpsMatchCpu) {
   cfg.batch_offset = 3;  // a data-parallel rank's samples [3, 5), a tensor-parallel rank's heads [8, 16) of 24
   cfg.head_offset = 8;
   cfg.total_heads = 24;
+  cfg.softmax_scale = c.softmax_scale;
   const auto docs = c.docs ? random_documents(d.B, S, 4, 1) : std::vector<std::vector<int32_t>>{};
   const Shape qkv_own = d.qkv();  // both ranks hold Tq = Tk = 74 tokens
 
@@ -142,7 +144,8 @@ INSTANTIATE_TEST_SUITE_P(Cases, CudaAttentionBlock,
                                            BlockCase{DType::F32, 2, 16, 0.0f, false},
                                            BlockCase{DType::BF16, 2, 128, 0.1f, true},
                                            BlockCase{DType::BF16, 1, 80, 0.0f, false},
-                                           BlockCase{DType::F16, 4, 16, 0.2f, true}),
+                                           BlockCase{DType::F16, 4, 16, 0.2f, true},
+                                           BlockCase{DType::F32, 8, 32, 0.1f, true, 0.3f}),
                          block_name);
 
 TEST(CudaAttentionBlockDeterminism, ForwardAndBackwardAreBitReproducible) {

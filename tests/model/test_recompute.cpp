@@ -1,7 +1,8 @@
 // Activation recomputation (--recompute-granularity full|selective, --recompute-method,
 // --recompute-num-layers, --recompute-modules, --recompute-gelu): every option gives the same
 // losses, gradients and MoE metrics as keeping every activation, bit for bit on CPU, with dropout
-// on, for GPT, a Llama-like and an MoE model; and each one keeps less between forward and backward.
+// on, for GPT, a Llama-like, an MoE and a multi-latent-attention model; and each one keeps less
+// between forward and backward.
 #include <gtest/gtest.h>
 
 #include <functional>
@@ -55,6 +56,25 @@ TransformerConfig moe() {
   c.moe_layer_pattern = {1, 0, 1, 1};  // a dense layer among them
   c.moe_aux_loss_coeff = 0.01f;
   c.moe_z_loss_coeff = 0.001f;
+  return c;
+}
+
+// DeepSeek-like multi-latent attention (q LoRA, the latents' RMSNorms, YaRN) on the Llama-like block.
+TransformerConfig mla(int q_lora_rank = 12) {
+  TransformerConfig c = llama();
+  c.multi_latent_attention = true;
+  c.num_query_groups = 0;
+  c.qk_layernorm = true;
+  c.q_lora_rank = q_lora_rank;
+  c.kv_lora_rank = 10;
+  c.qk_head_dim = 8;
+  c.qk_pos_emb_head_dim = 4;
+  c.v_head_dim = 6;
+  c.rope_type = RopeType::Yarn;
+  c.rotary_scaling_factor = 4.0f;
+  c.original_max_position_embeddings = 8;
+  c.mscale = 0.9f;
+  c.mscale_all_dim = 0.8f;
   return c;
 }
 
@@ -197,6 +217,20 @@ TEST(Recompute, GptEveryOptionIsBitIdentical) { every_option_is_bit_identical(gp
 TEST(Recompute, LlamaEveryOptionIsBitIdentical) { every_option_is_bit_identical(llama()); }
 TEST(Recompute, MoeEveryOptionIsBitIdentical) { every_option_is_bit_identical(moe()); }
 
+// Multi-latent attention: core_attn reruns its core attention from the packed qkv, layernorm
+// drops the down projections' input (linear_q_proj's without q LoRA); full reruns the layers.
+TEST(Recompute, MlaEveryOptionIsBitIdentical) { every_option_is_bit_identical(mla()); }
+TEST(Recompute, MlaWithoutQLoraIsBitIdenticalToo) {
+  const TransformerConfig base = mla(0);
+  const StepResult keep = train_step(base);
+  for (const Option& o : {full(RecomputeMethod::Uniform, 2), full(RecomputeMethod::Block, 1), selective({"core_attn"}),
+                          selective({"layernorm"}), selective({"core_attn", "layernorm", "mlp"})}) {
+    TransformerConfig c = base;
+    o.set(c);
+    expect_identical(keep, train_step(c), o.name);
+  }
+}
+
 TEST(Recompute, QkNormAndChunkedLossAreBitIdenticalToo) {
   TransformerConfig base = llama();
   base.qk_layernorm = true;
@@ -211,7 +245,7 @@ TEST(Recompute, QkNormAndChunkedLossAreBitIdenticalToo) {
 
 // What is held between forward and backward drops with every option, and most with full.
 TEST(Recompute, EveryOptionKeepsLessBetweenForwardAndBackward) {
-  for (const TransformerConfig& base : {gpt(), llama(), moe()}) {
+  for (const TransformerConfig& base : {gpt(), llama(), moe(), mla(), mla(0)}) {
     const size_t keep = train_step(base).kept_bytes;
     std::vector<Option> options = {full(RecomputeMethod::Uniform, 1), full(RecomputeMethod::Uniform, 4),
                                    full(RecomputeMethod::Block, 2), selective({"core_attn"}),
@@ -235,7 +269,7 @@ TEST(Recompute, EveryOptionKeepsLessBetweenForwardAndBackward) {
 }
 
 TEST(Recompute, Bf16IsBitIdenticalToo) {
-  for (TransformerConfig base : {gpt(), moe()}) {
+  for (TransformerConfig base : {gpt(), moe(), mla()}) {
     base.params_dtype = DType::BF16;
     const StepResult keep = train_step(base);
     for (const Option& o : {full(RecomputeMethod::Uniform, 2), full(RecomputeMethod::Block, 1),

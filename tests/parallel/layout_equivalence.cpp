@@ -5,7 +5,8 @@
 // The model is a GPT without dropout unless the layout says otherwise: :llama (RMSNorm, SwiGLU,
 // grouped-query attention 8 heads / 2 groups, RoPE, untied, no biases), :llama31 (the same with
 // Llama 3.1's RoPE scaling), :qwen (Llama plus q/k norm and QKV bias); :drop turns on hidden and
-// attention dropout 0.1 (every layout must draw the single rank's masks).
+// attention dropout 0.1 (every layout must draw the single rank's masks); :mla puts multi-latent
+// attention with YaRN into the model (alone: into :llama; mpi_training.h's with_mla).
 //
 //   layout_equivalence tp2 tp1:distopt tp2:sp ...   (tpN: tensor-parallel size, the rest of
 //                                                     the world is data-parallel; :sp sequence
@@ -68,7 +69,9 @@ TrainingArgs model_for(const std::string& spec) {
                    : spec.find(":llama31") != std::string::npos ? testing::tiny_llama_args(300, 32, true)
                    : spec.find(":llama") != std::string::npos ? testing::tiny_llama_args(300, 32)
                    : spec.find(":qwen") != std::string::npos  ? testing::tiny_qwen_args(300, 32)
+                   : spec.find(":mla") != std::string::npos   ? testing::tiny_llama_args(300, 32)
                                                               : testing::tiny_training_args(300, 32);
+  if (spec.find(":mla") != std::string::npos) a = testing::with_mla(a);
   if (spec.find(":drop") != std::string::npos) a.hidden_dropout = a.attention_dropout = 0.1f;
   // MoE capacity: each expert keeps ceil(tokens x k / E x 1.0) rows; the rest are dropped (the
   // same tokens in every layout), by probability or (:position) by position.
@@ -101,7 +104,8 @@ std::string model_key(const std::string& spec) {
                            (spec.find(":global") != std::string::npos ? ":global" : "") +
                            (spec.find(":reset") != std::string::npos ? ":reset" : "") +
                            (option(spec, ":seq") > 0 ? ":seq" + std::to_string(option(spec, ":seq")) : "") +
-                           (spec.find(":gqa4") != std::string::npos ? ":gqa4" : "");
+                           (spec.find(":gqa4") != std::string::npos ? ":gqa4" : "") +
+                           (spec.find(":mla") != std::string::npos ? ":mla" : "");
   for (const char* m : {":dsmoe", ":mixtral", ":qwenmoe", ":llama31", ":llama", ":qwen"})
     if (spec.find(m) != std::string::npos) return std::string(m) + tail;
   return tail;

@@ -119,6 +119,28 @@ inline TrainingArgs tiny_deepseek_moe_args(int64_t vocab, int64_t divisible_by) 
   return a;
 }
 
+// Multi-latent attention on a model's budget (DeepSeek-V3's attention): 4 heads, q LoRA 16, kv LoRA
+// 16, q/k heads 8 + RoPE 4, value heads 8, the latents' RMSNorms, YaRN x4 over 8 positions (the
+// interpolated band is hit at seq 16) with mscale 1 / all-dim 0.7 (tables and softmax scaled).
+inline TrainingArgs with_mla(TrainingArgs a) {
+  a.multi_latent_attention = true;
+  a.group_query_attention = false;
+  a.num_query_groups = 1;  // TrainingArgs' default (a value without --group-query-attention is refused)
+  a.num_attention_heads = 4;
+  a.q_lora_rank = 16;
+  a.kv_lora_rank = 16;
+  a.qk_head_dim = 8;
+  a.qk_pos_emb_head_dim = 4;
+  a.v_head_dim = 8;
+  a.qk_layernorm = true;
+  a.rope_type = "yarn";
+  a.rotary_scaling_factor = 4;
+  a.original_max_position_embeddings = 8;
+  a.mscale = 1.0;
+  a.mscale_all_dim = 0.7;
+  return a;
+}
+
 // Trains with `groups` (null: the world's layout from the arguments), log lines to /dev/null.
 inline TrainResult run_training(const TrainingArgs& a, ProcessGroups* groups = nullptr) {
   static std::FILE* devnull = std::fopen("/dev/null", "w");

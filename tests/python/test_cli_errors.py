@@ -173,6 +173,14 @@ LLAMA = ["--normalization", "RMSNorm", "--swiglu", "--position-embedding-type", 
     (["--num-experts", "4", "--moe-router-num-groups", "2"], ["--moe-router-num-groups 2", "--moe-router-group-topk 0"]),
     (["--num-experts", "4", "--moe-router-num-groups", "3", "--moe-router-group-topk", "1"], ["--moe-router-num-groups 3"]),
     (["--num-experts", "4", "--moe-router-dtype", "bf16"], ["--moe-router-dtype 'bf16'"]),
+    (["--multi-latent-attention", "--kv-lora-rank", "0"], ["--kv-lora-rank"]),
+    (["--multi-latent-attention", "--q-lora-rank", "-1"], ["--q-lora-rank -1"]),
+    (["--multi-latent-attention", "--qk-pos-emb-head-dim", "3"], ["--qk-pos-emb-head-dim 3", "even"]),
+    (["--multi-latent-attention", "--group-query-attention", "--num-query-groups", "1"], ["--group-query-attention",
+                                                                                          "--multi-latent-attention"]),
+    (["--rope-type", "ntk"], ["--rope-type 'ntk'", "rope or yarn"]),
+    (["--rope-type", "yarn", "--use-rope-scaling"], ["--rope-type yarn", "--use-rope-scaling"]),
+    (["--rope-type", "yarn", "--rotary-scaling-factor", "0"], ["--rotary-scaling-factor 0"]),
 ])
 def test_bad_architecture_is_one_line_exit_2(build_dir, flags, needles):
     base = [f for f in TINY + LLAMA + ["--ffn-hidden-size", "32"]]

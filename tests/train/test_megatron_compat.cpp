@@ -166,13 +166,13 @@ TEST(MegatronImplications, NoPositionEmbeddingAndIgnoredFlags) {
 TEST(NotSupportedYet, NamesEveryMissingFeatureBeforeAnyLayoutCheck) {
   TrainingArgs a;
   a.megatron_flags["--fp8-format"] = {"hybrid"};
-  a.megatron_flags["--multi-latent-attention"] = {};
+  a.megatron_flags["--mtp-num-layers"] = {"1"};
   a.megatron_flags["--hierarchical-context-parallel-sizes"] = {"2", "2"};
   a.hidden_size = 100;  // also not divisible by the heads: the feature error comes first
   EXPECT_EQ(validation_error(a),
             "not supported yet: --fp8-format hybrid: fp8 training (train in --bf16); "
             "--hierarchical-context-parallel-sizes 2 2: hierarchical context parallelism (a2a+p2p; use --cp-comm-type "
-            "p2p or a2a); --multi-latent-attention: multi-latent attention (use grouped-query attention)");
+            "p2p or a2a); --mtp-num-layers 1: multi-token prediction");
   // A value we have is accepted; another is not.
   TrainingArgs b;
   b.megatron_flags["--num-distributed-optimizer-instances"] = {"1"};

@@ -1,6 +1,7 @@
 // The memory report (train/memory_report.h): how the prediction follows the layout and the
 // recomputation choices, and that it lands within 10% of the measured host-tensor peak of a few
-// training iterations on CPU, for GPT and a Llama-like model, with and without recomputation.
+// training iterations on CPU, for GPT, a Llama-like, an MoE and a multi-latent-attention model,
+// with and without recomputation.
 #include <gtest/gtest.h>
 
 #include <cstdio>
@@ -83,6 +84,35 @@ TEST(MemoryReport, ActivationsFollowTheLayersSavedTensors) {
   // --recompute-gelu keeps fc1's output only: 4h less per layer.
   c.recompute_gelu = true;
   EXPECT_EQ(estimate_memory(c, one_rank(c)).activations_per_microbatch, keep.activations_per_microbatch - 4 * N * 4 * h * 4);
+}
+
+// Multi-latent attention keeps its own tensors (multi_latent_attention.h).
+TEST(MemoryReport, MlaActivationsFollowItsSavedTensors) {
+  TransformerConfig c = gpt_config();
+  c.multi_latent_attention = true;
+  c.qk_layernorm = true;
+  c.q_lora_rank = 16;
+  c.kv_lora_rank = 16;
+  c.qk_head_dim = 8;
+  c.qk_pos_emb_head_dim = 8;
+  c.v_head_dim = 16;  // D = 16
+  const MemoryEstimate keep = estimate_memory(c, one_rank(c));
+  // Per layer and token, fp32: input, ln1's output (the down projections' input), the q and kv
+  // latents' norm inputs and up projections' inputs (16 each, twice), the packed qkv (4 heads x 3 x 16),
+  // the core output (4 x 16), linear_proj's input (4 x 16), x1, ln2's output, fc1's and GeLU's
+  // output (4h each): 1152 elements; fp32 statistics: ln1, ln2 (2 each), the latents' RMSNorms (1
+  // each) and lse (one per head).
+  const int64_t N = 4 * 64, h = 64;
+  const int64_t layer = N * (1152 * 4 + 10 * 4);
+  EXPECT_EQ(keep.activations_per_microbatch, 4 * layer + N * (2 * h * 4 + 2 * 4));
+  // core_attn drops the output, its copy and lse; layernorm the norms' outputs.
+  c.recompute_granularity = RecomputeGranularity::Selective;
+  c.recompute_modules = parse_recompute_modules({"core_attn"});
+  EXPECT_EQ(estimate_memory(c, one_rank(c)).activations_per_microbatch,
+            keep.activations_per_microbatch - 4 * N * (128 * 4 + 4 * 4));
+  c.recompute_modules = parse_recompute_modules({"layernorm"});
+  EXPECT_EQ(estimate_memory(c, one_rank(c)).activations_per_microbatch,
+            keep.activations_per_microbatch - 4 * N * 2 * h * 4);
 }
 
 TEST(MemoryReport, RecomputationParallelismAndPipeliningChangeThePrediction) {
@@ -172,6 +202,36 @@ TEST(MemoryReport, PredictedPeakIsWithinTenPercentOfTheMeasuredHostPeak) {
     if (!modules.empty()) {
       a.recompute_granularity = "selective";
       a.recompute_modules = modules;
+    }
+    const TrainResult r = pretrain_gpt(a, devnull);
+    const double ratio = double(r.predicted_peak_bytes) / double(r.measured_peak_bytes);
+    std::printf("%-24s predicted %.2f MiB, measured %.2f MiB (%+.1f%%)\n", name.c_str(),
+                double(r.predicted_peak_bytes) / 1048576.0, double(r.measured_peak_bytes) / 1048576.0,
+                100.0 * (ratio - 1.0));
+    EXPECT_NEAR(ratio, 1.0, 0.10) << name;
+  }
+  // Multi-latent attention (with and without q LoRA), with and without recomputation.
+  for (int rc = 0; rc < 4; ++rc) {
+    TrainingArgs a = tiny(true);
+    a.multi_latent_attention = true;
+    a.group_query_attention = false;
+    a.num_query_groups = 1;
+    a.qk_layernorm = true;
+    a.q_lora_rank = rc == 3 ? 0 : 24;
+    a.kv_lora_rank = 16;
+    a.qk_head_dim = 16;
+    a.qk_pos_emb_head_dim = 8;
+    a.v_head_dim = 16;
+    std::string name = rc == 3 ? "mla no q lora" : "mla";
+    if (rc == 1) {
+      a.recompute_granularity = "selective";
+      a.recompute_modules = {"core_attn", "layernorm"};
+      name += " core_attn layernorm";
+    } else if (rc == 2) {
+      a.recompute_granularity = "full";
+      a.recompute_method = "uniform";
+      a.recompute_num_layers = 1;
+      name += " full uniform 1";
     }
     const TrainResult r = pretrain_gpt(a, devnull);
     const double ratio = double(r.predicted_peak_bytes) / double(r.measured_peak_bytes);

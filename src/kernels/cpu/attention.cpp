@@ -42,6 +42,7 @@ constexpr int64_t kBlock = 64;  // queries and keys per block; equal, so diagona
 struct Dims {
   int64_t B, T, H, G, D;
   int64_t batch_offset, head_offset, mask_heads;  // the dropout mask's coordinates (attention.h)
+  float scale;                                    // AttentionConfig::scale()
   int64_t per_group() const { return H / G; }
   int64_t qkv_token() const { return (H + 2 * G) * D; }  // qkv elements per token
   int64_t out_token() const { return H * D; }
@@ -114,7 +115,7 @@ AttentionHead head_of(const Dims& d, const DropMask& drop, const HeadDrop& hd) {
   AttentionHead h;
   h.T = d.T;
   h.D = d.D;
-  h.scale = 1.0f / std::sqrt(float(d.D));
+  h.scale = d.scale;
   if (drop.p > 0.0f) {
     h.dropout = &head_dropout;
     h.dropout_ctx = &hd;
@@ -219,7 +220,7 @@ void forward_t(const T* qkv, T* out, float* lse, const Dims& d, const DropMask& 
   if (const HeadKernels* x = head_kernels()) return forward_simd_t(*x, qkv, out, lse, d, drop);
 #endif
   const int64_t D = d.D;
-  const float scale = 1.0f / std::sqrt(float(D));
+  const float scale = d.scale;
 #pragma omp parallel
   {
     const size_t td = size_t(d.T * D);
@@ -275,7 +276,7 @@ void backward_t(const T* dout, const T* qkv, const T* out, const float* lse, T* 
   if (const HeadKernels* x = head_kernels()) return backward_simd_t(*x, dout, qkv, out, lse, dqkv, d, drop);
 #endif
   const int64_t D = d.D, hpg = d.per_group();
-  const float scale = 1.0f / std::sqrt(float(D));
+  const float scale = d.scale;
 #pragma omp parallel
   {
     const size_t td = size_t(d.T * D);
@@ -340,7 +341,7 @@ void backward_t(const T* dout, const T* qkv, const T* out, const float* lse, T* 
 
 Dims dims_of(const Tensor& qkv, const AttentionConfig& cfg) {
   return {qkv.size(0), qkv.size(1), cfg.n_heads, cfg.groups(), cfg.head_dim, cfg.batch_offset, cfg.head_offset,
-          cfg.mask_heads()};
+          cfg.mask_heads(), cfg.scale()};
 }
 DropMask mask_of(const AttentionConfig& cfg) {
   return {cfg.dropout_p, 1.0f / (1.0f - cfg.dropout_p), cfg.seed, cfg.stream};

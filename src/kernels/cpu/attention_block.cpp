@@ -41,6 +41,7 @@ constexpr float kInf = std::numeric_limits<float>::infinity();
 
 struct Dims {
   int64_t B, Tq, Tk, H, G, D;
+  float scale;  // AttentionConfig::scale()
   int64_t per_group() const { return H / G; }
   int64_t qkv_token() const { return (H + 2 * G) * D; }  // qkv elements per token
   int64_t kv_token() const { return 2 * G * D; }         // kv elements per token
@@ -124,7 +125,7 @@ template <class T>
 void forward_t(const T* qkv, const T* kv, const AttentionMask& mask, float* out, float* lse, const Dims& d,
                const DropMask& drop, const DropCoords& dc) {
   const int64_t D = d.D;
-  const float scale = 1.0f / std::sqrt(float(D));
+  const float scale = d.scale;
 #pragma omp parallel
   {
     std::vector<float> q(size_t(d.Tq * D)), k(size_t(d.Tk * D)), v(size_t(d.Tk * D)), o(size_t(kBlock * D)),
@@ -187,7 +188,7 @@ template <class T>
 void backward_t(const T* dout, const T* qkv, const T* kv, const T* out, const float* lse, const AttentionMask& mask,
                 float* dq_acc, float* dkv_acc, const Dims& d, const DropMask& drop, const DropCoords& dc) {
   const int64_t D = d.D, hpg = d.per_group();
-  const float scale = 1.0f / std::sqrt(float(D));
+  const float scale = d.scale;
 #pragma omp parallel
   {
     const size_t qd = size_t(d.Tq * D), kd = size_t(d.Tk * D);
@@ -262,7 +263,7 @@ void backward_t(const T* dout, const T* qkv, const T* kv, const T* out, const fl
 }
 
 Dims dims_of(const Tensor& qkv, const Tensor& kv, const AttentionConfig& cfg) {
-  return {qkv.size(0), qkv.size(1), kv.size(1), cfg.n_heads, cfg.groups(), cfg.head_dim};
+  return {qkv.size(0), qkv.size(1), kv.size(1), cfg.n_heads, cfg.groups(), cfg.head_dim, cfg.scale()};
 }
 DropMask drop_of(const AttentionConfig& cfg) {
   return {cfg.dropout_p, 1.0f / (1.0f - cfg.dropout_p), cfg.seed, cfg.stream};

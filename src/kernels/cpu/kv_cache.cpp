@@ -32,9 +32,8 @@ void append_t(const T* qkv, const int32_t* start, T* kc, T* vc, int64_t B, int64
 
 template <class T>
 void attention_t(const T* qkv, const T* kc, const T* vc, const int32_t* start, T* out, int64_t B, int64_t Tn,
-                 int64_t H, int64_t G, int64_t D, int64_t slots) {
+                 int64_t H, int64_t G, int64_t D, int64_t slots, float scale) {
   const int64_t per_group = H / G, S = per_group + 2;
-  const float scale = 1.0f / std::sqrt(float(D));
 #pragma omp parallel
   {
     std::vector<float> q(static_cast<size_t>(D)), acc(static_cast<size_t>(D)), p;
@@ -81,7 +80,7 @@ void kv_cache_attention(const Tensor& qkv, const Tensor& k_cache, const Tensor& 
   dispatch_float(qkv.dtype(), [&](auto tag) {
     using T = decltype(tag);
     attention_t(qkv.data<T>(), k_cache.data<T>(), v_cache.data<T>(), start.data<int32_t>(), out.data<T>(),
-                qkv.size(0), qkv.size(1), cfg.n_heads, cfg.groups(), cfg.head_dim, k_cache.size(1));
+                qkv.size(0), qkv.size(1), cfg.n_heads, cfg.groups(), cfg.head_dim, k_cache.size(1), cfg.scale());
   });
 }
 

@@ -57,7 +57,7 @@ BlockParams make_block_params(const Tensor& qkv, const Tensor& kv, const Attenti
   p.per_group = cfg.heads_per_group();
   p.qtok = int64_t(p.H + 2 * p.G) * p.D;
   p.ktok = int64_t(2 * p.G) * p.D;
-  p.scale = 1.0f / sqrtf(float(p.D));
+  p.scale = cfg.scale();
   p.qk_mul = p.scale * kLog2e;
   p.p_drop = cfg.dropout_p;
   p.inv_keep = 1.0f / (1.0f - cfg.dropout_p);

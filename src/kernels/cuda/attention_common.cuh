@@ -39,7 +39,7 @@ inline Params make_params(int64_t Tn, const AttentionConfig& cfg) {
   p.D = cfg.head_dim;
   p.per_group = cfg.heads_per_group();
   p.tok = int64_t(cfg.n_heads + 2 * cfg.groups()) * cfg.head_dim;
-  p.scale = 1.0f / sqrtf(float(cfg.head_dim));
+  p.scale = cfg.scale();
   p.qk_mul = p.scale * kLog2e;
   p.p_drop = cfg.dropout_p;
   p.inv_keep = 1.0f / (1.0f - cfg.dropout_p);

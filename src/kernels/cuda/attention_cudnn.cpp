@@ -66,7 +66,8 @@ struct Key {
   int64_t B, T, H, G, D;
   int dtype;
   bool backward, deterministic;
-  auto tie() const { return std::tie(B, T, H, G, D, dtype, backward, deterministic); }
+  float scale;  // AttentionConfig::scale(), the SDPA's attn_scale (part of the graph)
+  auto tie() const { return std::tie(B, T, H, G, D, dtype, backward, deterministic, scale); }
   bool operator<(const Key& o) const { return tie() < o.tie(); }
 
   int64_t per_group() const { return H / G; }
@@ -122,7 +123,7 @@ Entry build_graph(cudnnHandle_t handle, const Key& k) {
   g->set_io_data_type(fe_type(DType(k.dtype)))
       .set_intermediate_data_type(fe::DataType_t::FLOAT)
       .set_compute_data_type(fe::DataType_t::FLOAT);
-  const float scale = 1.0f / std::sqrt(float(k.D));
+  const float scale = k.scale;
   auto q = input(*g, "Q", kQ, q_dims(k), q_strides(k));
   auto kk = input(*g, "K", kK, kv_dims(k), kv_strides(k));
   auto v = input(*g, "V", kV, kv_dims(k), kv_strides(k));
@@ -230,7 +231,7 @@ bool run(const char* op, const Tensor& qkv, const Tensor* dqkv, const AttentionC
   for (auto& [uid, p] : ptrs)
     if (!aligned16(p)) return no("tensors must be 16-byte aligned");
   const Key key{qkv.size(0), qkv.size(1), cfg.n_heads, cfg.groups(), cfg.head_dim, int(dt), backward,
-                backward && attention_deterministic()};
+                backward && attention_deterministic(), cfg.scale()};
   const int device = qkv.device().index;
   CudaDeviceGuard guard(device);
   DeviceContext& ctx = context(device);

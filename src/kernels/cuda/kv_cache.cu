@@ -181,7 +181,7 @@ void kv_cache_attention(const Tensor& qkv, const Tensor& k_cache, const Tensor& 
   c.per_group = int(c.H / c.G);
   c.chunk = int(kChunkUnit * ceil_div(slots, kChunkUnit * kMaxChunks));
   c.chunks = int(ceil_div(slots, c.chunk));
-  c.scale = 1.0f / sqrtf(float(c.D));
+  c.scale = cfg.scale();
   const size_t smem = sizeof(float) * size_t(c.per_group) * size_t(c.D + c.chunk + 2);
   MT_CHECK(smem <= 48 * 1024, "kv_cache_attention: {} query heads per group x (head dim {} + {} keys) need {} bytes "
            "of shared memory (at most 49152)", c.per_group, c.D, c.chunk, smem);
