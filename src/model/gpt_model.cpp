@@ -203,15 +203,7 @@ Tensor GPTModel::hidden_states(const Tensor& input, const ForwardContext& ctx, S
            rope_.cos.size(0));
   const RotaryTables* rope = rope_.cos.defined() ? &rope_ : nullptr;
   if (rope && ctx.positions) {  // the tables' rows of each token's position
-    const int64_t n = s.batch * s.seq, half = rope_.cos.size(1);
-    const Tensor ids = ctx.positions->positions().view({1, n});
-    s.rope.cos = Tensor::empty({1, n, half}, DType::F32, rope_.cos.device());
-    s.rope.sin = Tensor::empty({1, n, half}, DType::F32, rope_.cos.device());
-    embedding_forward(ids, rope_.cos, nullptr, 0, s.rope.cos);
-    embedding_forward(ids, rope_.sin, nullptr, 0, s.rope.sin);
-    s.rope.cos = s.rope.cos.view({n, half});
-    s.rope.sin = s.rope.sin.view({n, half});
-    s.rope.per_token = true;
+    s.rope = rope_rows(rope_, ctx.positions->positions());
     rope = &s.rope;
   }
   ForwardContext lctx = ctx;
@@ -520,13 +512,9 @@ Tensor GPTModel::forward_inference(const Tensor& tokens, const std::vector<int32
   }
   if (par_.tp_size() > 1) par_.tp->all_reduce(x);
   if (cache.rope.cos.defined()) {
-    const int64_t half = cache.rope.cos.size(1);
-    step.cos = Tensor::empty({1, B * T, half}, DType::F32, dev);
-    step.sin = Tensor::empty({1, B * T, half}, DType::F32, dev);
-    embedding_forward(positions, cache.rope.cos, nullptr, 0, step.cos);
-    embedding_forward(positions, cache.rope.sin, nullptr, 0, step.sin);
-    step.cos = step.cos.view({B * T, half});
-    step.sin = step.sin.view({B * T, half});
+    const RotaryTables rows = rope_rows(cache.rope, positions);
+    step.cos = rows.cos;
+    step.sin = rows.sin;
   }
   for (size_t i = 0; i < layers_.size(); ++i) {
     before_forward_layer(i);

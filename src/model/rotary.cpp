@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <cmath>
 
+#include "kernels/embedding.h"
+
 namespace mt {
 
 namespace {
@@ -75,6 +77,20 @@ RotaryTables rope_tables(const TransformerConfig& cfg, int64_t seq, Device devic
       s.data<float>()[t * half + i] = float(std::sin(double(angle))) * m;
     }
   return {c.to(device), s.to(device)};
+}
+
+// The embedding kernel as a row gather.
+RotaryTables rope_rows(const RotaryTables& tables, const Tensor& positions) {
+  const int64_t n = positions.numel(), half = tables.cos.size(1);
+  RotaryTables r;
+  r.cos = Tensor::empty({1, n, half}, DType::F32, tables.cos.device());
+  r.sin = Tensor::empty({1, n, half}, DType::F32, tables.cos.device());
+  embedding_forward(positions.view({1, n}), tables.cos, nullptr, 0, r.cos);
+  embedding_forward(positions.view({1, n}), tables.sin, nullptr, 0, r.sin);
+  r.cos = r.cos.view({n, half});
+  r.sin = r.sin.view({n, half});
+  r.per_token = true;
+  return r;
 }
 
 }  // namespace mt

@@ -38,5 +38,9 @@ struct RotaryTables {
   bool per_token = false;  // cos, sin are [B T, R/2]: one row per token of a microbatch (explicit positions)
 };
 RotaryTables rope_tables(const TransformerConfig& cfg, int64_t seq, Device device);
+// The rows of `tables` at each token's position: positions int32 [n] (any shape of n elements) on
+// the tables' device -> per-token tables [n, R/2] (per_token), for tokens whose positions are not
+// 0..T-1 of every sample (context parallelism, document positions, generation steps).
+RotaryTables rope_rows(const RotaryTables& tables, const Tensor& positions);
 
 }  // namespace mt

@@ -244,31 +244,7 @@ using Driver = sgemm_driver::Driver<Tile>;
 
 }  // namespace
 
-int64_t packed_a_floats(int64_t m, int64_t k) { return Driver::packed_a_floats(m, k); }
-int64_t packed_b_floats(int64_t k, int64_t n) { return Driver::packed_b_floats(k, n); }
-void pack_a(bool ta, const float* a, int64_t lda, int64_t m, int64_t k, int64_t i0, int64_t rows, float* pa,
-            float* row_sums) {
-  Driver::pack_a(ta, a, lda, m, k, i0, rows, pa, row_sums);
-}
-void pack_b(bool tb, const float* b, int64_t ldb, int64_t k, int64_t n, int64_t j0, int64_t cols, float* pb) {
-  Driver::pack_b(tb, b, ldb, k, n, j0, cols, pb);
-}
-void gemm_packed(int64_t m, int64_t n, int64_t k, float alpha, const float* pa, const float* pb, float beta, float* c,
-                 int64_t ldc, int64_t i0, int64_t rows, int64_t j0, int64_t cols) {
-  Driver::gemm_packed(m, n, k, alpha, pa, pb, beta, c, ldc, i0, rows, j0, cols);
-}
-int64_t panel_floats(int64_t rows, int64_t kc) { return Driver::panel_floats(rows, kc); }
-int64_t strip_floats(int64_t kc, int64_t cols) { return Driver::strip_floats(kc, cols); }
-void pack_panels(bool ta, const float* a, int64_t lda, int64_t rows, int64_t kc, float* dst) {
-  Driver::pack_panels(ta, a, lda, rows, kc, dst);
-}
-void pack_strips(bool tb, const float* b, int64_t ldb, int64_t kc, int64_t cols, float* dst) {
-  Driver::pack_strips(tb, b, ldb, kc, cols, dst);
-}
-void gemm_block(int64_t kc, const float* panels, int64_t rows, const float* strips, int64_t cols, float alpha,
-                float beta, float* c, int64_t ldc) {
-  Driver::gemm_block(kc, panels, rows, strips, cols, alpha, beta, c, ldc);
-}
+#include "kernels/cpu/sgemm_driver_entry_points.inc"
 
 }  // namespace avx2
 

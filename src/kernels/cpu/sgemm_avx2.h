@@ -15,23 +15,6 @@ constexpr int64_t kRows = 6;    // a tile of C starts at a row that is a multipl
 constexpr int64_t kCols = 16;   // and at a column that is a multiple of this
 constexpr int64_t kKC = 256;    // the deepest k block: a kc x 16 strip of B is 16 KiB (L1)
 
-int64_t packed_a_floats(int64_t m, int64_t k);
-int64_t packed_b_floats(int64_t k, int64_t n);
-
-// As sgemm_avx512.h's functions of the same names, for these packed forms.
-void pack_a(bool trans_a, const float* a, int64_t lda, int64_t m, int64_t k, int64_t i0, int64_t rows, float* pa,
-            float* row_sums = nullptr);
-void pack_b(bool trans_b, const float* b, int64_t ldb, int64_t k, int64_t n, int64_t j0, int64_t cols, float* pb);
-void gemm_packed(int64_t m, int64_t n, int64_t k, float alpha, const float* pa, const float* pb, float beta, float* c,
-                 int64_t ldc, int64_t i0, int64_t rows, int64_t j0, int64_t cols);
-
-// One k block at a time (attention): panels + q * kc * 8 is panel q = row / kRows, strips + s *
-// kc * kCols strip s = col / kCols.
-int64_t panel_floats(int64_t rows, int64_t kc);
-int64_t strip_floats(int64_t kc, int64_t cols);
-void pack_panels(bool trans_a, const float* a, int64_t lda, int64_t rows, int64_t kc, float* dst);
-void pack_strips(bool trans_b, const float* b, int64_t ldb, int64_t kc, int64_t cols, float* dst);
-void gemm_block(int64_t kc, const float* panels, int64_t rows, const float* strips, int64_t cols, float alpha,
-                float beta, float* c, int64_t ldc);
+#include "kernels/cpu/sgemm_entry_points.inc"
 
 }  // namespace mt::cpu::avx2
